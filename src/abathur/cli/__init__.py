@@ -1,0 +1,5 @@
+"""The ``abathur`` command (being written)."""
+
+
+def main() -> None:
+    """Entry point."""

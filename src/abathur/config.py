@@ -1,0 +1,46 @@
+"""Settings: one object, from keyword arguments and ``ABATHUR_*`` environment variables.
+
+Precedence is the usual one: an argument beats the environment, which beats the
+default. ``ABATHUR_DB`` names the database file for the CLI and for
+``Abathur.open()`` when no path is given.
+
+Example:
+    >>> from abathur.config import Settings
+    >>> Settings(synchronous="FULL").synchronous
+    'FULL'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything tunable about an abathur database and its services."""
+
+    model_config = SettingsConfigDict(env_prefix="ABATHUR_", frozen=True, extra="forbid")
+
+    db: Path = Field(default=Path("abathur.db"), description="Database file path.")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="NORMAL is durable against a process crash in WAL mode; FULL also "
+        "against power loss, at the cost of an fsync per commit.",
+    )
+    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    wal_autocheckpoint: int = Field(default=1000, ge=0)
+    cache_size_kib: int = Field(default=64_000, ge=0, description="Page cache per connection.")
+    mmap_size: int = Field(default=268_435_456, ge=0)
+    readers: int = Field(default=4, ge=1, le=64, description="Read-only connections in the pool.")
+    max_value_bytes: int = Field(
+        default=1_048_576, ge=1, description="Largest JSON value, state or metadata accepted."
+    )
+    auto_migrate: bool = Field(default=True, description="Apply pending migrations on open.")
+    backup_before_migrate: bool = Field(
+        default=True, description="Copy an existing file aside before migrating it."
+    )

@@ -1,0 +1,216 @@
+"""The one exception tree of abathur.
+
+Every error raised by a public call is an :class:`AbathurError` with a stable
+``code`` (safe to match on, log and alert on) and a ``retryable`` flag (true
+when the same call may succeed if simply tried again). Where a builtin fits,
+the class also derives from it, so ``except ValueError`` or
+``except LookupError`` keep working::
+
+    AbathurError
+    ├── InvalidInputError (ValueError)            invalid_input
+    │   ├── InvalidIdError                        invalid_id
+    │   ├── InvalidNamespaceError                 memory.invalid_namespace
+    │   ├── InvalidMemoryTypeError                memory.invalid_type
+    │   ├── ValueNotSerializableError             invalid_json
+    │   └── ValueTooLargeError                    value_too_large
+    ├── NotFoundError (LookupError)               not_found
+    │   ├── SessionNotFoundError                  session.not_found
+    │   ├── MemoryNotFoundError                   memory.not_found
+    │   └── TaskNotFoundError                     task.not_found
+    ├── AlreadyExistsError                        already_exists
+    ├── ConflictError                             conflict (retryable)
+    │   ├── StaleSessionError                     session.stale (retryable)
+    │   └── VersionConflictError                  memory.version_conflict (retryable)
+    ├── InvalidTransitionError (ValueError)       session.invalid_transition
+    ├── ClosedError (RuntimeError)                closed
+    └── DatabaseError                             db.error
+        ├── DatabaseBusyError                     db.busy (retryable)
+        ├── SchemaError                           db.schema
+        └── IncompatibleEnvironmentError          db.incompatible_environment
+
+Driver errors (apsw) never reach a caller: ``abathur.db`` translates them into
+:class:`DatabaseError` subclasses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AbathurError",
+    "AlreadyExistsError",
+    "ClosedError",
+    "ConflictError",
+    "DatabaseBusyError",
+    "DatabaseError",
+    "IncompatibleEnvironmentError",
+    "InvalidIdError",
+    "InvalidInputError",
+    "InvalidMemoryTypeError",
+    "InvalidNamespaceError",
+    "InvalidTransitionError",
+    "MemoryNotFoundError",
+    "NotFoundError",
+    "SchemaError",
+    "SessionNotFoundError",
+    "StaleSessionError",
+    "TaskNotFoundError",
+    "ValueNotSerializableError",
+    "ValueTooLargeError",
+    "VersionConflictError",
+]
+
+
+class AbathurError(Exception):
+    """Base of every error abathur raises on purpose."""
+
+    code: str = "abathur.error"
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``."""
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+class InvalidInputError(AbathurError, ValueError):
+    """An argument of a public call failed validation; nothing was written."""
+
+    code = "invalid_input"
+
+
+class InvalidIdError(InvalidInputError):
+    """An id, app, user or key is blank, padded with whitespace, too long or has control characters."""
+
+    code = "invalid_id"
+
+
+class InvalidNamespaceError(InvalidInputError):
+    """A namespace is empty, has an empty or padded segment, or is too long."""
+
+    code = "memory.invalid_namespace"
+
+
+class InvalidMemoryTypeError(InvalidInputError):
+    """A memory type is not one of ``semantic``, ``episodic``, ``procedural``."""
+
+    code = "memory.invalid_type"
+
+
+class ValueNotSerializableError(InvalidInputError):
+    """A value, state or metadata cannot be stored as JSON (sets, bytes, NaN, objects...)."""
+
+    code = "invalid_json"
+
+
+class ValueTooLargeError(InvalidInputError):
+    """A serialised value is larger than ``Settings.max_value_bytes``."""
+
+    code = "value_too_large"
+
+
+class NotFoundError(AbathurError, LookupError):
+    """The thing named does not exist (or is no longer live)."""
+
+    code = "not_found"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No session has this id."""
+
+    code = "session.not_found"
+
+
+class MemoryNotFoundError(NotFoundError):
+    """No memory exists at this (namespace, key)."""
+
+    code = "memory.not_found"
+
+
+class TaskNotFoundError(NotFoundError):
+    """No task has this id."""
+
+    code = "task.not_found"
+
+
+class AlreadyExistsError(AbathurError):
+    """A create call used an id that is already taken."""
+
+    code = "already_exists"
+
+
+class ConflictError(AbathurError):
+    """Someone else wrote first; re-read and try again."""
+
+    code = "conflict"
+    retryable = True
+
+
+class StaleSessionError(ConflictError):
+    """``expected_revision`` no longer matches the session's revision."""
+
+    code = "session.stale"
+
+    def __init__(self, session_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"session {session_id!r} is at revision {actual}, not the expected {expected}: "
+            "re-read the session and append again"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+class VersionConflictError(ConflictError):
+    """``expected_version`` no longer matches the memory's current version."""
+
+    code = "memory.version_conflict"
+
+    def __init__(self, namespace: str, key: str, expected: int, actual: int | None) -> None:
+        now = "does not exist" if actual is None else f"is at version {actual}"
+        super().__init__(
+            f"memory {namespace!r}/{key!r} {now}, not the expected version {expected}: "
+            "re-read it and write again"
+        )
+        self.namespace = namespace
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidTransitionError(AbathurError, ValueError):
+    """A lifecycle change that the state machine does not allow (e.g. terminated -> active)."""
+
+    code = "session.invalid_transition"
+
+
+class ClosedError(AbathurError, RuntimeError):
+    """The database (or service) was used after ``close()``."""
+
+    code = "closed"
+
+
+class DatabaseError(AbathurError):
+    """The database could not do what was asked; the message says why."""
+
+    code = "db.error"
+
+
+class DatabaseBusyError(DatabaseError):
+    """Another process held the write lock longer than ``busy_timeout``."""
+
+    code = "db.busy"
+    retryable = True
+
+
+class SchemaError(DatabaseError):
+    """The file's schema is newer than this abathur, or a migration failed."""
+
+    code = "db.schema"
+
+
+class IncompatibleEnvironmentError(DatabaseError):
+    """SQLite is older than 3.51.3, or sqlite-vec cannot be loaded."""
+
+    code = "db.incompatible_environment"
