@@ -41,12 +41,14 @@ async def snapshot(ab: Abathur) -> dict[str, list[tuple]]:
             )
         ]
         # Table names come from sqlite_schema, not from a caller.
-        return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        return {
+            t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables
+        }
 
     return await ab.db.read(dump)
 
 
-class assert_unchanged:  # noqa: N801 - reads as a statement: `async with assert_unchanged(ab):`
+class assert_unchanged:
     """Async context manager: the database holds the same rows after the block."""
 
     def __init__(self, ab: Abathur) -> None:

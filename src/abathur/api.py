@@ -90,7 +90,9 @@ class Abathur:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -99,8 +101,13 @@ class Abathur:
 class _Opening:
     """What :meth:`Abathur.open` returns: awaitable, and an async context manager."""
 
-    def __init__(self, cls: type[Abathur], path: str | Path | None,
-                 settings: Settings | None, overrides: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cls: type[Abathur],
+        path: str | Path | None,
+        settings: Settings | None,
+        overrides: dict[str, Any],
+    ) -> None:
         self._cls, self._path, self._settings, self._overrides = cls, path, settings, overrides
         self._opened: Abathur | None = None
 
@@ -117,16 +124,18 @@ class _Opening:
         return self._opened
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._opened is not None:
             await self._opened.close()
 
 
-
-def _resolve_settings(path: str | Path | None, settings: Settings | None,
-                      overrides: dict[str, Any]) -> Settings:
+def _resolve_settings(
+    path: str | Path | None, settings: Settings | None, overrides: dict[str, Any]
+) -> Settings:
     if path is not None:
         overrides = {**overrides, "db": Path(path)}
     if settings is not None and not overrides:
@@ -140,4 +149,3 @@ def _resolve_settings(path: str | Path | None, settings: Settings | None,
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise InvalidInputError(f"invalid settings: {problems}") from None
-

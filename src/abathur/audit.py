@@ -30,15 +30,26 @@ __all__ = ["GENESIS", "AuditLog", "append"]
 GENESIS = "0" * 64
 
 
-def _digest(prev_hash: str, seq: int, at: float, action: str, entity: str,
-            entity_id: str, detail: str) -> str:
-    canonical = json.dumps([seq, repr(at), action, entity, entity_id, detail],
-                           ensure_ascii=False, separators=(",", ":"))
+def _digest(
+    prev_hash: str, seq: int, at: float, action: str, entity: str, entity_id: str, detail: str
+) -> str:
+    canonical = json.dumps(
+        [seq, repr(at), action, entity, entity_id, detail],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def append(conn: apsw.Connection, action: str, entity: str, entity_id: str,
-           detail: dict[str, Any] | None = None, *, at: float | None = None) -> int:
+def append(
+    conn: apsw.Connection,
+    action: str,
+    entity: str,
+    entity_id: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    at: float | None = None,
+) -> int:
     """Append one record inside the caller's write transaction; return its seq."""
     at = time.time() if at is None else at
     head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
@@ -106,8 +117,14 @@ class AuditLog:
         """Walk the whole chain; ``is_ok`` is false and ``problems`` says where if it is broken."""
         return await self._db.read(_verify)
 
-    async def records(self, *, entity: str | None = None, entity_id: str | None = None,
-                      after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
+    async def records(
+        self,
+        *,
+        entity: str | None = None,
+        entity_id: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
         """Records in order, optionally for one entity kind and id."""
 
         def fetch(conn: apsw.Connection) -> list[AuditRecord]:

@@ -6,7 +6,7 @@ when the same call may succeed if simply tried again). Where a builtin fits,
 the class also derives from it, so ``except ValueError`` or
 ``except LookupError`` keep working::
 
-    AbathurError
+    AbathurError                                  abathur.error
     ├── InvalidInputError (ValueError)            invalid_input
     │   ├── InvalidIdError                        invalid_id
     │   ├── InvalidNamespaceError                 memory.invalid_namespace
@@ -21,7 +21,7 @@ the class also derives from it, so ``except ValueError`` or
     ├── ConflictError                             conflict (retryable)
     │   ├── StaleSessionError                     session.stale (retryable)
     │   └── VersionConflictError                  memory.version_conflict (retryable)
-    ├── InvalidTransitionError (ValueError)       session.invalid_transition
+    ├── InvalidTransitionError (ValueError)       invalid_transition
     ├── ClosedError (RuntimeError)                closed
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
@@ -81,7 +81,7 @@ class InvalidInputError(AbathurError, ValueError):
 
 
 class InvalidIdError(InvalidInputError):
-    """An id, app, user or key is blank, padded with whitespace, too long or has control characters."""
+    """An id, app, user or key is blank, padded, too long, or has control characters."""
 
     code = "invalid_id"
 
@@ -180,9 +180,12 @@ class VersionConflictError(ConflictError):
 
 
 class InvalidTransitionError(AbathurError, ValueError):
-    """A lifecycle change that the state machine does not allow (e.g. terminated -> active)."""
+    """A lifecycle change the state machine does not allow.
 
-    code = "session.invalid_transition"
+    For example a terminated session made active again, or a finished task restarted.
+    """
+
+    code = "invalid_transition"
 
 
 class ClosedError(AbathurError, RuntimeError):

@@ -1,12 +1,959 @@
-"""MemoryService (being written)."""
+"""MemoryService: long-term, versioned memories addressed by (namespace, key).
+
+A memory is ``(namespace, key) -> JSON value`` with a type (``semantic``,
+``episodic`` or ``procedural``), a metadata object, an optional TTL and a
+version history (DESIGN.md §4). Every write adds one row to ``memories``; the
+newest row of a memory has ``is_current = 1``. A version's status is ``live``,
+``deleted`` (a tombstone written by :meth:`MemoryService.delete`) or
+``superseded`` (written by :meth:`MemoryService.consolidate`, pointing at the
+winner). Nothing is ever overwritten, so every change can be undone.
+
+A memory *reads as absent* when its current version is deleted, superseded or
+expired (``expires_at <= now``). Expiry is checked on every read path; a
+sweeper only ever reclaims space.
+
+Namespaces are colon-separated segments (``user:alice:preferences``). A prefix
+matches whole segments only: ``user:al`` covers ``user:al`` and
+``user:al:x`` but never ``user:alice``. The match is an index range on
+``memories_current`` (``prefix <= ns < prefix + ';'``, as ``';'`` is the
+character after ``':'``) plus an exact check, never a ``LIKE``.
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur import Abathur
+    >>> async def demo():
+    ...     with tempfile.TemporaryDirectory() as tmp:
+    ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+    ...             await ab.memory.put("user:alice:preferences", "language", "fr")
+    ...             await ab.memory.put("user:alice:preferences", "language", "en")
+    ...             return [m.value for m in await ab.memory.history(
+    ...                 "user:alice:preferences", "language")]
+    >>> asyncio.run(demo())
+    ['fr', 'en']
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+import unicodedata
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, get_args
+
+import apsw
+
+from abathur import audit
 from abathur.db import Database
+from abathur.errors import (
+    InvalidInputError,
+    InvalidMemoryTypeError,
+    InvalidNamespaceError,
+    MemoryNotFoundError,
+    VersionConflictError,
+)
+from abathur.models import (
+    ConsolidationAction,
+    ConsolidationReport,
+    Memory,
+    MemoryRef,
+    MemoryStatus,
+    MemoryType,
+)
+from abathur.values import check_id, decode, encode
+
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_NAMESPACE_LENGTH",
+    "SQL_CURRENT_MEMORY",
+    "SQL_LIST_PREFIX",
+    "MemoryService",
+    "check_namespace",
+    "prefix_params",
+]
+
+MAX_NAMESPACE_LENGTH = 512
+MAX_LIMIT = 10_000
+MEMORY_TYPES: tuple[str, ...] = get_args(MemoryType)
+
+_SEP = ":"
+# The character right after ':' in code-point (and UTF-8 byte) order: every
+# namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
+_AFTER_SEP = chr(ord(_SEP) + 1)
+
+# ---------------------------------------------------------------------------
+# SQL. Column order of every SELECT matches _Row.
+# ---------------------------------------------------------------------------
+
+_COLUMNS = (
+    "namespace, key, version, type, value, metadata, status, superseded_by_namespace, "
+    "superseded_by_key, first_created_at, created_at, expires_at"
+)
+
+# memory.get and every write's read of the current version: index memories_current.
+SQL_CURRENT_MEMORY = (
+    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND is_current = 1"
+)
+
+# memory.history: the UNIQUE (namespace, key, version) index, oldest first.
+SQL_HISTORY = f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? ORDER BY version"
+
+SQL_RETIRE_CURRENT = (
+    "UPDATE memories SET is_current = 0 WHERE namespace = ? AND key = ? AND is_current = 1"
+)
+
+SQL_INSERT_VERSION = (
+    "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
+    "superseded_by_namespace, superseded_by_key, first_created_at, created_at, expires_at, "
+    "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+)
+
+# memory.list / consolidate: live, unexpired current versions under a prefix.
+# Params: prefix, prefix + ';', prefix, prefix + ':', now, type, type, then one
+# _SQL_METADATA_MATCH group per filter entry, then limit, offset.
+_SQL_LIST_WHERE = (
+    f"SELECT {_COLUMNS} FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "AND (? IS NULL OR type = ?)"
+)
+# json_type tells JSON null from a missing key and true from 1, which
+# json_extract alone cannot. Params: path, type, other type, path, value.
+_SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
+_SQL_LIST_END = " ORDER BY namespace, key LIMIT ? OFFSET ?"
+SQL_LIST_PREFIX = _SQL_LIST_WHERE + _SQL_LIST_END
+
+# memory.namespaces. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
+SQL_NAMESPACES_PREFIX = (
+    "SELECT DISTINCT namespace FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "ORDER BY namespace LIMIT ?"
+)
+SQL_NAMESPACES_ALL = (
+    "SELECT DISTINCT namespace FROM memories "
+    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "ORDER BY namespace LIMIT ?"
+)
+
+
+class _Row(NamedTuple):
+    namespace: str
+    key: str
+    version: int
+    type: str
+    value: str
+    metadata: str
+    status: str
+    superseded_by_namespace: str | None
+    superseded_by_key: str | None
+    first_created_at: float
+    created_at: float
+    expires_at: float | None
+
+    def is_absent(self, now: float) -> bool:
+        return self.status != "live" or self.is_expired(now)
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def _memory(row: tuple[Any, ...]) -> Memory:
+    # Rows come from our own schema (CHECK constraints, JSON we encoded), so
+    # skipping validation is safe, and it is most of a get's cost otherwise.
+    (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
+     first_created_at, created_at, expires_at) = row
+    return Memory.model_construct(
+        namespace=namespace,
+        key=key,
+        value=decode(value),
+        type=type_,
+        metadata=decode(metadata),
+        version=version,
+        status=status,
+        superseded_by=(
+            None if by_ns is None else MemoryRef.model_construct(namespace=by_ns, key=by_key)
+        ),
+        created_at=first_created_at,
+        updated_at=created_at,
+        expires_at=expires_at,
+    )
+
+
+def _current(conn: apsw.Connection, namespace: str, key: str) -> _Row | None:
+    rows = conn.execute(SQL_CURRENT_MEMORY, (namespace, key)).fetchall()
+    return _Row(*rows[0]) if rows else None
+
+
+def _write_version(
+    conn: apsw.Connection,
+    current: _Row | None,
+    *,
+    namespace: str,
+    key: str,
+    type_: str,
+    value: str,
+    metadata: str,
+    status: MemoryStatus,
+    now: float,
+    expires_at: float | None,
+    superseded_by: MemoryRef | None = None,
+) -> Memory:
+    """Append the next version of (namespace, key) and make it current."""
+    version = 1 if current is None else current.version + 1
+    first_created_at = now if current is None else current.first_created_at
+    if current is not None:
+        conn.execute(SQL_RETIRE_CURRENT, (namespace, key))
+    row = (
+        namespace, key, version, type_, value, metadata, status,
+        None if superseded_by is None else superseded_by.namespace,
+        None if superseded_by is None else superseded_by.key,
+        first_created_at, now, expires_at,
+    )
+    conn.execute(SQL_INSERT_VERSION, row)
+    return _memory(row)
+
+
+def _check_expected(
+    namespace: str, key: str, expected: int | None, current: _Row | None, now: float
+) -> None:
+    """Optimistic concurrency: ``expected`` must name the current version.
+
+    ``0`` means "create only": it matches when the memory reads as absent
+    (never written, deleted, superseded or expired), like SET NX. Any other
+    number must equal the newest version number, whatever its status.
+    """
+    if expected is None:
+        return
+    actual = None if current is None else current.version
+    if expected == actual:
+        return
+    if expected == 0 and (current is None or current.is_absent(now)):
+        return
+    raise VersionConflictError(namespace, key, expected, actual)
+
+
+def _range_params(prefix: str) -> tuple[str, str, str, str]:
+    return prefix, prefix + _AFTER_SEP, prefix, prefix + _SEP
+
+
+def _list_query(
+    prefix: str,
+    type_: str | None,
+    metadata_params: list[Any],
+    limit: int,
+    offset: int,
+    now: float,
+) -> tuple[str, tuple[Any, ...]]:
+    sql = _SQL_LIST_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
+    params = (*_range_params(prefix), now, type_, type_, *metadata_params, limit, offset)
+    return sql, params
+
+
+def prefix_params(
+    prefix: str,
+    *,
+    type: MemoryType | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    now: float | None = None,
+) -> tuple[Any, ...]:
+    """The parameters :meth:`MemoryService.list` binds to :data:`SQL_LIST_PREFIX`.
+
+    For a call without ``filter`` (a filter adds one metadata match per entry),
+    so a test can ``EXPLAIN QUERY PLAN`` the exact query that ships.
+
+    Example:
+        >>> from abathur.memory import prefix_params
+        >>> prefix_params("user:al", now=0.0)
+        ('user:al', 'user:al;', 'user:al', 'user:al:', 0.0, None, None, 100, 0)
+    """
+    when = time.time() if now is None else now
+    return _list_query(prefix, type, [], limit, offset, when)[1]
+
+
+def _entity(namespace: str, key: str) -> str:
+    return f"{namespace}/{key}"
+
+
+# ---------------------------------------------------------------------------
+# Validation (runs before any SQL).
+# ---------------------------------------------------------------------------
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def check_namespace(namespace: object, what: str = "namespace") -> str:
+    """Return ``namespace`` if it is valid, else raise :class:`InvalidNamespaceError`.
+
+    Rules: a ``str`` of 1..512 characters made of ``:``-separated segments,
+    with no empty segment, no segment with leading or trailing whitespace and
+    no control characters anywhere.
+
+    Args:
+        namespace: the value to check.
+        what: how the message names it (``"namespace"`` or ``"prefix"``).
+
+    Returns:
+        The namespace, unchanged.
+
+    Raises:
+        InvalidNamespaceError: the value breaks one of the rules; the message
+            names the value and the rule.
+
+    Example:
+        >>> from abathur.memory import check_namespace
+        >>> check_namespace("user:alice:preferences")
+        'user:alice:preferences'
+        >>> check_namespace("user::x")
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidNamespaceError: namespace 'user::x' has an empty segment
+    """
+    if not isinstance(namespace, str):
+        raise InvalidNamespaceError(f"{what} must be a string, got {_kind(namespace)}")
+    if not namespace:
+        raise InvalidNamespaceError(f"{what} must not be empty")
+    if len(namespace) > MAX_NAMESPACE_LENGTH:
+        raise InvalidNamespaceError(
+            f"{what} {namespace[:40]!r}... is {len(namespace)} characters long; "
+            f"the limit is {MAX_NAMESPACE_LENGTH}"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in namespace):
+        raise InvalidNamespaceError(f"{what} {namespace!r} contains a control character")
+    for segment in namespace.split(_SEP):
+        if not segment:
+            raise InvalidNamespaceError(f"{what} {namespace!r} has an empty segment")
+        if segment != segment.strip():
+            raise InvalidNamespaceError(
+                f"{what} {namespace!r} has a segment {segment!r} with leading or trailing "
+                "whitespace"
+            )
+    return namespace
+
+
+def _check_type(value: object) -> str:
+    if not isinstance(value, str) or value not in MEMORY_TYPES:
+        raise InvalidMemoryTypeError(
+            f"memory type {value!r} is not one of {', '.join(MEMORY_TYPES)}"
+        )
+    return value
+
+
+def _check_int(value: object, what: str, *, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{what} must be an integer, got {_kind(value)}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise InvalidInputError(f"{what} must be {bound}, got {value}")
+    return value
+
+
+def _check_ttl(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise InvalidInputError(f"ttl must be a number of seconds or None, got {_kind(ttl)}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidInputError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def _encode_metadata(metadata: object, limit: int) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict (a JSON object), got {_kind(metadata)}")
+    return encode(dict(metadata), what="metadata", limit=limit)
+
+
+def _metadata_params(filter_: object) -> list[Any]:
+    """Bound parameters for one _SQL_METADATA_MATCH per filter entry."""
+    if filter_ is None:
+        return []
+    if not isinstance(filter_, Mapping):
+        raise InvalidInputError(
+            f"filter must be a dict of metadata key -> value, got {_kind(filter_)}"
+        )
+    params: list[Any] = []
+    for key, value in filter_.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"filter key {key!r} must be a string, got {_kind(key)}")
+        if '"' in key:
+            raise InvalidInputError(
+                f"filter key {key!r} contains a double quote, which a metadata filter cannot "
+                "name"
+            )
+        # A quoted JSON-path label, escaped the JSON way (backslashes, control
+        # characters), so '.', '[' or '$' in a key are literal, never path syntax.
+        path = '$."' + json.dumps(key, ensure_ascii=False)[1:-1] + '"'
+        if value is None:
+            types: tuple[str, str] = ("null", "null")
+        elif isinstance(value, bool):
+            types = ("true", "true") if value else ("false", "false")
+        elif isinstance(value, int | float | str):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInputError(f"filter value for {key!r} must be finite, got {value!r}")
+            # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
+            types = ("text", "text") if isinstance(value, str) else ("integer", "real")
+        else:
+            raise InvalidInputError(
+                f"filter value for {key!r} must be a str, int, float, bool or None, "
+                f"got {_kind(value)}"
+            )
+        params += [path, *types, path, value]
+    return params
+
+
+# ---------------------------------------------------------------------------
+# Consolidation planning (shared by the dry run and the real run).
+# ---------------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    examined: int
+    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]]  # reason, loser, winner
+
+
+def _newest_first(row: _Row) -> tuple[float, str, str]:
+    return (-row.created_at, row.namespace, row.key)
+
+
+def _plan_consolidation(conn: apsw.Connection, prefix: str, now: float) -> _Plan:
+    rows = [
+        _Row(*r)
+        for r in conn.execute(
+            SQL_LIST_PREFIX, (*_range_params(prefix), now, None, None, -1, 0)
+        ).fetchall()
+    ]
+    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]] = []
+
+    duplicates: dict[tuple[str, str], list[_Row]] = {}
+    for row in rows:
+        canonical = json.dumps(decode(row.value), sort_keys=True, ensure_ascii=False)
+        duplicates.setdefault((row.type, canonical), []).append(row)
+    survivors: list[_Row] = []
+    for group in duplicates.values():
+        winner, *losers = sorted(group, key=_newest_first)
+        survivors.append(winner)
+        actions += [("duplicate", loser, winner) for loser in losers]
+
+    # After step 1 no two survivors of one type share a value, so every other
+    # member of a (key, type) group holds a different value: a conflict.
+    conflicts: dict[tuple[str, str], list[_Row]] = {}
+    for row in survivors:
+        conflicts.setdefault((row.key, row.type), []).append(row)
+    for group in conflicts.values():
+        winner, *losers = sorted(group, key=_newest_first)
+        actions += [("conflict", loser, winner) for loser in losers]
+
+    actions.sort(key=lambda a: (a[0] != "duplicate", a[1].namespace, a[1].key))
+    return _Plan(len(rows), actions)
 
 
 class MemoryService:
-    """Placeholder until the service lands."""
+    """Versioned long-term memories: ``ab.memory``.
+
+    Every write (put, delete, restore, consolidate) adds a version and an
+    audit record in one transaction; a failed call changes nothing.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> async def demo():
+        ...     with tempfile.TemporaryDirectory() as tmp:
+        ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+        ...             m = await ab.memory.put("user:alice", "lang", {"value": "fr"})
+        ...             return m.version, (await ab.memory.get("user:alice", "lang")).value
+        >>> asyncio.run(demo())
+        (1, {'value': 'fr'})
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        type: MemoryType = "semantic",
+        metadata: dict[str, Any] | None = None,
+        ttl: float | None = None,
+        expected_version: int | None = None,
+    ) -> Memory:
+        """Write a new version of the memory at (namespace, key).
+
+        The new version is the current version + 1 (1 for a new memory);
+        numbering continues after a delete or an expiry, and the memory's
+        ``created_at`` stays the time version 1 was written.
+
+        Args:
+            namespace: colon-separated segments, e.g. ``"user:alice:preferences"``.
+            key: the memory's name within the namespace.
+            value: any JSON value.
+            type: ``"semantic"``, ``"episodic"`` or ``"procedural"``.
+            metadata: a JSON object (``dict`` with ``str`` keys) to filter on.
+            ttl: seconds until the memory expires (reads as absent); ``None``: never.
+            expected_version: write only if the current version is this one;
+                ``0`` writes only if the memory reads as absent (create-only).
+
+        Returns:
+            The version written.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is blank, padded, too long or has control characters.
+            InvalidMemoryTypeError: ``type`` is not one of the three types.
+            ValueNotSerializableError: value or metadata is not JSON.
+            ValueTooLargeError: value or metadata is over ``max_value_bytes``.
+            InvalidInputError: metadata is not a dict, ttl is not a positive
+                number, or expected_version is not an int >= 0.
+            VersionConflictError: ``expected_version`` is not the current
+                version; nothing was written.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             m = await ab.memory.put("user:alice", "lang", "fr", expected_version=0)
+            ...             m = await ab.memory.put("user:alice", "lang", "en",
+            ...                                     metadata={"source": "chat"},
+            ...                                     expected_version=m.version)
+            ...             return m.version, m.value, m.metadata
+            >>> asyncio.run(demo())
+            (2, 'en', {'source': 'chat'})
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        type_ = _check_type(type)
+        limit = self._db.settings.max_value_bytes
+        value_json = encode(value, what="memory value", limit=limit)
+        metadata_json = _encode_metadata(metadata, limit)
+        ttl_s = _check_ttl(ttl)
+        if expected_version is not None:
+            _check_int(expected_version, "expected_version", minimum=0)
+
+        def write(conn: apsw.Connection) -> Memory:
+            now = time.time()
+            current = _current(conn, namespace, key)
+            _check_expected(namespace, key, expected_version, current, now)
+            memory = _write_version(
+                conn, current, namespace=namespace, key=key, type_=type_, value=value_json,
+                metadata=metadata_json, status="live", now=now,
+                expires_at=None if ttl_s is None else now + ttl_s,
+            )
+            audit.append(conn, "memory.put", "memory", _entity(namespace, key),
+                         {"version": memory.version}, at=now)
+            return memory
+
+        return await self._db.write(write)
+
+    async def get(self, namespace: str, key: str) -> Memory | None:
+        """The current version of a memory, or ``None`` if it reads as absent.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+
+        Returns:
+            The live, unexpired current version, or ``None`` when the memory
+            never existed, was deleted or superseded, or has expired.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             found = await ab.memory.get("user:alice", "lang")
+            ...             return found.value, await ab.memory.get("user:alice", "nope")
+            >>> asyncio.run(demo())
+            ('fr', None)
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        params = (namespace, key)
+        rows = await self._db.read(lambda conn: conn.execute(SQL_CURRENT_MEMORY, params).fetchall())
+        if not rows:
+            return None
+        row = rows[0]
+        # status and expires_at: columns 6 and 11 of _COLUMNS.
+        if row[6] != "live" or (row[11] is not None and row[11] <= time.time()):
+            return None
+        return _memory(row)
+
+    async def history(self, namespace: str, key: str) -> list[Memory]:
+        """Every version of a memory, oldest first.
+
+        Deleted and superseded versions are included with their ``status``
+        and ``superseded_by``. An expired memory has no history: once its
+        current version expires it is gone on every read path.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+
+        Returns:
+            The versions, oldest first; ``[]`` if the memory never existed or
+            its current version has expired.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.delete("user:alice", "lang")
+            ...             versions = await ab.memory.history("user:alice", "lang")
+            ...             return [(m.version, m.status) for m in versions]
+            >>> asyncio.run(demo())
+            [(1, 'live'), (2, 'deleted')]
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        params = (namespace, key)
+        rows = await self._db.read(lambda conn: conn.execute(SQL_HISTORY, params).fetchall())
+        if not rows or _Row(*rows[-1]).is_expired(time.time()):
+            return []
+        return [_memory(row) for row in rows]
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        type: MemoryType | None = None,
+        filter: Mapping[str, str | int | float | bool | None] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Memory]:
+        """Live, unexpired memories in ``prefix`` or below it, by (namespace, key).
+
+        The prefix matches whole segments: ``"user:al"`` lists ``user:al`` and
+        ``user:al:notes`` but never ``user:alice``; ``"acme"`` never lists
+        ``acme-corp``.
+
+        Args:
+            prefix: a namespace; memories in it and in namespaces under it are listed.
+            type: only memories of this type.
+            filter: metadata key -> str/int/float/bool/None; a memory is listed
+                only if every key is present in its metadata with an equal
+                value (numbers compare as numbers; ``True`` never equals ``1``).
+            limit: at most this many (1..10000).
+            offset: skip this many first.
+
+        Returns:
+            The current versions, ordered by (namespace, key).
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidMemoryTypeError: ``type`` is not one of the three types.
+            InvalidInputError: the filter is not a dict of scalars, a filter key
+                has a double quote, or limit/offset are out of range.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice:prefs", "lang", "fr",
+            ...                                 metadata={"source": "chat"})
+            ...             await ab.memory.put("user:alice", "name", "Alice")
+            ...             await ab.memory.put("user:alicia", "name", "Alicia")
+            ...             everything = await ab.memory.list("user:alice")
+            ...             from_chat = await ab.memory.list("user:alice",
+            ...                                              filter={"source": "chat"})
+            ...             return ([(m.namespace, m.key) for m in everything],
+            ...                     [m.key for m in from_chat])
+            >>> asyncio.run(demo())
+            ([('user:alice', 'name'), ('user:alice:prefs', 'lang')], ['lang'])
+        """
+        check_namespace(prefix, "prefix")
+        type_ = None if type is None else _check_type(type)
+        metadata_params = _metadata_params(filter)
+        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        _check_int(offset, "offset", minimum=0)
+        sql, params = _list_query(prefix, type_, metadata_params, limit, offset, time.time())
+        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_memory(row) for row in rows]
+
+    async def delete(
+        self, namespace: str, key: str, *, expected_version: int | None = None
+    ) -> Memory:
+        """Delete a memory by writing a tombstone version (undo with :meth:`restore`).
+
+        The tombstone keeps the value, type, metadata and expiry of the version
+        it deletes, so a restore brings them back.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+            expected_version: delete only if the current version is this one.
+
+        Returns:
+            The tombstone (``status == "deleted"``).
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+            InvalidInputError: expected_version is not an int >= 0.
+            VersionConflictError: ``expected_version`` is not the current version.
+            MemoryNotFoundError: the memory reads as absent (never written,
+                already deleted, superseded or expired).
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             gone = await ab.memory.delete("user:alice", "lang", expected_version=1)
+            ...             after = await ab.memory.get("user:alice", "lang")
+            ...             return gone.version, gone.status, after
+            >>> asyncio.run(demo())
+            (2, 'deleted', None)
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        if expected_version is not None:
+            _check_int(expected_version, "expected_version", minimum=0)
+
+        def write(conn: apsw.Connection) -> Memory:
+            now = time.time()
+            current = _current(conn, namespace, key)
+            _check_expected(namespace, key, expected_version, current, now)
+            if current is None or current.is_absent(now):
+                raise MemoryNotFoundError(
+                    f"memory {namespace!r}/{key!r} does not exist (or is already deleted, "
+                    "superseded or expired)"
+                )
+            tombstone = _write_version(
+                conn, current, namespace=namespace, key=key, type_=current.type,
+                value=current.value, metadata=current.metadata, status="deleted", now=now,
+                expires_at=current.expires_at,
+            )
+            audit.append(conn, "memory.delete", "memory", _entity(namespace, key),
+                         {"version": tombstone.version}, at=now)
+            return tombstone
+
+        return await self._db.write(write)
+
+    async def restore(self, namespace: str, key: str) -> Memory:
+        """Bring back a deleted or superseded memory as a new live version.
+
+        The new version has the value, type, metadata and expiry of the
+        deleted (or superseded) one. Restoring a live memory is a no-op that
+        returns it unchanged; an expired memory is gone and cannot be restored.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+
+        Returns:
+            The live current version.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+            MemoryNotFoundError: the memory never existed or has expired.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.delete("user:alice", "lang")
+            ...             back = await ab.memory.restore("user:alice", "lang")
+            ...             return back.version, back.status, back.value
+            >>> asyncio.run(demo())
+            (3, 'live', 'fr')
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+
+        def write(conn: apsw.Connection) -> Memory:
+            now = time.time()
+            current = _current(conn, namespace, key)
+            if current is None:
+                raise MemoryNotFoundError(f"memory {namespace!r}/{key!r} never existed")
+            if current.is_expired(now):
+                raise MemoryNotFoundError(
+                    f"memory {namespace!r}/{key!r} expired at {current.expires_at}; an expired "
+                    "memory cannot be restored"
+                )
+            if current.status == "live":
+                return _memory(current)
+            restored = _write_version(
+                conn, current, namespace=namespace, key=key, type_=current.type,
+                value=current.value, metadata=current.metadata, status="live", now=now,
+                expires_at=current.expires_at,
+            )
+            audit.append(conn, "memory.restore", "memory", _entity(namespace, key),
+                         {"version": restored.version, "from": current.status}, at=now)
+            return restored
+
+        return await self._db.write(write)
+
+    async def namespaces(
+        self, prefix: str | None = None, *, max_depth: int | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Namespaces holding at least one live, unexpired memory, sorted.
+
+        Args:
+            prefix: only this namespace and those under it (whole segments);
+                ``None``: all.
+            max_depth: cut each namespace to its first ``max_depth`` segments
+                (then drop duplicates); ``None``: full names.
+            limit: at most this many (1..10000).
+
+        Returns:
+            Distinct namespaces in sorted order.
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidInputError: max_depth is not an int >= 1, or limit is out of range.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice:prefs", "lang", "fr")
+            ...             await ab.memory.put("user:bob", "lang", "en")
+            ...             return (await ab.memory.namespaces("user"),
+            ...                     await ab.memory.namespaces(max_depth=1))
+            >>> asyncio.run(demo())
+            (['user:alice:prefs', 'user:bob'], ['user'])
+        """
+        if prefix is not None:
+            check_namespace(prefix, "prefix")
+        if max_depth is not None:
+            _check_int(max_depth, "max_depth", minimum=1)
+        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        now = time.time()
+        # Cutting names to max_depth can merge them and change their order
+        # ('a:b!x' < 'a:b:c' but 'a:b' < 'a:b!x'), so the limit is applied after.
+        sql_limit = limit if max_depth is None else -1
+        if prefix is None:
+            sql, params = SQL_NAMESPACES_ALL, (now, sql_limit)
+        else:
+            sql, params = SQL_NAMESPACES_PREFIX, (*_range_params(prefix), now, sql_limit)
+        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        names = [name for (name,) in rows]
+        if max_depth is not None:
+            names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
+        return names[:limit]
+
+    async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
+        """Resolve duplicates and conflicts among the live memories under ``prefix``.
+
+        Only live, unexpired current versions in ``prefix`` or below it
+        (whole segments) are examined. Two rules run in order:
+
+        1. **Duplicates**: memories of the same type whose values are equal
+           as JSON (objects compared with sorted keys) but that sit at
+           different (namespace, key) places. The most recently written one
+           wins; on a tie, the smallest (namespace, key).
+        2. **Conflicts**: among what is still live, memories with the same key
+           and type in different namespaces whose values differ. The most
+           recently written one wins, with the same tie rule.
+
+        Nothing is deleted or rewritten: each loser gets a new version with
+        status ``superseded``, its value, type, metadata and expiry copied and
+        ``superseded_by`` naming the winner, plus a ``memory.supersede`` audit
+        record. All of it happens in one write transaction. It is reversible:
+        :meth:`restore` on a loser makes it live again.
+
+        Args:
+            prefix: the namespace to consolidate (with everything under it).
+            dry_run: report what would be done and write nothing.
+
+        Returns:
+            A report: how many memories were examined and one action per
+            loser (``loser_version`` is the superseding version; 0 in a dry run).
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidInputError: dry_run is not a bool.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice:a", "lang", "fr")
+            ...             await ab.memory.put("user:alice:b", "language", "fr")
+            ...             report = await ab.memory.consolidate("user:alice")
+            ...             (action,) = report.actions
+            ...             return action.reason, action.loser.namespace, action.winner.namespace
+            >>> asyncio.run(demo())
+            ('duplicate', 'user:alice:a', 'user:alice:b')
+        """
+        check_namespace(prefix, "prefix")
+        if not isinstance(dry_run, bool):
+            raise InvalidInputError(f"dry_run must be a bool, got {_kind(dry_run)}")
+
+        def report(plan: _Plan, versions: list[int]) -> ConsolidationReport:
+            return ConsolidationReport(
+                prefix=prefix,
+                is_dry_run=dry_run,
+                examined=plan.examined,
+                actions=[
+                    ConsolidationAction(
+                        reason=reason,
+                        loser=MemoryRef(namespace=loser.namespace, key=loser.key),
+                        winner=MemoryRef(namespace=winner.namespace, key=winner.key),
+                        loser_version=version,
+                    )
+                    for (reason, loser, winner), version in zip(plan.actions, versions, strict=True)
+                ],
+            )
+
+        if dry_run:
+            plan = await self._db.read(lambda conn: _plan_consolidation(conn, prefix, time.time()))
+            return report(plan, [0] * len(plan.actions))
+
+        def write(conn: apsw.Connection) -> ConsolidationReport:
+            now = time.time()
+            plan = _plan_consolidation(conn, prefix, now)
+            versions = []
+            for reason, loser, winner in plan.actions:
+                winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
+                superseded = _write_version(
+                    conn, loser, namespace=loser.namespace, key=loser.key, type_=loser.type,
+                    value=loser.value, metadata=loser.metadata, status="superseded", now=now,
+                    expires_at=loser.expires_at, superseded_by=winner_ref,
+                )
+                audit.append(
+                    conn, "memory.supersede", "memory", _entity(loser.namespace, loser.key),
+                    {"version": superseded.version, "reason": reason,
+                     "winner": _entity(winner.namespace, winner.key)},
+                    at=now,
+                )
+                versions.append(superseded.version)
+            return report(plan, versions)
+
+        return await self._db.write(write)

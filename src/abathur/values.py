@@ -38,7 +38,9 @@ def check_id(value: object, what: str) -> str:
     if value != value.strip():
         raise InvalidIdError(f"{what} {value!r} has leading or trailing whitespace")
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidIdError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise InvalidIdError(
+            f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidIdError(f"{what} {value!r} contains a control character")
     return value

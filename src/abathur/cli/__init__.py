@@ -1,5 +1,48 @@
-"""The ``abathur`` command (being written)."""
+"""The ``abathur`` command: the click group and its wiring, nothing else.
+
+Each command group lives in its own module (``database.py``: init, migrate,
+info; ``demo.py``: demo); ``options.py`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import click
+
+from abathur import __version__, logs
+from abathur.cli import database, demo
+from abathur.cli.options import EXIT_CODES_HELP
+
+__all__ = ["main"]
 
 
-def main() -> None:
-    """Entry point."""
+@click.group(
+    epilog=EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="abathur")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Lowest level of the log lines written to stderr.",
+)
+def main(log_level: str) -> None:
+    """abathur: durable memory for AI agents in one SQLite file.
+
+    Every command takes --db PATH (default $ABATHUR_DB, else ./abathur.db) and
+    --json (one JSON document on stdout). Logs go to stderr.
+
+    \b
+    Examples:
+      abathur init --db ./agent.db
+      abathur demo --db ./agent.db
+      abathur info --db ./agent.db --json
+    """
+    logs.configure(level=log_level.upper())
+
+
+main.add_command(database.init)
+main.add_command(database.migrate)
+main.add_command(database.info)
+main.add_command(demo.demo)

@@ -115,8 +115,10 @@ def connect(path: Path, settings: Settings, *, readonly: bool) -> apsw.Connectio
     A read-only connection cannot change the journal mode, but asking for WAL
     on a file that is already WAL is a no-op that reports ``wal``; we check it.
     """
-    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
-        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    flags = (
+        apsw.SQLITE_OPEN_READONLY
+        if readonly
+        else (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     )
     with translate_errors(f"opening {path}"):
         conn = apsw.Connection(str(path), flags=flags)

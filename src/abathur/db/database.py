@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +29,41 @@ from abathur.db import migrations
 from abathur.db.connection import Versions, check_environment, connect, translate_errors
 from abathur.errors import ClosedError, InvalidInputError
 
-__all__ = ["Database"]
+__all__ = ["Database", "DatabaseInfo", "MigrationPlan"]
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What migrating a file would do, read without creating or changing it."""
+
+    path: Path
+    exists: bool
+    current: int
+    latest: int
+    pending: tuple[migrations.Migration, ...]
+
+    @property
+    def is_current(self) -> bool:
+        """True when no migration is pending."""
+        return not self.pending
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """Sizes, schema version and row counts of an open database (``abathur info``)."""
+
+    path: Path
+    size_bytes: int
+    wal_bytes: int
+    schema_version: int
+    latest_schema_version: int
+    page_size: int
+    page_count: int
+    freelist_count: int
+    row_counts: Mapping[str, int]
 
 
 class _Worker(aiosqlite.Connection):
@@ -44,6 +76,18 @@ class _Worker(aiosqlite.Connection):
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._execute(fn, self._conn, *args)
+
+    async def _connect(self) -> _Worker:
+        try:
+            await super()._connect()
+        except BaseException:
+            # On a failed connect aiosqlite queues its thread's stop but does not
+            # wait for it; if asyncio.run() then closes the loop first, the thread
+            # dies printing "Event loop is closed" (seen on `abathur init --db
+            # missing-dir/x.db`). Waiting for the thread makes the error clean.
+            await asyncio.to_thread(self._thread.join)
+            raise
+        return self
 
 
 def _write_txn(fn: Callable[[apsw.Connection], T], conn: apsw.Connection) -> T:
@@ -109,12 +153,13 @@ class Database:
             DatabaseError: the file cannot be opened or migrated.
         """
         settings = settings or Settings()
-        path = Path(path)
-        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+        raw = str(path)
+        if raw.strip() in ("", ":memory:") or raw.startswith("file:") or Path(raw).is_dir():
             raise InvalidInputError(
-                f"database path {str(path)!r} is not a file path: abathur needs a real file "
+                f"database path {raw!r} is not a file path: abathur needs a real file "
                 "so its reader connections can share it"
             )
+        path = Path(raw)
         versions = check_environment()
         db = cls(path, settings, versions)
         try:
@@ -158,7 +203,7 @@ class Database:
         return self._writer
 
     async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run ``fn(conn)`` in ``BEGIN IMMEDIATE`` on the writer; commit, or roll back and re-raise."""
+        """Run ``fn(conn)`` in ``BEGIN IMMEDIATE`` on the writer; on error roll back, re-raise."""
         return await self._writer_or_raise().run(partial(_write_txn, fn))
 
     async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -188,6 +233,82 @@ class Database:
             # pending writes commit before the writer goes away.
             await worker.close()
 
+    @classmethod
+    async def plan_migrations(cls, path: str | Path) -> MigrationPlan:
+        """Read the schema version of ``path`` and list the migrations it lacks.
+
+        Never creates, locks or writes the file: a missing file is planned from
+        version 0, and a file with no ``-wal`` beside it is read as immutable,
+        so not even ``-wal``/``-shm`` files appear.
+
+        Raises:
+            InvalidInputError: ``path`` is a directory.
+            SchemaError: the file is newer than this abathur.
+            DatabaseError: the file exists but is not a readable SQLite database.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur.db import Database
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "new.db"
+            >>> plan = asyncio.run(Database.plan_migrations(path))
+            >>> plan.exists, plan.current, [m.version for m in plan.pending][:2], path.exists()
+            (False, 0, [1, 2], False)
+        """
+        return await asyncio.to_thread(_plan, Path(path))
+
+    async def schema_version(self) -> int:
+        """The file's ``PRAGMA user_version``: the last migration applied."""
+        return await self.read(migrations.current_version)
+
+    async def info(self) -> DatabaseInfo:
+        """File and WAL sizes, schema version, page counts and rows per table.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur.db import Database
+            >>> async def demo():
+            ...     db = await Database.open(pathlib.Path(tempfile.mkdtemp()) / "x.db")
+            ...     try:
+            ...         return await db.info()
+            ...     finally:
+            ...         await db.close()
+            >>> info = asyncio.run(demo())
+            >>> info.schema_version == info.latest_schema_version, info.row_counts["sessions"]
+            (True, 0)
+        """
+
+        def gather(conn: apsw.Connection) -> tuple[int, int, int, int, dict[str, int]]:
+            version = migrations.current_version(conn)
+            page_size, page_count, freelist = (
+                int(conn.execute(f"PRAGMA {name}").fetchall()[0][0])
+                for name in ("page_size", "page_count", "freelist_count")
+            )
+            # Real tables only: FTS/vec virtual tables and their shadow tables
+            # are indexes over these, and counting them would double-count.
+            tables = sorted(
+                name
+                for _schema, name, kind, *_ in conn.execute("PRAGMA main.table_list")
+                if kind == "table" and not name.startswith("sqlite_")
+            )
+            # Table names come from sqlite_schema (our own migrations), never from a caller.
+            counts = {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0])
+                      for t in tables}
+            return version, page_size, page_count, freelist, counts
+
+        version, page_size, page_count, freelist, counts = await self.read(gather)
+        wal = self.path.with_name(self.path.name + "-wal")
+        return DatabaseInfo(
+            path=self.path,
+            size_bytes=self.path.stat().st_size,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+            schema_version=version,
+            latest_schema_version=migrations.available()[-1].version,
+            page_size=page_size,
+            page_count=page_count,
+            freelist_count=freelist,
+            row_counts=counts,
+        )
+
     def __del__(self) -> None:
         if not self._closed and self._writer is not None:
             warnings.warn(
@@ -196,6 +317,31 @@ class Database:
                 ResourceWarning,
                 stacklevel=1,
             )
+
+
+def _plan(path: Path) -> MigrationPlan:
+    if path.is_dir():
+        raise InvalidInputError(f"database path {str(path)!r} is a directory, not a file")
+    latest = migrations.available()[-1].version
+    if not path.exists():
+        return MigrationPlan(path, False, 0, latest, tuple(migrations.available()))
+    if path.with_name(path.name + "-wal").exists():
+        # Another connection may be live, or one crashed: committed pages can
+        # still sit in the WAL, so read through it (read-only) like any reader.
+        target, flags = str(path), apsw.SQLITE_OPEN_READONLY
+    else:
+        # No WAL: the main file is the whole truth, and immutable=1 reads it
+        # without the locks and the -shm/-wal files a normal open would create.
+        target = path.resolve().as_uri() + "?immutable=1"
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    with translate_errors(f"reading the schema version of {path}"):
+        conn = apsw.Connection(target, flags=flags)
+        try:
+            current = migrations.current_version(conn)
+            todo = migrations.pending(conn)
+        finally:
+            conn.close()
+    return MigrationPlan(path, True, current, latest, tuple(todo))
 
 
 def _backup(conn: apsw.Connection, *, path: Path, from_version: int) -> Path:

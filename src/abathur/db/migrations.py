@@ -100,7 +100,9 @@ def backup_copy(conn: apsw.Connection, db_path: Path, *, from_version: int) -> P
         dest = apsw.Connection(str(dest_path))
         try:
             with dest.backup("main", conn, "main") as backup:
-                backup.step(-1)  # one step: a single snapshot, never restarted by a concurrent writer
+                backup.step(
+                    -1
+                )  # one step: a single snapshot, never restarted by a concurrent writer
         finally:
             dest.close()
     return dest_path

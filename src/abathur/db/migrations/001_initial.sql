@@ -74,6 +74,8 @@ CREATE TABLE memories (
     superseded_by_namespace TEXT,                -- set when status = 'superseded'
     superseded_by_key       TEXT,
     created_at    REAL    NOT NULL,              -- when this version was written
+    first_created_at REAL NOT NULL,              -- when version 1 was written: carried
+                                                 -- forward, so archiving old versions keeps it
     expires_at    REAL,                          -- NULL: never
     is_current    INTEGER NOT NULL DEFAULT 1 CHECK (is_current IN (0, 1)),
     UNIQUE (namespace, key, version)             -- memory.history(namespace, key)

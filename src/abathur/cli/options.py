@@ -1,0 +1,133 @@
+"""What every command shares: ``--db``, ``--json``, output, and the error edge.
+
+Output contract: with ``--json`` stdout gets exactly one JSON document (keys
+are snake_case, as in the models); without it, stdout gets human-readable
+text. Logs and progress always go to stderr, so ``abathur info --json | jq``
+works whatever is logged. An :class:`~abathur.errors.AbathurError` stops the
+command at :func:`standard_options`: its code and message go to stderr (and
+``{"error": {...}}`` to stdout with ``--json``) and the exit code is 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from abathur.errors import AbathurError
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "EXIT_ERROR",
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Output",
+    "format_pairs",
+    "format_table",
+    "standard_options",
+]
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+# click rewraps help paragraphs; "\b" keeps this one as laid out.
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {EXIT_OK}  ok
+  {EXIT_FINDINGS}  findings (a check found a problem)
+  {EXIT_USAGE}  usage error (bad option or argument)
+  {EXIT_ERROR}  operational error: its code and message are printed on stderr"""
+
+
+class Output:
+    """Writes a command's one result, as JSON or as text, and its errors."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def result(self, data: Mapping[str, Any], human: str) -> None:
+        """Print the result: ``data`` as JSON with ``--json``, else the ``human`` text."""
+        if self.as_json:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_jsonable))
+        else:
+            click.echo(human)
+
+    def progress(self, message: str) -> None:
+        """A line for the person watching; stderr, so it never mixes with the result."""
+        click.echo(message, err=True)
+
+    def error(self, exc: AbathurError) -> None:
+        """Report an error: code and message on stderr, and as JSON on stdout with ``--json``."""
+        click.echo(f"abathur: error [{exc.code}]: {exc.message}", err=True)
+        if self.as_json:
+            click.echo(json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def format_pairs(pairs: Iterable[tuple[str, object]]) -> str:
+    """Two aligned columns: a label and its value."""
+    rows = [(label, "" if value is None else str(value)) for label, value in pairs]
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
+    """A plain text table; numbers are right-aligned."""
+    cells = [tuple(str(c) for c in header)]
+    numeric = [False] * len(header)
+    for row in rows:
+        cells.append(tuple("" if c is None else str(c) for c in row))
+        for i, c in enumerate(row):
+            numeric[i] = numeric[i] or isinstance(c, int | float)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(row, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--db`` and ``--json`` to a command, and stop our errors at the edge.
+
+    The command function receives ``db_path`` (a :class:`~pathlib.Path`) and
+    ``out`` (an :class:`Output`) as keyword arguments.
+    """
+
+    @click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="ABATHUR_DB",
+        default=Path("abathur.db"),
+        show_default="$ABATHUR_DB, else ./abathur.db",
+        help="The database file.",
+    )
+    @click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text."
+    )
+    @functools.wraps(fn)
+    def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
+        out = Output(as_json=as_json)
+        try:
+            fn(db_path=db_path, out=out, **kwargs)
+        except AbathurError as exc:
+            out.error(exc)
+            raise click.exceptions.Exit(EXIT_ERROR) from None
+
+    return command
