@@ -23,6 +23,9 @@ the class also derives from it, so ``except ValueError`` or
     │   └── VersionConflictError                  memory.version_conflict (retryable)
     ├── InvalidTransitionError (ValueError)       invalid_transition
     ├── ClosedError (RuntimeError)                closed
+    ├── EmbedderError                             embedder.error
+    │   ├── EmbedderUnavailableError              embedder.unavailable (retryable)
+    │   └── EmbedderMismatchError                 embedder.mismatch
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
         ├── SchemaError                           db.schema
@@ -41,6 +44,9 @@ __all__ = [
     "ConflictError",
     "DatabaseBusyError",
     "DatabaseError",
+    "EmbedderError",
+    "EmbedderMismatchError",
+    "EmbedderUnavailableError",
     "IncompatibleEnvironmentError",
     "InvalidIdError",
     "InvalidInputError",
@@ -192,6 +198,25 @@ class ClosedError(AbathurError, RuntimeError):
     """The database (or service) was used after ``close()``."""
 
     code = "closed"
+
+
+class EmbedderError(AbathurError):
+    """An embedder failed in a way retrying will not fix (bad model, bad response)."""
+
+    code = "embedder.error"
+
+
+class EmbedderUnavailableError(EmbedderError):
+    """The embedder cannot be reached or timed out; writes still succeed, search degrades."""
+
+    code = "embedder.unavailable"
+    retryable = True
+
+
+class EmbedderMismatchError(EmbedderError):
+    """The database was built with another embedder (name or dims); reindex to switch."""
+
+    code = "embedder.mismatch"
 
 
 class DatabaseError(AbathurError):

@@ -102,6 +102,20 @@ def test_every_command_has_help_with_examples(command: str, tmp_path: Path) -> N
     assert not list(tmp_path.iterdir()), "--help must not create a database"
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme_tour(command: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    assert f"abathur {command} --db" in readme
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_prints_one_json_document(command: str, tmp_path: Path) -> None:
+    ok_json(abathur("init", "--db", "agent.db", "--json", cwd=tmp_path))
+    data = ok_json(abathur(command, "--db", "agent.db", "--json", cwd=tmp_path))
+    assert isinstance(data, dict) and data["path"] == str(tmp_path / "agent.db")
+    assert all(key == key.lower() and " " not in key for key in data)
+
+
 def test_usage_error_exits_2(tmp_path: Path) -> None:
     done = abathur("info", "--no-such-option", cwd=tmp_path)
     assert done.returncode == 2

@@ -46,20 +46,25 @@ async def _run(path: Path) -> dict[str, Any]:
             )
         task = await ab.tasks.create(session_id=s.id, prompt="Summarise alice's preferences")
 
-        # Memories are long-lived: each run adds versions to the same ones.
-        # expected_version makes each write fail rather than overwrite a
-        # version this code has not seen.
+        # Memories are long-lived: each run adds a version to the same ones.
+        # expected_version makes a write fail rather than overwrite a version
+        # this code has not read (0: only if the memory does not exist yet).
         current = await ab.memory.get(PREFERENCES, "language")
-        seen = 0 if current is None else current.version
-        for value, source in (("English", "signup form"), ("French", f"session {s.id}")):
-            m = await ab.memory.put(
+        if current is None:
+            current = await ab.memory.put(
                 PREFERENCES,
                 "language",
-                {"value": value},
-                metadata={"source": source},
-                expected_version=seen,
+                {"value": "English"},
+                metadata={"source": "signup form"},
+                expected_version=0,
             )
-            seen = m.version
+        await ab.memory.put(
+            PREFERENCES,
+            "language",
+            {"value": "French"},
+            metadata={"source": f"session {s.id}"},
+            expected_version=current.version,
+        )
         await ab.memory.put(
             PREFERENCES, "style", {"value": "concise"}, metadata={"source": f"session {s.id}"}
         )
