@@ -44,3 +44,20 @@ class Settings(BaseSettings):
     backup_before_migrate: bool = Field(
         default=True, description="Copy an existing file aside before migrating it."
     )
+
+    # Embeddings (issue 3). "bundled" is the offline MiniLM shipped in the
+    # package; "ollama" uses ollama_model on ollama_host; "none" disables
+    # vector search (keyword search still works).
+    embedder: Literal["bundled", "ollama", "none"] = "bundled"
+    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per embed call.")
+    embed_worker: bool = Field(
+        default=True, description="Drain the embedding queue in the background while open."
+    )
+    ollama_host: str = "http://127.0.0.1:11434"
+    ollama_model: str = "nomic-embed-text"
+    ollama_timeout_s: float = Field(default=30.0, gt=0)
+    ollama_batch_size: int = Field(default=32, ge=1, le=2048)
+    ollama_concurrency: int = Field(default=2, ge=1, le=64)
+    ollama_retries: int = Field(default=3, ge=0, le=20)
+    ollama_keep_alive: str = "5m"
+    ollama_truncate: bool = True

@@ -276,3 +276,12 @@ async def test_unclosed_database_warns(db_path: Path) -> None:
     with pytest.warns(ResourceWarning, match="never closed"):
         db.__del__()
     await ab.close()
+
+
+async def test_close_checkpoints_and_removes_the_wal(db_path: Path) -> None:
+    async with Abathur.open(db_path) as ab:
+        await ab.db.write(lambda c: c.execute("INSERT INTO meta VALUES ('w', 'v')"))
+        await ab.db.read(lambda c: c.execute("SELECT 1").fetchall())
+        assert Path(f"{db_path}-wal").exists()
+    assert not Path(f"{db_path}-wal").exists()
+    assert not Path(f"{db_path}-shm").exists()

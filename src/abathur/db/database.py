@@ -226,11 +226,13 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        workers = [w for w in (self._writer, *self._readers) if w is not None]
+        # Readers first, the writer last: the last connection to close
+        # checkpoints the WAL and removes the -wal and -shm files. aiosqlite
+        # queues close() behind work already submitted, so pending writes
+        # commit before the writer goes away.
+        workers = [w for w in (*self._readers, self._writer) if w is not None]
         self._writer, self._readers = None, []
         for worker in workers:
-            # aiosqlite queues close() behind work already submitted, so
-            # pending writes commit before the writer goes away.
             await worker.close()
 
     @classmethod
