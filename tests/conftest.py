@@ -20,8 +20,12 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def ab(db_path: Path) -> AsyncIterator[Abathur]:
-    """An open Abathur on a fresh file, closed after the test."""
-    async with Abathur.open(db_path) as opened:
+    """An open Abathur on a fresh file, closed after the test.
+
+    No background embedding worker: it would write between the two snapshots
+    of ``assert_unchanged``. Tests of the worker open their own database.
+    """
+    async with Abathur.open(db_path, embed_worker=False) as opened:
         yield opened
 
 

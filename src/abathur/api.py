@@ -12,8 +12,10 @@ from pydantic import ValidationError
 from abathur.audit import AuditLog
 from abathur.config import Settings
 from abathur.db import Database, Versions
+from abathur.embeddings.base import Embedder
+from abathur.embeddings.queue import EmbeddingService
 from abathur.errors import InvalidInputError
-from abathur.memory import MemoryService
+from abathur.memory import MEMORY_KIND, MemoryService
 from abathur.sessions import SessionService
 from abathur.tasks import TaskService
 
@@ -24,6 +26,15 @@ class Abathur:
     """Durable agent memory in one SQLite file.
 
     Open it as an async context manager, or await it and close it yourself.
+
+    Attributes:
+        sessions: :class:`~abathur.sessions.SessionService`.
+        memory: :class:`~abathur.memory.MemoryService` (``search`` included).
+        tasks: :class:`~abathur.tasks.TaskService`.
+        audit: :class:`~abathur.audit.AuditLog`.
+        embeddings: :class:`~abathur.embeddings.queue.EmbeddingService`: the
+            embedding queue and its worker (``drain``, ``status``, ``reindex``,
+            ``compact``).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -41,31 +52,60 @@ class Abathur:
         (1, {'value': 'French'})
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
         self.db = db
         self.settings = db.settings
+        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND])
         self.sessions = SessionService(db)
-        self.memory = MemoryService(db)
+        self.memory = MemoryService(db, self.embeddings)
         self.tasks = TaskService(db)
         self.audit = AuditLog(db)
 
     @classmethod
     def open(
-        cls, path: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any
+        cls,
+        path: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        embedder: Embedder | str | None = None,
+        reindex: bool = False,
+        **overrides: Any,
     ) -> _Opening:
         """Open (creating and migrating if needed) the database at ``path``.
+
+        With an embedder, a background worker embeds what writes queue
+        (``Settings.embed_worker``); ``ab.embeddings`` drains and reports it.
 
         Args:
             path: the database file; default ``$ABATHUR_DB`` or ``./abathur.db``.
             settings: a full :class:`~abathur.config.Settings`; ``overrides``
                 (e.g. ``synchronous="FULL"``) are applied on top of it.
+            embedder: an :class:`~abathur.embeddings.Embedder` instance to use,
+                or a ``Settings.embedder`` name (``"bundled"``, ``"ollama"``,
+                ``"none"``); default: built from the settings.
+            reindex: if the file's vectors come from another embedder, switch
+                to this one (drop them and queue every item to be re-embedded)
+                instead of raising :class:`~abathur.errors.EmbedderMismatchError`.
 
         Raises:
-            InvalidInputError: a setting is invalid.
+            InvalidInputError: a setting, the embedder or reindex is invalid.
             IncompatibleEnvironmentError: SQLite < 3.51.3 or no sqlite-vec.
             SchemaError: the file is newer than this abathur.
+            EmbedderMismatchError: the file was embedded with another embedder
+                (name or dims) and ``reindex`` is false.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "agent.db"
+            ...         async with Abathur.open(path, embedder="none") as ab:
+            ...             return ab.embeddings.embedder, ab.settings.embedder
+            >>> asyncio.run(demo())
+            (None, 'none')
         """
-        return _Opening(cls, path, settings, overrides)
+        return _Opening(cls, path, settings, overrides, embedder, reindex)
 
     @property
     def path(self) -> Path:
@@ -83,7 +123,11 @@ class Abathur:
         return self.db.is_closed
 
     async def close(self) -> None:
-        """Let queued writes finish, then close every connection. Idempotent."""
+        """Stop the embedding worker, let queued writes finish, close every connection.
+
+        Idempotent.
+        """
+        await self.embeddings.close()
         await self.db.close()
 
     async def __aenter__(self) -> Abathur:
@@ -107,14 +151,40 @@ class _Opening:
         path: str | Path | None,
         settings: Settings | None,
         overrides: dict[str, Any],
+        embedder: Embedder | str | None = None,
+        reindex: bool = False,
     ) -> None:
         self._cls, self._path, self._settings, self._overrides = cls, path, settings, overrides
+        self._embedder, self._reindex = embedder, reindex
         self._opened: Abathur | None = None
 
     async def _open(self) -> Abathur:
-        settings = _resolve_settings(self._path, self._settings, self._overrides)
+        overrides = self._overrides
+        embedder = self._embedder
+        if isinstance(embedder, str):
+            overrides, embedder = {**overrides, "embedder": embedder}, None
+        elif embedder is not None and not isinstance(embedder, Embedder):
+            raise InvalidInputError(
+                f"embedder must be an Embedder (name, provider, model, dims, embed, "
+                f"embed_with_usage) or a Settings.embedder name, got {type(embedder).__name__}"
+            )
+        if not isinstance(self._reindex, bool):
+            raise InvalidInputError(f"reindex must be a bool, got {type(self._reindex).__name__}")
+        settings = _resolve_settings(self._path, self._settings, overrides)
+        if embedder is None:
+            embedder = _embedder_from(settings)
         db = await Database.open(settings.db, settings)
-        return self._cls(db)
+        ab = self._cls(db, embedder)
+        try:
+            # A file left unmigrated (auto_migrate=False, e.g. `abathur info`)
+            # has no search tables yet: nothing to index or embed.
+            if await db.schema_version() >= _SEARCH_SCHEMA:
+                await ab.memory._prepare()
+                await ab.embeddings._start(reindex=self._reindex)
+        except BaseException:
+            await ab.close()
+            raise
+        return ab
 
     def __await__(self) -> Generator[Any, None, Abathur]:
         return self._open().__await__()
@@ -131,6 +201,24 @@ class _Opening:
     ) -> None:
         if self._opened is not None:
             await self._opened.close()
+
+
+# Migration 003 adds memories_fts, embedding_queue and the rest of issue 3's tables.
+_SEARCH_SCHEMA = 3
+
+
+def _embedder_from(settings: Settings) -> Embedder | None:
+    # Imported here: the providers pull in onnxruntime / httpx, which a process
+    # that never embeds need not load.
+    if settings.embedder == "bundled":
+        from abathur.embeddings.bundled import BundledEmbedder
+
+        return BundledEmbedder()
+    if settings.embedder == "ollama":
+        from abathur.embeddings.ollama import OllamaEmbedder
+
+        return OllamaEmbedder.from_settings(settings)
+    return None
 
 
 def _resolve_settings(

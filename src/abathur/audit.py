@@ -25,7 +25,7 @@ from abathur.db import Database
 from abathur.models import AuditRecord, AuditReport
 from abathur.values import decode
 
-__all__ = ["GENESIS", "AuditLog", "append"]
+__all__ = ["GENESIS", "AuditLog", "append", "verify_chain"]
 
 GENESIS = "0" * 64
 
@@ -70,7 +70,8 @@ def append(
     return seq
 
 
-def _verify(conn: apsw.Connection) -> AuditReport:
+def verify_chain(conn: apsw.Connection) -> AuditReport:
+    """Walk the chain on ``conn`` (inside the caller's transaction) and report any break."""
     problems: list[str] = []
     expected_prev, expected_seq, count = GENESIS, 1, 0
     rows = conn.execute(
@@ -115,7 +116,7 @@ class AuditLog:
 
     async def verify(self) -> AuditReport:
         """Walk the whole chain; ``is_ok`` is false and ``problems`` says where if it is broken."""
-        return await self._db.read(_verify)
+        return await self._db.read(verify_chain)
 
     async def records(
         self,

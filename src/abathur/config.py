@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     backup_before_migrate: bool = Field(
         default=True, description="Copy an existing file aside before migrating it."
     )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Where 'abathur backup' writes and 'abathur health' looks for backups; "
+        "None: a 'backups' directory beside the database file.",
+    )
 
     # Embeddings (issue 3). "bundled" is the offline MiniLM shipped in the
     # package; "ollama" uses ollama_model on ollama_host; "none" disables
@@ -61,3 +66,22 @@ class Settings(BaseSettings):
     ollama_retries: int = Field(default=3, ge=0, le=20)
     ollama_keep_alive: str = "5m"
     ollama_truncate: bool = True
+
+    # Search (issue 3; see abathur/search.py for how these are used).
+    search_oversample: int = Field(
+        default=20, ge=1, le=1000,
+        description="Vector search ranks k x this many candidates by their binary codes, "
+        "then rescores them exactly; more is slower and closer to exact search.",
+    )
+    search_rrf_k: int = Field(
+        default=60, ge=1, description="Reciprocal rank fusion constant of hybrid search."
+    )
+    vector_chunk_size: int = Field(
+        default=256, ge=8, le=4096, multiple_of=8,
+        description="Vectors per vec0 chunk; every tenant partition takes at least one chunk.",
+    )
+    vector_compact_ratio: float = Field(
+        default=0.25, ge=0,
+        description="The worker rebuilds a vector table when its dead rows pass this share of "
+        "its live rows (and 1,000); 0: only on request.",
+    )

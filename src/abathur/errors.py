@@ -26,8 +26,10 @@ the class also derives from it, so ``except ValueError`` or
     ├── EmbedderError                             embedder.error
     │   ├── EmbedderUnavailableError              embedder.unavailable (retryable)
     │   └── EmbedderMismatchError                 embedder.mismatch
+    ├── CorruptBackupError                        backup.corrupt
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
+        ├── DatabaseInUseError                    db.in_use
         ├── SchemaError                           db.schema
         └── IncompatibleEnvironmentError          db.incompatible_environment
 
@@ -42,8 +44,10 @@ __all__ = [
     "AlreadyExistsError",
     "ClosedError",
     "ConflictError",
+    "CorruptBackupError",
     "DatabaseBusyError",
     "DatabaseError",
+    "DatabaseInUseError",
     "EmbedderError",
     "EmbedderMismatchError",
     "EmbedderUnavailableError",
@@ -219,6 +223,25 @@ class EmbedderMismatchError(EmbedderError):
     code = "embedder.mismatch"
 
 
+class CorruptBackupError(AbathurError):
+    """A backup failed verification (checksum, size, decompression, integrity or manifest).
+
+    ``reason`` says which test failed: ``"missing"``, ``"manifest"``, ``"truncated"``,
+    ``"checksum"``, ``"decompress"``, ``"integrity"`` or ``"mismatch"`` (the contents
+    differ from the manifest); nothing was restored.
+    """
+
+    code = "backup.corrupt"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the failed test's ``reason``."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
 class DatabaseError(AbathurError):
     """The database could not do what was asked; the message says why."""
 
@@ -230,6 +253,12 @@ class DatabaseBusyError(DatabaseError):
 
     code = "db.busy"
     retryable = True
+
+
+class DatabaseInUseError(DatabaseError):
+    """Another connection has the file open, so it cannot be replaced (restore without --force)."""
+
+    code = "db.in_use"
 
 
 class SchemaError(DatabaseError):

@@ -18,6 +18,13 @@ matches whole segments only: ``user:al`` covers ``user:al`` and
 ``memories_current`` (``prefix <= ns < prefix + ';'``, as ``';'`` is the
 character after ``':'``) plus an exact check, never a ``LIKE``.
 
+Search (:meth:`MemoryService.search`, issue 3) sees exactly the current live
+versions: the same transaction that writes a version moves its FTS row
+(``memories_fts``), its embedding job and its vector from the version it
+replaces to it (:class:`_Indexing`). What is embedded is ``"<key>: <words of
+the value>"`` (:func:`memory_text`); the vector partition is the namespace's
+first two segments (the tenant, :func:`abathur.search.partition_of`).
+
 Example:
     >>> import asyncio, tempfile, pathlib
     >>> from abathur import Abathur
@@ -34,17 +41,20 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 import unicodedata
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, get_args
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import apsw
+import numpy as np
 
 from abathur import audit
 from abathur.db import Database
+from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
     InvalidInputError,
     InvalidMemoryTypeError,
@@ -59,21 +69,52 @@ from abathur.models import (
     MemoryRef,
     MemoryStatus,
     MemoryType,
+    SearchHit,
+    SearchMode,
+    SearchResult,
+)
+from abathur.search import (
+    MAX_QUERY_CHARS,
+    SEARCH_MODES,
+    IndexItem,
+    IndexKind,
+    VectorFilter,
+    defer_vector_delete,
+    fts_query,
+    insert_vector,
+    partition_of,
+    rrf,
+    scope_match,
+    scope_tokens,
+    vector_search,
 )
 from abathur.values import check_id, decode, encode
+
+if TYPE_CHECKING:
+    from abathur.embeddings.queue import EmbeddingService
 
 __all__ = [
     "MAX_LIMIT",
     "MAX_NAMESPACE_LENGTH",
+    "MAX_SEARCH_K",
+    "MEMORY_KIND",
     "SQL_CURRENT_MEMORY",
+    "SQL_KEYWORD_SEARCH",
     "SQL_LIST_PREFIX",
     "MemoryService",
     "check_namespace",
+    "keyword_params",
+    "memory_text",
     "prefix_params",
+    "rebuild_keyword_index",
+    "unindex",
 ]
 
 MAX_NAMESPACE_LENGTH = 512
 MAX_LIMIT = 10_000
+MAX_SEARCH_K = 1000
+# Hybrid search fuses this many (or 2k) results of each ranking.
+HYBRID_DEPTH = 50
 MEMORY_TYPES: tuple[str, ...] = get_args(MemoryType)
 
 _SEP = ":"
@@ -87,7 +128,7 @@ _AFTER_SEP = chr(ord(_SEP) + 1)
 
 _COLUMNS = (
     "namespace, key, version, type, value, metadata, status, superseded_by_namespace, "
-    "superseded_by_key, first_created_at, created_at, expires_at"
+    "superseded_by_key, first_created_at, created_at, expires_at, id"
 )
 
 # memory.get and every write's read of the current version: index memories_current.
@@ -139,6 +180,35 @@ SQL_NAMESPACES_ALL = (
 )
 
 
+# memory.search, keyword ranking: FTS5 finds the prefix (scope_match) and the
+# words, the join keeps live, unexpired current versions of the right type and
+# metadata. No window: every match passing the filters is ranked. Params: the
+# MATCH expression, now, prefix, prefix + ';', prefix, prefix + ':', type,
+# type, one _SQL_METADATA_MATCH group per filter entry, limit.
+_SQL_KEYWORD_WHERE = (
+    "SELECT m.id, -bm25(memories_fts, 1.0, 1.0, 0.0) AS score "
+    "FROM memories_fts JOIN memories AS m ON m.id = memories_fts.rowid "
+    "WHERE memories_fts MATCH ? AND m.is_current = 1 AND m.status = 'live' "
+    "AND (m.expires_at IS NULL OR m.expires_at > ?) "
+    "AND m.namespace >= ? AND m.namespace < ? AND (m.namespace = ? OR m.namespace >= ?) "
+    "AND (? IS NULL OR m.type = ?)"
+)
+_SQL_KEYWORD_END = " ORDER BY score DESC, m.id LIMIT ?"
+SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
+
+# memory.search, vector ranking: the ids a deeper prefix or a metadata filter
+# allows (index memories_current). Params as _SQL_LIST_WHERE.
+_SQL_ALLOWED_IDS = (
+    "SELECT id FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "AND (? IS NULL OR type = ?)"
+)
+
+SQL_MEMORIES_BY_ID = f"SELECT {_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))"
+
+
 class _Row(NamedTuple):
     namespace: str
     key: str
@@ -152,6 +222,7 @@ class _Row(NamedTuple):
     first_created_at: float
     created_at: float
     expires_at: float | None
+    id: int
 
     def is_absent(self, now: float) -> bool:
         return self.status != "live" or self.is_expired(now)
@@ -164,7 +235,7 @@ def _memory(row: tuple[Any, ...]) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
     # skipping validation is safe, and it is most of a get's cost otherwise.
     (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
-     first_created_at, created_at, expires_at) = row
+     first_created_at, created_at, expires_at) = row[:12]
     return Memory.model_construct(
         namespace=namespace,
         key=key,
@@ -190,6 +261,7 @@ def _current(conn: apsw.Connection, namespace: str, key: str) -> _Row | None:
 def _write_version(
     conn: apsw.Connection,
     current: _Row | None,
+    index: _Indexing,
     *,
     namespace: str,
     key: str,
@@ -201,7 +273,8 @@ def _write_version(
     expires_at: float | None,
     superseded_by: MemoryRef | None = None,
 ) -> Memory:
-    """Append the next version of (namespace, key) and make it current."""
+    """Append the next version of (namespace, key), make it current, and move the
+    search indexes (FTS row, embedding job, vector) from the old version to it."""
     version = 1 if current is None else current.version + 1
     first_created_at = now if current is None else current.first_created_at
     if current is not None:
@@ -213,7 +286,145 @@ def _write_version(
         first_created_at, now, expires_at,
     )
     conn.execute(SQL_INSERT_VERSION, row)
+    # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
+    new_id = conn.last_insert_rowid()
+    # The indexes hold exactly the current live versions (expired ones until swept).
+    if current is not None and current.status == "live":
+        index.remove(conn, current.id)
+    if status == "live":
+        index.add(conn, new_id, namespace, key, type_, decode(value), expires_at, now)
     return _memory(row)
+
+
+# ---------------------------------------------------------------------------
+# Search indexes: what a memory looks like to FTS5 and to the embedder.
+# ---------------------------------------------------------------------------
+
+TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(MEMORY_TYPES)}
+
+SQL_FTS_INSERT = "INSERT INTO memories_fts (rowid, key, text, scope) VALUES (?, ?, ?, ?)"
+SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
+# Per write: the recorded embedder, and whether its vector table exists yet.
+SQL_INDEX_STATE = (
+    "SELECT (SELECT value FROM meta WHERE key = 'embedder.name'), "
+    "EXISTS (SELECT 1 FROM vector_tables WHERE name = 'memories_vec')"
+)
+_SQL_INDEX_ITEMS = (
+    "SELECT id, namespace, key, value, type, expires_at FROM memories "
+    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
+)
+SQL_INDEX_ITEMS_BY_ID = _SQL_INDEX_ITEMS + " AND id IN (SELECT value FROM json_each(?))"
+SQL_LIVE_INDEX_ITEMS = _SQL_INDEX_ITEMS + " ORDER BY id"
+VEC_TABLE = "memories_vec"
+
+
+def memory_text(value: Any) -> str:
+    """The words of a value for search: strings as they are, object keys, numbers.
+
+    Example:
+        >>> from abathur.memory import memory_text
+        >>> memory_text({"value": "French", "since": 2020, "tags": ["fluent", None, True]})
+        'value French since 2020 tags fluent true'
+    """
+    parts: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, dict):
+            for name, sub in reversed(item.items()):
+                stack.append(sub)
+                stack.append(name)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif item is not None:
+            parts.append(json.dumps(item))
+    return " ".join(parts)
+
+
+def _index_item(
+    item_id: int, namespace: str, key: str, type_: str, text: str, expires_at: float | None
+) -> IndexItem:
+    # The key is part of what is embedded: 'language' says what 'French' is about.
+    return IndexItem(
+        id=item_id,
+        text=f"{key}: {text}"[:MAX_EMBED_CHARS],
+        scope=partition_of(namespace),
+        type_code=TYPE_CODES[type_],
+        expires=math.inf if expires_at is None else expires_at,
+    )
+
+
+def _items(rows: list[tuple[Any, ...]]) -> list[IndexItem]:
+    return [
+        _index_item(item_id, namespace, key, type_, memory_text(decode(value)), expires_at)
+        for item_id, namespace, key, value, type_, expires_at in rows
+    ]
+
+
+def _load_items(conn: apsw.Connection, ids: Sequence[int], now: float) -> list[IndexItem]:
+    return _items(conn.execute(SQL_INDEX_ITEMS_BY_ID, (now, json.dumps(list(ids)))).fetchall())
+
+
+def _live_items(conn: apsw.Connection) -> Iterator[IndexItem]:
+    cursor = conn.execute(SQL_LIVE_INDEX_ITEMS, (time.time(),))
+    while rows := list(itertools.islice(cursor, 1000)):
+        yield from _items(rows)
+
+
+MEMORY_KIND = IndexKind(name="memory", vec_table=VEC_TABLE, load=_load_items, live=_live_items)
+
+
+def unindex(conn: apsw.Connection, item_id: int) -> None:
+    """Take the live version ``memories.id = item_id`` out of every search index.
+
+    For code that removes or archives memory rows outside MemoryService (a
+    sweeper, archival): call it in the same transaction, before the row goes.
+    """
+    _Indexing(conn, configured=False).remove(conn, item_id)
+
+
+class _Indexing:
+    """Keeps memories_fts, the embedding queue and memories_vec in step with one write.
+
+    Made inside the write transaction: whether vectors are kept at all (an
+    embedder is configured in this process or recorded in the file) is read
+    from the file each time, so a write from any process keeps them right.
+    """
+
+    __slots__ = ("enqueued", "has_table", "model", "vectors")
+
+    def __init__(self, conn: apsw.Connection, *, configured: bool) -> None:
+        ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
+        self.model: str | None = model
+        self.has_table = bool(has_table) and model is not None
+        self.vectors = configured or model is not None
+        self.enqueued = 0
+
+    def remove(self, conn: apsw.Connection, item_id: int) -> None:
+        conn.execute(SQL_FTS_DELETE, (item_id,))
+        # A version has a queued job or a vector, never both.
+        if self.vectors and not cancel(conn, MEMORY_KIND.name, item_id) and self.has_table:
+            defer_vector_delete(conn, VEC_TABLE, item_id)
+
+    def add(
+        self, conn: apsw.Connection, item_id: int, namespace: str, key: str, type_: str,
+        value: Any, expires_at: float | None, now: float,
+    ) -> None:
+        text = memory_text(value)
+        conn.execute(SQL_FTS_INSERT, (item_id, key, text, scope_tokens(namespace)))
+        if not self.vectors:
+            return
+        item = _index_item(item_id, namespace, key, type_, text, expires_at)
+        text_hash = content_hash(item.text)
+        # A text embedded before (a restore, an unchanged value) needs no job.
+        if self.has_table and insert_vector(
+            conn, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
+        ):
+            return
+        enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now)
+        self.enqueued += 1
 
 
 def _check_expected(
@@ -272,6 +483,73 @@ def prefix_params(
     """
     when = time.time() if now is None else now
     return _list_query(prefix, type, [], limit, offset, when)[1]
+
+
+def _keyword_query(
+    query: str,
+    prefix: str,
+    type_: str | None,
+    metadata_params: list[Any],
+    limit: int,
+    now: float,
+) -> tuple[str, tuple[Any, ...]] | None:
+    words = fts_query(query, columns=("key", "text"))
+    if words is None:
+        return None
+    sql = (
+        _SQL_KEYWORD_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_KEYWORD_END
+    )
+    match = f"{words} AND {scope_match(prefix)}"
+    params = (match, now, *_range_params(prefix), type_, type_, *metadata_params, limit)
+    return sql, params
+
+
+def keyword_params(
+    query: str, prefix: str, *, type: MemoryType | None = None, k: int = 10,
+    now: float | None = None,
+) -> tuple[Any, ...]:
+    """The parameters :meth:`MemoryService.search` binds to :data:`SQL_KEYWORD_SEARCH`.
+
+    For a call without ``filter``, so a test can ``EXPLAIN QUERY PLAN`` the
+    exact keyword query that ships.
+
+    Example:
+        >>> from abathur.memory import keyword_params
+        >>> keyword_params("tea time", "user:al", now=0.0)[0].startswith('{key text} : ("tea"')
+        True
+    """
+    when = time.time() if now is None else now
+    built = _keyword_query(query, prefix, type, [], k, when)
+    if built is None:
+        raise InvalidInputError(f"query {query!r} has no word to search for")
+    return built[1]
+
+
+def rebuild_keyword_index(conn: apsw.Connection) -> int:
+    """Rebuild ``memories_fts`` from the current live memories; return the rows indexed.
+
+    Runs in the caller's write transaction. ``memories_fts`` is contentless,
+    so FTS5's own ``'rebuild'`` cannot be used: this is the way to repair it.
+    """
+    conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')")
+    cursor = conn.execute(
+        "SELECT id, namespace, key, value FROM memories WHERE is_current = 1 AND status = 'live'"
+    )
+    count = 0
+    while rows := list(itertools.islice(cursor, 1000)):
+        conn.executemany(
+            SQL_FTS_INSERT,
+            [
+                (item_id, key, memory_text(decode(value)), scope_tokens(namespace))
+                for item_id, namespace, key, value in rows
+            ],
+        )
+        count += len(rows)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('search.memories_fts', 'built') "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    return count
 
 
 def _entity(namespace: str, key: str) -> str:
@@ -473,8 +751,17 @@ class MemoryService:
         (1, {'value': 'fr'})
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
         self._db = db
+        self._embeddings = embeddings
+
+    def _indexing(self, conn: apsw.Connection) -> _Indexing:
+        configured = self._embeddings is not None and self._embeddings.is_configured
+        return _Indexing(conn, configured=configured)
+
+    def _wrote(self, index: _Indexing) -> None:
+        if index.enqueued and self._embeddings is not None:
+            self._embeddings._notify()
 
     async def put(
         self,
@@ -541,20 +828,23 @@ class MemoryService:
         if expected_version is not None:
             _check_int(expected_version, "expected_version", minimum=0)
 
-        def write(conn: apsw.Connection) -> Memory:
+        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing]:
             now = time.time()
             current = _current(conn, namespace, key)
             _check_expected(namespace, key, expected_version, current, now)
+            index = self._indexing(conn)
             memory = _write_version(
-                conn, current, namespace=namespace, key=key, type_=type_, value=value_json,
-                metadata=metadata_json, status="live", now=now,
+                conn, current, index, namespace=namespace, key=key, type_=type_,
+                value=value_json, metadata=metadata_json, status="live", now=now,
                 expires_at=None if ttl_s is None else now + ttl_s,
             )
             audit.append(conn, "memory.put", "memory", _entity(namespace, key),
                          {"version": memory.version}, at=now)
-            return memory
+            return memory, index
 
-        return await self._db.write(write)
+        memory, index = await self._db.write(write)
+        self._wrote(index)
+        return memory
 
     async def get(self, namespace: str, key: str) -> Memory | None:
         """The current version of a memory, or ``None`` if it reads as absent.
@@ -747,9 +1037,9 @@ class MemoryService:
                     "superseded or expired)"
                 )
             tombstone = _write_version(
-                conn, current, namespace=namespace, key=key, type_=current.type,
-                value=current.value, metadata=current.metadata, status="deleted", now=now,
-                expires_at=current.expires_at,
+                conn, current, self._indexing(conn), namespace=namespace, key=key,
+                type_=current.type, value=current.value, metadata=current.metadata,
+                status="deleted", now=now, expires_at=current.expires_at,
             )
             audit.append(conn, "memory.delete", "memory", _entity(namespace, key),
                          {"version": tombstone.version}, at=now)
@@ -792,7 +1082,7 @@ class MemoryService:
         check_namespace(namespace)
         check_id(key, "memory key")
 
-        def write(conn: apsw.Connection) -> Memory:
+        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing | None]:
             now = time.time()
             current = _current(conn, namespace, key)
             if current is None:
@@ -803,17 +1093,21 @@ class MemoryService:
                     "memory cannot be restored"
                 )
             if current.status == "live":
-                return _memory(current)
+                return _memory(current), None
+            index = self._indexing(conn)
             restored = _write_version(
-                conn, current, namespace=namespace, key=key, type_=current.type,
+                conn, current, index, namespace=namespace, key=key, type_=current.type,
                 value=current.value, metadata=current.metadata, status="live", now=now,
                 expires_at=current.expires_at,
             )
             audit.append(conn, "memory.restore", "memory", _entity(namespace, key),
                          {"version": restored.version, "from": current.status}, at=now)
-            return restored
+            return restored, index
 
-        return await self._db.write(write)
+        restored, index = await self._db.write(write)
+        if index is not None:
+            self._wrote(index)
+        return restored
 
     async def namespaces(
         self, prefix: str | None = None, *, max_depth: int | None = None, limit: int = 1000
@@ -940,10 +1234,12 @@ class MemoryService:
             now = time.time()
             plan = _plan_consolidation(conn, prefix, now)
             versions = []
+            index = self._indexing(conn)
             for reason, loser, winner in plan.actions:
                 winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
                 superseded = _write_version(
-                    conn, loser, namespace=loser.namespace, key=loser.key, type_=loser.type,
+                    conn, loser, index, namespace=loser.namespace, key=loser.key,
+                    type_=loser.type,
                     value=loser.value, metadata=loser.metadata, status="superseded", now=now,
                     expires_at=loser.expires_at, superseded_by=winner_ref,
                 )
@@ -957,3 +1253,196 @@ class MemoryService:
             return report(plan, versions)
 
         return await self._db.write(write)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        prefix: str,
+        type: MemoryType | None = None,
+        filter: Mapping[str, str | int | float | bool | None] | None = None,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+    ) -> SearchResult:
+        """Find the live memories in ``prefix`` that best match ``query``.
+
+        Modes: ``"keyword"`` ranks by FTS5 BM25 over the key and the value's
+        words; ``"vector"`` by cosine similarity of embeddings (a binary first
+        pass, then exact rescoring, see :mod:`abathur.search`); ``"hybrid"``
+        fuses both rankings (reciprocal rank fusion). Every filter applies
+        before ranking, so a narrow filter still returns up to ``k`` hits.
+        Deleted, superseded and expired memories are never returned. A memory
+        written a moment ago is found by keyword at once and by vector once
+        the worker has embedded it (``await ab.embeddings.drain()`` waits).
+
+        When the query cannot be embedded (no embedder configured, the
+        embedder is down, nothing embedded yet), vector and hybrid fall back to
+        keyword: ``result.mode`` is the mode used and ``degraded_reason`` says why.
+
+        Args:
+            query: what to look for, in words (never FTS syntax: every word is
+                searched as written).
+            prefix: a namespace; memories in it and under it (whole segments).
+            type: only memories of this type.
+            filter: metadata key -> value, as for :meth:`list`.
+            k: at most this many hits (1..1000).
+            mode: ``"hybrid"`` (default), ``"keyword"`` or ``"vector"``.
+
+        Returns:
+            A :class:`~abathur.models.SearchResult`, hits best first.
+
+        Raises:
+            InvalidInputError: the query is not a string, is blank or longer
+                than 8192 characters; the mode is unknown; k is out of range;
+                or the filter is not a dict of scalars.
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidMemoryTypeError: ``type`` is not one of the three types.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice:preferences", "language",
+            ...                                 {"value": "French"})
+            ...             await ab.memory.put("user:alice:preferences", "drink", "green tea")
+            ...             await ab.embeddings.drain()
+            ...             found = await ab.memory.search("which language does she speak",
+            ...                                            prefix="user:alice", k=1)
+            ...             return found.mode, [hit.key for hit in found.hits]
+            >>> asyncio.run(demo())
+            ('hybrid', ['language'])
+        """
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a string, got {_kind(query)}")
+        if not query.strip():
+            raise InvalidInputError("query must not be blank")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidInputError(
+                f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}"
+            )
+        check_namespace(prefix, "prefix")
+        type_ = None if type is None else _check_type(type)
+        metadata_params = _metadata_params(filter)
+        _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
+        if not isinstance(mode, str) or mode not in SEARCH_MODES:
+            raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+
+        vector: np.ndarray | None = None
+        reason: str | None = None
+        if mode != "keyword":
+            if self._embeddings is None:
+                reason = "no embedder is attached to this memory service"
+            else:
+                vector, reason = await self._embeddings._embed_query(query)
+        settings = self._db.settings
+
+        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[SearchHit]]:
+            now = time.time()
+            used: SearchMode = mode
+            why = reason
+            if mode != "keyword":
+                dims = conn.execute(
+                    "SELECT dims FROM vector_tables WHERE name = ?", (VEC_TABLE,)
+                ).fetchall()
+                if vector is None:
+                    used = "keyword"
+                elif not dims:
+                    used, why = "keyword", "no vectors yet: nothing has been embedded in this file"
+                elif dims[0][0] != vector.shape[0]:
+                    used, why = "keyword", (
+                        f"the query vector has {vector.shape[0]} dims, the index {dims[0][0]}"
+                    )
+            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
+            rankings: list[list[tuple[int, float]]] = []
+            if used in ("keyword", "hybrid"):
+                built = _keyword_query(query, prefix, type_, metadata_params, depth, now)
+                rankings.append(conn.execute(*built).fetchall() if built else [])
+            if used in ("vector", "hybrid"):
+                assert vector is not None
+                where = _vector_filter(conn, prefix, type_, metadata_params, now)
+                rankings.append(vector_search(
+                    conn, VEC_TABLE, vector, n=depth,
+                    candidates=k * settings.search_oversample, where=where,
+                ))
+            if used == "hybrid":
+                ranked = rrf(
+                    [[item for item, _ in ranking] for ranking in rankings],
+                    k=settings.search_rrf_k,
+                )[:k]
+            else:
+                ranked = rankings[0][:k]
+            rows = conn.execute(
+                SQL_MEMORIES_BY_ID, (json.dumps([item for item, _ in ranked]),)
+            ).fetchall()
+            by_id = {row[12]: row for row in rows}
+            hits = []
+            for item, score in ranked:
+                row = by_id.get(item)
+                # The indexes hold only current live versions; this keeps it so
+                # even if one of them ever drifted.
+                if row is None or _Row(*row).is_absent(now):
+                    continue
+                hits.append(_hit(row, score))
+            return used, why, hits
+
+        used, why, hits = await self._db.read(read)
+        return SearchResult.model_construct(
+            query=query,
+            mode=used,
+            requested_mode=mode,
+            is_degraded=used != mode,
+            degraded_reason=why if used != mode else None,
+            hits=hits,
+        )
+
+    async def _prepare(self) -> None:
+        """Index memories written before migration 003 (once per file)."""
+        sql = "SELECT 1 FROM meta WHERE key = 'search.memories_fts'"
+        if await self._db.read(lambda conn: conn.execute(sql).fetchall()):
+            return
+
+        def write(conn: apsw.Connection) -> None:
+            if not conn.execute(sql).fetchall():
+                rebuild_keyword_index(conn)
+
+        await self._db.write(write)
+
+
+def _hit(row: tuple[Any, ...], score: float) -> SearchHit:
+    memory = _Row(*row)
+    return SearchHit.model_construct(
+        namespace=memory.namespace,
+        key=memory.key,
+        value=decode(memory.value),
+        type=memory.type,
+        metadata=decode(memory.metadata),
+        version=memory.version,
+        score=score,
+    )
+
+
+def _vector_filter(
+    conn: apsw.Connection,
+    prefix: str,
+    type_: str | None,
+    metadata_params: list[Any],
+    now: float,
+) -> VectorFilter:
+    """Partition, type and allowed ids for a vector search under ``prefix``."""
+    depth = prefix.count(_SEP) + 1
+    allowed: list[int] | None = None
+    if depth > 2 or metadata_params:
+        # A namespace deeper than the partition, or metadata: the exact set,
+        # from the memories_current index, applied before ranking.
+        sql = _SQL_ALLOWED_IDS + _SQL_METADATA_MATCH * (len(metadata_params) // 5)
+        params = (*_range_params(prefix), now, type_, type_, *metadata_params)
+        allowed = [item for (item,) in conn.execute(sql, params)]
+    return VectorFilter(
+        now=now,
+        partition=partition_of(prefix) if depth >= 2 else None,
+        partition_prefix=prefix if depth == 1 else None,
+        type_code=None if type_ is None else TYPE_CODES[type_],
+        allowed_ids=allowed,
+    )

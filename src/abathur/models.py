@@ -23,13 +23,19 @@ from abathur.errors import InvalidInputError
 __all__ = [
     "AuditRecord",
     "AuditReport",
+    "CompactReport",
     "ConsolidationAction",
     "ConsolidationReport",
+    "DrainReport",
+    "EmbeddingStatus",
     "Event",
     "Memory",
     "MemoryRef",
     "MemoryStatus",
     "MemoryType",
+    "SearchHit",
+    "SearchMode",
+    "SearchResult",
     "Session",
     "SessionStatus",
     "Task",
@@ -40,6 +46,7 @@ MemoryType = Literal["semantic", "episodic", "procedural"]
 MemoryStatus = Literal["live", "deleted", "superseded"]
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 TaskStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+SearchMode = Literal["keyword", "vector", "hybrid"]
 
 
 class _Model(BaseModel):
@@ -168,3 +175,73 @@ class AuditReport(_Model):
     is_ok: bool
     records: int
     problems: list[str]
+
+
+class SearchHit(_Model):
+    """One memory found by :meth:`MemoryService.search`, with its score.
+
+    ``score`` depends on the mode used: BM25 (higher is better) for keyword,
+    cosine similarity for vector, the reciprocal-rank-fusion sum for hybrid.
+    """
+
+    namespace: str
+    key: str
+    value: JsonValue
+    type: MemoryType
+    metadata: dict[str, JsonValue]
+    version: int
+    score: float
+
+
+class SearchResult(_Model):
+    """The hits of a search, best first, and how they were found.
+
+    ``mode`` is the mode actually used. A vector or hybrid search falls back
+    to keyword when it cannot embed the query (no embedder configured, the
+    embedder is down, no vectors yet); then ``is_degraded`` is true and
+    ``degraded_reason`` says why.
+    """
+
+    query: str
+    mode: SearchMode
+    requested_mode: SearchMode
+    is_degraded: bool = False
+    degraded_reason: str | None = None
+    hits: list[SearchHit]
+
+
+class EmbeddingStatus(_Model):
+    """State of the embedding pipeline: ``await ab.embeddings.status()``."""
+
+    embedder: str | None = Field(description="This process's embedder, None if none configured.")
+    dims: int | None = Field(description="Its vector length (None until known).")
+    recorded_embedder: str | None = Field(description="The embedder the file's vectors are from.")
+    recorded_dims: int | None
+    is_worker_running: bool
+    queue_depth: int = Field(description="Jobs waiting, failed ones included.")
+    failed_jobs: int = Field(description="Jobs left after a permanent embedder error.")
+    oldest_job_age_s: float | None = Field(description="Age of the oldest waiting job.")
+    last_error: str | None = Field(description="The last embedder error this process saw.")
+    vectors: int = Field(description="Live vectors, all kinds together.")
+    dead_rows: int = Field(description="Deleted vectors still taking space until compaction.")
+
+
+class DrainReport(_Model):
+    """What :meth:`EmbeddingService.drain` (or ``reindex``) embedded."""
+
+    embedded: int = Field(description="Vectors written.")
+    cache_hits: int = Field(description="Of those, how many came from embedding_cache.")
+    calls: int = Field(description="Calls made to the embedder.")
+    failed: int = Field(description="Jobs marked failed by a permanent embedder error.")
+    remaining: int = Field(description="Jobs still queued afterwards (failed ones included).")
+    seconds: float
+
+
+class CompactReport(_Model):
+    """One vector table rebuilt by :meth:`EmbeddingService.compact`."""
+
+    table: str
+    kind: str
+    live_rows: int
+    dead_rows: int = Field(description="Dead slots reclaimed.")
+    seconds: float

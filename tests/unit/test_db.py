@@ -285,3 +285,14 @@ async def test_close_checkpoints_and_removes_the_wal(db_path: Path) -> None:
         assert Path(f"{db_path}-wal").exists()
     assert not Path(f"{db_path}-wal").exists()
     assert not Path(f"{db_path}-shm").exists()
+
+
+async def test_a_file_that_is_not_a_database_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is a text file, not SQLite\n" * 200)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError) as excinfo:
+        await Abathur.open(path)
+    assert not isinstance(excinfo.value, IncompatibleEnvironmentError)
+    assert "not a database" in str(excinfo.value)
+    assert path.read_bytes() == before

@@ -1,7 +1,9 @@
 """The ``abathur`` command: the click group and its wiring, nothing else.
 
 Each command group lives in its own module (``database.py``: init, migrate,
-info; ``demo.py``: demo); ``options.py`` holds what they share.
+info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
+list, backup verify, restore; ``health.py``: health, metrics); ``options.py``
+holds what they share.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import click
 
 from abathur import __version__, logs
-from abathur.cli import database, demo
+from abathur.cli import backup, check, database, demo, health
 from abathur.cli.options import EXIT_CODES_HELP
 
 __all__ = ["main"]
@@ -46,3 +48,8 @@ main.add_command(database.init)
 main.add_command(database.migrate)
 main.add_command(database.info)
 main.add_command(demo.demo)
+main.add_command(check.check)
+main.add_command(backup.backup)
+main.add_command(backup.restore)
+main.add_command(health.health)
+main.add_command(health.metrics)

@@ -123,6 +123,9 @@ def connect(path: Path, settings: Settings, *, readonly: bool) -> apsw.Connectio
     with translate_errors(f"opening {path}"):
         conn = apsw.Connection(str(path), flags=flags)
         try:
+            # Read the header first, so a file that is not a database is reported
+            # as such (NotADBError) rather than as sqlite-vec failing to load.
+            conn.execute("PRAGMA schema_version").fetchall()
             _load_vec(conn)
             for name, value in pragmas_for(settings).items():
                 # Names and values come from Settings (validated), never from a caller.

@@ -74,6 +74,14 @@ class _Worker(aiosqlite.Connection):
     exactly, and tests/unit/test_db.py exercises this path on every run).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A database nobody closed must not keep the process alive at exit: `adk
+        # web` never closes its services, so with non-daemon threads Ctrl+C hung
+        # it (issue 7). Committed work is durable already; SQLite rolls back a
+        # transaction cut short.
+        self._thread.daemon = True
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._execute(fn, self._conn, *args)
 

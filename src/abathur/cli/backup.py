@@ -1,0 +1,312 @@
+"""``abathur backup`` (and ``backup list``, ``backup verify``) and ``abathur restore``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from abathur.cli.options import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Output,
+    format_pairs,
+    format_table,
+    standard_options,
+)
+from abathur.errors import CorruptBackupError, InvalidInputError
+from abathur.ops.backup import (
+    Backup,
+    Retention,
+    RetentionPlan,
+    backup_dir_for,
+    create_backup,
+    list_backups,
+    prune_backups,
+    verify_backup,
+)
+from abathur.ops.restore import restore_backup
+
+__all__ = ["backup", "restore"]
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _dest_option(fn: Any) -> Any:
+    return click.option(
+        "--dest",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Backup directory (default: the backup_dir setting, $ABATHUR_BACKUP_DIR, "
+        "else ./backups beside the database).",
+    )(fn)
+
+
+def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, object]]:
+    kept = ", ".join(f"{b.name} ({'+'.join(why)})" for b, why in plan.keep) or "none"
+    verb = "would delete" if dry_run else "deleted"
+    return [("kept", kept), (verb, ", ".join(b.name for b in plan.delete) or "nothing")]
+
+
+@click.group(invoke_without_command=True)
+@_dest_option
+@click.option(
+    "--keep-daily",
+    type=click.IntRange(min=0),
+    default=7,
+    show_default=True,
+    help="Keep the newest backup of each of the last N days that have one.",
+)
+@click.option(
+    "--keep-weekly",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Keep the newest backup of each of the last N ISO weeks that have one.",
+)
+@click.option(
+    "--keep-monthly",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Keep the newest backup of each of the last N months that have one.",
+)
+@click.option("--no-prune", is_flag=True, help="Take the backup and delete nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Take no backup and delete nothing: show what retention would delete.",
+)
+@standard_options
+def backup(
+    *,
+    db_path: Path,
+    out: Output,
+    dest: Path | None,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    no_prune: bool,
+    dry_run: bool,
+) -> None:
+    """Take an online, verified, compressed backup, then apply retention.
+
+    The live file is copied with SQLite's online backup API in one step (a
+    single consistent snapshot; writers keep going), the copy passes
+    integrity_check with sqlite-vec loaded, is compressed with zstandard and
+    described by a manifest (sha256, sizes, versions, user_version, row
+    counts, audit head). Files appear by atomic rename: a backup exists once
+    its NAME.manifest.json does. Retention then keeps the newest backup of
+    each of the last N days, weeks and months (grandfather-father-son); the
+    new backup is never deleted.
+
+    \b
+    Examples:
+      abathur backup --db ./agent.db
+      abathur backup --db ./agent.db --dest /var/backups/abathur --keep-daily 14
+      abathur backup --db ./agent.db --dry-run
+      abathur backup list --db ./agent.db
+      abathur backup verify --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    keep = Retention(daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
+    directory = dest if dest is not None else backup_dir_for(db_path)
+    data: dict[str, Any] = {
+        "path": str(db_path.absolute()),
+        "dest": str(directory.absolute()),
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        plan = prune_backups(
+            directory,
+            keep,
+            database=db_path.name,
+            dry_run=True,
+            assume_new_at=datetime.now(UTC),
+        )
+        data.update(backup=None, retention=plan.to_dict())
+        lines = [
+            ("database", data["path"]),
+            ("backup", "dry run: none taken"),
+            *_retention_lines(plan, dry_run=True),
+        ]
+        out.result(data, format_pairs(lines))
+        return
+    started = time.perf_counter()
+    made = create_backup(db_path, dest=directory)
+    seconds = time.perf_counter() - started
+    plan = None
+    if not no_prune:
+        plan = prune_backups(directory, keep, database=db_path.name, protect=[made.manifest_path])
+    m = made.manifest
+    assert m is not None  # a backup just made always has its manifest
+    data.update(
+        backup=made.to_dict(),
+        seconds=round(seconds, 3),
+        retention=None if plan is None else plan.to_dict(),
+    )
+    ratio = m.raw_bytes / m.compressed_bytes if m.compressed_bytes else 0.0
+    lines: list[tuple[str, object]] = [
+        ("database", data["path"]),
+        ("backup", made.data_path),
+        ("manifest", made.manifest_path),
+        ("size", f"{_size(m.raw_bytes)} -> {_size(m.compressed_bytes)} ({ratio:.1f}x)"),
+        ("rows", ", ".join(f"{t} {n}" for t, n in sorted(m.row_counts.items()))),
+        ("audit head", f"seq {m.audit_head_seq}"),
+        ("took", f"{seconds:.2f} s"),
+    ]
+    lines += (
+        _retention_lines(plan, dry_run=False) if plan else [("retention", "skipped (--no-prune)")]
+    )
+    out.result(data, format_pairs(lines))
+
+
+def _list_row(b: Backup) -> tuple[object, ...]:
+    m = b.manifest
+    if m is None:
+        return (b.name, "", "", "", "", b.problem)
+    return (
+        b.name,
+        _when(m.created_at),
+        _size(m.compressed_bytes),
+        _size(m.raw_bytes),
+        m.row_counts.get("memories", 0),
+        b.problem or "ok",
+    )
+
+
+@backup.command("list")
+@_dest_option
+@standard_options
+def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
+    """List the backups of the database, newest first.
+
+    A backup whose manifest is unreadable or whose data file is missing or
+    the wrong size is listed with the problem (and exit code 1); run
+    'abathur backup verify' for the full check of one backup.
+
+    \b
+    Examples:
+      abathur backup list --db ./agent.db
+      abathur backup list --db ./agent.db --dest /var/backups/abathur --json
+    """
+    directory = dest if dest is not None else backup_dir_for(db_path)
+    found = list_backups(directory, database=db_path.name)
+    data = {
+        "path": str(db_path.absolute()),
+        "dest": str(directory.absolute()),
+        "backups": [b.to_dict() for b in found],
+    }
+    table = format_table(
+        ("name", "created", "compressed", "raw", "memories", "status"),
+        (_list_row(b) for b in found),
+    )
+    out.result(data, table if found else f"no backups of {db_path.name} in {directory}")
+    if any(b.problem for b in found):
+        raise click.exceptions.Exit(EXIT_FINDINGS)
+
+
+@backup.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@standard_options
+def verify(*, db_path: Path, out: Output, file: Path) -> None:
+    """Verify one backup: checksum, decompression, integrity_check, contents vs manifest.
+
+    FILE is the backup's .db.zst (or its .manifest.json). The database is
+    decompressed beside it into a temporary file, checked with sqlite-vec
+    loaded, and removed. Exit 0 when every test passes, 1 when the backup is
+    damaged (the reason is printed with code backup.corrupt).
+
+    \b
+    Examples:
+      abathur backup verify --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
+      abathur backup verify --json backups/agent-20260315T020000.000000Z.manifest.json
+    """
+    try:
+        verified = verify_backup(file)
+    except CorruptBackupError as exc:
+        out.error(exc)
+        raise click.exceptions.Exit(EXIT_FINDINGS) from None
+    data = {"path": str(db_path.absolute()), **verified.to_dict()}
+    lines = [
+        ("backup", file),
+        ("result", "ok"),
+        *[("passed", c) for c in verified.checks],
+        ("took", f"{verified.seconds:.2f} s"),
+    ]
+    out.result(data, format_pairs(lines))
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Restore to this file instead of --db.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the file even if another process has it open or it is not a database. "
+    "Only for a process that is hung and will be killed: one that later closes the "
+    "file normally can delete the restored file's WAL.",
+)
+@standard_options
+def restore(*, db_path: Path, out: Output, file: Path, to: Path | None, force: bool) -> None:
+    """Restore a backup over the database, verified first, swapped atomically.
+
+    The backup is verified completely (as 'abathur backup verify') while it
+    is decompressed beside the target; a damaged backup is rejected and the
+    current file is left byte for byte as it was. A database open in another
+    process is refused (stop the application first) unless --force. The old
+    file is kept aside as FILE.replaced-TIME, the new one is renamed into
+    place, and 'abathur check --quick' runs on it: exit 0 when it is clean,
+    1 when it has findings.
+
+    \b
+    Examples:
+      abathur restore --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
+      abathur restore --db ./agent.db --to ./copy.db backups/agent-20260315T020000.000000Z.db.zst
+      abathur restore --db ./agent.db --json --force backups/agent-20260315T020000.000000Z.db.zst
+    """
+    target = to if to is not None else db_path
+    if target.absolute() == file.absolute():
+        raise InvalidInputError("the backup file and the restore target are the same file")
+    result = restore_backup(file, target=target, force=force)
+    data = {"path": str(target.absolute()), **result.to_dict()}
+    lines: list[tuple[str, object]] = [
+        ("restored", result.target.absolute()),
+        ("from", result.backup.data_path),
+        ("taken at", _when(result.manifest.created_at)),
+        ("old file kept as", result.replaced or "(there was none)"),
+    ]
+    if result.forced:
+        lines.append(("forced", "yes: the old file was in use or not a database"))
+    lines += [
+        (
+            "check",
+            "clean"
+            if result.check.is_ok
+            else f"{result.check.finding_count} finding(s): run 'abathur check'",
+        ),
+        ("took", f"{result.seconds:.2f} s"),
+    ]
+    out.result(data, format_pairs(lines))
+    raise click.exceptions.Exit(EXIT_OK if result.check.is_ok else EXIT_FINDINGS)

@@ -1,0 +1,967 @@
+"""The embedding queue, its worker, and the embedding cache: ``ab.embeddings``.
+
+Writes never wait for an embedder (DESIGN.md §5). A service that writes an
+item calls :func:`enqueue` (and :func:`cancel` for the version it replaces)
+inside its own write transaction; :class:`EmbeddingService` drains the queue:
+
+1. read a batch of ready jobs (``Settings.embed_batch_size``) and the live
+   items they point at (:class:`~abathur.search.IndexKind` ``load``);
+2. look each text up in ``embedding_cache`` by (embedder name, sha256 of the
+   text): a text is embedded once, ever;
+3. embed the misses in one ``embed_with_usage`` call, outside any transaction;
+4. in one short write transaction: add the vectors to the cache, the items to
+   their vec0 table, delete the jobs and write one ``usage_ledger`` row per
+   embedder call (cache hits counted on it).
+
+A job whose item changed meanwhile was cancelled by that write, so its vector
+goes to the cache only. When the embedder is unreachable
+(:class:`~abathur.errors.EmbedderUnavailableError`) the jobs stay queued with
+their attempts counted and a growing backoff, search falls back to keyword,
+and the queue catches up when the embedder returns. A permanent
+:class:`~abathur.errors.EmbedderError` marks the jobs whose text fails (each
+text is retried alone to find them) with ``failed_at`` and ``last_error``;
+:meth:`EmbeddingService.retry_failed` queues them again.
+
+The embedder (name, dims) is recorded in ``meta`` the first time it is known
+(at open, or at its first answer when the provider learns its dims then).
+Opening the file with another one raises
+:class:`~abathur.errors.EmbedderMismatchError`; :meth:`EmbeddingService.reindex`
+(``Abathur.open(..., reindex=True)``) switches.
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur import Abathur
+    >>> async def demo():
+    ...     with tempfile.TemporaryDirectory() as tmp:
+    ...         async with Abathur.open(pathlib.Path(tmp) / "e.db", embed_worker=False) as ab:
+    ...             await ab.memory.put("user:alice", "lang", "Alice speaks French")
+    ...             before = (await ab.embeddings.status()).queue_depth
+    ...             report = await ab.embeddings.drain()
+    ...             return before, report.embedded, (await ab.embeddings.status()).queue_depth
+    >>> asyncio.run(demo())
+    (1, 1, 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import apsw
+import numpy as np
+import structlog
+
+from abathur import search
+from abathur.db import Database
+from abathur.embeddings.base import Embedder
+from abathur.errors import (
+    AbathurError,
+    ClosedError,
+    EmbedderError,
+    EmbedderMismatchError,
+    EmbedderUnavailableError,
+)
+from abathur.models import CompactReport, DrainReport, EmbeddingStatus
+from abathur.search import IndexItem, IndexKind
+
+__all__ = [
+    "MAX_EMBED_CHARS",
+    "SQL_READY_JOBS",
+    "EmbeddingService",
+    "cancel",
+    "content_hash",
+    "enqueue",
+    "recorded_embedder",
+]
+
+log = structlog.get_logger(__name__)
+
+# Embedders read a few hundred tokens at most; sending more only costs time.
+MAX_EMBED_CHARS = 8192
+
+_META_NAME = "embedder.name"
+_META_DIMS = "embedder.dims"
+
+# Worker pacing. A failed call is retried after 1 s, then 2, 4... up to 5 min.
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 300.0
+_IDLE_POLL_S = 5.0  # jobs written by other processes are seen this late at worst
+_GATHER_S = 0.05  # after a wake-up, let a burst of writes land in one batch
+_COMPACT_EVERY_S = 60.0
+_COMPACT_MIN_DEAD = 1000
+_QUERY_CACHE_SIZE = 512
+
+# ---------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------
+
+SQL_RECORDED = "SELECT key, value FROM meta WHERE key IN ('embedder.name', 'embedder.dims')"
+SQL_RECORD = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+SQL_ENQUEUE = (
+    "INSERT INTO embedding_queue (kind, ref_id, content_hash, enqueued_at, not_before) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, ref_id) DO NOTHING"
+)
+SQL_CANCEL = "DELETE FROM embedding_queue WHERE kind = ? AND ref_id = ?"
+# The worker's next batch: index embedding_queue_ready. Params: now, max id, limit.
+SQL_READY_JOBS = (
+    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
+    "WHERE failed_at IS NULL AND not_before <= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
+)
+SQL_CACHED = (
+    "SELECT content_hash FROM embedding_cache "
+    "WHERE model = ? AND content_hash IN (SELECT value FROM json_each(?))"
+)
+SQL_CACHE_PUT = (
+    "INSERT INTO embedding_cache (model, content_hash, dims, vector, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, content_hash) DO NOTHING"
+)
+SQL_JOB_DONE = "DELETE FROM embedding_queue WHERE id = ?"
+SQL_JOB_RETRY = (
+    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = ?, not_before = ? "
+    "WHERE id = ?"
+)
+SQL_JOB_FAILED = (
+    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = ?, failed_at = ? WHERE id = ?"
+)
+SQL_USAGE = (
+    "INSERT INTO usage_ledger (at, provider, model, operation, inputs, tokens, is_estimate, "
+    "chars, duration_ms, cache_hits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SQL_QUEUE_STATS = (
+    "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
+)
+
+
+# ---------------------------------------------------------------------------
+# Functions services call inside their own write transactions
+# ---------------------------------------------------------------------------
+
+
+def content_hash(text: str) -> str:
+    """The cache key of a text: sha256 of its UTF-8 bytes, hex.
+
+    Example:
+        >>> from abathur.embeddings.queue import content_hash
+        >>> content_hash("hi")[:12]
+        '8f434346648f'
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def recorded_embedder(conn: apsw.Connection) -> tuple[str, int] | None:
+    """The (name, dims) recorded in ``meta``; dims is 0 until first known; None if none."""
+    values = dict(conn.execute(SQL_RECORDED).fetchall())
+    if _META_NAME not in values:
+        return None
+    return values[_META_NAME], int(values.get(_META_DIMS) or 0)
+
+
+def enqueue(conn: apsw.Connection, kind: str, ref_id: int, text_hash: str, now: float) -> None:
+    """Queue item ``ref_id`` of ``kind`` for embedding (no-op if already queued)."""
+    conn.execute(SQL_ENQUEUE, (kind, ref_id, text_hash, now, now))
+
+
+def cancel(conn: apsw.Connection, kind: str, ref_id: int) -> bool:
+    """Drop the job of an item version that is no longer live; True if there was one."""
+    conn.execute(SQL_CANCEL, (kind, ref_id))
+    return conn.changes() > 0
+
+
+def _has_pending_deletes(conn: apsw.Connection) -> bool:
+    return bool(conn.execute("SELECT 1 FROM vector_deletes LIMIT 1").fetchall())
+
+
+def _mismatch(path: Path, recorded: tuple[str, int], name: str, dims: int) -> str:
+    known = f" ({dims} dims)" if dims else ""
+    return (
+        f"{str(path)!r} holds vectors from embedder {recorded[0]!r} ({recorded[1]} dims), but "
+        f"this process uses {name!r}{known}: open it with the same embedder, or switch with "
+        f"`abathur reindex --embedder ...` (Abathur.open(..., reindex=True)), which re-embeds "
+        "every item"
+    )
+
+
+# ---------------------------------------------------------------------------
+# The service
+# ---------------------------------------------------------------------------
+
+
+class _Job(NamedTuple):
+    id: int
+    kind: IndexKind
+    item: IndexItem | None  # None: the item is gone; drop the job
+    text_hash: str
+
+
+@dataclass
+class _Totals:
+    embedded: int = 0
+    cache_hits: int = 0
+    calls: int = 0
+    failed: int = 0
+
+    def add(self, other: _Totals) -> None:
+        self.embedded += other.embedded
+        self.cache_hits += other.cache_hits
+        self.calls += other.calls
+        self.failed += other.failed
+
+
+@dataclass
+class _Embedded:
+    """The outcome of embedding one batch's cache misses."""
+
+    vectors: dict[str, bytes] = field(default_factory=dict)  # text hash -> float32 blob
+    failures: dict[str, str] = field(default_factory=dict)  # text hash -> error message
+    calls: list[tuple[Any, ...]] = field(default_factory=list)  # usage rows
+    dims: int = 0
+
+
+class EmbeddingService:
+    """The embedding pipeline of one open database: ``ab.embeddings``.
+
+    Attributes:
+        embedder: this process's :class:`~abathur.embeddings.Embedder`, or
+            ``None`` (``Settings.embedder = "none"``: keyword search only).
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> async def demo():
+        ...     with tempfile.TemporaryDirectory() as tmp:
+        ...         async with Abathur.open(pathlib.Path(tmp) / "e.db") as ab:
+        ...             status = await ab.embeddings.status()
+        ...             return status.embedder, status.dims, status.is_worker_running
+        >>> asyncio.run(demo())
+        ('bundled:all-MiniLM-L6-v2', 384, True)
+    """
+
+    def __init__(self, db: Database, embedder: Embedder | None, kinds: Sequence[IndexKind]) -> None:
+        self._db = db
+        self.embedder = embedder
+        self._kinds = {kind.name: kind for kind in kinds}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_error: str | None = None
+        self._paused_until = 0.0  # after an unavailable error: no calls before this
+        self._usage: list[tuple[Any, ...]] = []  # query embeddings, written with the next batch
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._next_compact_check = 0.0
+
+    # -- plumbing used by Abathur and the services ---------------------------
+
+    @property
+    def is_configured(self) -> bool:
+        """True when this process has an embedder (writes then queue embedding jobs)."""
+        return self.embedder is not None
+
+    def _notify(self) -> None:
+        """Wake the worker: a write just queued jobs."""
+        self._wake.set()
+
+    async def _start(self, *, reindex: bool = False) -> None:
+        """Check or record the embedder, queue what has no vector, start the worker.
+
+        Raises:
+            EmbedderMismatchError: the file's vectors come from another embedder
+                and ``reindex`` is false.
+            EmbedderError: the embedder's dims are not a multiple of 8.
+        """
+        embedder = self.embedder
+        if embedder is None:
+            return
+        name, dims = embedder.name, int(embedder.dims or 0)
+
+        def setup(conn: apsw.Connection) -> None:
+            now = time.time()
+            recorded = recorded_embedder(conn)
+            if recorded is not None and self._differs(recorded, name, dims):
+                if not reindex:
+                    raise EmbedderMismatchError(_mismatch(self._db.path, recorded, name, dims))
+                log.info("embeddings.switch", old=recorded[0], new=name)
+                self._reset(conn)
+                recorded = None
+            if recorded is None:
+                self._record(conn, name, dims, now)
+
+        recorded = await self._db.read(recorded_embedder)
+        if recorded is None or self._differs(recorded, name, dims):
+            await self._db.write(setup)  # re-checks inside: another process may have won
+        if self._db.settings.embed_worker:
+            self._task = asyncio.create_task(self._run(), name=f"abathur-embed {self._db.path}")
+
+    @staticmethod
+    def _differs(recorded: tuple[str, int], name: str, dims: int) -> bool:
+        return recorded[0] != name or bool(dims and recorded[1] and recorded[1] != dims)
+
+    def _record(self, conn: apsw.Connection, name: str, dims: int, now: float) -> None:
+        """Record the embedder (with dims once known) and queue every live item.
+
+        Called when the file has no embedder recorded (or only its name), so no
+        item has a vector yet. The vector tables are made with the first
+        vector (:meth:`_apply`): a file that never embeds has none.
+        """
+        if dims and dims % 8:
+            raise EmbedderError(
+                f"embedder {name!r} makes {dims}-dimensional vectors; abathur's binary index "
+                "needs a multiple of 8"
+            )
+        conn.execute(SQL_RECORD, (_META_NAME, name))
+        if dims:
+            conn.execute(SQL_RECORD, (_META_DIMS, str(dims)))
+        for kind in self._kinds.values():
+            for item in kind.live(conn):
+                enqueue(conn, kind.name, item.id, content_hash(item.text), now)
+
+    def _ensure_tables(self, conn: apsw.Connection, dims: int, now: float) -> None:
+        chunk_size = self._db.settings.vector_chunk_size
+        for kind in self._kinds.values():
+            search.create_vector_table(conn, kind, dims, chunk_size, now=now)
+
+    def _reset(self, conn: apsw.Connection) -> None:
+        """Forget the recorded embedder: drop every vector table and every job."""
+        tables = [name for (name,) in conn.execute("SELECT name FROM vector_tables")]
+        for kind in self._kinds.values():
+            search.drop_vector_table(conn, kind)
+        for name in tables:
+            # Tables of kinds this process does not know; names come from our own registry.
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        conn.execute("DELETE FROM vector_tables")
+        conn.execute("DELETE FROM embedding_queue")
+        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))
+        self._queries.clear()
+
+    async def _embed_query(self, text: str) -> tuple[np.ndarray | None, str | None]:
+        """The query's vector, or ``(None, why)`` when search must fall back to keyword."""
+        embedder = self.embedder
+        if embedder is None:
+            return None, "no embedder is configured (Settings.embedder is 'none')"
+        text = text[:MAX_EMBED_CHARS]
+        cached = self._queries.get(text)
+        if cached is not None:
+            self._queries.move_to_end(text)
+            return cached, None
+        if time.time() < self._paused_until:
+            return None, f"the embedder is unavailable: {self._last_error}"
+        try:
+            matrix, usage = await self._call([text], operation="embed.query")
+        except EmbedderUnavailableError as exc:
+            self._last_error = exc.message
+            self._paused_until = time.time() + _BACKOFF_START_S
+            return None, f"the embedder is unavailable: {exc.message}"
+        except EmbedderError as exc:
+            self._last_error = exc.message
+            return None, f"the embedder failed: {exc.message}"
+        self._usage.append(usage)
+        if self._paused_until:
+            self._paused_until = 0.0
+            self._wake.set()
+        vector = matrix[0]
+        self._queries[text] = vector
+        if len(self._queries) > _QUERY_CACHE_SIZE:
+            self._queries.popitem(last=False)
+        return vector, None
+
+    # -- calling the embedder ------------------------------------------------
+
+    async def _call(
+        self, texts: list[str], *, operation: str = "embed"
+    ) -> tuple[np.ndarray, tuple[Any, ...]]:
+        """Embed ``texts``; return the float32 matrix and the usage_ledger row of the call.
+
+        Raises:
+            EmbedderUnavailableError: as raised by the embedder.
+            EmbedderError: the embedder failed, or answered with the wrong
+                number, length or kind of vectors (any other error of a custom
+                embedder is translated into this too).
+        """
+        embedder = self.embedder
+        assert embedder is not None
+        started = time.perf_counter()
+        try:
+            result = await embedder.embed_with_usage(texts)
+        except EmbedderError:
+            raise
+        except AbathurError as exc:
+            raise EmbedderError(f"embedder {embedder.name!r} refused the texts: {exc}") from exc
+        except Exception as exc:
+            raise EmbedderError(
+                f"embedder {embedder.name!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        try:
+            matrix = np.asarray(result.vectors, dtype=np.float32)
+            tokens, is_estimate = int(result.tokens), bool(result.is_token_estimate)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise EmbedderError(
+                f"embedder {embedder.name!r} returned vectors that are not numbers of one "
+                f"length, or no EmbedResult: {exc}"
+            ) from exc
+        want = int(embedder.dims or 0)
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts) or matrix.shape[1] == 0:
+            raise EmbedderError(
+                f"embedder {embedder.name!r} returned {matrix.shape[0] if matrix.ndim else 0} "
+                f"vector(s) of shape {matrix.shape[1:]} for {len(texts)} text(s)"
+            )
+        if want and matrix.shape[1] != want:
+            raise EmbedderError(
+                f"embedder {embedder.name!r} says it makes {want}-dimensional vectors but "
+                f"returned {matrix.shape[1]}"
+            )
+        if not np.isfinite(matrix).all():
+            raise EmbedderError(f"embedder {embedder.name!r} returned NaN or infinite values")
+        usage = (
+            time.time(),
+            embedder.provider,
+            embedder.model,
+            operation,
+            len(texts),
+            tokens,
+            int(is_estimate),
+            sum(map(len, texts)),
+            round(elapsed_ms, 3),
+            0,
+        )
+        return matrix, usage
+
+    async def _embed_misses(self, texts: dict[str, str]) -> _Embedded:
+        """Embed ``{hash: text}`` in one call; on a permanent error, one text at a time."""
+        out = _Embedded()
+        hashes = list(texts)
+        try:
+            matrix, usage = await self._call([texts[h] for h in hashes])
+        except EmbedderUnavailableError:
+            raise
+        except EmbedderError as exc:
+            if len(hashes) == 1:
+                out.failures[hashes[0]] = exc.message
+                return out
+            log.warning("embeddings.batch_failed", error=exc.message, texts=len(hashes))
+            for text_hash in hashes:
+                single = await self._embed_misses({text_hash: texts[text_hash]})
+                out.vectors.update(single.vectors)
+                out.failures.update(single.failures)
+                out.calls += single.calls
+                out.dims = out.dims or single.dims
+            return out
+        out.calls.append(usage)
+        out.dims = int(matrix.shape[1])
+        for text_hash, row in zip(hashes, matrix, strict=True):
+            out.vectors[text_hash] = row.astype("<f4").tobytes()
+        return out
+
+    # -- one batch -----------------------------------------------------------
+
+    def _read_batch(
+        self, conn: apsw.Connection, *, ready_before: float, max_id: float, limit: int
+    ) -> tuple[list[_Job], set[str]]:
+        rows = conn.execute(SQL_READY_JOBS, (ready_before, max_id, limit)).fetchall()
+        now = time.time()
+        by_kind: dict[str, list[tuple[int, int, str]]] = {}
+        for job_id, kind, ref_id, text_hash in rows:
+            by_kind.setdefault(kind, []).append((job_id, ref_id, text_hash))
+        jobs: list[_Job] = []
+        for kind_name, entries in by_kind.items():
+            kind = self._kinds.get(kind_name)
+            if kind is None:
+                continue  # a kind this abathur does not know: leave its jobs alone
+            items = {item.id: item for item in kind.load(conn, [e[1] for e in entries], now)}
+            for job_id, ref_id, text_hash in entries:
+                item = items.get(ref_id)
+                jobs.append(
+                    _Job(job_id, kind, item, content_hash(item.text) if item else text_hash)
+                )
+        cached: set[str] = set()
+        hashes = sorted({job.text_hash for job in jobs if job.item is not None})
+        if hashes and self.embedder is not None:
+            cached = {
+                h for (h,) in conn.execute(SQL_CACHED, (self.embedder.name, json.dumps(hashes)))
+            }
+        return jobs, cached
+
+    async def _step(self, *, ready_before: float, max_id: float) -> _Totals | None:
+        """Embed one batch of ready jobs; None when there was none.
+
+        Raises:
+            EmbedderUnavailableError: the embedder is down (the batch's jobs
+                get an attempt and a backoff).
+            EmbedderMismatchError: the embedder's answer does not fit the file.
+        """
+        embedder = self.embedder
+        assert embedder is not None
+        async with self._lock:
+            jobs, cached = await self._db.read(
+                lambda conn: self._read_batch(
+                    conn,
+                    ready_before=ready_before,
+                    max_id=max_id,
+                    limit=self._db.settings.embed_batch_size,
+                )
+            )
+            if not jobs:
+                return None
+            misses = {
+                job.text_hash: job.item.text[:MAX_EMBED_CHARS]
+                for job in jobs
+                if job.item is not None and job.text_hash not in cached
+            }
+            try:
+                embedded = await self._embed_misses(misses) if misses else _Embedded()
+            except EmbedderUnavailableError as exc:
+                message = self._last_error = exc.message
+                await self._db.write(lambda conn: self._postpone(conn, jobs, message))
+                raise
+            totals = await self._db.write(
+                lambda conn: self._apply(conn, embedder, jobs, cached, embedded)
+            )
+        if embedded.failures:
+            self._last_error = next(iter(embedded.failures.values()))
+        return totals
+
+    def _postpone(self, conn: apsw.Connection, jobs: list[_Job], error: str) -> None:
+        now = time.time()
+        attempts = dict(
+            conn.execute(
+                "SELECT id, attempts FROM embedding_queue WHERE id IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps([job.id for job in jobs]),),
+            ).fetchall()
+        )
+        for job in jobs:
+            delay = min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** attempts.get(job.id, 0))
+            conn.execute(SQL_JOB_RETRY, (error, now + delay, job.id))
+
+    def _apply(
+        self,
+        conn: apsw.Connection,
+        embedder: Embedder,
+        jobs: list[_Job],
+        cached: set[str],
+        embedded: _Embedded,
+    ) -> _Totals:
+        now = time.time()
+        name = embedder.name
+        recorded = recorded_embedder(conn)
+        dims = embedded.dims or (recorded[1] if recorded else 0)
+        if not dims:
+            rows = conn.execute(
+                "SELECT dims FROM embedding_cache WHERE model = ? LIMIT 1", (name,)
+            ).fetchall()
+            dims = rows[0][0] if rows else 0
+        if recorded is not None and self._differs(recorded, name, dims):
+            raise EmbedderMismatchError(_mismatch(self._db.path, recorded, name, dims))
+        if recorded is None or (dims and not recorded[1]):
+            # The first answer of an embedder that learns its dims from it.
+            self._record(conn, name, dims, now)
+        if dims:
+            self._ensure_tables(conn, dims, now)
+        search.apply_vector_deletes(conn)
+        for text_hash, blob in embedded.vectors.items():
+            conn.execute(SQL_CACHE_PUT, (name, text_hash, dims, blob, now))
+        totals = _Totals(calls=len(embedded.calls))
+        for job in jobs:
+            if job.item is None:
+                conn.execute(SQL_JOB_DONE, (job.id,))
+                continue
+            failure = embedded.failures.get(job.text_hash)
+            if failure is not None:
+                conn.execute(SQL_JOB_FAILED, (failure, now, job.id))
+                totals.failed += 1
+                continue
+            conn.execute(SQL_JOB_DONE, (job.id,))
+            if conn.changes() == 0:
+                continue  # cancelled by a newer write while we embedded
+            if search.insert_vector(
+                conn, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
+            ):
+                totals.embedded += 1
+                totals.cache_hits += job.text_hash in cached
+        usage = [list(row) for row in embedded.calls]
+        if usage:
+            usage[0][-1] = totals.cache_hits
+        elif totals.cache_hits:
+            usage.append(
+                [
+                    now,
+                    embedder.provider,
+                    embedder.model,
+                    "embed",
+                    0,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    totals.cache_hits,
+                ]
+            )
+        conn.executemany(SQL_USAGE, [tuple(row) for row in usage])
+        self._flush_usage(conn)
+        return totals
+
+    def _flush_usage(self, conn: apsw.Connection) -> None:
+        if self._usage:
+            rows, self._usage = self._usage, []
+            conn.executemany(SQL_USAGE, rows)
+
+    def _settle(self, conn: apsw.Connection) -> None:
+        """Write buffered usage rows and apply pending vector deletes."""
+        self._flush_usage(conn)
+        search.apply_vector_deletes(conn)
+
+    # -- the background worker ---------------------------------------------
+
+    async def _run(self) -> None:
+        delay = _BACKOFF_START_S
+        while not self._closed:
+            wait = self._paused_until - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._wake.clear()
+            try:
+                step = await self._step(ready_before=time.time(), max_id=math.inf)
+            except EmbedderUnavailableError:
+                self._paused_until = time.time() + delay
+                delay = min(_BACKOFF_MAX_S, delay * 2)
+                log.warning("embeddings.unavailable", error=self._last_error, retry_in_s=delay)
+                continue
+            except EmbedderError as exc:
+                self._last_error = exc.message
+                self._paused_until = time.time() + _BACKOFF_MAX_S
+                log.error("embeddings.failed", error=exc.message)
+                continue
+            except ClosedError:
+                return
+            except Exception as exc:  # a bug must not kill the worker silently
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._paused_until = time.time() + _IDLE_POLL_S
+                log.exception("embeddings.worker_error")
+                continue
+            delay = _BACKOFF_START_S
+            if step is not None:
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        if self._usage or await self._db.read(_has_pending_deletes):
+            await self._db.write(self._settle)
+        if time.time() >= self._next_compact_check:
+            self._next_compact_check = time.time() + _COMPACT_EVERY_S
+            await self._compact_if_needed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), _IDLE_POLL_S)
+        await asyncio.sleep(_GATHER_S)
+
+    async def _compact_if_needed(self) -> None:
+        ratio = self._db.settings.vector_compact_ratio
+        if not ratio:
+            return
+        stats = await self._db.read(search.vector_table_stats)
+        if any(s.dead_rows > max(_COMPACT_MIN_DEAD, ratio * s.live_rows) for s in stats):
+            await self.compact()
+
+    async def close(self) -> None:
+        """Stop the worker (an embed call in flight is abandoned) and write pending usage.
+
+        Idempotent; :meth:`Abathur.close` calls it before closing the database.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         ab = await Abathur.open(pathlib.Path(tmp) / "e.db")
+            ...         await ab.embeddings.close()
+            ...         running = (await ab.embeddings.status()).is_worker_running
+            ...         await ab.close()
+            ...         return running
+            >>> asyncio.run(demo())
+            False
+        """
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._usage and not self._db.is_closed:
+            await self._db.write(self._flush_usage)
+        search.forget_mirrors(self._db.path)
+
+    # -- public --------------------------------------------------------------
+
+    async def status(self) -> EmbeddingStatus:
+        """Queue depth, oldest job, embedder, last error, live and dead vectors.
+
+        Returns:
+            An :class:`~abathur.models.EmbeddingStatus` snapshot.
+
+        Raises:
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "e.db", embedder="none") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             status = await ab.embeddings.status()
+            ...             return status.embedder, status.queue_depth, status.vectors
+            >>> asyncio.run(demo())
+            (None, 0, 0)
+        """
+
+        def read(conn: apsw.Connection) -> EmbeddingStatus:
+            recorded = recorded_embedder(conn)
+            depth, failed, oldest, _ = conn.execute(SQL_QUEUE_STATS).fetchall()[0]
+            stats = search.vector_table_stats(conn)
+            embedder = self.embedder
+            return EmbeddingStatus(
+                embedder=None if embedder is None else embedder.name,
+                dims=(embedder.dims or None) if embedder is not None else None,
+                recorded_embedder=None if recorded is None else recorded[0],
+                recorded_dims=(recorded[1] or None) if recorded else None,
+                is_worker_running=self._task is not None and not self._task.done(),
+                queue_depth=depth,
+                failed_jobs=failed,
+                oldest_job_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+                last_error=self._last_error,
+                vectors=sum(s.live_rows for s in stats),
+                dead_rows=sum(s.dead_rows for s in stats),
+            )
+
+        return await self._db.read(read)
+
+    async def drain(self) -> DrainReport:
+        """Embed every job queued now, in batches, and wait until it is done.
+
+        Jobs in backoff are tried at once; jobs marked failed are left (see
+        :meth:`retry_failed`). Jobs queued while it runs are left to the worker.
+
+        Returns:
+            How many vectors were written (and how many came from the cache),
+            calls made, jobs that failed, and jobs still queued.
+
+        Raises:
+            EmbedderUnavailableError: the embedder is down, or none is
+                configured while jobs wait; the jobs stay queued.
+            EmbedderMismatchError: the embedder answered with vectors that do
+                not fit the file's index.
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "e.db"
+            ...         async with Abathur.open(path, embed_worker=False) as ab:
+            ...             await ab.memory.put("user:alice", "a", "the same text")
+            ...             await ab.memory.put("user:bob", "b", "the same text")
+            ...             report = await ab.embeddings.drain()
+            ...             return report.embedded, report.cache_hits, report.remaining
+            >>> asyncio.run(demo())
+            (2, 0, 0)
+        """
+        if self._closed or self._db.is_closed:
+            raise ClosedError(f"database {str(self._db.path)!r} is closed")
+        started = time.perf_counter()
+        depth, _, _, max_id = (
+            await self._db.read(lambda conn: conn.execute(SQL_QUEUE_STATS).fetchall())
+        )[0]
+        totals = _Totals()
+        if depth and self.embedder is None:
+            raise EmbedderUnavailableError(
+                f"{depth} embedding job(s) wait but no embedder is configured in this process "
+                "(Settings.embedder is 'none'); open the file with its embedder to embed them"
+            )
+        while self.embedder is not None and max_id is not None:
+            step = await self._step(ready_before=math.inf, max_id=max_id)
+            if step is None:
+                break
+            totals.add(step)
+        await self._db.write(self._settle)
+        self._paused_until = 0.0
+        remaining = (await self._db.read(lambda conn: conn.execute(SQL_QUEUE_STATS).fetchall()))[0][
+            0
+        ]
+        return DrainReport(
+            embedded=totals.embedded,
+            cache_hits=totals.cache_hits,
+            calls=totals.calls,
+            failed=totals.failed,
+            remaining=remaining,
+            seconds=round(time.perf_counter() - started, 6),
+        )
+
+    async def retry_failed(self) -> int:
+        """Queue again the jobs a permanent embedder error left failed.
+
+        Returns:
+            How many jobs were queued again.
+
+        Raises:
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "e.db") as ab:
+            ...             return await ab.embeddings.retry_failed()
+            >>> asyncio.run(demo())
+            0
+        """
+
+        def write(conn: apsw.Connection) -> int:
+            conn.execute(
+                "UPDATE embedding_queue SET failed_at = NULL, not_before = ? "
+                "WHERE failed_at IS NOT NULL",
+                (time.time(),),
+            )
+            return conn.changes()
+
+        count = await self._db.write(write)
+        if count:
+            self._notify()
+        return count
+
+    async def reindex(self, *, wait: bool = True) -> DrainReport:
+        """Drop every vector and re-embed every live item with this process's embedder.
+
+        What ``abathur reindex --embedder ...`` runs: forgets the recorded
+        embedder, drops the vector tables and the queue, records this
+        embedder, queues every live item, and (with ``wait``) drains. Texts
+        this embedder saw before come from the cache, so switching back is cheap.
+
+        Args:
+            wait: drain before returning; otherwise the worker does it.
+
+        Returns:
+            The drain's report (``remaining`` is the queue when ``wait`` is false).
+
+        Raises:
+            EmbedderError: no embedder is configured in this process.
+            EmbedderUnavailableError: (with ``wait``) the embedder is down;
+                the items stay queued.
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "e.db"
+            ...         async with Abathur.open(path, embed_worker=False) as ab:
+            ...             await ab.memory.put("user:alice", "lang", "Alice speaks French")
+            ...             await ab.embeddings.drain()
+            ...             report = await ab.embeddings.reindex()
+            ...             return report.embedded, report.cache_hits
+            >>> asyncio.run(demo())
+            (1, 1)
+        """
+        embedder = self.embedder
+        if embedder is None:
+            raise EmbedderError(
+                "reindex needs an embedder: open the file with Settings.embedder set "
+                "(or Abathur.open(..., embedder=...))"
+            )
+        name, dims = embedder.name, int(embedder.dims or 0)
+
+        def write(conn: apsw.Connection) -> int:
+            self._reset(conn)
+            self._record(conn, name, dims, time.time())
+            return int(conn.execute("SELECT count(*) FROM embedding_queue").fetchall()[0][0])
+
+        async with self._lock:
+            queued = await self._db.write(write)
+        log.info("embeddings.reindex", embedder=name, queued=queued)
+        self._paused_until = 0.0
+        self._notify()
+        if wait:
+            return await self.drain()
+        return DrainReport(
+            embedded=0, cache_hits=0, calls=0, failed=0, remaining=queued, seconds=0.0
+        )
+
+    async def compact(self) -> list[CompactReport]:
+        """Rebuild every vector table from its live rows, reclaiming dead slots.
+
+        vec0 never reuses the slot of a deleted vector, and every memory
+        update deletes one. The rebuild re-derives the binary codes from the
+        cache (nothing is re-embedded) in one write transaction, so writers
+        wait for it: about 40 µs per live vector. The worker runs it by itself
+        when dead rows pass ``Settings.vector_compact_ratio`` of the live ones.
+
+        Returns:
+            One report per table.
+
+        Raises:
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "e.db"
+            ...         async with Abathur.open(path, embed_worker=False) as ab:
+            ...             await ab.memory.put("user:alice", "lang", "French")
+            ...             await ab.embeddings.drain()
+            ...             await ab.memory.put("user:alice", "lang", "English")
+            ...             await ab.embeddings.drain()
+            ...             (report,) = await ab.embeddings.compact()
+            ...             return report.table, report.live_rows, report.dead_rows
+            >>> asyncio.run(demo())
+            ('memories_vec', 1, 1)
+        """
+        chunk_size = self._db.settings.vector_chunk_size
+
+        def write(conn: apsw.Connection) -> list[CompactReport]:
+            reports = []
+            for stats in search.vector_table_stats(conn):
+                kind = self._kinds.get(stats.kind)
+                if kind is None:
+                    continue
+                started = time.perf_counter()
+                live = search.compact_vector_table(conn, kind, chunk_size)
+                reports.append(
+                    CompactReport(
+                        table=stats.name,
+                        kind=stats.kind,
+                        live_rows=live,
+                        dead_rows=stats.dead_rows + stats.pending_deletes,
+                        seconds=round(time.perf_counter() - started, 6),
+                    )
+                )
+            return reports
+
+        async with self._lock:
+            reports = await self._db.write(write)
+        for report in reports:
+            log.info(
+                "embeddings.compacted",
+                table=report.table,
+                live=report.live_rows,
+                reclaimed=report.dead_rows,
+                seconds=report.seconds,
+            )
+        return reports

@@ -1,0 +1,9 @@
+"""Adapters that plug abathur into agent frameworks, each behind its own extra.
+
+* :mod:`abathur.integrations.adk` (``pip install 'abathur[adk]'``): Google
+  ADK's session and memory services, and the ``abathur://`` URI scheme for
+  ``adk web`` / ``adk api_server``.
+
+Nothing here is imported by ``import abathur``: an adapter needs its
+framework installed, and only the code that uses it pays for the import.
+"""

@@ -1,0 +1,16 @@
+"""The operations kit (issue 5): what operators run after a deploy and from cron.
+
+One module per concept:
+
+- :mod:`~abathur.ops.schema`: what a file holds, compared with what the migrations build;
+- :mod:`~abathur.ops.integrity`: ``abathur check``, a list of small checks;
+- :mod:`~abathur.ops.backup`: online backup, manifest, list, verify and retention;
+- :mod:`~abathur.ops.restore`: verified restore with an atomic swap;
+- :mod:`~abathur.ops.health`: ``abathur health``, ok / warn / fail with thresholds;
+- :mod:`~abathur.ops.metrics`: ``abathur metrics``, Prometheus text exposition.
+
+Everything here works on its own isolated connections (made by
+:func:`abathur.db.connection.connect`), never on a :class:`~abathur.db.Database`'s
+pool, so it can run beside a live application. The functions block: from async
+code, call them with ``asyncio.to_thread``.
+"""

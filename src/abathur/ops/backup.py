@@ -1,0 +1,819 @@
+"""Online backups: one consistent copy, verified, compressed, with a manifest.
+
+:func:`create_backup` copies the live file with SQLite's online backup API in
+one step (``step(-1)``): the copy is a single snapshot taken under one read
+transaction, so a busy writer can neither corrupt it nor make it restart
+forever, as incremental stepping would. The copy is checked
+(``integrity_check`` with sqlite-vec loaded), compressed with zstandard, and
+described by a manifest (checksums, sizes, versions, ``user_version``, row
+counts, the audit chain's head). Both files are written under temporary names,
+fsynced and renamed into place; the manifest is renamed last, so a backup
+exists exactly when its manifest does.
+
+A backup ``NAME`` is two files in the backup directory::
+
+    agent-20260315T020000.123456Z.db.zst          the compressed database
+    agent-20260315T020000.123456Z.manifest.json   what it holds and its checksums
+
+:func:`verify_backup` re-checks everything a restore relies on;
+:func:`plan_retention` and :func:`prune_backups` keep N daily, weekly and
+monthly backups (grandfather-father-son).
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur import Abathur
+    >>> from abathur.ops.backup import create_backup, verify_backup
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+    >>> async def create():
+    ...     async with Abathur.open(path, embedder="none") as ab:
+    ...         await ab.memory.put("user:alice", "lang", {"value": "fr"})
+    >>> asyncio.run(create())
+    >>> made = create_backup(path)
+    >>> made.data_path.parent == path.parent / "backups", made.manifest.row_counts["memories"]
+    (True, 1)
+    >>> verify_backup(made.data_path).manifest.sha256 == made.manifest.sha256
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import apsw
+import structlog
+import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from abathur import __version__
+from abathur.config import Settings
+from abathur.db.connection import check_environment, connect, translate_errors
+from abathur.errors import CorruptBackupError, DatabaseError, InvalidInputError
+from abathur.ops import schema
+
+__all__ = [
+    "DATA_SUFFIX",
+    "FORMAT",
+    "MANIFEST_SUFFIX",
+    "Backup",
+    "Manifest",
+    "Retention",
+    "RetentionPlan",
+    "VerifiedBackup",
+    "backup_dir_for",
+    "create_backup",
+    "fsync_dir",
+    "latest_backup",
+    "list_backups",
+    "plan_retention",
+    "prune_backups",
+    "verified_copy",
+    "verify_backup",
+]
+
+log = structlog.get_logger(__name__)
+
+FORMAT = "abathur-backup/1"
+DATA_SUFFIX = ".db.zst"
+MANIFEST_SUFFIX = ".manifest.json"
+
+# Level 3 is zstd's default: most of the ratio of level 19 at a fraction of the
+# time; the frame carries its own checksum and the content size.
+_LEVEL = 3
+_CHUNK = 1 << 20
+
+
+class Manifest(BaseModel):
+    """What a backup holds, written beside it as JSON; every field is checked on verify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["abathur-backup/1"] = FORMAT
+    file: str = Field(description="Name of the compressed database file, in the same directory.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the compressed file.")
+    compressed_bytes: int = Field(ge=0)
+    raw_bytes: int = Field(ge=0)
+    raw_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the database itself.")
+    created_at: datetime
+    source: str = Field(description="Absolute path of the database that was backed up.")
+    abathur_version: str
+    sqlite_version: str
+    sqlite_vec_version: str
+    user_version: int
+    page_size: int
+    row_counts: dict[str, int]
+    audit_head_seq: int
+    audit_head_hash: str
+    integrity_check: Literal["ok"] = "ok"
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A backup on disk: its two files and its manifest (``None`` when unreadable)."""
+
+    manifest_path: Path
+    data_path: Path
+    manifest: Manifest | None
+    problem: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The common name of the two files, without suffixes."""
+        return self.manifest_path.name.removesuffix(MANIFEST_SUFFIX)
+
+    @property
+    def created_at(self) -> datetime:
+        """When the backup was taken (UTC)."""
+        if self.manifest is None:
+            raise InvalidInputError(f"backup {self.name!r} has no readable manifest")
+        return self.manifest.created_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The backup as ``abathur backup list --json`` prints it."""
+        return {
+            "name": self.name,
+            "file": str(self.data_path.absolute()),
+            "manifest_file": str(self.manifest_path.absolute()),
+            "problem": self.problem,
+            "manifest": None if self.manifest is None else self.manifest.model_dump(mode="json"),
+        }
+
+
+def backup_dir_for(db_path: Path, settings: Settings | None = None) -> Path:
+    """The default backup directory: ``Settings.backup_dir``, else ``backups/`` beside the file."""
+    configured = (settings or Settings()).backup_dir
+    return configured if configured is not None else db_path.absolute().parent / "backups"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Hashing:
+    """A write-only file wrapper that hashes and counts what passes through."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return schema.wal_path(path), path.with_name(path.name + "-shm")
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class _Contents:
+    integrity: list[str]
+    user_version: int
+    page_size: int
+    row_counts: dict[str, int]
+    audit_head: tuple[int, str]
+
+
+def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
+    """integrity_check a copy with sqlite-vec loaded, and read what the manifest records.
+
+    A copy that cannot even be opened as a database fails ``integrity`` too.
+    """
+    if not schema.has_sqlite_header(path):
+        return _Contents([f"{what} is not an SQLite database"], 0, 0, {}, (0, ""))
+    conn = connect(path, settings, readonly=False)
+    try:
+        with translate_errors(f"checking {what}"):
+            try:
+                integrity = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+            except apsw.Error as exc:
+                # Damage bad enough that the check itself stops is still its answer.
+                integrity = [f"{type(exc).__name__}: {exc}"]
+            if integrity != ["ok"]:
+                # Counting rows of a damaged file may fail or mislead; stop here.
+                return _Contents(integrity, 0, 0, {}, (0, ""))
+            head = (
+                conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
+                if schema.table_exists(conn, "audit_head")
+                else []
+            )
+            return _Contents(
+                integrity=integrity,
+                user_version=int(conn.execute("PRAGMA user_version").fetchall()[0][0]),
+                page_size=int(conn.execute("PRAGMA page_size").fetchall()[0][0]),
+                row_counts=schema.row_counts(conn),
+                audit_head=(int(head[0][0]), str(head[0][1])) if head else (0, "0" * 64),
+            )
+    finally:
+        # The last connection to close removes the copy's -wal and -shm.
+        conn.close()
+
+
+def create_backup(
+    db_path: str | Path, *, dest: str | Path | None = None, settings: Settings | None = None
+) -> Backup:
+    """Take a verified, compressed backup of a (possibly live) database.
+
+    Args:
+        db_path: the database file; other processes may be writing to it.
+        dest: the backup directory (created if missing); default
+            :func:`backup_dir_for`.
+        settings: pragmas for the isolated connections.
+
+    Returns:
+        The new :class:`Backup`. It holds every transaction committed before
+        the copy started.
+
+    Raises:
+        DatabaseError: the file is missing or cannot be read, or the copy
+            fails ``integrity_check`` (run ``abathur check`` on the source).
+        IncompatibleEnvironmentError: SQLite < 3.51.3 or no sqlite-vec.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> from abathur.ops.backup import create_backup, list_backups
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+        >>> async def create():
+        ...     async with Abathur.open(path, embedder="none"):
+        ...         pass
+        >>> asyncio.run(create())
+        >>> made = create_backup(path, dest=path.parent / "nightly")
+        >>> [b.name for b in list_backups(path.parent / "nightly")] == [made.name]
+        True
+    """
+    settings = settings or Settings()
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise DatabaseError(f"no database at {str(db_path)!r}: nothing to back up")
+    versions = check_environment()
+    directory = Path(dest) if dest is not None else backup_dir_for(db_path, settings)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
+
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    name = f"{db_path.stem}-{_stamp(now)}"
+    data_path = directory / (name + DATA_SUFFIX)
+    manifest_path = directory / (name + MANIFEST_SUFFIX)
+    if data_path.exists() or manifest_path.exists():
+        raise DatabaseError(f"backup {name!r} already exists in {str(directory)!r}")
+    raw = directory / f".{name}.db.tmp"
+    data_tmp = directory / f".{name}{DATA_SUFFIX}.tmp"
+    try:
+        _copy_online(db_path, raw, settings)
+        contents = _inspect_copy(raw, settings, what=f"the copy of {db_path}")
+        if contents.integrity != ["ok"]:
+            raise DatabaseError(
+                f"the backup copy of {db_path} fails integrity_check, so the database itself "
+                f"is damaged (run 'abathur check'): {'; '.join(contents.integrity)}"
+            )
+        raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
+        os.replace(data_tmp, data_path)
+        fsync_dir(directory)
+        manifest = Manifest(
+            file=data_path.name,
+            sha256=sha,
+            compressed_bytes=size,
+            raw_bytes=raw_size,
+            raw_sha256=raw_sha,
+            created_at=now,
+            source=str(db_path.absolute()),
+            abathur_version=__version__,
+            sqlite_version=versions.sqlite,
+            sqlite_vec_version=versions.sqlite_vec,
+            user_version=contents.user_version,
+            page_size=contents.page_size,
+            row_counts=contents.row_counts,
+            audit_head_seq=contents.audit_head[0],
+            audit_head_hash=contents.audit_head[1],
+        )
+        # The manifest last: a backup exists exactly when its manifest does.
+        _write_atomically(manifest_path, _manifest_bytes(manifest))
+    except OSError as exc:
+        _remove(data_tmp, data_path)
+        raise DatabaseError(f"backup of {db_path} to {directory} failed: {exc}") from exc
+    except BaseException:
+        _remove(data_tmp, data_path)
+        raise
+    finally:
+        _remove(raw, *_sidecars(raw))
+    log.info(
+        "backup.created",
+        path=str(db_path),
+        backup=str(data_path),
+        raw_bytes=raw_size,
+        compressed_bytes=size,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return Backup(manifest_path, data_path, manifest)
+
+
+def _copy_online(db_path: Path, raw: Path, settings: Settings) -> None:
+    source = connect(db_path, settings, readonly=True)
+    try:
+        with translate_errors(f"copying {db_path}"):
+            target = apsw.Connection(str(raw))
+            try:
+                with target.backup("main", source, "main") as copy:
+                    # One step copies every page under one read transaction: a
+                    # consistent snapshot. Stepping page by page would restart
+                    # after every commit of a busy writer and might never finish.
+                    copy.step(-1)
+            finally:
+                target.close()
+    finally:
+        source.close()
+
+
+def _compress(raw: Path, out_path: Path) -> tuple[str, int, str, int]:
+    raw_sha = hashlib.sha256()
+    raw_size = raw.stat().st_size
+    compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True, threads=-1)
+    with open(raw, "rb") as src, open(out_path, "wb") as out:
+        hashing = _Hashing(out)
+        with compressor.stream_writer(hashing, size=raw_size, closefd=False) as writer:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                raw_sha.update(chunk)
+                writer.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return raw_sha.hexdigest(), raw_size, hashing.sha.hexdigest(), hashing.size
+
+
+def _manifest_bytes(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
+# -- finding and reading backups ------------------------------------------------------
+
+
+def _paths_for(file: Path) -> tuple[Path, Path]:
+    """(manifest, data) for either file of a backup."""
+    name = file.name
+    if name.endswith(MANIFEST_SUFFIX):
+        return file, file.with_name(name.removesuffix(MANIFEST_SUFFIX) + DATA_SUFFIX)
+    if name.endswith(DATA_SUFFIX):
+        return file.with_name(name.removesuffix(DATA_SUFFIX) + MANIFEST_SUFFIX), file
+    raise InvalidInputError(
+        f"{str(file)!r} is not a backup: expected a *{DATA_SUFFIX} or *{MANIFEST_SUFFIX} file"
+    )
+
+
+def _read_manifest(manifest_path: Path) -> Manifest:
+    try:
+        data = json.loads(manifest_path.read_text("utf-8"))
+        return Manifest.model_validate(data)
+    except FileNotFoundError:
+        raise CorruptBackupError(
+            f"backup manifest {str(manifest_path)!r} is missing: without its checksums the "
+            "backup cannot be trusted",
+            reason="missing",
+        ) from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise CorruptBackupError(
+            f"backup manifest {str(manifest_path)!r} is invalid: "
+            f"{'.'.join(map(str, first['loc'])) or 'document'}: {first['msg']}",
+            reason="manifest",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CorruptBackupError(
+            f"backup manifest {str(manifest_path)!r} is unreadable: {exc}", reason="manifest"
+        ) from None
+
+
+def list_backups(dest: str | Path, *, database: str | None = None) -> list[Backup]:
+    """The backups in ``dest``, newest first; an unreadable one has ``problem`` set.
+
+    Args:
+        dest: the backup directory (missing: no backups).
+        database: only backups of a database file with this name (e.g. ``agent.db``).
+
+    Example:
+        >>> import tempfile
+        >>> from abathur.ops.backup import list_backups
+        >>> list_backups(tempfile.mkdtemp())
+        []
+    """
+    directory = Path(dest)
+    if not directory.is_dir():
+        return []
+    found = []
+    for manifest_path in directory.glob("*" + MANIFEST_SUFFIX):
+        if manifest_path.name.startswith("."):
+            continue  # a temporary file of a backup still being written
+        _, data_path = _paths_for(manifest_path)
+        try:
+            manifest: Manifest | None = _read_manifest(manifest_path)
+            problem = None
+        except CorruptBackupError as exc:
+            manifest, problem = None, exc.message
+        if manifest is not None:
+            if database is not None and Path(manifest.source).name != database:
+                continue
+            if not data_path.is_file():
+                problem = f"data file {data_path.name} is missing"
+            elif data_path.stat().st_size != manifest.compressed_bytes:
+                problem = (
+                    f"data file is {data_path.stat().st_size} bytes, "
+                    f"the manifest says {manifest.compressed_bytes}"
+                )
+        found.append(Backup(manifest_path, data_path, manifest, problem))
+    epoch = datetime.fromtimestamp(0, UTC)
+    found.sort(key=lambda b: (b.manifest.created_at if b.manifest else epoch, b.name), reverse=True)
+    return found
+
+
+def latest_backup(dest: str | Path, *, database: str | None = None) -> Backup | None:
+    """The newest backup in ``dest`` (of ``database``) whose files look whole, or ``None``."""
+    usable = [b for b in list_backups(dest, database=database) if b.problem is None]
+    return usable[0] if usable else None
+
+
+# -- verifying ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedBackup:
+    """A backup that passed every test of :func:`verify_backup`."""
+
+    backup: Backup
+    manifest: Manifest
+    seconds: float
+    checks: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as ``abathur backup verify --json`` prints it."""
+        return {
+            "file": str(self.backup.data_path.absolute()),
+            "manifest_file": str(self.backup.manifest_path.absolute()),
+            "is_ok": True,
+            "checks": list(self.checks),
+            "seconds": round(self.seconds, 3),
+            "manifest": self.manifest.model_dump(mode="json"),
+        }
+
+
+def _sha256_of(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _decompress(data_path: Path, out_path: Path, manifest: Manifest) -> None:
+    raw_sha = hashlib.sha256()
+    size = 0
+    try:
+        with open(data_path, "rb") as src, open(out_path, "wb") as out:
+            reader = zstandard.ZstdDecompressor().stream_reader(src, closefd=False)
+            for chunk in iter(lambda: reader.read(_CHUNK), b""):
+                raw_sha.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except zstandard.ZstdError as exc:
+        raise CorruptBackupError(
+            f"backup {data_path.name} does not decompress: {exc}", reason="decompress"
+        ) from None
+    if size != manifest.raw_bytes or raw_sha.hexdigest() != manifest.raw_sha256:
+        raise CorruptBackupError(
+            f"backup {data_path.name} decompresses to {size} bytes with a different checksum "
+            f"than its manifest records ({manifest.raw_bytes} bytes)",
+            reason="checksum",
+        )
+
+
+def _check_compressed(data_path: Path, manifest: Manifest) -> None:
+    if not data_path.is_file():
+        raise CorruptBackupError(
+            f"backup data file {str(data_path)!r} is missing", reason="missing"
+        )
+    size = data_path.stat().st_size
+    if size < manifest.compressed_bytes:
+        raise CorruptBackupError(
+            f"backup {data_path.name} is truncated: {size} of {manifest.compressed_bytes} bytes",
+            reason="truncated",
+        )
+    if size != manifest.compressed_bytes:
+        raise CorruptBackupError(
+            f"backup {data_path.name} is {size} bytes, its manifest says "
+            f"{manifest.compressed_bytes}",
+            reason="checksum",
+        )
+    if _sha256_of(data_path) != manifest.sha256:
+        raise CorruptBackupError(
+            f"backup {data_path.name} does not match its manifest's sha256: the file was "
+            "altered or damaged after it was written",
+            reason="checksum",
+        )
+
+
+def _check_contents(contents: _Contents, manifest: Manifest, name: str) -> None:
+    differences = []
+    if contents.user_version != manifest.user_version:
+        differences.append(
+            f"user_version {contents.user_version} (manifest {manifest.user_version})"
+        )
+    for table in sorted(set(contents.row_counts) | set(manifest.row_counts)):
+        have, want = contents.row_counts.get(table), manifest.row_counts.get(table)
+        if have != want:
+            differences.append(f"{table}: {have} rows (manifest {want})")
+    if contents.audit_head != (manifest.audit_head_seq, manifest.audit_head_hash):
+        differences.append(
+            f"audit head at seq {contents.audit_head[0]} (manifest {manifest.audit_head_seq})"
+        )
+    if differences:
+        raise CorruptBackupError(
+            f"backup {name} does not hold what its manifest says: " + "; ".join(differences),
+            reason="mismatch",
+        )
+
+
+@contextlib.contextmanager
+def verified_copy(
+    file: Path, out_path: Path, settings: Settings
+) -> Iterator[tuple[Backup, Manifest, list[str]]]:
+    """Verify ``file`` by decompressing it to ``out_path``, then yield what was verified.
+
+    The copy is removed afterwards unless the caller has moved it away, as
+    :func:`abathur.ops.restore.restore_backup` does.
+
+    Raises:
+        CorruptBackupError: a test failed (see :func:`verify_backup`).
+        DatabaseError: the copy could not be written (directory, disk space).
+    """
+    manifest_path, data_path = _paths_for(file)
+    # Environment problems first, so they are never mistaken for a damaged backup.
+    check_environment()
+    manifest = _read_manifest(manifest_path)
+    if manifest.file != data_path.name:
+        raise CorruptBackupError(
+            f"manifest {manifest_path.name} describes {manifest.file!r}, not {data_path.name!r}",
+            reason="manifest",
+        )
+    checks = []
+    try:
+        try:
+            _check_compressed(data_path, manifest)
+            checks.append("sha256 of the compressed file")
+            _decompress(data_path, out_path, manifest)
+            checks.append("decompressed size and sha256")
+        except OSError as exc:
+            # Not the backup's fault: a directory we cannot write, a full disk.
+            raise DatabaseError(
+                f"cannot verify backup {data_path.name} (decompressing into "
+                f"{out_path.parent}): {exc}"
+            ) from exc
+        try:
+            contents = _inspect_copy(out_path, settings, what=f"backup {data_path.name}")
+        except DatabaseError as exc:
+            raise CorruptBackupError(
+                f"backup {data_path.name} cannot be read as a database: {exc.message}",
+                reason="integrity",
+            ) from None
+        if contents.integrity != ["ok"]:
+            raise CorruptBackupError(
+                f"backup {data_path.name} fails integrity_check: {'; '.join(contents.integrity)}",
+                reason="integrity",
+            )
+        checks.append("integrity_check")
+        _check_contents(contents, manifest, data_path.name)
+        checks.append("user_version, row counts and audit head match the manifest")
+        yield Backup(manifest_path, data_path, manifest), manifest, checks
+    finally:
+        _remove(out_path, *_sidecars(out_path))
+
+
+def verify_backup(
+    file: str | Path, *, settings: Settings | None = None, work_dir: str | Path | None = None
+) -> VerifiedBackup:
+    """Check a backup as a restore would: checksum, decompress, integrity, contents.
+
+    Args:
+        file: the backup's ``.db.zst`` or ``.manifest.json`` file.
+        settings: pragmas for the connection that checks the copy.
+        work_dir: where the database is decompressed while it is checked
+            (then removed); default the backup's own directory.
+
+    Returns:
+        A :class:`VerifiedBackup`.
+
+    Raises:
+        InvalidInputError: ``file`` is not named like a backup.
+        CorruptBackupError: a test failed; ``reason`` is ``missing``,
+            ``manifest``, ``truncated``, ``checksum``, ``decompress``,
+            ``integrity`` or ``mismatch``.
+        DatabaseError: the copy could not be written in ``work_dir``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from abathur.ops.backup import verify_backup
+        >>> broken = pathlib.Path(tempfile.mkdtemp()) / "x-1.db.zst"
+        >>> _ = broken.write_bytes(b"not zstd")
+        >>> verify_backup(broken)
+        Traceback (most recent call last):
+        ...
+        abathur.errors.CorruptBackupError: backup manifest '...x-1.manifest.json' is missing: ...
+    """
+    settings = settings or Settings()
+    file = Path(file)
+    started = time.perf_counter()
+    directory = Path(work_dir) if work_dir is not None else file.absolute().parent
+    out_path = directory / f".{file.name}.verify-{os.getpid()}-{time.monotonic_ns()}.tmp"
+    try:
+        with verified_copy(file, out_path, settings) as (backup, manifest, checks):
+            result = VerifiedBackup(backup, manifest, time.perf_counter() - started, tuple(checks))
+    except CorruptBackupError as exc:
+        log.warning("backup.rejected", file=str(file), reason=exc.reason, error=exc.message)
+        raise
+    log.info("backup.verified", file=str(file), seconds=round(result.seconds, 3))
+    return result
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many backups to keep: the newest of each of the last N days, ISO weeks and months.
+
+    As in restic's ``forget``: the periods counted are those that have a
+    backup, so a machine that was off for a week still keeps N daily backups.
+    """
+
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 6
+
+    def __post_init__(self) -> None:
+        for name in ("daily", "weekly", "monthly"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInputError(f"keep {name} must be an integer >= 0, not {value!r}")
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What retention keeps (with the rules that keep each) and what it deletes."""
+
+    keep: list[tuple[Backup, list[str]]]
+    delete: list[Backup]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as ``abathur backup --json`` prints it."""
+        return {
+            "keep": [{"name": b.name, "because": why} for b, why in self.keep],
+            "delete": [b.name for b in self.delete],
+        }
+
+
+def plan_retention(
+    backups: Iterable[Backup], keep: Retention, *, protect: Sequence[Path] = ()
+) -> RetentionPlan:
+    """Decide which backups grandfather-father-son retention keeps.
+
+    Only readable backups take part; ones with a ``problem`` are neither kept
+    nor deleted (an operator should look at them). A backup whose manifest is
+    in ``protect`` (the one just made) is always kept.
+
+    Example:
+        >>> from datetime import datetime, timedelta, UTC
+        >>> from pathlib import Path
+        >>> from abathur.ops.backup import Backup, Manifest, Retention, plan_retention
+        >>> def at(day):
+        ...     m = Manifest.model_construct(created_at=datetime(2026, 3, day, 2, tzinfo=UTC))
+        ...     return Backup(Path(f"b{day}.manifest.json"), Path(f"b{day}.db.zst"), m)
+        >>> plan = plan_retention([at(d) for d in range(1, 11)], Retention(3, 0, 0))
+        >>> [b.name for b, _ in plan.keep], len(plan.delete)
+        (['b10', 'b9', 'b8'], 7)
+    """
+    usable = sorted(
+        (b for b in backups if b.manifest is not None and b.problem is None),
+        key=lambda b: b.created_at,
+        reverse=True,
+    )
+    reasons: dict[Path, list[str]] = {}
+    protected = {p.absolute() for p in protect}
+    for b in usable:
+        if b.manifest_path.absolute() in protected:
+            reasons.setdefault(b.manifest_path, []).append("new")
+    rules = (
+        ("daily", keep.daily, lambda t: t.date()),
+        ("weekly", keep.weekly, lambda t: t.isocalendar()[:2]),
+        ("monthly", keep.monthly, lambda t: (t.year, t.month)),
+    )
+    for rule, limit, period in rules:
+        last, kept = None, 0
+        for b in usable:
+            if kept >= limit:
+                break
+            this = period(b.created_at.astimezone(UTC))
+            if this != last:
+                reasons.setdefault(b.manifest_path, []).append(rule)
+                kept += 1
+                last = this
+    return RetentionPlan(
+        keep=[(b, reasons[b.manifest_path]) for b in usable if b.manifest_path in reasons],
+        delete=[b for b in usable if b.manifest_path not in reasons],
+    )
+
+
+def prune_backups(
+    dest: str | Path,
+    keep: Retention,
+    *,
+    database: str | None = None,
+    protect: Sequence[Path] = (),
+    dry_run: bool = False,
+    assume_new_at: datetime | None = None,
+) -> RetentionPlan:
+    """Apply :func:`plan_retention` to the backups in ``dest``; with ``dry_run``, delete nothing.
+
+    Each deleted backup loses its manifest first, then its data file, so an
+    interrupted prune never leaves a manifest without its data.
+
+    Args:
+        dest: the backup directory.
+        keep: how many daily, weekly and monthly backups to keep.
+        database: only consider backups of a database file with this name.
+        protect: manifests never deleted (the backup just made).
+        dry_run: return the plan without deleting anything.
+        assume_new_at: plan as if a backup taken at this time were there too
+            (``abathur backup --dry-run``); it appears in the plan as ``(new)``.
+
+    Example:
+        >>> import tempfile
+        >>> from abathur.ops.backup import Retention, prune_backups
+        >>> prune_backups(tempfile.mkdtemp(), Retention(), dry_run=True).delete
+        []
+    """
+    if assume_new_at is not None and not dry_run:
+        raise InvalidInputError(
+            "assume_new_at plans for a backup not yet taken: use it with dry_run"
+        )
+    backups = list_backups(dest, database=database)
+    if assume_new_at is not None:
+        new = Path(dest) / ("(new)" + MANIFEST_SUFFIX)
+        placeholder = Manifest.model_construct(created_at=assume_new_at)
+        backups.append(Backup(new, new.with_name("(new)" + DATA_SUFFIX), placeholder))
+        protect = [*protect, new]
+    plan = plan_retention(backups, keep, protect=protect)
+    if not dry_run:
+        for b in plan.delete:
+            _remove(b.manifest_path)
+            _remove(b.data_path)
+            log.info("backup.deleted", backup=b.name, created_at=b.created_at.isoformat())
+        if plan.delete:
+            fsync_dir(Path(dest))
+    return plan

@@ -1,0 +1,307 @@
+"""``abathur health``: is this database fine right now? ok, warn or fail, with reasons.
+
+Cheap enough to run every minute: it opens the file read-only, reads a few
+numbers and looks at the backup directory and the disk. It does not run
+``integrity_check`` (that is ``abathur check``). Each item compares one number
+with :class:`Thresholds`; the overall status is the worst item's.
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur import Abathur
+    >>> from abathur.ops.health import health
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+    >>> async def create():
+    ...     async with Abathur.open(path, embedder="none"):
+    ...         pass
+    >>> asyncio.run(create())
+    >>> report = health(path)
+    >>> [(i.name, i.status) for i in report.items][:3]
+    [('database', 'ok'), ('wal', 'ok'), ('backup', 'ok')]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import apsw
+
+from abathur import __version__
+from abathur.config import Settings
+from abathur.db import migrations
+from abathur.db.connection import check_environment, translate_errors
+from abathur.errors import AbathurError
+from abathur.ops import schema
+from abathur.ops.backup import backup_dir_for, list_backups
+
+__all__ = ["HealthItem", "HealthReport", "Status", "Thresholds", "health", "queue_stats"]
+
+Status = Literal["ok", "warn", "fail"]
+_RANK = {"ok": 0, "warn": 1, "fail": 2}
+
+_MIB = 1 << 20
+_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where ok turns to warn and warn to fail. The runbooks' alert rules use the same values."""
+
+    # wal_autocheckpoint keeps a healthy WAL near 4 MiB; growth means a reader
+    # is pinning an old snapshot or checkpoints keep failing.
+    wal_warn_bytes: int = 64 * _MIB
+    wal_fail_bytes: int = 1024 * _MIB
+    # Nightly backups plus two hours' slack, then three missed nights.
+    backup_warn_age_s: float = 26 * _HOUR
+    backup_fail_age_s: float = 72 * _HOUR
+    queue_warn_depth: int = 10_000
+    queue_fail_depth: int = 100_000
+    queue_warn_age_s: float = 1 * _HOUR
+    queue_fail_age_s: float = 24 * _HOUR
+    # Fraction of the filesystem free; also fail when a copy of the file no longer fits.
+    disk_warn_free_ratio: float = 0.10
+    disk_fail_free_ratio: float = 0.03
+
+
+@dataclass(frozen=True)
+class HealthItem:
+    """One thing looked at: its status, its number and a sentence about it."""
+
+    name: str
+    status: Status
+    value: float | int | str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as ``abathur health --json`` prints it."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Every item, the worst status, and the versions in use."""
+
+    path: Path
+    status: Status
+    items: tuple[HealthItem, ...]
+    versions: dict[str, str]
+
+    @property
+    def is_ok(self) -> bool:
+        """True when every item is ok."""
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``abathur health --json`` prints it."""
+        return {
+            "path": str(self.path.absolute()),
+            "status": self.status,
+            "items": [i.to_dict() for i in self.items],
+            "versions": self.versions,
+        }
+
+
+def _grade(value: float, warn: float, fail: float) -> Status:
+    return "fail" if value >= fail else "warn" if value >= warn else "ok"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * _HOUR:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * _HOUR:
+        return f"{seconds / _HOUR:.1f} h"
+    return f"{seconds / (24 * _HOUR):.1f} days"
+
+
+def queue_stats(conn: apsw.Connection, now: float) -> tuple[int, float] | None:
+    """(depth, age of the oldest job in seconds) of ``embedding_queue``, or ``None`` if absent."""
+    if not schema.table_exists(conn, "embedding_queue"):
+        return None
+    columns = {row[1] for row in conn.execute("PRAGMA main.table_xinfo(embedding_queue)")}
+    stamp = next((c for c in ("enqueued_at", "created_at", "queued_at") if c in columns), None)
+    if stamp is None:
+        depth = conn.execute("SELECT count(*) FROM main.embedding_queue").fetchall()[0][0]
+        return int(depth), 0.0
+    # The column name is one of our own constants above.
+    depth, oldest = conn.execute(
+        f"SELECT count(*), min({stamp}) FROM main.embedding_queue"
+    ).fetchall()[0]
+    return int(depth), (max(0.0, now - float(oldest)) if oldest is not None else 0.0)
+
+
+def _database_items(
+    path: Path, settings: Settings, t: Thresholds, now: float
+) -> tuple[list[HealthItem], float | None]:
+    """The items that need the file open; also when data was first written (audit seq 1)."""
+    started = time.perf_counter()
+    try:
+        conn = schema.open_existing(path, settings)
+    except AbathurError as exc:
+        return [HealthItem("database", "fail", None, exc.message)], None
+    items: list[HealthItem] = []
+    first_write: float | None = None
+    try:
+        with translate_errors(f"reading {path}"):
+            conn.execute("BEGIN")
+            version = migrations.current_version(conn)
+            conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchall()
+            latest = migrations.available()[-1].version
+            ms = (time.perf_counter() - started) * 1000
+            if version == latest:
+                items.append(
+                    HealthItem(
+                        "database",
+                        "ok",
+                        version,
+                        f"reachable in {ms:.1f} ms, schema version {version}",
+                    )
+                )
+            else:
+                items.append(
+                    HealthItem(
+                        "database",
+                        "warn",
+                        version,
+                        f"reachable, but schema version "
+                        f"{version} is not this abathur's {latest} (run 'abathur migrate')",
+                    )
+                )
+            if schema.table_exists(conn, "audit_log"):
+                row = conn.execute("SELECT at FROM main.audit_log ORDER BY seq LIMIT 1").fetchall()
+                first_write = float(row[0][0]) if row else None
+            queue = queue_stats(conn, now)
+            conn.execute("COMMIT")
+    except AbathurError as exc:
+        return [HealthItem("database", "fail", None, exc.message)], None
+    finally:
+        conn.close()
+    if queue is not None:
+        depth, age = queue
+        status = max(
+            _grade(depth, t.queue_warn_depth, t.queue_fail_depth),
+            _grade(age, t.queue_warn_age_s, t.queue_fail_age_s),
+            key=_RANK.__getitem__,
+        )
+        detail = f"{depth} job(s) waiting" + (f", oldest {_age(age)} old" if depth else "")
+        items.append(HealthItem("queue", status, depth, detail))
+    return items, first_write
+
+
+def _wal_item(path: Path, t: Thresholds) -> HealthItem:
+    wal = schema.wal_path(path)
+    size = wal.stat().st_size if wal.exists() else 0
+    return HealthItem(
+        "wal", _grade(size, t.wal_warn_bytes, t.wal_fail_bytes), size, f"{size / _MIB:.1f} MiB"
+    )
+
+
+def _backup_item(
+    path: Path, backup_dir: Path, t: Thresholds, now: float, first_write: float | None
+) -> HealthItem:
+    found = list_backups(backup_dir, database=path.name)
+    broken = [b.name for b in found if b.problem is not None]
+    newest = next((b for b in found if b.problem is None), None)
+    note = f"; {len(broken)} unreadable backup(s) in {backup_dir}" if broken else ""
+    if newest is None:
+        if first_write is None:
+            return HealthItem(
+                "backup",
+                "warn" if broken else "ok",
+                None,
+                f"no backup yet, and no data written yet{note}",
+            )
+        # Data has been at risk since it was first written: grade that time.
+        age = max(0.0, now - first_write)
+        status = _grade(age, t.backup_warn_age_s, t.backup_fail_age_s)
+        return HealthItem(
+            "backup",
+            status,
+            None,
+            f"no backup in {backup_dir}; data first written {_age(age)} ago{note}",
+        )
+    age = max(0.0, now - newest.created_at.timestamp())
+    status = _grade(age, t.backup_warn_age_s, t.backup_fail_age_s)
+    if broken and status == "ok":
+        status = "warn"
+    return HealthItem(
+        "backup", status, round(age, 3), f"newest {newest.name}, {_age(age)} old{note}"
+    )
+
+
+def _disk_item(path: Path, t: Thresholds) -> HealthItem:
+    usage = shutil.disk_usage(path.absolute().parent)
+    ratio = usage.free / usage.total if usage.total else 0.0
+    size = path.stat().st_size if path.exists() else 0
+    if ratio < t.disk_fail_free_ratio or usage.free < size:
+        status: Status = "fail"
+    elif ratio < t.disk_warn_free_ratio:
+        status = "warn"
+    else:
+        status = "ok"
+    return HealthItem(
+        "disk",
+        status,
+        usage.free,
+        f"{usage.free / (1 << 30):.1f} GiB free ({ratio:.0%}); the database is "
+        f"{size / _MIB:.1f} MiB",
+    )
+
+
+def health(
+    path: str | Path,
+    *,
+    settings: Settings | None = None,
+    backup_dir: str | Path | None = None,
+    thresholds: Thresholds | None = None,
+    clock: Callable[[], float] = time.time,
+) -> HealthReport:
+    """Look at the database, its WAL, its newest backup, its queue and its disk.
+
+    Args:
+        path: the database file.
+        settings: pragmas and ``backup_dir``.
+        backup_dir: where backups are; default :func:`~abathur.ops.backup.backup_dir_for`.
+        thresholds: where ok turns to warn and fail.
+        clock: the current time (tests pass a fixed one).
+
+    Returns:
+        A :class:`HealthReport`. A missing or unreadable file is a ``fail``
+        item, not an exception: health reports, it does not raise.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from abathur.ops.health import health
+        >>> report = health(pathlib.Path(tempfile.mkdtemp()) / "missing.db")
+        >>> report.status, report.items[0].detail
+        ('fail', "no database at '...missing.db'")
+    """
+    settings = settings or Settings()
+    path = Path(path)
+    t = thresholds or Thresholds()
+    now = clock()
+    directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(path, settings)
+    db_items, first_write = _database_items(path, settings, t, now)
+    items = [
+        db_items[0],
+        _wal_item(path, t),
+        _backup_item(path, directory, t, now, first_write),
+        *db_items[1:],
+        _disk_item(path, t),
+    ]
+    env = check_environment()
+    versions = {
+        "abathur": __version__,
+        "sqlite": env.sqlite,
+        "sqlite_vec": env.sqlite_vec,
+        "apsw": env.apsw,
+        "aiosqlite": env.aiosqlite,
+    }
+    worst = max((i.status for i in items), key=_RANK.__getitem__)
+    return HealthReport(path, worst, tuple(items), versions)

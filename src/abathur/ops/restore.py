@@ -1,0 +1,265 @@
+"""Restore a backup over a database file: verify first, swap atomically, check after.
+
+The order is what makes it safe:
+
+1. The backup is verified completely (checksum, decompression, integrity,
+   contents against the manifest) while it is decompressed *beside* the
+   target, so the final rename stays on one filesystem. Any failure removes
+   the copy and leaves the target byte for byte as it was.
+2. The target is locked: a connection in ``locking_mode=EXCLUSIVE`` switches it
+   to ``journal_mode=DELETE``. In WAL mode every open connection keeps a SHARED
+   lock on the database file from its first read until it closes, so this is
+   refused exactly when another connection (in this process or another) has
+   the file open: :class:`~abathur.errors.DatabaseInUseError`, unless ``force``.
+   The switch also checkpoints the WAL into the file and removes ``-wal`` and
+   ``-shm``, so the file kept aside is complete on its own, and no stale WAL is
+   left to be mistaken for the new file's.
+3. The old file is kept aside (``FILE.replaced-<time>``, a hard link, else a
+   copy) and the verified copy is renamed over the target, then the directory
+   is fsynced. The lock is held until after the rename.
+4. ``check`` (quick) runs on the restored file.
+
+Stop the application before restoring: a process that opens the file during
+the few milliseconds of the swap is not something a file lock can prevent.
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur import Abathur
+    >>> from abathur.ops.backup import create_backup
+    >>> from abathur.ops.restore import restore_backup
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+    >>> async def create():
+    ...     async with Abathur.open(path, embedder="none") as ab:
+    ...         await ab.memory.put("user:alice", "lang", {"value": "fr"})
+    >>> asyncio.run(create())
+    >>> made = create_backup(path)
+    >>> restored = restore_backup(made.data_path, target=path.parent / "restored.db")
+    >>> restored.check.is_ok, restored.replaced
+    (True, None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apsw
+import structlog
+
+from abathur.config import Settings
+from abathur.errors import DatabaseError, DatabaseInUseError, InvalidInputError
+from abathur.ops import schema
+from abathur.ops.backup import Backup, Manifest, fsync_dir, verified_copy
+from abathur.ops.integrity import CheckReport, run_checks
+
+__all__ = ["RestoreResult", "is_in_use", "restore_backup"]
+
+log = structlog.get_logger(__name__)
+
+# Long enough to ride out another connection's short transaction (a read,
+# a commit); an application that simply has the file open holds its lock for
+# as long as it runs, so waiting longer would not help.
+LOCK_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore did."""
+
+    target: Path
+    backup: Backup
+    manifest: Manifest
+    replaced: Path | None
+    forced: bool
+    check: CheckReport
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as ``abathur restore --json`` prints it."""
+        return {
+            "target": str(self.target.absolute()),
+            "backup": str(self.backup.data_path.absolute()),
+            "replaced": None if self.replaced is None else str(self.replaced),
+            "forced": self.forced,
+            "seconds": round(self.seconds, 3),
+            "manifest": self.manifest.model_dump(mode="json"),
+            "check": self.check.to_dict(),
+        }
+
+
+def _lock(target: Path, timeout_ms: int) -> apsw.Connection:
+    """A connection holding an EXCLUSIVE lock on ``target`` until it is closed.
+
+    Raises:
+        DatabaseInUseError: another connection has the file open.
+        DatabaseError: the file is not a database.
+    """
+    try:
+        conn = apsw.Connection(str(target), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as exc:
+        raise DatabaseError(f"cannot open {str(target)!r}: {exc}") from exc
+    try:
+        conn.set_busy_timeout(timeout_ms)
+        # Must come before the first read: only then does SQLite keep the lock
+        # (and use heap memory, not the shared -shm, for the WAL index).
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE").fetchall()
+        mode = conn.execute("PRAGMA journal_mode = DELETE").fetchall()[0][0]
+        if mode != "delete":
+            raise apsw.BusyError(f"journal mode stayed {mode!r}")
+        # A file already in DELETE mode has only been read so far: take the write lock too.
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    except (apsw.BusyError, apsw.LockedError):
+        conn.close()
+        raise DatabaseInUseError(
+            f"{str(target)!r} is open in another process (or connection): stop the "
+            "application first, or pass --force to replace the file anyway"
+        ) from None
+    except apsw.Error as exc:
+        conn.close()
+        raise DatabaseError(
+            f"{str(target)!r} is not a usable SQLite database ({type(exc).__name__}: {exc}); "
+            "pass --force to replace it anyway"
+        ) from None
+    return conn
+
+
+def is_in_use(path: str | Path, *, timeout_ms: int = 0) -> bool:
+    """True when another connection has the database at ``path`` open.
+
+    Note this probe leaves the file in ``journal_mode=DELETE`` when it is not in
+    use (abathur turns it back to WAL on the next open); it is what
+    :func:`restore_backup` does before replacing a file.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> from abathur.ops.restore import is_in_use
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+        >>> async def probe():
+        ...     async with Abathur.open(path, embedder="none"):
+        ...         return await asyncio.to_thread(is_in_use, path)
+        >>> asyncio.run(probe()), is_in_use(path)
+        (True, False)
+    """
+    try:
+        _lock(Path(path), timeout_ms).close()
+    except DatabaseInUseError:
+        return True
+    return False
+
+
+def _set_aside(target: Path, replaced: Path) -> None:
+    try:
+        # A hard link keeps the old inode under a new name without copying it.
+        os.link(target, replaced)
+    except OSError:
+        shutil.copy2(target, replaced)
+        with open(replaced, "rb+") as f:
+            os.fsync(f.fileno())
+
+
+def _move_sidecars(target: Path, replaced: Path) -> None:
+    """Move a stale (or forced-over) ``-wal`` aside with the old file; drop its ``-shm``."""
+    wal, shm = schema.wal_path(target), target.with_name(target.name + "-shm")
+    if wal.exists():
+        os.replace(wal, schema.wal_path(replaced))
+    with contextlib.suppress(FileNotFoundError):
+        shm.unlink()
+
+
+def restore_backup(
+    file: str | Path,
+    *,
+    target: str | Path,
+    settings: Settings | None = None,
+    force: bool = False,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+) -> RestoreResult:
+    """Verify a backup, then atomically replace ``target`` with it, keeping the old file aside.
+
+    Args:
+        file: the backup's ``.db.zst`` (or ``.manifest.json``) file.
+        target: the database file to create or replace.
+        settings: pragmas for the connections that check the files.
+        force: replace ``target`` even when another connection has it open (its
+            ``-wal`` is moved aside with it), or when it is not a database.
+        lock_timeout_ms: how long to wait for other connections' locks to clear.
+
+    Returns:
+        A :class:`RestoreResult`; ``replaced`` is where the old file was kept
+        (``None`` when there was none) and ``check`` the report of a quick
+        ``abathur check`` of the restored file.
+
+    Raises:
+        CorruptBackupError: the backup failed verification; nothing was changed.
+        DatabaseInUseError: ``target`` is open elsewhere and ``force`` is false;
+            nothing was changed.
+        InvalidInputError: ``target`` is a directory.
+        DatabaseError: ``target``'s directory is missing, or a file operation failed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from abathur.ops.restore import restore_backup
+        >>> restore_backup("nightly.txt", target=pathlib.Path(tempfile.mkdtemp()) / "x.db")
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: 'nightly.txt' is not a backup: ...
+    """
+    settings = settings or Settings()
+    file, target = Path(file), Path(target)
+    started = time.perf_counter()
+    if target.is_dir():
+        raise InvalidInputError(f"restore target {str(target)!r} is a directory, not a file")
+    if not target.parent.is_dir():
+        raise DatabaseError(f"cannot restore to {str(target)!r}: its directory does not exist")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    tmp = target.with_name(f".{target.name}.restore-{stamp}.tmp")
+    replaced: Path | None = None
+    forced = False
+    with verified_copy(file, tmp, settings) as (backup, manifest, _checks):
+        try:
+            if target.exists():
+                replaced = target.with_name(f"{target.name}.replaced-{stamp}")
+                try:
+                    lock: apsw.Connection | None = _lock(target, lock_timeout_ms)
+                except DatabaseError:
+                    if not force:
+                        raise
+                    lock, forced = None, True
+                try:
+                    _set_aside(target, replaced)
+                    # Under the lock the switch to DELETE mode removed them; with
+                    # --force they may belong to a live process: keep them with the old file.
+                    _move_sidecars(target, replaced)
+                    os.replace(tmp, target)
+                    fsync_dir(target.parent)
+                finally:
+                    if lock is not None:
+                        lock.close()
+            else:
+                os.replace(tmp, target)
+                fsync_dir(target.parent)
+        except OSError as exc:
+            raise DatabaseError(f"restoring {file} to {target} failed: {exc}") from exc
+    # verify_backup already ran the full integrity_check on these very bytes.
+    report = run_checks(target, quick=True, settings=settings)
+    result = RestoreResult(
+        target, backup, manifest, replaced, forced, report, time.perf_counter() - started
+    )
+    log.info(
+        "backup.restored",
+        backup=str(backup.data_path),
+        target=str(target),
+        replaced=str(replaced) if replaced else None,
+        forced=forced,
+        check_ok=report.is_ok,
+        seconds=round(result.seconds, 3),
+    )
+    return result
