@@ -94,6 +94,7 @@ __all__ = [
     "fts_query",
     "insert_vector",
     "partition_of",
+    "resolve_mode",
     "rrf",
     "scope_match",
     "scope_token",
@@ -218,6 +219,35 @@ def rrf(rankings: Iterable[Sequence[int]], *, k: int = 60) -> list[tuple[int, fl
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def resolve_mode(
+    conn: apsw.Connection,
+    table: str,
+    requested: SearchMode,
+    vector: np.ndarray | None,
+    reason: str | None,
+) -> tuple[SearchMode, str | None]:
+    """The mode a search over ``table`` can run in, and why it is not ``requested``.
+
+    Vector and hybrid need the query's vector (``None`` when it could not be
+    embedded: ``reason`` says why) and a vector table of the same dims; when
+    either is missing the search falls back to keyword. Runs in the caller's
+    read transaction, so the answer holds for the queries that follow.
+
+    Returns:
+        ``(mode used, reason)``; the reason is ``None`` when no fallback happened.
+    """
+    if requested == "keyword":
+        return requested, None
+    if vector is None:
+        return "keyword", reason
+    dims = conn.execute("SELECT dims FROM vector_tables WHERE name = ?", (table,)).fetchall()
+    if not dims:
+        return "keyword", "no vectors yet: nothing has been embedded in this file"
+    if dims[0][0] != vector.shape[0]:
+        return "keyword", f"the query vector has {vector.shape[0]} dims, the index {dims[0][0]}"
+    return requested, None
 
 
 # ---------------------------------------------------------------------------
@@ -509,17 +539,23 @@ class _Mirror:
     """Parsed copies of one vec0 table's chunks, kept per process and refreshed per chunk.
 
     Copying every chunk's blobs out of SQLite costs ~12 ms per query at 100k
-    vectors, more than the ranking itself. vec0 never reuses a slot and
-    never rewrites one, so a chunk whose validity bitmap is unchanged holds
-    exactly the rows we parsed before: each query reads only the chunks'
-    bitmaps (a few bytes each) and fetches the blobs of the chunks whose
-    bitmap changed. A rebuilt table has a new ``generation`` and a new mirror.
+    vectors, more than the ranking itself. So each query reads only the
+    chunks' validity bitmaps (a few bytes each) and re-parses the chunks whose
+    bitmap changed. That alone is not enough: after a delete, vec0 may reuse
+    the freed slot for the next insert, leaving the bitmap as it was (found by
+    the LangGraph adapter's tests: rowids [1, 2] -> [3, 2], bitmap 03 both
+    times). Every vec0 delete bumps ``vector_tables.dead_rows`` (in the same
+    transaction), so a chunk last checked at an older count has its rowids and
+    cache ids (two small blobs) compared with what we parsed, and is
+    re-parsed if they differ. A rebuilt table has a new ``generation`` and a
+    new mirror.
     """
 
     def __init__(self, generation: int, width: int, size: int) -> None:
         self.generation, self.width, self.size = generation, width, size
         self.block: dict[int, int] = {}  # chunk_id -> row of the arrays below
         self.validity: dict[int, bytes] = {}  # chunk_id -> the bitmap its block was parsed from
+        self.checked: dict[int, int] = {}  # chunk_id -> dead_rows when its slots were last checked
         self.count = 0
         self._grow(64)
 
@@ -546,12 +582,35 @@ class _Mirror:
                 grown[: self.count] = getattr(self, name)[: self.count]
             setattr(self, name, grown)
 
-    def refresh(self, conn: apsw.Connection, table: str, chunks: list[tuple[int, bytes]]) -> None:
-        """Parse the chunks whose bitmap differs from the one we hold."""
-        stale = [chunk_id for chunk_id, valid in chunks if self.validity.get(chunk_id) != valid]
+    def refresh(
+        self, conn: apsw.Connection, table: str, chunks: list[tuple[int, bytes]], dead_rows: int
+    ) -> None:
+        """Re-parse the chunks whose bitmap changed, or whose slots were reused since last seen."""
+        stale = {chunk_id for chunk_id, valid in chunks if self.validity.get(chunk_id) != valid}
+        unchecked = [
+            chunk_id
+            for chunk_id, _ in chunks
+            if chunk_id not in stale and self.checked.get(chunk_id) != dead_rows
+        ]
+        if unchecked:
+            size = self.size
+            for chunk_id, rowids, cache_ids in conn.execute(
+                SQL_CHUNK_SLOTS.format(table=table), (json.dumps(unchecked),)
+            ):
+                block = self.block[chunk_id]
+                if np.array_equal(
+                    np.frombuffer(rowids, dtype="<i8", count=size), self.ids[block]
+                ) and np.array_equal(
+                    np.frombuffer(cache_ids, dtype="<i8", count=size), self.cache_ids[block]
+                ):
+                    self.checked[chunk_id] = dead_rows
+                else:
+                    stale.add(chunk_id)
         if not stale:
             return
-        rows = conn.execute(SQL_CHUNK_BLOBS.format(table=table), (json.dumps(stale),)).fetchall()
+        rows = conn.execute(
+            SQL_CHUNK_BLOBS.format(table=table), (json.dumps(sorted(stale)),)
+        ).fetchall()
         size, width = self.size, self.width
         for chunk_id, valid, ids, codes, types, expires, cache_ids in rows:
             block = self.block.get(chunk_id)
@@ -571,6 +630,7 @@ class _Mirror:
             self.expires[block] = np.frombuffer(expires, dtype="<f8", count=size)
             self.cache_ids[block] = np.frombuffer(cache_ids, dtype="<i8", count=size)
             self.validity[chunk_id] = valid
+            self.checked[chunk_id] = dead_rows
 
 
 _MIRRORS: dict[tuple[str, str], _Mirror] = {}
@@ -602,6 +662,13 @@ SQL_CHUNK_BLOBS = (
     'JOIN "{table}_metadatachunks02" AS ca ON ca._rowid_ = c.chunk_id '
     "WHERE c.chunk_id IN (SELECT value FROM json_each(?))"
 )
+# Just the slots' item ids and cache ids: enough to see whether a slot was reused.
+SQL_CHUNK_SLOTS = (
+    "SELECT c.chunk_id, c.rowids, ca.data "
+    'FROM "{table}_chunks" AS c '
+    'JOIN "{table}_metadatachunks02" AS ca ON ca._rowid_ = c.chunk_id '
+    "WHERE c.chunk_id IN (SELECT value FROM json_each(?))"
+)
 
 
 def vector_candidates(
@@ -618,8 +685,9 @@ def vector_candidates(
     """
     if where.allowed_ids is not None and len(where.allowed_ids) == 0:
         return []
-    ((generation, dims, chunk_size),) = conn.execute(
-        "SELECT generation, dims, chunk_size FROM vector_tables WHERE name = ?", (table,)
+    ((generation, dims, chunk_size, dead_rows),) = conn.execute(
+        "SELECT generation, dims, chunk_size, dead_rows FROM vector_tables WHERE name = ?",
+        (table,),
     ).fetchall()
     if where.partition is not None:
         listed = conn.execute(SQL_CHUNKS_OF_PARTITION.format(table=table), (where.partition,))
@@ -642,7 +710,7 @@ def vector_candidates(
         mirror = _MIRRORS.get(key)
         if mirror is None or mirror.generation != generation:
             mirror = _MIRRORS[key] = _Mirror(generation, dims // 8, chunk_size)
-        mirror.refresh(conn, table, chunks)
+        mirror.refresh(conn, table, chunks, dead_rows)
         return _rank(mirror, [mirror.block[c] for c, _ in chunks], query_bits, n, where, pending)
 
 

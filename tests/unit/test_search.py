@@ -601,3 +601,21 @@ async def test_unindex_takes_a_version_out_of_every_index(sab: Abathur) -> None:
     for mode in MODES:
         found = await sab.memory.search("green tea", prefix="user:alice", mode=mode, k=10)
         assert "drink" not in keys(found), mode
+
+
+async def test_updates_that_reuse_a_vec0_slot_are_seen_by_vector_search(sab: Abathur) -> None:
+    # vec0 may put a new vector in the slot a delete just freed, leaving the
+    # chunk's validity bitmap unchanged; the per-process mirror must still
+    # notice (regression: it used to return the old version).
+    await put_all(sab, {"a": "gardening tomatoes in spring", "b": "python snakes in the zoo"})
+    first = await sab.memory.search("python snakes in the zoo", prefix="user:alice", k=1,
+                                    mode="vector")
+    assert keys(first) == ["b"]  # the mirror now holds both chunks' slots
+    for round_no in range(3):  # each round deletes a vector and inserts one
+        text = f"python snakes in the zoo, round {round_no}"
+        await sab.memory.put("user:alice", "a", text)
+        await sab.embeddings.drain()
+        found = await sab.memory.search(text, prefix="user:alice", k=2, mode="vector")
+        by_key = {hit.key: hit for hit in found.hits}
+        assert by_key["a"].value == text
+        assert by_key["a"].version == round_no + 2

@@ -3,6 +3,9 @@
 * :mod:`abathur.integrations.adk` (``pip install 'abathur[adk]'``): Google
   ADK's session and memory services, and the ``abathur://`` URI scheme for
   ``adk web`` / ``adk api_server``.
+* :mod:`abathur.integrations.langgraph` (``pip install 'abathur[langgraph]'``):
+  ``AbathurStore``, a LangGraph ``BaseStore`` (get/put/search/list-namespaces,
+  index config, TTL) usable as the ``store=`` of a compiled graph.
 
 Nothing here is imported by ``import abathur``: an adapter needs its
 framework installed, and only the code that uses it pays for the import.
