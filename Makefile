@@ -58,3 +58,36 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .ruff_cache .benchmarks
+
+# Peer benchmarks (issue 6): abathur vs ADK's session services and LangGraph's
+# AsyncSqliteStore, plus abathur's growth curves (benchmarks/README.md, "Peers"
+# and "Growth"). LangGraph's store with an index loads sqlite-vec into the
+# stdlib sqlite3, which pyenv/python.org builds here cannot do, so these run in
+# .venv-bench made from Debian's python3 (apt-get install python3 python3-venv).
+BENCH_PYTHON ?= /usr/bin/python3
+BENCH_VENV   := .venv-bench
+BENCH_BIN    := $(BENCH_VENV)/bin
+BENCH_STAMP  := $(BENCH_VENV)/.installed
+
+.PHONY: bench-peers bench-quick bench-full
+
+$(BENCH_STAMP): pyproject.toml constraints.txt
+	@$(BENCH_PYTHON) -c "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)" \
+		|| { echo "$(BENCH_PYTHON)'s sqlite3 cannot load extensions: apt-get install python3 python3-venv, or set BENCH_PYTHON" >&2; exit 2; }
+	$(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+# Under 5 minutes: peers at 5k memories, growth at 1k/10k memories and 1/10 sessions.
+bench-quick: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m benchmarks.peers --quick
+	$(BENCH_BIN)/python -m benchmarks.growth --quick
+
+# Peers at 10k and 100k memories, growth at 1k/10k/100k and 1/10/100 sessions.
+bench-peers: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m benchmarks.peers
+	$(BENCH_BIN)/python -m benchmarks.growth
+
+# bench-peers plus the 1M-memory growth point (hours on a 2-core machine).
+bench-full: bench-peers
+	$(BENCH_BIN)/python -m benchmarks.growth --sizes 1000 10000 100000 1000000
