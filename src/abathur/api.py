@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from abathur.analytics import AnalyticsService, CallRecorder, instrument
+from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.config import Settings
+from abathur.costs import CostService
 from abathur.db import Database, Versions
+from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
 from abathur.embeddings.queue import EmbeddingService
 from abathur.errors import InvalidInputError
@@ -32,9 +36,18 @@ class Abathur:
         memory: :class:`~abathur.memory.MemoryService` (``search`` included).
         tasks: :class:`~abathur.tasks.TaskService`.
         audit: :class:`~abathur.audit.AuditLog`.
+        documents: :class:`~abathur.documents.DocumentService`: directories of
+            markdown kept in sync (``sync``, ``watch``, ``search``).
         embeddings: :class:`~abathur.embeddings.queue.EmbeddingService`: the
             embedding queue and its worker (``drain``, ``status``, ``reindex``,
             ``compact``).
+        archival: :class:`~abathur.archival.ArchivalService`: cold data moved
+            to compressed archive rows and back (``run``, ``list``, ``show``,
+            ``restore``).
+        costs: :class:`~abathur.costs.CostService`: prices, budgets and the
+            cost report (``report``, ``budgets``).
+        analytics: :class:`~abathur.analytics.AnalyticsService`: counts,
+            growth, sizes and call latencies (``stats``).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -55,11 +68,23 @@ class Abathur:
     def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
         self.db = db
         self.settings = db.settings
-        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND])
+        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND, CHUNK_KIND])
+        self.documents = DocumentService(db, self.embeddings)
         self.sessions = SessionService(db)
         self.memory = MemoryService(db, self.embeddings)
         self.tasks = TaskService(db)
         self.audit = AuditLog(db)
+        # Issue 4. Every public method of the services below is timed in
+        # memory (abathur.analytics); the recorder flushes once a minute.
+        recorder = CallRecorder(db.settings.metrics_flush_s)
+        self.analytics = AnalyticsService(db, recorder)
+        self.costs = CostService(db, self.embeddings, recorder)
+        self.memory._costs = self.costs
+        self.archival = ArchivalService(db, self.embeddings)
+        instrument(self.sessions, "sessions", recorder)
+        instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)
+        instrument(self.tasks, "tasks", recorder)
+        instrument(self.documents, "documents", recorder)
 
     @classmethod
     def open(
@@ -127,6 +152,8 @@ class Abathur:
 
         Idempotent.
         """
+        await self.analytics.close()
+        await self.documents.close()
         await self.embeddings.close()
         await self.db.close()
 
@@ -202,6 +229,20 @@ class _Opening:
         if self._opened is not None:
             await self._opened.close()
 
+
+# Memory calls that count as a read or a write of their namespace (stats: top namespaces).
+_MEMORY_ACCESS: dict[str, Literal["read", "write"]] = {
+    "put": "write",
+    "delete": "write",
+    "restore": "write",
+    "consolidate": "write",
+    "get": "read",
+    "history": "read",
+    "list": "read",
+    "namespaces": "read",
+    "search": "read",
+    "context": "read",
+}
 
 # Migration 003 adds memories_fts, embedding_queue and the rest of issue 3's tables.
 _SEARCH_SCHEMA = 3

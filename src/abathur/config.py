@@ -15,10 +15,122 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ArchivePolicy", "Budget", "Settings"]
+
+
+class ArchivePolicy(BaseModel):
+    """What ``abathur archive run`` moves out of the hot tables (issue 4).
+
+    Kinds:
+
+    * ``sessions``: terminated sessions, with their events, ``after_days``
+      after they were terminated; ``scope`` is an app.
+    * ``memories``: whole memories (every version) whose current version
+      expired ``after_days`` ago or more; with ``idle_days``, also live
+      memories not written for that long. ``scope`` is a namespace prefix
+      (whole segments), ``type`` a memory type.
+    * ``tombstones``: whole deleted memories, ``after_days`` after the delete.
+    * ``versions``: versions of a memory beyond its newest ``keep_versions``,
+      once they are ``after_days`` old.
+    * ``chunks``: document chunks of deleted files (see abathur.archival).
+
+    When several policies of one kind match an item, the most specific wins:
+    the longest scope, then one naming a type. ``after_days=None`` archives
+    nothing, so a specific policy can exempt a scope from a general one.
+
+    Example:
+        >>> from abathur.config import ArchivePolicy, Settings
+        >>> keep = ArchivePolicy(kind="sessions", scope="audit-app", after_days=None)
+        >>> len(Settings(archive_policies=[keep]).archive_policies)
+        1
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["sessions", "memories", "tombstones", "versions", "chunks"]
+    scope: str | None = Field(
+        default=None, min_length=1, max_length=512,
+        description="sessions: an app; memory kinds: a namespace prefix; None: everything.",
+    )
+    type: Literal["semantic", "episodic", "procedural"] | None = None
+    after_days: float | None = Field(default=30.0, ge=0)
+    idle_days: float | None = Field(default=None, gt=0)
+    keep_versions: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ArchivePolicy:
+        if self.type is not None and self.kind in ("sessions", "chunks"):
+            raise ValueError(f"a {self.kind} policy takes no memory type")
+        if self.idle_days is not None and self.kind != "memories":
+            raise ValueError("idle_days is for the memories kind only")
+        if self.scope is not None and (
+            self.scope != self.scope.strip() or any(ord(c) < 32 for c in self.scope)
+        ):
+            raise ValueError(f"scope {self.scope!r} has padding or control characters")
+        if self.scope is not None and self.kind != "sessions" and "" in self.scope.split(":"):
+            raise ValueError(f"scope {self.scope!r} has an empty namespace segment")
+        return self
+
+
+class Budget(BaseModel):
+    """A spending limit on embedder calls, per app, per user or overall (issue 4).
+
+    Spend is what ``usage_ledger`` holds since the start of the UTC day or
+    month. A budget is used up once spend reaches a limit (``>=``); the call
+    that crosses it is still made. Then ``action`` applies to every later call
+    in the scope: ``warn`` logs ``budget.exceeded`` and counts a metric;
+    ``block`` raises :class:`~abathur.errors.BudgetExceededError` before the
+    call; ``degrade`` makes vector and hybrid search fall back to keyword.
+    Under ``block`` and ``degrade`` writes still succeed and their embedding
+    jobs wait in the queue until the budget allows them again.
+
+    Example:
+        >>> from abathur.config import Budget
+        >>> Budget(scope="user", max_tokens=50_000, action="degrade").label
+        'user:*/day'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scope: Literal["app", "user", "all"] = "all"
+    name: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="The app or user; None: every app (or user), each on its own.",
+    )
+    period: Literal["day", "month"] = "day"
+    max_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    action: Literal["warn", "block", "degrade"] = "warn"
+
+    @model_validator(mode="after")
+    def _has_limit(self) -> Budget:
+        if self.max_usd is None and self.max_tokens is None:
+            raise ValueError("a budget needs max_usd or max_tokens (or both)")
+        if self.scope == "all" and self.name is not None:
+            raise ValueError("a budget with scope 'all' takes no name")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How messages and metrics name the budget: ``app:helpdesk/day``."""
+        if self.scope == "all":
+            return f"all/{self.period}"
+        return f"{self.scope}:{self.name or '*'}/{self.period}"
+
+
+DEFAULT_ARCHIVE_POLICIES: tuple[ArchivePolicy, ...] = (
+    ArchivePolicy(kind="sessions", after_days=30),
+    ArchivePolicy(kind="memories", type="episodic", after_days=0),
+    ArchivePolicy(kind="versions", keep_versions=10, after_days=7),
+    ArchivePolicy(kind="tombstones", after_days=30),
+    ArchivePolicy(kind="chunks", after_days=7),
+)
+
+# Local models cost nothing, but their calls still count tokens and time.
+DEFAULT_PRICES: dict[str, float] = {"bundled/*": 0.0, "ollama/*": 0.0}
 
 
 class Settings(BaseSettings):
@@ -84,4 +196,31 @@ class Settings(BaseSettings):
         default=0.25, ge=0,
         description="The worker rebuilds a vector table when its dead rows pass this share of "
         "its live rows (and 1,000); 0: only on request.",
+    )
+
+    # Archival, costs and analytics (issue 4; abathur/archival.py, costs.py, analytics.py).
+    archive_policies: tuple[ArchivePolicy, ...] = Field(
+        default=DEFAULT_ARCHIVE_POLICIES,
+        description="What 'abathur archive run' moves; ABATHUR_ARCHIVE_POLICIES takes JSON.",
+    )
+    archive_batch_size: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Items moved per transaction: writers wait for one batch at most.",
+    )
+    archive_pause_ms: float = Field(
+        default=5.0, ge=0, le=60_000,
+        description="Pause between batches, so writers in other processes get the lock.",
+    )
+    prices: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per million tokens, by 'provider/model' or 'provider/*'.",
+    )
+    budgets: tuple[Budget, ...] = Field(
+        default=(), description="Spending limits; ABATHUR_BUDGETS takes JSON."
+    )
+    metrics_flush_s: float = Field(
+        default=60.0, gt=0, description="How often call latencies are written to 'metrics'."
+    )
+    metrics_retention_days: float = Field(
+        default=30.0, gt=0, description="Metrics windows older than this are deleted."
     )

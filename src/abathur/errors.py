@@ -16,7 +16,8 @@ the class also derives from it, so ``except ValueError`` or
     ├── NotFoundError (LookupError)               not_found
     │   ├── SessionNotFoundError                  session.not_found
     │   ├── MemoryNotFoundError                   memory.not_found
-    │   └── TaskNotFoundError                     task.not_found
+    │   ├── TaskNotFoundError                     task.not_found
+    │   └── ArchiveNotFoundError                  archive.not_found
     ├── AlreadyExistsError                        already_exists
     ├── ConflictError                             conflict (retryable)
     │   ├── StaleSessionError                     session.stale (retryable)
@@ -27,6 +28,7 @@ the class also derives from it, so ``except ValueError`` or
     │   ├── EmbedderUnavailableError              embedder.unavailable (retryable)
     │   └── EmbedderMismatchError                 embedder.mismatch
     ├── CorruptBackupError                        backup.corrupt
+    ├── BudgetExceededError                       budget.exceeded
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
         ├── DatabaseInUseError                    db.in_use
@@ -42,6 +44,8 @@ from __future__ import annotations
 __all__ = [
     "AbathurError",
     "AlreadyExistsError",
+    "ArchiveNotFoundError",
+    "BudgetExceededError",
     "ClosedError",
     "ConflictError",
     "CorruptBackupError",
@@ -144,6 +148,12 @@ class TaskNotFoundError(NotFoundError):
     code = "task.not_found"
 
 
+class ArchiveNotFoundError(NotFoundError):
+    """No archive entry has this id (never archived, or restored already)."""
+
+    code = "archive.not_found"
+
+
 class AlreadyExistsError(AbathurError):
     """A create call used an id that is already taken."""
 
@@ -240,6 +250,42 @@ class CorruptBackupError(AbathurError):
     def to_dict(self) -> dict[str, object]:
         """The error as the CLI prints it with ``--json``, with the failed test's ``reason``."""
         return {**super().to_dict(), "reason": self.reason}
+
+
+class BudgetExceededError(AbathurError):
+    """A ``block`` budget is used up: the embedder call was not made.
+
+    Raised before the call (a vector search's query embedding, or
+    ``ab.embeddings.drain()``); writes still succeed and their embedding jobs
+    wait. ``budget`` names the budget, ``spent`` and ``limit`` are in its unit
+    (``"usd"`` or ``"tokens"``) for the current ``period`` (``"day"`` or
+    ``"month"``, UTC).
+    """
+
+    code = "budget.exceeded"
+
+    def __init__(self, budget: str, *, period: str, unit: str, spent: float, limit: float) -> None:
+        super().__init__(
+            f"budget {budget} is used up: {spent:g} of {limit:g} {unit} this {period} (UTC); "
+            "the embedder was not called. Raise the limit in Settings.budgets, or wait for "
+            f"the next {period}"
+        )
+        self.budget = budget
+        self.period = period
+        self.unit = unit
+        self.spent = spent
+        self.limit = limit
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the budget's numbers."""
+        return {
+            **super().to_dict(),
+            "budget": self.budget,
+            "period": self.period,
+            "unit": self.unit,
+            "spent": self.spent,
+            "limit": self.limit,
+        }
 
 
 class DatabaseError(AbathurError):

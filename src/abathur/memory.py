@@ -53,6 +53,7 @@ import apsw
 import numpy as np
 
 from abathur import audit
+from abathur.costs import estimate_tokens
 from abathur.db import Database
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
@@ -66,6 +67,7 @@ from abathur.models import (
     ConsolidationAction,
     ConsolidationReport,
     Memory,
+    MemoryContext,
     MemoryRef,
     MemoryStatus,
     MemoryType,
@@ -91,6 +93,7 @@ from abathur.search import (
 from abathur.values import check_id, decode, encode
 
 if TYPE_CHECKING:
+    from abathur.costs import CostService
     from abathur.embeddings.queue import EmbeddingService
 
 __all__ = [
@@ -103,6 +106,7 @@ __all__ = [
     "SQL_LIST_PREFIX",
     "MemoryService",
     "check_namespace",
+    "index",
     "keyword_params",
     "memory_text",
     "prefix_params",
@@ -385,6 +389,27 @@ def unindex(conn: apsw.Connection, item_id: int) -> None:
     _Indexing(conn, configured=False).remove(conn, item_id)
 
 
+def index(conn: apsw.Connection, item_id: int) -> bool:
+    """Put the current live version ``memories.id = item_id`` back in every search index.
+
+    The reverse of :func:`unindex`, for code that puts memory rows back
+    (archive restore), in the same transaction. Returns True when an
+    embedding job was queued (wake the worker); False when the cache already
+    had the vector, the file keeps no vectors, or the row is not current and live.
+    """
+    rows = conn.execute(
+        "SELECT namespace, key, type, value, expires_at FROM memories "
+        "WHERE id = ? AND is_current = 1 AND status = 'live'",
+        (item_id,),
+    ).fetchall()
+    if not rows:
+        return False
+    namespace, key, type_, value, expires_at = rows[0]
+    indexing = _Indexing(conn, configured=False)
+    indexing.add(conn, item_id, namespace, key, type_, decode(value), expires_at, time.time())
+    return indexing.enqueued > 0
+
+
 class _Indexing:
     """Keeps memories_fts, the embedding queue and memories_vec in step with one write.
 
@@ -393,7 +418,7 @@ class _Indexing:
     from the file each time, so a write from any process keeps them right.
     """
 
-    __slots__ = ("enqueued", "has_table", "model", "vectors")
+    __slots__ = ("cached", "enqueued", "has_table", "model", "vectors")
 
     def __init__(self, conn: apsw.Connection, *, configured: bool) -> None:
         ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
@@ -401,6 +426,7 @@ class _Indexing:
         self.has_table = bool(has_table) and model is not None
         self.vectors = configured or model is not None
         self.enqueued = 0
+        self.cached: list[str] = []  # namespaces whose vector came from the cache (issue 4)
 
     def remove(self, conn: apsw.Connection, item_id: int) -> None:
         conn.execute(SQL_FTS_DELETE, (item_id,))
@@ -422,6 +448,7 @@ class _Indexing:
         if self.has_table and insert_vector(
             conn, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
+            self.cached.append(namespace)
             return
         enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now)
         self.enqueued += 1
@@ -754,6 +781,7 @@ class MemoryService:
     def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
         self._db = db
         self._embeddings = embeddings
+        self._costs: CostService | None = None  # set by Abathur: context() reports to it
 
     def _indexing(self, conn: apsw.Connection) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
@@ -762,6 +790,8 @@ class MemoryService:
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:
             self._embeddings._notify()
+        if index.cached and index.model and self._embeddings is not None:
+            self._embeddings._note_cache_hits(index.model, index.cached)
 
     async def put(
         self,
@@ -1297,6 +1327,9 @@ class MemoryService:
                 or the filter is not a dict of scalars.
             InvalidNamespaceError: the prefix breaks a namespace rule.
             InvalidMemoryTypeError: ``type`` is not one of the three types.
+            BudgetExceededError: vector or hybrid mode, and a ``block`` budget
+                of the prefix's app or user is used up (``Settings.budgets``;
+                a ``degrade`` budget falls back to keyword instead).
 
         Example:
             >>> import asyncio, tempfile, pathlib
@@ -1335,7 +1368,7 @@ class MemoryService:
             if self._embeddings is None:
                 reason = "no embedder is attached to this memory service"
             else:
-                vector, reason = await self._embeddings._embed_query(query)
+                vector, reason = await self._embeddings._embed_query(query, namespace=prefix)
         settings = self._db.settings
 
         def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[SearchHit]]:
@@ -1395,6 +1428,94 @@ class MemoryService:
             is_degraded=used != mode,
             degraded_reason=why if used != mode else None,
             hits=hits,
+        )
+
+    async def context(
+        self,
+        prefix: str,
+        query: str,
+        max_tokens: int = 1000,
+        *,
+        type: MemoryType | None = None,
+        k: int = 50,
+        mode: SearchMode = "hybrid",
+    ) -> MemoryContext:
+        """The most relevant memories for ``query``, packed under ``max_tokens`` for a prompt.
+
+        Runs :meth:`search` for up to ``k`` hits, then takes them in relevance
+        order, each as one ``namespace/key: words of the value`` line, skipping
+        any that no longer fits, so the agent pays only for what matters.
+        Tokens are estimated at four characters a token. The tokens served
+        are recorded in the usage ledger (operation ``context``), and
+        ``abathur cost report`` shows them.
+
+        Args:
+            prefix: a namespace; memories in it and under it.
+            query: what the prompt is about, in words.
+            max_tokens: the budget for the memories' text (1..1,000,000).
+            type: only memories of this type.
+            k: how many search hits to consider (1..1000).
+            mode: the search mode (``"hybrid"`` by default).
+
+        Returns:
+            A :class:`~abathur.models.MemoryContext`: the memories taken,
+            their text and its tokens, and how many relevant ones were left out.
+
+        Raises:
+            InvalidInputError: max_tokens is out of range, or as :meth:`search`.
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidMemoryTypeError: ``type`` is not one of the three types.
+            BudgetExceededError: as :meth:`search`.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db", embedder="none") as ab:
+            ...             await ab.memory.put("user:alice", "language", "Alice speaks French")
+            ...             await ab.memory.put("user:alice", "history",
+            ...                                 "French lessons " * 40)
+            ...             ctx = await ab.memory.context("user:alice", "french", max_tokens=20)
+            ...             return ctx.text, ctx.tokens, ctx.skipped
+            >>> asyncio.run(demo())
+            ('user:alice/language: Alice speaks French', 10, 1)
+        """
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            raise InvalidInputError(f"max_tokens must be an integer, got {_kind(max_tokens)}")
+        if not 1 <= max_tokens <= 1_000_000:
+            raise InvalidInputError(f"max_tokens must be between 1 and 1000000, got {max_tokens}")
+        started = time.perf_counter()
+        found = await self.search(query, prefix=prefix, type=type, k=k, mode=mode)
+        taken: list[SearchHit] = []
+        lines: list[str] = []
+        used = 0
+        for hit in found.hits:
+            line = f"{hit.namespace}/{hit.key}: {memory_text(hit.value)}"
+            # One more line costs its text and the newline joining it.
+            cost = estimate_tokens(line + ("\n" if lines else ""))
+            if used + cost > max_tokens:
+                continue
+            used += cost
+            taken.append(hit)
+            lines.append(line)
+        text = "\n".join(lines)
+        if self._costs is not None:
+            self._costs.note_context(
+                prefix, memories=len(taken), tokens=used, chars=len(text),
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        return MemoryContext.model_construct(
+            prefix=prefix,
+            query=query,
+            max_tokens=max_tokens,
+            tokens=used,
+            is_estimate=True,
+            mode=found.mode,
+            is_degraded=found.is_degraded,
+            memories=taken,
+            skipped=len(found.hits) - len(taken),
+            text=text,
         )
 
     async def _prepare(self) -> None:

@@ -21,23 +21,42 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from abathur.errors import InvalidInputError
 
 __all__ = [
+    "ArchiveEntry",
+    "ArchiveKind",
+    "ArchivePolicyResult",
+    "ArchiveRestoreReport",
+    "ArchiveRunReport",
+    "ArchivedItem",
     "AuditRecord",
     "AuditReport",
+    "BudgetStatus",
+    "CallStats",
     "CompactReport",
     "ConsolidationAction",
     "ConsolidationReport",
+    "CostAdvice",
+    "CostLine",
+    "CostReport",
+    "DocumentHit",
+    "DocumentSearchResult",
     "DrainReport",
     "EmbeddingStatus",
     "Event",
+    "GrowthSeries",
     "Memory",
+    "MemoryContext",
     "MemoryRef",
     "MemoryStatus",
     "MemoryType",
+    "NamedCount",
     "SearchHit",
     "SearchMode",
     "SearchResult",
     "Session",
     "SessionStatus",
+    "Stats",
+    "SyncFailure",
+    "SyncReport",
     "Task",
     "TaskStatus",
 ]
@@ -233,6 +252,7 @@ class DrainReport(_Model):
     cache_hits: int = Field(description="Of those, how many came from embedding_cache.")
     calls: int = Field(description="Calls made to the embedder.")
     failed: int = Field(description="Jobs marked failed by a permanent embedder error.")
+    waiting: int = Field(default=0, description="Jobs a used-up budget holds back (issue 4).")
     remaining: int = Field(description="Jobs still queued afterwards (failed ones included).")
     seconds: float
 
@@ -245,3 +265,283 @@ class CompactReport(_Model):
     live_rows: int
     dead_rows: int = Field(description="Dead slots reclaimed.")
     seconds: float
+
+
+class SyncFailure(_Model):
+    """A file :meth:`DocumentService.sync` skipped, and why (binary, unreadable, too large...)."""
+
+    path: str = Field(description="Relative to the synced root, '/' separated.")
+    reason: str
+
+
+class SyncReport(_Model):
+    """What :meth:`DocumentService.sync` found and did under one root.
+
+    Paths are relative to ``root``. A renamed file is one path removed and one
+    added; its chunks take their vectors from the embedding cache.
+    """
+
+    root: str = Field(description="The synced directory, resolved and absolute.")
+    added: list[str] = Field(description="Files indexed for the first time.")
+    changed: list[str] = Field(description="Files whose content changed since the last sync.")
+    removed: list[str] = Field(description="Files gone (or no longer matched): chunks removed.")
+    unchanged: int = Field(description="Files whose content is what was indexed.")
+    failed: list[SyncFailure] = Field(description="Files skipped, with the reason.")
+    chunks_added: int
+    chunks_removed: int
+    chunks_kept: int = Field(
+        description="Chunks of changed files left as they were, vectors included."
+    )
+    embeddings_queued: int = Field(
+        description="New chunks waiting for the embedder (the rest came from the cache)."
+    )
+    seconds: float
+
+
+class DocumentHit(_Model):
+    """One chunk found by :meth:`DocumentService.search`, with its score.
+
+    ``score`` depends on the mode used, as for :class:`SearchHit`.
+    """
+
+    root: str = Field(description="The synced directory the document is under.")
+    path: str = Field(description="The document, relative to its root.")
+    heading: str = Field(description="The chunk's heading path, e.g. 'Backups > Restore'.")
+    text: str = Field(description="The chunk's text (its heading not repeated).")
+    ordinal: int = Field(description="The chunk's place in its document, from 0.")
+    score: float
+
+
+class DocumentSearchResult(_Model):
+    """The chunks a document search found, best first, and how (see :class:`SearchResult`)."""
+
+    query: str
+    mode: SearchMode
+    requested_mode: SearchMode
+    is_degraded: bool = False
+    degraded_reason: str | None = None
+    hits: list[DocumentHit]
+
+
+# -- issue 4: archival, costs, analytics ---------------------------------------
+
+ArchiveKind = Literal["session", "memory", "versions"]
+
+
+class ArchiveEntry(_Model):
+    """One archived item (``abathur archive list``): what it is, where it came from, its size.
+
+    ``kind`` is ``session`` (a session with its events), ``memory`` (a memory
+    with every version) or ``versions`` (old versions of one memory); ``ref``
+    is the session id or ``namespace/key``.
+    """
+
+    id: int
+    kind: ArchiveKind
+    ref: str
+    policy: str = Field(description="The policy kind that moved it.")
+    app: str | None = None
+    user: str | None = None
+    namespace: str | None = None
+    rows: int = Field(description="Rows moved: the session and its events, or the versions.")
+    raw_bytes: int = Field(description="Size of the rows as JSON, before compression.")
+    stored_bytes: int = Field(description="Size of the compressed payload.")
+    run_id: int
+    archived_at: float
+
+
+class ArchivedItem(_Model):
+    """An archive entry with its rows decompressed (``abathur archive show``).
+
+    ``tables`` maps each table (``sessions``, ``events``, ``memories``) to its
+    rows as column -> value, exactly as they were in the hot table.
+    """
+
+    entry: ArchiveEntry
+    tables: dict[str, list[dict[str, JsonValue]]]
+
+
+class ArchivePolicyResult(_Model):
+    """What one policy kind moved (or would move) in an archive run."""
+
+    policy: str
+    items: int
+    rows: int
+    raw_bytes: int
+    stored_bytes: int = Field(description="Compressed size (an estimate in a dry run).")
+
+
+class ArchiveRunReport(_Model):
+    """What ``abathur archive run`` did: rows moved, bytes before and after, space reclaimed.
+
+    Sizes count the database file and its ``-wal``. ``free_bytes`` is space
+    inside the file that SQLite reuses for new rows; the file itself shrinks
+    only when ``auto_vacuum`` is ``incremental`` (``vacuumed_bytes``), see
+    :mod:`abathur.archival`.
+    """
+
+    run_id: int | None = Field(description="None for a dry run (nothing is recorded).")
+    is_dry_run: bool
+    resumed_after: int | None = Field(
+        default=None, description="A run before this one that did not finish (killed, crashed)."
+    )
+    policies: list[ArchivePolicyResult]
+    entries: int
+    rows: int
+    batches: int
+    bytes_before: int
+    bytes_after: int
+    wal_bytes_before: int
+    wal_bytes_after: int
+    free_bytes: int
+    auto_vacuum: Literal["none", "full", "incremental"]
+    vacuumed_bytes: int
+    compacted: list[CompactReport]
+    notes: list[str]
+    seconds: float
+
+
+class ArchiveRestoreReport(_Model):
+    """One archive entry put back in the hot tables (``abathur archive restore``)."""
+
+    id: int
+    kind: ArchiveKind
+    ref: str
+    rows: int
+    reindexed: int = Field(description="Memories put back in the keyword and vector indexes.")
+    seconds: float
+
+
+class MemoryContext(_Model):
+    """The most relevant memories for a prompt, packed under a token budget.
+
+    Built by :meth:`MemoryService.context`: hits in relevance order, each
+    taken if it still fits; ``text`` is what to paste into the prompt (one
+    ``namespace/key: words`` line per memory). Tokens are estimated at four
+    characters per token (``is_estimate``).
+    """
+
+    prefix: str
+    query: str
+    max_tokens: int
+    tokens: int
+    is_estimate: bool = True
+    mode: SearchMode
+    is_degraded: bool = False
+    memories: list[SearchHit]
+    skipped: int = Field(description="Relevant memories left out because they did not fit.")
+    text: str
+
+
+class CostLine(_Model):
+    """Spend, calls, tokens and cache savings of one group in a cost report."""
+
+    key: str = Field(description="The app, user or model ('-': unattributed, 'total').")
+    calls: int = Field(
+        description="Calls made to an embedder (for a group: the calls its texts were part of)."
+    )
+    texts: int = Field(description="Texts sent to an embedder.")
+    tokens: int
+    has_estimates: bool = Field(description="Some token counts are estimates.")
+    cost_usd: float
+    cache_hits: int = Field(description="Texts served from embedding_cache instead.")
+    cache_hit_rate: float | None
+    saved_tokens: int = Field(description="Tokens the cache hits would have cost.")
+    saved_usd: float
+    duration_ms: float
+
+
+class BudgetStatus(_Model):
+    """Where one budget stands in its current period."""
+
+    budget: str
+    scope: str
+    name: str | None
+    period: str
+    action: str
+    unit: Literal["usd", "tokens"]
+    spent: float
+    limit: float
+    used_share: float
+    is_exceeded: bool
+
+
+class CostAdvice(_Model):
+    """One concrete suggestion a cost report computed from the data."""
+
+    code: str
+    message: str
+
+
+class CostReport(_Model):
+    """``abathur cost report``: spend, calls, tokens, cache savings, budgets and advice."""
+
+    since: float
+    until: float
+    by: Literal["app", "user", "model"]
+    total: CostLine
+    groups: list[CostLine]
+    query_calls: int = Field(description="Search queries embedded.")
+    repeated_queries: int = Field(description="Of those, the same text embedded again.")
+    context_calls: int
+    context_tokens: int = Field(description="Tokens served by memory.context.")
+    context_memories: int
+    budgets: list[BudgetStatus]
+    unpriced: list[str] = Field(description="provider/model pairs with no price (counted 0).")
+    advice: list[CostAdvice]
+
+
+class CallStats(_Model):
+    """Call count and latency percentiles of one service method."""
+
+    name: str
+    calls: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+
+
+class NamedCount(_Model):
+    """A name and a number (a namespace's memories, reads or writes)."""
+
+    name: str
+    count: int
+    new_7d: int | None = Field(default=None, description="Of those, written in the last 7 days.")
+
+
+class GrowthSeries(_Model):
+    """New items per UTC day, oldest first, with a sparkline of them."""
+
+    name: str
+    days: list[str]
+    counts: list[int]
+    sparkline: str
+
+
+class Stats(_Model):
+    """``abathur stats``: what the database holds, how it grows, and how fast calls are."""
+
+    generated_at: float
+    db_bytes: int
+    wal_bytes: int
+    archive_bytes: int
+    free_bytes: int
+    memories: int = Field(description="Live, unexpired current memories.")
+    versions: int = Field(description="Rows in memories: every version of every memory.")
+    memories_by_type: dict[str, int]
+    namespaces: list[NamedCount]
+    sessions_by_status: dict[str, int]
+    events: int
+    events_per_session: dict[str, float]
+    queue_depth: int
+    queue_failed: int
+    queue_oldest_age_s: float | None
+    archive_entries: dict[str, int]
+    growth: list[GrowthSeries]
+    calls: list[CallStats]
+    top_reads: list[NamedCount]
+    top_writes: list[NamedCount]
+    calls_since: float

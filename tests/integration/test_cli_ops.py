@@ -76,7 +76,7 @@ def test_check_fix_backs_up_then_rebuilds_a_broken_fts_index(db: Path) -> None:
     broken = abathur("check", "--db", str(db), "--only", "fts_index", cwd=db.parent)
     assert broken.returncode == 1 and "missing from memories_fts" in broken.stdout
     data = ok_json(abathur("check", "--db", str(db), "--fix", "--json", cwd=db.parent))
-    assert data["rebuilt"] == ["memories_fts"] and data["is_ok"] is True
+    assert data["rebuilt"] == ["chunks_fts", "memories_fts"] and data["is_ok"] is True
     backup = Path(data["backup"])
     assert backup.parent == db.parent / "backups"
     ok_json(abathur("backup", "verify", str(backup), "--json", cwd=db.parent))

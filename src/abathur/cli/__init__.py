@@ -2,8 +2,10 @@
 
 Each command group lives in its own module (``database.py``: init, migrate,
 info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
-list, backup verify, restore; ``health.py``: health, metrics); ``options.py``
-holds what they share.
+list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
+sync, search, reindex; ``archive.py``: archive run, list, show, restore;
+``cost.py``: cost report; ``stats.py``: stats); ``options.py`` holds what
+they share.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import click
 
 from abathur import __version__, logs
-from abathur.cli import backup, check, database, demo, health
+from abathur.cli import archive, backup, check, cost, database, demo, health, stats
+from abathur.cli import search as search_cli
+from abathur.cli import smoke as smoke_cli
 from abathur.cli.options import EXIT_CODES_HELP
 
 __all__ = ["main"]
@@ -53,3 +57,10 @@ main.add_command(backup.backup)
 main.add_command(backup.restore)
 main.add_command(health.health)
 main.add_command(health.metrics)
+main.add_command(search_cli.sync)
+main.add_command(search_cli.search)
+main.add_command(search_cli.reindex)
+main.add_command(smoke_cli.smoke)
+main.add_command(archive.archive)
+main.add_command(cost.cost)
+main.add_command(stats.stats)

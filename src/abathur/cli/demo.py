@@ -1,8 +1,10 @@
-"""``abathur demo``: what ``make run`` shows: a session, its events and state, and memories."""
+"""``abathur demo``: what ``make run`` shows: a session, its events and state, memories,
+and the project's own docs synced and searched."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -11,15 +13,30 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.cost import format_report
+from abathur.cli.options import (
+    EXIT_FINDINGS,
+    Output,
+    format_pairs,
+    format_table,
+    standard_options,
+)
+from abathur.cli.smoke import format_report as format_smoke
+from abathur.cli.stats import format_stats
 from abathur.db.database import Database
-from abathur.models import Event
+from abathur.errors import EmbedderError
+from abathur.models import CostReport, Event, Stats
+from abathur.ops.smoke import run_smoke
 
 __all__ = ["demo"]
 
 APP, USER = "demo", "alice"
 PREFIX = f"user:{USER}"
 PREFERENCES = f"{PREFIX}:preferences"
+
+# The project's docs, found relative to the current directory (make run: the repository).
+DOC_PATTERNS = ["README.md", "docs/**/*.md", "runbooks/**/*.md"]
+DOC_QUERY = "how do I restore a backup"
 
 # The conversation the demo replays: (author, text, state_delta).
 CONVERSATION: list[tuple[str, str, dict[str, Any]]] = [
@@ -94,7 +111,48 @@ async def _run(path: Path) -> dict[str, Any]:
             ],
             "namespaces": await ab.memory.namespaces(PREFIX),
             "memories": [m.model_dump(mode="json") for m in await ab.memory.list(PREFIX)],
+            "documents": await _project_docs(ab, Path.cwd()),
+            # After the docs: their embedding calls are in the cost report too.
+            **(await _costs_and_stats(ab)),
         }
+
+
+async def _costs_and_stats(ab: Abathur) -> dict[str, Any]:
+    """Pack memories for a prompt, then what the embedder cost and the database's stats."""
+    # Without the embedder the report shows what was embedded; search falls back to keyword.
+    with contextlib.suppress(EmbedderError):
+        await ab.embeddings.drain()
+    context = await ab.memory.context(PREFIX, "how should the agent answer alice", max_tokens=40)
+    report = await ab.costs.report(since="1d", by="model")
+    found = await ab.analytics.stats(days=7)
+    return {
+        "context": context.model_dump(mode="json"),
+        "cost": report.model_dump(mode="json"),
+        "stats": found.model_dump(mode="json"),
+    }
+
+
+async def _project_docs(ab: Abathur, root: Path) -> dict[str, Any]:
+    """Sync README.md, docs/ and runbooks/ under ``root``, embed them, and search them."""
+    if not any((root / name).exists() for name in ("README.md", "docs", "runbooks")):
+        return {
+            "root": str(root),
+            "skipped": f"no README.md, docs/ or runbooks/ in {root}: run the demo from the "
+            "project's directory to sync and search its docs",
+        }
+    report = await ab.documents.sync(root, DOC_PATTERNS)
+    try:
+        embeddings: dict[str, Any] = (await ab.embeddings.drain()).model_dump()
+    except EmbedderError as exc:  # the docs are synced; search falls back to keyword
+        embeddings = {"error": exc.to_dict()}
+    found = await ab.documents.search(DOC_QUERY, k=3, mode="hybrid")
+    return {
+        "root": str(root),
+        "patterns": DOC_PATTERNS,
+        "sync": report.model_dump(mode="json"),
+        "embeddings": embeddings,
+        "search": found.model_dump(mode="json"),
+    }
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -159,8 +217,51 @@ def _human(data: dict[str, Any]) -> str:
         "",
         f"memories under {PREFIX}",
         listing,
+        "",
+        *_documents_human(data["documents"]),
+        "",
+        f"memory.context({PREFIX!r}, max_tokens={data['context']['max_tokens']}): "
+        f"{len(data['context']['memories'])} memories, {data['context']['tokens']} tokens",
+        data["context"]["text"],
+        "",
+        "cost report (last 24 h, `abathur cost report`)",
+        format_report(CostReport.model_validate(data["cost"])),
+        "",
+        "stats (`abathur stats`)",
+        format_stats(Stats.model_validate(data["stats"])),
     ]
     return "\n".join(lines)
+
+
+def _documents_human(docs: dict[str, Any]) -> list[str]:
+    if "skipped" in docs:
+        return [f"documents: skipped: {docs['skipped']}"]
+    sync, found = docs["sync"], docs["search"]
+    if "error" in docs["embeddings"]:
+        vectors = f"not embedded: {docs['embeddings']['error']['message']}"
+    else:
+        vectors = f"{sync['embeddings_queued']} sent to the embedder, the rest from its cache"
+    lines = [
+        f"documents under {docs['root']} ({', '.join(docs['patterns'])})",
+        format_pairs(
+            [
+                (
+                    "files",
+                    f"added {len(sync['added'])}, changed {len(sync['changed'])}, "
+                    f"removed {len(sync['removed'])}, unchanged {sync['unchanged']}, "
+                    f"failed {len(sync['failed'])}",
+                ),
+                ("chunks", f"added {sync['chunks_added']}, kept {sync['chunks_kept']}; {vectors}"),
+            ]
+        ),
+        "",
+        f"search {found['query']!r} ({found['mode']}): {len(found['hits'])} hit(s)",
+    ]
+    for rank, hit in enumerate(found["hits"], start=1):
+        where = hit["path"] + (f" § {hit['heading']}" if hit["heading"] else "")
+        lines.append(f"{rank}. {where}  (score {hit['score']:.4f})")
+        lines.append("   " + _short(" ".join(hit["text"].split()), 100))
+    return lines
 
 
 @click.command()
@@ -172,8 +273,12 @@ def demo(*, db_path: Path, out: Output) -> None:
     of user 'alice' in app 'demo' with a short conversation that changes its
     state, adds a task, writes memories under 'user:alice:...' (each run adds
     new versions), then prints the session with its events, the history of
-    one memory, the namespaces and the memories under 'user:alice'. Safe to
-    run again on the same file.
+    one memory, the namespaces and the memories under 'user:alice'. Then syncs
+    the project's own docs (README.md, docs/**/*.md, runbooks/**/*.md under
+    the current directory; skipped with a message when there are none),
+    embeds them, and prints a hybrid search. Safe to run again on the same file.
+    Ends with 'abathur smoke' on the same file: its 35 cases must all pass
+    (exit 1 otherwise).
 
     \b
     Examples:
@@ -181,4 +286,11 @@ def demo(*, db_path: Path, out: Output) -> None:
       abathur demo --db /tmp/demo.db --json | jq '.history[].version'
     """
     data = asyncio.run(_run(db_path))
-    out.result(data, _human(data))
+    # Last of all, so `make run` ends with its table: the post-deploy smoke
+    # suite on the same file (it writes only under its own namespace, then
+    # removes what it wrote).
+    smoke = asyncio.run(run_smoke(db_path))
+    data["smoke"] = smoke.to_dict()
+    out.result(data, _human(data) + "\n\n" + format_smoke(smoke))
+    if not smoke.is_ok:
+        raise click.exceptions.Exit(EXIT_FINDINGS)

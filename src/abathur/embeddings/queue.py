@@ -54,7 +54,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apsw
 import numpy as np
@@ -65,6 +65,7 @@ from abathur.db import Database
 from abathur.embeddings.base import Embedder
 from abathur.errors import (
     AbathurError,
+    BudgetExceededError,
     ClosedError,
     EmbedderError,
     EmbedderMismatchError,
@@ -72,6 +73,9 @@ from abathur.errors import (
 )
 from abathur.models import CompactReport, DrainReport, EmbeddingStatus
 from abathur.search import IndexItem, IndexKind
+
+if TYPE_CHECKING:
+    from abathur.costs import CostService, Scope
 
 __all__ = [
     "MAX_EMBED_CHARS",
@@ -99,6 +103,8 @@ _GATHER_S = 0.05  # after a wake-up, let a burst of writes land in one batch
 _COMPACT_EVERY_S = 60.0
 _COMPACT_MIN_DEAD = 1000
 _QUERY_CACHE_SIZE = 512
+# Jobs a budget holds back (block, degrade) are looked at again this often.
+_BUDGET_RECHECK_S = 60.0
 
 # ---------------------------------------------------------------------------
 # SQL
@@ -137,8 +143,10 @@ SQL_JOB_FAILED = (
 )
 SQL_USAGE = (
     "INSERT INTO usage_ledger (at, provider, model, operation, inputs, tokens, is_estimate, "
-    "chars, duration_ms, cache_hits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "chars, duration_ms, cache_hits, app, user, text_hash, price_usd_per_mtok, cost_usd, "
+    "split_part) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+SQL_JOB_WAIT = "UPDATE embedding_queue SET not_before = ? WHERE id = ?"
 SQL_QUEUE_STATS = (
     "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
 )
@@ -211,12 +219,18 @@ class _Totals:
     cache_hits: int = 0
     calls: int = 0
     failed: int = 0
+    jobs: int = 0
+    waiting: int = 0  # held back by a budget (issue 4)
+    blocked: BudgetExceededError | None = None
 
     def add(self, other: _Totals) -> None:
         self.embedded += other.embedded
         self.cache_hits += other.cache_hits
         self.calls += other.calls
         self.failed += other.failed
+        self.jobs += other.jobs
+        self.waiting += other.waiting
+        self.blocked = self.blocked or other.blocked
 
 
 @dataclass
@@ -226,7 +240,17 @@ class _Embedded:
     vectors: dict[str, bytes] = field(default_factory=dict)  # text hash -> float32 blob
     failures: dict[str, str] = field(default_factory=dict)  # text hash -> error message
     calls: list[tuple[Any, ...]] = field(default_factory=list)  # usage rows
+    call_hashes: list[list[str]] = field(default_factory=list)  # the texts of each call
     dims: int = 0
+    waiting: set[str] = field(default_factory=set)  # text hashes a budget held back
+    blocked: BudgetExceededError | None = None
+
+    def merge(self, other: _Embedded) -> None:
+        self.vectors.update(other.vectors)
+        self.failures.update(other.failures)
+        self.calls += other.calls
+        self.call_hashes += other.call_hashes
+        self.dims = self.dims or other.dims
 
 
 class EmbeddingService:
@@ -261,6 +285,8 @@ class EmbeddingService:
         self._usage: list[tuple[Any, ...]] = []  # query embeddings, written with the next batch
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._next_compact_check = 0.0
+        # Set by CostService (issue 4): prices, attribution and budgets.
+        self.costs: CostService | None = None
 
     # -- plumbing used by Abathur and the services ---------------------------
 
@@ -345,11 +371,25 @@ class EmbeddingService:
         conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))
         self._queries.clear()
 
-    async def _embed_query(self, text: str) -> tuple[np.ndarray | None, str | None]:
-        """The query's vector, or ``(None, why)`` when search must fall back to keyword."""
+    async def _embed_query(
+        self, text: str, *, namespace: str | None = None
+    ) -> tuple[np.ndarray | None, str | None]:
+        """The query's vector, or ``(None, why)`` when search must fall back to keyword.
+
+        ``namespace`` (the searched prefix) says whose budget pays for it.
+
+        Raises:
+            BudgetExceededError: a ``block`` budget of the namespace's app or
+                user (or of everything) is used up; the embedder was not called.
+        """
         embedder = self.embedder
         if embedder is None:
             return None, "no embedder is configured (Settings.embedder is 'none')"
+        scope = self._scope(namespace)
+        if self.costs is not None:
+            why = await self.costs.gate(scope)
+            if why is not None:
+                return None, why
         text = text[:MAX_EMBED_CHARS]
         cached = self._queries.get(text)
         if cached is not None:
@@ -366,7 +406,7 @@ class EmbeddingService:
         except EmbedderError as exc:
             self._last_error = exc.message
             return None, f"the embedder failed: {exc.message}"
-        self._usage.append(usage)
+        self._usage.append(self._ledger(usage, scope, text_hash=content_hash(text)))
         if self._paused_until:
             self._paused_until = 0.0
             self._wake.set()
@@ -375,6 +415,45 @@ class EmbeddingService:
         if len(self._queries) > _QUERY_CACHE_SIZE:
             self._queries.popitem(last=False)
         return vector, None
+
+    # -- costs (issue 4) ----------------------------------------------------------
+
+    def _scope(self, namespace: str | None) -> Scope:
+        """The (app, user) a namespace's embeddings are charged to (abathur.costs.attribute)."""
+        if self.costs is None or namespace is None:
+            return (None, None)
+        return self.costs.attribute(namespace)
+
+    def _ledger(
+        self, usage: tuple[Any, ...], scope: Scope, *, text_hash: str | None = None, part: int = 0
+    ) -> tuple[Any, ...]:
+        """A usage_ledger row: the call's usage, who it is charged to, its price and cost."""
+        price = None if self.costs is None else self.costs.price(usage[1], usage[2])
+        cost = usage[5] * price / 1e6 if price else 0.0
+        return (*usage, scope[0], scope[1], text_hash, price, cost, part)
+
+    def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
+        """Count writes that took their vector straight from the cache (no job, no call).
+
+        Buffered like query usage: a cache-only usage row per (app, user).
+        """
+        provider, _, model = model_name.partition(":")
+        counts: dict[Scope, int] = {}
+        for namespace in namespaces:
+            scope = self._scope(namespace)
+            counts[scope] = counts.get(scope, 0) + 1
+        now = time.time()
+        for scope, count in counts.items():
+            # Many writes, one row: add to a cache-only row of this scope still buffered.
+            for i in range(len(self._usage) - 1, max(-1, len(self._usage) - 17), -1):
+                row = self._usage[i]
+                if row[1:5] == (provider, model, "embed", 0) and (row[10], row[11]) == scope:
+                    self._usage[i] = (now, *row[1:9], row[9] + count, *row[10:])
+                    break
+            else:
+                self._usage.append(
+                    self._ledger((now, provider, model, "embed", 0, 0, 0, 0, 0.0, count), scope)
+                )
 
     # -- calling the embedder ------------------------------------------------
 
@@ -452,13 +531,10 @@ class EmbeddingService:
                 return out
             log.warning("embeddings.batch_failed", error=exc.message, texts=len(hashes))
             for text_hash in hashes:
-                single = await self._embed_misses({text_hash: texts[text_hash]})
-                out.vectors.update(single.vectors)
-                out.failures.update(single.failures)
-                out.calls += single.calls
-                out.dims = out.dims or single.dims
+                out.merge(await self._embed_misses({text_hash: texts[text_hash]}))
             return out
         out.calls.append(usage)
+        out.call_hashes.append(hashes)
         out.dims = int(matrix.shape[1])
         for text_hash, row in zip(hashes, matrix, strict=True):
             out.vectors[text_hash] = row.astype("<f4").tobytes()
@@ -520,7 +596,7 @@ class EmbeddingService:
                 if job.item is not None and job.text_hash not in cached
             }
             try:
-                embedded = await self._embed_misses(misses) if misses else _Embedded()
+                embedded = await self._embed_by_scope(jobs, misses)
             except EmbedderUnavailableError as exc:
                 message = self._last_error = exc.message
                 await self._db.write(lambda conn: self._postpone(conn, jobs, message))
@@ -530,7 +606,86 @@ class EmbeddingService:
             )
         if embedded.failures:
             self._last_error = next(iter(embedded.failures.values()))
+        if totals.blocked is not None:
+            log.warning(
+                "embeddings.budget_blocked", error=totals.blocked.message, waiting=totals.waiting
+            )
         return totals
+
+    async def _embed_by_scope(self, jobs: list[_Job], misses: dict[str, str]) -> _Embedded:
+        """Embed the misses in one call, leaving out those a used-up budget holds back.
+
+        Each (app, user) the texts are charged to is checked first; a scope
+        whose ``block`` or ``degrade`` budget is used up is not sent: its
+        texts are left in ``waiting`` and their jobs wait. The call's usage
+        is then split into one row per scope (:meth:`_split_usage`).
+        """
+        scope_of: dict[str, Scope] = {}
+        for job in jobs:
+            if job.item is not None and job.text_hash in misses:
+                scope_of.setdefault(job.text_hash, self._scope(job.item.scope))
+        waiting: set[str] = set()
+        blocked: BudgetExceededError | None = None
+        if self.costs is not None:
+            for scope in dict.fromkeys(scope_of.values()):
+                try:
+                    why = await self.costs.gate(scope)
+                except BudgetExceededError as exc:
+                    blocked = blocked or exc
+                    why = exc.message
+                if why is not None:
+                    waiting.update(h for h, s in scope_of.items() if s == scope)
+        send = {h: text for h, text in misses.items() if h not in waiting}
+        out = await self._embed_misses(send) if send else _Embedded()
+        out.calls = [
+            row
+            for usage, hashes in zip(out.calls, out.call_hashes, strict=True)
+            for row in self._split_usage(usage, hashes, scope_of, send)
+        ]
+        out.waiting, out.blocked = waiting, blocked
+        return out
+
+    def _split_usage(
+        self,
+        usage: tuple[Any, ...],
+        hashes: Sequence[str],
+        scope_of: dict[str, Scope],
+        texts: dict[str, str],
+    ) -> list[tuple[Any, ...]]:
+        """One usage_ledger row per (app, user) a call's texts are charged to.
+
+        A call of one payer keeps its numbers. Otherwise each payer gets its
+        own texts and characters, and a share of the tokens and the time in
+        proportion to its characters (the tokens are then an estimate: the
+        embedder counts them per call); the rows add up to the call.
+        """
+        parts: dict[Scope, list[str]] = {}
+        for h in hashes:
+            parts.setdefault(scope_of.get(h, (None, None)), []).append(h)
+        if len(parts) == 1:
+            return [self._ledger(usage, next(iter(parts)))]
+        at, provider, model, operation, _, tokens, _, chars, duration_ms, _ = usage
+        rows: list[tuple[Any, ...]] = []
+        given = 0
+        for i, (scope, own) in enumerate(parts.items()):
+            own_chars = sum(len(texts[h]) for h in own)
+            share = own_chars / chars if chars else 1 / len(parts)
+            own_tokens = tokens - given if i == len(parts) - 1 else round(tokens * share)
+            given += own_tokens
+            part = (
+                at,
+                provider,
+                model,
+                operation,
+                len(own),
+                own_tokens,
+                1,
+                own_chars,
+                round(duration_ms * share, 3),
+                0,
+            )
+            rows.append(self._ledger(part, scope, part=i + 1))
+        return rows
 
     def _postpone(self, conn: apsw.Connection, jobs: list[_Job], error: str) -> None:
         now = time.time()
@@ -572,10 +727,15 @@ class EmbeddingService:
         search.apply_vector_deletes(conn)
         for text_hash, blob in embedded.vectors.items():
             conn.execute(SQL_CACHE_PUT, (name, text_hash, dims, blob, now))
-        totals = _Totals(calls=len(embedded.calls))
+        totals = _Totals(calls=len(embedded.calls), jobs=len(jobs), blocked=embedded.blocked)
+        hits: dict[Scope, int] = {}
         for job in jobs:
             if job.item is None:
                 conn.execute(SQL_JOB_DONE, (job.id,))
+                continue
+            if job.text_hash in embedded.waiting:
+                conn.execute(SQL_JOB_WAIT, (now + _BUDGET_RECHECK_S, job.id))
+                totals.waiting += 1
                 continue
             failure = embedded.failures.get(job.text_hash)
             if failure is not None:
@@ -589,25 +749,20 @@ class EmbeddingService:
                 conn, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
                 totals.embedded += 1
-                totals.cache_hits += job.text_hash in cached
+                if job.text_hash in cached:
+                    totals.cache_hits += 1
+                    scope = self._scope(job.item.scope)
+                    hits[scope] = hits.get(scope, 0) + 1
+        # Cache hits go on the first call row charged to the same (app, user),
+        # or on a row of their own: columns 9 (cache_hits), 10 and 11 (app, user).
         usage = [list(row) for row in embedded.calls]
-        if usage:
-            usage[0][-1] = totals.cache_hits
-        elif totals.cache_hits:
-            usage.append(
-                [
-                    now,
-                    embedder.provider,
-                    embedder.model,
-                    "embed",
-                    0,
-                    0,
-                    0,
-                    0,
-                    0.0,
-                    totals.cache_hits,
-                ]
-            )
+        for scope, count in hits.items():
+            row = next((r for r in usage if (r[10], r[11]) == scope), None)
+            if row is None:
+                empty = (now, embedder.provider, embedder.model, "embed", 0, 0, 0, 0, 0.0, 0)
+                row = list(self._ledger(empty, scope))
+                usage.append(row)
+            row[9] = count
         conn.executemany(SQL_USAGE, [tuple(row) for row in usage])
         self._flush_usage(conn)
         return totals
@@ -754,12 +909,17 @@ class EmbeddingService:
 
         Jobs in backoff are tried at once; jobs marked failed are left (see
         :meth:`retry_failed`). Jobs queued while it runs are left to the worker.
+        Jobs charged to a used-up ``block`` or ``degrade`` budget
+        (``Settings.budgets``) are not embedded: they wait (``waiting``).
 
         Returns:
             How many vectors were written (and how many came from the cache),
-            calls made, jobs that failed, and jobs still queued.
+            calls made, jobs that failed, jobs held back by a budget, and jobs
+            still queued.
 
         Raises:
+            BudgetExceededError: a ``block`` budget held jobs back (everything
+                else was embedded first; those jobs stay queued).
             EmbedderUnavailableError: the embedder is down, or none is
                 configured while jobs wait; the jobs stay queued.
             EmbedderMismatchError: the embedder answered with vectors that do
@@ -797,8 +957,12 @@ class EmbeddingService:
             if step is None:
                 break
             totals.add(step)
+            if step.waiting and step.waiting == step.jobs:
+                break  # only jobs a budget holds back are left (they sort last)
         await self._db.write(self._settle)
         self._paused_until = 0.0
+        if totals.blocked is not None:
+            raise totals.blocked
         remaining = (await self._db.read(lambda conn: conn.execute(SQL_QUEUE_STATS).fetchall()))[0][
             0
         ]
@@ -807,6 +971,7 @@ class EmbeddingService:
             cache_hits=totals.cache_hits,
             calls=totals.calls,
             failed=totals.failed,
+            waiting=totals.waiting,
             remaining=remaining,
             seconds=round(time.perf_counter() - started, 6),
         )
@@ -928,7 +1093,8 @@ class EmbeddingService:
             ...             await ab.embeddings.drain()
             ...             await ab.memory.put("user:alice", "lang", "English")
             ...             await ab.embeddings.drain()
-            ...             (report,) = await ab.embeddings.compact()
+            ...             reports = {r.table: r for r in await ab.embeddings.compact()}
+            ...             report = reports["memories_vec"]
             ...             return report.table, report.live_rows, report.dead_rows
             >>> asyncio.run(demo())
             ('memories_vec', 1, 1)

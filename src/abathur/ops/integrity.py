@@ -488,7 +488,7 @@ def rebuild_derived_indexes(
         ...         await ab.memory.put("user:alice", "lang", {"value": "fr"})
         >>> asyncio.run(create())
         >>> rebuild_derived_indexes(path, rebuilders={"memories_fts": rebuild_keyword_index})
-        {'memories_fts': 1}
+        {'chunks_fts': None, 'memories_fts': 1}
     """
     path = Path(path)
     rebuilders = dict(rebuilders or {})

@@ -1,0 +1,623 @@
+"""AnalyticsService: counts, growth, sizes, queue, call latencies and access patterns.
+
+Two sources:
+
+* **The tables themselves**, read when asked (:meth:`AnalyticsService.stats`):
+  memories per type and per namespace, growth per UTC day (from
+  ``first_created_at``, ``sessions.created_at`` and ``events.timestamp``, so
+  no snapshot job is needed), sessions per status, events per session, the
+  embedding queue, archive entries, and the file, WAL, archive and free sizes.
+* **Service calls**, measured in the process that makes them. ``Abathur``
+  wraps each public coroutine method of its services (:func:`instrument`):
+  the wrapper adds the call's duration to an in-memory histogram
+  (:class:`CallRecorder`; log-spaced buckets, four per doubling, so a
+  percentile is within about 9 % of the true value) and, for memory calls,
+  counts a read or a write for the namespace. Every ``Settings.metrics_flush_s``
+  (and on close) one write transaction moves the windows to the ``metrics``
+  table, which keeps ``Settings.metrics_retention_days``. A call costs the
+  recorder about a microsecond: nothing is written per call.
+
+Percentiles of a period merge the histograms of its windows, so p99 over a
+week is exact to the bucket, not an average of averages.
+
+Example:
+    >>> from abathur.analytics import sparkline
+    >>> sparkline([0, 1, 2, 4, 8])
+    '▁▂▃▅█'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import apsw
+import structlog
+
+from abathur.costs import parse_duration
+from abathur.db import Database
+from abathur.errors import InvalidInputError
+from abathur.models import CallStats, GrowthSeries, NamedCount, Stats
+
+__all__ = [
+    "SQL_METRICS_SINCE",
+    "AnalyticsService",
+    "CallRecorder",
+    "instrument",
+    "sparkline",
+]
+
+log = structlog.get_logger(__name__)
+
+_BUCKETS_PER_DOUBLING = 4
+_MAX_NAMESPACES = 1000  # distinct namespaces counted per window; the rest are "(other)"
+_TOP_PER_WINDOW = 100  # namespaces written per window and kind
+_OTHER = "(other)"
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+# ---------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------
+
+SQL_METRICS_INSERT = (
+    "INSERT INTO metrics (at, seconds, kind, name, count, errors, total_ms, max_ms, histogram) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SQL_METRICS_PRUNE = "DELETE FROM metrics WHERE at < ?"
+# stats: the windows of a period (index metrics_by_time).
+SQL_METRICS_SINCE = (
+    "SELECT kind, name, count, errors, total_ms, max_ms, histogram FROM metrics WHERE at >= ?"
+)
+_LIVE = "is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
+_SQL_MEMORIES_BY_TYPE = f"SELECT type, count(*) FROM memories WHERE {_LIVE} GROUP BY type"
+_SQL_NAMESPACES = (
+    f"SELECT namespace, count(*), sum(first_created_at >= ?) FROM memories WHERE {_LIVE} "
+    "GROUP BY namespace"
+)
+_SQL_MEMORY_GROWTH = (
+    "SELECT CAST(first_created_at / 86400 AS INTEGER), type, count(*) FROM memories "
+    "WHERE is_current = 1 AND first_created_at >= ? GROUP BY 1, 2"
+)
+_SQL_SESSION_GROWTH = (
+    "SELECT CAST(created_at / 86400 AS INTEGER), count(*) FROM sessions "
+    "WHERE created_at >= ? GROUP BY 1"
+)
+_SQL_EVENT_GROWTH = (
+    "SELECT CAST(timestamp / 86400 AS INTEGER), count(*) FROM events "
+    "WHERE timestamp >= ? GROUP BY 1"
+)
+_SQL_SESSIONS_BY_STATUS = "SELECT status, count(*) FROM sessions GROUP BY status"
+_SQL_EVENTS_PER_SESSION = "SELECT count(*) FROM events GROUP BY session_id"
+_SQL_QUEUE = "SELECT count(*), count(failed_at), min(enqueued_at) FROM embedding_queue"
+_SQL_ARCHIVE = "SELECT kind, count(*) FROM archive GROUP BY kind"
+_SQL_ARCHIVE_PAGES = (
+    "SELECT coalesce(sum(pgsize), 0) FROM dbstat('main', 1) "
+    "WHERE name IN ('archive', 'archive_by_ref', 'archive_dicts')"
+)
+
+
+# ---------------------------------------------------------------------------
+# Recording calls
+# ---------------------------------------------------------------------------
+
+
+def _bucket(ms: float) -> int:
+    us = ms * 1000.0
+    return 0 if us < 1.0 else int(math.log2(us) * _BUCKETS_PER_DOUBLING)
+
+
+def _bucket_ms(bucket: int) -> float:
+    """The middle of a bucket (geometric), in milliseconds."""
+    return 2 ** ((bucket + 0.5) / _BUCKETS_PER_DOUBLING) / 1000.0
+
+
+class _Histogram:
+    __slots__ = ("buckets", "count", "errors", "max_ms", "total_ms")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.buckets: dict[int, int] = {}
+
+    def add(self, ms: float, ok: bool) -> None:
+        self.count += 1
+        self.errors += not ok
+        self.total_ms += ms
+        if ms > self.max_ms:
+            self.max_ms = ms
+        b = _bucket(ms)
+        self.buckets[b] = self.buckets.get(b, 0) + 1
+
+    def merge(
+        self, count: int, errors: int, total_ms: float, max_ms: float, buckets: Mapping[int, int]
+    ) -> None:
+        self.count += count
+        self.errors += errors
+        self.total_ms += total_ms
+        self.max_ms = max(self.max_ms, max_ms)
+        for b, n in buckets.items():
+            self.buckets[b] = self.buckets.get(b, 0) + n
+
+    def percentile(self, q: float) -> float:
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for b in sorted(self.buckets):
+            seen += self.buckets[b]
+            if seen >= rank:
+                return min(_bucket_ms(b), self.max_ms)
+        return self.max_ms  # pragma: no cover - the loop always reaches rank
+
+    def stats(self, name: str) -> CallStats:
+        return CallStats(
+            name=name,
+            calls=self.count,
+            errors=self.errors,
+            p50_ms=round(self.percentile(0.50), 4),
+            p95_ms=round(self.percentile(0.95), 4),
+            p99_ms=round(self.percentile(0.99), 4),
+            mean_ms=round(self.total_ms / self.count, 4) if self.count else 0.0,
+            max_ms=round(self.max_ms, 4),
+        )
+
+
+class CallRecorder:
+    """Call durations and namespace accesses of one process, in memory until flushed.
+
+    Example:
+        >>> from abathur.analytics import CallRecorder
+        >>> recorder = CallRecorder()
+        >>> for ms in (1.0, 2.0, 3.0, 100.0):
+        ...     recorder.record("memory.get", ms / 1000, ok=True)
+        >>> stats = recorder.snapshot()["memory.get"].stats("memory.get")
+        >>> stats.calls, stats.max_ms, 1.8 < stats.p50_ms < 2.2
+        (4, 100.0, True)
+    """
+
+    def __init__(self, flush_s: float = 60.0) -> None:
+        self.flush_s = flush_s
+        self.on_due: Callable[[], None] | None = None
+        self._calls: dict[str, _Histogram] = {}
+        self._access: dict[str, dict[str, int]] = {"reads": {}, "writes": {}}
+        self._counters: dict[str, int] = {}
+        self._started = time.time()
+        self._next_flush = time.monotonic() + flush_s
+
+    def record(self, name: str, seconds: float, *, ok: bool) -> None:
+        """Add one call of ``name`` that took ``seconds``."""
+        hist = self._calls.get(name)
+        if hist is None:
+            hist = self._calls[name] = _Histogram()
+        hist.add(seconds * 1000.0, ok)
+        if self.on_due is not None and time.monotonic() >= self._next_flush:
+            self._next_flush = math.inf  # until the flush that is now due has run
+            self.on_due()
+
+    def access(self, namespace: str, *, is_write: bool) -> None:
+        """Count one read or write of ``namespace``."""
+        counts = self._access["writes" if is_write else "reads"]
+        if namespace not in counts and len(counts) >= _MAX_NAMESPACES:
+            namespace = _OTHER
+        counts[namespace] = counts.get(namespace, 0) + 1
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` (e.g. ``budget.warn``)."""
+        self._counters[name] = self._counters.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, _Histogram]:
+        """The calls recorded since the last flush (not a copy: read, do not change)."""
+        return self._calls
+
+    def pending_access(self) -> dict[str, dict[str, int]]:
+        """Reads and writes per namespace since the last flush."""
+        return self._access
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """Rows for the ``metrics`` table, and a fresh window."""
+        now = time.time()
+        seconds = max(0.0, now - self._started)
+        rows: list[tuple[Any, ...]] = []
+        for name, h in self._calls.items():
+            rows.append(
+                (
+                    now,
+                    seconds,
+                    "call",
+                    name,
+                    h.count,
+                    h.errors,
+                    h.total_ms,
+                    h.max_ms,
+                    json.dumps({str(b): n for b, n in sorted(h.buckets.items())}),
+                )
+            )
+        for kind, counts in self._access.items():
+            ranked = sorted(counts.items(), key=lambda item: -item[1])
+            top, rest = ranked[:_TOP_PER_WINDOW], ranked[_TOP_PER_WINDOW:]
+            if rest:
+                top.append((_OTHER, sum(n for _, n in rest)))
+            rows += [(now, seconds, kind, name, n, 0, 0.0, 0.0, None) for name, n in top]
+        rows += [
+            (now, seconds, "counter", name, n, 0, 0.0, 0.0, None)
+            for name, n in self._counters.items()
+        ]
+        self._calls, self._counters = {}, {}
+        self._access = {"reads": {}, "writes": {}}
+        self._started = now
+        self._next_flush = time.monotonic() + self.flush_s
+        return rows
+
+
+AccessKind = Literal["read", "write"]
+
+
+def instrument(
+    service: object,
+    prefix: str,
+    recorder: CallRecorder,
+    *,
+    access: Mapping[str, AccessKind] | None = None,
+) -> None:
+    """Wrap every public coroutine method of ``service`` so its calls are recorded.
+
+    The wrappers are set on the instance (the class and its docstrings are
+    untouched); ``close`` is left alone. A method named in ``access`` also
+    counts a read or a write of the namespace it was given: its ``namespace``
+    or ``prefix`` argument, or its first positional argument.
+
+    Example:
+        >>> import asyncio
+        >>> from abathur.analytics import CallRecorder, instrument
+        >>> class Greeter:
+        ...     async def hello(self, namespace: str) -> str:
+        ...         return f"hello {namespace}"
+        >>> recorder, greeter = CallRecorder(), Greeter()
+        >>> instrument(greeter, "greeter", recorder, access={"hello": "read"})
+        >>> asyncio.run(greeter.hello("user:alice"))
+        'hello user:alice'
+        >>> list(recorder.snapshot()), recorder.pending_access()["reads"]
+        (['greeter.hello'], {'user:alice': 1})
+    """
+    access = access or {}
+    for name, _ in inspect.getmembers(type(service), inspect.iscoroutinefunction):
+        if name.startswith("_") or name == "close":  # close runs after the last flush
+            continue
+        bound = getattr(service, name)
+        setattr(service, name, _wrap(bound, f"{prefix}.{name}", recorder, access.get(name)))
+
+
+def _wrap(
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    name: str,
+    recorder: CallRecorder,
+    kind: AccessKind | None,
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    clock = time.perf_counter
+    # search(query, *, prefix=...) names its namespace by keyword; the others first.
+    positional = kind is not None and "prefix" not in _keyword_only(fn)
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        ok = False
+        try:
+            result = await fn(*args, **kwargs)
+            ok = True
+            return result
+        finally:
+            recorder.record(name, clock() - started, ok=ok)
+            if kind is not None:
+                ns = kwargs.get("namespace", kwargs.get("prefix"))
+                if ns is None and positional and args:
+                    ns = args[0]
+                if isinstance(ns, str):
+                    recorder.access(ns, is_write=kind == "write")
+
+    return call
+
+
+def _keyword_only(fn: Callable[..., Any]) -> set[str]:
+    return {
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def sparkline(values: Sequence[int | float]) -> str:
+    """One block character per value, scaled to the largest.
+
+    Example:
+        >>> from abathur.analytics import sparkline
+        >>> sparkline([3, 3, 0])
+        '██▁'
+    """
+    top = max(values, default=0)
+    if top <= 0:
+        return _SPARKS[0] * len(values)
+    return "".join(_SPARKS[min(7, int(v / top * 7 + 0.5))] if v > 0 else _SPARKS[0] for v in values)
+
+
+def _percentile(sorted_values: Sequence[int], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
+
+
+def _group(namespace: str, depth: int) -> str:
+    return ":".join(namespace.split(":")[:depth])
+
+
+class AnalyticsService:
+    """Counts, growth, sizes and call latencies: ``ab.analytics``.
+
+    Attributes:
+        recorder: the :class:`CallRecorder` the service wrappers write to.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> async def demo():
+        ...     with tempfile.TemporaryDirectory() as tmp:
+        ...         async with Abathur.open(pathlib.Path(tmp) / "a.db", embedder="none") as ab:
+        ...             await ab.memory.put("user:alice:prefs", "lang", "fr")
+        ...             await ab.memory.get("user:alice:prefs", "lang")
+        ...             stats = await ab.analytics.stats()
+        ...             return (stats.memories, [c.name for c in stats.calls],
+        ...                     [(n.name, n.count) for n in stats.top_writes])
+        >>> asyncio.run(demo())
+        (1, ['memory.get', 'memory.put'], [('user:alice:prefs', 1)])
+    """
+
+    def __init__(self, db: Database, recorder: CallRecorder) -> None:
+        self._db = db
+        self.recorder = recorder
+        self._flush_task: asyncio.Task[None] | None = None
+        self._has_table = False
+        recorder.on_due = self._schedule_flush
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - services are only called from a loop
+            return
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = loop.create_task(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # metrics must never break a caller
+            log.exception("analytics.flush_failed")
+
+    async def flush(self) -> int:
+        """Write the calls recorded so far to the ``metrics`` table; return the rows written.
+
+        Also deletes windows older than ``Settings.metrics_retention_days``.
+
+        Raises:
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "a.db", embedder="none") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             return await ab.analytics.flush()
+            >>> asyncio.run(demo())  # memory.put, and one write of user:alice
+            2
+        """
+        rows = self.recorder.take()
+        cutoff = time.time() - self._db.settings.metrics_retention_days * 86400
+        if rows and not self._has_table:
+            # A file opened without migrating (abathur info) may predate the table.
+            sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'metrics'"
+            self._has_table = bool(await self._db.read(lambda c: c.execute(sql).fetchall()))
+            if not self._has_table:
+                return 0
+
+        def write(conn: apsw.Connection) -> int:
+            conn.execute(SQL_METRICS_PRUNE, (cutoff,))
+            conn.executemany(SQL_METRICS_INSERT, rows)
+            return len(rows)
+
+        if not rows:
+            return 0
+        return await self._db.write(write)
+
+    async def close(self) -> None:
+        """Flush what is recorded (when the database is still open). Idempotent."""
+        self.recorder.on_due = None
+        task, self._flush_task = self._flush_task, None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        if not self._db.is_closed:
+            await self._flush_quietly()
+
+    async def stats(
+        self, *, since: str | float = "7d", days: int = 14, depth: int = 2, top: int = 10
+    ) -> Stats:
+        """What the database holds, how it grows, and how fast calls are.
+
+        Args:
+            since: the period of the call latencies and access counts: a
+                duration (``"7d"``, ``"24h"``) or seconds. Calls this process
+                has not flushed yet are included.
+            days: UTC days of growth to show (1..366).
+            depth: namespaces are grouped by their first ``depth`` segments (1..16).
+            top: at most this many namespaces in each list (1..1000).
+
+        Returns:
+            A :class:`~abathur.models.Stats`.
+
+        Raises:
+            InvalidInputError: an argument is out of range or not a duration.
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "a.db", embedder="none") as ab:
+            ...             s = await ab.sessions.create(app="helpdesk", user="alice")
+            ...             await ab.sessions.terminate(s.id)
+            ...             stats = await ab.analytics.stats(days=3)
+            ...             return stats.sessions_by_status, stats.growth[1].counts[-1]
+            >>> asyncio.run(demo())
+            ({'terminated': 1}, 1)
+        """
+        if isinstance(since, bool) or not isinstance(since, str | int | float):
+            raise InvalidInputError(f"since must be a duration like '7d' or seconds, got {since!r}")
+        window = parse_duration(since) if isinstance(since, str) else float(since)
+        if not math.isfinite(window) or window <= 0:
+            raise InvalidInputError(f"since must be a positive duration, got {since!r}")
+        for value, what, high in ((days, "days", 366), (depth, "depth", 16), (top, "top", 1000)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise InvalidInputError(
+                    f"{what} must be an integer from 1 to {high}, got {value!r}"
+                )
+        now = time.time()
+        calls_since = now - window
+        today = int(now // 86400)
+        first_day = today - days + 1
+
+        def read(conn: apsw.Connection) -> dict[str, Any]:
+            page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
+            free = conn.execute("PRAGMA freelist_count").fetchall()[0][0] * page_size
+            return {
+                "by_type": dict(conn.execute(_SQL_MEMORIES_BY_TYPE, (now,)).fetchall()),
+                "versions": conn.execute("SELECT count(*) FROM memories").fetchall()[0][0],
+                "namespaces": conn.execute(_SQL_NAMESPACES, (now - 7 * 86400, now)).fetchall(),
+                "memory_growth": conn.execute(
+                    _SQL_MEMORY_GROWTH, (first_day * 86400.0,)
+                ).fetchall(),
+                "session_growth": conn.execute(
+                    _SQL_SESSION_GROWTH, (first_day * 86400.0,)
+                ).fetchall(),
+                "event_growth": conn.execute(_SQL_EVENT_GROWTH, (first_day * 86400.0,)).fetchall(),
+                "statuses": dict(conn.execute(_SQL_SESSIONS_BY_STATUS).fetchall()),
+                "per_session": sorted(n for (n,) in conn.execute(_SQL_EVENTS_PER_SESSION)),
+                "queue": conn.execute(_SQL_QUEUE).fetchall()[0],
+                "archive": dict(conn.execute(_SQL_ARCHIVE).fetchall()),
+                "archive_bytes": conn.execute(_SQL_ARCHIVE_PAGES).fetchall()[0][0],
+                "free": free,
+                "metrics": conn.execute(SQL_METRICS_SINCE, (calls_since,)).fetchall(),
+            }
+
+        data = await self._db.read(read)
+        wal = self._db.path.with_name(self._db.path.name + "-wal")
+        per_session = data["per_session"]
+        depth_groups: dict[str, list[int]] = {}
+        for namespace, count, new in data["namespaces"]:
+            group = depth_groups.setdefault(_group(namespace, depth), [0, 0])
+            group[0] += count
+            group[1] += new or 0
+        namespaces = sorted(depth_groups.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+        day_names = [
+            time.strftime("%Y-%m-%d", time.gmtime(d * 86400)) for d in range(first_day, today + 1)
+        ]
+        growth = [
+            _series(
+                "memories", day_names, first_day, _sum_by_day(data["memory_growth"], lambda r: True)
+            ),
+            _series("sessions", day_names, first_day, dict(data["session_growth"])),
+            _series("events", day_names, first_day, dict(data["event_growth"])),
+        ]
+        growth += [
+            _series(
+                f"memories:{t}",
+                day_names,
+                first_day,
+                _sum_by_day(data["memory_growth"], lambda r, t=t: r[1] == t),
+            )
+            for t in ("semantic", "episodic", "procedural")
+        ]
+        calls, reads, writes = self._merge_calls(data["metrics"])
+        depth_q, failed, oldest = data["queue"]
+        return Stats(
+            generated_at=now,
+            db_bytes=self._db.path.stat().st_size,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+            archive_bytes=int(data["archive_bytes"]),
+            free_bytes=int(data["free"]),
+            memories=sum(data["by_type"].values()),
+            versions=data["versions"],
+            memories_by_type={
+                t: data["by_type"].get(t, 0) for t in ("semantic", "episodic", "procedural")
+            },
+            namespaces=[NamedCount(name=n, count=c, new_7d=new) for n, (c, new) in namespaces],
+            sessions_by_status=data["statuses"],
+            events=sum(per_session),
+            events_per_session={
+                "mean": round(sum(per_session) / len(per_session), 2) if per_session else 0.0,
+                "p50": _percentile(per_session, 0.50),
+                "p95": _percentile(per_session, 0.95),
+                "max": float(per_session[-1]) if per_session else 0.0,
+            },
+            queue_depth=depth_q,
+            queue_failed=failed,
+            queue_oldest_age_s=None if oldest is None else round(max(0.0, now - oldest), 3),
+            archive_entries=data["archive"],
+            growth=growth,
+            calls=calls,
+            top_reads=_top(reads, top),
+            top_writes=_top(writes, top),
+            calls_since=calls_since,
+        )
+
+    def _merge_calls(
+        self, rows: Iterable[tuple[Any, ...]]
+    ) -> tuple[list[CallStats], dict[str, int], dict[str, int]]:
+        calls: dict[str, _Histogram] = {}
+        access: dict[str, dict[str, int]] = {"reads": {}, "writes": {}}
+        for kind, name, count, errors, total_ms, max_ms, histogram in rows:
+            if kind == "call":
+                buckets = {int(b): n for b, n in json.loads(histogram or "{}").items()}
+                calls.setdefault(name, _Histogram()).merge(count, errors, total_ms, max_ms, buckets)
+            elif kind in access:
+                access[kind][name] = access[kind].get(name, 0) + count
+        for name, h in self.recorder.snapshot().items():
+            calls.setdefault(name, _Histogram()).merge(
+                h.count, h.errors, h.total_ms, h.max_ms, h.buckets
+            )
+        for kind, counts in self.recorder.pending_access().items():
+            for name, count in counts.items():
+                access[kind][name] = access[kind].get(name, 0) + count
+        stats = [h.stats(name) for name, h in sorted(calls.items())]
+        return stats, access["reads"], access["writes"]
+
+
+def _sum_by_day(
+    rows: Iterable[tuple[int, str, int]], keep: Callable[[tuple[int, str, int]], bool]
+) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for row in rows:
+        if keep(row):
+            out[row[0]] = out.get(row[0], 0) + row[2]
+    return out
+
+
+def _series(
+    name: str, day_names: list[str], first_day: int, by_day: Mapping[int, int]
+) -> GrowthSeries:
+    counts = [int(by_day.get(first_day + i, 0)) for i in range(len(day_names))]
+    return GrowthSeries(name=name, days=day_names, counts=counts, sparkline=sparkline(counts))
+
+
+def _top(counts: Mapping[str, int], top: int) -> list[NamedCount]:
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return [NamedCount(name=name, count=count) for name, count in ranked]

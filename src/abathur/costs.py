@@ -1,0 +1,760 @@
+"""CostService: what embedding costs, who pays for it, and the budgets that limit it.
+
+**The ledger.** Every embedder call writes one ``usage_ledger`` row (the
+worker's batches, a search's query; :mod:`abathur.embeddings.queue`):
+provider, model, texts, tokens (or an estimate, marked ``is_estimate``),
+characters, duration, texts served from ``embedding_cache`` instead, and
+since migration 005 who it is charged to, the price in force and the cost.
+:meth:`MemoryService.context <abathur.memory.MemoryService.context>` adds a
+``context`` row for the tokens it served (never a cost).
+
+**Prices** come from ``Settings.prices``: USD per million tokens, keyed
+``"provider/model"`` or ``"provider/*"``. Local models (``bundled/*``,
+``ollama/*``) cost 0 but their rows still count tokens and time. A model with
+no price is counted at 0 and named in the report's ``unpriced`` list.
+
+**Attribution** (:func:`attribute`): a row is charged to the app and user
+its namespace names in its first two segments (the vector partition, which is
+all the embedding worker knows of an item):
+
+=========================== =================
+namespace                   charged to
+=========================== =================
+``user:<u>[:...]``          user ``<u>``
+``app:<a>[:...]``           app ``<a>``
+``adk.<a>:<u>[:...]``       app ``<a>``, user ``<u>`` (the ADK integration's layout)
+anything else               nobody (only ``scope="all"`` budgets see it)
+=========================== =================
+
+A worker batch is embedded with one call per (app, user) it holds, so each
+row, and each budget check, is exact. A search's query is charged to the
+prefix searched.
+
+**Budgets** (``Settings.budgets``, :class:`~abathur.config.Budget`) limit
+the tokens or dollars of one app, one user (or each of them) or of
+everything, per UTC day or month. A budget is used up once spend >= its
+limit; the call that crosses the limit is made, the next one is not:
+
+* ``warn``: the call goes ahead; ``budget.exceeded`` is logged (once per
+  budget and period in a process) and the ``budget.warn`` metric counts calls.
+* ``block``: :class:`~abathur.errors.BudgetExceededError` before the call: a
+  vector search raises it, ``ab.embeddings.drain()`` raises it after
+  embedding everything else. Writes succeed; their jobs wait in the queue.
+* ``degrade``: vector and hybrid search fall back to keyword
+  (``is_degraded``, with the budget named in ``degraded_reason``); writes
+  succeed; their jobs wait in the queue.
+
+Jobs held back are looked at again every minute, so raising a limit (or the
+next period) lets them through without anyone re-writing anything.
+
+Example:
+    >>> from abathur.costs import attribute, estimate_tokens
+    >>> attribute("user:alice:preferences"), attribute("adk.helpdesk:bob")
+    ((None, 'alice'), ('helpdesk', 'bob'))
+    >>> estimate_tokens("twelve chars")
+    3
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
+
+import apsw
+import structlog
+
+from abathur.config import Budget
+from abathur.db import Database
+from abathur.errors import BudgetExceededError, InvalidInputError
+from abathur.models import BudgetStatus, CostAdvice, CostLine, CostReport
+
+if TYPE_CHECKING:
+    from abathur.analytics import CallRecorder
+    from abathur.embeddings.queue import EmbeddingService
+
+__all__ = [
+    "CONTEXT_OPERATION",
+    "SQL_REPORT_BY",
+    "SQL_SPEND_ALL",
+    "SQL_SPEND_APP",
+    "SQL_SPEND_USER",
+    "CostService",
+    "Scope",
+    "attribute",
+    "estimate_tokens",
+    "parse_duration",
+    "period_start",
+]
+
+log = structlog.get_logger(__name__)
+
+Scope = tuple[str | None, str | None]
+"""(app, user) a usage row is charged to; ``None`` where the namespace names none."""
+
+CONTEXT_OPERATION = "context"
+# Texts longer than this many characters per text (about 256 tokens) are cut
+# by the bundled MiniLM and by most embedders: their ends are not in the vector.
+OVERSIZED_CHARS = 1024
+OVERSIZED_TOKENS = 256
+LOW_HIT_RATE = 0.10
+LOW_HIT_RATE_MIN_TEXTS = 200
+BUDGET_NEAR = 0.8
+_ACTION_RANK = {"warn": 0, "degrade": 1, "block": 2}
+
+# ---------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------
+
+# Budgets: spend since the start of the period. Context rows serve tokens, they
+# cost nothing and are not embedder calls. Indexes usage_by_time / _by_app / _by_user.
+SQL_SPEND_ALL = (
+    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
+    "WHERE at >= ? AND operation != 'context'"
+)
+SQL_SPEND_APP = (
+    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
+    "WHERE app = ? AND at >= ? AND operation != 'context'"
+)
+SQL_SPEND_USER = (
+    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
+    "WHERE user = ? AND at >= ? AND operation != 'context'"
+)
+# Budgets with no name: every app (or user) with spend in the period.
+_SQL_SPENDERS = {
+    "app": "SELECT DISTINCT app FROM usage_ledger WHERE at >= ? AND app IS NOT NULL",
+    "user": "SELECT DISTINCT user FROM usage_ledger WHERE at >= ? AND user IS NOT NULL",
+}
+
+# cost report: one row per (group, provider, model, operation) in [since, until).
+# The group expressions are ours, chosen by --by, never a caller's text.
+_GROUP_KEYS = {
+    "app": "coalesce(app, '-')",
+    "user": "coalesce(user, '-')",
+    "model": "provider || '/' || model",
+}
+SQL_REPORT_BY = {
+    by: (
+        f"SELECT {expr}, provider, model, operation, sum(inputs > 0), sum(inputs), sum(tokens), "
+        "max(is_estimate), sum(chars), sum(duration_ms), sum(cache_hits), sum(cost_usd), "
+        "sum(inputs > 0 AND split_part <= 1) "
+        "FROM usage_ledger WHERE at >= ? AND at < ? GROUP BY 1, 2, 3, 4"
+    )
+    for by, expr in _GROUP_KEYS.items()
+}
+# Tokens per text of each model over the whole ledger: what a cache hit saved.
+_SQL_TOKENS_PER_TEXT = (
+    "SELECT provider, model, sum(tokens) * 1.0 / sum(inputs) FROM usage_ledger "
+    "WHERE operation != 'context' AND inputs > 0 GROUP BY provider, model"
+)
+_SQL_REPEATED_QUERIES = (
+    "SELECT count(*), count(*) - count(DISTINCT text_hash) FROM usage_ledger "
+    "WHERE operation = 'embed.query' AND at >= ? AND at < ? AND text_hash IS NOT NULL"
+)
+_SQL_CONTEXT = (
+    "SELECT count(*), coalesce(sum(tokens), 0), coalesce(sum(inputs), 0) FROM usage_ledger "
+    "WHERE operation = 'context' AND at >= ? AND at < ?"
+)
+# Memories whose embedded text runs past what the embedder reads (~4 chars a token).
+_SQL_OVERSIZED_MEMORIES = (
+    "SELECT count(*) FROM memories WHERE is_current = 1 AND status = 'live' AND length(value) > ?"
+)
+_SQL_DUPLICATE_VALUES = (
+    "SELECT count(*) - count(DISTINCT value) FROM memories "
+    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
+)
+
+
+# ---------------------------------------------------------------------------
+# Plain functions
+# ---------------------------------------------------------------------------
+
+
+def attribute(namespace: str) -> Scope:
+    """The (app, user) a namespace's embeddings are charged to (see the module docs).
+
+    Example:
+        >>> from abathur.costs import attribute
+        >>> attribute("app:helpdesk:faq"), attribute("docs:runbooks")
+        (('helpdesk', None), (None, None))
+    """
+    parts = namespace.split(":", 2)
+    first = parts[0]
+    if len(parts) < 2 or not parts[1]:
+        return (None, None)
+    if first == "user":
+        return (None, parts[1])
+    if first == "app":
+        return (parts[1], None)
+    if first.startswith("adk.") and len(first) > 4:
+        return (unquote(first[4:]), unquote(parts[1]))
+    return (None, None)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` for a language model, estimated at four characters a token.
+
+    Example:
+        >>> from abathur.costs import estimate_tokens
+        >>> estimate_tokens(""), estimate_tokens("abcde")
+        (0, 2)
+    """
+    return math.ceil(len(text) / 4)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``30m``, ``24h``, ``7d`` or ``2w``.
+
+    Raises:
+        InvalidInputError: not a number followed by s, m, h, d or w.
+
+    Example:
+        >>> from abathur.costs import parse_duration
+        >>> parse_duration("7d"), parse_duration("90m")
+        (604800.0, 5400.0)
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInputError(
+            f"duration {text!r} is not a number followed by s, m, h, d or w (e.g. '7d')"
+        )
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def period_start(period: Literal["day", "month"], now: float) -> float:
+    """Start of the UTC day or month ``now`` falls in, as epoch seconds.
+
+    Example:
+        >>> from abathur.costs import period_start
+        >>> period_start("day", 86400 * 3 + 5), period_start("month", 86400 * 40)
+        (259200.0, 2678400.0)
+    """
+    if period == "day":
+        return float(math.floor(now / 86400) * 86400)
+    at = datetime.fromtimestamp(now, UTC)
+    return datetime(at.year, at.month, 1, tzinfo=UTC).timestamp()
+
+
+def _budget_applies(budget: Budget, scope: Scope) -> str | None:
+    """The app or user a budget limits for this scope, '' for 'all', None if it does not."""
+    if budget.scope == "all":
+        return ""
+    who = scope[0] if budget.scope == "app" else scope[1]
+    if who is None or (budget.name is not None and budget.name != who):
+        return None
+    return who
+
+
+class _Line:
+    """Running totals of one report group."""
+
+    def __init__(self, key: str, *, is_total: bool = False) -> None:
+        self.key = key
+        # A call split between payers is one call in the total, and one call
+        # in each group its texts were part of.
+        self.is_total = is_total
+        self.calls = self.texts = self.tokens = self.cache_hits = 0
+        self.estimates = False
+        self.cost = self.duration = self.saved_tokens = self.saved_usd = 0.0
+        self.embed_texts = 0  # worker texts, for the hit rate
+
+    def add(self, row: tuple[Any, ...], saved_tokens: float, price: float | None) -> None:
+        (
+            _key,
+            _provider,
+            _model,
+            operation,
+            calls,
+            texts,
+            tokens,
+            estimate,
+            _chars,
+            ms,
+            hits,
+            cost,
+            whole_calls,
+        ) = row
+        self.calls += whole_calls if self.is_total else calls
+        self.texts += texts
+        self.tokens += tokens
+        self.estimates = self.estimates or bool(estimate)
+        self.duration += ms
+        self.cache_hits += hits
+        self.cost += cost
+        self.saved_tokens += saved_tokens
+        self.saved_usd += saved_tokens * (price or 0.0) / 1e6
+        if operation == "embed":
+            self.embed_texts += texts
+
+    def line(self) -> CostLine:
+        seen = self.embed_texts + self.cache_hits
+        return CostLine(
+            key=self.key,
+            calls=self.calls,
+            texts=self.texts,
+            tokens=self.tokens,
+            has_estimates=self.estimates,
+            cost_usd=round(self.cost, 6),
+            cache_hits=self.cache_hits,
+            cache_hit_rate=round(self.cache_hits / seen, 4) if seen else None,
+            saved_tokens=round(self.saved_tokens),
+            saved_usd=round(self.saved_usd, 6),
+            duration_ms=round(self.duration, 3),
+        )
+
+
+class CostService:
+    """Prices, attribution, budgets and the cost report: ``ab.costs``.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> async def demo():
+        ...     with tempfile.TemporaryDirectory() as tmp:
+        ...         async with Abathur.open(pathlib.Path(tmp) / "c.db", embed_worker=False) as ab:
+        ...             await ab.memory.put("user:alice", "lang", "Alice speaks French")
+        ...             await ab.embeddings.drain()
+        ...             report = await ab.costs.report(since="1d", by="user")
+        ...             return [(g.key, g.calls, g.texts, g.cost_usd) for g in report.groups]
+        >>> asyncio.run(demo())
+        [('alice', 1, 1, 0.0)]
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        embeddings: EmbeddingService,
+        recorder: CallRecorder | None = None,
+    ) -> None:
+        self._db = db
+        self._embeddings = embeddings
+        self._recorder = recorder
+        self._warned: set[tuple[str, str, float]] = set()
+        embeddings.costs = self
+
+    # -- hooks the embedding pipeline calls ----------------------------------
+
+    def attribute(self, namespace: str) -> Scope:
+        """The (app, user) ``namespace`` is charged to: :func:`attribute`."""
+        return attribute(namespace)
+
+    def price(self, provider: str, model: str) -> float | None:
+        """USD per million tokens of ``provider/model`` (``provider/*`` as fallback), or None.
+
+        Example:
+            >>> from abathur.config import Settings
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "c.db"
+            ...         prices = {"openai/text-embedding-3-small": 0.02, "bundled/*": 0.0}
+            ...         async with Abathur.open(path, embedder="none", prices=prices) as ab:
+            ...             return (ab.costs.price("openai", "text-embedding-3-small"),
+            ...                     ab.costs.price("bundled", "all-MiniLM-L6-v2"),
+            ...                     ab.costs.price("openai", "text-embedding-3-large"))
+            >>> asyncio.run(demo())
+            (0.02, 0.0, None)
+        """
+        prices = self._db.settings.prices
+        found = prices.get(f"{provider}/{model}")
+        return prices.get(f"{provider}/*") if found is None else found
+
+    async def gate(self, scope: Scope) -> str | None:
+        """Check the budgets of ``scope`` before an embedder call.
+
+        Args:
+            scope: the (app, user) the call is charged to.
+
+        Returns:
+            ``None`` to go ahead (also under a used-up ``warn`` budget, which
+            is logged and counted), or why not (a used-up ``degrade`` budget):
+            search then falls back to keyword and jobs wait.
+
+        Raises:
+            BudgetExceededError: a ``block`` budget of the scope is used up.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         budgets = [{"scope": "user", "max_tokens": 0, "action": "degrade"}]
+            ...         async with Abathur.open(pathlib.Path(tmp) / "c.db", embedder="none",
+            ...                                 budgets=budgets) as ab:
+            ...             return (await ab.costs.gate(("helpdesk", "alice")),
+            ...                     await ab.costs.gate((None, None)))
+            >>> why, ok = asyncio.run(demo())
+            >>> why.startswith("budget user:alice/day is used up"), ok
+            (True, None)
+        """
+        budgets = self._db.settings.budgets
+        if not budgets:
+            return None
+        statuses = await self._db.read(
+            lambda conn: self._statuses(conn, budgets, scope, time.time())
+        )
+        worst: tuple[Budget, BudgetStatus] | None = None
+        for budget, status in statuses:
+            if status.is_exceeded and (
+                worst is None or _ACTION_RANK[budget.action] > _ACTION_RANK[worst[0].action]
+            ):
+                worst = (budget, status)
+        if worst is None:
+            return None
+        budget, status = worst
+        if budget.action == "block":
+            raise BudgetExceededError(
+                _who(status),
+                period=status.period,
+                unit=status.unit,
+                spent=status.spent,
+                limit=status.limit,
+            )
+        if budget.action == "degrade":
+            return (
+                f"budget {_who(status)} is used up ({status.spent:g} of {status.limit:g} "
+                f"{status.unit} this {status.period}): vector search degrades to keyword"
+            )
+        key = (budget.label, status.name or "", period_start(budget.period, time.time()))
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(
+                "budget.exceeded",
+                budget=_who(status),
+                action="warn",
+                unit=status.unit,
+                spent=status.spent,
+                limit=status.limit,
+                period=status.period,
+            )
+        if self._recorder is not None:
+            self._recorder.count("budget.warn")
+        return None
+
+    def note_context(
+        self, prefix: str, *, memories: int, tokens: int, chars: int, duration_ms: float
+    ) -> None:
+        """Record tokens served by ``memory.context`` (written with the next usage rows)."""
+        app, user = attribute(prefix)
+        self._embeddings._usage.append(
+            (
+                time.time(),
+                "abathur",
+                "context",
+                CONTEXT_OPERATION,
+                memories,
+                tokens,
+                1,
+                chars,
+                round(duration_ms, 3),
+                0,
+                app,
+                user,
+                None,
+                None,
+                0.0,
+                0,
+            )
+        )
+
+    # -- budgets -------------------------------------------------------------
+
+    def _spend(
+        self, conn: apsw.Connection, budget: Budget, who: str, since: float
+    ) -> tuple[int, float]:
+        if budget.scope == "all":
+            tokens, usd = conn.execute(SQL_SPEND_ALL, (since,)).fetchall()[0]
+        else:
+            sql = SQL_SPEND_APP if budget.scope == "app" else SQL_SPEND_USER
+            tokens, usd = conn.execute(sql, (who, since)).fetchall()[0]
+        # Query usage this process has not written yet counts too.
+        column = 10 if budget.scope == "app" else 11
+        for row in self._embeddings._usage:
+            if (
+                row[0] >= since
+                and row[3] != CONTEXT_OPERATION
+                and (budget.scope == "all" or row[column] == who)
+            ):
+                tokens += row[5]
+                usd += row[14]
+        return int(tokens), float(usd)
+
+    def _status(self, conn: apsw.Connection, budget: Budget, who: str, now: float) -> BudgetStatus:
+        tokens, usd = self._spend(conn, budget, who, period_start(budget.period, now))
+        # Both limits may be set: the one closest to used up speaks for the budget.
+        options: list[tuple[Literal["usd", "tokens"], float, float]] = []
+        if budget.max_tokens is not None:
+            options.append(("tokens", float(tokens), float(budget.max_tokens)))
+        if budget.max_usd is not None:
+            options.append(("usd", usd, budget.max_usd))
+        unit, spent, limit = max(
+            options, key=lambda o: (o[1] >= o[2], o[1] / o[2] if o[2] else math.inf)
+        )
+        return BudgetStatus(
+            budget=budget.label,
+            scope=budget.scope,
+            name=who or None,
+            period=budget.period,
+            action=budget.action,
+            unit=unit,
+            spent=round(spent, 9),
+            limit=limit,
+            used_share=round(spent / limit, 4) if limit else (1.0 if spent >= limit else 0.0),
+            is_exceeded=spent >= limit,
+        )
+
+    def _statuses(
+        self, conn: apsw.Connection, budgets: Sequence[Budget], scope: Scope, now: float
+    ) -> list[tuple[Budget, BudgetStatus]]:
+        found = []
+        for budget in budgets:
+            who = _budget_applies(budget, scope)
+            if who is not None:
+                found.append((budget, self._status(conn, budget, who, now)))
+        return found
+
+    async def budgets(self) -> list[BudgetStatus]:
+        """Where every budget stands now; a budget with no name, once per app or user spending.
+
+        Returns:
+            One :class:`~abathur.models.BudgetStatus` per (budget, app or user).
+
+        Raises:
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         budgets = [{"max_tokens": 1000, "period": "month"}]
+            ...         async with Abathur.open(pathlib.Path(tmp) / "c.db", embedder="none",
+            ...                                 budgets=budgets) as ab:
+            ...             (status,) = await ab.costs.budgets()
+            ...             return status.budget, status.spent, status.is_exceeded
+            >>> asyncio.run(demo())
+            ('all/month', 0.0, False)
+        """
+        budgets = self._db.settings.budgets
+        if budgets and self._embeddings._usage and not self._db.is_closed:
+            await self._db.write(self._embeddings._flush_usage)
+
+        def read(conn: apsw.Connection) -> list[BudgetStatus]:
+            now = time.time()
+            out = []
+            for budget in budgets:
+                if budget.scope == "all" or budget.name is not None:
+                    out.append(self._status(conn, budget, budget.name or "", now))
+                    continue
+                since = period_start(budget.period, now)
+                names = sorted(n for (n,) in conn.execute(_SQL_SPENDERS[budget.scope], (since,)))
+                out += [self._status(conn, budget, name, now) for name in names]
+            return out
+
+        return await self._db.read(read)
+
+    # -- the report ------------------------------------------------------------
+
+    async def report(
+        self, *, since: str | float = "7d", by: Literal["app", "user", "model"] = "model"
+    ) -> CostReport:
+        """Spend, calls, tokens, cache savings, budgets and advice since ``since``.
+
+        Savings: each cache hit is a text not sent to the embedder; it is
+        valued at the model's average tokens per text over the whole ledger,
+        at the model's price.
+
+        Args:
+            since: how far back: a duration (``"7d"``, ``"24h"``, ``"30m"``,
+                ``"2w"``) or a number of seconds.
+            by: group the lines by ``"app"``, ``"user"`` or ``"model"``
+                (``provider/model``); ``"-"`` is the unattributed group.
+
+        Returns:
+            A :class:`~abathur.models.CostReport`.
+
+        Raises:
+            InvalidInputError: ``since`` or ``by`` is not one of the forms above.
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         path = pathlib.Path(tmp) / "c.db"
+            ...         async with Abathur.open(path, embed_worker=False) as ab:
+            ...             await ab.memory.put("user:alice", "note", "the same text")
+            ...             await ab.embeddings.drain()
+            ...             await ab.memory.put("user:bob", "note", "the same text")
+            ...             await ab.embeddings.drain()  # from the cache: no call
+            ...             report = await ab.costs.report(since="1h")
+            ...             return report.total.texts, report.total.cache_hits, report.groups[0].key
+            >>> asyncio.run(demo())
+            (1, 1, 'bundled/all-MiniLM-L6-v2')
+        """
+        if isinstance(since, bool) or not isinstance(since, str | int | float):
+            raise InvalidInputError(f"since must be a duration like '7d' or seconds, got {since!r}")
+        seconds = parse_duration(since) if isinstance(since, str) else float(since)
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise InvalidInputError(f"since must be a positive duration, got {since!r}")
+        if by not in SQL_REPORT_BY:
+            raise InvalidInputError(f"by {by!r} is not one of app, user, model")
+        if self._embeddings._usage and not self._db.is_closed:
+            await self._db.write(self._embeddings._flush_usage)
+        until = time.time()
+        start = until - seconds
+
+        def read(conn: apsw.Connection) -> dict[str, Any]:
+            return {
+                "rows": conn.execute(SQL_REPORT_BY[by], (start, until)).fetchall(),
+                "per_text": {
+                    (p, m): t for p, m, t in conn.execute(_SQL_TOKENS_PER_TEXT).fetchall()
+                },
+                "queries": conn.execute(_SQL_REPEATED_QUERIES, (start, until)).fetchall()[0],
+                "context": conn.execute(_SQL_CONTEXT, (start, until)).fetchall()[0],
+                "oversized": conn.execute(_SQL_OVERSIZED_MEMORIES, (OVERSIZED_CHARS,)).fetchall()[
+                    0
+                ][0],
+                "duplicates": conn.execute(_SQL_DUPLICATE_VALUES, (until,)).fetchall()[0][0],
+                "long_chunks": _long_chunks(conn),
+            }
+
+        data = await self._db.read(read)
+        budgets = await self.budgets()
+        total = _Line("total", is_total=True)
+        groups: dict[str, _Line] = {}
+        unpriced: set[str] = set()
+        for row in data["rows"]:
+            key, provider, model, operation = row[:4]
+            if operation == CONTEXT_OPERATION:
+                continue
+            price = self.price(provider, model)
+            if price is None and row[5]:
+                unpriced.add(f"{provider}/{model}")
+            saved = row[10] * (data["per_text"].get((provider, model)) or 0.0)
+            total.add(row, saved, price)
+            groups.setdefault(key, _Line(key)).add(row, saved, price)
+        query_calls, repeated = data["queries"]
+        context_calls, context_tokens, context_memories = data["context"]
+        lines = sorted((g.line() for g in groups.values()), key=lambda g: (-g.cost_usd, -g.tokens))
+        report = CostReport(
+            since=start,
+            until=until,
+            by=by,
+            total=total.line(),
+            groups=lines,
+            query_calls=query_calls,
+            repeated_queries=repeated,
+            context_calls=context_calls,
+            context_tokens=context_tokens,
+            context_memories=context_memories,
+            budgets=budgets,
+            unpriced=sorted(unpriced),
+            advice=[],
+        )
+        return report.model_copy(update={"advice": _advise(report, data)})
+
+
+def _who(status: BudgetStatus) -> str:
+    return status.budget if status.name is None else status.budget.replace("*", status.name)
+
+
+def _long_chunks(conn: apsw.Connection) -> int | None:
+    """Document chunks longer than the bundled model reads, if documents exist."""
+    has = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'"
+    ).fetchall()
+    if not has:
+        return None
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM chunks WHERE tokens > ?", (OVERSIZED_TOKENS,)
+        ).fetchall()[0][0]
+    )
+
+
+def _advise(report: CostReport, data: dict[str, Any]) -> list[CostAdvice]:
+    """Concrete suggestions, each computed from the ledger or the tables."""
+    advice = []
+    if report.repeated_queries:
+        share = report.repeated_queries / report.query_calls
+        advice.append(
+            CostAdvice(
+                code="repeated_queries",
+                message=f"{report.repeated_queries} of {report.query_calls} search queries "
+                f"({share:.0%}) repeated a query embedded before: each process caches 512 query "
+                "vectors, so keep one long-lived Abathur per worker rather than one per request",
+            )
+        )
+    if data["duplicates"]:
+        advice.append(
+            CostAdvice(
+                code="duplicate_memories",
+                message=f"{data['duplicates']} live memories hold the same value as another one: "
+                "they are embedded once (the cache), but they crowd search results and storage; "
+                "run ab.memory.consolidate(prefix) to supersede the duplicates",
+            )
+        )
+    if data["oversized"]:
+        advice.append(
+            CostAdvice(
+                code="oversized_texts",
+                message=f"{data['oversized']} live memories have values over "
+                f"{OVERSIZED_CHARS} characters (~{OVERSIZED_TOKENS} tokens): the bundled model "
+                "reads 256 word pieces and cuts the rest, so you pay for words the vector "
+                "never sees; split them into smaller memories",
+            )
+        )
+    if data["long_chunks"]:
+        advice.append(
+            CostAdvice(
+                code="oversized_chunks",
+                message=f"{data['long_chunks']} document chunks are over {OVERSIZED_TOKENS} tokens "
+                "and are truncated when embedded: lower the chunk size of documents.sync",
+            )
+        )
+    total = report.total
+    seen = total.cache_hits + (total.texts - report.query_calls)
+    if (
+        total.cache_hit_rate is not None
+        and seen >= LOW_HIT_RATE_MIN_TEXTS
+        and total.cache_hit_rate < LOW_HIT_RATE
+    ):
+        advice.append(
+            CostAdvice(
+                code="low_cache_hit_rate",
+                message=f"only {total.cache_hit_rate:.0%} of {seen} texts came from the embedding "
+                "cache: a value re-written with a timestamp or counter in it is a new text every "
+                "time; keep volatile fields in metadata (not embedded) so unchanged text hits "
+                "the cache",
+            )
+        )
+    if report.unpriced:
+        advice.append(
+            CostAdvice(
+                code="unpriced_models",
+                message=f"no price for {', '.join(report.unpriced)}: counted at $0; add "
+                "'provider/model': USD per million tokens to Settings.prices",
+            )
+        )
+    for status in report.budgets:
+        if status.is_exceeded or status.used_share >= BUDGET_NEAR:
+            state = "is used up" if status.is_exceeded else f"is at {status.used_share:.0%}"
+            advice.append(
+                CostAdvice(
+                    code="budget_near" if not status.is_exceeded else "budget_exceeded",
+                    message=f"budget {_who(status)} {state} ({status.spent:g} of {status.limit:g} "
+                    f"{status.unit}; action {status.action})",
+                )
+            )
+    return advice

@@ -1,0 +1,320 @@
+"""``abathur sync``, ``abathur search`` and ``abathur reindex``, run as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+from abathur import Abathur
+from tests.integration.test_cli import abathur, ok_json
+
+RESTORE = """# Restore
+
+Stop every writer, verify the backup copy, then swap the file in.
+
+## Afterwards
+
+Run the smoke suite.
+"""
+TEA = "# Tea\n\nSteep green leaves in hot water for two minutes.\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory with docs/ (two runbooks, a note and a binary file) and no database yet."""
+    docs = tmp_path / "docs"
+    (docs / "runbooks").mkdir(parents=True)
+    (docs / "runbooks" / "restore.md").write_text(RESTORE)
+    (docs / "kitchen.md").write_text(TEA)
+    (docs / "blob.md").write_bytes(b"\x00\x01\x02")
+    return tmp_path
+
+
+def counts(path: Path) -> dict[str, int]:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                " AND sql NOT LIKE 'CREATE VIRTUAL TABLE%'"
+            )
+        ]
+        # Names come from sqlite_schema, not from a caller.
+        return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
+    finally:
+        conn.close()
+
+
+def test_sync_then_search_then_sync_again(project: Path) -> None:
+    data = ok_json(abathur("sync", "--db", "agent.db", "docs", "--json", cwd=project))
+    assert data["path"] == str(project / "agent.db")
+    assert data["root"] == str(project / "docs")
+    assert data["added"] == ["kitchen.md", "runbooks/restore.md"]
+    assert data["failed"] == [{"path": "blob.md", "reason": "binary file (NUL byte at offset 0)"}]
+    assert data["chunks_added"] == 3 == data["embeddings_queued"]
+    assert data["embeddings"]["embedded"] == 3 and data["embeddings"]["remaining"] == 0
+
+    found = ok_json(
+        abathur("search", "--db", "agent.db", "bring the database back", "--json", cwd=project)
+    )
+    assert (found["kind"], found["mode"], found["is_degraded"]) == ("documents", "hybrid", False)
+    assert found["hits"][0]["path"] == "runbooks/restore.md"
+    assert found["hits"][0]["heading"] == "Restore"
+    assert set(found["hits"][0]) == {"root", "path", "heading", "text", "ordinal", "score"}
+
+    scoped = ok_json(
+        abathur(
+            "search",
+            "--db",
+            "agent.db",
+            "green tea",
+            "--prefix",
+            "runbooks",
+            "--mode",
+            "keyword",
+            "-k",
+            "1",
+            "--json",
+            cwd=project,
+        )
+    )
+    assert scoped["mode"] == "keyword" and scoped["hits"] == []
+
+    again = ok_json(abathur("sync", "--db", "agent.db", "docs", "--json", cwd=project))
+    assert (again["added"], again["changed"], again["removed"]) == ([], [], [])
+    assert again["unchanged"] == 2 and again["embeddings"]["embedded"] == 0
+
+    human = abathur("search", "--db", "agent.db", "smoke suite", cwd=project)
+    assert human.returncode == 0, human.stderr
+    assert "runbooks/restore.md § Restore > Afterwards" in human.stdout
+    assert "mode hybrid" in human.stdout
+
+
+def test_sync_human_output_lists_failures_and_never_draws_a_bar_into_a_pipe(
+    project: Path,
+) -> None:
+    done = abathur("sync", "--db", "agent.db", "docs", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "synced " in done.stdout and "added 2" in done.stdout
+    assert "failed (skipped)" in done.stdout and "blob.md" in done.stdout
+    assert "embedded 3" in done.stdout
+    assert "syncing" not in done.stderr and "embedding" not in done.stderr
+
+
+def test_sync_draws_a_progress_bar_on_a_terminal(project: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}
+    leader, follower = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "abathur", "sync", "--db", "agent.db", "docs", "--json"],
+            cwd=project,
+            env={**base, "ABATHUR_EMBEDDER": "none"},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+        )
+        os.close(follower)
+        follower = -1
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(leader, 4096)
+                except OSError:  # the terminal closed: the process is gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert process.returncode == 0
+    assert json.loads(stdout)["added"] == ["kitchen.md", "runbooks/restore.md"]
+    assert b"syncing" in b"".join(chunks)
+
+
+def test_sync_without_an_embedder_or_without_waiting(project: Path) -> None:
+    data = ok_json(
+        abathur(
+            "sync",
+            "--db",
+            "agent.db",
+            "docs",
+            "--json",
+            cwd=project,
+            env={"ABATHUR_EMBEDDER": "none"},
+        )
+    )
+    assert (
+        data["embeddings_queued"] == 0 and "ABATHUR_EMBEDDER=none" in data["embeddings"]["skipped"]
+    )
+    found = ok_json(
+        abathur(
+            "search",
+            "--db",
+            "agent.db",
+            "green tea",
+            "--json",
+            cwd=project,
+            env={"ABATHUR_EMBEDDER": "none"},
+        )
+    )
+    assert (found["mode"], found["requested_mode"], found["is_degraded"]) == (
+        "keyword",
+        "hybrid",
+        True,
+    )
+    assert [h["path"] for h in found["hits"]] == ["kitchen.md"]
+
+    other = ok_json(abathur("sync", "--db", "other.db", "docs", "--no-wait", "--json", cwd=project))
+    assert "--no-wait" in other["embeddings"]["skipped"]
+    assert counts(project / "other.db")["embedding_queue"] == 3
+
+
+def test_sync_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    done = abathur("sync", "--db", "agent.db", "nope", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
+    assert not (tmp_path / "agent.db").exists()
+
+
+def test_sync_with_a_bad_glob_exits_3_with_its_code(project: Path) -> None:
+    done = abathur("sync", "--db", "agent.db", "docs", "--pattern", "../*.md", cwd=project)
+    assert done.returncode == 3
+    assert "abathur: error [invalid_input]" in done.stderr and "'..'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_search_needs_an_existing_database(tmp_path: Path) -> None:
+    done = abathur("search", "--db", "missing.db", "anything", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "[db.error]" in done.stderr and "abathur init" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+async def test_search_memories_needs_a_prefix_and_finds_them(tmp_path: Path) -> None:
+    async with Abathur.open(tmp_path / "agent.db", embed_worker=False) as ab:
+        await ab.memory.put("user:alice:preferences", "language", {"value": "French"})
+        await ab.memory.put("user:alice:preferences", "drink", "green tea")
+        await ab.memory.put("user:bob", "language", "German")
+        await ab.embeddings.drain()
+    usage = abathur("search", "--db", "agent.db", "language", "--memories", cwd=tmp_path)
+    assert usage.returncode == 2 and "--prefix" in usage.stderr
+    found = ok_json(
+        abathur(
+            "search",
+            "--db",
+            "agent.db",
+            "which language does she speak",
+            "--memories",
+            "--prefix",
+            "user:alice",
+            "-k",
+            "1",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert found["kind"] == "memories" and found["mode"] == "hybrid"
+    assert [(h["namespace"], h["key"]) for h in found["hits"]] == [
+        ("user:alice:preferences", "language")
+    ]
+    human = abathur(
+        "search",
+        "--db",
+        "agent.db",
+        "tea",
+        "--memories",
+        "--prefix",
+        "user:alice",
+        "--mode",
+        "keyword",
+        cwd=tmp_path,
+    )
+    assert human.returncode == 0, human.stderr
+    assert "user:alice:preferences / drink" in human.stdout
+
+
+def test_reindex_dry_run_then_reindex_then_compact(project: Path) -> None:
+    ok_json(abathur("sync", "--db", "agent.db", "docs", "--json", cwd=project))
+    before = counts(project / "agent.db")
+
+    plan = ok_json(abathur("reindex", "--db", "agent.db", "--dry-run", "--json", cwd=project))
+    assert (plan["action"], plan["is_dry_run"]) == ("reindex", True)
+    assert plan["items"] == {"memory": 0, "chunk": 3}
+    assert plan["embedder"] == plan["recorded_embedder"] == "bundled:all-MiniLM-L6-v2"
+    assert {t["name"]: t["live_rows"] for t in plan["tables"]} == {
+        "chunks_vec": 3,
+        "memories_vec": 0,
+    }
+    assert counts(project / "agent.db") == before
+
+    done = ok_json(abathur("reindex", "--db", "agent.db", "--json", cwd=project))
+    assert (done["action"], done["is_dry_run"], done["queued"]) == ("reindex", False, 3)
+    assert done["embeddings"]["embedded"] == 3 == done["embeddings"]["cache_hits"]
+
+    (project / "docs" / "kitchen.md").write_text(TEA + "\nAdd honey.\n")
+    ok_json(abathur("sync", "--db", "agent.db", "docs", "--json", cwd=project))
+    compacted = ok_json(abathur("reindex", "--db", "agent.db", "--compact", "--json", cwd=project))
+    tables = {r["table"]: r for r in compacted["compacted"]}
+    assert tables["chunks_vec"]["live_rows"] == 3 and tables["chunks_vec"]["dead_rows"] == 1
+
+    human = abathur("reindex", "--db", "agent.db", "--dry-run", cwd=project)
+    assert human.returncode == 0, human.stderr
+    assert "dry run: nothing changed" in human.stdout and "chunks_vec" in human.stdout
+
+
+def test_reindex_with_no_embedder_is_refused(project: Path) -> None:
+    ok_json(abathur("init", "--db", "agent.db", "--json", cwd=project))
+    done = abathur("reindex", "--db", "agent.db", "--embedder", "none", "--json", cwd=project)
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["error"]["code"] == "invalid_input"
+    plan = ok_json(
+        abathur(
+            "reindex", "--db", "agent.db", "--embedder", "none", "--dry-run", "--json", cwd=project
+        )
+    )
+    assert plan["embedder"] is None
+
+
+def test_demo_syncs_and_searches_the_project_docs(project: Path) -> None:
+    (project / "README.md").write_text("# Project\n\nAn example project about tea.\n")
+    (project / "runbooks").mkdir()
+    (project / "runbooks" / "restore.md").write_text(RESTORE)
+    data = ok_json(abathur("demo", "--db", "demo.db", "--json", cwd=project))
+    docs = data["documents"]
+    assert docs["root"] == str(project)
+    assert docs["patterns"] == ["README.md", "docs/**/*.md", "runbooks/**/*.md"]
+    assert docs["sync"]["added"] == [
+        "README.md",
+        "docs/kitchen.md",
+        "docs/runbooks/restore.md",
+        "runbooks/restore.md",
+    ]
+    assert docs["search"]["query"] == "how do I restore a backup"
+    assert docs["search"]["mode"] == "hybrid"
+    assert "restore" in docs["search"]["hits"][0]["path"].lower()
+    human = abathur("demo", "--db", "demo.db", cwd=project)
+    assert human.returncode == 0, human.stderr
+    assert "search 'how do I restore a backup' (hybrid)" in human.stdout
+
+
+def test_demo_says_so_when_there_are_no_docs(tmp_path: Path) -> None:
+    data = ok_json(abathur("demo", "--db", "demo.db", "--json", cwd=tmp_path))
+    assert "no README.md, docs/ or runbooks/" in data["documents"]["skipped"]
+    human = abathur("demo", "--db", "demo.db", cwd=tmp_path)
+    assert "documents: skipped" in human.stdout
