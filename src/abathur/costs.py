@@ -139,13 +139,18 @@ _GROUP_KEYS = {
 }
 SQL_REPORT_BY = {
     by: (
-        f"SELECT {expr}, provider, model, operation, sum(inputs > 0), sum(inputs), sum(tokens), "
+        f"SELECT {expr}, provider, model, operation, sum(inputs), sum(tokens), "
         "max(is_estimate), sum(chars), sum(duration_ms), sum(cache_hits), sum(cost_usd), "
-        "sum(inputs > 0 AND split_part <= 1) "
+        "sum(inputs > 0 AND call_id IS NULL) + count(DISTINCT call_id) "
         "FROM usage_ledger WHERE at >= ? AND at < ? GROUP BY 1, 2, 3, 4"
     )
     for by, expr in _GROUP_KEYS.items()
 }
+# Calls in [since, until): whole rows, and each split call once.
+_SQL_CALLS = (
+    "SELECT coalesce(sum(inputs > 0 AND call_id IS NULL), 0) + count(DISTINCT call_id) "
+    "FROM usage_ledger WHERE at >= ? AND at < ? AND operation != 'context'"
+)
 # Tokens per text of each model over the whole ledger: what a cache hit saved.
 _SQL_TOKENS_PER_TEXT = (
     "SELECT provider, model, sum(tokens) * 1.0 / sum(inputs) FROM usage_ledger "
@@ -256,11 +261,8 @@ def _budget_applies(budget: Budget, scope: Scope) -> str | None:
 class _Line:
     """Running totals of one report group."""
 
-    def __init__(self, key: str, *, is_total: bool = False) -> None:
+    def __init__(self, key: str) -> None:
         self.key = key
-        # A call split between payers is one call in the total, and one call
-        # in each group its texts were part of.
-        self.is_total = is_total
         self.calls = self.texts = self.tokens = self.cache_hits = 0
         self.estimates = False
         self.cost = self.duration = self.saved_tokens = self.saved_usd = 0.0
@@ -272,7 +274,6 @@ class _Line:
             _provider,
             _model,
             operation,
-            calls,
             texts,
             tokens,
             estimate,
@@ -280,9 +281,9 @@ class _Line:
             ms,
             hits,
             cost,
-            whole_calls,
+            calls,
         ) = row
-        self.calls += whole_calls if self.is_total else calls
+        self.calls += calls
         self.texts += texts
         self.tokens += tokens
         self.estimates = self.estimates or bool(estimate)
@@ -617,6 +618,7 @@ class CostService:
         def read(conn: apsw.Connection) -> dict[str, Any]:
             return {
                 "rows": conn.execute(SQL_REPORT_BY[by], (start, until)).fetchall(),
+                "calls": conn.execute(_SQL_CALLS, (start, until)).fetchall()[0][0],
                 "per_text": {
                     (p, m): t for p, m, t in conn.execute(_SQL_TOKENS_PER_TEXT).fetchall()
                 },
@@ -631,7 +633,7 @@ class CostService:
 
         data = await self._db.read(read)
         budgets = await self.budgets()
-        total = _Line("total", is_total=True)
+        total = _Line("total")
         groups: dict[str, _Line] = {}
         unpriced: set[str] = set()
         for row in data["rows"]:
@@ -639,11 +641,13 @@ class CostService:
             if operation == CONTEXT_OPERATION:
                 continue
             price = self.price(provider, model)
-            if price is None and row[5]:
+            if price is None and row[4]:
                 unpriced.add(f"{provider}/{model}")
-            saved = row[10] * (data["per_text"].get((provider, model)) or 0.0)
+            saved = row[9] * (data["per_text"].get((provider, model)) or 0.0)
             total.add(row, saved, price)
             groups.setdefault(key, _Line(key)).add(row, saved, price)
+        # A call split between payers counts once in each group, once in the total.
+        total.calls = data["calls"]
         query_calls, repeated = data["queries"]
         context_calls, context_tokens, context_memories = data["context"]
         lines = sorted((g.line() for g in groups.values()), key=lambda g: (-g.cost_usd, -g.tokens))

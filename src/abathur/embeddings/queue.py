@@ -49,6 +49,7 @@ import contextlib
 import hashlib
 import json
 import math
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -144,7 +145,7 @@ SQL_JOB_FAILED = (
 SQL_USAGE = (
     "INSERT INTO usage_ledger (at, provider, model, operation, inputs, tokens, is_estimate, "
     "chars, duration_ms, cache_hits, app, user, text_hash, price_usd_per_mtok, cost_usd, "
-    "split_part) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_JOB_WAIT = "UPDATE embedding_queue SET not_before = ? WHERE id = ?"
 SQL_QUEUE_STATS = (
@@ -425,12 +426,17 @@ class EmbeddingService:
         return self.costs.attribute(namespace)
 
     def _ledger(
-        self, usage: tuple[Any, ...], scope: Scope, *, text_hash: str | None = None, part: int = 0
+        self,
+        usage: tuple[Any, ...],
+        scope: Scope,
+        *,
+        text_hash: str | None = None,
+        call_id: int | None = None,
     ) -> tuple[Any, ...]:
         """A usage_ledger row: the call's usage, who it is charged to, its price and cost."""
         price = None if self.costs is None else self.costs.price(usage[1], usage[2])
         cost = usage[5] * price / 1e6 if price else 0.0
-        return (*usage, scope[0], scope[1], text_hash, price, cost, part)
+        return (*usage, scope[0], scope[1], text_hash, price, cost, call_id)
 
     def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
         """Count writes that took their vector straight from the cache (no job, no call).
@@ -665,6 +671,7 @@ class EmbeddingService:
         if len(parts) == 1:
             return [self._ledger(usage, next(iter(parts)))]
         at, provider, model, operation, _, tokens, _, chars, duration_ms, _ = usage
+        call_id = secrets.randbits(62)  # ties the rows together: it is still one call
         rows: list[tuple[Any, ...]] = []
         given = 0
         for i, (scope, own) in enumerate(parts.items()):
@@ -684,7 +691,7 @@ class EmbeddingService:
                 round(duration_ms * share, 3),
                 0,
             )
-            rows.append(self._ledger(part, scope, part=i + 1))
+            rows.append(self._ledger(part, scope, call_id=call_id))
         return rows
 
     def _postpone(self, conn: apsw.Connection, jobs: list[_Job], error: str) -> None:

@@ -11,9 +11,10 @@ ALTER TABLE usage_ledger ADD COLUMN text_hash TEXT;
 -- The price in force when the call was made (Settings.prices), and what it cost.
 ALTER TABLE usage_ledger ADD COLUMN price_usd_per_mtok REAL;
 ALTER TABLE usage_ledger ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
--- 0: the row is a whole call. A call whose texts several payers share is
--- split into one row per payer, numbered 1, 2...: calls = rows with split_part <= 1.
-ALTER TABLE usage_ledger ADD COLUMN split_part INTEGER NOT NULL DEFAULT 0;
+-- NULL: the row is a whole call. A call whose texts several payers share is
+-- split into one row per payer, sharing a random call_id: calls are the rows
+-- with no call_id plus the distinct call_ids.
+ALTER TABLE usage_ledger ADD COLUMN call_id INTEGER;
 
 -- cost report --since: a time range.
 CREATE INDEX usage_by_time ON usage_ledger (at);
