@@ -78,6 +78,7 @@ __all__ = [
     "SEARCH_MODES",
     "SQL_CHUNKS_OF_PARTITION",
     "SQL_CHUNKS_OF_PARTITION_RANGE",
+    "Accept",
     "IndexItem",
     "IndexKind",
     "SearchMode",
@@ -515,6 +516,10 @@ def compact_vector_table(conn: apsw.Connection, kind: IndexKind, chunk_size: int
 # ---------------------------------------------------------------------------
 
 
+# A predicate over candidate ids, run in the search's read transaction.
+Accept = Callable[[apsw.Connection, list[int]], set[int]]
+
+
 @dataclass(frozen=True)
 class VectorFilter:
     """What a vector search may return; all of it applies before ranking.
@@ -525,7 +530,13 @@ class VectorFilter:
         partition_prefix: only partitions equal to it or under it (a
             one-segment namespace such as ``"user"``).
         type_code: only this type.
-        allowed_ids: only these item ids (deeper prefixes, metadata filters).
+        allowed_ids: only these item ids (deeper namespace prefixes).
+        accept: ``accept(conn, ids)`` -> the ids among ``ids`` that pass a
+            predicate the index cannot hold (metadata filters). It is asked
+            about candidates in rank order, in growing windows, until enough
+            pass or none are left, so a filter never starves the result and
+            costs in proportion to how selective it is, not to the scope's
+            size (see :func:`vector_candidates`).
     """
 
     now: float
@@ -533,6 +544,7 @@ class VectorFilter:
     partition_prefix: str | None = None
     type_code: int | None = None
     allowed_ids: Sequence[int] | None = None
+    accept: Accept | None = None
 
 
 class _Mirror:
@@ -678,7 +690,10 @@ def vector_candidates(
 
     Ranks every row of the partitions in scope that passes ``where`` (valid
     slot, not pending deletion, unexpired, type, allowed ids), reading the
-    vec0 chunks through the process's mirror of them.
+    vec0 chunks through the process's mirror of them. With ``where.accept``
+    the rows are then walked in rank order: the first window is ``4 x n``
+    rows, and each next one is sized from the share accepted so far, until
+    ``n`` are accepted or every row was asked about.
 
     Returns:
         ``(item_id, cache_id)`` pairs.
@@ -711,17 +726,34 @@ def vector_candidates(
         if mirror is None or mirror.generation != generation:
             mirror = _MIRRORS[key] = _Mirror(generation, dims // 8, chunk_size)
         mirror.refresh(conn, table, chunks, dead_rows)
-        return _rank(mirror, [mirror.block[c] for c, _ in chunks], query_bits, n, where, pending)
+        ids, cache_ids, rows, distance = _distances(
+            mirror, [mirror.block[c] for c, _ in chunks], query_bits, where, pending
+        )
+        if where.accept is None:
+            chosen = rows[_nearest(distance, lambda at: ids[rows[at]], n)]
+            return list(zip(ids[chosen].tolist(), cache_ids[chosen].tolist(), strict=True))
+        # Copies, so the walk may run SQL without holding the lock.
+        ids, cache_ids = ids[rows], cache_ids[rows]
+    if ids.size == 0:
+        return []
+    chosen = _walk_accepted(conn, ids, distance, n, where.accept)
+    return list(zip(ids[chosen].tolist(), cache_ids[chosen].tolist(), strict=True))
 
 
-def _rank(
+def _distances(
     mirror: _Mirror,
     blocks: list[int],
     query_bits: bytes,
-    n: int,
     where: VectorFilter,
     pending: list[int],
-) -> list[tuple[int, int]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hamming distances of the slots of ``blocks`` that pass ``where``.
+
+    Returns:
+        ``(ids, cache_ids, rows, distance)``: the slots' item and cache ids
+        (views of the mirror when every block is in scope), the positions of
+        the slots that pass, and their distances.
+    """
     if len(blocks) == mirror.count:
         # Every chunk (blocks are distinct): views, no copies; order does not matter.
         pick: slice | np.ndarray = slice(0, mirror.count)
@@ -729,6 +761,7 @@ def _rank(
         pick = np.asarray(blocks)
     width = mirror.width
     ids = mirror.ids[pick].reshape(-1)
+    cache_ids = mirror.cache_ids[pick].reshape(-1)
     keep = mirror.valid[pick].reshape(-1) & (mirror.expires[pick].reshape(-1) > where.now)
     if where.type_code is not None:
         keep &= mirror.types[pick].reshape(-1) == where.type_code
@@ -738,7 +771,7 @@ def _rank(
         keep &= ~np.isin(ids, np.asarray(pending, dtype=np.int64))
     rows = np.flatnonzero(keep)
     if rows.size == 0:
-        return []
+        return ids, cache_ids, rows, np.zeros(0, dtype=np.uint16)
     codes = mirror.codes[pick].reshape(-1, width)
     # Most slots left: rank them all and skip the gather copy; otherwise copy the
     # rows out first (measured break-even: ~60% of the slots).
@@ -755,13 +788,46 @@ def _rank(
         distance += counts[:, column]
     if whole:
         distance = distance[rows]
-    best = np.arange(rows.size)
-    if rows.size > n:
-        best = np.argpartition(distance, n - 1)[:n]
-    chosen = rows[best]
-    chosen = chosen[np.lexsort((ids[chosen], distance[best]))]
-    cache_ids = mirror.cache_ids[pick].reshape(-1)
-    return list(zip(ids[chosen].tolist(), cache_ids[chosen].tolist(), strict=True))
+    return ids, cache_ids, rows, distance
+
+
+def _nearest(
+    distance: np.ndarray, ids_at: Callable[[np.ndarray], np.ndarray], count: int
+) -> np.ndarray:
+    """Positions of the ``count`` smallest distances, nearest first, ties by smaller id.
+
+    Everything at the cut-off distance is sorted, not an arbitrary part of it,
+    so the answer is deterministic and the first ``count`` always begin with
+    the first ``count - 1``.
+    """
+    if count < distance.size:
+        cut = np.partition(distance, count - 1)[count - 1]
+        near = np.flatnonzero(distance <= cut)
+    else:
+        near = np.arange(distance.size)
+    return near[np.lexsort((ids_at(near), distance[near]))][:count]
+
+
+def _walk_accepted(
+    conn: apsw.Connection, ids: np.ndarray, distance: np.ndarray, n: int, accept: Accept
+) -> np.ndarray:
+    """The first ``n`` rows, nearest first, that ``accept`` passes, asking window by window."""
+    chosen: list[np.ndarray] = []
+    found = asked = 0
+    window = min(distance.size, 4 * n)
+    while True:
+        batch = _nearest(distance, ids.__getitem__, window)[asked:]
+        passed = accept(conn, ids[batch].tolist())
+        chosen.append(batch[np.isin(ids[batch], np.fromiter(passed, np.int64, len(passed)))])
+        found += chosen[-1].size
+        asked = window
+        if found >= n or asked == distance.size:
+            break
+        # Size the next window from the share accepted so far (with a margin),
+        # at least doubling, so a rare filter reaches every row in a few rounds.
+        share = max(found, 1) / asked
+        window = min(distance.size, max(2 * asked, asked + int(1.5 * (n - found) / share)))
+    return np.concatenate(chosen)[:n]
 
 
 def vector_search(

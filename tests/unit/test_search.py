@@ -525,6 +525,48 @@ async def test_vector_results_equal_exact_search_when_every_candidate_is_rescore
             assert [h.score for h in found.hits] == pytest.approx(exact[order].tolist(), abs=1e-6)
 
 
+@pytest.mark.parametrize("every", [1, 2, 10, 100, 10_001])
+async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
+    tab: Abathur, every: int
+) -> None:
+    """Walking candidates nearest first through ``accept`` == ranking its exact set.
+
+    ``every``: the predicate passes ids divisible by it (all, half, 10%, 1%, none).
+    The walk asks about few more rows than it needs: for a 10% predicate and
+    50 wanted, a few hundred of the 10k, never all of them.
+    """
+    embedder = WordHashEmbedder()
+    asked: list[int] = []
+
+    def accept(conn, ids: list[int]) -> set[int]:
+        asked.extend(ids)
+        return {i for i in ids if i % every == 0}
+
+    def compare(conn, query: str) -> None:
+        vector = np.asarray(embedder.vector(query), dtype=np.float32).tobytes()
+        ((bits,),) = conn.execute("SELECT vec_quantize_binary(?)", (vector,)).fetchall()
+        now = time.time()
+        every_id = [i for (i,) in conn.execute("SELECT item_id FROM memories_vec")]
+        allowed = [i for i in every_id if i % every == 0]
+        asked.clear()
+        walked = vector_candidates(
+            conn, "memories_vec", bits, 50, VectorFilter(now=now, accept=accept)
+        )
+        ranked = vector_candidates(
+            conn, "memories_vec", bits, 50, VectorFilter(now=now, allowed_ids=allowed)
+        )
+        assert walked == ranked
+        assert len(walked) == min(50, len(allowed))
+        assert len(asked) == len(set(asked)), "no id is asked about twice"
+        if every <= 10:
+            assert len(asked) <= 40 * every * 50 // 10 + 200, len(asked)
+        if every > len(every_id):
+            assert sorted(asked) == sorted(every_id), "a predicate passing none asks about all"
+
+    for query in (QUERY, "quantum photon note"):
+        await tab.db.read(lambda c, q=query: compare(c, q))
+
+
 async def test_the_numpy_first_pass_returns_what_vec0_knn_returns(tab: Abathur) -> None:
     embedder = WordHashEmbedder()
 
