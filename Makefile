@@ -53,8 +53,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,ops,rounds
 
 # Re-pin every transitive dependency after changing pyproject.toml.
+# Pins of .venv and, when it exists, .venv-bench (the bench extra's peers).
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
+	{ $(BIN)/python -m pip freeze --exclude-editable; \
+	  if [ -x $(BENCH_BIN)/python ]; then $(BENCH_BIN)/python -m pip freeze --exclude-editable; fi; \
+	} | sort -f -u > constraints.txt
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .ruff_cache .benchmarks

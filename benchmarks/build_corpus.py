@@ -115,13 +115,23 @@ def _model_digest() -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def embed_cached(texts: Sequence[str], name: str, *, progress: bool = True) -> np.ndarray:
-    """The bundled embedder's vectors of ``texts``, from ``.cache/<name>.npy`` when current."""
-    CACHE.mkdir(exist_ok=True)
+def cached_vectors(texts: Sequence[str], name: str) -> np.ndarray | None:
+    """``.cache/<name>.npy`` if it holds the current model's vectors of ``texts``, else None."""
     array_path, meta_path = CACHE / f"{name}.npy", CACHE / f"{name}.json"
     want = {"texts": _digest(texts), "count": len(texts), "model": _model_digest()}
     if array_path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == want:
         return np.load(array_path)
+    return None
+
+
+def embed_cached(texts: Sequence[str], name: str, *, progress: bool = True) -> np.ndarray:
+    """The bundled embedder's vectors of ``texts``, from ``.cache/<name>.npy`` when current."""
+    CACHE.mkdir(exist_ok=True)
+    array_path, meta_path = CACHE / f"{name}.npy", CACHE / f"{name}.json"
+    cached = cached_vectors(texts, name)
+    if cached is not None:
+        return cached
+    want = {"texts": _digest(texts), "count": len(texts), "model": _model_digest()}
     embedder = BundledEmbedder()
     out = np.empty((len(texts), embedder.dims), dtype=np.float32)
     step = 2048

@@ -1,90 +1,52 @@
-"""The shared workload data: SciFact texts as memory values, with precomputed vectors.
+"""The shared workload data: real SciFact texts as memory values, with precomputed vectors.
 
-The bundled embedder runs once per corpus (cached under ``benchmarks/.cache/``);
-during timing both sides "embed" through :class:`LookupEmbedder`, a table
+The texts and vectors are benchmarks/build_corpus.py's: distinct real texts
+cut from the 5,183 SciFact abstracts (every sentence, every title, then runs
+of consecutive sentences) and the bundled MiniLM's vector of each, embedded
+once and cached under ``benchmarks/.cache/``. A corpus of ``n`` <= 100,000
+takes the first ``n`` texts (a slice of the 100k cache when it is there,
+otherwise just those ``n`` are embedded: ~40 s for 10k). Past 100,000 the
+texts repeat: copy ``r`` of text ``j`` gets ``normalize(v_j + 0.01 * noise)``
+(a fixed seed per copy), so every memory still has its own vector and
+recall@10 against exact search is well defined. The queries are the first 200
+SciFact claims, with their vectors.
+
+During timing both sides "embed" through :class:`LookupEmbedder`, a table
 lookup keyed by the marker each text carries (``[d123]`` for documents,
 ``[q7]`` for queries), so only storage and search are compared.
-
-Values are the abstracts; the vectors are the bundled model's vectors of
-their titles (see :class:`Corpus`). SciFact has 5,183 abstracts; larger sizes
-replicate them. Copy ``r`` of
-document ``j`` gets ``normalize(v_j + 0.01 * noise)`` (a fixed seed per copy),
-so every memory has its own vector and recall@10 against exact search is
-well defined (identical vectors would make the top 10 a tie).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from abathur.embeddings import EmbedResult
+from benchmarks import build_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = ROOT.parent.parent / "shared" / "eval" / "scifact"
-CACHE = ROOT / ".cache"
 DIMS = 384
 QUERIES = 200
 _MARK = re.compile(r"\[([dq])(\d+)\]")
 
 
-def _scifact_dir() -> Path:
-    for candidate in (SCIFACT, ROOT.parent / "shared" / "eval" / "scifact"):
-        if (candidate / "corpus.jsonl").exists():
-            return candidate
-    raise FileNotFoundError(f"SciFact corpus not found at {SCIFACT}")
-
-
-def _read(name: str) -> list[dict]:
-    with (_scifact_dir() / name).open() as f:
-        return [json.loads(line) for line in f]
-
-
-def base_texts() -> list[str]:
-    """SciFact abstracts, ``title. text``."""
-    return [f"{d['title']}. {d['text']}".strip() for d in _read("corpus.jsonl")]
-
-
-def query_texts() -> list[str]:
-    return [q["text"] for q in _read("queries.jsonl")[:QUERIES]]
-
-
-def _embed_cached(name: str, texts: list[str]) -> np.ndarray:
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    path = CACHE / f"peers-{name}-{digest}.npy"
-    if path.exists():
-        return np.load(path)
-    from abathur.embeddings.bundled import BundledEmbedder
-
-    embedder = BundledEmbedder()
-
-    async def run() -> list[list[float]]:
-        out: list[list[float]] = []
-        for i in range(0, len(texts), 64):
-            out.extend(await embedder.embed(texts[i : i + 64]))
-        return out
-
-    vectors = np.asarray(asyncio.run(run()), dtype=np.float32)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+def real_vectors(n: int) -> tuple[list[str], np.ndarray]:
+    """The first ``n`` (<= 100,000) corpus texts and their vectors, from the cache."""
+    texts = build_corpus.corpus_texts(build_corpus.N_TEXTS)
+    full = build_corpus.cached_vectors(texts, "scifact100k")
+    if full is not None:
+        return texts[:n], full[:n]
+    if n == len(texts):
+        return texts, build_corpus.embed_cached(texts, "scifact100k")
+    return texts[:n], build_corpus.embed_cached(texts[:n], f"scifact-first-{n}")
 
 
 class Corpus:
     """``n`` documents (SciFact replicated) and the query set, with their vectors."""
 
     def __init__(self, n: int) -> None:
-        texts = base_texts()
-        # Vectors of the titles: embedding all 5,183 abstracts (256 tokens each)
-        # takes over 15 minutes on this shared 2-core machine; titles take
-        # seconds and are the same model's vectors of the same documents.
-        base = _embed_cached("titles", [d["title"] for d in _read("corpus.jsonl")])
+        texts, base = real_vectors(min(n, build_corpus.N_TEXTS))
         self.n = n
         self.base_texts = texts
         self.groups = 10
@@ -95,8 +57,9 @@ class Corpus:
             v = base + 0.01 * noise
             rows.append(v / np.linalg.norm(v, axis=1, keepdims=True))
         self.vectors = np.concatenate(rows)[:n]
-        self.queries = query_texts()
-        self.query_vectors = _embed_cached("queries", self.queries)
+        claims, claim_vectors = build_corpus.query_vectors()
+        self.queries = [text for _, text in claims[:QUERIES]]
+        self.query_vectors = claim_vectors[:QUERIES]
 
     def text(self, i: int) -> str:
         return f"[d{i}] {self.base_texts[i % len(self.base_texts)]}"
