@@ -250,12 +250,29 @@ async def test_operators_are_searched_as_words(sab: Abathur) -> None:
 
 def test_fts_query_quotes_every_term() -> None:
     assert fts_query('say "hi"') == '"say" OR """hi"""'
-    assert fts_query("a AND b") == '"a" OR "AND" OR "b"'
+    assert fts_query("AND OR NOT") == '"AND" OR "OR" OR "NOT"'
     assert fts_query("NEAR(x y)") == '"NEAR(x" OR "y)"'
     assert fts_query("* ^ - :") is None
-    assert fts_query("a\x00b c") == '"a" OR "b" OR "c"'
+    assert fts_query("x\x00b c") == '"x" OR "b" OR "c"'
     assert fts_query("x x x") == '"x"'
     assert fts_query(" ".join(f"w{i}" for i in range(100))).count(" OR ") == 63
+
+
+def test_fts_query_leaves_out_stop_words_unless_nothing_else_is_left() -> None:
+    assert fts_query("The history of the Roman Empire") == '"history" OR "Roman" OR "Empire"'
+    assert fts_query("cats (and) dogs, THE end.") == '"cats" OR "dogs," OR "end."'
+    assert fts_query("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
+    # A stop word inside a term is part of the term, not a stop word.
+    assert fts_query("the-end it's") == '"the-end" OR "it\'s"'
+
+
+async def test_stop_words_do_not_change_what_a_keyword_search_finds_first(sab: Abathur) -> None:
+    await sab.memory.put("user:a", "rome", "the history of the roman empire")
+    await sab.memory.put("user:a", "cats", "the care of cats and the feeding of dogs")
+    found = await sab.memory.search("what is the history of Rome", prefix="user", mode="keyword")
+    assert keys(found) == ["rome"], "only 'what', 'history', 'Rome' are searched"
+    found = await sab.memory.search("the of and", prefix="user", mode="keyword")
+    assert sorted(keys(found)) == ["cats", "rome"], "a query of stop words alone still matches"
 
 
 # --------------------------------------------------------------------------- filters
