@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -232,6 +233,7 @@ def plot(rows: list[dict[str, Any]], env: dict[str, str], path: Path) -> None:
 
 
 async def main(sizes: list[int], session_counts: list[int], rounds: int) -> None:
+    started_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows: list[dict[str, Any]] = []
     for n in sizes:
         rows += await memories(n, rounds)
@@ -243,7 +245,7 @@ async def main(sizes: list[int], session_counts: list[int], rounds: int) -> None
     extra = {
         "rounds per op": rounds,
         "tenants": TENANTS,
-        "note": "machine shared with other busy jobs while measured",
+        "load average (1/5/15 min) at the start": started_load,
     }
     for kind in ("memories", "sessions"):
         part = [r for r in rows if r["kind"] == kind]

@@ -68,6 +68,8 @@ def environment() -> dict[str, str]:
         f"{Path(__import__('sys').executable).resolve()})",
         "stdlib sqlite3": sqlite3.sqlite_version,
         "abathur SQLite (apsw)": apsw.sqlite_lib_version(),
+        # When the results are written: other jobs on a shared machine show here.
+        "load average (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     for dist in (
         "abathur",
