@@ -65,12 +65,16 @@ def big() -> Iterator[Big]:
     loop = asyncio.new_event_loop()
     ab = loop.run_until_complete(Abathur.open(path, embedder="bundled", embed_worker=False))
     try:
-        for query in queries[:CACHED_QUERIES]:  # loads the model, the chunks, the query cache
-            loop.run_until_complete(ab.memory.search(query, prefix="user", k=10, mode="vector"))
         yield Big(loop=loop, ab=ab, queries=queries)
     finally:
         loop.run_until_complete(ab.close())
         loop.close()
+
+
+def _warm(big: Big) -> None:
+    """Embed the cached claims (loads the model, the chunks and the query cache)."""
+    for query in big.queries[:CACHED_QUERIES]:
+        big.run(big.ab.memory.search(query, prefix="user", k=10, mode="vector"))
 
 
 def _calls(big: Big, mode: str, scope: str, embedded: bool):
@@ -101,6 +105,10 @@ CASES = [
     ids=[f"{m}-{s}-{'embedded' if e else 'cached'}" for m, s, e in CASES],
 )
 def test_search_100k(benchmark, big: Big, mode: str, scope: str, embedded: bool) -> None:
+    if not embedded:
+        # An earlier 'embedded' case cycled hundreds of fresh claims through the
+        # 512-entry query cache and pushed these out: put them back first.
+        _warm(big)
     result = benchmark(_calls(big, mode, scope, embedded))
     assert result.mode == mode, result.degraded_reason
     assert len(result.hits) == 10

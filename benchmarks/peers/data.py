@@ -31,15 +31,32 @@ QUERIES = 200
 _MARK = re.compile(r"\[([dq])(\d+)\]")
 
 
+# Cache names of the first m texts' vectors (benchmarks/.cache/scifact-first-<m>.npy).
+_FIRST = "scifact-first-"
+
+
 def real_vectors(n: int) -> tuple[list[str], np.ndarray]:
-    """The first ``n`` (<= 100,000) corpus texts and their vectors, from the cache."""
+    """The first ``n`` (<= 100,000) corpus texts and their vectors, from the cache.
+
+    Any cached run of the first ``m >= n`` texts serves (the full 100k first),
+    so quick mode's 5k and 10k corpora embed once between them.
+    """
     texts = build_corpus.corpus_texts(build_corpus.N_TEXTS)
-    full = build_corpus.cached_vectors(texts, "scifact100k")
-    if full is not None:
-        return texts[:n], full[:n]
+    cached = sorted(
+        int(path.stem.rsplit("-", 1)[1])
+        for path in build_corpus.CACHE.glob(f"{_FIRST}*.npy")
+        if path.stem.rsplit("-", 1)[1].isdigit()
+    )
+    for m in [len(texts), *(m for m in cached if n <= m < len(texts))]:
+        name = "scifact100k" if m == len(texts) else f"{_FIRST}{m}"
+        vectors = build_corpus.cached_vectors(texts[:m], name)
+        if vectors is not None:
+            return texts[:n], vectors[:n]
     if n == len(texts):
         return texts, build_corpus.embed_cached(texts, "scifact100k")
-    return texts[:n], build_corpus.embed_cached(texts[:n], f"scifact-first-{n}")
+    # Embed a little ahead (10k at least), so the next, larger quick corpus is cached too.
+    m = min(len(texts), max(n, 10_000))
+    return texts[:n], build_corpus.embed_cached(texts[:m], f"{_FIRST}{m}")[:n]
 
 
 class Corpus:

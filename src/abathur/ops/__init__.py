@@ -7,7 +7,10 @@ One module per concept:
 - :mod:`~abathur.ops.backup`: online backup, manifest, list, verify and retention;
 - :mod:`~abathur.ops.restore`: verified restore with an atomic swap;
 - :mod:`~abathur.ops.health`: ``abathur health``, ok / warn / fail with thresholds;
-- :mod:`~abathur.ops.metrics`: ``abathur metrics``, Prometheus text exposition.
+- :mod:`~abathur.ops.metrics`: ``abathur metrics``, Prometheus text exposition;
+- :mod:`~abathur.ops.smoke`: ``abathur smoke``, the 35 post-deploy cases against a live
+  database (it drives the public API, so it is the one module here that opens an
+  :class:`~abathur.api.Abathur`, and it removes what it wrote when it ends).
 
 Everything here works on its own isolated connections (made by
 :func:`abathur.db.connection.connect`), never on a :class:`~abathur.db.Database`'s
