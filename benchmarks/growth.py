@@ -225,9 +225,18 @@ def plot(rows: list[dict[str, Any]], env: dict[str, str], path: Path) -> None:
     side = ", ".join(
         f"{k} {v}"
         for k, v in env.items()
-        if k in ("date", "machine", "python", "abathur SQLite (apsw)", "sqlite-vec", "abathur")
+        if k
+        in (
+            "date",
+            "machine",
+            "python",
+            "abathur SQLite (apsw)",
+            "sqlite-vec",
+            "abathur",
+            "load average (1/5/15 min)",
+        )
     )
-    fig.text(0.01, 0.01, side + "; machine shared with other jobs while measured", fontsize=7)
+    fig.text(0.01, 0.01, side, fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
 
@@ -251,13 +260,21 @@ async def main(sizes: list[int], session_counts: list[int], rounds: int) -> None
         part = [r for r in rows if r["kind"] == kind]
         if part:
             write(f"growth_{kind}", part, extra)
-    every = []
-    for kind in ("memories", "sessions"):
+    replot()
+
+
+def replot() -> None:
+    """Draw growth.png from both result files, with the memories run's machine and date."""
+    every: list[dict[str, Any]] = []
+    env = environment()
+    for kind in ("sessions", "memories"):
         path = RESULTS / f"growth_{kind}.json"
         if path.exists():
-            every += json.loads(path.read_text())["rows"]
+            saved = json.loads(path.read_text())
+            every += saved["rows"]
+            env = saved.get("env", env)
     try:
-        plot(every, environment(), RESULTS / "growth.png")
+        plot(every, env, RESULTS / "growth.png")
     except ImportError:
         print("matplotlib not installed (pip install -e '.[bench]'): no PNG")
 
