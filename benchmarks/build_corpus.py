@@ -41,6 +41,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
 
 
 def load_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise SystemExit(
+            f"{path} not found: point ABATHUR_SCIFACT at a BEIR-format SciFact directory "
+            "(corpus.jsonl, queries.jsonl; the project keeps it in ../shared/eval/scifact)"
+        )
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
@@ -124,6 +130,21 @@ def cached_vectors(texts: Sequence[str], name: str) -> np.ndarray | None:
     return None
 
 
+async def _embed_all(texts: list[str], progress: bool) -> np.ndarray:
+    embedder = BundledEmbedder()
+    out = np.empty((len(texts), embedder.dims), dtype=np.float32)
+    step = 2048
+    started = time.perf_counter()
+    for start in range(0, len(texts), step):
+        chunk = texts[start : start + step]
+        out[start : start + len(chunk)] = await embedder.embed(chunk)
+        if progress:
+            done = start + len(chunk)
+            rate = done / (time.perf_counter() - started)
+            print(f"  embedded {done:,}/{len(texts):,} ({rate:,.0f} texts/s)", file=sys.stderr)
+    return out
+
+
 def embed_cached(texts: Sequence[str], name: str, *, progress: bool = True) -> np.ndarray:
     """The bundled embedder's vectors of ``texts``, from ``.cache/<name>.npy`` when current."""
     CACHE.mkdir(exist_ok=True)
@@ -132,21 +153,11 @@ def embed_cached(texts: Sequence[str], name: str, *, progress: bool = True) -> n
     if cached is not None:
         return cached
     want = {"texts": _digest(texts), "count": len(texts), "model": _model_digest()}
-    embedder = BundledEmbedder()
-    out = np.empty((len(texts), embedder.dims), dtype=np.float32)
-    step = 2048
     started = time.perf_counter()
-    loop = asyncio.new_event_loop()
-    try:
-        for start in range(0, len(texts), step):
-            chunk = list(texts[start : start + step])
-            out[start : start + len(chunk)] = loop.run_until_complete(embedder.embed(chunk))
-            if progress:
-                done = start + len(chunk)
-                rate = done / (time.perf_counter() - started)
-                print(f"  embedded {done:,}/{len(texts):,} ({rate:,.0f} texts/s)", file=sys.stderr)
-    finally:
-        loop.close()
+    # Callers may be inside a running event loop (the peer harness is): the
+    # embedding gets a loop of its own on a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        out = pool.submit(asyncio.run, _embed_all(list(texts), progress)).result()
     seconds = time.perf_counter() - started
     np.save(array_path, out)
     meta_path.write_text(json.dumps(want))
