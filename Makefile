@@ -82,9 +82,11 @@ $(BENCH_STAMP): pyproject.toml constraints.txt
 	@touch $(BENCH_STAMP)
 
 # Under 5 minutes: peers at 5k memories, growth at 1k/10k memories and 1/10 sessions.
+# Its tables go to benchmarks/results/quick/ (gitignored), never over the full runs'.
+QUICK_RESULTS ?= benchmarks/results/quick
 bench-quick: $(BENCH_STAMP)
-	$(BENCH_BIN)/python -m benchmarks.peers --quick
-	$(BENCH_BIN)/python -m benchmarks.growth --quick
+	ABATHUR_BENCH_RESULTS=$(QUICK_RESULTS) $(BENCH_BIN)/python -m benchmarks.peers --quick
+	ABATHUR_BENCH_RESULTS=$(QUICK_RESULTS) $(BENCH_BIN)/python -m benchmarks.growth --quick
 
 # Peers at 10k and 100k memories, growth at 1k/10k/100k and 1/10/100 sessions.
 bench-peers: $(BENCH_STAMP)

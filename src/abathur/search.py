@@ -820,8 +820,8 @@ def _nearest(
     """Positions of the ``count`` smallest distances, nearest first, ties by smaller id.
 
     Everything at the cut-off distance is sorted, not an arbitrary part of it,
-    so the answer is deterministic and the first ``count`` always begin with
-    the first ``count - 1``.
+    so the answer is deterministic and the nearest ``m`` for any ``m < count``
+    are its first ``m`` (the windows of :func:`_walk_accepted` rely on it).
     """
     if count < distance.size:
         cut = np.partition(distance, count - 1)[count - 1]
