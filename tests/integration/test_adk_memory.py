@@ -446,13 +446,19 @@ async def test_a_memory_not_embedded_yet_is_found_by_its_words(tmp_path: Path) -
 
 async def test_without_an_embedder_any_shared_word_counts(tmp_path: Path) -> None:
     # Search degrades to keyword: then ADK's in-memory rule applies, a shared
-    # word is enough, and the two services agree.
+    # word is enough, and the two services agree, except on stop words.
     in_memory = InMemoryMemoryService()
     await in_memory.add_session_to_memory(session(talk={**TALK, **MORE}))
     async with AbathurMemoryService(tmp_path / "a.db", embedder="none") as memory:
         await memory.add_session_to_memory(session(talk={**TALK, **MORE}))
-        for query in ("ski chalet", "what is the plan", "does she eat meat"):
+        for query in ("ski chalet", "does she eat meat", "peanuts invoice otter"):
             assert sorted(await ids(memory, query)) == sorted(await ids(in_memory, query))
+        # 'is' and 'the' are all that 'what is the plan' shares with e2..e6:
+        # ADK's in-memory service counts them; abathur leaves stop words out.
+        assert sorted(await ids(in_memory, "what is the plan")) == ["e2", "e3", "e4", "e5", "e6"]
+        assert await ids(memory, "what is the plan") == []
+        # A query of stop words alone still searches them.
+        assert sorted(await ids(memory, "is the")) == ["e2", "e3", "e4", "e5", "e6"]
 
 
 # --- limits and lifecycle -----------------------------------------------------------------------

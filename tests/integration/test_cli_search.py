@@ -64,7 +64,7 @@ def test_sync_then_search_then_sync_again(project: Path) -> None:
     assert data["embeddings"]["embedded"] == 3 and data["embeddings"]["remaining"] == 0
 
     found = ok_json(
-        abathur("search", "--db", "agent.db", "bring the database back", "--json", cwd=project)
+        abathur("search", "--db", "agent.db", "restore the db from a backup", "--json", cwd=project)
     )
     assert (found["kind"], found["mode"], found["is_degraded"]) == ("documents", "hybrid", False)
     assert found["hits"][0]["path"] == "runbooks/restore.md"

@@ -26,7 +26,8 @@ namespace: a hit is kept when it is at least ``min_similarity``. A hit that
 has no vector yet (written a moment ago, not embedded) is kept on its keyword
 match. When search cannot use vectors at all (no embedder, embedder down),
 abathur falls back to keyword search and every keyword hit is kept, which is
-ADK's in-memory rule (any shared word).
+ADK's in-memory rule (any shared word), except that English stop words count
+only in a query made of nothing else (:data:`abathur.search.STOP_WORDS`).
 
 Where this differs from ADK's ``InMemoryMemoryService``, on purpose:
 
