@@ -7,6 +7,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+import sqlite_vec
 
 from abathur import Abathur, DatabaseError, Event, InvalidInputError
 from abathur.db import migrations
@@ -68,6 +69,7 @@ def test_the_checks_are_a_list_in_a_stable_order() -> None:
         "json_columns",
         "fts_index",
         "vectors",
+        "chunk_vectors",
     ]
     assert all(c.description for c in CHECKS)
 
@@ -79,7 +81,8 @@ async def test_a_clean_file_passes_and_is_not_written(populated: Path) -> None:
     statuses = {r.name: r.status for r in report.results}
     assert all(statuses[n] == "ok" for n in CORE_CHECKS), statuses
     # Without a search index in the file these say "skipped"; with one, they pass.
-    assert statuses["fts_index"] in ("ok", "skipped") and statuses["vectors"] in ("ok", "skipped")
+    for name in ("fts_index", "vectors", "chunk_vectors"):
+        assert statuses[name] in ("ok", "skipped"), statuses
     assert result(report, "integrity").summary == "integrity_check: ok"
     assert result(report, "audit_chain").summary == "4 record(s) verified"
     assert digest(populated) == before
@@ -358,3 +361,50 @@ async def test_a_file_without_an_embedder_keeps_no_vectors_and_says_so(db_path: 
     assert found.status == "skipped"
     assert found.summary == "skipped: no embedder recorded in this file (it keeps no vectors)"
     assert result(run_checks(db_path), "fts_index").status == "ok"
+
+
+# --- document chunks' vectors ----------------------------------------------------------------
+
+
+async def test_a_file_without_documents_skips_the_chunk_check(populated: Path) -> None:
+    found = result(run_checks(populated), "chunk_vectors")
+    assert found.status == "skipped"
+    assert found.summary == "skipped: no document chunks in this file"
+
+
+async def test_every_chunk_has_a_vector_or_a_job_and_none_is_orphaned(
+    db_path: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Restore\n\nVerify the copy.\n\n## Afterwards\n\nRun smoke.\n")
+    async with Abathur.open(db_path, embed_worker=False) as ab:
+        await ab.documents.sync(docs)
+        found = result(run_checks(db_path), "chunk_vectors")
+        assert (found.status, found.summary) == ("ok", "2 chunk(s), 0 vector(s), 2 job(s) queued")
+        await ab.embeddings.drain()  # the bundled model, offline
+    found = result(run_checks(db_path), "chunk_vectors")
+    assert (found.status, found.summary) == ("ok", "2 chunk(s), 2 vector(s), 0 job(s) queued")
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    first, second = [i for (i,) in conn.execute("SELECT id FROM chunks ORDER BY id")]
+    conn.close()
+    # Behind the service's back: one chunk loses its vector, the other its row.
+    conn = apsw.Connection(str(db_path))
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())  # vec0 rows need the module
+    conn.execute(f"DELETE FROM chunks_vec WHERE item_id = {first}")
+    conn.close()
+    execute(
+        db_path,
+        "PRAGMA foreign_keys = OFF",
+        f"DELETE FROM chunks WHERE id = {second}",
+        "INSERT INTO embedding_queue (kind, ref_id, content_hash, enqueued_at, not_before) "
+        "VALUES ('chunk', 888, 'x', 0, 0)",
+    )
+    report = run_checks(db_path)
+    assert result(report, "chunk_vectors").findings == (
+        f"1 document chunk(s) have neither a vector nor a queued job (chunks.id {first})",
+        f"1 vector(s) in chunks_vec belong to no document chunk (item_id {second})",
+        "1 embedding job(s) are for no document chunk (ref_id 888)",
+    )
+    assert not report.is_ok

@@ -89,6 +89,7 @@ def check(
       json_columns   every JSON column of every row is valid JSON
       fts_index      the FTS index agrees with its table
       vectors        every live memory has a vector or a queued job; none orphaned
+      chunk_vectors  every document chunk has a vector or a queued job; none orphaned
     A check that does not apply says "skipped" and why; it never passes silently.
 
     It never repairs, deletes or truncates. --fix only rebuilds derived

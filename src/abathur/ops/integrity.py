@@ -336,6 +336,68 @@ def _vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     return findings, summary
 
 
+def _chunk_vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
+    """Document chunks, as _vectors does memories: a vector or a job each, none orphaned."""
+    if not (schema.table_exists(conn, "chunks") and schema.table_exists(conn, "vector_tables")):
+        raise CheckSkipped("skipped: no document index in this file")
+    registered = conn.execute(
+        "SELECT name FROM main.vector_tables WHERE kind = 'chunk'"
+    ).fetchall()
+    (chunks,) = conn.execute("SELECT count(*) FROM main.chunks").fetchall()[0]
+    jobs, failed = conn.execute(
+        "SELECT count(*), count(failed_at) FROM main.embedding_queue WHERE kind = 'chunk'"
+    ).fetchall()[0]
+    if not registered and not chunks and not jobs:
+        raise CheckSkipped("skipped: no document chunks in this file")
+    model = conn.execute("SELECT value FROM main.meta WHERE key = 'embedder.name'").fetchall()
+    if not model and not registered:
+        raise CheckSkipped("skipped: no embedder recorded in this file (it keeps no vectors)")
+    findings = []
+    table = str(registered[0][0]) if registered else None
+    if table is not None and not schema.table_exists(conn, table):
+        findings.append(f"vector_tables registers {table!r} but the table does not exist")
+        table = None
+    # The table name comes from our own registry (vector_tables), never from a caller.
+    has_vector = f'c.id IN (SELECT item_id FROM main."{table}")' if table else "0"
+    missing, some = _set_difference(
+        conn,
+        "SELECT c.id FROM main.chunks AS c "
+        "WHERE c.id NOT IN (SELECT ref_id FROM main.embedding_queue WHERE kind = 'chunk') "
+        f"AND NOT {has_vector} ORDER BY c.id",
+    )
+    if missing:
+        findings.append(
+            f"{missing} document chunk(s) have neither a vector nor a queued job "
+            f"(chunks.id {_examples(some, missing)})"
+        )
+    vectors = 0
+    if table is not None:
+        vectors = conn.execute(f'SELECT count(*) FROM main."{table}"').fetchall()[0][0]
+        orphans, some = _set_difference(
+            conn,
+            f'SELECT item_id FROM main."{table}" '
+            "WHERE item_id NOT IN (SELECT id FROM main.chunks) ORDER BY item_id",
+        )
+        if orphans:
+            findings.append(
+                f"{orphans} vector(s) in {table} belong to no document chunk "
+                f"(item_id {_examples(some, orphans)})"
+            )
+    stale, some = _set_difference(
+        conn,
+        "SELECT ref_id FROM main.embedding_queue WHERE kind = 'chunk' "
+        "AND ref_id NOT IN (SELECT id FROM main.chunks) ORDER BY ref_id",
+    )
+    if stale:
+        findings.append(
+            f"{stale} embedding job(s) are for no document chunk (ref_id {_examples(some, stale)})"
+        )
+    summary = f"{chunks} chunk(s), {vectors} vector(s), {jobs} job(s) queued"
+    if failed:
+        summary += f" ({failed} failed; ab.embeddings.retry_failed() queues them again)"
+    return findings, summary
+
+
 CHECKS: tuple[Check, ...] = (
     Check("integrity", "PRAGMA integrity_check (quick_check with --quick)", _integrity),
     Check("foreign_keys", "no row points at a missing parent (foreign_key_check)", _foreign_keys),
@@ -347,6 +409,11 @@ CHECKS: tuple[Check, ...] = (
     # Derived search indexes: see the section above.
     Check("fts_index", "the FTS5 index agrees with the memories it indexes", _fts_index),
     Check("vectors", "every live memory has a vector or a queued job; none orphaned", _vectors),
+    Check(
+        "chunk_vectors",
+        "every document chunk has a vector or a queued job; none orphaned",
+        _chunk_vectors,
+    ),
 )
 
 # Checks whose findings rebuild_derived_indexes (``--fix``) can repair. The
