@@ -157,6 +157,11 @@ VEC_TABLE = "chunks_vec"
 SQL_ROOT_BY_PATH = "SELECT id FROM document_roots WHERE path = ?"
 SQL_ROOT_INSERT = "INSERT INTO document_roots (path, created_at) VALUES (?, ?) RETURNING id"
 SQL_ROOT_SYNCED = "UPDATE document_roots SET synced_at = ? WHERE id = ?"
+# forget, last: the root row goes only once no document of it is left.
+SQL_ROOT_FORGET = (
+    "DELETE FROM document_roots WHERE id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM documents WHERE root_id = document_roots.id)"
+)
 
 # sync: what is known of a root's files (the UNIQUE (root_id, path) index).
 SQL_DOCUMENTS_OF_ROOT = (
@@ -630,6 +635,19 @@ def _check_root(root: object) -> Path:
     if not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
     return resolved
+
+
+def _root_path(root: object) -> str:
+    """A root to forget as the path sync recorded it: absolute, resolved (it may be gone)."""
+    if not isinstance(root, str | os.PathLike):
+        raise InvalidInputError(f"root must be a path, got {type(root).__name__}")
+    text = os.fspath(root)
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise InvalidInputError(f"root {text!r} is not a usable path")
+    try:
+        return str(Path(text).resolve(strict=False))
+    except (OSError, RuntimeError) as exc:
+        raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
 
 
 def _check_prefix(prefix: object) -> str | None:
@@ -1407,6 +1425,99 @@ class DocumentService:
             unchanged=report.unchanged,
             failed=len(report.failed),
             queued=report.embeddings_queued,
+            seconds=report.seconds,
+        )
+        return report
+
+    async def forget(self, root: str | os.PathLike[str]) -> SyncReport:
+        """Take a synced directory out of the index: its documents, chunks, vectors and root.
+
+        Nothing on disk is read or touched, so the directory may be gone
+        already. Every document of the root is removed as :meth:`sync`
+        removes a deleted file (its chunks, their keyword rows, their vectors
+        and pending embedding jobs), in the same small transactions; the last
+        one deletes the root itself, with an audit record
+        (``documents.forget``). Interrupted, it can simply be run again.
+        Memories and the embedding cache are not affected.
+
+        Args:
+            root: the directory as it was synced (resolved the same way).
+
+        Returns:
+            A :class:`~abathur.models.SyncReport` with the documents in
+            ``removed`` and their chunks in ``chunks_removed``.
+
+        Raises:
+            InvalidInputError: ``root`` is not a usable path.
+            NotFoundError: no sync ever recorded this directory.
+            ClosedError: the database is closed.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         docs = pathlib.Path(tmp) / "docs"
+            ...         docs.mkdir()
+            ...         (docs / "tea.md").write_text("# Tea\\n\\nSteep green tea for 2 minutes.\\n")
+            ...         async with Abathur.open(pathlib.Path(tmp) / "d.db", embedder="none") as ab:
+            ...             await ab.documents.sync(docs)
+            ...             gone = await ab.documents.forget(docs)
+            ...             found = await ab.documents.search("green tea", mode="keyword")
+            ...             return gone.removed, gone.chunks_removed, found.hits
+            >>> asyncio.run(demo())
+            (['tea.md'], 1, [])
+        """
+        started = time.perf_counter()
+        root_text = _root_path(root)
+        if self._db.is_closed:
+            raise ClosedError(f"database {str(self._db.path)!r} is closed")
+        async with self._lock:
+            rows = await self._db.read(
+                lambda conn: conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
+            )
+            if not rows:
+                raise NotFoundError(
+                    f"root {root_text!r} was never synced into this database (nothing to forget)"
+                )
+            root_id = int(rows[0][0])
+            paths = await self._db.read(
+                lambda conn: sorted(
+                    path for (path, *_) in conn.execute(SQL_DOCUMENTS_OF_ROOT, (root_id,))
+                )
+            )
+            tally = _Tally()
+            for batch in _batched(paths, _BATCH_REMOVALS):
+                tally.add(await self._remove(root_id, root_text, batch))
+
+            def write(conn: apsw.Connection) -> None:
+                conn.execute(SQL_ROOT_FORGET, (root_id,))
+                if conn.changes():
+                    counts = {"documents": len(paths), "chunks_removed": tally.chunks_removed}
+                    audit.append(
+                        conn, "documents.forget", "document_root", root_text, counts,
+                        at=time.time(),
+                    )
+
+            await self._db.write(write)
+        report = SyncReport(
+            root=root_text,
+            added=[],
+            changed=[],
+            removed=sorted(tally.removed),
+            unchanged=0,
+            failed=[],
+            chunks_added=0,
+            chunks_removed=tally.chunks_removed,
+            chunks_kept=0,
+            embeddings_queued=0,
+            seconds=round(time.perf_counter() - started, 6),
+        )
+        log.info(
+            "documents.forgot",
+            root=root_text,
+            removed=len(report.removed),
+            chunks_removed=report.chunks_removed,
             seconds=report.seconds,
         )
         return report

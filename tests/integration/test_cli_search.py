@@ -318,3 +318,28 @@ def test_demo_says_so_when_there_are_no_docs(tmp_path: Path) -> None:
     assert "no README.md, docs/ or runbooks/" in data["documents"]["skipped"]
     human = abathur("demo", "--db", "demo.db", cwd=tmp_path)
     assert "documents: skipped" in human.stdout
+
+
+def test_unsync_takes_a_directory_out_and_refuses_what_was_never_synced(project: Path) -> None:
+    ok_json(abathur("sync", "--db", "agent.db", "docs", "--no-wait", "--json", cwd=project))
+    before = counts(project / "agent.db")
+
+    never = abathur("unsync", "--db", "agent.db", "elsewhere", "--json", cwd=project)
+    assert never.returncode == 3
+    assert json.loads(never.stdout)["error"]["code"] == "not_found"
+    # Nothing but the call's own latency sample (the metrics table, see abathur stats).
+    data = {t: n for t, n in counts(project / "agent.db").items() if t != "metrics"}
+    assert data == {t: n for t, n in before.items() if t != "metrics"}
+    missing_db = abathur("unsync", "--db", "none.db", "docs", cwd=project)
+    assert missing_db.returncode == 3 and not (project / "none.db").exists()
+
+    gone = ok_json(abathur("unsync", "--db", "agent.db", "docs", "--json", cwd=project))
+    assert gone["root"] == str(project / "docs")
+    assert gone["removed"] == ["kitchen.md", "runbooks/restore.md"]
+    assert gone["chunks_removed"] == 3
+    after = counts(project / "agent.db")
+    assert after["documents"] == after["chunks"] == after["document_roots"] == 0
+    assert after["embedding_queue"] == 0
+
+    human = abathur("unsync", "--db", "agent.db", "docs", cwd=project)
+    assert human.returncode == 3 and "never synced" in human.stderr

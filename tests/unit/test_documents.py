@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -828,3 +829,70 @@ def test_public_methods_are_documented_with_examples() -> None:
                 continue
             doc = inspect.getdoc(member) or ""
             assert "Example:" in doc, f"{cls.__name__}.{name} has no example"
+
+
+# --------------------------------------------------------------------------- forget
+
+
+async def test_forget_takes_a_root_out_of_the_index_and_leaves_others(
+    dab: Abathur, docs: Path, tmp_path: Path
+) -> None:
+    write(docs, "restore.md", "# Restore\n\nStop the writers, then swap the file in.\n")
+    write(docs, "ops/tea.md", "# Tea\n\nSteep green leaves for two minutes.\n")
+    other = tmp_path / "other"
+    write(other, "keep.md", "# Keep\n\nThe writers stay here.\n")
+    await dab.documents.sync(docs)
+    await dab.documents.sync(other)
+    await dab.embeddings.drain()
+    await dab.memory.put("user:a", "note", "the writers of the note")
+
+    report = await dab.documents.forget(docs)
+    assert isinstance(report, SyncReport)
+    assert report.root == str(docs.resolve())
+    assert (report.removed, report.chunks_removed) == (["ops/tea.md", "restore.md"], 2)
+    assert (report.added, report.changed, report.failed, report.unchanged) == ([], [], [], 0)
+    await dab.embeddings.drain()  # the deferred vector deletes
+
+    for mode in ("keyword", "vector", "hybrid"):
+        found = await dab.documents.search("writers swap file", mode=mode)
+        assert {h.path for h in found.hits} == {"keep.md"}, mode
+    assert await rows(dab, "SELECT path FROM document_roots") == [(str(other.resolve()),)]
+    assert await rows(dab, "SELECT count(*) FROM chunks") == [(1,)]
+    assert await rows(dab, "SELECT count(*) FROM chunks_fts") == [(1,)]
+    assert await rows(dab, "SELECT count(*) FROM embedding_queue WHERE kind = 'chunk'") == [(0,)]
+    audit = await rows(
+        dab, "SELECT detail FROM audit_log WHERE action = 'documents.forget' ORDER BY seq"
+    )
+    assert [json.loads(detail) for (detail,) in audit] == [{"chunks_removed": 2, "documents": 2}]
+    assert (await dab.memory.get("user:a", "note")).value == "the writers of the note"
+    assert run_checks(dab.db.path).is_ok, "indexes agree with the tables after a forget"
+
+    # The directory is still there; syncing it again starts afresh.
+    again = await dab.documents.sync(docs)
+    assert again.added == ["ops/tea.md", "restore.md"]
+
+
+async def test_forget_works_when_the_directory_is_gone_and_jobs_are_pending(
+    dab: Abathur, docs: Path
+) -> None:
+    write(docs, "a.md", "# A\n\nalpha words here.\n")
+    await dab.documents.sync(docs)  # jobs queued, nothing embedded yet
+    shutil.rmtree(docs)
+    report = await dab.documents.forget(docs)
+    assert report.removed == ["a.md"] and report.chunks_removed == 1
+    assert await rows(dab, "SELECT count(*) FROM embedding_queue") == [(0,)]
+    assert await rows(dab, "SELECT count(*) FROM document_roots") == [(0,)]
+
+
+async def test_forget_of_an_unknown_or_bad_root_changes_nothing(
+    dab: Abathur, docs: Path, tmp_path: Path
+) -> None:
+    write(docs, "a.md", "# A\n\nalpha.\n")
+    await dab.documents.sync(docs)
+    async with assert_unchanged(dab):
+        with pytest.raises(NotFoundError) as ei:
+            await dab.documents.forget(tmp_path / "never-synced")
+        assert ei.value.code == "not_found" and "never synced" in ei.value.message
+        for bad in (None, 3, "", "   ", "a\x00b"):
+            with pytest.raises(InvalidInputError):
+                await dab.documents.forget(bad)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 Each command group lives in its own module (``database.py``: init, migrate,
 info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
 list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
-sync, search, reindex; ``archive.py``: archive run, list, show, restore;
+sync, unsync, search, reindex; ``archive.py``: archive run, list, show, restore;
 ``cost.py``: cost report; ``stats.py``: stats); ``options.py`` holds what
 they share.
 """
@@ -58,6 +58,7 @@ main.add_command(backup.restore)
 main.add_command(health.health)
 main.add_command(health.metrics)
 main.add_command(search_cli.sync)
+main.add_command(search_cli.unsync)
 main.add_command(search_cli.search)
 main.add_command(search_cli.reindex)
 main.add_command(smoke_cli.smoke)

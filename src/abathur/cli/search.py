@@ -16,7 +16,7 @@ from abathur.cli.options import Output, format_pairs, format_table, standard_opt
 from abathur.config import Settings
 from abathur.db.database import Database
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
-from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
+from abathur.errors import DatabaseError, EmbedderError, InvalidInputError, NotFoundError
 from abathur.memory import MEMORY_KIND
 
 __all__ = ["reindex", "search", "sync"]
@@ -176,6 +176,44 @@ def sync(
 
     data = asyncio.run(run())
     out.result(data, _sync_human(data))
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@standard_options
+def unsync(*, db_path: Path, out: Output, directory: Path) -> None:
+    """Take DIRECTORY, synced before, out of the index: its documents, chunks and vectors.
+
+    The files are not touched, and DIRECTORY may be gone already. Memories,
+    other synced directories and the embedding cache are not affected. A
+    directory never synced into this database is an error (exit 3,
+    not_found); nothing is written then.
+
+    \b
+    Examples:
+      abathur unsync --db ./agent.db docs/
+      abathur unsync --db ./agent.db /srv/old-runbooks --json
+    """
+
+    async def run() -> dict[str, Any]:
+        if not (await Database.plan_migrations(db_path)).exists:
+            # Opening would create it; there is nothing to take out of a new file.
+            raise NotFoundError(f"database {str(db_path)!r} does not exist")
+        async with Abathur.open(db_path, embed_worker=False) as ab:
+            report = await ab.documents.forget(directory)
+        return {"path": str(db_path.absolute()), **report.model_dump(mode="json")}
+
+    data = asyncio.run(run())
+    out.result(
+        data,
+        "\n".join(
+            [
+                f"unsynced {data['root']} from {data['path']} in {data['seconds']:.2f} s: "
+                f"{len(data['removed'])} document(s), {data['chunks_removed']} chunk(s) removed",
+                *_listing("removed", data["removed"]),
+            ]
+        ),
+    )
 
 
 def _sync_human(data: dict[str, Any]) -> str:
