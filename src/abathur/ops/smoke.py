@@ -16,9 +16,9 @@ Safe on a production database, after every deploy:
   directory for the document-sync files;
 - when it ends, pass or fail, it removes what it wrote through the public API:
   its sessions are deleted (with their events and tasks), its memories are
-  deleted, its documents are removed from the index (then its directory's
-  root row, which the documents service keeps, with an audit record) and its
-  files deleted. :class:`Cleanup` reports it, and a run whose cleanup leaves a
+  deleted, its synced directory is taken out of the index
+  (``documents.forget``: documents, chunks, vectors, root) and its files
+  deleted. :class:`Cleanup` reports it, and a run whose cleanup leaves a
   live row is not ok.
 
 What stays, by design: the audit records of the run (the audit log is an
@@ -70,7 +70,7 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import audit, documents, memory, search, sessions, tasks
+from abathur import documents, memory, search, sessions, tasks
 from abathur.api import Abathur
 from abathur.config import Settings
 from abathur.db import migrations
@@ -1228,12 +1228,7 @@ async def _cleanup(run: _Run) -> Cleanup:
             return
         try:
             if run.synced:
-                for doc in run.docs_dir.glob("*.md"):
-                    doc.unlink()
-                documents_removed = len((await run.sync()).removed)
-                # The documents service has no way to forget a root; its row,
-                # now without documents, is the run's own: remove it too.
-                await ab.db.write(lambda conn: _forget_root(conn, str(run.docs_dir)))
+                documents_removed = len((await ab.documents.forget(run.docs_dir)).removed)
         finally:
             shutil.rmtree(run.docs_dir, ignore_errors=True)
 
@@ -1277,18 +1272,6 @@ async def _cleanup(run: _Run) -> Cleanup:
         remains=remains,
         errors=tuple(errors),
     )
-
-
-_SQL_FORGET_EMPTY_ROOT = (
-    "DELETE FROM document_roots WHERE path = ? "
-    "AND NOT EXISTS (SELECT 1 FROM documents WHERE root_id = document_roots.id)"
-)
-
-
-def _forget_root(conn: apsw.Connection, root: str) -> None:
-    conn.execute(_SQL_FORGET_EMPTY_ROOT, (root,))
-    if conn.changes():
-        audit.append(conn, "documents.remove_root", "document_root", root, {"by": SMOKE_APP})
 
 
 # What is left of a run. Params: app, user, then the namespace range
