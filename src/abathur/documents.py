@@ -619,35 +619,26 @@ def _check_int(value: object, what: str, *, minimum: int, maximum: int) -> int:
     return value
 
 
-def _check_root(root: object) -> Path:
-    """The root as a resolved absolute directory path."""
+def _check_root(root: object, *, must_exist: bool = True) -> Path:
+    """The root as a resolved absolute path: an existing directory, unless ``must_exist`` is off.
+
+    ``forget`` passes ``must_exist=False``: the directory may be gone, and it
+    resolves to the path sync recorded as long as no symlink on the way changed.
+    """
     if not isinstance(root, str | os.PathLike):
         raise InvalidInputError(f"root must be a path, got {type(root).__name__}")
     text = os.fspath(root)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise InvalidInputError(f"root {text!r} is not a usable path")
     try:
-        resolved = Path(text).resolve(strict=True)
+        resolved = Path(text).resolve(strict=must_exist)
     except FileNotFoundError:
         raise NotFoundError(f"root {text!r} does not exist") from None
     except (OSError, RuntimeError) as exc:
         raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
-    if not resolved.is_dir():
+    if must_exist and not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
     return resolved
-
-
-def _root_path(root: object) -> str:
-    """A root to forget as the path sync recorded it: absolute, resolved (it may be gone)."""
-    if not isinstance(root, str | os.PathLike):
-        raise InvalidInputError(f"root must be a path, got {type(root).__name__}")
-    text = os.fspath(root)
-    if not isinstance(text, str) or not text.strip() or "\x00" in text:
-        raise InvalidInputError(f"root {text!r} is not a usable path")
-    try:
-        return str(Path(text).resolve(strict=False))
-    except (OSError, RuntimeError) as exc:
-        raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
 
 
 def _check_prefix(prefix: object) -> str | None:
@@ -872,6 +863,22 @@ class _Tally:
         self.chunks_removed += other.chunks_removed
         self.chunks_kept += other.chunks_kept
         self.queued += other.queued
+
+    def report(self, root: str, started: float) -> SyncReport:
+        """What a sync (or a forget) of ``root`` begun at ``started`` (perf_counter) did."""
+        return SyncReport(
+            root=root,
+            added=sorted(self.added),
+            changed=sorted(self.changed),
+            removed=sorted(self.removed),
+            unchanged=self.unchanged,
+            failed=sorted(self.failed, key=lambda f: f.path),
+            chunks_added=self.chunks_added,
+            chunks_removed=self.chunks_removed,
+            chunks_kept=self.chunks_kept,
+            embeddings_queued=self.queued,
+            seconds=round(time.perf_counter() - started, 6),
+        )
 
     def counts(self) -> dict[str, int]:
         return {
@@ -1403,19 +1410,7 @@ class DocumentService:
                 tally.add(await self._remove(root_id, root_text, batch))
         if tally.queued and self._embeddings is not None:
             self._embeddings._notify()
-        report = SyncReport(
-            root=root_text,
-            added=sorted(tally.added),
-            changed=sorted(tally.changed),
-            removed=sorted(tally.removed),
-            unchanged=tally.unchanged,
-            failed=sorted(tally.failed, key=lambda f: f.path),
-            chunks_added=tally.chunks_added,
-            chunks_removed=tally.chunks_removed,
-            chunks_kept=tally.chunks_kept,
-            embeddings_queued=tally.queued,
-            seconds=round(time.perf_counter() - started, 6),
-        )
+        report = tally.report(root_text, started)
         log.info(
             "documents.synced",
             root=root_text,
@@ -1469,7 +1464,7 @@ class DocumentService:
             (['tea.md'], 1, [])
         """
         started = time.perf_counter()
-        root_text = _root_path(root)
+        root_text = str(_check_root(root, must_exist=False))
         if self._db.is_closed:
             raise ClosedError(f"database {str(self._db.path)!r} is closed")
         async with self._lock:
@@ -1500,19 +1495,7 @@ class DocumentService:
                     )
 
             await self._db.write(write)
-        report = SyncReport(
-            root=root_text,
-            added=[],
-            changed=[],
-            removed=sorted(tally.removed),
-            unchanged=0,
-            failed=[],
-            chunks_added=0,
-            chunks_removed=tally.chunks_removed,
-            chunks_kept=0,
-            embeddings_queued=0,
-            seconds=round(time.perf_counter() - started, 6),
-        )
+        report = tally.report(root_text, started)
         log.info(
             "documents.forgot",
             root=root_text,

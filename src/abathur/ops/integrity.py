@@ -219,6 +219,7 @@ def _json_columns(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
 # it never passes silently.
 
 _NO_SEARCH_INDEX = "skipped: no search index in this file"
+_NO_EMBEDDER = "skipped: no embedder recorded in this file (it keeps no vectors)"
 
 # Current live versions: what memories_fts holds, and what a vector may belong to.
 _SQL_LIVE_IDS = "SELECT id FROM main.memories WHERE is_current = 1 AND status = 'live'"
@@ -272,130 +273,138 @@ def _fts_index(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     return findings, f"{indexed} row(s) indexed, one per current live memory"
 
 
-def _vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
-    if not (
-        schema.table_exists(conn, "embedding_queue") and schema.table_exists(conn, "vector_tables")
-    ):
-        raise CheckSkipped(_NO_SEARCH_INDEX)
-    model = conn.execute("SELECT value FROM main.meta WHERE key = 'embedder.name'").fetchall()
+@dataclass(frozen=True)
+class _Indexed:
+    """One kind of item the vector index holds, as the vector checks see it."""
+
+    kind: str  # embedding_queue.kind and vector_tables.kind
+    owners: str  # SQL: the ids a vector or a job may belong to (a WHERE clause included)
+    expires: bool  # owners past expires_at need no vector (the worker drops their jobs)
+    noun: str  # how a finding names the items, plural-capable
+    owner: str  # what an orphan belongs to none of
+    id_column: str  # where the ids of a finding live
+
+
+_MEMORIES = _Indexed(
+    kind="memory",
+    owners=_SQL_LIVE_IDS,
+    expires=True,
+    noun="live memory version(s)",
+    owner="current live memory",
+    id_column="memories.id",
+)
+_CHUNKS = _Indexed(
+    kind="chunk",
+    owners="SELECT id FROM main.chunks WHERE 1",
+    expires=False,
+    noun="document chunk(s)",
+    owner="document chunk",
+    id_column="chunks.id",
+)
+
+
+def _vector_findings(
+    conn: apsw.Connection, indexed: _Indexed
+) -> tuple[list[str], int, int, int]:
+    """Findings about ``indexed``'s vectors and jobs, and (vectors, jobs, failed jobs)."""
     registered = conn.execute(
-        "SELECT name FROM main.vector_tables WHERE kind = 'memory'"
+        "SELECT name FROM main.vector_tables WHERE kind = ?", (indexed.kind,)
     ).fetchall()
     jobs, failed = conn.execute(
-        "SELECT count(*), count(failed_at) FROM main.embedding_queue WHERE kind = 'memory'"
+        "SELECT count(*), count(failed_at) FROM main.embedding_queue WHERE kind = ?",
+        (indexed.kind,),
     ).fetchall()[0]
-    if not model and not registered and not jobs:
-        raise CheckSkipped("skipped: no embedder recorded in this file (it keeps no vectors)")
     findings = []
     table = str(registered[0][0]) if registered else None
     if table is not None and not schema.table_exists(conn, table):
         findings.append(f"vector_tables registers {table!r} but the table does not exist")
         table = None
-    # The table name comes from our own registry (vector_tables), never from a caller.
-    has_vector = f'm.id IN (SELECT item_id FROM main."{table}")' if table else "0"
-    # An expired memory needs no vector: the worker drops its job unembedded.
+    # The table name comes from our own registry (vector_tables); the SQL from _Indexed.
+    has_vector = f'id IN (SELECT item_id FROM main."{table}")' if table else "0"
+    unexpired = " AND (expires_at IS NULL OR expires_at > ?)" if indexed.expires else ""
     missing, some = _set_difference(
         conn,
-        "SELECT m.id FROM main.memories AS m WHERE m.is_current = 1 AND m.status = 'live' "
-        "AND (m.expires_at IS NULL OR m.expires_at > ?) "
-        "AND m.id NOT IN (SELECT ref_id FROM main.embedding_queue WHERE kind = 'memory') "
-        f"AND NOT {has_vector} ORDER BY m.id",
-        (time.time(),),
+        f"{indexed.owners}{unexpired} "
+        "AND id NOT IN (SELECT ref_id FROM main.embedding_queue WHERE kind = ?) "
+        f"AND NOT {has_vector} ORDER BY id",
+        ((time.time(),) if indexed.expires else ()) + (indexed.kind,),
     )
     if missing:
         findings.append(
-            f"{missing} live memory version(s) have neither a vector nor a queued job "
-            f"(memories.id {_examples(some, missing)})"
+            f"{missing} {indexed.noun} have neither a vector nor a queued job "
+            f"({indexed.id_column} {_examples(some, missing)})"
         )
     vectors = 0
     if table is not None:
         vectors = conn.execute(f'SELECT count(*) FROM main."{table}"').fetchall()[0][0]
         orphans, some = _set_difference(
             conn,
-            f'SELECT item_id FROM main."{table}" WHERE item_id NOT IN ({_SQL_LIVE_IDS}) '
+            f'SELECT item_id FROM main."{table}" WHERE item_id NOT IN ({indexed.owners}) '
             "ORDER BY item_id",
         )
         if orphans:
             findings.append(
-                f"{orphans} vector(s) in {table} belong to no current live memory "
+                f"{orphans} vector(s) in {table} belong to no {indexed.owner} "
                 f"(item_id {_examples(some, orphans)})"
             )
     stale, some = _set_difference(
         conn,
-        "SELECT ref_id FROM main.embedding_queue WHERE kind = 'memory' "
-        f"AND ref_id NOT IN ({_SQL_LIVE_IDS}) ORDER BY ref_id",
+        "SELECT ref_id FROM main.embedding_queue WHERE kind = ? "
+        f"AND ref_id NOT IN ({indexed.owners}) ORDER BY ref_id",
+        (indexed.kind,),
     )
     if stale:
         findings.append(
-            f"{stale} embedding job(s) are for no current live memory "
+            f"{stale} embedding job(s) are for no {indexed.owner} "
             f"(ref_id {_examples(some, stale)})"
         )
-    summary = f"{vectors} vector(s), {jobs} job(s) queued"
+    return findings, int(vectors), int(jobs), int(failed)
+
+
+def _queue_summary(summary: str, failed: int) -> str:
     if failed:
         summary += f" ({failed} failed; ab.embeddings.retry_failed() queues them again)"
-    return findings, summary
+    return summary
+
+
+def _has_embedder(conn: apsw.Connection) -> bool:
+    return bool(conn.execute("SELECT value FROM main.meta WHERE key = 'embedder.name'").fetchall())
+
+
+def _registered(conn: apsw.Connection, kind: str) -> bool:
+    return bool(
+        conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall()
+    )
+
+
+def _queued(conn: apsw.Connection, kind: str) -> int:
+    sql = "SELECT count(*) FROM main.embedding_queue WHERE kind = ?"
+    return int(conn.execute(sql, (kind,)).fetchall()[0][0])
+
+
+def _vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
+    if not (
+        schema.table_exists(conn, "embedding_queue") and schema.table_exists(conn, "vector_tables")
+    ):
+        raise CheckSkipped(_NO_SEARCH_INDEX)
+    if not (_has_embedder(conn) or _registered(conn, "memory") or _queued(conn, "memory")):
+        raise CheckSkipped(_NO_EMBEDDER)
+    findings, vectors, jobs, failed = _vector_findings(conn, _MEMORIES)
+    return findings, _queue_summary(f"{vectors} vector(s), {jobs} job(s) queued", failed)
 
 
 def _chunk_vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     """Document chunks, as _vectors does memories: a vector or a job each, none orphaned."""
     if not (schema.table_exists(conn, "chunks") and schema.table_exists(conn, "vector_tables")):
         raise CheckSkipped("skipped: no document index in this file")
-    registered = conn.execute(
-        "SELECT name FROM main.vector_tables WHERE kind = 'chunk'"
-    ).fetchall()
     (chunks,) = conn.execute("SELECT count(*) FROM main.chunks").fetchall()[0]
-    jobs, failed = conn.execute(
-        "SELECT count(*), count(failed_at) FROM main.embedding_queue WHERE kind = 'chunk'"
-    ).fetchall()[0]
-    if not registered and not chunks and not jobs:
+    if not (chunks or _registered(conn, "chunk") or _queued(conn, "chunk")):
         raise CheckSkipped("skipped: no document chunks in this file")
-    model = conn.execute("SELECT value FROM main.meta WHERE key = 'embedder.name'").fetchall()
-    if not model and not registered:
-        raise CheckSkipped("skipped: no embedder recorded in this file (it keeps no vectors)")
-    findings = []
-    table = str(registered[0][0]) if registered else None
-    if table is not None and not schema.table_exists(conn, table):
-        findings.append(f"vector_tables registers {table!r} but the table does not exist")
-        table = None
-    # The table name comes from our own registry (vector_tables), never from a caller.
-    has_vector = f'c.id IN (SELECT item_id FROM main."{table}")' if table else "0"
-    missing, some = _set_difference(
-        conn,
-        "SELECT c.id FROM main.chunks AS c "
-        "WHERE c.id NOT IN (SELECT ref_id FROM main.embedding_queue WHERE kind = 'chunk') "
-        f"AND NOT {has_vector} ORDER BY c.id",
-    )
-    if missing:
-        findings.append(
-            f"{missing} document chunk(s) have neither a vector nor a queued job "
-            f"(chunks.id {_examples(some, missing)})"
-        )
-    vectors = 0
-    if table is not None:
-        vectors = conn.execute(f'SELECT count(*) FROM main."{table}"').fetchall()[0][0]
-        orphans, some = _set_difference(
-            conn,
-            f'SELECT item_id FROM main."{table}" '
-            "WHERE item_id NOT IN (SELECT id FROM main.chunks) ORDER BY item_id",
-        )
-        if orphans:
-            findings.append(
-                f"{orphans} vector(s) in {table} belong to no document chunk "
-                f"(item_id {_examples(some, orphans)})"
-            )
-    stale, some = _set_difference(
-        conn,
-        "SELECT ref_id FROM main.embedding_queue WHERE kind = 'chunk' "
-        "AND ref_id NOT IN (SELECT id FROM main.chunks) ORDER BY ref_id",
-    )
-    if stale:
-        findings.append(
-            f"{stale} embedding job(s) are for no document chunk (ref_id {_examples(some, stale)})"
-        )
+    if not (_has_embedder(conn) or _registered(conn, "chunk")):
+        raise CheckSkipped(_NO_EMBEDDER)
+    findings, vectors, jobs, failed = _vector_findings(conn, _CHUNKS)
     summary = f"{chunks} chunk(s), {vectors} vector(s), {jobs} job(s) queued"
-    if failed:
-        summary += f" ({failed} failed; ab.embeddings.retry_failed() queues them again)"
-    return findings, summary
+    return findings, _queue_summary(summary, failed)
 
 
 CHECKS: tuple[Check, ...] = (
