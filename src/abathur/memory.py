@@ -85,6 +85,7 @@ from abathur.search import (
     fts_query,
     insert_vector,
     partition_of,
+    resolve_mode,
     rrf,
     scope_match,
     scope_tokens,
@@ -1377,20 +1378,7 @@ class MemoryService:
 
         def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[SearchHit]]:
             now = time.time()
-            used: SearchMode = mode
-            why = reason
-            if mode != "keyword":
-                dims = conn.execute(
-                    "SELECT dims FROM vector_tables WHERE name = ?", (VEC_TABLE,)
-                ).fetchall()
-                if vector is None:
-                    used = "keyword"
-                elif not dims:
-                    used, why = "keyword", "no vectors yet: nothing has been embedded in this file"
-                elif dims[0][0] != vector.shape[0]:
-                    used, why = "keyword", (
-                        f"the query vector has {vector.shape[0]} dims, the index {dims[0][0]}"
-                    )
+            used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
