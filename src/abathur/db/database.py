@@ -13,6 +13,7 @@ failing; readers never block the writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from abathur.db.connection import Versions, check_environment, connect, translat
 from abathur.errors import ClosedError, InvalidInputError
 
 __all__ = ["Database", "DatabaseInfo", "MigrationPlan"]
+
+_PLAIN_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -295,14 +298,19 @@ class Database:
             )
             # Real tables only: FTS/vec virtual tables and their shadow tables
             # are indexes over these, and counting them would double-count.
+            # Names come from the file, so only plain identifiers are counted: no
+            # quote or semicolon can reach the SQL (a hand-made table with an odd
+            # name is `abathur check`'s finding, not info's business).
             tables = sorted(
                 name
                 for _schema, name, kind, *_ in conn.execute("PRAGMA main.table_list")
-                if kind == "table" and not name.startswith("sqlite_")
+                if kind == "table"
+                and not name.startswith("sqlite_")
+                and _PLAIN_IDENTIFIER.fullmatch(name)
             )
-            # Table names come from sqlite_schema (our own migrations), never from a caller.
-            counts = {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0])
-                      for t in tables}
+            counts = {
+                t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]) for t in tables
+            }
             return version, page_size, page_count, freelist, counts
 
         version, page_size, page_count, freelist, counts = await self.read(gather)

@@ -365,8 +365,8 @@ class EmbeddingService:
         for kind in self._kinds.values():
             search.drop_vector_table(conn, kind)
         for name in tables:
-            # Tables of kinds this process does not know; names come from our own registry.
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            # Tables of kinds this process does not know: dropped only under a name we make.
+            conn.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
         conn.execute("DELETE FROM vector_tables")
         conn.execute("DELETE FROM embedding_queue")
         conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))

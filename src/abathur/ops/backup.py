@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from abathur import __version__
 from abathur.config import Settings
 from abathur.db.connection import check_environment, connect, translate_errors
 from abathur.errors import CorruptBackupError, DatabaseError, InvalidInputError
-from abathur.ops import schema
+from abathur.ops import schema, untrusted
 
 __all__ = [
     "DATA_SUFFIX",
@@ -89,6 +90,8 @@ MANIFEST_SUFFIX = ".manifest.json"
 # time; the frame carries its own checksum and the content size.
 _LEVEL = 3
 _CHUNK = 1 << 20
+# Room left on the disk beyond a decompressed copy (its -wal, the check's temp files).
+_SPACE_MARGIN = 16 << 20
 
 
 class Manifest(BaseModel):
@@ -217,16 +220,22 @@ class _Contents:
     page_size: int
     row_counts: dict[str, int]
     audit_head: tuple[int, str]
+    schema_problems: list[str] = field(default_factory=list)
 
 
-def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
-    """integrity_check a copy with sqlite-vec loaded, and read what the manifest records.
+def _inspect_copy(path: Path, *, what: str) -> _Contents:
+    """Check a copy (integrity, schema) and read what the manifest records of it.
 
+    The copy may be hostile (a backup someone handed us), so it is read through
+    :func:`abathur.ops.untrusted.open_untrusted`: read-only, no extension, an
+    authorizer that denies everything but reads. Rows are counted only in the
+    tables our migrations make, under names taken from the migrations; a table,
+    index, trigger or view they do not make is a schema problem, never counted.
     A copy that cannot even be opened as a database fails ``integrity`` too.
     """
     if not schema.has_sqlite_header(path):
         return _Contents([f"{what} is not an SQLite database"], 0, 0, {}, (0, ""))
-    conn = connect(path, settings, readonly=False)
+    conn = untrusted.open_untrusted(path)
     try:
         with translate_errors(f"checking {what}"):
             try:
@@ -237,8 +246,12 @@ def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
             if integrity != ["ok"]:
                 # Counting rows of a damaged file may fail or mislead; stop here.
                 return _Contents(integrity, 0, 0, {}, (0, ""))
+            problems = schema.object_problems(conn)
+            if problems:
+                # Not the schema we know: nothing in it is read any further.
+                return _Contents(integrity, 0, 0, {}, (0, ""), problems)
             head = (
-                conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
+                conn.execute("SELECT seq, hash FROM main.audit_head WHERE id = 1").fetchall()
                 if schema.table_exists(conn, "audit_head")
                 else []
             )
@@ -250,7 +263,6 @@ def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
                 audit_head=(int(head[0][0]), str(head[0][1])) if head else (0, "0" * 64),
             )
     finally:
-        # The last connection to close removes the copy's -wal and -shm.
         conn.close()
 
 
@@ -309,11 +321,18 @@ def create_backup(
     data_tmp = directory / f".{name}{DATA_SUFFIX}.tmp"
     try:
         _copy_online(db_path, raw, settings)
-        contents = _inspect_copy(raw, settings, what=f"the copy of {db_path}")
+        contents = _inspect_copy(raw, what=f"the copy of {db_path}")
         if contents.integrity != ["ok"]:
             raise DatabaseError(
                 f"the backup copy of {db_path} fails integrity_check, so the database itself "
                 f"is damaged (run 'abathur check'): {'; '.join(contents.integrity)}"
+            )
+        if contents.schema_problems:
+            # verify would reject this backup: better a loud failure now than a
+            # backup that cannot be restored.
+            raise DatabaseError(
+                f"{db_path} holds schema objects its migrations do not make, so its backup "
+                f"would not verify (run 'abathur check'): {'; '.join(contents.schema_problems)}"
             )
         raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
         os.replace(data_tmp, data_path)
@@ -511,14 +530,41 @@ def _sha256_of(path: Path) -> str:
 
 
 def _decompress(data_path: Path, out_path: Path, manifest: Manifest) -> None:
+    """Decompress into ``out_path``, never writing more than the manifest's ``raw_bytes``.
+
+    A few kilobytes of zstd can expand to gigabytes (a "zip bomb"). The frame's
+    declared size, the manifest's ``raw_bytes`` and the free space are checked
+    before anything is written, and the stream stops at the first byte past
+    ``raw_bytes``, so a lying frame costs at most one chunk more than promised.
+    """
+    declared = _frame_content_size(data_path)
+    if declared is not None and declared != manifest.raw_bytes:
+        raise CorruptBackupError(
+            f"backup {data_path.name} declares {declared} decompressed bytes, its manifest "
+            f"{manifest.raw_bytes}",
+            reason="checksum",
+        )
+    free = shutil.disk_usage(out_path.parent).free
+    if manifest.raw_bytes + _SPACE_MARGIN > free:
+        raise DatabaseError(
+            f"cannot verify backup {data_path.name}: it decompresses to {manifest.raw_bytes} "
+            f"bytes and {out_path.parent} has {free} bytes free (choose another --work-dir, "
+            "or free space)"
+        )
     raw_sha = hashlib.sha256()
     size = 0
     try:
         with open(data_path, "rb") as src, open(out_path, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, closefd=False)
             for chunk in iter(lambda: reader.read(_CHUNK), b""):
-                raw_sha.update(chunk)
                 size += len(chunk)
+                if size > manifest.raw_bytes:
+                    raise CorruptBackupError(
+                        f"backup {data_path.name} decompresses to more than the "
+                        f"{manifest.raw_bytes} bytes its manifest records: stopped there",
+                        reason="checksum",
+                    )
+                raw_sha.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
@@ -532,6 +578,17 @@ def _decompress(data_path: Path, out_path: Path, manifest: Manifest) -> None:
             f"than its manifest records ({manifest.raw_bytes} bytes)",
             reason="checksum",
         )
+
+
+def _frame_content_size(data_path: Path) -> int | None:
+    """The decompressed size a zstd frame declares, or ``None`` when it declares none."""
+    with open(data_path, "rb") as f:
+        head = f.read(18)  # the longest zstd frame header
+    try:
+        size = zstandard.frame_content_size(head)
+    except zstandard.ZstdError:
+        return None  # not a frame: decompression will say so
+    return None if size < 0 else int(size)
 
 
 def _check_compressed(data_path: Path, manifest: Manifest) -> None:
@@ -616,7 +673,7 @@ def verified_copy(
                 f"{out_path.parent}): {exc}"
             ) from exc
         try:
-            contents = _inspect_copy(out_path, settings, what=f"backup {data_path.name}")
+            contents = _inspect_copy(out_path, what=f"backup {data_path.name}")
         except DatabaseError as exc:
             raise CorruptBackupError(
                 f"backup {data_path.name} cannot be read as a database: {exc.message}",
@@ -628,6 +685,13 @@ def verified_copy(
                 reason="integrity",
             )
         checks.append("integrity_check")
+        if contents.schema_problems:
+            raise CorruptBackupError(
+                f"backup {data_path.name} holds a schema abathur's migrations do not make, so "
+                f"nothing else in it was read: {'; '.join(contents.schema_problems)}",
+                reason="schema",
+            )
+        checks.append("schema matches the migrations")
         _check_contents(contents, manifest, data_path.name)
         checks.append("user_version, row counts and audit head match the manifest")
         yield Backup(manifest_path, data_path, manifest), manifest, checks
