@@ -1007,11 +1007,18 @@ def _apply(
             elif isinstance(record, _AppState | _UserState):
                 _apply_state(conn, record, applied, now)
         except _Bad as bad:
-            raise ImportConflictError(name, record.line, bad.message) from None
+            if bad.reason == "conflict":
+                raise ImportConflictError(name, record.line, bad.message) from None
+            raise InvalidImportError(name, record.line, bad.message, reason=bad.reason) from None
     if digest.hexdigest() != expected_digest:
         raise InvalidImportError(
             name, 1, "the file changed while it was being imported", reason="changed"
         )
+    if applied.imported == _Counter():
+        # Everything was present already: a repeated import changes nothing, not even the log.
+        if dry_run:
+            raise _DryRun(applied)
+        return applied
     audit.append(
         conn,
         "transfer.import",
