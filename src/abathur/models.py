@@ -581,7 +581,7 @@ class ImportReport(_Model):
     """What ``ab.transfer.import_from`` did (``abathur import``)."""
 
     format: str
-    path: str
+    file: str = Field(description="The file imported.")
     lines: int = Field(description="Lines read, header and end record included.")
     is_dry_run: bool = Field(description="True: everything was checked, then rolled back.")
     imported: TransferCounts

@@ -1364,7 +1364,7 @@ class TransferService:
             self._embeddings._notify()
         return ImportReport(
             format=FORMAT,
-            path=str(path),
+            file=str(path),
             lines=lines,
             is_dry_run=dry_run,
             imported=applied.imported.freeze(),
