@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -578,3 +579,70 @@ async def test_import_rejects_bad_arguments(target: Abathur, tmp_path: Path) -> 
     assert caught.value.reason == "format"
     before = await snapshot(target)
     assert before["memories"]
+
+
+async def test_the_documented_example_imports_and_exports_back_identically(
+    tmp_path: Path,
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "export-format.md").read_text("utf-8")
+    (example,) = [b for b in re.findall(r"```json\n(.*?)```", doc, flags=re.S) if '"end"' in b]
+    path = tmp_path / "example.jsonl"
+    path.write_text(example, encoding="utf-8")
+    async with Abathur.open(tmp_path / "b.db", embedder="none") as ab:
+        report = await ab.transfer.import_from(path)
+        assert await export_bytes(ab) == example.encode("utf-8")
+    assert report.imported.versions == 2 and report.imported.events == 1
+
+
+# --- races ------------------------------------------------------------------------------
+
+
+async def test_two_concurrent_imports_of_one_file_import_it_once(
+    source: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    path, data = source
+    target = tmp_path / "b.db"
+    async with (
+        Abathur.open(target, embedder="none") as first,
+        Abathur.open(target, embedder="none") as second,
+    ):
+        reports = await asyncio.gather(
+            first.transfer.import_from(path), second.transfer.import_from(path)
+        )
+        assert await export_bytes(first) == data
+    # One did the work, the other found it all present (the write lock serialises them).
+    imported = sorted(r.imported.memories for r in reports)
+    assert imported[0] == 0 and imported[1] > 0
+    assert sorted(r.skipped.memories for r in reports) == [0, imported[1]]
+
+
+async def test_an_export_during_writes_is_one_consistent_snapshot(tmp_path: Path) -> None:
+    async with Abathur.open(tmp_path / "a.db", embedder="none", embed_worker=False) as ab:
+        await ab.sessions.create(app="a", user="u", session_id="busy")
+        for i in range(200):
+            await ab.memory.put("user:u", f"k{i}", i)
+        stop = asyncio.Event()
+
+        async def writer() -> int:
+            n = 0
+            while not stop.is_set():
+                await ab.sessions.append_event("busy", Event(author="u", content=n))
+                await ab.memory.put("user:u", f"k{n % 200}", n)
+                n += 1
+            return n
+
+        task = asyncio.create_task(writer())
+        exports = []
+        for _ in range(5):
+            exports.append(await export_bytes(ab))
+            await asyncio.sleep(0)
+        stop.set()
+        written = await task
+    assert written > 0 and len(set(exports)) > 1  # the writes ran between and during them
+    # Each export checks clean on import: the session's event count matches its events.
+    for i, data in enumerate(exports):
+        path = tmp_path / f"e{i}.jsonl"
+        path.write_bytes(data)
+        async with Abathur.open(tmp_path / f"t{i}.db", embedder="none") as ab:
+            report = await ab.transfer.import_from(path)
+        assert report.imported.sessions == 1 and report.imported.memories == 200
