@@ -85,6 +85,9 @@ __all__ = ["FORMAT", "TransferService"]
 #: version of the format gets a new number and its own reader.
 FORMAT = "abathur-export/1"
 
+# Files up to this size are parsed once: the checking pass keeps their records
+# for the writing pass. Larger ones are parsed twice rather than held in memory.
+_KEEP_BYTES = 32 * 1024 * 1024
 _MAX_INT = 2**63 - 1  # SQLite's INTEGER: a larger number cannot be bound
 _SEP = ":"
 _AFTER_SEP = chr(ord(_SEP) + 1)  # as in abathur.memory: 'p:' < every 'p:...' < 'p;'
@@ -984,17 +987,24 @@ class _DryRun(Exception):
 def _apply(
     conn: apsw.Connection,
     path: Path,
+    checked: list[_Record] | None,
     limit: int,
     expected_digest: str,
     now: float,
     dry_run: bool,
 ) -> _Applied:
-    """The writing pass, inside the write transaction: insert, skip or refuse each record."""
+    """The writing pass, inside the write transaction: insert, skip or refuse each record.
+
+    ``checked`` holds the records of the checking pass when the file was small
+    enough to keep them (:data:`_KEEP_BYTES`); otherwise the file is read and
+    parsed again, and its digest must match the one the checking pass saw.
+    """
     applied = _Applied()
     digest = hashlib.sha256()
     name = path.name
     inserting_session: bool | None = None  # the open session: new (True) or present (False)
-    for record in _records(path, limit, digest):
+    records = checked if checked is not None else _records(path, limit, digest)
+    for record in records:
         try:
             if isinstance(record, _Event):
                 _apply_event(conn, record, applied, inserting_session)
@@ -1010,7 +1020,7 @@ def _apply(
             if bad.reason == "conflict":
                 raise ImportConflictError(name, record.line, bad.message) from None
             raise InvalidImportError(name, record.line, bad.message, reason=bad.reason) from None
-    if digest.hexdigest() != expected_digest:
+    if checked is None and digest.hexdigest() != expected_digest:
         raise InvalidImportError(
             name, 1, "the file changed while it was being imported", reason="changed"
         )
@@ -1344,17 +1354,24 @@ class TransferService:
         limit = self._db.settings.max_value_bytes
         started = time.perf_counter()
 
-        def check() -> tuple[str, int]:
+        def check() -> tuple[str, int, list[_Record] | None]:
             digest = hashlib.sha256()
-            lines = 1 + sum(1 for _ in _records(path, limit, digest))
-            return digest.hexdigest(), lines
+            # A big file is parsed again by the writing pass rather than held in memory.
+            keep = path.stat().st_size <= _KEEP_BYTES
+            kept: list[_Record] = []
+            lines = 1
+            for record in _records(path, limit, digest):
+                lines += 1
+                if keep:
+                    kept.append(record)
+            return digest.hexdigest(), lines, kept if keep else None
 
         try:
-            expected, lines = await asyncio.to_thread(check)
+            expected, lines, checked = await asyncio.to_thread(check)
             now = time.time()
             try:
                 applied = await self._db.write(
-                    lambda conn: _apply(conn, path, limit, expected, now, dry_run)
+                    lambda conn: _apply(conn, path, checked, limit, expected, now, dry_run)
                 )
             except _DryRun as rolled_back:
                 applied = rolled_back.applied

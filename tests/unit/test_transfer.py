@@ -24,6 +24,7 @@ from abathur import (
     InvalidImportError,
     InvalidInputError,
     InvalidNamespaceError,
+    transfer,
 )
 from abathur.ops.integrity import run_checks
 from abathur.transfer import FORMAT
@@ -646,3 +647,29 @@ async def test_an_export_during_writes_is_one_consistent_snapshot(tmp_path: Path
         async with Abathur.open(tmp_path / f"t{i}.db", embedder="none") as ab:
             report = await ab.transfer.import_from(path)
         assert report.imported.sessions == 1 and report.imported.memories == 200
+
+
+async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
+    source: tuple[Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, data = source
+    monkeypatch.setattr(transfer, "_KEEP_BYTES", 0)  # every file counts as big: parsed twice
+    async with Abathur.open(tmp_path / "b.db", embedder="none", embed_worker=False) as ab:
+        assert (await ab.transfer.import_from(path)).imported.memories > 0
+        assert await export_bytes(ab) == data
+
+    real_apply = transfer._apply
+
+    def edit_then_apply(conn: Any, *args: Any) -> Any:
+        # Someone rewrites the file after it was checked, before it is written.
+        path.write_bytes(data.replace(b'"fr"', b'"de"'))
+        return real_apply(conn, *args)
+
+    monkeypatch.setattr(transfer, "_apply", edit_then_apply)
+    async with (
+        Abathur.open(tmp_path / "c.db", embedder="none", embed_worker=False) as ab,
+        assert_unchanged(ab),
+    ):
+        with pytest.raises(InvalidImportError) as caught:
+            await ab.transfer.import_from(path)
+    assert caught.value.reason == "changed"
