@@ -869,6 +869,8 @@ class _CrossCheck:
     memories: set[tuple[str, str]] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)
+    # Sessions named by tasks before any such session record: the database's, or misplaced.
+    early: dict[str, str] = field(default_factory=dict)
     app_state: set[tuple[str, str]] = field(default_factory=set)
     user_state: set[tuple[str, str, str]] = field(default_factory=set)
     # The session whose events may follow, its event count, the next seq, its event ids.
@@ -895,6 +897,12 @@ class _CrossCheck:
             self.finish_session()
         if isinstance(record, _Session):
             self._once(self.sessions, record.id, f"session {record.id!r}")
+            if record.id in self.early:
+                raise _Bad(
+                    f"session {record.id!r} comes after its {self.early[record.id]}: a "
+                    "session's tasks must follow it",
+                    "order",
+                )
             self.open_session, self.next_seq, self.event_ids = record, 1, set()
         elif isinstance(record, _Task):
             self._once(self.tasks, record.id, f"task {record.id!r}")
@@ -907,7 +915,9 @@ class _CrossCheck:
                     "(with its events) in the file",
                     "order",
                 )
-            # A session the file lacks must exist in the database (checked when writing).
+            if session_id not in self.sessions:
+                # Not in the file so far: the database must have it (checked when writing).
+                self.early.setdefault(session_id, f"task {record.id!r} (line {record.line})")
         elif isinstance(record, _Memory):
             self._once(
                 self.memories,
@@ -1276,12 +1286,19 @@ class TransferService:
             finally:
                 temp.unlink(missing_ok=True)
         elif hasattr(dest, "write"):
-            sink = dest.write
+            stream = dest
+
+            def sink(data: bytes) -> None:
+                try:
+                    stream.write(data)
+                except TypeError as exc:  # a text stream: only this, not a bug of ours
+                    raise _NotBinaryError(str(exc)) from None
+
             try:
                 counts, expired, archived = await self._db.read(
                     lambda conn: _export(conn, sink, scope, now)
                 )
-            except TypeError as exc:
+            except _NotBinaryError as exc:
                 raise InvalidInputError(
                     f"dest must be a path or a binary stream; writing bytes to it failed: {exc}"
                 ) from None
@@ -1388,6 +1405,10 @@ class TransferService:
             skipped=applied.skipped.freeze(),
             seconds=round(time.perf_counter() - started, 6),
         )
+
+
+class _NotBinaryError(Exception):
+    """The export's stream refused bytes (a text stream)."""
 
 
 def _os_error(exc: OSError, doing: str) -> AbathurError:

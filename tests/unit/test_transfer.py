@@ -279,6 +279,8 @@ async def test_export_to_a_path_is_atomic_and_validates(tmp_path: Path) -> None:
     async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
         await ab.memory.put("user:a", "k", 1)
         report = await ab.transfer.export_to(tmp_path / "out.jsonl")
+        with pytest.raises(InvalidInputError, match="binary stream"):
+            await ab.transfer.export_to(io.StringIO())  # type: ignore[arg-type]
         with pytest.raises(InvalidNamespaceError):
             await ab.transfer.export_to(tmp_path / "x.jsonl", prefix="user::a")
         with pytest.raises(InvalidInputError):
@@ -455,6 +457,25 @@ def session_lines(events: list[int], count: int | None = None) -> list[str]:
     return lines
 
 
+TASK_FIRST = json.dumps(
+    {
+        "kind": "task",
+        "id": "t",
+        "session_id": "s",
+        "prompt": "p",
+        "status": "pending",
+        "result": None,
+        "error": None,
+        "metadata": {},
+        "created_at": 1.0,
+        "updated_at": 1.0,
+    }
+)
+BAD_FILES["task before its session"] = (
+    [HEADER, TASK_FIRST, *session_lines([]), end(2)],
+    3,
+    "order",
+)
 BAD_FILES["event seq gap"] = ([HEADER, *session_lines([1, 3]), end(3)], 4, "version_gap")
 BAD_FILES["session event count short"] = (
     [HEADER, *session_lines([1, 2], count=3), memory_line(), end(4)],
