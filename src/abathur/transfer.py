@@ -1186,8 +1186,20 @@ def _bump(counter: _Counter, name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _text(value: str, what: str) -> str:
+    # A lone surrogate (e.g. a command-line byte that is not UTF-8) cannot be
+    # bound as SQLite text nor written as UTF-8: refuse it up front.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
+    return value
+
+
 def _check_optional_id(value: object, what: str) -> str | None:
-    return None if value is None else check_id(value, what)
+    return None if value is None else _text(check_id(value, what), what)
 
 
 class TransferService:
@@ -1264,7 +1276,7 @@ class TransferService:
             {"kind":"memory","namespace":"user:alice","key":"lang","versions":[{"version":1,...}]}
         """
         scope = _Scope(
-            None if prefix is None else check_namespace(prefix, "prefix"),
+            None if prefix is None else _text(check_namespace(prefix, "prefix"), "prefix"),
             _check_optional_id(app, "app"),
             _check_optional_id(user, "user"),
         )

@@ -107,9 +107,20 @@ def test_a_bad_line_exits_3_naming_it_and_changes_nothing(filled: Path, tmp_path
     assert dump(filled) == before
 
 
-def test_usage_and_missing_files(tmp_path: Path) -> None:
+def test_usage_and_missing_files(filled: Path, tmp_path: Path) -> None:
     done = abathur("export", "--db", "a.db", "-", "--json", cwd=tmp_path)
     assert done.returncode == 2 and "needs a FILE" in done.stderr
+    done = run_bytes(
+        "export",
+        "--db",
+        "a.db",
+        "--prefix",
+        b"user:\xff".decode("utf-8", "surrogateescape"),
+        "-",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 3 and b"Traceback" not in done.stderr
+    assert b"lone surrogate" in done.stderr and done.stdout == b""
     done = abathur("export", "--db", "missing.db", "out.jsonl", cwd=tmp_path)
     assert done.returncode == 3 and "no database" in done.stderr
     assert not (tmp_path / "missing.db").exists()

@@ -279,6 +279,9 @@ async def test_export_to_a_path_is_atomic_and_validates(tmp_path: Path) -> None:
     async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
         await ab.memory.put("user:a", "k", 1)
         report = await ab.transfer.export_to(tmp_path / "out.jsonl")
+        for scope in ({"prefix": "user:\udcff"}, {"app": "a\udcff"}, {"user": "\ud800"}):
+            with pytest.raises(InvalidInputError, match="lone surrogate"):
+                await ab.transfer.export_to(io.BytesIO(), **scope)
         with pytest.raises(InvalidInputError, match="binary stream"):
             await ab.transfer.export_to(io.StringIO())  # type: ignore[arg-type]
         with pytest.raises(InvalidNamespaceError):
