@@ -830,6 +830,11 @@ def _records(path: Path, limit: int, digest: Any) -> Iterator[_Record]:
                 raise InvalidImportError(name, line, bad.message, reason=bad.reason) from None
             except InvalidInputError as exc:
                 raise InvalidImportError(name, line, exc.message, reason=exc.code) from None
+            except RecursionError:
+                # json.loads took it, but a deeper call (encoding it again) did not.
+                raise InvalidImportError(
+                    name, line, "nests JSON too deeply to store", reason="json"
+                ) from None
             yield record
         if line == 0:
             raise InvalidImportError(name, 1, "the file is empty: no header", reason="format")
@@ -1026,6 +1031,10 @@ def _apply(
                 _apply_memory(conn, record, applied, now)
             elif isinstance(record, _AppState | _UserState):
                 _apply_state(conn, record, applied, now)
+        except RecursionError:
+            raise InvalidImportError(
+                name, record.line, "nests JSON too deeply to index", reason="json"
+            ) from None
         except _Bad as bad:
             if bad.reason == "conflict":
                 raise ImportConflictError(name, record.line, bad.message) from None
