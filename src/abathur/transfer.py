@@ -1293,6 +1293,8 @@ class TransferService:
         now = time.time()
         if isinstance(dest, str | Path):
             target = Path(dest)
+            if not target.name or "\x00" in str(target):
+                raise InvalidInputError(f"dest {str(dest)!r} is not a file path")
             temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             try:
                 with temp.open("wb") as f:

@@ -290,6 +290,9 @@ async def test_export_to_a_path_is_atomic_and_validates(tmp_path: Path) -> None:
             await ab.transfer.export_to(42)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError):
             await ab.transfer.export_to(tmp_path / "missing-dir" / "x.jsonl")
+        for bad in ("", "/", str(tmp_path / "nul\x00.jsonl"), tmp_path):
+            with pytest.raises(InvalidInputError):
+                await ab.transfer.export_to(bad)
     assert report.counts.memories == 1
     assert sorted(p.name for p in tmp_path.iterdir() if "jsonl" in p.name) == ["out.jsonl"]
 
@@ -598,6 +601,11 @@ async def test_import_rejects_bad_arguments(target: Abathur, tmp_path: Path) -> 
         await target.transfer.import_from(tmp_path / "missing.jsonl")
     with pytest.raises(InvalidInputError):
         await target.transfer.import_from(42)  # type: ignore[arg-type]
+    for bad in ("", "nul\x00.jsonl", tmp_path):
+        with pytest.raises(InvalidInputError):
+            await target.transfer.import_from(bad)
+    with pytest.raises(InvalidInputError):
+        await target.transfer.import_from(tmp_path / "x", dry_run=1)  # type: ignore[arg-type]
     with pytest.raises(InvalidImportError) as caught:
         (tmp_path / "empty.jsonl").write_bytes(b"")
         await target.transfer.import_from(tmp_path / "empty.jsonl")
