@@ -705,3 +705,32 @@ async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
         with pytest.raises(InvalidImportError) as caught:
             await ab.transfer.import_from(path)
     assert caught.value.reason == "changed"
+
+
+async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None:
+    """Import looks each record up by its key; export walks memories in index order."""
+    lookups = {
+        "SQL_MEMORY_HISTORY": ("x", "k"),
+        "SQL_SESSION_ROW": ("s",),
+        "SQL_EVENT_ROW": ("s", 1),
+        "SQL_TASK_ROW": ("t",),
+        "SQL_APP_STATE_ROW": ("a", "k"),
+        "SQL_USER_STATE_ROW": ("a", "u", "k"),
+        "SQL_EXPORT_EVENTS": ("s",),
+        "SQL_EXPORT_MEMORIES_PREFIX": {"prefix": "user", "after": "user;", "below": "user:"},
+    }
+
+    def plans(conn: Any) -> dict[str, list[str]]:
+        return {
+            name: [
+                row[3]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + getattr(transfer, name), params)
+            ]
+            for name, params in {**lookups, "SQL_EXPORT_MEMORIES": ()}.items()
+        }
+
+    for name, plan in (await target.db.read(plans)).items():
+        text = " ".join(plan)
+        assert "TEMP B-TREE" not in text, (name, plan)
+        if name != "SQL_EXPORT_MEMORIES":
+            assert text.startswith("SEARCH"), (name, plan)
