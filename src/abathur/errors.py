@@ -12,13 +12,15 @@ the class also derives from it, so ``except ValueError`` or
     │   ├── InvalidNamespaceError                 memory.invalid_namespace
     │   ├── InvalidMemoryTypeError                memory.invalid_type
     │   ├── ValueNotSerializableError             invalid_json
-    │   └── ValueTooLargeError                    value_too_large
+    │   ├── ValueTooLargeError                    value_too_large
+    │   └── InvalidImportError                    import.invalid_line
     ├── NotFoundError (LookupError)               not_found
     │   ├── SessionNotFoundError                  session.not_found
     │   ├── MemoryNotFoundError                   memory.not_found
     │   ├── TaskNotFoundError                     task.not_found
     │   └── ArchiveNotFoundError                  archive.not_found
     ├── AlreadyExistsError                        already_exists
+    │   └── ImportConflictError                   import.conflict
     ├── ConflictError                             conflict (retryable)
     │   ├── StaleSessionError                     session.stale (retryable)
     │   └── VersionConflictError                  memory.version_conflict (retryable)
@@ -55,8 +57,10 @@ __all__ = [
     "EmbedderError",
     "EmbedderMismatchError",
     "EmbedderUnavailableError",
+    "ImportConflictError",
     "IncompatibleEnvironmentError",
     "InvalidIdError",
+    "InvalidImportError",
     "InvalidInputError",
     "InvalidMemoryTypeError",
     "InvalidNamespaceError",
@@ -317,3 +321,44 @@ class IncompatibleEnvironmentError(DatabaseError):
     """SQLite is older than 3.51.3, or sqlite-vec cannot be loaded."""
 
     code = "db.incompatible_environment"
+
+
+class InvalidImportError(InvalidInputError):
+    """A line of an import file is not a valid ``abathur-export/1`` record; nothing was imported.
+
+    ``line`` is its 1-based line number; ``reason`` says what kind of problem:
+    ``"json"``, ``"encoding"``, ``"format"`` (header or format version),
+    ``"schema"``, ``"version_gap"``, ``"duplicate"``, ``"order"``,
+    ``"truncated"``, ``"changed"``, or the code of the API rule it breaks
+    (``"value_too_large"``, ``"memory.invalid_namespace"``, ``"invalid_id"``...).
+    """
+
+    code = "import.invalid_line"
+
+    def __init__(self, file: str, line: int, problem: str, *, reason: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}; nothing was imported")
+        self.file = file
+        self.line = line
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with ``line`` and ``reason``."""
+        return {**super().to_dict(), "line": self.line, "reason": self.reason}
+
+
+class ImportConflictError(AlreadyExistsError):
+    """An import record differs from what the database holds under its id; nothing was imported.
+
+    ``line`` is the record's 1-based line number in the file.
+    """
+
+    code = "import.conflict"
+
+    def __init__(self, file: str, line: int, problem: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}; nothing was imported")
+        self.file = file
+        self.line = line
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with ``line``."""
+        return {**super().to_dict(), "line": self.line}
