@@ -13,6 +13,14 @@ field for field, with their original ids where still free, and puts a live
 memory back in the keyword index and the embedding queue (or straight into
 the vector index when the cache holds its vector), so it is found again.
 
+**Integrity.** Each archive row records the sha256 of its stored bytes and of
+its JSON, and each dictionary its own (``006_archive_checksums.sql`` says
+which catches what). :meth:`ArchivalService.show`, :meth:`ArchivalService.restore`
+and ``abathur check`` (:func:`verify_archive`) verify them, decompress in
+chunks and stop past the size the row records, and read a payload's tables
+and columns only through this module's own column lists: a damaged or crafted
+row is a :class:`~abathur.errors.CorruptArchiveError`, never a wrong row.
+
 **Why a table in the same file**, not an archive database beside it: a move
 must be atomic. Deleting hot rows and writing their archive row happen in one
 transaction, so a crash leaves each item either hot or archived, never both

@@ -142,6 +142,41 @@ def test_a_clean_archive_passes_check_with_every_row_checksummed(archived: Path)
     assert result.summary.startswith("49 archive row(s) and 1 dictionary verified")
     (result,) = run_checks(archived, only=[CHECK], quick=True).results
     assert result.status == "ok" and "stored bytes only" in result.summary
+    assert run_checks(archived).is_ok  # the schema check agrees with the new migration
+
+
+async def test_check_sees_one_consistent_archive_while_runs_and_restores_go_on(
+    db_path: Path,
+) -> None:
+    """Rows and dictionaries are read in one snapshot: a live archive never looks corrupt."""
+    results = []
+    async with opener(db_path) as ab:
+        stop = asyncio.Event()
+
+        async def churn() -> None:
+            try:
+                for round_ in range(6):
+                    for i in range(40):
+                        await ab.memory.put(
+                            f"user:u{i % 4}", f"r{round_}k{i}", {"i": i}, type="episodic", ttl=0.01
+                        )
+                    s = await ab.sessions.create(app="a", user="u", session_id=f"race{round_}")
+                    await ab.sessions.terminate(s.id)
+                    await asyncio.sleep(0.02)
+                    await ab.archival.run()
+                    for entry in (await ab.archival.list(limit=1000))[::7]:
+                        await ab.archival.restore(entry.id)
+            finally:
+                stop.set()
+
+        async def check() -> None:
+            while not stop.is_set():
+                results.append(await asyncio.to_thread(run_checks, db_path, only=[CHECK]))
+
+        await asyncio.gather(churn(), check())
+    assert len(results) >= 3
+    assert all(r.results[0].status == "ok" for r in results), [r.results[0] for r in results]
+    assert run_checks(db_path).is_ok
 
 
 async def test_every_single_bit_flip_is_caught_by_restore_and_by_check(
@@ -267,6 +302,23 @@ async def test_a_recorded_size_above_the_hard_cap_is_refused_before_decompressin
     _sql(db, "UPDATE archive SET raw_bytes = ? WHERE id = ?", (1 << 40, entry_id))
     error = await _restore_fails_and_changes_nothing(db, entry_id)
     assert "above the limit" in error.message
+
+
+async def test_an_item_larger_than_an_archive_row_may_hold_stays_hot(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real limit is 1 GiB of JSON; the rule is the same at any size.
+    monkeypatch.setattr("abathur.archival._MAX_RAW_BYTES", 2000)
+    async with opener(db_path) as ab:
+        small = await ab.sessions.create(app="a", user="u", session_id="small")
+        big = await ab.sessions.create(app="a", user="u", session_id="big")
+        await ab.sessions.append_event(big.id, Event(author="user", content={"text": "x" * 3000}))
+        for s in (small, big):
+            await ab.sessions.terminate(s.id)
+        report = await ab.archival.run()
+        assert [e.ref for e in await ab.archival.list()] == ["small"]
+        assert (await ab.sessions.get("big")).status == "terminated"
+        assert any("1 item(s) left hot" in n and "session big" in n for n in report.notes)
 
 
 # -- item 1: names from a payload never reach SQL ------------------------------------------
