@@ -1341,6 +1341,7 @@ class ArchivalService:
         Raises:
             InvalidInputError: entry_id is not a positive integer.
             ArchiveNotFoundError: no entry has this id (or it was restored).
+            CorruptArchiveError: the entry fails verification (see :meth:`restore`).
             ClosedError: the database is closed.
 
         Example:
@@ -1402,6 +1403,11 @@ class ArchivalService:
                 versions); nothing was restored.
             MemoryNotFoundError: old versions whose memory is not in the hot
                 tables (archived whole later: restore that entry first).
+            CorruptArchiveError: the entry fails verification: its payload or
+                dictionary does not match its sha256, it does not decompress,
+                or would decompress past the size it records, or it does not
+                hold the rows it names (unknown tables or columns, bad values);
+                nothing was restored.
             ClosedError: the database is closed.
 
         Example:
