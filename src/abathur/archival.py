@@ -259,6 +259,7 @@ _SQL_LATEST_DICT = (
     "SELECT id, dict, sha256 FROM archive_dicts WHERE kind = ? ORDER BY id DESC LIMIT 1"
 )
 _SQL_DICT = "SELECT dict, sha256 FROM archive_dicts WHERE id = ?"
+_SQL_DICT_UNCHECKSUMMED = "SELECT dict, NULL FROM archive_dicts WHERE id = ?"
 
 
 # ---------------------------------------------------------------------------
@@ -381,7 +382,9 @@ class _Codecs:
     one zstd context must not be used by two threads at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, checksummed: bool = True) -> None:
+        # False only to read a file not yet migrated to the checksum columns.
+        self._sql_dict = _SQL_DICT if checksummed else _SQL_DICT_UNCHECKSUMMED
         self._plain_c = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         # Keyed by (id, sha256 of the bytes): a dictionary row changed since it
         # was cached is never used from the cache.
@@ -438,7 +441,7 @@ class _Codecs:
         self, conn: apsw.Connection, dict_id: int
     ) -> zstandard.ZstdCompressionDict:
         """Dictionary ``dict_id``, once its bytes match their checksum (if it has one)."""
-        found = conn.execute(_SQL_DICT, (dict_id,)).fetchall()
+        found = conn.execute(self._sql_dict, (dict_id,)).fetchall()
         if not found:
             raise _BadDictionaryError(f"its dictionary {dict_id} is missing")
         data, recorded = found[0]
@@ -597,7 +600,8 @@ def _raw_json(conn: apsw.Connection, codecs: _Codecs, stored: _Stored) -> bytear
         )
     if len(raw) != stored.raw_bytes:
         raise stored.corrupt(
-            f"its payload decompresses to {len(raw)} bytes, not the {stored.raw_bytes} it records"
+            f"its payload decompresses to {len(raw)} bytes, not the {stored.raw_bytes} it records "
+            "(a truncated or damaged frame)"
         )
     if stored.raw_sha256 is not None and _sha256(raw) != stored.raw_sha256:
         raise stored.corrupt(
@@ -754,7 +758,7 @@ def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[
         ([], '1 archive row(s) and 0 dictionaries verified')
     """
     has_checksums = conn.execute(_SQL_HAS_CHECKSUMS).fetchall()[0][0] == 3
-    codecs = _Codecs()
+    codecs = _Codecs(checksummed=has_checksums)
     dicts = 0
     bad_dicts: dict[int, str] = {}
     for dict_id, kind, data, recorded in conn.execute(
