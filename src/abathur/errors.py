@@ -30,6 +30,7 @@ the class also derives from it, so ``except ValueError`` or
     │   ├── EmbedderUnavailableError              embedder.unavailable (retryable)
     │   └── EmbedderMismatchError                 embedder.mismatch
     ├── CorruptBackupError                        backup.corrupt
+    ├── CorruptArchiveError                       archive.corrupt
     ├── BudgetExceededError                       budget.exceeded
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
@@ -50,6 +51,7 @@ __all__ = [
     "BudgetExceededError",
     "ClosedError",
     "ConflictError",
+    "CorruptArchiveError",
     "CorruptBackupError",
     "DatabaseBusyError",
     "DatabaseError",
@@ -254,6 +256,24 @@ class CorruptBackupError(AbathurError):
     def to_dict(self) -> dict[str, object]:
         """The error as the CLI prints it with ``--json``, with the failed test's ``reason``."""
         return {**super().to_dict(), "reason": self.reason}
+
+
+class CorruptArchiveError(AbathurError):
+    """An archive entry failed verification: checksum, dictionary, decompression or contents.
+
+    ``entry_id`` names the entry; nothing was restored. Restore the database
+    from a backup that verifies to get the entry back (runbook 05-corruption).
+    """
+
+    code = "archive.corrupt"
+
+    def __init__(self, entry_id: int, message: str) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the entry's id."""
+        return {**super().to_dict(), "entry_id": self.entry_id}
 
 
 class BudgetExceededError(AbathurError):

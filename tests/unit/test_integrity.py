@@ -70,6 +70,7 @@ def test_the_checks_are_a_list_in_a_stable_order() -> None:
         "fts_index",
         "vectors",
         "chunk_vectors",
+        "archive_payloads",
     ]
     assert all(c.description for c in CHECKS)
 

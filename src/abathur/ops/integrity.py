@@ -37,6 +37,7 @@ import apsw
 import structlog
 
 from abathur import search
+from abathur.archival import verify_archive
 from abathur.audit import verify_chain as verify_audit_chain
 from abathur.config import Settings
 from abathur.db import migrations
@@ -412,6 +413,13 @@ def _chunk_vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     return findings, _queue_summary(summary, failed)
 
 
+def _archive_payloads(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
+    if not schema.table_exists(conn, "archive"):
+        raise CheckSkipped("skipped: no archive in this file")
+    # abathur.archival owns the payload format and its checksums; we only run its verification.
+    return verify_archive(conn, quick=quick)
+
+
 CHECKS: tuple[Check, ...] = (
     Check("integrity", "PRAGMA integrity_check (quick_check with --quick)", _integrity),
     Check("foreign_keys", "no row points at a missing parent (foreign_key_check)", _foreign_keys),
@@ -427,6 +435,11 @@ CHECKS: tuple[Check, ...] = (
         "chunk_vectors",
         "every document chunk has a vector or a queued job; none orphaned",
         _chunk_vectors,
+    ),
+    Check(
+        "archive_payloads",
+        "every archive row and dictionary matches its checksum and decompresses within bounds",
+        _archive_payloads,
     ),
 )
 
