@@ -343,3 +343,65 @@ def test_unsync_takes_a_directory_out_and_refuses_what_was_never_synced(project:
 
     human = abathur("unsync", "--db", "agent.db", "docs", cwd=project)
     assert human.returncode == 3 and "never synced" in human.stderr
+
+
+def run_bytes(*args: str | bytes, cwd: Path) -> tuple[int, str, str]:
+    """The CLI with raw argv bytes; stdout and stderr decoded as strict UTF-8 (or this fails)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "abathur", *args],
+        cwd=cwd,
+        env={**base, "ABATHUR_EMBEDDER": "none"},
+        capture_output=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_as_failed_in_valid_utf8_json(
+    project: Path,
+) -> None:
+    # Issue 11, item 5: `abathur sync` died with UnicodeEncodeError on every run.
+    docs = os.fsencode(project / "docs")
+    with open(docs + b"/bad\xff.md", "wb") as handle:
+        handle.write(b"# Bad\n\nsteep green leaves\n")
+    os.mkdir(docs + b"/dir\xfe")
+    with open(docs + b"/dir\xfe/in.md", "wb") as handle:
+        handle.write(b"# In\n\nsteep green leaves\n")
+    failed = {
+        "blob.md": "binary file (NUL byte at offset 0)",
+        "bad\\xff.md": "file name is not valid UTF-8 (byte 0xff at offset 3): rename it to sync it",
+        "dir\\xfe": "directory name is not valid UTF-8 (byte 0xfe at offset 3): rename it to "
+        "sync the files under it",
+    }
+    for run in (1, 2):  # the rerun is the same
+        code, out, err = run_bytes("sync", "--db", "agent.db", "docs", "--json", cwd=project)
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["added"] == ([] if run == 2 else ["kitchen.md", "runbooks/restore.md"])
+        assert {f["path"]: f["reason"] for f in data["failed"]} == failed
+
+    code, out, err = run_bytes("sync", "--db", "agent.db", "docs", cwd=project)
+    assert code == 0, err
+    assert "bad\\xff.md" in out and "dir\\xfe" in out
+
+    code, out, err = run_bytes("search", "--db", "agent.db", "green leaves", "--json", cwd=project)
+    assert code == 0, err
+    assert [hit["path"] for hit in json.loads(out)["hits"]] == ["kitchen.md"]
+
+    code, out, err = run_bytes("unsync", "--db", "agent.db", "docs", "--json", cwd=project)
+    assert code == 0, err
+    assert json.loads(out)["removed"] == ["kitchen.md", "runbooks/restore.md"]
+
+
+def test_a_root_whose_name_is_not_utf8_is_a_clean_error(project: Path) -> None:
+    root = os.fsencode(project) + b"/r\xff"
+    os.mkdir(root)
+    with open(root + b"/a.md", "wb") as handle:
+        handle.write(b"# A\n\nalpha\n")
+    for command in ("sync", "unsync"):
+        code, out, err = run_bytes(command, "--db", "agent.db", b"r\xff", "--json", cwd=project)
+        assert code == 3, err
+        error = json.loads(out)["error"]
+        assert error["code"] == "invalid_input" and "r\\xff' is not valid UTF-8" in error["message"]
+        assert "Traceback" not in err and "r\\xff" in err
