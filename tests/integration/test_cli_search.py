@@ -436,7 +436,7 @@ def test_an_ollama_url_that_cannot_be_parsed_is_a_clean_error_that_hides_the_pas
     for args in (
         ("search", "--db", "agent.db", "restore", "--json"),
         ("sync", "--db", "agent.db", "docs", "--json"),
-        ("reindex", "--db", "agent.db", "--json"),
+        ("reindex", "--db", "agent.db", "--embedder", "ollama", "--json"),
     ):
         done = abathur("--log-level", "debug", *args, cwd=project, env=env)
         assert done.returncode == 3, done.stderr
