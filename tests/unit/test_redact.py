@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from abathur import Abathur
+from abathur.embeddings.base import EmbedResult
 from abathur.redact import BODY_LIMIT, MASK, echoed, redact, redact_url
 
 
@@ -91,3 +94,54 @@ def test_hostile_input_stays_fast() -> None:
         echoed(body)
         redact(body)
     assert time.perf_counter() - started < 5.0
+
+
+class LeakyEmbedder:
+    """A custom embedder whose HTTP library puts the request's credential in its error."""
+
+    name = "custom:leaky"
+    provider = "custom"
+    model = "leaky"
+    dims = 8
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return (await self.embed_with_usage(texts)).vectors
+
+    async def embed_with_usage(self, texts: list[str]) -> EmbedResult:
+        if self.failing:
+            raise RuntimeError(
+                "\x1b[31m502\x1b[0m from https://bob:hunter22@api.example/v1 with "
+                "Authorization: Bearer sk-live-abcdef123456\n" + "trace " * 200
+            )
+        return EmbedResult(vectors=[[1.0] + [0.0] * 7 for _ in texts], tokens=len(texts))
+
+
+async def test_a_custom_embedders_error_is_redacted_and_capped_before_it_reaches_a_caller(
+    tmp_path: Path,
+) -> None:
+    # The queue translates any exception of a custom embedder into EmbedderError;
+    # the foreign text goes through abathur.redact like the Ollama provider's.
+    leaky = LeakyEmbedder()
+    async with Abathur.open(tmp_path / "a.db", embedder=leaky, embed_worker=False) as ab:
+        await ab.memory.put("user:a", "k", "green tea")
+        await ab.embeddings.drain()
+        leaky.failing = True
+        await ab.memory.put("user:a", "k2", "black tea")
+        drained = await ab.embeddings.drain()  # the job is marked failed, with its error
+        found = await ab.memory.search("tea", prefix="user:a")
+        status = await ab.embeddings.status()
+        queued = await ab.db.read(
+            lambda conn: conn.execute("SELECT last_error FROM embedding_queue").fetchall()
+        )
+    with pytest.raises(RuntimeError, match="hunter22"):
+        await leaky.embed(["x"])  # what the queue was given
+    assert drained.failed == 1 and found.is_degraded
+    shown = [found.degraded_reason or "", status.last_error or "", queued[0][0]]
+    for text in shown:
+        assert "hunter22" not in text and "sk-live-abcdef123456" not in text, text
+        assert "\x1b" not in text and "\n" not in text
+        assert len(text) < 400  # the 1,200 characters of trace are cut
+    assert "https://***@api.example/v1" in status.last_error
