@@ -170,7 +170,9 @@ class Settings(BaseSettings):
     embed_worker: bool = Field(
         default=True, description="Drain the embedding queue in the background while open."
     )
-    ollama_host: str = "http://127.0.0.1:11434"
+    # repr=False: the URL may carry user:password@ (sent as basic auth); a
+    # Settings repr in a log or a traceback must not show it.
+    ollama_host: str = Field(default="http://127.0.0.1:11434", repr=False)
     ollama_model: str = "nomic-embed-text"
     ollama_timeout_s: float = Field(default=30.0, gt=0)
     ollama_batch_size: int = Field(default=32, ge=1, le=2048)

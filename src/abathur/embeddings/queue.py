@@ -73,6 +73,7 @@ from abathur.errors import (
     EmbedderUnavailableError,
 )
 from abathur.models import CompactReport, DrainReport, EmbeddingStatus
+from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
 
 if TYPE_CHECKING:
@@ -482,10 +483,14 @@ class EmbeddingService:
         except EmbedderError:
             raise
         except AbathurError as exc:
-            raise EmbedderError(f"embedder {embedder.name!r} refused the texts: {exc}") from exc
-        except Exception as exc:
             raise EmbedderError(
-                f"embedder {embedder.name!r} raised {type(exc).__name__}: {exc}"
+                f"embedder {embedder.name!r} refused the texts: {echoed(exc)}"
+            ) from exc
+        except Exception as exc:
+            # A custom embedder's error text is foreign: it may quote a request's
+            # credentials or a whole error page (abathur.redact).
+            raise EmbedderError(
+                f"embedder {embedder.name!r} raised {type(exc).__name__}: {echoed(exc)}"
             ) from exc
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
@@ -494,7 +499,7 @@ class EmbeddingService:
         except (AttributeError, TypeError, ValueError) as exc:
             raise EmbedderError(
                 f"embedder {embedder.name!r} returned vectors that are not numbers of one "
-                f"length, or no EmbedResult: {exc}"
+                f"length, or no EmbedResult: {echoed(exc)}"
             ) from exc
         want = int(embedder.dims or 0)
         if matrix.ndim != 2 or matrix.shape[0] != len(texts) or matrix.shape[1] == 0:
@@ -809,7 +814,7 @@ class EmbeddingService:
             except ClosedError:
                 return
             except Exception as exc:  # a bug must not kill the worker silently
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = f"{type(exc).__name__}: {echoed(exc)}"
                 self._paused_until = time.time() + _IDLE_POLL_S
                 log.exception("embeddings.worker_error")
                 continue
