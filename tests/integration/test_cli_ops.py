@@ -11,7 +11,7 @@ import pytest
 from abathur.ops.backup import Backup
 from tests.integration.test_cli import abathur, digest, ok_json
 from tests.unit.test_backup import held_open
-from tests.unit.test_backup_auth import KEY, tamper_with_a_memory
+from tests.unit.test_backup_auth import tamper_with_a_memory
 from tests.unit.test_health_metrics import parse_exposition, value, values
 from tests.unit.test_integrity import populate
 
@@ -181,10 +181,15 @@ def test_restore_refuses_a_database_another_process_has_open(db: Path) -> None:
 def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "keys" / "backup.key"
     key_file.parent.mkdir()
-    key_file.write_text(KEY + "\n")
-    key_file.chmod(0o600)
+    made_key = ok_json(abathur("backup", "keygen", str(key_file), "--json", cwd=db.parent))
+    key = key_file.read_text().strip()
+    assert made_key["key_file"] == str(key_file) and len(key) == 64
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    again = abathur("backup", "keygen", str(key_file), cwd=db.parent)
+    assert again.returncode == 3 and "never overwritten" in again.stderr
+    assert key_file.read_text().strip() == key
     env = {"ABATHUR_BACKUP_KEY_FILE": str(key_file)}
-    runs = []
+    runs = [again]
 
     def run(*args: str, keyed: bool = True):
         done = abathur(*args, cwd=db.parent, env=env if keyed else None)
@@ -193,6 +198,7 @@ def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -
 
     made = ok_json(run("backup", "--db", str(db), "--json"))
     key_id = made["key_id"]
+    assert key_id == made_key["key_id"]
     assert made["authenticated"] is True and made["backup"]["manifest"]["hmac"]
     assert made["backup"]["manifest"]["format"] == "abathur-backup/2"
     backup = Path(made["backup"]["file"])
@@ -228,7 +234,7 @@ def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -
     assert unkeyed.returncode == 3, "without the key it cannot be trusted either"
 
     for done in runs:
-        assert KEY not in done.stdout and KEY not in done.stderr, "the key is never printed"
+        assert key not in done.stdout and key not in done.stderr, "the key is never printed"
         assert "Traceback" not in done.stderr
 
 

@@ -29,6 +29,7 @@ from abathur.ops.backup import (
     prune_backups,
     verify_backup,
 )
+from abathur.ops.backup_key import generate_key_file
 from abathur.ops.restore import restore_backup
 
 __all__ = ["backup", "restore"]
@@ -290,6 +291,37 @@ def verify(*, db_path: Path, out: Output, file: Path, allow_unauthenticated: boo
         *[("passed", c) for c in verified.checks],
         *_removed_line(verified.removed_temps),
         ("took", f"{verified.seconds:.2f} s"),
+    ]
+    out.result(data, format_pairs(lines))
+
+
+@backup.command("keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@standard_options
+def keygen(*, db_path: Path, out: Output, key_file: Path) -> None:
+    """Write a new backup key (32 random bytes, hex) to KEY_FILE, readable by its owner only.
+
+    The key itself is never printed; its id (the first 8 hex digits of its
+    sha256) is, and backup manifests record it. An existing file is never
+    overwritten. Keep the key away from the backups (another host or
+    volume), then point ABATHUR_BACKUP_KEY_FILE at it for the backup job and
+    for whoever verifies or restores. See runbooks/06-backup-restore.md.
+
+    \b
+    Examples:
+      abathur backup keygen /etc/abathur/backup-2026.key
+      abathur backup keygen --json ./backup.key
+    """
+    key = generate_key_file(key_file)
+    data = {
+        "path": str(db_path.absolute()),
+        "key_file": str(key_file.absolute()),
+        "key_id": key.key_id,
+    }
+    lines = [
+        ("key file", key_file.absolute()),
+        ("key id", key.key_id),
+        ("next", f"export ABATHUR_BACKUP_KEY_FILE={key_file.absolute()}"),
     ]
     out.result(data, format_pairs(lines))
 

@@ -38,9 +38,11 @@ import hmac
 import json
 import os
 import re
+import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -52,6 +54,7 @@ __all__ = [
     "KEY_MIN_BYTES",
     "BackupKey",
     "canonical_json",
+    "generate_key_file",
     "hmac_matches",
     "load_backup_key",
     "manifest_hmac",
@@ -158,6 +161,43 @@ def load_backup_key(settings: Settings) -> BackupKey | None:
             advice="chmod 600 the key file: whoever reads it can forge backups",
         )
     return key
+
+
+def generate_key_file(path: str | Path) -> BackupKey:
+    """Write a new random key (32 bytes, hex) to a new file readable by its owner only.
+
+    Raises:
+        BackupKeyError: the file exists (a key is never overwritten: the
+            backups signed with it could no longer be verified), or cannot be
+            written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from abathur.ops.backup_key import generate_key_file, parse_key
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "backup.key"
+        >>> key = generate_key_file(path)
+        >>> oct(path.stat().st_mode & 0o777)
+        '0o600'
+        >>> parse_key(path.read_text(), source="f").key_id == key.key_id
+        True
+    """
+    path = Path(path)
+    secret = secrets.token_bytes(KEY_MIN_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise BackupKeyError(
+            f"{str(path)!r} exists: a key file is never overwritten (the backups signed "
+            "with it could no longer be verified); choose another name"
+        ) from None
+    except OSError as exc:
+        raise BackupKeyError(f"cannot create key file {str(path)!r}: {exc.strerror}") from None
+    try:
+        os.write(fd, (secret.hex() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return parse_key(secret.hex(), source=f"the key file {str(path)!r}")
 
 
 def canonical_json(fields: Mapping[str, Any]) -> bytes:
