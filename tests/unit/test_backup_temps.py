@@ -192,3 +192,10 @@ def test_verify_removes_stale_temps_in_its_directory_and_says_so(big: Path) -> N
     assert verified.removed_temps == (stale,)
     assert verified.to_dict()["removed_temps"] == [str(stale)]
     assert not stale.exists()
+
+
+def test_a_backup_also_removes_a_killed_restores_temp_beside_the_database(big: Path) -> None:
+    stale = big.parent / f".{big.name}.restore-20261122T020000.000000Z.tmp"
+    stale.write_bytes(b"half a restore")
+    made = create_backup(big)
+    assert made.removed_temps == (stale,) and not stale.exists()

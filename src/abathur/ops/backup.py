@@ -392,7 +392,11 @@ def create_backup(
         raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
     if key is not None and settings.backup_key_file is not None:
         _warn_if_key_beside_backups(settings.backup_key_file, directory)
+    # The backup directory holds temps of killed backups and verifies; the
+    # database's own, those of killed restores.
     removed = tuple(remove_stale_temps(directory))
+    if db_path.absolute().parent != directory.absolute():
+        removed += tuple(remove_stale_temps(db_path.absolute().parent))
     # The raw copy is as large as the file and its WAL; the compressed file
     # comes on top, but how much smaller it is cannot be known before.
     source_bytes = _file_size(db_path) + _file_size(schema.wal_path(db_path))
