@@ -456,7 +456,8 @@ def create_backup(
         _remove(data_path)
         if _is_no_space(exc):
             free = _free_bytes(directory) or 0
-            needed = max(written, source_bytes) + 1
+            # It needed more than there was: what was free (now again) and at least the copy.
+            needed = max(written, free, source_bytes) + 1
             raise BackupSpaceError(
                 f"the disk holding {str(directory)!r} filled up during the backup of "
                 f"{db_path.name}: a backup needs room for a copy of the database "

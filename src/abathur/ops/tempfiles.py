@@ -14,6 +14,11 @@ is gone. To close the gap between a temp's creation and its lock, creating a
 temp holds a shared ``flock`` on the directory and the sweep an exclusive one.
 A temp of an older abathur (which took no lock) counts as stale.
 
+Linux only: there ``flock`` and the POSIX locks SQLite takes on the same file
+are independent. On the BSDs and macOS they can conflict, so a lock on a temp
+that SQLite writes would make SQLite's own locking fail; there, temps are not
+locked and the sweep removes nothing (never a live temp).
+
 Example:
     >>> import tempfile, pathlib
     >>> from abathur.ops.tempfiles import owned_temp, remove_stale_temps
@@ -32,14 +37,15 @@ import contextlib
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
-try:
+if sys.platform.startswith("linux"):
     import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no flock, so no sweeping either
+else:  # pragma: no cover - see the module doc: no flock, so no sweeping either
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SIDECAR_SUFFIXES", "TEMP_NAME", "is_temp_name", "owned_temp", "remove_stale_temps"]
