@@ -199,3 +199,13 @@ def test_a_backup_also_removes_a_killed_restores_temp_beside_the_database(big: P
     stale.write_bytes(b"half a restore")
     made = create_backup(big)
     assert made.removed_temps == (stale,) and not stale.exists()
+
+
+def test_locked_temps_do_not_change_the_backup_files_permissions(big: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        made = create_backup(big)
+    finally:
+        os.umask(umask)
+    assert made.data_path.stat().st_mode & 0o777 == 0o644
+    assert made.manifest_path.stat().st_mode & 0o777 == 0o644

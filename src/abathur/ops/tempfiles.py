@@ -104,6 +104,8 @@ def _directory_lock(directory: Path, operation: int) -> Iterator[bool]:
 def owned_temp(path: Path) -> Iterator[Path]:
     """Create ``path`` (empty) and hold an ``flock`` on it until the block ends, then remove it.
 
+    Its mode is what ``open(path, "wb")`` would give (0666 less the umask),
+    so backups keep the permissions they had before temps were locked.
     Write to it by name (``open(path, "wb")``, SQLite): the lock is on the file,
     not on this descriptor's offset. If the block renamed it into place, the
     rename stands; otherwise it is removed with its SQLite sidecars, before
@@ -114,10 +116,10 @@ def owned_temp(path: Path) -> Iterator[Path]:
         OSError: it cannot be created.
     """
     if fcntl is None:  # pragma: no cover
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     else:
         with _directory_lock(path.parent, fcntl.LOCK_SH):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield path
