@@ -218,6 +218,20 @@ def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -
     lost_key = run("backup", "verify", str(backup), "--allow-unauthenticated", keyed=False)
     assert lost_key.returncode == 0, lost_key.stderr
     assert "only checksummed" in lost_key.stdout
+    copy = tmp_path / "lost-key.db"
+    refused = run("restore", str(backup), "--db", str(db), "--to", str(copy), keyed=False)
+    assert refused.returncode == 3 and "[backup.key]" in refused.stderr and not copy.exists()
+    restored = run(
+        "restore",
+        str(backup),
+        "--db",
+        str(db),
+        "--to",
+        str(copy),
+        "--allow-unauthenticated",
+        keyed=False,
+    )
+    assert restored.returncode == 0, restored.stderr
 
     tamper_with_a_memory(
         Backup(backup.with_name(made["backup"]["name"] + ".manifest.json"), backup, None), tmp_path
