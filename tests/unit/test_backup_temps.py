@@ -8,6 +8,7 @@ temporary files exist.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+from structlog.testing import capture_logs
 
 from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.tempfiles import is_temp_name, owned_temp, remove_stale_temps
@@ -57,7 +59,7 @@ def cli_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def backup_caught_mid_way(db: Path, dest: Path) -> Iterator[subprocess.Popen]:
-    """A real ``abathur backup`` process, stopped (SIGSTOP) once its first temp file exists."""
+    """A real ``abathur backup`` process, stopped (SIGSTOP) while it writes its raw copy."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "abathur", "backup", "--db", str(db), "--dest", str(dest)],
         env=cli_env(),
@@ -66,7 +68,10 @@ def backup_caught_mid_way(db: Path, dest: Path) -> Iterator[subprocess.Popen]:
     )
     try:
         deadline = time.monotonic() + 60
-        while not (dest.is_dir() and temps(dest)):
+        # The raw copy growing: its process has created (and locked) its temps.
+        while not any(dest.glob(".*.db.tmp")) or not any(
+            p.stat().st_size for p in dest.glob(".*.db.tmp")
+        ):
             assert proc.poll() is None, f"the backup ended first: {proc.communicate()}"
             assert time.monotonic() < deadline, "no temporary file appeared"
             time.sleep(0.002)
@@ -149,6 +154,7 @@ def test_the_temps_of_a_live_backup_in_another_process_are_never_removed(big: Pa
         ".agent-20261122T020000.000000Z.db.zst.verify-4242-123456789.tmp-wal",
         ".agent.db.restore-20261122T020000.000000Z.tmp",
         ".agent.db.restore-20261122T020000.000000Z.tmp-shm",
+        ".agent.db.restore-20261122T020000.000000Z.tmp-lock",
     ],
 )
 def test_every_kind_of_temp_left_by_a_dead_owner_is_removed(tmp_path: Path, name: str) -> None:
@@ -181,7 +187,19 @@ def test_a_temp_held_in_this_process_is_kept_and_removed_when_released(tmp_path:
         (tmp_path / (path.name + "-journal")).write_bytes(b"its journal")
         assert remove_stale_temps(tmp_path) == []
         assert path.read_bytes() == b"in progress"
-    assert not list(tmp_path.iterdir()), "the temp and its sidecar go when the block ends"
+        # Renamed into place, its lock is still held until the block ends.
+        path.rename(tmp_path / "agent-20261122T020000.000000Z.db.zst")
+        assert remove_stale_temps(tmp_path) == []
+        assert (tmp_path / (path.name + "-lock")).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent-20261122T020000.000000Z.db.zst"]
+
+
+def test_a_temp_whose_lock_outlived_its_owner_goes_with_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / ".agent-20261122T020000.000000Z.db.tmp"
+    for p in (path, tmp_path / (path.name + "-journal"), tmp_path / (path.name + "-lock")):
+        p.write_bytes(b"left by kill -9")
+    assert len(remove_stale_temps(tmp_path)) == 3
+    assert not list(tmp_path.iterdir())
 
 
 def test_verify_removes_stale_temps_in_its_directory_and_says_so(big: Path) -> None:
@@ -209,3 +227,24 @@ def test_locked_temps_do_not_change_the_backup_files_permissions(big: Path) -> N
         os.umask(umask)
     assert made.data_path.stat().st_mode & 0o777 == 0o644
     assert made.manifest_path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_stopped_holder_of_the_directory_lock_delays_a_backup_but_never_blocks_it(
+    big: Path,
+) -> None:
+    dest = big.parent.parent / "backups"
+    dest.mkdir()
+    stale = dest / ".agent-20261122T020000.000000Z.db.tmp"
+    stale.write_bytes(b"left by kill -9")
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a sweep would, then stopped or hung
+        started = time.monotonic()
+        with capture_logs() as logs:
+            made = create_backup(big, dest=dest)
+        assert time.monotonic() - started < 30
+    finally:
+        os.close(fd)
+    assert "temps.directory_lock_busy" in [e["event"] for e in logs]
+    assert made.removed_temps == () and stale.exists(), "no sweep without the lock"
+    assert verify_backup(made.data_path).removed_temps == (stale,)
