@@ -178,6 +178,35 @@ def test_restore_refuses_a_database_another_process_has_open(db: Path) -> None:
     assert abathur("restore", backup, "--db", str(db), cwd=db.parent).returncode == 0
 
 
+def test_restore_removes_the_temps_of_a_killed_restore_and_says_so(db: Path) -> None:
+    made = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    stale = db.parent / f".{db.name}.restore-20261122T020000.000000Z.tmp"
+    stale.write_bytes(b"half a database")
+    (db.parent / (stale.name + "-journal")).write_bytes(b"its journal")
+    copy = db.parent / "copy.db"
+    done = abathur(
+        "restore",
+        made["backup"]["file"],
+        "--db",
+        str(db),
+        "--to",
+        str(copy),
+        "--json",
+        cwd=db.parent,
+    )
+    data = ok_json(done)
+    assert sorted(Path(p).name for p in data["removed_temps"]) == [
+        stale.name,
+        stale.name + "-journal",
+    ]
+    assert not stale.exists() and "temps.removed_stale" in done.stderr
+    human = abathur(
+        "restore", made["backup"]["file"], "--db", str(db), "--to", str(copy), cwd=db.parent
+    )
+    assert human.returncode == 0 and "removed stale temps" not in human.stdout
+    assert not [p for p in db.parent.iterdir() if p.name.startswith(".")]
+
+
 def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "keys" / "backup.key"
     key_file.parent.mkdir()

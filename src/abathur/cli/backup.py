@@ -27,6 +27,7 @@ from abathur.ops.backup import (
     create_backup,
     list_backups,
     prune_backups,
+    remove_stale_temps,
     verify_backup,
 )
 from abathur.ops.backup_key import generate_key_file
@@ -362,7 +363,8 @@ def restore(
     process is refused (stop the application first) unless --force. The old
     file is kept aside as FILE.replaced-TIME, the new one is renamed into
     place, and 'abathur check --quick' runs on it: exit 0 when it is clean,
-    1 when it has findings.
+    1 when it has findings. Temporary files of killed restores beside the
+    target are removed first.
 
     \b
     Examples:
@@ -373,15 +375,22 @@ def restore(
     target = to if to is not None else db_path
     if target.absolute() == file.absolute():
         raise InvalidInputError("the backup file and the restore target are the same file")
+    # Temps of killed restores lie beside the target.
+    removed = tuple(remove_stale_temps(target.absolute().parent))
     result = restore_backup(
         file, target=target, force=force, settings=_settings(allow_unauthenticated)
     )
-    data = {"path": str(target.absolute()), **result.to_dict()}
+    data = {
+        "path": str(target.absolute()),
+        **result.to_dict(),
+        "removed_temps": [str(p) for p in removed],
+    }
     lines: list[tuple[str, object]] = [
         ("restored", result.target.absolute()),
         ("from", result.backup.data_path),
         ("taken at", _when(result.manifest.created_at)),
         ("old file kept as", result.replaced or "(there was none)"),
+        *_removed_line(removed),
     ]
     if result.forced:
         lines.append(("forced", "yes: the old file was in use or not a database"))
