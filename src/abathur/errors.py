@@ -31,12 +31,14 @@ the class also derives from it, so ``except ValueError`` or
     │   └── EmbedderMismatchError                 embedder.mismatch
     ├── CorruptBackupError                        backup.corrupt
     ├── CorruptArchiveError                       archive.corrupt
+    ├── BackupKeyError (ValueError)               backup.key
     ├── BudgetExceededError                       budget.exceeded
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
         ├── DatabaseInUseError                    db.in_use
         ├── SchemaError                           db.schema
-        └── IncompatibleEnvironmentError          db.incompatible_environment
+        ├── IncompatibleEnvironmentError          db.incompatible_environment
+        └── BackupSpaceError                      backup.no_space
 
 Driver errors (apsw) never reach a caller: ``abathur.db`` translates them into
 :class:`DatabaseError` subclasses.
@@ -48,6 +50,8 @@ __all__ = [
     "AbathurError",
     "AlreadyExistsError",
     "ArchiveNotFoundError",
+    "BackupKeyError",
+    "BackupSpaceError",
     "BudgetExceededError",
     "ClosedError",
     "ConflictError",
@@ -243,8 +247,9 @@ class CorruptBackupError(AbathurError):
     """A backup failed verification (checksum, size, decompression, integrity or manifest).
 
     ``reason`` says which test failed: ``"missing"``, ``"manifest"``, ``"truncated"``,
-    ``"checksum"``, ``"decompress"``, ``"integrity"`` or ``"mismatch"`` (the contents
-    differ from the manifest); nothing was restored.
+    ``"checksum"``, ``"decompress"``, ``"integrity"``, ``"mismatch"`` (the contents
+    differ from the manifest) or ``"authentication"`` (a backup key is configured and
+    the manifest's HMAC does not match it, or is missing); nothing was restored.
     """
 
     code = "backup.corrupt"
@@ -382,3 +387,42 @@ class ImportConflictError(AlreadyExistsError):
     def to_dict(self) -> dict[str, object]:
         """The error as the CLI prints it with ``--json``, with ``line``."""
         return {**super().to_dict(), "line": self.line}
+
+
+class BackupKeyError(InvalidInputError):
+    """The backup key is unusable, or is not the key a backup needs; nothing was done.
+
+    Raised when the configured key is malformed, too short or not random-looking,
+    when both ``ABATHUR_BACKUP_KEY`` and a key file are set, when a key file cannot
+    be read, when a backup carries an HMAC but no key is configured, and when it
+    was made with another key (its ``key_id`` differs). The message never holds
+    the key.
+    """
+
+    code = "backup.key"
+
+
+class BackupSpaceError(DatabaseError):
+    """Not enough free space for a backup (or for verifying or restoring one).
+
+    ``directory`` is where the space ran out, ``needed`` how many bytes the
+    operation needs at least, ``free`` how many were free; the partial files
+    were removed.
+    """
+
+    code = "backup.no_space"
+
+    def __init__(self, message: str, *, directory: str, needed: int, free: int) -> None:
+        super().__init__(message)
+        self.directory = directory
+        self.needed = needed
+        self.free = free
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the sizes in bytes."""
+        return {
+            **super().to_dict(),
+            "directory": self.directory,
+            "needed_bytes": self.needed,
+            "free_bytes": self.free,
+        }
