@@ -38,6 +38,9 @@ def _human(report: CheckReport, fixed: list[str] | None) -> str:
     ]
     if fixed is not None:
         lines += ["", "rebuilt: " + (", ".join(fixed) or "nothing: the derived indexes agree")]
+    if report.removed_temps:
+        names = ", ".join(p.name for p in report.removed_temps)
+        lines += ["", f"removed stale temps: {names} (owner gone)"]
     verdict = (
         "clean: no findings"
         if report.is_ok

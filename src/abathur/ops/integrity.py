@@ -44,6 +44,8 @@ from abathur.db import migrations
 from abathur.db.connection import translate_errors
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
+from abathur.ops.backup import backup_dir_for
+from abathur.ops.tempfiles import remove_stale_temps
 
 __all__ = [
     "CHECKS",
@@ -97,6 +99,7 @@ class CheckReport:
     path: Path
     quick: bool
     results: tuple[CheckResult, ...]
+    removed_temps: tuple[Path, ...] = ()
 
     @property
     def is_ok(self) -> bool:
@@ -116,6 +119,7 @@ class CheckReport:
             "is_ok": self.is_ok,
             "finding_count": self.finding_count,
             "checks": [r.to_dict() for r in self.results],
+            "removed_temps": [str(p) for p in self.removed_temps],
         }
 
 
@@ -500,6 +504,7 @@ def run_checks(
     """
     path = Path(path)
     checks = _select(only)
+    removed = _sweep_temps(path, settings)
     conn = schema.open_existing(path, settings)
     try:
         with translate_errors(f"reading {path}"):
@@ -515,7 +520,7 @@ def run_checks(
                     conn.execute("COMMIT")
     finally:
         conn.close()
-    report = CheckReport(path, quick, results)
+    report = CheckReport(path, quick, results, removed)
     log.info(
         "check.finished",
         path=str(path),
@@ -524,6 +529,19 @@ def run_checks(
         statuses={r.name: r.status for r in results},
     )
     return report
+
+
+def _sweep_temps(path: Path, settings: Settings | None) -> tuple[Path, ...]:
+    """Remove what killed backups and restores left beside the file and in its backup directory.
+
+    Only abathur's own temp names whose owner no longer holds their lock
+    (see :mod:`abathur.ops.tempfiles`); the file itself is never touched.
+    """
+    removed: list[Path] = []
+    for directory in dict.fromkeys((path.absolute().parent, backup_dir_for(path, settings))):
+        if directory.is_dir():
+            removed.extend(remove_stale_temps(directory))
+    return tuple(removed)
 
 
 def _select(only: Sequence[str] | None) -> tuple[Check, ...]:
