@@ -151,7 +151,7 @@ SQL_RETIRE_CURRENT = (
 SQL_INSERT_VERSION = (
     "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
     "superseded_by_namespace, superseded_by_key, first_created_at, created_at, expires_at, "
-    "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
 )
 
 # memory.list / consolidate: live, unexpired current versions under a prefix.
@@ -280,10 +280,16 @@ def _write_version(
     status: MemoryStatus,
     now: float,
     expires_at: float | None,
+    action: str = "memory.put",
+    detail: dict[str, Any] | None = None,
     superseded_by: MemoryRef | None = None,
 ) -> Memory:
     """Append the next version of (namespace, key), make it current, and move the
-    search indexes (FTS row, embedding job, vector) from the old version to it."""
+    search indexes (FTS row, embedding job, vector) from the old version to it.
+
+    The audit record ``action`` (detail: the version, plus ``detail``) is
+    written with it and covers the new row (abathur.audit.COVERED).
+    """
     version = 1 if current is None else current.version + 1
     first_created_at = now if current is None else current.first_created_at
     if current is not None:
@@ -294,9 +300,12 @@ def _write_version(
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
-    conn.execute(SQL_INSERT_VERSION, row)
+    seq = audit.next_seq(conn)
+    conn.execute(SQL_INSERT_VERSION, (*row, seq))
     # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
     new_id = conn.last_insert_rowid()
+    audit.append(conn, action, "memory", _entity(namespace, key),
+                 {"version": version, **(detail or {})}, at=now, content=("memories", row))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
         index.remove(conn, current.id)
@@ -871,10 +880,8 @@ class MemoryService:
             memory = _write_version(
                 conn, current, index, namespace=namespace, key=key, type_=type_,
                 value=value_json, metadata=metadata_json, status="live", now=now,
-                expires_at=None if ttl_s is None else now + ttl_s,
+                expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
-            audit.append(conn, "memory.put", "memory", _entity(namespace, key),
-                         {"version": memory.version}, at=now)
             return memory, index
 
         memory, index = await self._db.write(write)
@@ -1074,10 +1081,8 @@ class MemoryService:
             tombstone = _write_version(
                 conn, current, self._indexing(conn), namespace=namespace, key=key,
                 type_=current.type, value=current.value, metadata=current.metadata,
-                status="deleted", now=now, expires_at=current.expires_at,
+                status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
-            audit.append(conn, "memory.delete", "memory", _entity(namespace, key),
-                         {"version": tombstone.version}, at=now)
             return tombstone
 
         return await self._db.write(write)
@@ -1133,10 +1138,9 @@ class MemoryService:
             restored = _write_version(
                 conn, current, index, namespace=namespace, key=key, type_=current.type,
                 value=current.value, metadata=current.metadata, status="live", now=now,
-                expires_at=current.expires_at,
+                expires_at=current.expires_at, action="memory.restore",
+                detail={"from": current.status},
             )
-            audit.append(conn, "memory.restore", "memory", _entity(namespace, key),
-                         {"version": restored.version, "from": current.status}, at=now)
             return restored, index
 
         restored, index = await self._db.write(write)
@@ -1277,12 +1281,8 @@ class MemoryService:
                     type_=loser.type,
                     value=loser.value, metadata=loser.metadata, status="superseded", now=now,
                     expires_at=loser.expires_at, superseded_by=winner_ref,
-                )
-                audit.append(
-                    conn, "memory.supersede", "memory", _entity(loser.namespace, loser.key),
-                    {"version": superseded.version, "reason": reason,
-                     "winner": _entity(winner.namespace, winner.key)},
-                    at=now,
+                    action="memory.supersede",
+                    detail={"reason": reason, "winner": _entity(winner.namespace, winner.key)},
                 )
                 versions.append(superseded.version)
             return report(plan, versions)

@@ -194,6 +194,10 @@ class AuditReport(_Model):
     is_ok: bool
     records: int
     problems: list[str]
+    #: Covered rows whose content matched the record that wrote them.
+    rows_verified: int = 0
+    #: Covered rows written before the audit covered content (no record to check).
+    rows_uncovered: int = 0
 
 
 class SearchHit(_Model):

@@ -129,14 +129,14 @@ _SQL_PUT_USER_STATE = (
     "updated_at = excluded.updated_at"
 )
 _SQL_INSERT_SESSION = (
-    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at) "
-    "VALUES (?, ?, ?, 'created', ?, 0, ?, ?)"
+    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at, "
+    "audit_seq) VALUES (?, ?, ?, 'created', ?, 0, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = "SELECT seq FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1"
 _SQL_EVENT_ID_TAKEN = "SELECT 1 FROM events WHERE session_id = ? AND id = ?"
 _SQL_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
+    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_UPDATE_SESSION = (
     "UPDATE sessions SET status = ?, state = ?, revision = ?, updated_at = ? WHERE id = ?"
@@ -362,10 +362,12 @@ class SessionService:
             if conn.execute(SQL_SESSION_BY_ID, (session_id,)).fetchall():
                 raise AlreadyExistsError(f"a session with id {session_id!r} already exists")
             now = time.time()
-            conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now))
+            seq = audit.next_seq(conn)
+            conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now, seq))
             _write_scoped(conn, app, user, scoped, now)
             audit.append(conn, "session.create", "session", session_id,
-                         {"app": app, "user": user}, at=now)
+                         {"app": app, "user": user}, at=now,
+                         content=("sessions", (session_id, app, user, now)))
             row = (session_id, app, user, "created", session_json, 0, now, now)
             return _session(row, _scoped_state(conn, app, user), [], _temp_view(scoped.temp))
 
@@ -561,10 +563,8 @@ class SessionService:
         metadata_json = encode(metadata, what="event metadata", limit=limit)
         delta_json = encode(scoped.stored, what="event state_delta", limit=limit)
 
-        # No audit record per event, on purpose: the event log is itself the
-        # record of what happened, and an audit append (a read of the chain
-        # head, a hash, two writes) per event would cut append throughput
-        # below the 2,000/s target. Session lifecycle changes are audited.
+        # One audit record per event (issue 11, item 12), covering the event
+        # row; benchmarks/append_audit.py measures what it costs.
         def write(conn: apsw.Connection) -> Session:
             row = _session_row(conn, session_id)
             _, app, user, status, state, revision, created_at, _ = row
@@ -585,8 +585,12 @@ class SessionService:
             last = conn.execute(_SQL_LAST_SEQ, (session_id,)).fetchall()
             seq = last[0][0] + 1 if last else 1
             at = time.time() if stamp is None else float(stamp)
-            conn.execute(_SQL_INSERT_EVENT, (session_id, seq, event_id, author, content_json,
-                                             delta_json, metadata_json, at))
+            event_row = (session_id, seq, event_id, author, content_json, delta_json,
+                         metadata_json, at)
+            audit_seq = audit.next_seq(conn)
+            conn.execute(_SQL_INSERT_EVENT, (*event_row, audit_seq))
+            audit.append(conn, "event.append", "event", session_id, {"seq": seq},
+                         content=("events", event_row))
             if scoped.session:
                 session_state = json.loads(state)
                 session_state.update(scoped.session)
