@@ -84,10 +84,15 @@ __all__ = [
     "AuditLog",
     "append",
     "content_hash",
+    "memory_records",
     "needs_upgrade",
     "next_seq",
+    "record_purge",
     "redact",
+    "session_records",
+    "session_tasks",
     "upgrade",
+    "user_sessions",
     "verify",
     "verify_chain",
     "verify_content",
@@ -274,6 +279,95 @@ def redact(conn: apsw.Connection, seqs: Iterable[int]) -> int:
         conn.execute(_SQL_REDACT, (json.dumps(wanted[start : start + 10_000]),))
         redacted += conn.changes()
     return redacted
+
+
+# -- purge: which records name what is erased, and the record that says it was ----
+
+# Records naming memories under a prefix: their entity_id 'namespace/key', a
+# supersede's winner, an archive restore's ref. :eq_lo/:eq_hi bound the ids of
+# the prefix's own namespace ('p/' .. 'p0'), :sub_lo/:sub_hi those under it
+# ('p:' .. 'p;'). A full scan of the log: a purge is rare, an index on every
+# record would cost every write.
+_SQL_MEMORY_RECORDS = (
+    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
+    "(entity = 'memory' AND ((entity_id >= :eq_lo AND entity_id < :eq_hi) "
+    "OR (entity_id >= :sub_lo AND entity_id < :sub_hi))) "
+    "OR (action = 'memory.supersede' AND ("
+    "(json_extract(detail, '$.winner') >= :eq_lo AND json_extract(detail, '$.winner') < :eq_hi) "
+    "OR (json_extract(detail, '$.winner') >= :sub_lo "
+    "AND json_extract(detail, '$.winner') < :sub_hi))) "
+    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') IN ('memory', 'versions') "
+    "AND ((json_extract(detail, '$.ref') >= :eq_lo AND json_extract(detail, '$.ref') < :eq_hi) "
+    "OR (json_extract(detail, '$.ref') >= :sub_lo AND json_extract(detail, '$.ref') < :sub_hi))))"
+)
+# Sessions of (app, user) the log knows, including deleted ones.
+_SQL_USER_SESSIONS = (
+    "SELECT DISTINCT entity_id FROM audit_log WHERE entity = 'session' "
+    "AND action IN ('session.create', 'session.delete') "
+    "AND json_extract(detail, '$.app') = :app AND json_extract(detail, '$.user') = :user"
+)
+_SQL_SESSION_TASKS = (
+    "SELECT DISTINCT entity_id FROM audit_log WHERE action = 'task.create' "
+    "AND json_extract(detail, '$.session_id') IN (SELECT value FROM json_each(:sessions))"
+)
+_SQL_SESSION_RECORDS = (
+    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
+    "(entity IN ('session', 'event') AND entity_id IN (SELECT value FROM json_each(:sessions))) "
+    "OR (entity = 'task' AND entity_id IN (SELECT value FROM json_each(:tasks))) "
+    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') = 'session' "
+    "AND json_extract(detail, '$.ref') IN (SELECT value FROM json_each(:sessions))))"
+)
+
+
+def memory_records(conn: apsw.Connection, bounds: tuple[str, str, str, str]) -> set[int]:
+    """Seqs of unredacted records naming a memory whose ``namespace/key`` falls in ``bounds``.
+
+    ``bounds`` is (eq_lo, eq_hi, sub_lo, sub_hi): see :data:`_SQL_MEMORY_RECORDS`.
+    """
+    eq_lo, eq_hi, sub_lo, sub_hi = bounds
+    params = {"eq_lo": eq_lo, "eq_hi": eq_hi, "sub_lo": sub_lo, "sub_hi": sub_hi}
+    return {seq for (seq,) in conn.execute(_SQL_MEMORY_RECORDS, params)}
+
+
+def user_sessions(conn: apsw.Connection, app: str, user: str) -> set[str]:
+    """Ids of every session of (app, user) the log has a record of (deleted ones too)."""
+    return {sid for (sid,) in conn.execute(_SQL_USER_SESSIONS, {"app": app, "user": user})}
+
+
+def session_tasks(conn: apsw.Connection, sessions: Iterable[str]) -> set[str]:
+    """Ids of every task the log says was created in one of ``sessions``."""
+    ids = json.dumps(sorted(sessions))
+    return {tid for (tid,) in conn.execute(_SQL_SESSION_TASKS, {"sessions": ids})}
+
+
+def session_records(
+    conn: apsw.Connection, sessions: Iterable[str], tasks: Iterable[str]
+) -> set[int]:
+    """Seqs of unredacted records of these sessions, their events and these tasks."""
+    params = {"sessions": json.dumps(sorted(sessions)), "tasks": json.dumps(sorted(tasks))}
+    return {seq for (seq,) in conn.execute(_SQL_SESSION_RECORDS, params)}
+
+
+def record_purge(
+    conn: apsw.Connection,
+    action: str,
+    subject: str,
+    counts: dict[str, int],
+    seqs: Iterable[int],
+) -> tuple[int, int]:
+    """Redact ``seqs`` and append the purge record; return (records redacted, its seq).
+
+    The record holds the counts and ``sha256(subject)`` (the prefix, or app and
+    user), never the subject itself: whoever knows the subject can confirm
+    the purge happened, nobody learns it from the log.
+    """
+    if action not in PURGE_ACTIONS:
+        raise ValueError(f"{action!r} is not a purge action")
+    upgrade(conn)  # format-1 records cannot be redacted
+    redacted = redact(conn, seqs)
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
+    seq = append(conn, action, "purge", digest, {**counts, "redacted": redacted})
+    return redacted, seq
 
 
 # -- verification ------------------------------------------------------------

@@ -49,6 +49,7 @@ __all__ = [
     "MemoryStatus",
     "MemoryType",
     "NamedCount",
+    "PurgeReport",
     "SearchHit",
     "SearchMode",
     "SearchResult",
@@ -161,6 +162,22 @@ class ConsolidationReport(_Model):
     is_dry_run: bool
     examined: int
     actions: list[ConsolidationAction]
+
+
+class PurgeReport(_Model):
+    """What :meth:`MemoryService.purge` or :meth:`SessionService.purge` erased (or would).
+
+    ``counts`` holds rows removed per table (``memories``, ``archive``,
+    ``memories_fts``, ``events``...); ``redacted`` the audit records whose
+    names and details were blanked; ``audit_seq`` the ``*.purge`` record that
+    says it happened (``None`` in a dry run).
+    """
+
+    scope: Literal["memory", "sessions"]
+    is_dry_run: bool
+    counts: dict[str, int]
+    redacted: int
+    audit_seq: int | None = None
 
 
 class Task(_Model):
