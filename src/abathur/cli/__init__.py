@@ -4,7 +4,7 @@ Each command group lives in its own module (``database.py``: init, migrate,
 info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
 list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
 sync, unsync, search, reindex; ``archive.py``: archive run, list, show, restore;
-``cost.py``: cost report; ``stats.py``: stats); ``options.py`` holds what
+``cost.py``: cost report; ``stats.py``: stats; ``purge.py``: purge); ``options.py`` holds what
 they share.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from abathur import __version__, logs
-from abathur.cli import archive, backup, check, cost, database, demo, health, stats
+from abathur.cli import archive, backup, check, cost, database, demo, health, purge, stats
 from abathur.cli import search as search_cli
 from abathur.cli import smoke as smoke_cli
 from abathur.cli.options import EXIT_CODES_HELP
@@ -65,3 +65,4 @@ main.add_command(smoke_cli.smoke)
 main.add_command(archive.archive)
 main.add_command(cost.cost)
 main.add_command(stats.stats)
+main.add_command(purge.purge)
