@@ -1467,7 +1467,11 @@ class MemoryService:
         Versions outside the prefix that a consolidation superseded in favour
         of a purged memory lose that pointer (``memory.unlink`` records).
         Freed space is overwritten (``secure_delete``). Backups taken
-        before still hold the data.
+        before still hold the data. Two things are left: a vector whose vec0
+        chunk also holds other memories' vectors keeps its (invalidated)
+        binary code until the table is compacted (``abathur reindex
+        --compact``), and archive rows of *other* namespaces keep a
+        superseded version's pointer to a purged winner.
 
         Args:
             prefix: a namespace; it and everything under it (whole segments:
