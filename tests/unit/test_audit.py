@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import apsw
 import pytest
+import zstandard
 
 from abathur import Abathur, Event, audit
 from abathur.db import migrations
+from abathur.ops.backup import create_backup
 from abathur.ops.integrity import CheckResult, run_checks
+from abathur.ops.restore import restore_backup
 
 
 async def write_records(ab: Abathur, n: int) -> None:
@@ -300,3 +305,33 @@ async def test_a_chain_broken_before_the_upgrade_stays_a_finding(db_path: Path) 
     assert any(
         "the chain had 1 problem(s) when record 4 upgraded it" in f for f in found.findings
     ), found.findings
+
+
+async def test_a_backup_edited_and_re_checksummed_restores_with_a_finding(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # Issue 11, item 3: edit a memory value in a backup and recompute the
+    # manifest's checksums: verify and restore still accept it (no key), but
+    # the restored file's check names the edited row.
+    await populate(db_path)
+    made = create_backup(db_path)
+    raw = tmp_path / "raw.db"
+    raw.write_bytes(zstandard.ZstdDecompressor().decompress(made.data_path.read_bytes()))
+    tamper(raw, 'UPDATE memories SET value = \'{"value":"de"}\' WHERE version = 2')
+    data = raw.read_bytes()
+    packed = zstandard.ZstdCompressor().compress(data)
+    made.data_path.write_bytes(packed)
+    manifest = json.loads(made.manifest_path.read_text("utf-8"))
+    manifest.update(
+        sha256=hashlib.sha256(packed).hexdigest(),
+        compressed_bytes=len(packed),
+        raw_sha256=hashlib.sha256(data).hexdigest(),
+        raw_bytes=len(data),
+    )
+    made.manifest_path.write_text(json.dumps(manifest), "utf-8")
+    result = restore_backup(made.data_path, target=tmp_path / "restored.db")
+    (found,) = [r for r in result.check.results if r.name == "audit_chain"]
+    assert found.findings == (
+        "memory user:alice/lang v2 was changed after audit record 7 wrote it (its content "
+        "does not match the record's hash)",
+    )
