@@ -603,7 +603,14 @@ def needs_upgrade(conn: apsw.Connection) -> bool:
         return False
     # Format-1 records are always the oldest: only code before 006 wrote them.
     first = conn.execute("SELECT format FROM audit_log ORDER BY seq LIMIT 1").fetchall()
-    return bool(first) and first[0][0] == 1
+    if first:
+        return bool(first[0][0] == 1)
+    # No record at all, yet rows written before 006 (by hand, or a very old
+    # file): the upgrade record counts them. On a new file the tables are empty.
+    return any(
+        conn.execute(f"SELECT 1 FROM main.{table} WHERE audit_seq IS NULL LIMIT 1").fetchall()
+        for table in COVERED
+    )
 
 
 def _legacy_rows(conn: apsw.Connection) -> dict[str, int]:

@@ -335,3 +335,21 @@ async def test_a_backup_edited_and_re_checksummed_restores_with_a_finding(
         "memory user:alice/lang v2 was changed after audit record 7 wrote it (its content "
         "does not match the record's hash)",
     )
+
+
+async def test_rows_of_a_file_that_had_no_audit_record_count_as_legacy(db_path: Path) -> None:
+    conn = apsw.Connection(str(db_path))
+    try:
+        migrations.apply(conn, [m for m in migrations.available() if m.version <= 5])
+        conn.execute(
+            "INSERT INTO memories (namespace, key, version, type, value, created_at, "
+            "first_created_at) VALUES ('user:alice', 'lang', 1, 'semantic', '\"fr\"', 1.0, 1.0)"
+        )
+    finally:
+        conn.close()
+    async with Abathur.open(db_path, embedder="none", backup_before_migrate=False) as ab:
+        (upgraded,) = await ab.audit.records()
+    assert upgraded.action == "audit.upgraded" and upgraded.detail["records"] == 0
+    assert upgraded.detail["legacy_rows"]["memories"] == 1
+    found = audit_result(db_path)
+    assert found.status == "ok", found.findings
