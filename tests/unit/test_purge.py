@@ -14,6 +14,7 @@ import pytest
 
 from abathur import (
     Abathur,
+    AbathurError,
     Event,
     InvalidIdError,
     InvalidInputError,
@@ -183,14 +184,15 @@ async def test_everything_must_be_asked_for(db_path: Path) -> None:
     ],
 )
 async def test_bad_input_is_a_typed_error_and_changes_nothing(
-    db_path: Path, call: Any, error: type[Exception]
+    db_path: Path, call: Any, error: type[AbathurError]
 ) -> None:
     async with opener(db_path, embedder="none") as ab:
         await ab.memory.put("user:alice", "k", 1)
         await ab.sessions.create(app="helpdesk", user="alice")
         async with assert_unchanged(ab):
-            with pytest.raises(error):
+            with pytest.raises(error) as raised:
                 await call(ab)
+    assert raised.value.code == error.code
 
 
 async def test_a_version_superseded_by_a_purged_memory_loses_only_the_pointer(
