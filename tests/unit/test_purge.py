@@ -112,6 +112,13 @@ async def test_purge_leaves_no_byte_of_the_erased_values(db_path: Path) -> None:
     report = run_checks(db_path)
     assert report.is_ok, [r.findings for r in report.results if r.findings]
     assert secret.encode() not in file_bytes(db_path)
+    # bob's archived session and memory come back and verify against their records.
+    async with opener(db_path) as ab:
+        for entry in await ab.archival.list():
+            await ab.archival.restore(entry.id)
+        assert (await ab.memory.get("user:bob:old", "kept")).value == f"archived {kept}"
+    report = run_checks(db_path)
+    assert report.is_ok, [r.findings for r in report.results if r.findings]
 
 
 async def test_the_audit_keeps_that_it_happened_not_what(db_path: Path) -> None:
