@@ -229,11 +229,18 @@ async def test_ab_audit_verify_covers_the_rows_too(db_path: Path) -> None:
 # --- upgrade of a file written before migration 006 --------------------------------
 
 
+def before_audit_content() -> list[migrations.Migration]:
+    """The migrations before the one that made the audit cover content (by name: the
+    lead may renumber it at merge)."""
+    (audit_content,) = [m for m in migrations.available() if m.name == "audit_content"]
+    return [m for m in migrations.available() if m.version < audit_content.version]
+
+
 def v1_file(path: Path) -> str:
     """A file at migration 005 with three format-1 records and the rows they describe."""
     conn = apsw.Connection(str(path))
     try:
-        migrations.apply(conn, [m for m in migrations.available() if m.version <= 5])
+        migrations.apply(conn, before_audit_content())
         conn.execute(
             "INSERT INTO sessions (id, app, user, status, created_at, updated_at) "
             "VALUES ('s1', 'app', 'alice', 'created', 1.0, 1.0)"
@@ -340,7 +347,7 @@ async def test_a_backup_edited_and_re_checksummed_restores_with_a_finding(
 async def test_rows_of_a_file_that_had_no_audit_record_count_as_legacy(db_path: Path) -> None:
     conn = apsw.Connection(str(db_path))
     try:
-        migrations.apply(conn, [m for m in migrations.available() if m.version <= 5])
+        migrations.apply(conn, before_audit_content())
         conn.execute(
             "INSERT INTO memories (namespace, key, version, type, value, created_at, "
             "first_created_at) VALUES ('user:alice', 'lang', 1, 'semantic', '\"fr\"', 1.0, 1.0)"
