@@ -3,6 +3,7 @@ completely, keep the audit chain verifying, and leave no byte of what they erase
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -240,3 +241,26 @@ async def test_no_stale_copy_of_a_rewritten_row_survives(db_path: Path) -> None:
         assert secret.encode() in file_bytes(db_path)
         await ab.sessions.purge(app="a", user="alice")
         assert secret.encode() not in file_bytes(db_path)
+
+
+async def test_a_purge_racing_other_writers_leaves_a_clean_file(db_path: Path) -> None:
+    async with opener(db_path, embedder="none") as ab:
+        s = await ab.sessions.create(app="a", user="bob")
+        for i in range(20):
+            await ab.memory.put("user:alice", f"k{i}", i)
+
+        async def bob() -> None:
+            for i in range(40):
+                await ab.sessions.append_event(s.id, Event(author="user", content=i))
+                await ab.memory.put("user:bob", f"k{i % 5}", i)
+
+        async def alice() -> None:
+            for i in range(20):
+                await ab.memory.put("user:alice", f"k{i}", -i)
+
+        _, _, report = await asyncio.gather(bob(), alice(), ab.memory.purge("user:alice"))
+        left = len(await ab.memory.list("user:alice", limit=100))
+        assert report.counts["memories"] + left >= 20  # written before, or after it
+        assert len((await ab.sessions.get(s.id)).events) == 40
+    found = run_checks(db_path)
+    assert found.is_ok, [r.findings for r in found.results if r.findings]
