@@ -81,6 +81,7 @@ class Abathur:
         self.analytics = AnalyticsService(db, recorder)
         self.costs = CostService(db, self.embeddings, recorder)
         self.memory._costs = self.costs
+        self.memory._recorder = recorder
         self.archival = ArchivalService(db, self.embeddings)
         instrument(self.sessions, "sessions", recorder)
         instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)

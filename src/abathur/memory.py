@@ -96,6 +96,7 @@ from abathur.search import (
 from abathur.values import check_id, decode, encode
 
 if TYPE_CHECKING:
+    from abathur.analytics import CallRecorder
     from abathur.costs import CostService
     from abathur.embeddings.queue import EmbeddingService
 
@@ -959,6 +960,7 @@ class MemoryService:
         self._db = db
         self._embeddings = embeddings
         self._costs: CostService | None = None  # set by Abathur: context() reports to it
+        self._recorder: CallRecorder | None = None  # set by Abathur: purge() clears its counts
 
     def _indexing(self, conn: apsw.Connection) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
@@ -1528,7 +1530,13 @@ class MemoryService:
             finally:
                 conn.execute("PRAGMA secure_delete = FAST")
 
-        return await self._db.write(write)
+        report = await self._db.write(write)
+        if self._recorder is not None:
+            # Access counts not flushed yet would write the names back.
+            self._recorder.forget_access(
+                lambda ns: scope is None or ns == scope or ns.startswith(scope + _SEP)
+            )
+        return report
 
     async def search(
         self,

@@ -264,3 +264,16 @@ async def test_a_purge_racing_other_writers_leaves_a_clean_file(db_path: Path) -
         assert len((await ab.sessions.get(s.id)).events) == 40
     found = run_checks(db_path)
     assert found.is_ok, [r.findings for r in found.results if r.findings]
+
+
+async def test_access_counts_not_yet_flushed_do_not_bring_the_names_back(db_path: Path) -> None:
+    # stats counts reads and writes per namespace in memory and flushes them
+    # once a minute (and on close): a purge drops the pending ones it covers.
+    async with opener(db_path, embedder="none") as ab:
+        await ab.memory.put("user:alice:secret-project", "k", 1)
+        await ab.memory.get("user:alice:secret-project", "k")
+        await ab.memory.put("user:bob", "k", 1)
+        await ab.memory.purge("user:alice")
+    data = file_bytes(db_path)
+    assert b"secret-project" not in data
+    assert b"user:bob" in data
