@@ -38,7 +38,7 @@ import structlog
 
 from abathur import search
 from abathur.archival import verify_archive
-from abathur.audit import verify_chain as verify_audit_chain
+from abathur.audit import verify as verify_audit
 from abathur.config import Settings
 from abathur.db import migrations
 from abathur.db.connection import translate_errors
@@ -175,9 +175,14 @@ def _schema(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
 def _audit_chain(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     if not schema.table_exists(conn, "audit_log"):
         raise CheckSkipped("skipped: no audit log in this file")
-    # abathur.audit owns the chain's rules; we only run its verification.
-    report = verify_audit_chain(conn)
-    return list(report.problems), f"{report.records} record(s) verified"
+    # abathur.audit owns the chain's rules and which rows it covers; we only
+    # run its verification: the records, then each covered row against the
+    # record that wrote it (an edited memory, event, task or session is found).
+    report = verify_audit(conn)
+    summary = f"{report.records} record(s) verified; {report.rows_verified} row(s) match them"
+    if report.rows_uncovered:
+        summary += f"; {report.rows_uncovered} row(s) predate content hashing"
+    return list(report.problems), summary
 
 
 # The TEXT columns that hold JSON, per table, with how a finding names the row.
