@@ -82,11 +82,11 @@ from abathur.models import (
     SyncReport,
 )
 from abathur.search import (
-    MAX_QUERY_CHARS,
     SEARCH_MODES,
     IndexItem,
     IndexKind,
     VectorFilter,
+    check_query,
     defer_vector_delete,
     fts_query,
     insert_vector,
@@ -94,6 +94,7 @@ from abathur.search import (
     rrf,
     vector_search,
 )
+from abathur.values import check_text
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -599,6 +600,7 @@ def _check_patterns(value: object, what: str, *, allow_empty: bool) -> tuple[str
             raise InvalidInputError(f"{what}: glob {pattern!r} is blank or padded")
         if any(ord(ch) < 32 or ch == "\x7f" for ch in pattern):
             raise InvalidInputError(f"{what}: glob {pattern!r} contains a control character")
+        check_text(pattern, f"{what}: glob")
         if pattern.startswith("/") or "\\" in pattern:
             raise InvalidInputError(
                 f"{what}: glob {pattern!r} must be relative to the root, with '/' separators"
@@ -630,6 +632,9 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
     text = os.fspath(root)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise InvalidInputError(f"root {text!r} is not a usable path")
+    # The root is stored and shown as text: a path whose bytes are not UTF-8
+    # (os.fsdecode's surrogates) has no such form.
+    check_text(text, "root")
     try:
         resolved = Path(text).resolve(strict=must_exist)
     except FileNotFoundError:
@@ -646,6 +651,7 @@ def _check_prefix(prefix: object) -> str | None:
         return None
     if not isinstance(prefix, str):
         raise InvalidInputError(f"path_prefix must be a string, got {type(prefix).__name__}")
+    check_text(prefix, "path_prefix")
     trimmed = prefix[:-1] if prefix.endswith("/") else prefix
     if (
         not trimmed
@@ -1614,14 +1620,7 @@ class DocumentService:
             >>> asyncio.run(demo())
             ('hybrid', [('restore.md', 'Restore')])
         """
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-        if not query.strip():
-            raise InvalidInputError("query must not be blank")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidInputError(
-                f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}"
-            )
+        check_query(query)
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -1633,6 +1632,7 @@ class DocumentService:
             raw = os.fspath(root)
             if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
                 raise InvalidInputError(f"root {raw!r} is not a usable path")
+            check_text(raw, "root")
             root_text = os.path.realpath(raw)
 
         vector: np.ndarray | None = None

@@ -6,6 +6,12 @@ text. Logs and progress always go to stderr, so ``abathur info --json | jq``
 works whatever is logged. An :class:`~abathur.errors.AbathurError` stops the
 command at :func:`standard_options`: its code and message go to stderr (and
 ``{"error": {...}}`` to stdout with ``--json``) and the exit code is 3.
+
+Arguments are text, and abathur's text is UTF-8: an argument (or ``--db``,
+or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
+lone surrogates, and is refused at :func:`standard_options` as a usage error
+(exit 2) naming the option and showing the bytes escaped, before anything
+is opened. What is printed never holds a surrogate (escaped, never a crash).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import click
@@ -55,19 +61,60 @@ class Output:
     def result(self, data: Mapping[str, Any], human: str) -> None:
         """Print the result: ``data`` as JSON with ``--json``, else the ``human`` text."""
         if self.as_json:
-            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_jsonable))
+            click.echo(
+                _printable(json.dumps(data, ensure_ascii=False, indent=2, default=_jsonable))
+            )
         else:
-            click.echo(human)
+            click.echo(_printable(human))
 
     def progress(self, message: str) -> None:
         """A line for the person watching; stderr, so it never mixes with the result."""
-        click.echo(message, err=True)
+        click.echo(_printable(message), err=True)
 
     def error(self, exc: AbathurError) -> None:
         """Report an error: code and message on stderr, and as JSON on stdout with ``--json``."""
-        click.echo(f"abathur: error [{exc.code}]: {exc.message}", err=True)
+        click.echo(_printable(f"abathur: error [{exc.code}]: {exc.message}"), err=True)
         if self.as_json:
-            click.echo(json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2))
+            text = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2)
+            click.echo(_printable(text))
+
+
+def _printable(text: str) -> str:
+    """``text`` with any lone surrogate escaped (``\\udcff``): stdout is strict UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _escaped(text: str) -> str:
+    """An argument as the bytes it came from, non-UTF-8 ones escaped: ``'user:\\xff'``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the bytes argv held
+    except UnicodeEncodeError:  # a surrogate no byte decodes to (e.g. from a Python caller)
+        raw = text.encode("utf-8", "backslashreplace")
+    return "'" + raw.decode("utf-8", "backslashreplace") + "'"
+
+
+def _check_arguments(arguments: Mapping[str, Any]) -> None:
+    """Refuse, as a usage error, an argument whose bytes are not UTF-8 (see the module doc)."""
+    ctx = click.get_current_context()
+    for name, value in arguments.items():
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if not isinstance(item, str | PurePath):
+                continue
+            text = str(item)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                param = next((p for p in ctx.command.params if p.name == name), None)
+                raise click.BadParameter(
+                    f"{_escaped(text)} is not valid UTF-8; abathur keeps names, paths and "
+                    "queries as UTF-8 text",
+                    ctx=ctx,
+                    param=param,
+                ) from None
 
 
 def _jsonable(value: object) -> object:
@@ -124,6 +171,7 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
         out = Output(as_json=as_json)
+        _check_arguments({"db_path": db_path, **kwargs})
         try:
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:
