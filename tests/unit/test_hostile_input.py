@@ -493,3 +493,32 @@ def test_cli_db_path_that_is_not_utf8_is_a_usage_error(tmp_path: Path, via: str)
     assert done.returncode == 2, stderr
     assert "Traceback" not in stderr and "--db" in stderr
     assert not os.path.exists(bad)
+
+
+# ---------------------------------------------------------------------------
+# Database paths no file system takes (found by the CLI fuzzer).
+# ---------------------------------------------------------------------------
+
+UNUSABLE_PATHS = {
+    "name too long": lambda tmp: tmp / ("é" * 200 + ".db"),
+    "not utf-8": lambda tmp: tmp / f"agent{ESCAPED}.db",
+    "lone surrogate": lambda tmp: tmp / f"agent{LONE}.db",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSABLE_PATHS))
+async def test_opening_an_unusable_path_is_a_typed_error(tmp_path: Path, case: str) -> None:
+    path = UNUSABLE_PATHS[case](tmp_path)
+    with pytest.raises(InvalidInputError, match="database path"):
+        async with Abathur.open(path, embedder="none"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["info"], ["init"], ["search", "tea"], ["check"]])
+def test_cli_db_path_too_long_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    done = abathur(*command, "--db", str(tmp_path / ("é" * 200 + ".db")))
+    stderr = done.stderr.decode("utf-8")
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr and "--db" in stderr and "too long" in stderr
+    assert list(tmp_path.iterdir()) == []

@@ -97,6 +97,26 @@ def _escaped(text: str) -> str:
     return "'" + raw.decode("utf-8", "backslashreplace") + "'"
 
 
+def _check_db_path(db_path: Path) -> None:
+    """Refuse, as a usage error, a ``--db`` no file system can hold (a name too long...).
+
+    Commands look at the file (exists? a directory?) before opening it; this
+    says why instead of an OSError traceback. A file that does not exist yet is fine.
+    """
+    try:
+        db_path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        ctx = click.get_current_context()
+        param = next((p for p in ctx.command.params if p.name == "db_path"), None)
+        raise click.BadParameter(
+            f"{_escaped(str(db_path))[:120]} cannot be used: {exc.strerror}",
+            ctx=ctx,
+            param=param,
+        ) from None
+
+
 def _check_arguments(arguments: Mapping[str, Any]) -> None:
     """Refuse, as a usage error, an argument whose bytes are not UTF-8 (see the module doc)."""
     ctx = click.get_current_context()
@@ -172,6 +192,7 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
     def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
         out = Output(as_json=as_json)
         _check_arguments({"db_path": db_path, **kwargs})
+        _check_db_path(db_path)
         try:
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:

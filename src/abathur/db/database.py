@@ -28,6 +28,7 @@ from abathur.config import Settings
 from abathur.db import migrations
 from abathur.db.connection import Versions, check_environment, connect, translate_errors
 from abathur.errors import ClosedError, InvalidInputError
+from abathur.values import check_text
 
 __all__ = ["Database", "DatabaseInfo", "MigrationPlan"]
 
@@ -162,7 +163,14 @@ class Database:
         """
         settings = settings or Settings()
         raw = str(path)
-        if raw.strip() in ("", ":memory:") or raw.startswith("file:") or Path(raw).is_dir():
+        check_text(raw, "database path")
+        try:
+            is_dir = Path(raw).is_dir()
+        except OSError as exc:  # a name too long, a loop of links...: no file can be there
+            raise InvalidInputError(
+                f"database path {raw[:120]!r} cannot be used: {exc.strerror}"
+            ) from None
+        if raw.strip() in ("", ":memory:") or raw.startswith("file:") or is_dir:
             raise InvalidInputError(
                 f"database path {raw!r} is not a file path: abathur needs a real file "
                 "so its reader connections can share it"
