@@ -16,12 +16,13 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from structlog.testing import capture_logs
 
 from abathur import Abathur, Event, InvalidInputError
@@ -64,16 +65,24 @@ class World:
     docs: Path
 
 
-@pytest.fixture
-async def world(ab: Abathur, tmp_path: Path) -> World:
-    docs = tmp_path / "docs"
+# One database for every hostile call of this module: each call must leave it
+# exactly as it was (assert_unchanged), so sharing it costs nothing in rigour
+# and saves a file, a sync and a seed per case.
+shared_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    root = tmp_path_factory.mktemp("hostile")
+    docs = root / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Restore\n\nhow to restore a backup\n")
-    await ab.documents.sync(docs)
-    await ab.memory.put("user:alice", "lang", "fr", metadata={"source": "chat"})
-    s = await ab.sessions.create(app="a", user="alice")
-    t = await ab.tasks.create(session_id=s.id, prompt="summarise")
-    return World(ab, s.id, t.id, docs)
+    async with Abathur.open(root / "agent.db", embed_worker=False) as ab:
+        await ab.documents.sync(docs)
+        await ab.memory.put("user:alice", "lang", "fr", metadata={"source": "chat"})
+        s = await ab.sessions.create(app="a", user="alice")
+        t = await ab.tasks.create(session_id=s.id, prompt="summarise")
+        yield World(ab, s.id, t.id, docs)
 
 
 Call = Callable[[World, Any], Awaitable[Any]]
@@ -205,6 +214,7 @@ async def assert_refused(w: World, call: Call, argument: Any) -> InvalidInputErr
     return caught.value
 
 
+@shared_loop
 @pytest.mark.parametrize("hostile", [LONE, ESCAPED], ids=["lone", "escaped"])
 @pytest.mark.parametrize("case", sorted(TEXT_ARGUMENTS))
 async def test_text_that_is_not_unicode_is_a_typed_error(
@@ -213,6 +223,7 @@ async def test_text_that_is_not_unicode_is_a_typed_error(
     await assert_refused(world, TEXT_ARGUMENTS[case], hostile)
 
 
+@shared_loop
 async def test_the_message_says_what_is_wrong_with_the_text(world: World) -> None:
     error = await assert_refused(world, TEXT_ARGUMENTS["memory.put key"], ESCAPED)
     assert "memory key" in error.message and "surrogate" in error.message
@@ -239,6 +250,7 @@ JSON_ARGUMENTS: dict[str, Call] = {
 }
 
 
+@shared_loop
 @pytest.mark.parametrize(
     "shape",
     [
@@ -255,6 +267,7 @@ async def test_json_nested_too_deep_is_a_typed_error(
     await assert_refused(world, JSON_ARGUMENTS[case], shape())
 
 
+@shared_loop
 async def test_json_at_the_depth_limit_is_stored_and_read_back(world: World) -> None:
     value = nested(MAX_JSON_DEPTH - 1)  # the limit counts the levels of the stored document
     await world.ab.memory.put("user:alice", "deep", {"v": value})
@@ -317,6 +330,7 @@ NUMBERS = {
 }
 
 
+@shared_loop
 @pytest.mark.parametrize("number", sorted(NUMBERS))
 @pytest.mark.parametrize("case", sorted(NUMBER_ARGUMENTS))
 async def test_integers_beyond_64_bits_are_a_typed_error(
@@ -325,19 +339,28 @@ async def test_integers_beyond_64_bits_are_a_typed_error(
     await assert_refused(world, NUMBER_ARGUMENTS[case], NUMBERS[number])
 
 
+@shared_loop
 @pytest.mark.parametrize(
-    "ttl", [float("inf"), float("-inf"), float("nan"), 10**400, 0, -1, True, "60"]
+    "ttl",
+    [float("inf"), float("-inf"), float("nan"), 10**400, 0, -1, True, "60"],
+    ids=["inf", "-inf", "nan", "1e400", "0", "-1", "True", "str"],
 )
 async def test_a_ttl_must_be_a_positive_finite_number(world: World, ttl: Any) -> None:
     error = await assert_refused(world, NUMBER_ARGUMENTS["memory.put ttl"], ttl)
     assert "ttl" in error.message
 
 
-@pytest.mark.parametrize("after", [float("inf"), float("nan"), 10**400, -(10**400)])
+@shared_loop
+@pytest.mark.parametrize(
+    "after",
+    [float("inf"), float("nan"), 10**400, -(10**400)],
+    ids=["inf", "nan", "1e400", "-1e400"],
+)
 async def test_sessions_get_after_must_be_finite(world: World, after: Any) -> None:
     await assert_refused(world, NUMBER_ARGUMENTS["sessions.get after"], after)
 
 
+@shared_loop
 @pytest.mark.parametrize("edge", [INT64_MAX, INT64_MIN])
 async def test_metadata_at_the_64_bit_edges_is_stored_and_filterable(
     world: World, edge: int
@@ -351,12 +374,14 @@ async def test_metadata_at_the_64_bit_edges_is_stored_and_filterable(
     assert [h.key for h in hits.hits] == ["edge"]
 
 
+@shared_loop
 async def test_a_failed_hostile_call_leaves_the_session_usable(world: World) -> None:
     ab = world.ab
     with pytest.raises(InvalidInputError):
         await ab.sessions.append_event(world.session, Event(author="user", content=LONE))
+    before = await ab.sessions.get(world.session)
     s = await ab.sessions.append_event(world.session, Event(author="user", content="fine"))
-    assert s.revision == 1 and s.events[0].content == "fine"
+    assert s.revision == before.revision + 1 and s.events[0].content == "fine"
 
 
 # ---------------------------------------------------------------------------
