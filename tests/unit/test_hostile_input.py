@@ -547,3 +547,15 @@ def test_cli_db_path_too_long_is_a_usage_error(tmp_path: Path, command: list[str
     assert done.returncode == 2, stderr
     assert "Traceback" not in stderr and "--db" in stderr and "too long" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_db_name_too_long_for_the_journal_creates_nothing(tmp_path: Path) -> None:
+    """252 bytes fit a name, not with -journal: refused before an empty file is made."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    db = tmp_path / ("a" * 252)
+    done = abathur("sync", str(docs), "--db", str(db))
+    stderr = done.stderr.decode("utf-8")
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr and "-journal" in stderr
+    assert not db.exists()

@@ -24,7 +24,8 @@ from typing import Any
 
 import click
 
-from abathur.errors import AbathurError
+from abathur.db.database import check_db_path
+from abathur.errors import AbathurError, InvalidInputError
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -98,23 +99,19 @@ def _escaped(text: str) -> str:
 
 
 def _check_db_path(db_path: Path) -> None:
-    """Refuse, as a usage error, a ``--db`` no file system can hold (a name too long...).
+    """Refuse, as a usage error, a ``--db`` where no database file can live.
 
-    Commands look at the file (exists? a directory?) before opening it; this
-    says why instead of an OSError traceback. A file that does not exist yet is fine.
+    A name too long once SQLite adds ``-journal``, a path the file system
+    refuses (:func:`~abathur.db.database.check_db_path`): commands look at the
+    file before opening it, and would fail with an OSError traceback or
+    leave an empty file behind. A file that does not exist yet is fine.
     """
     try:
-        db_path.stat()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
+        check_db_path(db_path)
+    except InvalidInputError as exc:
         ctx = click.get_current_context()
         param = next((p for p in ctx.command.params if p.name == "db_path"), None)
-        raise click.BadParameter(
-            f"{_escaped(str(db_path))[:120]} cannot be used: {exc.strerror}",
-            ctx=ctx,
-            param=param,
-        ) from None
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
 
 
 def _check_arguments(arguments: Mapping[str, Any]) -> None:
