@@ -185,6 +185,7 @@ TEXT_ARGUMENTS: dict[str, Call] = {
     "tasks.update status": lambda w, x: w.ab.tasks.update(w.task, status=x),
     "tasks.update result": lambda w, x: w.ab.tasks.update(w.task, status="running", result=[x]),
     "tasks.update error": lambda w, x: w.ab.tasks.update(w.task, status="running", error=x),
+    "archival.list ref": lambda w, x: w.ab.archival.list(kind="session", ref=x),
     "tasks.list session_id": lambda w, x: w.ab.tasks.list(session_id=x),
     "tasks.list status": lambda w, x: w.ab.tasks.list(session_id=w.session, status=x),
     "documents.search query": lambda w, x: w.ab.documents.search(f"restore {x}"),
@@ -317,6 +318,9 @@ NUMBER_ARGUMENTS: dict[str, Call] = {
     ),
     "tasks.update result": lambda w, n: w.ab.tasks.update(w.task, status="running", result=n),
     "documents.search k": lambda w, n: w.ab.documents.search("restore", k=n),
+    "archival.show entry_id": lambda w, n: w.ab.archival.show(n),
+    "archival.restore entry_id": lambda w, n: w.ab.archival.restore(n),
+    "archival.list before": lambda w, n: w.ab.archival.list(before=n),
     "documents.sync max_file_bytes": lambda w, n: w.ab.documents.sync(w.docs, max_file_bytes=n),
 }
 
