@@ -563,3 +563,10 @@ def test_cli_db_name_too_long_for_the_journal_creates_nothing(tmp_path: Path) ->
     assert done.returncode == 2, stderr
     assert "Traceback" not in stderr and "-journal" in stderr
     assert not db.exists()
+
+
+def test_an_event_nested_too_deep_gets_a_short_message() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        Event(author="user", content=nested(1200))
+    assert len(caught.value.message) < 200, caught.value.message
+    assert caught.value.message.startswith("invalid Event: content.list.0")
