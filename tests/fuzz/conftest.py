@@ -24,10 +24,10 @@ _QUIET = [
 # Example counts are per test function; see tests/fuzz/README.md for the
 # measurements behind them.
 settings.register_profile(
-    "ci", max_examples=120, deadline=None, suppress_health_check=_QUIET, print_blob=True
+    "ci", max_examples=2500, deadline=None, suppress_health_check=_QUIET, print_blob=True
 )
 settings.register_profile(
-    "long", max_examples=6000, deadline=None, suppress_health_check=_QUIET, print_blob=True
+    "long", max_examples=60000, deadline=None, suppress_health_check=_QUIET, print_blob=True
 )
 settings.register_profile(
     "dev", max_examples=10, deadline=None, suppress_health_check=_QUIET, print_blob=True

@@ -18,8 +18,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-#: The settings of every fuzz test: the profile named by $HYPOTHESIS_PROFILE.
+#: The settings of the fuzz tests: the profile named by $HYPOTHESIS_PROFILE.
 FUZZ = settings(settings.get_profile(PROFILE))
+
+
+def fuzz_share(part: int) -> settings:
+    """The profile with 1/``part`` of its examples, for a test whose examples cost more."""
+    return settings(FUZZ, max_examples=max(1, (FUZZ.max_examples or 100) // part))
+
 
 # -- text ---------------------------------------------------------------------
 

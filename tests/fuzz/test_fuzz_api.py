@@ -42,6 +42,7 @@ from tests.fuzz.strategies import (
     NUMBER,
     VALUE,
     fingerprint,
+    fuzz_share,
     text_or,
 )
 
@@ -343,7 +344,7 @@ def test_api_calls_raise_only_typed_errors_and_fail_cleanly(
     _judge(fuzzed, *op)
 
 
-@FUZZ
+@fuzz_share(4)  # a sync walks and hashes files
 @given(data=st.data())
 def test_document_sync_and_forget_with_hostile_arguments(fuzzed: Fuzzed, data: Any) -> None:
     root = data.draw(_roots(fuzzed.docs), label="root")

@@ -29,7 +29,7 @@ from abathur import Abathur
 from abathur.cli import main
 from abathur.cli.options import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from abathur.ops.integrity import run_checks
-from tests.fuzz.strategies import EDGE_INTS, FUZZ, HOSTILE_TEXT, fingerprint, text_or
+from tests.fuzz.strategies import EDGE_INTS, HOSTILE_TEXT, fingerprint, fuzz_share, text_or
 
 EXIT_CODES = {EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_ERROR}
 
@@ -192,7 +192,7 @@ def _db_option(world: CliWorld) -> Any:
     return st.one_of(good, good, good, good, hostile)
 
 
-@FUZZ
+@fuzz_share(3)  # a command opens the file (and more), an API call does not
 @given(data=st.data())
 def test_cli_arguments_end_in_a_documented_exit_code(
     cli_world: CliWorld, runner: CliRunner, data: Any
