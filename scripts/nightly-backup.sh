@@ -11,13 +11,17 @@
 #   --keep-*         retention, passed to 'abathur backup' (default 7 / 4 / 6)
 #
 # Environment: ABATHUR_BIN (the abathur command, default: abathur on PATH),
+# ABATHUR_BACKUP_KEY_FILE (the backup key: backups are then authenticated with an
+# HMAC; keep it away from the backup directory, see runbooks/06-backup-restore.md),
 # ABATHUR_PYTHON (the Python that runs it, default: its #! interpreter; it runs
 # the checkpoint with the SQLite that abathur bundles, never an older sqlite3),
 # ABATHUR_LOCK (default: DB.nightly.lock beside the database).
 #
 # Output: exactly one line on stderr, "abathur-nightly-backup: ok ..." or
 # "abathur-nightly-backup: FAILED at STEP: reason" (cron mails it, systemd
-# keeps it in the journal). Exit codes: 0 ok, 1 a step failed, 2 usage,
+# keeps it in the journal); "auth=hmac:KEYID" or "auth=none" says whether the
+# backup is authenticated, "stale_temps=N" how many files of killed runs the
+# backup removed. Exit codes: 0 ok, 1 a step failed, 2 usage,
 # 75 another nightly job holds the lock (EX_TEMPFAIL: cron simply tries again
 # next night; nothing was done).
 set -uo pipefail
@@ -99,12 +103,14 @@ summary=$(printf '%s' "$out" | "$PYTHON" -c '
 import json, sys
 d = json.load(sys.stdin)
 m = d["backup"]["manifest"]
-print(d["backup"]["file"], m["compressed_bytes"], len(d["retention"]["delete"]))
+auth = "hmac:" + d["key_id"] if d["authenticated"] else "none"
+print(d["backup"]["file"], m["compressed_bytes"], len(d["retention"]["delete"]), auth,
+      len(d["removed_temps"]))
 ' 2>"$ERR") || fail backup $?
-read -r file size pruned <<<"$summary"
+read -r file size pruned auth stale <<<"$summary"
 
 # 3. Verify the file as it is on disk: checksum, decompression, integrity, counts.
 "$ABATHUR" backup verify --db "$DB" "$file" >/dev/null 2>"$ERR" || fail verify $?
 
 say "ok db=$DB backup=$file bytes=$size pruned=$pruned checkpoint=$checkpoint" \
-    "took=$(( $(date +%s) - started ))s"
+    "auth=$auth stale_temps=$stale took=$(( $(date +%s) - started ))s"

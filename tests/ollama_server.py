@@ -22,7 +22,9 @@ gives the vector a text must get. "Tokens" are whitespace-separated words, so
 Switches for failure tests (they apply to ``POST /api/embed`` only): a delay
 before every answer (``delay_s``) or before the next few (``delay_next``), the
 next N answers replaced by an error (``fail_next``), the connection dropped
-without an answer (``drop_next``), or a canned reply (``reply_next``). Every
+without an answer (``drop_next``), a canned reply (``reply_next``), or the
+error page of a badly configured proxy that echoes the request's headers,
+``Authorization`` included (``echo_headers_next``). Every
 request is recorded (``requests``, ``embed_bodies``) so tests can assert batch
 sizes and the ``truncate``/``keep_alive`` sent.
 
@@ -74,7 +76,7 @@ class RecordedRequest:
 
 @dataclass
 class _Fault:
-    kind: str  # "fail" | "drop" | "reply"
+    kind: str  # "fail" | "drop" | "reply" | "echo"
     status: int = 500
     payload: Any = None
 
@@ -190,6 +192,12 @@ class OllamaServer:
     def reply_next(self, payload: Any, *, status: int = 200, n: int = 1) -> None:
         """Answer the next ``n`` embed requests with ``payload`` (JSON, or raw str/bytes)."""
         self._add(n, _Fault("reply", status, payload))
+
+    def echo_headers_next(self, n: int = 1, *, status: int = 500, as_json: bool = False) -> None:
+        """Answer the next ``n`` embed requests with ``status`` and a body that echoes the
+        request's headers verbatim (a proxy's debug page: a terminal escape, CR/LF line
+        ends, ``Authorization`` first), as plain text or as Ollama's ``{"error": ...}``."""
+        self._add(n, _Fault("echo", status, as_json))
 
     def delay_next(self, *seconds: float) -> None:
         """Delay the next embed requests, in arrival order, by these many seconds."""
@@ -410,6 +418,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "fail":
                 self._error(fault.status, fault.payload)
+                return
+            if fault.kind == "echo":
+                headers = sorted(
+                    self.headers.items(), key=lambda kv: kv[0].lower() != "authorization"
+                )
+                page = "\x1b[1;31mupstream error\x1b[0m\r\nrequest headers:\r\n" + "".join(
+                    f"  {name}: {value}\r\n" for name, value in headers
+                )
+                if fault.payload:
+                    self._error(fault.status, page)
+                else:
+                    self._send(fault.status, page, "text/plain; charset=utf-8")
                 return
             self._send(fault.status, fault.payload)
             return

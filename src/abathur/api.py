@@ -22,6 +22,7 @@ from abathur.errors import InvalidInputError
 from abathur.memory import MEMORY_KIND, MemoryService
 from abathur.sessions import SessionService
 from abathur.tasks import TaskService
+from abathur.transfer import TransferService
 
 __all__ = ["Abathur"]
 
@@ -48,6 +49,8 @@ class Abathur:
             cost report (``report``, ``budgets``).
         analytics: :class:`~abathur.analytics.AnalyticsService`: counts,
             growth, sizes and call latencies (``stats``).
+        transfer: :class:`~abathur.transfer.TransferService`: export to and
+            import from versioned JSON Lines (``export_to``, ``import_from``).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -81,6 +84,7 @@ class Abathur:
         self.costs = CostService(db, self.embeddings, recorder)
         self.memory._costs = self.costs
         self.archival = ArchivalService(db, self.embeddings)
+        self.transfer = TransferService(db, self.embeddings)
         instrument(self.sessions, "sessions", recorder)
         instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)
         instrument(self.tasks, "tasks", recorder)

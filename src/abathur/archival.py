@@ -13,6 +13,14 @@ field for field, with their original ids where still free, and puts a live
 memory back in the keyword index and the embedding queue (or straight into
 the vector index when the cache holds its vector), so it is found again.
 
+**Integrity.** Each archive row records the sha256 of its stored bytes and of
+its JSON, and each dictionary its own (``006_archive_checksums.sql`` says
+which catches what). :meth:`ArchivalService.show`, :meth:`ArchivalService.restore`
+and ``abathur check`` (:func:`verify_archive`) verify them, decompress in
+chunks and stop past the size the row records, and read a payload's tables
+and columns only through this module's own column lists: a damaged or crafted
+row is a :class:`~abathur.errors.CorruptArchiveError`, never a wrong row.
+
 **Why a table in the same file**, not an archive database beside it: a move
 must be atomic. Deleting hot rows and writing their archive row happen in one
 transaction, so a crash leaves each item either hot or archived, never both
@@ -75,6 +83,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -95,6 +104,7 @@ from abathur.db.connection import connect, translate_errors
 from abathur.errors import (
     AlreadyExistsError,
     ArchiveNotFoundError,
+    CorruptArchiveError,
     InvalidInputError,
     MemoryNotFoundError,
 )
@@ -119,6 +129,7 @@ __all__ = [
     "SQL_CURRENT_MEMORIES_AFTER",
     "SQL_TERMINATED_SESSIONS",
     "ArchivalService",
+    "verify_archive",
 ]
 
 log = structlog.get_logger(__name__)
@@ -210,8 +221,8 @@ _ENTRY_COLUMNS = (
 )
 _SQL_ARCHIVE_INSERT = (
     "INSERT INTO archive (kind, ref, policy, app, user, namespace, rows, raw_bytes, "
-    "stored_bytes, dict_id, run_id, archived_at, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "stored_bytes, dict_id, run_id, archived_at, payload, payload_sha256, raw_sha256) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # archive list: newest first, paged by id. Params: before id, limit.
 SQL_ARCHIVE_LIST = f"SELECT {_ENTRY_COLUMNS} FROM archive WHERE id < ? ORDER BY id DESC LIMIT ?"
@@ -227,8 +238,29 @@ SQL_ARCHIVE_BY_KIND = (
     f"SELECT {_ENTRY_COLUMNS} FROM archive NOT INDEXED WHERE kind = ? AND id < ? "
     "ORDER BY id DESC LIMIT ?"
 )
-_SQL_ARCHIVE_ONE = f"SELECT {_ENTRY_COLUMNS}, dict_id, payload FROM archive WHERE id = ?"
-_SQL_LATEST_DICT = "SELECT id, dict FROM archive_dicts WHERE kind = ? ORDER BY id DESC LIMIT 1"
+# What a restore or check reads of a row to verify it (see _Stored).
+_STORED_COLUMNS = (
+    "id, kind, ref, raw_bytes, stored_bytes, dict_id, payload, payload_sha256, raw_sha256"
+)
+_SQL_ARCHIVE_ONE = f"SELECT {_ENTRY_COLUMNS}, {_STORED_COLUMNS} FROM archive WHERE id = ?"
+# abathur check: every row, one at a time (payloads are never all in memory).
+_SQL_ARCHIVE_ALL = f"SELECT {_STORED_COLUMNS} FROM main.archive ORDER BY id"
+# The same on a file migrated before the checksums existed (migration 006).
+_SQL_ARCHIVE_ALL_UNCHECKSUMMED = (
+    "SELECT id, kind, ref, raw_bytes, stored_bytes, dict_id, payload, NULL, NULL "
+    "FROM main.archive ORDER BY id"
+)
+# 3 on a file with the checksum columns (migration 006), 0 before.
+_SQL_HAS_CHECKSUMS = (
+    "SELECT (SELECT count(*) FROM pragma_table_info('archive', 'main') "
+    "WHERE name IN ('payload_sha256', 'raw_sha256')) + "
+    "(SELECT count(*) FROM pragma_table_info('archive_dicts', 'main') WHERE name = 'sha256')"
+)
+_SQL_LATEST_DICT = (
+    "SELECT id, dict, sha256 FROM archive_dicts WHERE kind = ? ORDER BY id DESC LIMIT 1"
+)
+_SQL_DICT = "SELECT dict, sha256 FROM archive_dicts WHERE id = ?"
+_SQL_DICT_UNCHECKSUMMED = "SELECT dict, NULL FROM archive_dicts WHERE id = ?"
 
 
 # ---------------------------------------------------------------------------
@@ -246,11 +278,6 @@ def _encode(tables: dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]) -> b
     }
     # Python's float repr round-trips exactly, so REAL columns come back equal.
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _decode(raw: bytes) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    doc = json.loads(raw.decode("utf-8"))
-    return {name: (t["columns"], t["rows"]) for name, t in doc["tables"].items()}
 
 
 @dataclass
@@ -290,6 +317,8 @@ class _Batch:
     stored: list[int] = field(default_factory=list)
     cursor: Any = None
     is_done: bool = False
+    # Items left hot because their rows exceed what one archive row may hold.
+    too_big: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -343,26 +372,31 @@ def _older(at: float | None, policy: ArchivePolicy | None, now: float) -> bool:
 # ---------------------------------------------------------------------------
 
 
+class _BadDictionaryError(Exception):
+    """A dictionary that is missing or fails its checksum; the message says which."""
+
+
 class _Codecs:
-    """zstandard compressors and decompressors, one per dictionary, kept per process."""
+    """zstandard compressors and dictionaries, one per dictionary, kept per process.
 
-    def __init__(self) -> None:
+    Decompressors are made per call: a read may run on any reader thread, and
+    one zstd context must not be used by two threads at once.
+    """
+
+    def __init__(self, *, checksummed: bool = True) -> None:
+        # False only to read a file not yet migrated to the checksum columns.
+        self._sql_dict = _SQL_DICT if checksummed else _SQL_DICT_UNCHECKSUMMED
         self._plain_c = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-        self._plain_d = zstandard.ZstdDecompressor()
-        self._by_dict: dict[int, tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]] = {}
+        # Keyed by (id, sha256 of the bytes): a dictionary row changed since it
+        # was cached is never used from the cache.
+        self._dicts: dict[tuple[int, str], zstandard.ZstdCompressionDict] = {}
+        self._compressors: dict[tuple[int, str], zstandard.ZstdCompressor] = {}
 
-    def _pair(
-        self, dict_id: int, data: bytes
-    ) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-        pair = self._by_dict.get(dict_id)
-        if pair is None:
-            d = zstandard.ZstdCompressionDict(data)
-            pair = (
-                zstandard.ZstdCompressor(level=_ZSTD_LEVEL, dict_data=d),
-                zstandard.ZstdDecompressor(dict_data=d),
-            )
-            self._by_dict[dict_id] = pair
-        return pair
+    def _dictionary(self, dict_id: int, data: bytes, digest: str) -> zstandard.ZstdCompressionDict:
+        found = self._dicts.get((dict_id, digest))
+        if found is None:
+            found = self._dicts[(dict_id, digest)] = zstandard.ZstdCompressionDict(data)
+        return found
 
     def compress(
         self, conn: apsw.Connection, kind: str, payloads: Sequence[bytes], *, may_train: bool
@@ -371,15 +405,24 @@ class _Codecs:
         rows = conn.execute(_SQL_LATEST_DICT, (kind,)).fetchall()
         if not rows and may_train:
             rows = self._train(conn, kind, payloads)
-        if not rows:
-            return None, [self._plain_c.compress(p) for p in payloads]
-        dict_id, data = rows[0]
-        compressor, _ = self._pair(dict_id, data)
-        return dict_id, [compressor.compress(p) for p in payloads]
+        if rows:
+            dict_id, data, recorded = rows[0]
+            digest = _sha256(data)
+            if recorded is None or recorded == digest:
+                compressor = self._compressors.get((dict_id, digest))
+                if compressor is None:
+                    compressor = zstandard.ZstdCompressor(
+                        level=_ZSTD_LEVEL, dict_data=self._dictionary(dict_id, data, digest)
+                    )
+                    self._compressors[(dict_id, digest)] = compressor
+                return dict_id, [compressor.compress(p) for p in payloads]
+            # A damaged dictionary: new rows go without one; `abathur check` reports it.
+            log.warning("archive.dictionary_corrupt", dict_id=dict_id, kind=kind)
+        return None, [self._plain_c.compress(p) for p in payloads]
 
     def _train(
         self, conn: apsw.Connection, kind: str, payloads: Sequence[bytes]
-    ) -> list[tuple[int, bytes]]:
+    ) -> list[tuple[int, bytes, str]]:
         total = sum(map(len, payloads))
         if len(payloads) < _DICT_MIN_SAMPLES or total < _DICT_MIN_BYTES:
             return []
@@ -388,45 +431,391 @@ class _Codecs:
         except zstandard.ZstdError:
             return []  # too little variety to learn from: compress each row alone
         data = trained.as_bytes()
+        digest = _sha256(data)
         conn.execute(
-            "INSERT INTO archive_dicts (kind, created_at, dict) VALUES (?, ?, ?)",
-            (kind, time.time(), data),
+            "INSERT INTO archive_dicts (kind, created_at, dict, sha256) VALUES (?, ?, ?, ?)",
+            (kind, time.time(), data, digest),
         )
-        return [(conn.last_insert_rowid(), data)]
+        return [(conn.last_insert_rowid(), data, digest)]
 
-    def decompress(self, conn: apsw.Connection, payload: bytes, dict_id: int | None) -> bytes:
-        if dict_id is None:
-            return self._plain_d.decompress(payload)
-        pair = self._by_dict.get(dict_id)
-        if pair is None:
-            (data,) = conn.execute(
-                "SELECT dict FROM archive_dicts WHERE id = ?", (dict_id,)
-            ).fetchall()[0]
-            pair = self._pair(dict_id, data)
-        return pair[1].decompress(payload)
+    def verified_dictionary(
+        self, conn: apsw.Connection, dict_id: int
+    ) -> zstandard.ZstdCompressionDict:
+        """Dictionary ``dict_id``, once its bytes match their checksum (if it has one)."""
+        found = conn.execute(self._sql_dict, (dict_id,)).fetchall()
+        if not found:
+            raise _BadDictionaryError(f"its dictionary {dict_id} is missing")
+        data, recorded = found[0]
+        digest = _sha256(data)
+        if recorded is not None and recorded != digest:
+            raise _BadDictionaryError(f"its dictionary {dict_id} does not match its checksum")
+        return self._dictionary(dict_id, data, digest)
+
+
+def _sha256(data: bytes | bytearray) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _bounded_decompress(
+    payload: bytes, dictionary: zstandard.ZstdCompressionDict | None, limit: int
+) -> bytearray | None:
+    """The payload decompressed, or None as soon as it would exceed ``limit`` bytes.
+
+    Streamed in chunks, so a bomb (a few KiB that expand to gigabytes) costs
+    at most ``limit`` bytes of memory, whatever size its frame header claims.
+
+    Raises:
+        zstandard.ZstdError: the payload is not a valid zstd frame (for this dictionary).
+    """
+    dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=_MAX_WINDOW)
+    out = bytearray()
+    with dctx.stream_reader(payload) as reader:
+        while len(out) <= limit:
+            chunk = reader.read(min(_READ_CHUNK, limit + 1 - len(out)))
+            if not chunk:
+                return out
+            out += chunk
+    return None
 
 
 # ---------------------------------------------------------------------------
-# Restoring rows
+# Reading an archive row back: verified, bounded, mapped onto our own columns
 # ---------------------------------------------------------------------------
 
+# The most JSON one archive row may hold, whatever its raw_bytes says. A run
+# leaves a larger item hot (and says so), so every row it writes restores.
+_MAX_RAW_BYTES = 1 << 30
+# The zstd window a payload may ask for: level 9 uses at most 4 MiB
+# (windowLog 22); zstd's own default limit is 128 MiB.
+_MAX_WINDOW = 1 << 24
+_READ_CHUNK = 1 << 20
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-def _checked_columns(conn: apsw.Connection, table: str, columns: Sequence[str]) -> list[str]:
-    # The table name is ours; the column names come from a payload, so each
-    # must be a real column of the table before it is put in SQL.
-    real = {row[1] for row in conn.execute(f'PRAGMA main.table_info("{table}")')}
-    unknown = [c for c in columns if c not in real]
+# The tables each kind of entry holds, and our own column list for each: the
+# only names ever formatted into SQL. A payload's names are looked up in these,
+# never used themselves. A payload may lack columns a later abathur added (the
+# table's default fills them), but never the ones a restore needs.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "sessions": _SESSION_COLUMNS,
+    "events": _EVENT_COLUMNS,
+    "memories": _MEMORY_COLUMNS,
+}
+_KIND_TABLES: dict[str, tuple[str, ...]] = {
+    "session": ("sessions", "events"),
+    "memory": ("memories",),
+    "versions": ("memories",),
+}
+# The columns a restore reads itself, with the type each must have.
+_REQUIRED: dict[str, dict[str, type]] = {
+    "sessions": {"id": str},
+    "events": {"session_id": str, "seq": int},
+    "memories": {"id": int, "namespace": str, "key": str, "version": int, "is_current": int},
+}
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One table's rows from a payload, under our own column names in our order."""
+
+    table: str  # a key of _TABLES
+    columns: tuple[str, ...]  # strings of _TABLES[table], never the payload's
+    rows: list[tuple[Any, ...]]
+
+    def value(self, row: Sequence[Any], column: str) -> Any:
+        return row[self.columns.index(column)]
+
+    def without(self, column: str, rows: Iterable[Sequence[Any]]) -> _Rows:
+        """``rows`` (of these columns) less ``column``: an insert that lets SQLite pick it."""
+        at = self.columns.index(column)
+        return _Rows(
+            self.table,
+            self.columns[:at] + self.columns[at + 1 :],
+            [(*row[:at], *row[at + 1 :]) for row in rows],
+        )
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An archive row as the table holds it, before anything in it is trusted."""
+
+    id: int
+    kind: str
+    ref: str
+    raw_bytes: int
+    stored_bytes: int
+    dict_id: int | None
+    payload: bytes
+    payload_sha256: str | None
+    raw_sha256: str | None
+
+    def corrupt(self, problem: str) -> CorruptArchiveError:
+        return CorruptArchiveError(
+            self.id,
+            f"archive entry {self.id} ({_clip(self.kind)} {_clip(self.ref)!r}) is corrupt: "
+            f"{problem}{_ADVICE}",
+        )
+
+
+def _clip(text: object, width: int = 80) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# The end of every CorruptArchiveError message: what to do about it.
+_ADVICE = (
+    ". Nothing was changed; a backup taken before the damage holds a good copy "
+    "(runbooks/05-corruption.md)"
+)
+
+
+def _check_stored(
+    conn: apsw.Connection, codecs: _Codecs, stored: _Stored
+) -> zstandard.ZstdCompressionDict | None:
+    """Check what can be checked without decompressing; return the row's dictionary."""
+    if not 0 <= stored.raw_bytes <= _MAX_RAW_BYTES:
+        raise stored.corrupt(
+            f"it records {stored.raw_bytes} raw bytes, outside 0..{_MAX_RAW_BYTES} "
+            "(above the limit an archive row may hold)"
+        )
+    if stored.payload_sha256 is not None and _sha256(stored.payload) != stored.payload_sha256:
+        raise stored.corrupt("its payload does not match its checksum (the stored bytes changed)")
+    if stored.dict_id is None:
+        return None
+    try:
+        return codecs.verified_dictionary(conn, stored.dict_id)
+    except _BadDictionaryError as exc:
+        raise stored.corrupt(str(exc)) from None
+
+
+def _raw_json(conn: apsw.Connection, codecs: _Codecs, stored: _Stored) -> bytearray:
+    """The JSON an archive row holds, checked against its checksums and sizes."""
+    dictionary = _check_stored(conn, codecs, stored)
+    try:
+        raw = _bounded_decompress(stored.payload, dictionary, stored.raw_bytes)
+    except zstandard.ZstdError as exc:
+        raise stored.corrupt(f"its payload does not decompress ({_clip(exc, 120)})") from None
+    if raw is None:
+        raise stored.corrupt(
+            f"its payload decompresses to more than the {stored.raw_bytes} bytes it records "
+            "(refused before going further)"
+        )
+    if len(raw) != stored.raw_bytes:
+        raise stored.corrupt(
+            f"its payload decompresses to {len(raw)} bytes, not the {stored.raw_bytes} it records "
+            "(a truncated or damaged frame)"
+        )
+    if stored.raw_sha256 is not None and _sha256(raw) != stored.raw_sha256:
+        raise stored.corrupt(
+            "what its payload decompresses to does not match its checksum "
+            "(a wrong or damaged dictionary)"
+        )
+    return raw
+
+
+def _open(conn: apsw.Connection, codecs: _Codecs, stored: _Stored) -> dict[str, _Rows]:
+    """An archive row's tables, verified, each under our own column names.
+
+    Raises:
+        CorruptArchiveError: any check failed; the message says which.
+    """
+    if stored.kind not in _KIND_TABLES:
+        raise stored.corrupt(f"its kind {_clip(stored.kind)!r} is unknown")
+    raw = _raw_json(conn, codecs, stored)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise stored.corrupt(f"its payload is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(doc, dict):
+        raise stored.corrupt("its payload is not an object")
+    if doc.get("v") != 1:
+        raise stored.corrupt(f"its payload has format version {_clip(doc.get('v'))!r}, not 1")
+    tables = doc.get("tables")
+    if not isinstance(tables, dict):
+        raise stored.corrupt("its payload has no tables")
+    expected = _KIND_TABLES[stored.kind]
+    unknown = [_clip(name) for name in tables if name not in expected]
     if unknown:
-        raise InvalidInputError(f"archived rows of {table} name unknown columns {unknown}")
-    return list(columns)
+        raise stored.corrupt(f"its payload holds unknown table(s) {unknown[:5]}")
+    found = {name: _rows(stored, name, tables[name]) for name in expected if name in tables}
+    missing = [name for name in expected if name not in found]
+    if missing:
+        raise stored.corrupt(f"its payload lacks table(s) {missing}")
+    _check_ref(stored, found)
+    return found
 
 
-def _insert(
-    conn: apsw.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> None:
-    names = ", ".join(f'"{c}"' for c in columns)
-    marks = ", ".join("?" * len(columns))
-    conn.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', [tuple(r) for r in rows])
+def _rows(stored: _Stored, table: str, data: object) -> _Rows:
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("columns"), list)
+        or not isinstance(data.get("rows"), list)
+    ):
+        raise stored.corrupt(f"its {table} table is not a list of columns and rows")
+    columns: list[Any] = data["columns"]
+    ours = _TABLES[table]
+    unknown = [_clip(c) for c in columns if not isinstance(c, str) or c not in ours]
+    if unknown:
+        raise stored.corrupt(f"its {table} rows name unknown column(s) {unknown[:5]}")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise stored.corrupt(f"its {table} rows name column(s) {twice} twice")
+    lacking = [c for c in _REQUIRED[table] if c not in columns]
+    if lacking:
+        raise stored.corrupt(f"its {table} rows lack column(s) {lacking}")
+    where = {c: i for i, c in enumerate(columns)}
+    kept = tuple(c for c in ours if c in where)
+    order = [where[c] for c in kept]
+    rows = []
+    for n, row in enumerate(data["rows"]):
+        if not isinstance(row, list) or len(row) != len(columns):
+            size = len(row) if isinstance(row, list) else type(row).__name__
+            raise stored.corrupt(
+                f"its {table} row {n} has {size} value(s) for {len(columns)} column(s)"
+            )
+        bad = next((v for v in row if not _storable(v)), None)
+        if bad is not None:
+            raise stored.corrupt(
+                f"its {table} row {n} holds a value SQLite cannot store ({type(bad).__name__})"
+            )
+        for column, kind in _REQUIRED[table].items():
+            value = row[where[column]]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise stored.corrupt(
+                    f"its {table} row {n} has a {type(value).__name__} value in {column}, "
+                    f"not a {kind.__name__}"
+                )
+        rows.append(tuple(row[i] for i in order))
+    return _Rows(table, kept, rows)
+
+
+def _storable(value: object) -> bool:
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _check_ref(stored: _Stored, tables: dict[str, _Rows]) -> None:
+    """The rows are the item the row's ``ref`` names (a flipped ref or row is caught)."""
+    if stored.kind == "session":
+        sessions, events = tables["sessions"], tables["events"]
+        if len(sessions.rows) != 1:
+            raise stored.corrupt(f"it holds {len(sessions.rows)} session rows, not 1")
+        session_id = sessions.value(sessions.rows[0], "id")
+        if session_id != stored.ref:
+            raise stored.corrupt(f"its session is {_clip(session_id)!r}, not its ref")
+        if any(events.value(row, "session_id") != session_id for row in events.rows):
+            raise stored.corrupt("it holds events of another session")
+        return
+    memories = tables["memories"]
+    if not memories.rows:
+        raise stored.corrupt("it holds no memory rows")
+    refs = {
+        f"{memories.value(row, 'namespace')}/{memories.value(row, 'key')}" for row in memories.rows
+    }
+    if refs != {stored.ref}:
+        raise stored.corrupt(f"its rows are of {sorted(map(_clip, refs))[:3]}, not of its ref")
+
+
+# Corrupt entries listed by name in a check, at most: the rest are counted.
+_MAX_FINDINGS = 20
+_SQL_DICTS_ALL = "SELECT id, kind, dict, sha256 FROM main.archive_dicts ORDER BY id"
+_SQL_DICTS_ALL_UNCHECKSUMMED = "SELECT id, kind, dict, NULL FROM main.archive_dicts ORDER BY id"
+
+
+def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[str], str]:
+    """Verify every archive row and dictionary, as ``abathur check`` does; never writes.
+
+    Each dictionary and each row's stored payload is checked against its
+    checksum; unless ``quick``, each payload is also decompressed (bounded by
+    the size its row records), checked against the checksum of its JSON, and
+    read exactly as a restore would read it. A row whose dictionary is damaged
+    is reported once, under its dictionary. Rows archived before the
+    checksums existed are verified as far as they can be, and counted.
+
+    Args:
+        conn: a connection to the file, inside a read transaction.
+        quick: check stored bytes and dictionaries only; decompress nothing.
+
+    Returns:
+        ``(findings, summary)``: one finding per corrupt entry or dictionary.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> from abathur.archival import verify_archive
+        >>> async def demo():
+        ...     with tempfile.TemporaryDirectory() as tmp:
+        ...         path = pathlib.Path(tmp) / "a.db"
+        ...         policies = [{"kind": "tombstones", "after_days": 0}]
+        ...         async with Abathur.open(path, embedder="none", archive_pause_ms=0,
+        ...                                 archive_policies=policies) as ab:
+        ...             await ab.memory.put("user:alice", "lang", "fr")
+        ...             await ab.memory.delete("user:alice", "lang")
+        ...             await ab.archival.run()
+        ...             return await ab.db.read(verify_archive)
+        >>> asyncio.run(demo())
+        ([], '1 archive row(s) and 0 dictionaries verified')
+    """
+    has_checksums = conn.execute(_SQL_HAS_CHECKSUMS).fetchall()[0][0] == 3
+    codecs = _Codecs(checksummed=has_checksums)
+    dicts = 0
+    bad_dicts: dict[int, str] = {}
+    for dict_id, kind, data, recorded in conn.execute(
+        _SQL_DICTS_ALL if has_checksums else _SQL_DICTS_ALL_UNCHECKSUMMED
+    ):
+        dicts += 1
+        if recorded is not None and _sha256(data) != recorded:
+            bad_dicts[dict_id] = kind
+    rows = unchecked = 0
+    dependents: dict[int, list[int]] = {d: [] for d in bad_dicts}
+    corrupt: list[str] = []
+    for row in conn.execute(_SQL_ARCHIVE_ALL if has_checksums else _SQL_ARCHIVE_ALL_UNCHECKSUMMED):
+        stored = _Stored(*row)
+        rows += 1
+        if stored.payload_sha256 is None or stored.raw_sha256 is None:
+            unchecked += 1
+        if stored.dict_id in dependents:
+            dependents[stored.dict_id].append(stored.id)
+            continue
+        try:
+            if quick:
+                _check_stored(conn, codecs, stored)
+            else:
+                _open(conn, codecs, stored)
+            # Only the listing reads stored_bytes, so a restore ignores it; a check does not.
+            if stored.stored_bytes != len(stored.payload):
+                raise stored.corrupt(
+                    f"it records {stored.stored_bytes} stored bytes but holds {len(stored.payload)}"
+                )
+        except CorruptArchiveError as exc:
+            corrupt.append(exc.message.removesuffix(_ADVICE))
+    findings = [
+        f"dictionary {dict_id} ({_clip(bad_dicts[dict_id])}) does not match its checksum: "
+        f"{len(ids)} archive entr{'y' if len(ids) == 1 else 'ies'} depend on it "
+        f"(ids {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
+        for dict_id, ids in dependents.items()
+    ]
+    findings += corrupt[:_MAX_FINDINGS]
+    if len(corrupt) > _MAX_FINDINGS:
+        findings.append(f"... and {len(corrupt) - _MAX_FINDINGS} more corrupt archive entries")
+    summary = f"{rows} archive row(s) and {dicts} dictionar{'y' if dicts == 1 else 'ies'} verified"
+    if quick:
+        summary += " (stored bytes only: --quick skips decompression)"
+    if findings:
+        damaged = len(corrupt) + sum(map(len, dependents.values()))
+        summary += f": {damaged} corrupt entr{'y' if damaged == 1 else 'ies'}"
+    if unchecked:
+        summary += f"; {unchecked} row(s) carry no checksum (archived by an older abathur)"
+    return findings, summary
+
+
+def _insert(conn: apsw.Connection, rows: _Rows) -> None:
+    # Table and column names come from _TABLES (see _rows), never from a payload.
+    names = ", ".join(f'"{c}"' for c in rows.columns)
+    marks = ", ".join("?" * len(rows.columns))
+    conn.executemany(f'INSERT INTO "{rows.table}" ({names}) VALUES ({marks})', rows.rows)
 
 
 def _file_sizes(path: Path) -> tuple[int, int]:
@@ -551,6 +940,7 @@ class ArchivalService:
                 log.warning("archive.resume", run_id=run_id, interrupted_run=resumed)
         tallies = {kind: _Tally() for kind in _POLICY_KINDS}
         batches = 0
+        too_big: list[str] = []
         for phase, cursor in ((self._session_batch, (-math.inf, "")), (self._memory_batch, 0)):
             while True:
                 fn = partial(
@@ -564,12 +954,19 @@ class ArchivalService:
                     tally.rows += move.rows
                     tally.raw_bytes += len(move.raw)
                     tally.stored_bytes += stored
+                too_big += batch.too_big
                 cursor = batch.cursor
                 if batch.is_done:
                     break
                 if settings.archive_pause_ms:
                     await asyncio.sleep(settings.archive_pause_ms / 1000)
         notes = await self._db.read(_chunk_note)
+        if too_big:
+            log.warning("archive.too_big", items=too_big[:20], count=len(too_big))
+            notes.append(
+                f"{len(too_big)} item(s) left hot: their rows exceed the {_MAX_RAW_BYTES} bytes "
+                f"one archive row may hold ({', '.join(too_big[:5])})"
+            )
         compacted: list[CompactReport] = []
         auto_vacuum = await self._db.read(
             lambda conn: _AUTO_VACUUM.get(
@@ -717,6 +1114,8 @@ class ArchivalService:
                         run_id,
                         now,
                         blob,
+                        _sha256(blob),
+                        _sha256(m.raw),
                     ),
                 )
                 entry = conn.last_insert_rowid()
@@ -764,6 +1163,9 @@ class ArchivalService:
             raw = _encode(
                 {"sessions": (_SESSION_COLUMNS, session), "events": (_EVENT_COLUMNS, events)}
             )
+            if len(raw) > _MAX_RAW_BYTES:
+                batch.too_big.append(f"session {session_id}")
+                continue
             if run_id is not None:
                 conn.execute(_SQL_SESSION_STUB, (session_id,))
                 conn.execute(_SQL_DELETE_EVENTS, (session_id,))
@@ -812,6 +1214,9 @@ class ArchivalService:
             if whole is not None:
                 versions = conn.execute(_SQL_MEMORY_ROWS, (namespace, key)).fetchall()
                 raw = _encode({"memories": (_MEMORY_COLUMNS, versions)})
+                if len(raw) > _MAX_RAW_BYTES:
+                    batch.too_big.append(f"memory {ref}")
+                    continue
                 if run_id is not None:
                     if status == "live":
                         memory.unindex(conn, item_id)
@@ -835,6 +1240,9 @@ class ArchivalService:
             if not old:
                 continue
             raw = _encode({"memories": (_MEMORY_COLUMNS, old)})
+            if len(raw) > _MAX_RAW_BYTES:
+                batch.too_big.append(f"old versions of {ref}")
+                continue
             if run_id is not None:
                 conn.execute(_SQL_DELETE_IDS, (json.dumps([r[0] for r in old]),))
             batch.moves.append(
@@ -940,6 +1348,7 @@ class ArchivalService:
         Raises:
             InvalidInputError: entry_id is not a positive integer.
             ArchiveNotFoundError: no entry has this id (or it was restored).
+            CorruptArchiveError: the entry fails verification (see :meth:`restore`).
             ClosedError: the database is closed.
 
         Example:
@@ -964,12 +1373,12 @@ class ArchivalService:
 
         def read(conn: apsw.Connection) -> ArchivedItem:
             row = _one(conn, entry_id)
-            tables = _decode(self._codecs.decompress(conn, row[13], row[12]))
+            tables = _open(conn, self._codecs, _Stored(*row[12:]))
             return ArchivedItem(
                 entry=_entry(row[:12]),
                 tables={
-                    name: [dict(zip(columns, r, strict=True)) for r in rows]
-                    for name, (columns, rows) in tables.items()
+                    name: [dict(zip(t.columns, r, strict=True)) for r in t.rows]
+                    for name, t in tables.items()
                 },
             )
 
@@ -1001,6 +1410,11 @@ class ArchivalService:
                 versions); nothing was restored.
             MemoryNotFoundError: old versions whose memory is not in the hot
                 tables (archived whole later: restore that entry first).
+            CorruptArchiveError: the entry fails verification: its payload or
+                dictionary does not match its sha256, it does not decompress,
+                or would decompress past the size it records, or it does not
+                hold the rows it names (unknown tables or columns, bad values);
+                nothing was restored.
             ClosedError: the database is closed.
 
         Example:
@@ -1028,7 +1442,7 @@ class ArchivalService:
         def write(conn: apsw.Connection) -> tuple[ArchiveRestoreReport, bool]:
             row = _one(conn, entry_id)
             entry = _entry(row[:12])
-            tables = _decode(self._codecs.decompress(conn, row[13], row[12]))
+            tables = _open(conn, self._codecs, _Stored(*row[12:]))
             reindexed, queued = 0, False
             if entry.kind == "session":
                 _restore_session(conn, tables)
@@ -1122,11 +1536,10 @@ def _entry(row: Sequence[Any]) -> ArchiveEntry:
     )
 
 
-def _restore_session(conn: apsw.Connection, tables: dict[str, tuple[list[str], list[Any]]]) -> None:
-    columns, rows = tables["sessions"]
-    columns = _checked_columns(conn, "sessions", columns)
-    (session,) = rows
-    session_id = session[columns.index("id")]
+def _restore_session(conn: apsw.Connection, tables: dict[str, _Rows]) -> None:
+    sessions, events = tables["sessions"], tables["events"]
+    (session,) = sessions.rows  # _check_ref: exactly one
+    session_id = sessions.value(session, "id")
     found = conn.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchall()
     has_events = conn.execute(
         "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
@@ -1137,22 +1550,19 @@ def _restore_session(conn: apsw.Connection, tables: dict[str, tuple[list[str], l
             f"{found[0][0] if found else '?'}): nothing was restored"
         )
     if found:
-        sets = ", ".join(f'"{c}" = ?' for c in columns if c != "id")
-        values = [v for c, v in zip(columns, session, strict=True) if c != "id"]
-        conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*values, session_id))
+        # Column names from _SESSION_COLUMNS (see _Rows), never from the payload.
+        rest = sessions.without("id", [session])
+        sets = ", ".join(f'"{c}" = ?' for c in rest.columns)
+        conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*rest.rows[0], session_id))
     else:
-        _insert(conn, "sessions", columns, [session])
-    event_columns, events = tables["events"]
-    _insert(conn, "events", _checked_columns(conn, "events", event_columns), events)
+        _insert(conn, sessions)
+    _insert(conn, events)
 
 
-def _restore_memory(
-    conn: apsw.Connection, tables: dict[str, tuple[list[str], list[Any]]]
-) -> tuple[int, bool]:
-    columns, rows = tables["memories"]
-    columns = _checked_columns(conn, "memories", columns)
-    at = {c: i for i, c in enumerate(columns)}
-    namespace, key = rows[0][at["namespace"]], rows[0][at["key"]]
+def _restore_memory(conn: apsw.Connection, tables: dict[str, _Rows]) -> tuple[int, bool]:
+    memories = tables["memories"]
+    first = memories.rows[0]
+    namespace, key = memories.value(first, "namespace"), memories.value(first, "key")
     (taken,) = conn.execute(
         "SELECT count(*) FROM memories WHERE namespace = ? AND key = ?", (namespace, key)
     ).fetchall()[0]
@@ -1163,23 +1573,9 @@ def _restore_memory(
             "or read the archived one with 'abathur archive show'"
         )
     current_id: int | None = None
-    for row in rows:
-        wanted = row[at["id"]]
-        free = not conn.execute("SELECT 1 FROM memories WHERE id = ?", (wanted,)).fetchall()
-        if free:
-            _insert(conn, "memories", columns, [row])
-            new_id = wanted
-        else:
-            # The id was reused (rows archived at the top of the table): a new one.
-            rest = [c for c in columns if c != "id"]
-            _insert(
-                conn,
-                "memories",
-                rest,
-                [[v for c, v in zip(columns, row, strict=True) if c != "id"]],
-            )
-            new_id = conn.last_insert_rowid()
-        if row[at["is_current"]]:
+    for row in memories.rows:
+        new_id = _insert_version(conn, memories, row)
+        if memories.value(row, "is_current"):
             current_id = new_id
     if current_id is None:
         return 0, False
@@ -1191,13 +1587,21 @@ def _restore_memory(
     return 1, memory.index(conn, current_id)
 
 
-def _restore_versions(
-    conn: apsw.Connection, tables: dict[str, tuple[list[str], list[Any]]]
-) -> None:
-    columns, rows = tables["memories"]
-    columns = _checked_columns(conn, "memories", columns)
-    at = {c: i for i, c in enumerate(columns)}
-    namespace, key = rows[0][at["namespace"]], rows[0][at["key"]]
+def _insert_version(conn: apsw.Connection, memories: _Rows, row: tuple[Any, ...]) -> int:
+    """Insert one memory version with its old id if still free, else a new one; return it."""
+    wanted = memories.value(row, "id")
+    if conn.execute("SELECT 1 FROM memories WHERE id = ?", (wanted,)).fetchall():
+        # The id was reused (rows archived at the top of the table): a new one.
+        _insert(conn, memories.without("id", [row]))
+        return int(conn.last_insert_rowid())
+    _insert(conn, _Rows(memories.table, memories.columns, [row]))
+    return int(wanted)
+
+
+def _restore_versions(conn: apsw.Connection, tables: dict[str, _Rows]) -> None:
+    memories = tables["memories"]
+    first = memories.rows[0]
+    namespace, key = memories.value(first, "namespace"), memories.value(first, "key")
     current = conn.execute(
         "SELECT version FROM memories WHERE namespace = ? AND key = ? AND is_current = 1",
         (namespace, key),
@@ -1207,7 +1611,7 @@ def _restore_versions(
             f"memory {namespace!r}/{key!r} is not in the hot tables, so its old versions have "
             "nothing to go back under: restore the archive entry holding the memory first"
         )
-    versions = [row[at["version"]] for row in rows]
+    versions = [memories.value(row, "version") for row in memories.rows]
     clash = conn.execute(
         "SELECT version FROM memories WHERE namespace = ? AND key = ? "
         "AND version IN (SELECT value FROM json_each(?))",
@@ -1218,15 +1622,5 @@ def _restore_versions(
             f"memory {namespace!r}/{key!r} already has version(s) "
             f"{sorted(v for (v,) in clash) or [current[0][0]]}: nothing was restored"
         )
-    for row in rows:
-        wanted = row[at["id"]]
-        if conn.execute("SELECT 1 FROM memories WHERE id = ?", (wanted,)).fetchall():
-            rest = [c for c in columns if c != "id"]
-            _insert(
-                conn,
-                "memories",
-                rest,
-                [[v for c, v in zip(columns, row, strict=True) if c != "id"]],
-            )
-        else:
-            _insert(conn, "memories", columns, [row])
+    for row in memories.rows:
+        _insert_version(conn, memories, row)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ArchivePolicy", "Budget", "Settings"]
@@ -161,6 +161,24 @@ class Settings(BaseSettings):
         description="Where 'abathur backup' writes and 'abathur health' looks for backups; "
         "None: a 'backups' directory beside the database file.",
     )
+    # Authenticated backups (issue 11; abathur/ops/backup_key.py, runbooks/06).
+    backup_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the backup key (64+ hex digits: 32+ random bytes); "
+        "backups are then signed (HMAC-SHA256) and verify/restore check the signature. "
+        "Keep it away from the backups.",
+    )
+    backup_key: SecretStr | None = Field(
+        default=None,
+        description="The backup key itself ($ABATHUR_BACKUP_KEY), when a file is not an "
+        "option; set this or backup_key_file, not both.",
+    )
+    backup_allow_unauthenticated: bool = Field(
+        default=False,
+        description="Verify and restore a backup without checking its HMAC (made before "
+        "the key was set up, or the key is lost): checksums only. For one command "
+        "('--allow-unauthenticated'), never in a service's environment.",
+    )
 
     # Embeddings (issue 3). "bundled" is the offline MiniLM shipped in the
     # package; "ollama" uses ollama_model on ollama_host; "none" disables
@@ -170,7 +188,9 @@ class Settings(BaseSettings):
     embed_worker: bool = Field(
         default=True, description="Drain the embedding queue in the background while open."
     )
-    ollama_host: str = "http://127.0.0.1:11434"
+    # repr=False: the URL may carry user:password@ (sent as basic auth); a
+    # Settings repr in a log or a traceback must not show it.
+    ollama_host: str = Field(default="http://127.0.0.1:11434", repr=False)
     ollama_model: str = "nomic-embed-text"
     ollama_timeout_s: float = Field(default=30.0, gt=0)
     ollama_batch_size: int = Field(default=32, ge=1, le=2048)

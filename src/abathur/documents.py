@@ -9,7 +9,8 @@ the files under it that its glob patterns select (DESIGN.md §5, issue 3):
 2. **Skip what did not change.** A file whose size and mtime are what was
    stored is not read; otherwise it is read and its sha256 decides. Bad files
    (binary, unreadable, invalid UTF-8, over ``max_file_bytes``, symlink loops
-   or links out of the root) are reported in ``failed`` and skipped, never fatal.
+   or links out of the root, a file or directory name that is not UTF-8) are
+   reported in ``failed`` and skipped, never fatal.
 3. **Chunk** the markdown along its headings (:func:`chunk_markdown`): each
    chunk keeps its heading path (``Backups > Restore``) as context, and is cut
    at paragraph, line, sentence or word boundaries so that heading and text
@@ -643,6 +644,12 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
         raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
     if must_exist and not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
+    bad = _not_utf8(str(resolved))
+    if bad is not None:
+        # Paths are stored as UTF-8 text; this one cannot be, so it cannot be a root.
+        raise InvalidInputError(
+            f"root '{_printable(str(resolved))}' is not valid UTF-8 ({bad}): rename the directory"
+        )
     return resolved
 
 
@@ -702,7 +709,18 @@ def _walk(
     def unreadable(error: OSError) -> None:
         where = os.path.relpath(error.filename or root, root).replace(os.sep, "/")
         found.unlisted.append(where)
-        found.failed.append(SyncFailure(path=where, reason=f"cannot list directory: {_why(error)}"))
+        found.failed.append(
+            SyncFailure(path=_printable(where), reason=f"cannot list directory: {_why(error)}")
+        )
+
+    def misnamed(rel: str, name: str, what: str) -> bool:
+        # Reported, never stored: the rest of the tree syncs (issue 11, item 5).
+        bad = _not_utf8(name)
+        if bad is not None:
+            which = "it" if what == "file" else "the files under it"
+            reason = f"{what} name is not valid UTF-8 ({bad}): rename it to sync {which}"
+            found.failed.append(SyncFailure(path=_printable(rel), reason=reason))
+        return bad is not None
 
     def wanted_dir(rel: str) -> bool:
         if any(x.match(rel) or x.match(rel + "/") for x in excludes):
@@ -712,15 +730,52 @@ def _walk(
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if wanted_dir(rel_dir + d))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if wanted_dir(rel_dir + d) and not misnamed(rel_dir + d, d, "directory")
+        )
         for name in filenames:
             rel = rel_dir + name
             if os.path.join(dirpath, name) in skip:
                 continue
-            if any(p.match(rel) for p in patterns) and not any(x.match(rel) for x in excludes):
+            if (
+                any(p.match(rel) for p in patterns)
+                and not any(x.match(rel) for x in excludes)
+                and not misnamed(rel, name, "file")
+            ):
                 found.files.append(rel)
     found.files.sort()
     return found
+
+
+def _not_utf8(name: str) -> str | None:
+    """Where a file name from the OS is not UTF-8 ("byte 0xff at offset 3"), or None if it is.
+
+    Python hands such a name over surrogate-escaped; SQLite text, JSON and
+    terminals take only real UTF-8, so it can be reported but never stored.
+    """
+    try:
+        name.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(name)
+        raw.decode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        return "it holds a lone surrogate"
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+    return "it holds a lone surrogate"  # pragma: no cover - fsencode round-trips
+
+
+def _printable(name: str) -> str:
+    """A name as valid UTF-8 for reports and messages: bytes that are not UTF-8 as ``\\xff``."""
+    try:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _why(error: OSError) -> str:
@@ -1311,8 +1366,10 @@ class DocumentService:
         their chunks. Bad files are reported in ``failed``, never raised:
         binary (a NUL byte), unreadable, invalid UTF-8, over
         ``max_file_bytes``, not a regular file, a broken symlink, a symlink
-        loop or a symlink to a file outside the root. Symlinked directories
-        are not entered. A directory that cannot be listed is reported too,
+        loop or a symlink to a file outside the root, a file or directory
+        whose name is not UTF-8 (reported with such bytes as ``\\xff``; a
+        path must be UTF-8 text to be stored). Symlinked directories are not
+        entered. A directory that cannot be listed is reported too,
         and the files known under it are kept. The work is written in small
         transactions, so readers and other writers are never held up for long.
 
@@ -1331,7 +1388,8 @@ class DocumentService:
 
         Raises:
             NotFoundError: ``root`` does not exist.
-            InvalidInputError: ``root`` is not a directory, a glob is blank,
+            InvalidInputError: ``root`` is not a directory or its path is not
+                UTF-8, a glob is blank,
                 absolute or has a ``..`` segment, ``patterns`` is not a list,
                 or ``max_file_bytes`` is out of range.
             ClosedError: the database is closed.

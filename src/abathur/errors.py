@@ -12,13 +12,15 @@ the class also derives from it, so ``except ValueError`` or
     │   ├── InvalidNamespaceError                 memory.invalid_namespace
     │   ├── InvalidMemoryTypeError                memory.invalid_type
     │   ├── ValueNotSerializableError             invalid_json
-    │   └── ValueTooLargeError                    value_too_large
+    │   ├── ValueTooLargeError                    value_too_large
+    │   └── InvalidImportError                    import.invalid_line
     ├── NotFoundError (LookupError)               not_found
     │   ├── SessionNotFoundError                  session.not_found
     │   ├── MemoryNotFoundError                   memory.not_found
     │   ├── TaskNotFoundError                     task.not_found
     │   └── ArchiveNotFoundError                  archive.not_found
     ├── AlreadyExistsError                        already_exists
+    │   └── ImportConflictError                   import.conflict
     ├── ConflictError                             conflict (retryable)
     │   ├── StaleSessionError                     session.stale (retryable)
     │   └── VersionConflictError                  memory.version_conflict (retryable)
@@ -28,12 +30,15 @@ the class also derives from it, so ``except ValueError`` or
     │   ├── EmbedderUnavailableError              embedder.unavailable (retryable)
     │   └── EmbedderMismatchError                 embedder.mismatch
     ├── CorruptBackupError                        backup.corrupt
+    ├── CorruptArchiveError                       archive.corrupt
+    ├── BackupKeyError (ValueError)               backup.key
     ├── BudgetExceededError                       budget.exceeded
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
         ├── DatabaseInUseError                    db.in_use
         ├── SchemaError                           db.schema
-        └── IncompatibleEnvironmentError          db.incompatible_environment
+        ├── IncompatibleEnvironmentError          db.incompatible_environment
+        └── BackupSpaceError                      backup.no_space
 
 Driver errors (apsw) never reach a caller: ``abathur.db`` translates them into
 :class:`DatabaseError` subclasses.
@@ -45,9 +50,12 @@ __all__ = [
     "AbathurError",
     "AlreadyExistsError",
     "ArchiveNotFoundError",
+    "BackupKeyError",
+    "BackupSpaceError",
     "BudgetExceededError",
     "ClosedError",
     "ConflictError",
+    "CorruptArchiveError",
     "CorruptBackupError",
     "DatabaseBusyError",
     "DatabaseError",
@@ -55,8 +63,10 @@ __all__ = [
     "EmbedderError",
     "EmbedderMismatchError",
     "EmbedderUnavailableError",
+    "ImportConflictError",
     "IncompatibleEnvironmentError",
     "InvalidIdError",
+    "InvalidImportError",
     "InvalidInputError",
     "InvalidMemoryTypeError",
     "InvalidNamespaceError",
@@ -237,8 +247,9 @@ class CorruptBackupError(AbathurError):
     """A backup failed verification (checksum, size, decompression, integrity or manifest).
 
     ``reason`` says which test failed: ``"missing"``, ``"manifest"``, ``"truncated"``,
-    ``"checksum"``, ``"decompress"``, ``"integrity"`` or ``"mismatch"`` (the contents
-    differ from the manifest); nothing was restored.
+    ``"checksum"``, ``"decompress"``, ``"integrity"``, ``"mismatch"`` (the contents
+    differ from the manifest) or ``"authentication"`` (a backup key is configured and
+    the manifest's HMAC does not match it, or is missing); nothing was restored.
     """
 
     code = "backup.corrupt"
@@ -250,6 +261,24 @@ class CorruptBackupError(AbathurError):
     def to_dict(self) -> dict[str, object]:
         """The error as the CLI prints it with ``--json``, with the failed test's ``reason``."""
         return {**super().to_dict(), "reason": self.reason}
+
+
+class CorruptArchiveError(AbathurError):
+    """An archive entry failed verification: checksum, dictionary, decompression or contents.
+
+    ``entry_id`` names the entry; nothing was restored. Restore the database
+    from a backup that verifies to get the entry back (runbook 05-corruption).
+    """
+
+    code = "archive.corrupt"
+
+    def __init__(self, entry_id: int, message: str) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the entry's id."""
+        return {**super().to_dict(), "entry_id": self.entry_id}
 
 
 class BudgetExceededError(AbathurError):
@@ -317,3 +346,83 @@ class IncompatibleEnvironmentError(DatabaseError):
     """SQLite is older than 3.51.3, or sqlite-vec cannot be loaded."""
 
     code = "db.incompatible_environment"
+
+
+class InvalidImportError(InvalidInputError):
+    """A line of an import file is not a valid ``abathur-export/1`` record; nothing was imported.
+
+    ``line`` is its 1-based line number; ``reason`` says what kind of problem:
+    ``"json"``, ``"encoding"``, ``"format"`` (header or format version),
+    ``"schema"``, ``"version_gap"``, ``"duplicate"``, ``"order"``,
+    ``"truncated"``, ``"changed"``, or the code of the API rule it breaks
+    (``"value_too_large"``, ``"memory.invalid_namespace"``, ``"invalid_id"``...).
+    """
+
+    code = "import.invalid_line"
+
+    def __init__(self, file: str, line: int, problem: str, *, reason: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}; nothing was imported")
+        self.file = file
+        self.line = line
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with ``line`` and ``reason``."""
+        return {**super().to_dict(), "line": self.line, "reason": self.reason}
+
+
+class ImportConflictError(AlreadyExistsError):
+    """An import record differs from what the database holds under its id; nothing was imported.
+
+    ``line`` is the record's 1-based line number in the file.
+    """
+
+    code = "import.conflict"
+
+    def __init__(self, file: str, line: int, problem: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}; nothing was imported")
+        self.file = file
+        self.line = line
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with ``line``."""
+        return {**super().to_dict(), "line": self.line}
+
+
+class BackupKeyError(InvalidInputError):
+    """The backup key is unusable, or is not the key a backup needs; nothing was done.
+
+    Raised when the configured key is malformed, too short or not random-looking,
+    when both ``ABATHUR_BACKUP_KEY`` and a key file are set, when a key file cannot
+    be read, when a backup carries an HMAC but no key is configured, and when it
+    was made with another key (its ``key_id`` differs). The message never holds
+    the key.
+    """
+
+    code = "backup.key"
+
+
+class BackupSpaceError(DatabaseError):
+    """Not enough free space for a backup (or for verifying or restoring one).
+
+    ``directory`` is where the space ran out, ``needed`` how many bytes the
+    operation needs at least, ``free`` how many were free; the partial files
+    were removed.
+    """
+
+    code = "backup.no_space"
+
+    def __init__(self, message: str, *, directory: str, needed: int, free: int) -> None:
+        super().__init__(message)
+        self.directory = directory
+        self.needed = needed
+        self.free = free
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as the CLI prints it with ``--json``, with the sizes in bytes."""
+        return {
+            **super().to_dict(),
+            "directory": self.directory,
+            "needed_bytes": self.needed,
+            "free_bytes": self.free,
+        }

@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from abathur.redact import redact
+
 __all__ = ["configure", "redact_secrets"]
 
 # Keys whose values never reach a log line, whatever the level.
@@ -24,10 +26,23 @@ _SECRET_MARKERS = ("password", "secret", "token", "api_key", "apikey", "authoriz
 def redact_secrets(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Processor: replace the value of any key that looks like a credential."""
-    for key in event_dict:
+    """Processor: hide credentials, whatever key or text they hide in.
+
+    The value of a key that looks like a credential's (``password``,
+    ``api_key``...) is replaced whole; every other string value, the event and
+    a formatted traceback included, goes through :func:`abathur.redact.redact`
+    (a URL's userinfo, an ``Authorization`` header, ``token=...``).
+
+    Example:
+        >>> from abathur.logs import redact_secrets
+        >>> redact_secrets(None, "info", {"event": "x", "password": "p", "url": "http://u:p@h"})
+        {'event': 'x', 'password': '[redacted]', 'url': 'http://***@h'}
+    """
+    for key, value in event_dict.items():
         if any(marker in key.lower() for marker in _SECRET_MARKERS):
             event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = redact(value)
     return event_dict
 
 
@@ -49,8 +64,9 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            # After format_exc_info, so a traceback's text is redacted too.
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

@@ -42,7 +42,9 @@ __all__ = [
     "DrainReport",
     "EmbeddingStatus",
     "Event",
+    "ExportReport",
     "GrowthSeries",
+    "ImportReport",
     "Memory",
     "MemoryContext",
     "MemoryRef",
@@ -59,6 +61,7 @@ __all__ = [
     "SyncReport",
     "Task",
     "TaskStatus",
+    "TransferCounts",
 ]
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
@@ -548,3 +551,42 @@ class Stats(_Model):
     top_reads: list[NamedCount]
     top_writes: list[NamedCount]
     calls_since: float
+
+
+class TransferCounts(_Model):
+    """How many records of each kind an export wrote, or an import imported or skipped."""
+
+    app_state: int = 0
+    user_state: int = 0
+    sessions: int = 0
+    events: int = 0
+    tasks: int = 0
+    memories: int = 0
+    versions: int = Field(default=0, description="Memory versions (rows) in those memories.")
+
+
+class ExportReport(_Model):
+    """What ``ab.transfer.export_to`` wrote (``abathur export``)."""
+
+    format: str = Field(description="The file format, e.g. 'abathur-export/1'.")
+    prefix: str | None
+    app: str | None
+    user: str | None
+    counts: TransferCounts
+    expired: int = Field(description="Memories left out: their current version has expired.")
+    archived: int = Field(
+        description="Archive entries in scope, not exported: restore them first to include them."
+    )
+    seconds: float
+
+
+class ImportReport(_Model):
+    """What ``ab.transfer.import_from`` did (``abathur import``)."""
+
+    format: str
+    file: str = Field(description="The file imported.")
+    lines: int = Field(description="Lines read, header and end record included.")
+    is_dry_run: bool = Field(description="True: everything was checked, then rolled back.")
+    imported: TransferCounts
+    skipped: TransferCounts = Field(description="Identical to what the database held already.")
+    seconds: float

@@ -80,6 +80,7 @@ __all__ = [
     "SQL_CHUNKS_OF_PARTITION",
     "SQL_CHUNKS_OF_PARTITION_RANGE",
     "STOP_WORDS",
+    "VECTOR_TABLE_NAMES",
     "Accept",
     "IndexItem",
     "IndexKind",
@@ -97,6 +98,7 @@ __all__ = [
     "forget_mirrors",
     "fts_query",
     "insert_vector",
+    "known_vector_table",
     "partition_of",
     "resolve_mode",
     "rrf",
@@ -105,6 +107,7 @@ __all__ = [
     "scope_tokens",
     "vector_candidates",
     "vector_search",
+    "vector_table_statements",
     "vector_table_stats",
 ]
 
@@ -334,6 +337,9 @@ class IndexKind:
     load: Callable[[apsw.Connection, Sequence[int], float], list[IndexItem]]
     live: Callable[[apsw.Connection], Iterable[IndexItem]]
 
+    def __post_init__(self) -> None:
+        known_vector_table(self.vec_table)
+
 
 def partition_of(namespace: str) -> str:
     """The vec0 partition of a namespace: its first two segments (the tenant).
@@ -349,6 +355,10 @@ def partition_of(namespace: str) -> str:
 # ---------------------------------------------------------------------------
 # Vector tables
 # ---------------------------------------------------------------------------
+
+# Every vec0 table abathur makes. A name read back from the file (the
+# vector_tables registry, sqlite_schema) reaches SQL only if it is one of these.
+VECTOR_TABLE_NAMES = frozenset({"memories_vec", "chunks_vec"})
 
 # Names are our own constants (IndexKind.vec_table), never from a caller.
 _SQL_CREATE_VECTOR_TABLE = (
@@ -384,16 +394,44 @@ _LAYOUT = {
 }
 
 
+def known_vector_table(name: object) -> str:
+    """``name`` if it is one of :data:`VECTOR_TABLE_NAMES`, else a :class:`SchemaError`.
+
+    Example:
+        >>> from abathur.search import known_vector_table
+        >>> known_vector_table("memories_vec")
+        'memories_vec'
+        >>> known_vector_table('x"; DROP TABLE memories; --')
+        Traceback (most recent call last):
+        ...
+        abathur.errors.SchemaError: ...is not a vector table abathur makes...
+    """
+    if not isinstance(name, str) or name not in VECTOR_TABLE_NAMES:
+        raise SchemaError(
+            f"{name!r} is not a vector table abathur makes "
+            f"({', '.join(sorted(VECTOR_TABLE_NAMES))}): the vector_tables registry of this "
+            "file was edited; run 'abathur check'"
+        )
+    return name
+
+
+def vector_table_statements(table: str, dims: int, chunk_size: int) -> list[str]:
+    """The statements that create ``table`` (a vec0 table and its partition index)."""
+    table = known_vector_table(table)
+    return [
+        _SQL_CREATE_VECTOR_TABLE.format(table=table, dims=int(dims), chunk_size=int(chunk_size)),
+        _SQL_PARTITION_INDEX.format(table=table),
+    ]
+
+
 def create_vector_table(
     conn: apsw.Connection, kind: IndexKind, dims: int, chunk_size: int, *, now: float
 ) -> None:
     """Create the vec0 table of ``kind`` (if missing) and register it in ``vector_tables``."""
     if _table_exists(conn, kind.vec_table):
         return
-    conn.execute(
-        _SQL_CREATE_VECTOR_TABLE.format(table=kind.vec_table, dims=dims, chunk_size=chunk_size)
-    )
-    conn.execute(_SQL_PARTITION_INDEX.format(table=kind.vec_table))
+    for statement in vector_table_statements(kind.vec_table, dims, chunk_size):
+        conn.execute(statement)
     check_vector_layout(conn, kind.vec_table)
     conn.execute(
         "INSERT INTO vector_tables (name, kind, dims, chunk_size, generation, dead_rows, "
@@ -517,7 +555,8 @@ def vector_table_stats(conn: apsw.Connection) -> list[VectorTableStats]:
         "SELECT name, kind, dims, dead_rows FROM vector_tables ORDER BY name"
     ).fetchall():
         # vec0 keeps one row per stored vector in its rowids shadow table.
-        (stored,) = conn.execute(f'SELECT count(*) FROM "{name}_rowids"').fetchall()[0]
+        table = known_vector_table(name)
+        (stored,) = conn.execute(f'SELECT count(*) FROM "{table}_rowids"').fetchall()[0]
         (pending,) = conn.execute(
             "SELECT count(*) FROM vector_deletes WHERE vec_table = ?", (name,)
         ).fetchall()[0]

@@ -74,6 +74,23 @@ def test_parse_uri_refuses(uri: str, message: str) -> None:
     assert ei.value.code == "invalid_input"
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "abathur:///a.db?ollama_host=http://u:S3Cr3t@h:1&embedder=ollama&embedder=none",
+        "abathur:///a.db?ollama_host=http%3A%2F%2Fu%3AS3Cr3t%40h%3A1&db=/b.db",
+        "abathur://u:S3Cr3t@host/a.db",
+        "sqlite:///a.db?ollama_host=http://u:S3Cr3t@h:1",
+        "abathur:///a.db?ollama_host=http://u:S3Cr3t@h:1&novalue",
+    ],
+)
+def test_parse_uri_refusals_never_show_a_password(uri: str) -> None:
+    # Issue 11, item 11: the URI may carry an Ollama host with its credentials.
+    with pytest.raises(errors.InvalidInputError) as ei:
+        parse_uri(uri)
+    assert "S3Cr3t" not in ei.value.message and "***" in ei.value.message
+
+
 @pytest.mark.parametrize("cls", [AbathurSessionService, AbathurMemoryService])
 async def test_construction_is_checked_before_anything_opens(
     cls: type, tmp_path: Path, ab: Abathur

@@ -194,3 +194,37 @@ def test_cost_report_and_stats_on_the_command_line(tmp_path: Path) -> None:
     human = abathur("stats", "--db", "d.db", "--days", "7", cwd=tmp_path).stdout
     for text in ("memories", "p95 ms", "memory.put", "top writes", "user:alice"):
         assert text in human
+
+
+def test_a_corrupt_archive_row_is_a_typed_error_and_a_check_finding(db: Path) -> None:
+    ok_json(abathur("archive", "run", "--db", str(db), "--json", cwd=db.parent))
+    conn = apsw.Connection(str(db))
+    try:
+        # A damaged payload: its last 4 bytes lost (a torn write), nothing else touched.
+        (entry_id,) = conn.execute(
+            "SELECT id FROM archive WHERE kind = 'session' ORDER BY id LIMIT 1"
+        ).fetchall()[0]
+        conn.execute(
+            "UPDATE archive SET payload = substr(payload, 1, length(payload) - 4) WHERE id = ?",
+            (entry_id,),
+        )
+    finally:
+        conn.close()
+    before = dump(db)
+    for command in ("restore", "show"):
+        done = abathur("archive", command, "--db", str(db), str(entry_id), "--json", cwd=db.parent)
+        assert done.returncode == 3, done.stderr
+        error = json.loads(done.stdout)["error"]
+        assert error["code"] == "archive.corrupt" and error["entry_id"] == entry_id
+        assert f"archive entry {entry_id} " in error["message"]
+        assert "Traceback" not in done.stderr
+        assert f"abathur: error [archive.corrupt]: archive entry {entry_id}" in done.stderr
+    assert dump(db) == before, "a refused restore changes nothing"
+
+    check = abathur("check", "--db", str(db), "--json", cwd=db.parent)
+    assert check.returncode == 1, check.stderr
+    (found,) = [c for c in json.loads(check.stdout)["checks"] if c["name"] == "archive_payloads"]
+    assert found["status"] == "findings"
+    (finding,) = found["findings"]
+    assert finding.startswith(f"archive entry {entry_id} (session ")
+    assert "does not match its checksum" in finding

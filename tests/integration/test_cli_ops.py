@@ -8,8 +8,10 @@ from pathlib import Path
 import apsw
 import pytest
 
+from abathur.ops.backup import Backup
 from tests.integration.test_cli import abathur, digest, ok_json
 from tests.unit.test_backup import held_open
+from tests.unit.test_backup_auth import tamper_with_a_memory
 from tests.unit.test_health_metrics import parse_exposition, value, values
 from tests.unit.test_integrity import populate
 
@@ -174,6 +176,122 @@ def test_restore_refuses_a_database_another_process_has_open(db: Path) -> None:
         assert "abathur: error [db.in_use]:" in done.stderr and "--force" in done.stderr
         assert files_beside(db) == before
     assert abathur("restore", backup, "--db", str(db), cwd=db.parent).returncode == 0
+
+
+def test_restore_removes_the_temps_of_a_killed_restore_and_says_so(db: Path) -> None:
+    made = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    stale = db.parent / f".{db.name}.restore-20261122T020000.000000Z.tmp"
+    stale.write_bytes(b"half a database")
+    (db.parent / (stale.name + "-journal")).write_bytes(b"its journal")
+    copy = db.parent / "copy.db"
+    done = abathur(
+        "restore",
+        made["backup"]["file"],
+        "--db",
+        str(db),
+        "--to",
+        str(copy),
+        "--json",
+        cwd=db.parent,
+    )
+    data = ok_json(done)
+    assert sorted(Path(p).name for p in data["removed_temps"]) == [
+        stale.name,
+        stale.name + "-journal",
+    ]
+    assert not stale.exists() and "temps.removed_stale" in done.stderr
+    human = abathur(
+        "restore", made["backup"]["file"], "--db", str(db), "--to", str(copy), cwd=db.parent
+    )
+    assert human.returncode == 0 and "removed stale temps" not in human.stdout
+    assert not [p for p in db.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_authenticated_backups_from_the_command_line(db: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "backup.key"
+    key_file.parent.mkdir()
+    made_key = ok_json(abathur("backup", "keygen", str(key_file), "--json", cwd=db.parent))
+    key = key_file.read_text().strip()
+    assert made_key["key_file"] == str(key_file) and len(key) == 64
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    again = abathur("backup", "keygen", str(key_file), cwd=db.parent)
+    assert again.returncode == 3 and "never overwritten" in again.stderr
+    assert key_file.read_text().strip() == key
+    env = {"ABATHUR_BACKUP_KEY_FILE": str(key_file)}
+    runs = [again]
+
+    def run(*args: str, keyed: bool = True):
+        done = abathur(*args, cwd=db.parent, env=env if keyed else None)
+        runs.append(done)
+        return done
+
+    made = ok_json(run("backup", "--db", str(db), "--json"))
+    key_id = made["key_id"]
+    assert key_id == made_key["key_id"]
+    assert made["authenticated"] is True and made["backup"]["manifest"]["hmac"]
+    assert made["backup"]["manifest"]["format"] == "abathur-backup/2"
+    backup = Path(made["backup"]["file"])
+    human = run("backup", "--db", str(db), "--no-prune")
+    assert f"hmac-sha256 with key {key_id}" in human.stdout
+
+    verified = ok_json(run("backup", "verify", str(backup), "--json"))
+    assert (verified["authenticated"], verified["key_id"]) == (True, key_id)
+    assert verified["authentication"] == f"hmac-sha256 with key {key_id}"
+    lines = run("backup", "verify", str(backup)).stdout
+    assert f"authentication  hmac-sha256 with key {key_id}" in lines
+
+    no_key = run("backup", "verify", str(backup), keyed=False)
+    assert no_key.returncode == 3
+    assert "abathur: error [backup.key]:" in no_key.stderr
+    assert "cannot be authenticated" in no_key.stderr
+    lost_key = run("backup", "verify", str(backup), "--allow-unauthenticated", keyed=False)
+    assert lost_key.returncode == 0, lost_key.stderr
+    assert "only checksummed" in lost_key.stdout
+    copy = tmp_path / "lost-key.db"
+    refused = run("restore", str(backup), "--db", str(db), "--to", str(copy), keyed=False)
+    assert refused.returncode == 3 and "[backup.key]" in refused.stderr and not copy.exists()
+    restored = run(
+        "restore",
+        str(backup),
+        "--db",
+        str(db),
+        "--to",
+        str(copy),
+        "--allow-unauthenticated",
+        keyed=False,
+    )
+    assert restored.returncode == 0, restored.stderr
+
+    tamper_with_a_memory(
+        Backup(backup.with_name(made["backup"]["name"] + ".manifest.json"), backup, None), tmp_path
+    )
+    before = files_beside(db)
+    rejected = run("backup", "verify", str(backup), "--json")
+    assert rejected.returncode == 1
+    error = json.loads(rejected.stdout)["error"]
+    assert (error["code"], error["reason"]) == ("backup.corrupt", "authentication")
+    restored = run("restore", str(backup), "--db", str(db), "--allow-unauthenticated")
+    assert restored.returncode == 3 and "HMAC does not match" in restored.stderr
+    assert files_beside(db) == before
+    unkeyed = run("backup", "verify", str(backup), keyed=False)
+    assert unkeyed.returncode == 3, "without the key it cannot be trusted either"
+
+    for done in runs:
+        assert key not in done.stdout and key not in done.stderr, "the key is never printed"
+        assert "Traceback" not in done.stderr
+
+
+def test_without_a_key_verify_says_only_checksummed_and_a_weak_key_is_refused(db: Path) -> None:
+    made = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    assert made["authenticated"] is False and made["key_id"] is None
+    done = abathur("backup", "verify", made["backup"]["file"], cwd=db.parent)
+    assert done.returncode == 0, done.stderr
+    assert "authentication  none: only checksummed (no backup key configured)" in done.stdout
+    weak = "ab" * 16
+    refused = abathur("backup", "--db", str(db), cwd=db.parent, env={"ABATHUR_BACKUP_KEY": weak})
+    assert refused.returncode == 3
+    assert "abathur: error [backup.key]:" in refused.stderr and "at least 32" in refused.stderr
+    assert weak not in refused.stderr + refused.stdout
 
 
 # -- health and metrics ---------------------------------------------------------------

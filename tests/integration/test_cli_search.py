@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -9,12 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 import pytest
 
 from abathur import Abathur
 from tests.integration.test_cli import abathur, ok_json
+from tests.ollama_server import OllamaServer
 
 RESTORE = """# Restore
 
@@ -343,3 +346,171 @@ def test_unsync_takes_a_directory_out_and_refuses_what_was_never_synced(project:
 
     human = abathur("unsync", "--db", "agent.db", "docs", cwd=project)
     assert human.returncode == 3 and "never synced" in human.stderr
+
+
+def run_bytes(*args: str | bytes, cwd: Path) -> tuple[int, str, str]:
+    """The CLI with raw argv bytes; stdout and stderr decoded as strict UTF-8 (or this fails)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "abathur", *args],
+        cwd=cwd,
+        env={**base, "ABATHUR_EMBEDDER": "none"},
+        capture_output=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_as_failed_in_valid_utf8_json(
+    project: Path,
+) -> None:
+    # Issue 11, item 5: `abathur sync` died with UnicodeEncodeError on every run.
+    docs = os.fsencode(project / "docs")
+    with open(docs + b"/bad\xff.md", "wb") as handle:
+        handle.write(b"# Bad\n\nsteep green leaves\n")
+    os.mkdir(docs + b"/dir\xfe")
+    with open(docs + b"/dir\xfe/in.md", "wb") as handle:
+        handle.write(b"# In\n\nsteep green leaves\n")
+    failed = {
+        "blob.md": "binary file (NUL byte at offset 0)",
+        "bad\\xff.md": "file name is not valid UTF-8 (byte 0xff at offset 3): rename it to sync it",
+        "dir\\xfe": "directory name is not valid UTF-8 (byte 0xfe at offset 3): rename it to "
+        "sync the files under it",
+    }
+    for run in (1, 2):  # the rerun is the same
+        code, out, err = run_bytes("sync", "--db", "agent.db", "docs", "--json", cwd=project)
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["added"] == ([] if run == 2 else ["kitchen.md", "runbooks/restore.md"])
+        assert {f["path"]: f["reason"] for f in data["failed"]} == failed
+
+    code, out, err = run_bytes("sync", "--db", "agent.db", "docs", cwd=project)
+    assert code == 0, err
+    assert "bad\\xff.md" in out and "dir\\xfe" in out
+
+    code, out, err = run_bytes("search", "--db", "agent.db", "green leaves", "--json", cwd=project)
+    assert code == 0, err
+    assert [hit["path"] for hit in json.loads(out)["hits"]] == ["kitchen.md"]
+
+    code, out, err = run_bytes("unsync", "--db", "agent.db", "docs", "--json", cwd=project)
+    assert code == 0, err
+    assert json.loads(out)["removed"] == ["kitchen.md", "runbooks/restore.md"]
+
+
+def test_a_root_whose_name_is_not_utf8_is_a_clean_error(project: Path) -> None:
+    root = os.fsencode(project) + b"/r\xff"
+    os.mkdir(root)
+    with open(root + b"/a.md", "wb") as handle:
+        handle.write(b"# A\n\nalpha\n")
+    for command in ("sync", "unsync"):
+        code, out, err = run_bytes(command, "--db", "agent.db", b"r\xff", "--json", cwd=project)
+        assert code == 3, err
+        error = json.loads(out)["error"]
+        assert error["code"] == "invalid_input" and "r\\xff' is not valid UTF-8" in error["message"]
+        assert "Traceback" not in err and "r\\xff" in err
+
+
+# -- secrets (issue 11, item 11) ------------------------------------------------
+
+PASSWORD = "S3C#r/t?x"
+API_KEY = "sk-live-7f3a9c2e1b"
+
+
+def assert_no_secret(done: subprocess.CompletedProcess, *extra: str) -> None:
+    basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    shown = done.stdout + done.stderr
+    for secret in (PASSWORD, "S3C", "r/t", quote(PASSWORD, safe=""), basic, API_KEY, *extra):
+        assert secret not in shown, f"{secret!r} leaked:\n{shown}"
+
+
+def test_an_ollama_url_that_cannot_be_parsed_is_a_clean_error_that_hides_the_password(
+    project: Path,
+) -> None:
+    # The password's '#' used to make urllib say "Port could not be cast to
+    # integer value as 'S3C'", on stderr and in --json.
+    ok_json(abathur("init", "--db", "agent.db", "--json", cwd=project))
+    env = {
+        "ABATHUR_EMBEDDER": "ollama",
+        "ABATHUR_OLLAMA_HOST": f"http://alice:{PASSWORD}@127.0.0.1:11434",
+    }
+    for args in (
+        ("search", "--db", "agent.db", "restore", "--json"),
+        ("sync", "--db", "agent.db", "docs", "--json"),
+        ("reindex", "--db", "agent.db", "--embedder", "ollama", "--json"),
+    ):
+        done = abathur("--log-level", "debug", *args, cwd=project, env=env)
+        assert done.returncode == 3, done.stderr
+        error = json.loads(done.stdout)["error"]
+        assert error["code"] == "invalid_input"
+        assert "'http://***@127.0.0.1:11434' is not a valid URL" in error["message"]
+        assert "percent-encode" in error["message"]
+        assert_no_secret(done)
+    done = abathur("health", "--db", "agent.db", "--json", cwd=project, env=env)
+    assert done.returncode in (0, 1) and json.loads(done.stdout)["items"]
+    assert_no_secret(done)
+
+
+@pytest.mark.parametrize("credential", ["basic", "bearer"])
+def test_an_ollama_error_body_echoing_the_credential_never_reaches_output_logs_or_the_file(
+    project: Path, credential: str
+) -> None:
+    with OllamaServer(dims=8) as server:
+        env = {"ABATHUR_EMBEDDER": "ollama", "ABATHUR_OLLAMA_RETRIES": "0"}
+        if credential == "basic":
+            env["ABATHUR_OLLAMA_HOST"] = (
+                f"http://alice:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}"
+            )
+        else:
+            env["ABATHUR_OLLAMA_HOST"] = server.url
+            env["OLLAMA_API_KEY"] = API_KEY  # the client sends it as a bearer token
+        first = ok_json(abathur("sync", "--db", "agent.db", "docs", "--json", cwd=project, env=env))
+        assert first["embeddings"]["embedded"] == 3
+        sent = server.requests[-1].headers["authorization"]
+        assert sent.startswith("Basic " if credential == "basic" else f"Bearer {API_KEY}")
+
+        server.echo_headers_next(1000)  # a proxy now answers 500, echoing Authorization
+        done = abathur(
+            "--log-level",
+            "debug",
+            "search",
+            "--db",
+            "agent.db",
+            "restore a backup",
+            "--json",
+            cwd=project,
+            env=env,
+        )
+        found = ok_json(done)
+        assert_no_secret(done, sent)
+        assert found["is_degraded"] and found["mode"] == "keyword"
+        assert "HTTP 500: upstream error" in found["degraded_reason"]
+        assert f"{sent.split()[0]} ***" in found["degraded_reason"]
+
+        (project / "docs" / "new.md").write_text("# New\n\nFresh words to embed.\n")
+        done = abathur(
+            "--log-level",
+            "debug",
+            "sync",
+            "--db",
+            "agent.db",
+            "docs",
+            "--json",
+            cwd=project,
+            env=env,
+        )
+        synced = ok_json(done)
+        assert_no_secret(done, sent)
+        assert synced["added"] == ["new.md"] and "***" in synced["embeddings"]["error"]["message"]
+        assert "embedder.ollama" in done.stderr  # the failure was logged, without the credential
+
+        done = abathur("sync", "--db", "agent.db", "docs", cwd=project, env=env)  # human output
+        assert done.returncode == 0 and "not embedded" in done.stdout
+        assert_no_secret(done, sent)
+
+        done = abathur("health", "--db", "agent.db", "--json", cwd=project, env=env)
+        assert json.loads(done.stdout)["items"]
+        assert_no_secret(done, sent)
+
+    stored = b"".join(p.read_bytes() for p in project.glob("agent.db*") if p.is_file())
+    for secret in (PASSWORD, quote(PASSWORD, safe=""), sent.split()[1], API_KEY):
+        assert secret.encode() not in stored, f"{secret!r} was written to the database"

@@ -109,6 +109,7 @@ def test_nightly_backup_checkpoints_backs_up_and_verifies(db: Path) -> None:
         line = one_line(done)
         assert line.startswith("abathur-nightly-backup: ok db=agent.db backup=")
         assert "checkpoint=done" in line and "pruned=0" in line
+        assert "auth=none stale_temps=0" in line, "no backup key: only checksummed"
         assert wal.stat().st_size == 0, "wal_checkpoint(TRUNCATE) did not run"
     finally:
         holder.close()

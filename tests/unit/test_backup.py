@@ -174,7 +174,8 @@ async def test_a_backup_taken_while_the_database_is_open_holds_its_rows(live: Pa
 def test_verify_passes_a_good_backup(made: Backup) -> None:
     verified = verify_backup(made.data_path)
     assert verified.manifest == made.manifest
-    assert len(verified.checks) == 4 and "integrity_check" in verified.checks
+    assert len(verified.checks) == 5 and "integrity_check" in verified.checks
+    assert "schema matches the migrations" in verified.checks
     # The manifest file names the same backup.
     assert verify_backup(made.manifest_path).manifest == made.manifest
     assert sorted(p.name for p in made.data_path.parent.iterdir()) == sorted(

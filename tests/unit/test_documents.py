@@ -456,6 +456,65 @@ async def test_bad_files_are_reported_and_skipped(dab: Abathur, docs: Path, tmp_
     assert {f.path for f in again.failed} == set(reasons)
 
 
+def bytes_path(directory: Path, name: bytes) -> Path:
+    """``directory / name`` for a name that is not UTF-8 (Python holds it surrogate-escaped)."""
+    return Path(os.fsdecode(os.fsencode(directory) + b"/" + name))
+
+
+async def test_a_file_or_directory_name_that_is_not_utf8_is_reported_and_the_rest_sync(
+    dab: Abathur, docs: Path
+) -> None:
+    # Issue 11, item 5: one such name made every sync die with UnicodeEncodeError.
+    for rel, text in (("good.md", "plain words here"), ("sub/ok.md", "plain words too")):
+        hour_ago = time.time() - 3600  # old enough not to be re-hashed on the rerun
+        os.utime(write(docs, rel, f"# {rel}\n\n{text}\n"), (hour_ago, hour_ago))
+    bytes_path(docs, b"bad\xff.md").write_bytes(b"# Bad\n\nunreachable words\n")
+    bad_dir = bytes_path(docs, b"dir\xfe")
+    bad_dir.mkdir()
+    (bad_dir / "inside.md").write_text("# Inside\n\nunreachable words\n")
+    (docs / "sub" / os.fsdecode(b"x\xc3(.md")).write_bytes(b"# X\n")  # a broken 2-byte sequence
+    (docs / os.fsdecode(b"skip\xff.txt")).write_bytes(b"not matched")  # no pattern: not reported
+
+    report = await dab.documents.sync(docs)
+    assert report.added == ["good.md", "sub/ok.md"]
+    assert {f.path: f.reason for f in report.failed} == {
+        "bad\\xff.md": "file name is not valid UTF-8 (byte 0xff at offset 3): rename it to sync it",
+        "dir\\xfe": "directory name is not valid UTF-8 (byte 0xfe at offset 3): rename it to "
+        "sync the files under it",
+        "sub/x\\xc3(.md": "file name is not valid UTF-8 (byte 0xc3 at offset 1): rename it to "
+        "sync it",
+    }
+    # Every string of the report is printable UTF-8: it goes into JSON and terminals.
+    json.dumps(report.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+    assert [h.path for h in (await dab.documents.search("plain words", mode="keyword")).hits] == [
+        "good.md",
+        "sub/ok.md",
+    ]
+    assert (await dab.documents.search("unreachable", mode="keyword")).hits == []
+
+    # A rerun reports the same, writes nothing, and a forget takes the rest out.
+    async with assert_unchanged(dab):
+        again = await dab.documents.sync(docs)
+    assert again.failed == report.failed and again.unchanged == 2 and again.added == []
+    gone = await dab.documents.forget(docs)
+    assert gone.removed == ["good.md", "sub/ok.md"]
+
+
+async def test_a_root_whose_name_is_not_utf8_is_refused_with_a_printable_message(
+    dab: Abathur, docs: Path
+) -> None:
+    root = bytes_path(docs, b"r\xff")
+    root.mkdir()
+    write(root, "a.md", "# A\n\nalpha\n")
+    for call in (dab.documents.sync, dab.documents.forget, dab.documents.watch):
+        async with assert_unchanged(dab):
+            with pytest.raises(InvalidInputError) as ei:
+                await call(root)
+        assert "not valid UTF-8" in ei.value.message
+        assert "r\\xff" in ei.value.message
+        ei.value.message.encode("utf-8")  # printable: no lone surrogate
+
+
 @contextlib.contextmanager
 def unprivileged() -> Iterator[None]:
     """Make file permissions bite: root reads everything, so drop the effective uid."""

@@ -9,7 +9,7 @@ import apsw
 import pytest
 import sqlite_vec
 
-from abathur import Abathur, DatabaseError, Event, InvalidInputError
+from abathur import Abathur, DatabaseError, Event, InvalidInputError, search
 from abathur.db import migrations
 from abathur.memory import rebuild_keyword_index
 from abathur.ops import schema
@@ -70,6 +70,7 @@ def test_the_checks_are_a_list_in_a_stable_order() -> None:
         "fts_index",
         "vectors",
         "chunk_vectors",
+        "archive_payloads",
     ]
     assert all(c.description for c in CHECKS)
 
@@ -165,12 +166,24 @@ def test_a_file_behind_the_migrations_is_told_to_migrate(tmp_path: Path) -> None
 async def test_a_vec0_table_made_at_run_time_is_not_drift(populated: Path) -> None:
     conn = schema.open_existing(populated, readonly=False)
     try:
+        for statement in search.vector_table_statements("memories_vec", 384, 256):
+            conn.execute(statement)
+    finally:
+        conn.close()
+    found = result(run_checks(populated, only=["schema"]), "schema")
+    assert found.status == "ok", found.findings
+    assert "created at run time:" in found.summary and "memories_vec" in found.summary
+
+
+async def test_a_vec0_table_abathur_does_not_make_is_drift(populated: Path) -> None:
+    conn = schema.open_existing(populated, readonly=False)
+    try:
         conn.execute("CREATE VIRTUAL TABLE scratch_vec USING vec0(embedding float[4])")
     finally:
         conn.close()
     found = result(run_checks(populated), "schema")
-    assert found.status == "ok", found.findings
-    assert "created at run time:" in found.summary and "scratch_vec" in found.summary
+    assert found.status == "findings"
+    assert "vec0 table 'scratch_vec' is not one abathur creates" in found.findings
 
 
 async def test_a_tampered_audit_record_is_found_by_the_audit_module(populated: Path) -> None:

@@ -54,3 +54,27 @@ async def test_migration_is_logged_with_fields(db_path) -> None:
     migrated = [e for e in captured if e["event"] == "db.migrated"]
     assert migrated and migrated[0]["from_version"] == 0 and migrated[0]["to_version"] >= 2
     structlog.reset_defaults()
+
+
+def test_credentials_inside_any_value_or_a_traceback_are_redacted() -> None:
+    # Issue 11, item 11: a key's name is not the only place a secret hides.
+    code = (
+        "import structlog; from abathur import logs;"
+        "logs.configure(json={flag});"
+        "log = structlog.get_logger('t');"
+        "log.warning('embedder.retry', host='http://bob:hunter2@gpu:11434',"
+        " error='HTTP 500: echoed Authorization: Bearer sk-live-abcdef123456 back');"
+        "\ntry:\n    raise RuntimeError('failed with ?api_key=sk-live-abcdef123456')"
+        "\nexcept RuntimeError:\n    log.exception('boom')"
+    )
+    for flag in ("True", "False"):
+        done = subprocess.run(
+            [sys.executable, "-c", code.format(flag=flag)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = done.stderr
+        assert "hunter2" not in out and "sk-live-abcdef123456" not in out, out
+        assert "http://***@gpu:11434" in out and "Bearer ***" in out and "api_key=***" in out
+        assert "RuntimeError" in out  # the traceback is still there

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import ollama
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from abathur import Abathur, logs
 from abathur.config import Settings
 from abathur.embeddings import Embedder
 from abathur.embeddings.ollama import OllamaEmbedder
@@ -413,6 +418,136 @@ async def test_host_credentials_are_sent_as_basic_auth_and_never_shown(
     assert "s3cr" not in ei.value.message and "alice" not in ei.value.message
     assert logs and all(entry["host"] == server.url for entry in logs)
     assert "s3cr" not in repr(logs)
+
+
+# -- secrets (issue 11, item 11) ------------------------------------------------
+
+PASSWORD = "S3C#r/t?x"  # every character that breaks a URL's userinfo unencoded
+TOKEN = "sk-live-7f3a9c2e1b"
+
+
+def secrets_of(e: OllamaEmbedder | None = None) -> list[str]:
+    """What must never be shown: the password, its pieces, the tokens on the wire."""
+    basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    return [PASSWORD, "S3C", "r/t", "t?x", urllib.parse.quote(PASSWORD, safe=""), basic, TOKEN]
+
+
+def assert_hidden(*texts: object) -> None:
+    for text in texts:
+        shown = text if isinstance(text, str) else repr(text)
+        for secret in secrets_of():
+            assert secret not in shown, f"{secret!r} leaked in {shown!r}"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"http://alice:{PASSWORD}@127.0.0.1:11434",  # urllib: "Port could not be cast ... 'S3C'"
+        "http://alice:S3C/r/t@127.0.0.1:11434",
+        "http://alice:9999/r/t@127.0.0.1:11434",  # parses, as host 'alice' port 9999: wrong
+        "http://alice:S3C?r/t@127.0.0.1:11434",
+        "alice:S3C#r/t@127.0.0.1:11434",  # no scheme
+        "http://alice:S3C[r/t@127.0.0.1:11434",  # urllib: "Invalid IPv6 URL"
+        "http://alice:S3C%r/t@127.0.0.1:11434/api?api_key=sk-live-7f3a9c2e1b",
+    ],
+)
+def test_a_host_url_that_cannot_be_parsed_is_a_typed_error_that_hides_the_password(
+    host: str,
+) -> None:
+    with capture_logs() as captured, pytest.raises(InvalidInputError) as ei:
+        OllamaEmbedder(MODEL, host=host)
+    err = ei.value
+    assert "127.0.0.1:11434" in err.message and "***@" in err.message
+    assert "percent-encode" in err.message
+    assert_hidden(err.message, str(err), err.to_dict(), captured)
+
+
+async def test_an_unparsable_host_from_the_settings_fails_open_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(embedder="ollama", ollama_host=f"http://alice:{PASSWORD}@127.0.0.1:1")
+    assert_hidden(repr(settings), str(settings))
+    with pytest.raises(InvalidInputError) as ei:
+        await Abathur.open(tmp_path / "a.db", settings=settings)
+    assert_hidden(ei.value.message)
+
+
+@contextlib.contextmanager
+def json_logs() -> Iterator[None]:
+    """The CLI's logging set-up (JSON lines on stderr, every level), reset afterwards."""
+    logs.configure(json=True, level="DEBUG")  # binds the sys.stderr capfd installed
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+
+
+@pytest.mark.parametrize("credential", ["basic", "bearer"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+async def test_an_error_body_echoing_authorization_is_redacted_cleaned_and_capped(
+    server: OllamaServer,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    credential: str,
+    as_json: bool,
+) -> None:
+    if credential == "basic":
+        host = f"http://alice:{urllib.parse.quote(PASSWORD, safe='')}@127.0.0.1:{server.port}"
+    else:
+        host = server.url
+        monkeypatch.setenv("OLLAMA_API_KEY", TOKEN)  # the client sends it as a bearer token
+    e = make(server, host=host, retries=1)
+    await e.embed(["a"])  # the credential is sent...
+    sent = server.requests[0].headers["authorization"]
+    assert (
+        PASSWORD in base64.b64decode(sent.split()[1]).decode()
+        if credential == "basic"
+        else (sent == f"Bearer {TOKEN}")
+    )
+    server.echo_headers_next(2, as_json=as_json)  # ...and a proxy echoes it back on a 500
+    with json_logs(), pytest.raises(EmbedderUnavailableError) as ei:
+        await e.embed(["b"])
+    out, logged = capfd.readouterr()
+    with capture_logs() as captured, pytest.raises(EmbedderUnavailableError) as ei:
+        server.echo_headers_next(2, as_json=as_json)
+        await e.embed(["c"])
+    err = ei.value
+    assert '"event": "embedder.ollama.retry"' in logged and "***" in logged
+    assert "upstream error request headers:" in err.message  # the body is shown, cleaned...
+    assert f"authorization: {sent.split()[0].lower()} ***" in err.message.lower()  # masked
+    assert not any(ch in err.message for ch in "\x1b\r\n")
+    body = err.message.split("HTTP 500: ", 1)[1]
+    assert len(body) <= 200
+    retry = [c for c in captured if c["event"] == "embedder.ollama.retry"]
+    assert retry and "***" in retry[0]["error"]
+    assert_hidden(err.message, str(err), err.to_dict(), captured, out, logged)
+
+
+async def test_the_degraded_reason_and_the_queue_hide_an_echoed_credential(
+    server: OllamaServer, tmp_path: Path
+) -> None:
+    host = f"http://alice:{urllib.parse.quote(PASSWORD, safe='')}@127.0.0.1:{server.port}"
+    path = tmp_path / "a.db"
+    async with Abathur.open(path, embedder=make(server, host=host, retries=0)) as ab:
+        await ab.memory.put("user:a", "k", "green tea")
+        await ab.embeddings.drain()
+        server.echo_headers_next(100)
+        await ab.memory.put("user:a", "k2", "black tea")
+        with pytest.raises(EmbedderUnavailableError) as ei:
+            await ab.embeddings.drain()
+        found = await ab.memory.search("tea", prefix="user:a")
+        status = await ab.embeddings.status()
+        queued = await ab.db.read(
+            lambda conn: conn.execute("SELECT last_error FROM embedding_queue").fetchall()
+        )
+    assert found.is_degraded and "***" in (found.degraded_reason or "")
+    assert "***" in (status.last_error or "")
+    assert_hidden(ei.value.message, found.degraded_reason, status.last_error, status, queued)
+    raw = path.read_bytes() + (
+        path.with_name("a.db-wal").read_bytes() if path.with_name("a.db-wal").exists() else b""
+    )
+    for secret in secrets_of():
+        assert secret.encode() not in raw, f"{secret!r} was written to the database file"
 
 
 def test_a_bare_host_name_gets_ollamas_port() -> None:

@@ -4,8 +4,8 @@ Each command group lives in its own module (``database.py``: init, migrate,
 info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
 list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
 sync, unsync, search, reindex; ``archive.py``: archive run, list, show, restore;
-``cost.py``: cost report; ``stats.py``: stats); ``options.py`` holds what
-they share.
+``cost.py``: cost report; ``stats.py``: stats; ``transfer.py``: export,
+import); ``options.py`` holds what they share.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from abathur import __version__, logs
 from abathur.cli import archive, backup, check, cost, database, demo, health, stats
 from abathur.cli import search as search_cli
 from abathur.cli import smoke as smoke_cli
+from abathur.cli import transfer as transfer_cli
 from abathur.cli.options import EXIT_CODES_HELP
 
 __all__ = ["main"]
@@ -65,3 +66,5 @@ main.add_command(smoke_cli.smoke)
 main.add_command(archive.archive)
 main.add_command(cost.cost)
 main.add_command(stats.stats)
+main.add_command(transfer_cli.export)
+main.add_command(transfer_cli.import_)

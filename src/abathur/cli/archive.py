@@ -235,6 +235,9 @@ def run(*, db_path: Path, out: Output, dry_run: bool, vacuum: bool) -> None:
 def show(*, db_path: Path, out: Output, entry_id: int) -> None:
     """Print one archive entry with its rows, decompressed, as they were.
 
+    The entry is verified as a restore verifies it: a damaged one is refused
+    with archive.corrupt (exit 3).
+
     \b
     Examples:
       abathur archive show --db ./agent.db 42
@@ -268,7 +271,10 @@ def restore(*, db_path: Path, out: Output, entry_id: int) -> None:
     A session comes back with its status, state, revision and events; a
     memory with every version, back in the keyword index and the vector
     index (from the embedding cache, or queued for the application's worker).
-    Refused (exit 3, nothing changed) if the hot tables hold that item again.
+    Refused (exit 3, nothing changed) if the hot tables hold that item again,
+    or if the entry fails verification (archive.corrupt: its payload or its
+    dictionary does not match its sha256, decompresses past the size it
+    records, or does not hold the rows it names; see runbook 05-corruption).
 
     \b
     Examples:

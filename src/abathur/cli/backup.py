@@ -17,6 +17,7 @@ from abathur.cli.options import (
     format_table,
     standard_options,
 )
+from abathur.config import Settings
 from abathur.errors import CorruptBackupError, InvalidInputError
 from abathur.ops.backup import (
     Backup,
@@ -26,8 +27,10 @@ from abathur.ops.backup import (
     create_backup,
     list_backups,
     prune_backups,
+    remove_stale_temps,
     verify_backup,
 )
+from abathur.ops.backup_key import generate_key_file
 from abathur.ops.restore import restore_backup
 
 __all__ = ["backup", "restore"]
@@ -54,6 +57,26 @@ def _dest_option(fn: Any) -> Any:
         help="Backup directory (default: the backup_dir setting, $ABATHUR_BACKUP_DIR, "
         "else ./backups beside the database).",
     )(fn)
+
+
+def _allow_unauthenticated_option(fn: Any) -> Any:
+    return click.option(
+        "--allow-unauthenticated",
+        is_flag=True,
+        help="Accept a backup whose HMAC cannot be checked: made before the backup key was "
+        "set up, or the key is lost. Its checksums are still verified; a wrong HMAC is "
+        "still refused. See runbooks/06-backup-restore.md.",
+    )(fn)
+
+
+def _settings(allow_unauthenticated: bool) -> Settings | None:
+    return Settings(backup_allow_unauthenticated=True) if allow_unauthenticated else None
+
+
+def _removed_line(removed: tuple[Path, ...]) -> list[tuple[str, object]]:
+    if not removed:
+        return []
+    return [("removed stale temps", ", ".join(p.name for p in removed) + " (owner gone)")]
 
 
 def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, object]]:
@@ -109,10 +132,14 @@ def backup(
     single consistent snapshot; writers keep going), the copy passes
     integrity_check with sqlite-vec loaded, is compressed with zstandard and
     described by a manifest (sha256, sizes, versions, user_version, row
-    counts, audit head). Files appear by atomic rename: a backup exists once
-    its NAME.manifest.json does. Retention then keeps the newest backup of
-    each of the last N days, weeks and months (grandfather-father-son); the
-    new backup is never deleted.
+    counts, audit head). With a backup key ($ABATHUR_BACKUP_KEY_FILE or
+    $ABATHUR_BACKUP_KEY) the manifest also carries an HMAC-SHA256, so any
+    later edit is detected; without one the backup is only checksummed.
+    Files appear by atomic rename: a backup exists once its
+    NAME.manifest.json does. Temporary files left by killed runs are removed
+    first. Not enough free space fails early with backup.no_space. Retention
+    then keeps the newest backup of each of the last N days, weeks and months
+    (grandfather-father-son); the new backup is never deleted.
 
     \b
     Examples:
@@ -157,6 +184,9 @@ def backup(
     assert m is not None  # a backup just made always has its manifest
     data.update(
         backup=made.to_dict(),
+        authenticated=m.is_authenticated,
+        key_id=m.key_id,
+        removed_temps=[str(p) for p in made.removed_temps],
         seconds=round(seconds, 3),
         retention=None if plan is None else plan.to_dict(),
     )
@@ -168,6 +198,13 @@ def backup(
         ("size", f"{_size(m.raw_bytes)} -> {_size(m.compressed_bytes)} ({ratio:.1f}x)"),
         ("rows", ", ".join(f"{t} {n}" for t, n in sorted(m.row_counts.items()))),
         ("audit head", f"seq {m.audit_head_seq}"),
+        (
+            "authentication",
+            f"hmac-sha256 with key {m.key_id}"
+            if m.is_authenticated
+            else "none: only checksummed (no backup key configured)",
+        ),
+        *_removed_line(made.removed_temps),
         ("took", f"{seconds:.2f} s"),
     ]
     lines += (
@@ -223,14 +260,19 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
 
 @backup.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_allow_unauthenticated_option
 @standard_options
-def verify(*, db_path: Path, out: Output, file: Path) -> None:
-    """Verify one backup: checksum, decompression, integrity_check, contents vs manifest.
+def verify(*, db_path: Path, out: Output, file: Path, allow_unauthenticated: bool) -> None:
+    """Verify one backup: HMAC, checksum, decompression, integrity_check, contents vs manifest.
 
-    FILE is the backup's .db.zst (or its .manifest.json). The database is
-    decompressed beside it into a temporary file, checked with sqlite-vec
-    loaded, and removed. Exit 0 when every test passes, 1 when the backup is
-    damaged (the reason is printed with code backup.corrupt).
+    FILE is the backup's .db.zst (or its .manifest.json). With a backup key
+    configured, the manifest's HMAC is checked first, and a backup without a
+    valid one is refused; without a key, the output says the backup is only
+    checksummed. The database is decompressed beside it into a temporary
+    file, checked with sqlite-vec loaded, and removed. Exit 0 when every test
+    passes, 1 when the backup is damaged or fails authentication (code
+    backup.corrupt with its reason), 3 for a key problem (backup.key: none
+    configured for an authenticated backup, or another key).
 
     \b
     Examples:
@@ -238,7 +280,7 @@ def verify(*, db_path: Path, out: Output, file: Path) -> None:
       abathur backup verify --json backups/agent-20260315T020000.000000Z.manifest.json
     """
     try:
-        verified = verify_backup(file)
+        verified = verify_backup(file, settings=_settings(allow_unauthenticated))
     except CorruptBackupError as exc:
         out.error(exc)
         raise click.exceptions.Exit(EXIT_FINDINGS) from None
@@ -246,8 +288,41 @@ def verify(*, db_path: Path, out: Output, file: Path) -> None:
     lines = [
         ("backup", file),
         ("result", "ok"),
+        ("authentication", verified.authentication),
         *[("passed", c) for c in verified.checks],
+        *_removed_line(verified.removed_temps),
         ("took", f"{verified.seconds:.2f} s"),
+    ]
+    out.result(data, format_pairs(lines))
+
+
+@backup.command("keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@standard_options
+def keygen(*, db_path: Path, out: Output, key_file: Path) -> None:
+    """Write a new backup key (32 random bytes, hex) to KEY_FILE, readable by its owner only.
+
+    The key itself is never printed; its id (the first 8 hex digits of its
+    sha256) is, and backup manifests record it. An existing file is never
+    overwritten. Keep the key away from the backups (another host or
+    volume), then point ABATHUR_BACKUP_KEY_FILE at it for the backup job and
+    for whoever verifies or restores. See runbooks/06-backup-restore.md.
+
+    \b
+    Examples:
+      abathur backup keygen /etc/abathur/backup-2026.key
+      abathur backup keygen --json ./backup.key
+    """
+    key = generate_key_file(key_file)
+    data = {
+        "path": str(db_path.absolute()),
+        "key_file": str(key_file.absolute()),
+        "key_id": key.key_id,
+    }
+    lines = [
+        ("key file", key_file.absolute()),
+        ("key id", key.key_id),
+        ("next", f"export ABATHUR_BACKUP_KEY_FILE={key_file.absolute()}"),
     ]
     out.result(data, format_pairs(lines))
 
@@ -268,17 +343,28 @@ def verify(*, db_path: Path, out: Output, file: Path) -> None:
     "Only for a process that is hung and will be killed: one that later closes the "
     "file normally can delete the restored file's WAL.",
 )
+@_allow_unauthenticated_option
 @standard_options
-def restore(*, db_path: Path, out: Output, file: Path, to: Path | None, force: bool) -> None:
+def restore(
+    *,
+    db_path: Path,
+    out: Output,
+    file: Path,
+    to: Path | None,
+    force: bool,
+    allow_unauthenticated: bool,
+) -> None:
     """Restore a backup over the database, verified first, swapped atomically.
 
     The backup is verified completely (as 'abathur backup verify') while it
-    is decompressed beside the target; a damaged backup is rejected and the
+    is decompressed beside the target; a damaged backup, or with a backup
+    key configured one whose HMAC does not match, is rejected and the
     current file is left byte for byte as it was. A database open in another
     process is refused (stop the application first) unless --force. The old
     file is kept aside as FILE.replaced-TIME, the new one is renamed into
     place, and 'abathur check --quick' runs on it: exit 0 when it is clean,
-    1 when it has findings.
+    1 when it has findings. Temporary files of killed restores beside the
+    target are removed first.
 
     \b
     Examples:
@@ -289,13 +375,22 @@ def restore(*, db_path: Path, out: Output, file: Path, to: Path | None, force: b
     target = to if to is not None else db_path
     if target.absolute() == file.absolute():
         raise InvalidInputError("the backup file and the restore target are the same file")
-    result = restore_backup(file, target=target, force=force)
-    data = {"path": str(target.absolute()), **result.to_dict()}
+    # Temps of killed restores lie beside the target.
+    removed = tuple(remove_stale_temps(target.absolute().parent))
+    result = restore_backup(
+        file, target=target, force=force, settings=_settings(allow_unauthenticated)
+    )
+    data = {
+        "path": str(target.absolute()),
+        **result.to_dict(),
+        "removed_temps": [str(p) for p in removed],
+    }
     lines: list[tuple[str, object]] = [
         ("restored", result.target.absolute()),
         ("from", result.backup.data_path),
         ("taken at", _when(result.manifest.created_at)),
         ("old file kept as", result.replaced or "(there was none)"),
+        *_removed_line(removed),
     ]
     if result.forced:
         lines.append(("forced", "yes: the old file was in use or not a database"))

@@ -90,6 +90,8 @@ def check(
       fts_index      the FTS index agrees with its table
       vectors        every live memory has a vector or a queued job; none orphaned
       chunk_vectors  every document chunk has a vector or a queued job; none orphaned
+      archive_payloads  every archive row and dictionary matches its sha256 and
+                        decompresses within its recorded size (--quick: checksums only)
     A check that does not apply says "skipped" and why; it never passes silently.
 
     It never repairs, deletes or truncates. --fix only rebuilds derived

@@ -132,8 +132,9 @@ def sync(
     and changed ones are chunked along their headings; only chunks never
     embedded before are sent to the embedder; files deleted, renamed or no
     longer matched lose their chunks. Bad files (binary, unreadable, invalid
-    UTF-8, too large, symlinks out of DIRECTORY) are listed and skipped: they
-    do not change the exit code. A progress bar is drawn on stderr when it
+    UTF-8, too large, symlinks out of DIRECTORY, names that are not UTF-8,
+    shown with such bytes as \\xff) are listed and skipped: they do not
+    change the exit code. A progress bar is drawn on stderr when it
     is a terminal. The embedder is ABATHUR_EMBEDDER (default: the bundled
     MiniLM); if it is unavailable the documents are still synced and the
     error is reported.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from abathur.errors import ClosedError, InvalidInputError
 from abathur.values import check_text
 
 __all__ = ["Database", "DatabaseInfo", "MigrationPlan", "check_db_path"]
+
+_PLAIN_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -344,14 +347,19 @@ class Database:
             )
             # Real tables only: FTS/vec virtual tables and their shadow tables
             # are indexes over these, and counting them would double-count.
+            # Names come from the file, so only plain identifiers are counted: no
+            # quote or semicolon can reach the SQL (a hand-made table with an odd
+            # name is `abathur check`'s finding, not info's business).
             tables = sorted(
                 name
                 for _schema, name, kind, *_ in conn.execute("PRAGMA main.table_list")
-                if kind == "table" and not name.startswith("sqlite_")
+                if kind == "table"
+                and not name.startswith("sqlite_")
+                and _PLAIN_IDENTIFIER.fullmatch(name)
             )
-            # Table names come from sqlite_schema (our own migrations), never from a caller.
-            counts = {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0])
-                      for t in tables}
+            counts = {
+                t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]) for t in tables
+            }
             return version, page_size, page_count, freelist, counts
 
         version, page_size, page_count, freelist, counts = await self.read(gather)

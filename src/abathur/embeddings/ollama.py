@@ -19,6 +19,14 @@ Failures come back as abathur errors only, sorted by what retrying can change:
 
 A host may carry credentials (``https://user:password@ollama.example``): they
 are sent as HTTP basic auth and never appear in a log line, an error or a repr.
+Reserved characters in them (``#``, ``/``, ``?``, ``@``...) must be
+percent-encoded; a host URL that cannot be parsed is an
+:class:`~abathur.errors.InvalidInputError` that shows it as
+``http://***@host:port``. Text from the server or the client (an error body,
+a foreign exception's message) reaches messages and logs only through
+:func:`abathur.redact.echoed`: credentials masked (the host's password, an
+``Authorization`` header a proxy echoes back, ``OLLAMA_API_KEY``), control
+characters removed, 200 characters at most.
 
 Example:
     >>> from abathur.embeddings.ollama import OllamaEmbedder
@@ -30,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import math
 import os
@@ -48,6 +57,7 @@ import structlog
 
 from abathur.embeddings.base import EmbedResult
 from abathur.errors import EmbedderError, EmbedderUnavailableError, InvalidInputError
+from abathur.redact import echoed, redact_url
 
 if TYPE_CHECKING:
     from abathur.config import Settings
@@ -61,8 +71,8 @@ _GO_DURATION = re.compile(r"[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
 # 408 and 429 are the 4xx answers that mean "not now" rather than "never".
 _RETRYABLE_4XX = frozenset({408, 429})
-# An error body can be a whole HTML page from a proxy; keep messages readable.
-_DETAIL_LIMIT = 300
+# RFC 3986: the authority of a URL ends at the first of these.
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
 class _Transient(Exception):
@@ -134,7 +144,7 @@ class OllamaEmbedder:
             )
         self.model = model
         self.name = f"ollama:{model}"
-        self.host, self._auth = _split_host(host)
+        self.host, self._auth, self._secrets = _split_host(host)
         if dims is not None:
             _check_int("dims", dims, low=1)
         self._dims = dims
@@ -257,8 +267,8 @@ class OllamaEmbedder:
             )
         except Exception as exc:
             raise EmbedderError(
-                f"cannot use ollama host {self.host}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"cannot use ollama host {self.host}: {type(exc).__name__}: {self._echo(exc)}"
+            ) from None
         async with client:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -347,32 +357,33 @@ class OllamaEmbedder:
         except ConnectionError as exc:
             # The client hides httpx's ConnectError behind a generic message;
             # the original (e.g. "Connection refused") is the useful part.
-            raise _Transient(f"cannot connect ({_connect_failure(exc)})") from None
+            raise _Transient(f"cannot connect ({self._echo(_connect_failure(exc))})") from None
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise EmbedderError(
-                f"cannot send a request to ollama at {self.host}: {type(exc).__name__}: {exc}"
+                f"cannot send a request to ollama at {self.host}: {type(exc).__name__}: "
+                f"{self._echo(exc)}"
             ) from None
         except httpx.TransportError as exc:
             # RemoteProtocolError ("Server disconnected without sending a
             # response"), ReadError, WriteError: the connection broke mid-way.
             raise _Transient(
-                f"connection lost ({type(exc).__name__}: {exc or 'no detail'})"
+                f"connection lost ({type(exc).__name__}: {self._echo(exc) or 'no detail'})"
             ) from None
         except (ValueError, httpx.HTTPError) as exc:
             # json.JSONDecodeError and pydantic's ValidationError are ValueErrors:
             # a 200 whose body is not the EmbedResponse the API documents.
             raise EmbedderError(
                 f"ollama at {self.host} sent an answer that is not an embed response "
-                f"(model {self.model!r}): {type(exc).__name__}: {_short(str(exc))}"
+                f"(model {self.model!r}): {type(exc).__name__}: {self._echo(exc)}"
             ) from None
         except Exception as exc:
             raise EmbedderError(
                 f"the ollama client failed talking to {self.host} (model {self.model!r}): "
-                f"{type(exc).__name__}: {_short(str(exc))}"
+                f"{type(exc).__name__}: {self._echo(exc)}"
             ) from None
 
     def _refused(self, exc: ollama.ResponseError) -> Exception:
-        status, detail = exc.status_code, _short(str(exc.error))
+        status, detail = exc.status_code, self._echo(exc.error)
         if status >= 500 or status in _RETRYABLE_4XX:
             return _Transient(f"HTTP {status}: {detail}")
         where = f"ollama at {self.host}"
@@ -392,6 +403,12 @@ class OllamaEmbedder:
         return EmbedderError(
             f"{where} refused the request for model {self.model!r} (HTTP {status}: {detail}){hint}"
         )
+
+    def _echo(self, text: object) -> str:
+        """Outside text fit for a message or a log line: see :func:`abathur.redact.echoed`."""
+        # Read now, as the client does on every call: a key set later is hidden too.
+        api_key = os.environ.get("OLLAMA_API_KEY", "")
+        return echoed(text, secrets=(*self._secrets, api_key))
 
     def _vectors(self, response: ollama.EmbedResponse, expected: int) -> list[list[float]]:
         """Check an answer against the API's promises and unit-normalise it."""
@@ -460,21 +477,41 @@ def _connect_failure(exc: BaseException) -> str:
     return reason or type(exc).__name__
 
 
-def _split_host(host: object) -> tuple[str, httpx.BasicAuth | None]:
-    """(URL without credentials, basic auth from its userinfo)."""
+def _split_host(host: object) -> tuple[str, httpx.BasicAuth | None, tuple[str, ...]]:
+    """(URL without credentials, basic auth from its userinfo, the secrets to never show)."""
     if not isinstance(host, str) or not host.strip():
-        raise InvalidInputError(f"ollama host must be a non-blank URL, got {host!r}")
+        got = repr(host) if isinstance(host, str) else type(host).__name__
+        raise InvalidInputError(f"ollama host must be a non-blank URL, got {got}")
     text = host.strip()
-    scheme, sep, _ = text.partition("://")
+    scheme, sep, rest = text.partition("://")
     if not sep:
-        text, scheme = f"http://{text}", "http"
+        text, scheme, rest = f"http://{text}", "http", text
+
+    def invalid(why: str) -> InvalidInputError:
+        # Never urllib's own message: it can quote a piece of the password
+        # ("Port could not be cast to integer value as 'S3C'").
+        return InvalidInputError(f"ollama host {redact_url(text)!r} is not a valid URL: {why}")
+
+    hint = (
+        "percent-encode reserved characters in the user name and password "
+        "('#' as %23, '/' as %2F, '?' as %3F, '@' as %40, '%' as %25)"
+    )
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    if "@" in rest[len(authority) :]:
+        # An '@' past the authority: a password holding an unencoded '/', '?'
+        # or '#' cut the authority short. Guessing where it ends could send the
+        # password as a host name or a path, so refuse instead.
+        raise invalid(f"its user name or password holds a '#', '/' or '?': {hint}")
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise InvalidInputError(f"ollama host is not a valid URL: {exc}") from None
+        why = "the port is not a number from 0 to 65535" if "Port" in str(exc) else "malformed"
+        raise invalid(why + (f"; {hint}" if "@" in authority else "")) from None
     if scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError("ollama host must be an http:// or https:// URL with a host name")
+        raise InvalidInputError(
+            f"ollama host {redact_url(text)!r} must be an http:// or https:// URL with a host name"
+        )
     hostport = parts.netloc.rpartition("@")[2]
     if port is None and not sep:
         # Like `ollama` itself: a bare host name means Ollama's port, not 80.
@@ -483,11 +520,16 @@ def _split_host(host: object) -> tuple[str, httpx.BasicAuth | None]:
     # anyway) and sent as basic auth instead; query and fragment mean nothing here.
     shown = f"{scheme}://{hostport}{parts.path.rstrip('/')}"
     auth = None
+    secrets: tuple[str, ...] = ()
     if parts.username is not None:
-        auth = httpx.BasicAuth(
-            urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
-        )
-    return shown, auth
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        auth = httpx.BasicAuth(user, password)
+        # What a server or proxy could echo back: the password as written and
+        # decoded, and the Authorization header's token.
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        secrets = (password, parts.password or "", token)
+    return shown, auth, secrets
 
 
 def _check_int(what: str, value: object, *, low: int) -> int:
@@ -542,8 +584,3 @@ def _check_texts(texts: object) -> list[str]:
         if not isinstance(text, str):
             raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not str")
     return items
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."

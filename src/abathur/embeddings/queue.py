@@ -73,6 +73,7 @@ from abathur.errors import (
     EmbedderUnavailableError,
 )
 from abathur.models import CompactReport, DrainReport, EmbeddingStatus
+from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
 
 if TYPE_CHECKING:
@@ -365,8 +366,8 @@ class EmbeddingService:
         for kind in self._kinds.values():
             search.drop_vector_table(conn, kind)
         for name in tables:
-            # Tables of kinds this process does not know; names come from our own registry.
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            # Tables of kinds this process does not know: dropped only under a name we make.
+            conn.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
         conn.execute("DELETE FROM vector_tables")
         conn.execute("DELETE FROM embedding_queue")
         conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))
@@ -482,10 +483,14 @@ class EmbeddingService:
         except EmbedderError:
             raise
         except AbathurError as exc:
-            raise EmbedderError(f"embedder {embedder.name!r} refused the texts: {exc}") from exc
-        except Exception as exc:
             raise EmbedderError(
-                f"embedder {embedder.name!r} raised {type(exc).__name__}: {exc}"
+                f"embedder {embedder.name!r} refused the texts: {echoed(exc)}"
+            ) from exc
+        except Exception as exc:
+            # A custom embedder's error text is foreign: it may quote a request's
+            # credentials or a whole error page (abathur.redact).
+            raise EmbedderError(
+                f"embedder {embedder.name!r} raised {type(exc).__name__}: {echoed(exc)}"
             ) from exc
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
@@ -494,7 +499,7 @@ class EmbeddingService:
         except (AttributeError, TypeError, ValueError) as exc:
             raise EmbedderError(
                 f"embedder {embedder.name!r} returned vectors that are not numbers of one "
-                f"length, or no EmbedResult: {exc}"
+                f"length, or no EmbedResult: {echoed(exc)}"
             ) from exc
         want = int(embedder.dims or 0)
         if matrix.ndim != 2 or matrix.shape[0] != len(texts) or matrix.shape[1] == 0:
@@ -809,7 +814,7 @@ class EmbeddingService:
             except ClosedError:
                 return
             except Exception as exc:  # a bug must not kill the worker silently
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = f"{type(exc).__name__}: {echoed(exc)}"
                 self._paused_until = time.time() + _IDLE_POLL_S
                 log.exception("embeddings.worker_error")
                 continue

@@ -10,6 +10,16 @@ counts, the audit chain's head). Both files are written under temporary names,
 fsynced and renamed into place; the manifest is renamed last, so a backup
 exists exactly when its manifest does.
 
+With a backup key configured (:mod:`abathur.ops.backup_key`) the manifest is
+``abathur-backup/2`` and carries an HMAC-SHA256 over its fields, so a backup
+edited after the fact is rejected even when its checksums were recomputed;
+without one it is ``abathur-backup/1``, only checksummed, as before. Every
+temporary file is held with an ``flock`` while in use, and each backup or
+verify first removes the temporary files of killed runs
+(:func:`abathur.ops.tempfiles.remove_stale_temps`). Free space is checked up
+front, and running out is :class:`~abathur.errors.BackupSpaceError`
+(``backup.no_space``) with nothing left behind.
+
 A backup ``NAME`` is two files in the backup directory::
 
     agent-20260315T020000.123456Z.db.zst          the compressed database
@@ -38,9 +48,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,17 +63,26 @@ from typing import Any, BinaryIO, Literal
 import apsw
 import structlog
 import zstandard
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from abathur import __version__
 from abathur.config import Settings
 from abathur.db.connection import check_environment, connect, translate_errors
-from abathur.errors import CorruptBackupError, DatabaseError, InvalidInputError
-from abathur.ops import schema
+from abathur.errors import (
+    BackupKeyError,
+    BackupSpaceError,
+    CorruptBackupError,
+    DatabaseError,
+    InvalidInputError,
+)
+from abathur.ops import schema, untrusted
+from abathur.ops.backup_key import BackupKey, hmac_matches, load_backup_key, manifest_hmac
+from abathur.ops.tempfiles import owned_temp, remove_stale_temps
 
 __all__ = [
     "DATA_SUFFIX",
     "FORMAT",
+    "FORMAT_AUTHENTICATED",
     "MANIFEST_SUFFIX",
     "Backup",
     "Manifest",
@@ -75,6 +96,7 @@ __all__ = [
     "list_backups",
     "plan_retention",
     "prune_backups",
+    "remove_stale_temps",
     "verified_copy",
     "verify_backup",
 ]
@@ -82,6 +104,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 FORMAT = "abathur-backup/1"
+# Written only with a key, so an older abathur refuses what it cannot authenticate
+# instead of restoring it unchecked; /1 manifests are still read.
+FORMAT_AUTHENTICATED = "abathur-backup/2"
 DATA_SUFFIX = ".db.zst"
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -96,7 +121,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["abathur-backup/1"] = FORMAT
+    format: Literal["abathur-backup/1", "abathur-backup/2"] = FORMAT
     file: str = Field(description="Name of the compressed database file, in the same directory.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the compressed file.")
     compressed_bytes: int = Field(ge=0)
@@ -113,6 +138,30 @@ class Manifest(BaseModel):
     audit_head_seq: int
     audit_head_hash: str
     integrity_check: Literal["ok"] = "ok"
+    key_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{8}$",
+        description="abathur-backup/2: which key made the HMAC (sha256 of the key, 8 hex).",
+    )
+    hmac: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="abathur-backup/2: HMAC-SHA256 of every other field, as canonical JSON.",
+    )
+
+    @model_validator(mode="after")
+    def _authenticated_exactly_when_v2(self) -> Manifest:
+        signed = self.key_id is not None and self.hmac is not None
+        if self.format == FORMAT_AUTHENTICATED and not signed:
+            raise ValueError(f"a {FORMAT_AUTHENTICATED} manifest needs key_id and hmac")
+        if self.format == FORMAT and (self.key_id is not None or self.hmac is not None):
+            raise ValueError(f"a {FORMAT} manifest has no key_id or hmac")
+        return self
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Whether the manifest carries an HMAC (``abathur-backup/2``)."""
+        return self.hmac is not None
 
 
 @dataclass(frozen=True)
@@ -123,6 +172,8 @@ class Backup:
     data_path: Path
     manifest: Manifest | None
     problem: str | None = None
+    # Stale temporary files of killed runs that create_backup removed first.
+    removed_temps: tuple[Path, ...] = field(default=(), compare=False)
 
     @property
     def name(self) -> str:
@@ -197,17 +248,57 @@ def _stamp(now: datetime) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with owned_temp(path.with_name(f".{path.name}.tmp")) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     fsync_dir(path.parent)
+
+
+# ENOSPC: the disk is full; EDQUOT: the user's quota is. Either way, no space.
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class _NoSpace(Exception):
+    """SQLite ran out of space (SQLITE_FULL) while writing a temporary copy."""
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, _NoSpace) or (isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None  # a missing directory: the write that follows says so
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _require_space(directory: Path, needed: int, what: str) -> None:
+    """Fail early, before writing anything, when ``directory`` has less than ``needed`` free."""
+    free = _free_bytes(directory)
+    if free is not None and free < needed:
+        raise BackupSpaceError(
+            f"not enough space in {str(directory)!r} for {what}: it needs at least "
+            f"{_mib(needed)} ({needed} bytes) and {_mib(free)} ({free} bytes) are free; "
+            "free some space there or use another directory",
+            directory=str(directory),
+            needed=needed,
+            free=free,
+        )
 
 
 @dataclass(frozen=True)
@@ -217,16 +308,22 @@ class _Contents:
     page_size: int
     row_counts: dict[str, int]
     audit_head: tuple[int, str]
+    schema_problems: list[str] = field(default_factory=list)
 
 
-def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
-    """integrity_check a copy with sqlite-vec loaded, and read what the manifest records.
+def _inspect_copy(path: Path, *, what: str) -> _Contents:
+    """Check a copy (integrity, schema) and read what the manifest records of it.
 
+    The copy may be hostile (a backup someone handed us), so it is read through
+    :func:`abathur.ops.untrusted.open_untrusted`: read-only, no extension, an
+    authorizer that denies everything but reads. Rows are counted only in the
+    tables our migrations make, under names taken from the migrations; a table,
+    index, trigger or view they do not make is a schema problem, never counted.
     A copy that cannot even be opened as a database fails ``integrity`` too.
     """
     if not schema.has_sqlite_header(path):
         return _Contents([f"{what} is not an SQLite database"], 0, 0, {}, (0, ""))
-    conn = connect(path, settings, readonly=False)
+    conn = untrusted.open_untrusted(path)
     try:
         with translate_errors(f"checking {what}"):
             try:
@@ -237,8 +334,12 @@ def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
             if integrity != ["ok"]:
                 # Counting rows of a damaged file may fail or mislead; stop here.
                 return _Contents(integrity, 0, 0, {}, (0, ""))
+            problems = schema.object_problems(conn)
+            if problems:
+                # Not the schema we know: nothing in it is read any further.
+                return _Contents(integrity, 0, 0, {}, (0, ""), problems)
             head = (
-                conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
+                conn.execute("SELECT seq, hash FROM main.audit_head WHERE id = 1").fetchall()
                 if schema.table_exists(conn, "audit_head")
                 else []
             )
@@ -250,7 +351,6 @@ def _inspect_copy(path: Path, settings: Settings, *, what: str) -> _Contents:
                 audit_head=(int(head[0][0]), str(head[0][1])) if head else (0, "0" * 64),
             )
     finally:
-        # The last connection to close removes the copy's -wal and -shm.
         conn.close()
 
 
@@ -292,11 +392,24 @@ def create_backup(
     if not db_path.is_file():
         raise DatabaseError(f"no database at {str(db_path)!r}: nothing to back up")
     versions = check_environment()
+    # A bad key fails the backup before anything is written, never after.
+    key = load_backup_key(settings)
     directory = Path(dest) if dest is not None else backup_dir_for(db_path, settings)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
+    if key is not None and settings.backup_key_file is not None:
+        _warn_if_key_beside_backups(settings.backup_key_file, directory)
+    # The backup directory holds temps of killed backups and verifies; the
+    # database's own, those of killed restores.
+    removed = tuple(remove_stale_temps(directory))
+    if db_path.absolute().parent != directory.absolute():
+        removed += tuple(remove_stale_temps(db_path.absolute().parent))
+    # The raw copy is as large as the file and its WAL; the compressed file
+    # comes on top, but how much smaller it is cannot be known before.
+    source_bytes = _file_size(db_path) + _file_size(schema.wal_path(db_path))
+    _require_space(directory, source_bytes, f"a copy of {db_path.name}")
 
     started = time.perf_counter()
     now = datetime.now(UTC)
@@ -305,55 +418,115 @@ def create_backup(
     manifest_path = directory / (name + MANIFEST_SUFFIX)
     if data_path.exists() or manifest_path.exists():
         raise DatabaseError(f"backup {name!r} already exists in {str(directory)!r}")
-    raw = directory / f".{name}.db.tmp"
-    data_tmp = directory / f".{name}{DATA_SUFFIX}.tmp"
+    written = 0
     try:
-        _copy_online(db_path, raw, settings)
-        contents = _inspect_copy(raw, settings, what=f"the copy of {db_path}")
-        if contents.integrity != ["ok"]:
-            raise DatabaseError(
-                f"the backup copy of {db_path} fails integrity_check, so the database itself "
-                f"is damaged (run 'abathur check'): {'; '.join(contents.integrity)}"
-            )
-        raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
-        os.replace(data_tmp, data_path)
+        with (
+            owned_temp(directory / f".{name}.db.tmp") as raw,
+            owned_temp(directory / f".{name}{DATA_SUFFIX}.tmp") as data_tmp,
+        ):
+            try:
+                _copy_online(db_path, raw, settings)
+                contents = _inspect_copy(raw, what=f"the copy of {db_path}")
+                if contents.integrity != ["ok"]:
+                    raise DatabaseError(
+                        f"the backup copy of {db_path} fails integrity_check, so the database "
+                        f"itself is damaged (run 'abathur check'): {'; '.join(contents.integrity)}"
+                    )
+                if contents.schema_problems:
+                    # verify would reject this backup: better a loud failure now than a
+                    # backup that cannot be restored.
+                    raise DatabaseError(
+                        f"{db_path} holds schema objects its migrations do not make, so its "
+                        "backup would not verify (run 'abathur check'): "
+                        + "; ".join(contents.schema_problems)
+                    )
+                raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
+            except (OSError, _NoSpace) as exc:
+                if _is_no_space(exc):
+                    written = _file_size(raw) + _file_size(data_tmp)
+                raise
+            os.replace(data_tmp, data_path)
         fsync_dir(directory)
-        manifest = Manifest(
-            file=data_path.name,
-            sha256=sha,
-            compressed_bytes=size,
-            raw_bytes=raw_size,
-            raw_sha256=raw_sha,
-            created_at=now,
-            source=str(db_path.absolute()),
-            abathur_version=__version__,
-            sqlite_version=versions.sqlite,
-            sqlite_vec_version=versions.sqlite_vec,
-            user_version=contents.user_version,
-            page_size=contents.page_size,
-            row_counts=contents.row_counts,
-            audit_head_seq=contents.audit_head[0],
-            audit_head_hash=contents.audit_head[1],
+        manifest = _sign(
+            Manifest(
+                file=data_path.name,
+                sha256=sha,
+                compressed_bytes=size,
+                raw_bytes=raw_size,
+                raw_sha256=raw_sha,
+                created_at=now,
+                source=str(db_path.absolute()),
+                abathur_version=__version__,
+                sqlite_version=versions.sqlite,
+                sqlite_vec_version=versions.sqlite_vec,
+                user_version=contents.user_version,
+                page_size=contents.page_size,
+                row_counts=contents.row_counts,
+                audit_head_seq=contents.audit_head[0],
+                audit_head_hash=contents.audit_head[1],
+            ),
+            key,
         )
         # The manifest last: a backup exists exactly when its manifest does.
         _write_atomically(manifest_path, _manifest_bytes(manifest))
-    except OSError as exc:
-        _remove(data_tmp, data_path)
+    except (OSError, _NoSpace) as exc:
+        _remove(data_path)
+        if _is_no_space(exc):
+            free = _free_bytes(directory) or 0
+            # It needed more than there was: what was free (now again) and at least the copy.
+            needed = max(written, free, source_bytes) + 1
+            raise BackupSpaceError(
+                f"the disk holding {str(directory)!r} filled up during the backup of "
+                f"{db_path.name}: a backup needs room for a copy of the database "
+                f"({_mib(source_bytes)}) and its compressed file at once, and ran out after "
+                f"{_mib(written)} of temporary files; {_mib(free)} ({free} bytes) are free now "
+                "that they are removed. Free some space or use another --dest",
+                directory=str(directory),
+                needed=needed,
+                free=free,
+            ) from None
         raise DatabaseError(f"backup of {db_path} to {directory} failed: {exc}") from exc
     except BaseException:
-        _remove(data_tmp, data_path)
+        _remove(data_path)
         raise
-    finally:
-        _remove(raw, *_sidecars(raw))
     log.info(
         "backup.created",
         path=str(db_path),
         backup=str(data_path),
         raw_bytes=raw_size,
         compressed_bytes=size,
+        authenticated=manifest.is_authenticated,
+        key_id=manifest.key_id,
         seconds=round(time.perf_counter() - started, 3),
     )
-    return Backup(manifest_path, data_path, manifest)
+    return Backup(manifest_path, data_path, manifest, removed_temps=removed)
+
+
+def _warn_if_key_beside_backups(key_file: Path, directory: Path) -> None:
+    """A key stored with the backups authenticates nothing: whoever edits one can re-sign it."""
+    try:
+        inside = key_file.resolve().is_relative_to(directory.resolve())
+    except OSError:
+        return
+    if inside:
+        log.warning(
+            "backup.key_beside_backups",
+            key_file=str(key_file),
+            backup_dir=str(directory),
+            advice="keep the backup key where the backups are not (another host or volume)",
+        )
+
+
+def _sign(manifest: Manifest, key: BackupKey | None) -> Manifest:
+    """The manifest as written: /1 without a key, /2 with ``key_id`` and ``hmac`` with one."""
+    if key is None:
+        return manifest
+    fields = {
+        **_manifest_fields(manifest),
+        "format": FORMAT_AUTHENTICATED,
+        "key_id": key.key_id,
+    }
+    return Manifest.model_validate({**fields, "hmac": manifest_hmac(key, fields)})
 
 
 def _copy_online(db_path: Path, raw: Path, settings: Settings) -> None:
@@ -367,6 +540,9 @@ def _copy_online(db_path: Path, raw: Path, settings: Settings) -> None:
                     # consistent snapshot. Stepping page by page would restart
                     # after every commit of a busy writer and might never finish.
                     copy.step(-1)
+            except apsw.FullError:
+                # SQLITE_FULL says "database or disk is full": the caller knows which.
+                raise _NoSpace(f"no space left writing {raw.name}") from None
             finally:
                 target.close()
     finally:
@@ -388,8 +564,17 @@ def _compress(raw: Path, out_path: Path) -> tuple[str, int, str, int]:
     return raw_sha.hexdigest(), raw_size, hashing.sha.hexdigest(), hashing.size
 
 
+def _manifest_fields(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as JSON fields; a /1 manifest has no ``key_id``/``hmac`` keys at all."""
+    fields = manifest.model_dump(mode="json")
+    for name in ("key_id", "hmac"):
+        if fields[name] is None:
+            del fields[name]
+    return fields
+
+
 def _manifest_bytes(manifest: Manifest) -> bytes:
-    return (json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps(_manifest_fields(manifest), indent=2, sort_keys=True) + "\n").encode()
 
 
 # -- finding and reading backups ------------------------------------------------------
@@ -408,9 +593,14 @@ def _paths_for(file: Path) -> tuple[Path, Path]:
 
 
 def _read_manifest(manifest_path: Path) -> Manifest:
+    return _read_manifest_document(manifest_path)[0]
+
+
+def _read_manifest_document(manifest_path: Path) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest, and the JSON fields exactly as read: what its HMAC covers."""
     try:
         data = json.loads(manifest_path.read_text("utf-8"))
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(data), data
     except FileNotFoundError:
         raise CorruptBackupError(
             f"backup manifest {str(manifest_path)!r} is missing: without its checksums the "
@@ -489,6 +679,12 @@ class VerifiedBackup:
     manifest: Manifest
     seconds: float
     checks: tuple[str, ...] = field(default=())
+    authenticated: bool = False
+    """True when the manifest's HMAC was checked with the configured key."""
+    authentication: str = "none: only checksummed"
+    """One line saying what vouches for the backup, as ``backup verify`` prints it."""
+    removed_temps: tuple[Path, ...] = ()
+    """Stale temporary files of killed runs removed before verifying."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as ``abathur backup verify --json`` prints it."""
@@ -496,8 +692,12 @@ class VerifiedBackup:
             "file": str(self.backup.data_path.absolute()),
             "manifest_file": str(self.backup.manifest_path.absolute()),
             "is_ok": True,
+            "authenticated": self.authenticated,
+            "key_id": self.manifest.key_id,
+            "authentication": self.authentication,
             "checks": list(self.checks),
             "seconds": round(self.seconds, 3),
+            "removed_temps": [str(p) for p in self.removed_temps],
             "manifest": self.manifest.model_dump(mode="json"),
         }
 
@@ -511,14 +711,35 @@ def _sha256_of(path: Path) -> str:
 
 
 def _decompress(data_path: Path, out_path: Path, manifest: Manifest) -> None:
+    """Decompress into ``out_path``, never writing more than the manifest's ``raw_bytes``.
+
+    A few kilobytes of zstd can expand to gigabytes (a "zip bomb"). The frame's
+    declared size is checked against the manifest's ``raw_bytes`` (and the
+    caller checked the free space) before anything is written, and the stream
+    stops at the first byte past ``raw_bytes``, so a lying frame costs at most
+    one chunk more than promised.
+    """
+    declared = _frame_content_size(data_path)
+    if declared is not None and declared != manifest.raw_bytes:
+        raise CorruptBackupError(
+            f"backup {data_path.name} declares {declared} decompressed bytes, its manifest "
+            f"{manifest.raw_bytes}",
+            reason="checksum",
+        )
     raw_sha = hashlib.sha256()
     size = 0
     try:
         with open(data_path, "rb") as src, open(out_path, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, closefd=False)
             for chunk in iter(lambda: reader.read(_CHUNK), b""):
-                raw_sha.update(chunk)
                 size += len(chunk)
+                if size > manifest.raw_bytes:
+                    raise CorruptBackupError(
+                        f"backup {data_path.name} decompresses to more than the "
+                        f"{manifest.raw_bytes} bytes its manifest records: stopped there",
+                        reason="checksum",
+                    )
+                raw_sha.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
@@ -532,6 +753,17 @@ def _decompress(data_path: Path, out_path: Path, manifest: Manifest) -> None:
             f"than its manifest records ({manifest.raw_bytes} bytes)",
             reason="checksum",
         )
+
+
+def _frame_content_size(data_path: Path) -> int | None:
+    """The decompressed size a zstd frame declares, or ``None`` when it declares none."""
+    with open(data_path, "rb") as f:
+        head = f.read(18)  # the longest zstd frame header
+    try:
+        size = zstandard.frame_content_size(head)
+    except zstandard.ZstdError:
+        return None  # not a frame: decompression will say so
+    return None if size < 0 else int(size)
 
 
 def _check_compressed(data_path: Path, manifest: Manifest) -> None:
@@ -580,43 +812,119 @@ def _check_contents(contents: _Contents, manifest: Manifest, name: str) -> None:
         )
 
 
+def _authenticate(
+    manifest: Manifest, document: dict[str, Any], settings: Settings, name: str
+) -> tuple[bool, str]:
+    """Check the manifest's HMAC with the configured key: (authenticated, how it was vouched for).
+
+    With a key, a backup without a valid HMAC of that key is refused unless
+    ``settings.backup_allow_unauthenticated``; without one, an authenticated
+    backup is refused likewise, since it cannot be checked.
+
+    Raises:
+        BackupKeyError: the key is unusable, missing, or not the backup's.
+        CorruptBackupError: ``reason="authentication"``: the HMAC does not match,
+            or there is none although a key is configured.
+    """
+    key = load_backup_key(settings)
+    allow = settings.backup_allow_unauthenticated
+    if manifest.is_authenticated:
+        if key is not None and key.key_id == manifest.key_id:
+            if not hmac_matches(key, document):
+                raise CorruptBackupError(
+                    f"backup {name} fails authentication: its manifest's HMAC does not match "
+                    f"(key {key.key_id}), so the manifest or the backup it describes was altered "
+                    "after it was written. Do not restore it",
+                    reason="authentication",
+                )
+            return True, f"hmac-sha256 with key {key.key_id}"
+        why = (
+            "no backup key is configured"
+            if key is None
+            else f"the configured key is {key.key_id} (from {key.source})"
+        )
+        if not allow:
+            raise BackupKeyError(
+                f"backup {name} is authenticated with key {manifest.key_id} but {why}, so it "
+                "cannot be authenticated: configure that key (ABATHUR_BACKUP_KEY_FILE or "
+                "ABATHUR_BACKUP_KEY); if the key is lost, --allow-unauthenticated trusts its "
+                "checksums only"
+            )
+        log.warning("backup.authentication_skipped", backup=name, key_id=manifest.key_id)
+        return False, (
+            f"none: only checksummed (signed with key {manifest.key_id}, not checked: {why}; "
+            "--allow-unauthenticated)"
+        )
+    if key is None:
+        return False, "none: only checksummed (no backup key configured)"
+    if not allow:
+        raise CorruptBackupError(
+            f"backup {name} has no HMAC but a backup key is configured (key {key.key_id}): "
+            "either it was made before the key was set up, or its authentication was "
+            "stripped. Only if you know it is the former, pass --allow-unauthenticated to "
+            "trust its checksums only",
+            reason="authentication",
+        )
+    log.warning("backup.unauthenticated_allowed", backup=name, key_id=key.key_id)
+    return False, "none: only checksummed (it has no HMAC; --allow-unauthenticated)"
+
+
 @contextlib.contextmanager
 def verified_copy(
     file: Path, out_path: Path, settings: Settings
 ) -> Iterator[tuple[Backup, Manifest, list[str]]]:
     """Verify ``file`` by decompressing it to ``out_path``, then yield what was verified.
 
-    The copy is removed afterwards unless the caller has moved it away, as
+    The manifest is authenticated first (see :func:`_authenticate`), before a
+    byte of the backup is read. ``out_path`` is created and ``flock``-ed here,
+    so a concurrent :func:`remove_stale_temps` never takes it for a dead
+    run's; it is removed afterwards unless the caller has moved it away, as
     :func:`abathur.ops.restore.restore_backup` does.
 
     Raises:
         CorruptBackupError: a test failed (see :func:`verify_backup`).
-        DatabaseError: the copy could not be written (directory, disk space).
+        BackupKeyError: the backup key is unusable or not this backup's.
+        BackupSpaceError: ``out_path``'s disk has no room for the database.
+        DatabaseError: the copy could not be written (directory, permissions).
     """
     manifest_path, data_path = _paths_for(file)
     # Environment problems first, so they are never mistaken for a damaged backup.
     check_environment()
-    manifest = _read_manifest(manifest_path)
+    manifest, document = _read_manifest_document(manifest_path)
     if manifest.file != data_path.name:
         raise CorruptBackupError(
             f"manifest {manifest_path.name} describes {manifest.file!r}, not {data_path.name!r}",
             reason="manifest",
         )
-    checks = []
-    try:
+    authenticated, _ = _authenticate(manifest, document, settings, data_path.name)
+    checks = [f"HMAC-SHA256 of the manifest (key {manifest.key_id})"] if authenticated else []
+    _require_space(out_path.parent, manifest.raw_bytes, f"decompressing backup {data_path.name}")
+    with contextlib.ExitStack() as stack:
         try:
+            stack.enter_context(owned_temp(out_path))
             _check_compressed(data_path, manifest)
             checks.append("sha256 of the compressed file")
             _decompress(data_path, out_path, manifest)
             checks.append("decompressed size and sha256")
         except OSError as exc:
             # Not the backup's fault: a directory we cannot write, a full disk.
+            if _is_no_space(exc):
+                free = _free_bytes(out_path.parent)
+                raise BackupSpaceError(
+                    f"the disk holding {str(out_path.parent)!r} filled up while decompressing "
+                    f"backup {data_path.name} ({_mib(manifest.raw_bytes)}); "
+                    f"{_mib(free or 0)} are free now that the partial copy is removed. Free "
+                    "some space there",
+                    directory=str(out_path.parent),
+                    needed=manifest.raw_bytes,
+                    free=free or 0,
+                ) from None
             raise DatabaseError(
                 f"cannot verify backup {data_path.name} (decompressing into "
                 f"{out_path.parent}): {exc}"
             ) from exc
         try:
-            contents = _inspect_copy(out_path, settings, what=f"backup {data_path.name}")
+            contents = _inspect_copy(out_path, what=f"backup {data_path.name}")
         except DatabaseError as exc:
             raise CorruptBackupError(
                 f"backup {data_path.name} cannot be read as a database: {exc.message}",
@@ -628,11 +936,16 @@ def verified_copy(
                 reason="integrity",
             )
         checks.append("integrity_check")
+        if contents.schema_problems:
+            raise CorruptBackupError(
+                f"backup {data_path.name} holds a schema abathur's migrations do not make, so "
+                f"nothing else in it was read: {'; '.join(contents.schema_problems)}",
+                reason="schema",
+            )
+        checks.append("schema matches the migrations")
         _check_contents(contents, manifest, data_path.name)
         checks.append("user_version, row counts and audit head match the manifest")
         yield Backup(manifest_path, data_path, manifest), manifest, checks
-    finally:
-        _remove(out_path, *_sidecars(out_path))
 
 
 def verify_backup(
@@ -652,8 +965,11 @@ def verify_backup(
     Raises:
         InvalidInputError: ``file`` is not named like a backup.
         CorruptBackupError: a test failed; ``reason`` is ``missing``,
-            ``manifest``, ``truncated``, ``checksum``, ``decompress``,
-            ``integrity`` or ``mismatch``.
+            ``manifest``, ``authentication``, ``truncated``, ``checksum``,
+            ``decompress``, ``integrity`` or ``mismatch``.
+        BackupKeyError: the backup is authenticated but no key, or another
+            key, is configured (or the key is unusable).
+        BackupSpaceError: ``work_dir`` has no room for the decompressed copy.
         DatabaseError: the copy could not be written in ``work_dir``.
 
     Example:
@@ -670,14 +986,33 @@ def verify_backup(
     file = Path(file)
     started = time.perf_counter()
     directory = Path(work_dir) if work_dir is not None else file.absolute().parent
+    removed = tuple(remove_stale_temps(directory))
     out_path = directory / f".{file.name}.verify-{os.getpid()}-{time.monotonic_ns()}.tmp"
     try:
         with verified_copy(file, out_path, settings) as (backup, manifest, checks):
-            result = VerifiedBackup(backup, manifest, time.perf_counter() - started, tuple(checks))
+            # Passed inside verified_copy already; asked again for the words to report.
+            authenticated, how = _authenticate(
+                manifest, _read_manifest_document(backup.manifest_path)[1], settings, file.name
+            )
+            result = VerifiedBackup(
+                backup,
+                manifest,
+                time.perf_counter() - started,
+                tuple(checks),
+                authenticated=authenticated,
+                authentication=how,
+                removed_temps=removed,
+            )
     except CorruptBackupError as exc:
         log.warning("backup.rejected", file=str(file), reason=exc.reason, error=exc.message)
         raise
-    log.info("backup.verified", file=str(file), seconds=round(result.seconds, 3))
+    log.info(
+        "backup.verified",
+        file=str(file),
+        authenticated=result.authenticated,
+        key_id=manifest.key_id,
+        seconds=round(result.seconds, 3),
+    )
     return result
 
 

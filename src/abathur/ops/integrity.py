@@ -36,8 +36,11 @@ from typing import Any, Literal
 import apsw
 import structlog
 
+from abathur import search
+from abathur.archival import verify_archive
 from abathur.audit import verify_chain as verify_audit_chain
 from abathur.config import Settings
+from abathur.db import migrations
 from abathur.db.connection import translate_errors
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
@@ -316,10 +319,13 @@ def _vector_findings(
     ).fetchall()[0]
     findings = []
     table = str(registered[0][0]) if registered else None
+    if table is not None and table not in search.VECTOR_TABLE_NAMES:
+        findings.append(f"vector_tables registers {table!r}, which is not a table abathur makes")
+        table = None
     if table is not None and not schema.table_exists(conn, table):
         findings.append(f"vector_tables registers {table!r} but the table does not exist")
         table = None
-    # The table name comes from our own registry (vector_tables); the SQL from _Indexed.
+    # The table name is one of search.VECTOR_TABLE_NAMES (checked above); the SQL from _Indexed.
     has_vector = f'id IN (SELECT item_id FROM main."{table}")' if table else "0"
     unexpired = " AND (expires_at IS NULL OR expires_at > ?)" if indexed.expires else ""
     missing, some = _set_difference(
@@ -411,6 +417,13 @@ def _chunk_vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     return findings, _queue_summary(summary, failed)
 
 
+def _archive_payloads(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
+    if not schema.table_exists(conn, "archive"):
+        raise CheckSkipped("skipped: no archive in this file")
+    # abathur.archival owns the payload format and its checksums; we only run its verification.
+    return verify_archive(conn, quick=quick)
+
+
 CHECKS: tuple[Check, ...] = (
     Check("integrity", "PRAGMA integrity_check (quick_check with --quick)", _integrity),
     Check("foreign_keys", "no row points at a missing parent (foreign_key_check)", _foreign_keys),
@@ -426,6 +439,11 @@ CHECKS: tuple[Check, ...] = (
         "chunk_vectors",
         "every document chunk has a vector or a queued job; none orphaned",
         _chunk_vectors,
+    ),
+    Check(
+        "archive_payloads",
+        "every archive row and dictionary matches its checksum and decompresses within bounds",
+        _archive_payloads,
     ),
 )
 
@@ -602,10 +620,17 @@ def rebuild_derived_indexes(
 
 
 def _fts_tables(conn: apsw.Connection) -> list[tuple[str, bool]]:
-    """(name, is contentless) of every FTS5 table."""
-    objects = schema.describe(conn)
+    """(name, is contentless) of every FTS5 table the migrations make and the file has.
+
+    Names and definitions come from the migrations (:func:`schema.expected`),
+    never from the file: an FTS5 table the migrations do not make is a finding
+    of the schema check, not something to rebuild.
+    """
+    present = schema.describe(conn)
+    version = min(migrations.current_version(conn), migrations.available()[-1].version)
+    ours = schema.expected(version) if version else {}
     return sorted(
         (name, bool(re.search(r"\bcontent\s*=\s*''", obj.sql, re.IGNORECASE)))
-        for name, obj in objects.items()
-        if obj.module == "fts5"
+        for name, obj in ours.items()
+        if obj.module == "fts5" and name in present and present[name].module == "fts5"
     )

@@ -2,22 +2,27 @@
 
 The order is what makes it safe:
 
-1. The backup is verified completely (checksum, decompression, integrity,
-   contents against the manifest) while it is decompressed *beside* the
-   target, so the final rename stays on one filesystem. Any failure removes
-   the copy and leaves the target byte for byte as it was.
-2. The target is locked: a connection in ``locking_mode=EXCLUSIVE`` switches it
-   to ``journal_mode=DELETE``. In WAL mode every open connection keeps a SHARED
-   lock on the database file from its first read until it closes, so this is
-   refused exactly when another connection (in this process or another) has
-   the file open: :class:`~abathur.errors.DatabaseInUseError`, unless ``force``.
-   The switch also checkpoints the WAL into the file and removes ``-wal`` and
-   ``-shm``, so the file kept aside is complete on its own, and no stale WAL is
-   left to be mistaken for the new file's.
-3. The old file is kept aside (``FILE.replaced-<time>``, a hard link, else a
-   copy) and the verified copy is renamed over the target, then the directory
-   is fsynced. The lock is held until after the rename.
-4. ``check`` (quick) runs on the restored file.
+1. A symlinked target is resolved: the file the link points to is restored,
+   and the link stays a link.
+2. The target is locked before anything is written beside it: a connection in
+   ``locking_mode=EXCLUSIVE`` takes an exclusive lock, which only reads. In WAL
+   mode every open connection keeps a SHARED lock on the database file from
+   its first read until it closes, so this is refused exactly when another
+   connection (in this process or another) has the file open:
+   :class:`~abathur.errors.DatabaseInUseError`, unless ``force``. The lock is
+   held until after the rename, so nothing opens the file in between.
+3. The backup is verified completely (checksum, bounded decompression,
+   integrity, schema, contents against the manifest) while it is decompressed
+   *beside* the target, so the final rename stays on one filesystem. Any
+   failure removes the copy and leaves the target byte for byte as it was.
+4. Under the lock, the target switches to ``journal_mode=DELETE``, which
+   checkpoints the WAL into the file and removes ``-wal`` and ``-shm``, so the
+   file kept aside is complete on its own and no stale WAL is left to be
+   mistaken for the new file's.
+5. The old file is kept aside (``FILE.replaced-<time>``, a hard link to the
+   real file, else a copy) and the verified copy is renamed over the target,
+   then the directory is fsynced.
+6. ``check`` (quick) runs on the restored file.
 
 Stop the application before restoring: a process that opens the file during
 the few milliseconds of the swap is not something a file lock can prevent.
@@ -96,6 +101,12 @@ class RestoreResult:
 def _lock(target: Path, timeout_ms: int) -> apsw.Connection:
     """A connection holding an EXCLUSIVE lock on ``target`` until it is closed.
 
+    Taking the lock changes nothing in the file: ``locking_mode=EXCLUSIVE``
+    and ``BEGIN EXCLUSIVE`` only read. In WAL mode every open connection keeps
+    a SHARED lock on the database file from its first read until it closes, so
+    this is refused exactly when another connection (in this process or
+    another) has the file open.
+
     Raises:
         DatabaseInUseError: another connection has the file open.
         DatabaseError: the file is not a database.
@@ -106,14 +117,14 @@ def _lock(target: Path, timeout_ms: int) -> apsw.Connection:
         raise DatabaseError(f"cannot open {str(target)!r}: {exc}") from exc
     try:
         conn.set_busy_timeout(timeout_ms)
+        # Closing the last connection of a WAL file checkpoints it and deletes
+        # the -wal: not while a restore may still be refused. _settle does it.
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         # Must come before the first read: only then does SQLite keep the lock
         # (and use heap memory, not the shared -shm, for the WAL index).
         conn.execute("PRAGMA locking_mode = EXCLUSIVE").fetchall()
-        mode = conn.execute("PRAGMA journal_mode = DELETE").fetchall()[0][0]
-        if mode != "delete":
-            raise apsw.BusyError(f"journal mode stayed {mode!r}")
-        # A file already in DELETE mode has only been read so far: take the write lock too.
         conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         conn.execute("COMMIT")
     except (apsw.BusyError, apsw.LockedError):
         conn.close()
@@ -130,12 +141,30 @@ def _lock(target: Path, timeout_ms: int) -> apsw.Connection:
     return conn
 
 
+def _settle(lock: apsw.Connection, target: Path) -> None:
+    """Under the lock, fold the WAL into the file and remove ``-wal`` and ``-shm``.
+
+    The file kept aside is then complete on its own, and no stale WAL is left
+    to be mistaken for the new file's. Done only once the backup has verified:
+    a refused restore leaves the target byte for byte as it was.
+    """
+    try:
+        mode = lock.execute("PRAGMA journal_mode = DELETE").fetchall()[0][0]
+    except apsw.Error as exc:
+        raise DatabaseError(
+            f"cannot checkpoint {str(target)!r} before replacing it: {exc}"
+        ) from None
+    if mode != "delete":
+        raise DatabaseError(
+            f"{str(target)!r} stayed in journal mode {mode!r}; nothing was replaced"
+        )
+
+
 def is_in_use(path: str | Path, *, timeout_ms: int = 0) -> bool:
     """True when another connection has the database at ``path`` open.
 
-    Note this probe leaves the file in ``journal_mode=DELETE`` when it is not in
-    use (abathur turns it back to WAL on the next open); it is what
-    :func:`restore_backup` does before replacing a file.
+    The probe changes nothing in the file; it is the lock :func:`restore_backup`
+    takes before it writes anything.
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -153,6 +182,19 @@ def is_in_use(path: str | Path, *, timeout_ms: int = 0) -> bool:
     except DatabaseInUseError:
         return True
     return False
+
+
+def _real_target(target: Path) -> Path:
+    """The file a restore must replace: the end of ``target``'s symlinks, if it is one.
+
+    Renaming over a symlink would replace the link with a regular file and
+    leave the real database, which the application opens, with the old data.
+    """
+    if not target.is_symlink():
+        return target
+    real = Path(os.path.realpath(target))
+    log.info("restore.symlink", link=str(target), target=str(real))
+    return real
 
 
 def _set_aside(target: Path, replaced: Path) -> None:
@@ -213,7 +255,7 @@ def restore_backup(
         abathur.errors.InvalidInputError: 'nightly.txt' is not a backup: ...
     """
     settings = settings or Settings()
-    file, target = Path(file), Path(target)
+    file, target = Path(file), _real_target(Path(target))
     started = time.perf_counter()
     if target.is_dir():
         raise InvalidInputError(f"restore target {str(target)!r} is a directory, not a file")
@@ -223,31 +265,35 @@ def restore_backup(
     tmp = target.with_name(f".{target.name}.restore-{stamp}.tmp")
     replaced: Path | None = None
     forced = False
-    with verified_copy(file, tmp, settings) as (backup, manifest, _checks):
+    lock: apsw.Connection | None = None
+    # Lock first, before a single byte is written beside the target: a database
+    # in use is refused without decompressing anything, and no process can open
+    # it between the verification and the swap.
+    if target.exists():
         try:
-            if target.exists():
-                replaced = target.with_name(f"{target.name}.replaced-{stamp}")
-                try:
-                    lock: apsw.Connection | None = _lock(target, lock_timeout_ms)
-                except DatabaseError:
-                    if not force:
-                        raise
-                    lock, forced = None, True
-                try:
+            lock = _lock(target, lock_timeout_ms)
+        except DatabaseError:
+            if not force:
+                raise
+            forced = True
+    try:
+        with verified_copy(file, tmp, settings) as (backup, manifest, _checks):
+            try:
+                if target.exists():
+                    if lock is not None:
+                        _settle(lock, target)
+                    replaced = target.with_name(f"{target.name}.replaced-{stamp}")
                     _set_aside(target, replaced)
                     # Under the lock the switch to DELETE mode removed them; with
                     # --force they may belong to a live process: keep them with the old file.
                     _move_sidecars(target, replaced)
-                    os.replace(tmp, target)
-                    fsync_dir(target.parent)
-                finally:
-                    if lock is not None:
-                        lock.close()
-            else:
                 os.replace(tmp, target)
                 fsync_dir(target.parent)
-        except OSError as exc:
-            raise DatabaseError(f"restoring {file} to {target} failed: {exc}") from exc
+            except OSError as exc:
+                raise DatabaseError(f"restoring {file} to {target} failed: {exc}") from exc
+    finally:
+        if lock is not None:
+            lock.close()
     # verify_backup already ran the full integrity_check on these very bytes.
     report = run_checks(target, quick=True, settings=settings)
     result = RestoreResult(

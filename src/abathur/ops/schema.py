@@ -32,18 +32,21 @@ from pathlib import Path
 import apsw
 import sqlite_vec
 
+from abathur import search
 from abathur.config import Settings
 from abathur.db import migrations
 from abathur.db.connection import connect, translate_errors
 from abathur.errors import DatabaseError
 
 __all__ = [
+    "RuntimeTable",
     "SchemaDiff",
     "SchemaObject",
     "compare",
     "describe",
     "expected",
     "has_sqlite_header",
+    "object_problems",
     "open_existing",
     "row_counts",
     "table_exists",
@@ -89,7 +92,12 @@ def has_sqlite_header(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class SchemaObject:
-    """One table, virtual table, index, trigger or view, in comparable form."""
+    """One table, virtual table, index, trigger or view, in comparable form.
+
+    ``shadow_of`` names the virtual table a shadow table belongs to (FTS5's
+    ``x_data``, vec0's ``x_chunks``...): those are compared by name only,
+    since their exact SQL is the module's business, not the migrations'.
+    """
 
     type: str
     name: str
@@ -97,47 +105,106 @@ class SchemaObject:
     sql: str
     columns: tuple[tuple[object, ...], ...] = ()
     module: str | None = None
+    shadow_of: str | None = None
 
 
 def _normal(sql: str | None) -> str:
     return " ".join((sql or "").split())
 
 
+# SQLite's own objects: automatic indexes (no SQL) and its bookkeeping tables.
+# Anything else named sqlite_* in a file was put there by hand and is reported.
+_SQLITE_TABLES = frozenset(
+    {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
+)
+
+_SQL_SCHEMA = "SELECT type, name, tbl_name, sql FROM main.sqlite_schema"
+_SQL_COLUMNS = (
+    'SELECT cid, name, type, "notnull", dflt_value, pk, hidden '
+    "FROM pragma_table_xinfo(:table, 'main')"
+)
+
+
+def _is_sqlite_internal(kind: str, name: str, sql: str | None) -> bool:
+    if kind == "index" and sql is None and name.startswith("sqlite_autoindex_"):
+        return True
+    return kind == "table" and name in _SQLITE_TABLES
+
+
 def describe(conn: apsw.Connection) -> dict[str, SchemaObject]:
     """Every schema object of the main database, by name, except SQLite's own.
 
-    Shadow tables of virtual tables (FTS5's ``x_data``, vec0's ``x_chunks``...)
-    are left out: they are implied by their virtual table, which is compared.
+    Safe on a hostile file (see :mod:`abathur.ops.untrusted`): names are read
+    from ``sqlite_schema`` and only ever bound as parameters, never put in SQL.
+    A real table whose name starts with a virtual table's name and ``_`` is
+    reported as that table's shadow.
     """
-    kinds = {name: kind for _s, name, kind, *_ in conn.execute("PRAGMA main.table_list")}
-    virtual = [name for name, kind in kinds.items() if kind == "virtual"]
-    rows = conn.execute(
-        "SELECT type, name, tbl_name, sql FROM main.sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
-    ).fetchall()
+    rows = [
+        (str(kind), str(name), str(table), sql)
+        for kind, name, table, sql in conn.execute(_SQL_SCHEMA).fetchall()
+    ]
+    virtual = [
+        name
+        for kind, name, _t, sql in rows
+        if kind == "table" and _normal(sql).upper().startswith("CREATE VIRTUAL TABLE")
+    ]
     objects: dict[str, SchemaObject] = {}
     for kind, name, table, sql in rows:
-        if kinds.get(name) == "shadow" or kinds.get(table) == "shadow":
-            continue
-        # vec0 declares only some of its tables as shadow; the rest share its prefix.
-        if any(table.startswith(v + "_") for v in virtual):
+        if _is_sqlite_internal(kind, name, sql):
             continue
         module = None
         columns: tuple[tuple[object, ...], ...] = ()
-        if kinds.get(name) == "virtual":
+        shadow_of = next((v for v in virtual if kind == "table" and name.startswith(v + "_")), None)
+        if name in virtual:
             match = _USING.search(sql or "")
             module = match[1].lower() if match else None
-        elif kind == "table":
-            # Names come from sqlite_schema, not from a caller.
+        elif kind == "table" and shadow_of is None:
             columns = tuple(
-                tuple(row) for row in conn.execute(f'PRAGMA main.table_xinfo("{name}")')
+                tuple(row) for row in conn.execute(_SQL_COLUMNS, {"table": name}).fetchall()
             )
-        objects[name] = SchemaObject(kind, name, table, _normal(sql), columns, module)
+        objects[name] = SchemaObject(kind, name, table, _normal(sql), columns, module, shadow_of)
     return objects
 
 
+@dataclass(frozen=True)
+class RuntimeTable:
+    """A vec0 table abathur creates at run time, as a file declares it."""
+
+    name: str
+    dims: int
+    chunk_size: int
+
+
+def _runtime_tables(have: Mapping[str, SchemaObject]) -> tuple[list[RuntimeTable], list[str]]:
+    """The file's vec0 tables that abathur would have made, and problems with the others.
+
+    A vec0 table is accepted only under one of our names and with exactly the
+    statement :func:`abathur.search.vector_table_statements` writes, so the
+    reference schema can be rebuilt from our own SQL, never from the file's.
+    """
+    tables, problems = [], []
+    for name, obj in sorted(have.items()):
+        if obj.module not in RUNTIME_MODULES:
+            continue
+        dims = re.search(r"\bBIT\[(\d{1,5})\]", obj.sql)
+        chunk = re.search(r"\bchunk_size=(\d{1,6})\b", obj.sql)
+        if name in search.VECTOR_TABLE_NAMES and dims and chunk:
+            table = RuntimeTable(name, int(dims[1]), int(chunk[1]))
+            ours = search.vector_table_statements(table.name, table.dims, table.chunk_size)[0]
+            if _normal(ours) == obj.sql:
+                tables.append(table)
+                continue
+        problems.append(f"{obj.module} table {name!r} is not one abathur creates")
+    return tables, problems
+
+
 @functools.cache
-def expected(version: int) -> Mapping[str, SchemaObject]:
-    """The schema the migrations 1..``version`` build, from a fresh in-memory database."""
+def expected(version: int, runtime: tuple[RuntimeTable, ...] = ()) -> Mapping[str, SchemaObject]:
+    """The schema the migrations 1..``version`` build, plus ``runtime`` vec0 tables.
+
+    Built on a fresh in-memory database from our own migration files and our
+    own statements, so nothing read from a file under inspection shapes it.
+    """
     with translate_errors("building the expected schema from the migrations"):
         conn = apsw.Connection(":memory:")
         try:
@@ -145,6 +212,11 @@ def expected(version: int) -> Mapping[str, SchemaObject]:
             conn.enable_load_extension(True)
             conn.load_extension(sqlite_vec.loadable_path())
             migrations.apply(conn, [m for m in migrations.available() if m.version <= version])
+            for table in runtime:
+                for statement in search.vector_table_statements(
+                    table.name, table.dims, table.chunk_size
+                ):
+                    conn.execute(statement)
             return describe(conn)
         finally:
             conn.close()
@@ -183,27 +255,51 @@ def compare(conn: apsw.Connection) -> SchemaDiff:
             f"user_version is {version}: {latest - version} migration(s) pending "
             "(run 'abathur migrate')"
         )
-    want = expected(min(version, latest))
+    diff.problems.extend(_object_problems(conn, min(version, latest), diff.runtime_objects))
+    return diff
+
+
+def object_problems(conn: apsw.Connection) -> list[str]:
+    """How the file's tables, indexes, triggers and views differ from its migrations.
+
+    Unlike :func:`compare`, a file behind the latest migration is not a
+    problem here (an older backup restores, then migrates), but a file ahead
+    of this abathur's migrations is: there is nothing to compare it with.
+    """
+    version = migrations.current_version(conn)
+    latest = migrations.available()[-1].version
+    if version == 0:
+        return ["user_version is 0: this file holds no abathur schema"]
+    if version > latest:
+        return [f"user_version is {version} but this abathur knows migrations up to {latest}"]
+    return _object_problems(conn, version, [])
+
+
+def _object_problems(conn: apsw.Connection, version: int, runtime_names: list[str]) -> list[str]:
     have = describe(conn)
+    runtime, problems = _runtime_tables(have)
+    want = expected(version, tuple(runtime))
+    runtime_names.extend(t.name for t in runtime)
     for name in sorted(want.keys() - have.keys()):
-        diff.problems.append(f"{want[name].type} {name!r} is missing")
+        problems.append(f"{want[name].type} {name!r} is missing")
     for name in sorted(have.keys() - want.keys()):
         obj = have[name]
         if obj.module in RUNTIME_MODULES:
-            diff.runtime_objects.append(name)
-        else:
-            diff.problems.append(f"{obj.type} {name!r} is not in the migrations")
+            continue  # reported by _runtime_tables
+        problems.append(f"{obj.type} {name!r} is not in the migrations")
     for name in sorted(want.keys() & have.keys()):
         w, h = want[name], have[name]
-        if w.type != h.type:
-            diff.problems.append(f"{name!r} is a {h.type}, the migrations make a {w.type}")
+        if w.type != h.type or w.shadow_of != h.shadow_of:
+            problems.append(f"{name!r} is a {h.type}, the migrations make a {w.type}")
+        elif w.shadow_of is not None:
+            continue  # the module's own table: its name is what we can vouch for
         elif w.columns != h.columns:
-            diff.problems.append(
+            problems.append(
                 f"table {name!r} columns differ: expected {_columns(w)}, found {_columns(h)}"
             )
         elif w.sql != h.sql:
-            diff.problems.append(f"{w.type} {name!r} differs: expected {w.sql!r}, found {h.sql!r}")
-    return diff
+            problems.append(f"{w.type} {name!r} differs: expected {w.sql!r}, found {h.sql!r}")
+    return problems
 
 
 def _columns(obj: SchemaObject) -> str:
@@ -220,22 +316,28 @@ def table_exists(conn: apsw.Connection, name: str) -> bool:
 
 
 def user_tables(conn: apsw.Connection) -> list[str]:
-    """Real tables holding data, sorted: no SQLite, FTS5 or vec0 internals."""
-    listing = list(conn.execute("PRAGMA main.table_list"))
-    virtual = [name for _s, name, kind, *_ in listing if kind == "virtual"]
+    """The real tables holding data that the file's migrations made, sorted.
+
+    Names come from :func:`expected` (our own migration files), never from the
+    file: a table the migrations do not make is a finding of :func:`compare`,
+    not something to count.
+    """
+    version = min(migrations.current_version(conn), migrations.available()[-1].version)
+    if version == 0:
+        return []
+    present = {name for name, obj in describe(conn).items() if obj.type == "table"}
     return sorted(
         name
-        for _s, name, kind, *_ in listing
-        if kind == "table"
-        and not name.startswith("sqlite_")
-        and not any(name.startswith(v + "_") for v in virtual)
+        for name, obj in expected(version).items()
+        if obj.type == "table" and obj.module is None and obj.shadow_of is None and name in present
     )
 
 
 def row_counts(conn: apsw.Connection) -> dict[str, int]:
     """Rows in each of :func:`user_tables`."""
-    # Table names come from sqlite_schema, never from a caller.
-    return {
-        t: int(conn.execute(f'SELECT count(*) FROM main."{t}"').fetchall()[0][0])
-        for t in user_tables(conn)
-    }
+    counts = {}
+    for table in user_tables(conn):
+        # An identifier of our own migrations (see user_tables), quoted all the same.
+        quoted = '"' + table.replace('"', '""') + '"'
+        counts[table] = int(conn.execute(f"SELECT count(*) FROM main.{quoted}").fetchall()[0][0])
+    return counts

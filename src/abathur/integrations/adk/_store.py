@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from abathur.api import Abathur
 from abathur.config import Settings
 from abathur.errors import ClosedError, InvalidInputError
+from abathur.redact import redact, redact_url
 
 __all__ = ["SCHEME", "Store", "parse_uri"]
 
@@ -54,30 +55,35 @@ def parse_uri(uri: str) -> tuple[Path, dict[str, str]]:
     """
     if not isinstance(uri, str):
         raise InvalidInputError(f"an abathur URI must be a string, got {type(uri).__name__}")
+    # A query may carry an ollama_host with a password: messages show the URI
+    # decoded and redacted, never as given.
+    shown = redact(unquote(uri))
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
-        raise InvalidInputError(f"{uri!r} is not a valid URI: {exc}") from None
+        raise InvalidInputError(f"{shown!r} is not a valid URI: {exc}") from None
     if parts.scheme != SCHEME:
-        raise InvalidInputError(f"{uri!r} is not an {SCHEME}: URI")
+        raise InvalidInputError(f"{shown!r} is not an {SCHEME}: URI")
     if parts.netloc not in ("", "localhost"):
         raise InvalidInputError(
-            f"{uri!r} names the host {parts.netloc!r}; an {SCHEME} URI names a local file: "
-            f"{SCHEME}:///absolute/path.db or {SCHEME}:relative/path.db"
+            f"{shown!r} names the host {redact_url(parts.netloc)!r}; an {SCHEME} URI names a "
+            f"local file: {SCHEME}:///absolute/path.db or {SCHEME}:relative/path.db"
         )
     path = unquote(parts.path)
     if not path:
-        raise InvalidInputError(f"{uri!r} names no database file")
+        raise InvalidInputError(f"{shown!r} names no database file")
     overrides: dict[str, str] = {}
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise InvalidInputError(f"{uri!r} has a malformed query: {exc}") from None
+        raise InvalidInputError(
+            f"{shown!r} has a malformed query: {redact(unquote(str(exc)))}"
+        ) from None
     for key, value in pairs:
         if key == "db":
-            raise InvalidInputError(f"{uri!r} sets 'db'; the database path is the URI's path")
+            raise InvalidInputError(f"{shown!r} sets 'db'; the database path is the URI's path")
         if key in overrides:
-            raise InvalidInputError(f"{uri!r} sets {key!r} more than once")
+            raise InvalidInputError(f"{shown!r} sets {key!r} more than once")
         overrides[key] = value
     return Path(path), overrides
 
