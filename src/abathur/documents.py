@@ -633,9 +633,9 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
     text = os.fspath(root)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise InvalidInputError(f"root {text!r} is not a usable path")
-    # The root is stored and shown as text: a path whose bytes are not UTF-8
-    # (os.fsdecode's surrogates) has no such form.
-    check_text(text, "root")
+    # Checked before resolving too: resolve() itself fails on a lone surrogate
+    # that no byte decodes to, with a UnicodeEncodeError.
+    _check_utf8_root(text)
     try:
         resolved = Path(text).resolve(strict=must_exist)
     except FileNotFoundError:
@@ -644,13 +644,17 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
         raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
     if must_exist and not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
-    bad = _not_utf8(str(resolved))
+    _check_utf8_root(str(resolved))
+    return resolved
+
+
+def _check_utf8_root(path: str) -> None:
+    bad = _not_utf8(path)
     if bad is not None:
         # Paths are stored as UTF-8 text; this one cannot be, so it cannot be a root.
         raise InvalidInputError(
-            f"root '{_printable(str(resolved))}' is not valid UTF-8 ({bad}): rename the directory"
+            f"root '{_printable(path)}' is not valid UTF-8 ({bad}): rename the directory"
         )
-    return resolved
 
 
 def _check_prefix(prefix: object) -> str | None:
@@ -1690,7 +1694,7 @@ class DocumentService:
             raw = os.fspath(root)
             if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
                 raise InvalidInputError(f"root {raw!r} is not a usable path")
-            check_text(raw, "root")
+            _check_utf8_root(raw)
             root_text = os.path.realpath(raw)
 
         vector: np.ndarray | None = None
