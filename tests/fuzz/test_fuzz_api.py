@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from abathur.memory import MemoryService
 from abathur.ops.integrity import run_checks
 from abathur.sessions import SessionService
 from abathur.tasks import TaskService
+from abathur.transfer import TransferService
 from tests.fuzz.strategies import (
     ANYTHING,
     FILTER,
@@ -88,6 +91,21 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     path = root / "fuzz.db"
     ab = loop.run_until_complete(Abathur.open(path, embed_worker=False))
     loop.run_until_complete(_seed(ab, docs))
+    # Files for import_from: a faithful export, and copies of it spoiled line by line.
+    good = root / "export.jsonl"
+    loop.run_until_complete(ab.transfer.export_to(good))
+    lines = good.read_bytes().splitlines()
+    (root / "truncated.jsonl").write_bytes(b"\n".join(lines[: len(lines) // 2])[:-7])
+    (root / "not-utf8.jsonl").write_bytes(lines[0] + b"\n\xff\xfe\n")
+    spoiled = [json.loads(line) for line in lines]
+    for record in spoiled[1:]:
+        for field_name in record:
+            if field_name not in ("kind", "format"):
+                record[field_name] = [10**400 if isinstance(v, int) else "\udcff" for v in (1, "")]
+                break
+    (root / "spoiled.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in spoiled) + "\n", encoding="utf-8"
+    )
     try:
         yield Fuzzed(loop, ab, path, docs)
     finally:
@@ -108,8 +126,33 @@ class LazyEvent:
         return Event(**self.fields)
 
 
-def _built(value: Any) -> Any:
-    return value.build() if isinstance(value, LazyEvent) else value
+class Sink:
+    """A fresh in-memory stream for export_to, made inside the call."""
+
+    def __repr__(self) -> str:
+        return "BytesIO()"
+
+    def build(self) -> Any:
+        return io.BytesIO()
+
+
+class Under:
+    """A path inside the fuzz directory, made inside the call: never "/" or the cwd."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<fuzz dir>/{self.name!r}"
+
+    def build(self, root: Path) -> Any:
+        return f"{root}/{self.name}"
+
+
+def _built(value: Any, root: Path) -> Any:
+    if isinstance(value, Under):
+        return value.build(root)
+    return value.build() if isinstance(value, LazyEvent | Sink) else value
 
 
 SESSION = text_or(SESSIONS)
@@ -252,6 +295,23 @@ OPS: dict[str, Any] = {
 }
 
 
+IMPORTS = ["export.jsonl", "truncated.jsonl", "not-utf8.jsonl", "spoiled.jsonl", "missing"]
+OPS["transfer.export_to"] = call(
+    "transfer.export_to",
+    st.one_of(
+        st.builds(Sink), st.builds(Sink), HOSTILE_TEXT.map(lambda t: Under(f"out-{t}")), ANYTHING
+    ),
+    opt_prefix=st.one_of(st.none(), NAMESPACE),
+    opt_app=st.one_of(st.none(), APP),
+    opt_user=st.one_of(st.none(), USER),
+)
+OPS["transfer.import_from"] = call(
+    "transfer.import_from",
+    st.one_of(st.sampled_from(IMPORTS).map(Under), HOSTILE_TEXT.map(Under), ANYTHING),
+    opt_dry_run=st.one_of(st.booleans(), ANYTHING),
+)
+
+
 # Roots handed to sync/forget: the synced directory, paths under it that do not
 # exist, and hostile text *under* it, never a bare string: sync("/") would walk
 # the whole machine.
@@ -285,6 +345,7 @@ SERVICES = {
     "memory": MemoryService,
     "tasks": TaskService,
     "documents": DocumentService,
+    "transfer": TransferService,
 }
 
 # Calls added by other parts of issue 11 (erase): fuzzed when they exist.
@@ -306,8 +367,10 @@ def _judge(fuzzed: Fuzzed, name: str, args: tuple[Any, ...], kwargs: dict[str, A
     before = fuzzed.run(ab.db.read(fingerprint))
 
     async def go() -> Any:
-        built = [_built(a) for a in args]
-        return await getattr(getattr(ab, service), method)(*built, **kwargs)
+        root = fuzzed.path.parent
+        built = [_built(a, root) for a in args]
+        named = {k: _built(v, root) for k, v in kwargs.items()}
+        return await getattr(getattr(ab, service), method)(*built, **named)
 
     try:
         fuzzed.run(go())

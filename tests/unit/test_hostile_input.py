@@ -570,3 +570,29 @@ def test_an_event_nested_too_deep_gets_a_short_message() -> None:
         Event(author="user", content=nested(1200))
     assert len(caught.value.message) < 200, caught.value.message
     assert caught.value.message.startswith("invalid Event: content.list.0")
+
+
+# Export and import paths (found by the fuzzer): a lone surrogate no file name
+# can hold, a name too long for the file system.
+TRANSFER_PATHS: dict[str, Call] = {
+    "export_to lone surrogate": lambda w, _: w.ab.transfer.export_to(
+        w.docs.parent / f"out{LONE}.jsonl"
+    ),
+    "export_to name too long": lambda w, _: w.ab.transfer.export_to(
+        w.docs.parent / ("é" * 200 + ".jsonl")
+    ),
+    "import_from lone surrogate": lambda w, _: w.ab.transfer.import_from(
+        w.docs.parent / f"in{LONE}.jsonl"
+    ),
+    "import_from name too long": lambda w, _: w.ab.transfer.import_from(
+        w.docs.parent / ("é" * 200 + ".jsonl")
+    ),
+}
+
+
+@shared_loop
+@pytest.mark.parametrize("case", sorted(TRANSFER_PATHS))
+async def test_an_export_or_import_path_no_file_can_have_is_a_typed_error(
+    world: World, case: str
+) -> None:
+    await assert_refused(world, TRANSFER_PATHS[case], None)
