@@ -42,6 +42,7 @@ from tests.fuzz.strategies import (
     INT,
     METADATA,
     NAMESPACE,
+    NOT_JSON,
     NUMBER,
     VALUE,
     fingerprint,
@@ -296,10 +297,16 @@ OPS: dict[str, Any] = {
 
 
 IMPORTS = ["export.jsonl", "truncated.jsonl", "not-utf8.jsonl", "spoiled.jsonl", "missing"]
+# Never a bare string as a file: export_to("../x") would write outside the fuzz
+# directory. Strings go through Under; the junk is anything but a string.
+NOT_A_PATH = st.one_of(NUMBER, st.none(), NOT_JSON)
 OPS["transfer.export_to"] = call(
     "transfer.export_to",
     st.one_of(
-        st.builds(Sink), st.builds(Sink), HOSTILE_TEXT.map(lambda t: Under(f"out-{t}")), ANYTHING
+        st.builds(Sink),
+        st.builds(Sink),
+        HOSTILE_TEXT.filter(lambda t: ".." not in t).map(lambda t: Under(f"out-{t}")),
+        NOT_A_PATH,
     ),
     opt_prefix=st.one_of(st.none(), NAMESPACE),
     opt_app=st.one_of(st.none(), APP),
@@ -307,7 +314,7 @@ OPS["transfer.export_to"] = call(
 )
 OPS["transfer.import_from"] = call(
     "transfer.import_from",
-    st.one_of(st.sampled_from(IMPORTS).map(Under), HOSTILE_TEXT.map(Under), ANYTHING),
+    st.one_of(st.sampled_from(IMPORTS).map(Under), HOSTILE_TEXT.map(Under), NOT_A_PATH),
     opt_dry_run=st.one_of(st.booleans(), ANYTHING),
 )
 
@@ -319,7 +326,8 @@ def _roots(docs: Path) -> Any:
     return st.one_of(
         st.just(str(docs)),
         st.just(str(docs / "ops")),
-        HOSTILE_TEXT.map(lambda t: f"{docs}/{t}"),
+        # No "..": sync("<docs>/../../..") would walk the machine.
+        HOSTILE_TEXT.filter(lambda t: ".." not in t).map(lambda t: f"{docs}/{t}"),
     )
 
 

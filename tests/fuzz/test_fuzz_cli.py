@@ -48,6 +48,9 @@ async def _seed(db: Path, docs: Path) -> None:
         await ab.memory.put("user:alice:prefs", "lang", "French")
         await ab.sessions.create(app="helpdesk", user="alice", session_id="s1")
         await ab.documents.sync(docs)
+        await ab.transfer.export_to(db.parent / "export.jsonl")
+    lines = (db.parent / "export.jsonl").read_bytes().splitlines(keepends=True)
+    (db.parent / "half.jsonl").write_bytes(b"".join(lines[: len(lines) // 2]))
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +109,16 @@ FLAG = st.sampled_from([[], ["--json"]])
 
 
 def _under(root: Path, valid: list[str]) -> Any:
-    """A path: one that exists, or hostile text *inside* the fuzz directory (never "/")."""
+    """A path: one that exists, or hostile text *inside* the fuzz directory (never "/").
+
+    No ".." either: export would write wherever it leads.
+    """
     return st.one_of(
         st.sampled_from(valid),
         st.sampled_from(valid),
-        st.one_of(HOSTILE_TEXT, ARGV_BYTES).map(lambda t: f"{root}/{t}"),
+        st.one_of(HOSTILE_TEXT, ARGV_BYTES)
+        .filter(lambda t: ".." not in t)
+        .map(lambda t: f"{root}/{t}"),
     )
 
 
@@ -182,13 +190,30 @@ def _commands(world: CliWorld) -> Any:
         st.tuples(
             st.sampled_from([["info"], ["check", "--quick"], ["health"], ["metrics"]]),
         ),
+        st.tuples(
+            st.just(["export"]),
+            _under(world.root, [str(world.root / "out.jsonl")]).map(lambda f: [f]),
+            _options(
+                ("--prefix", cli_text_or(["user:alice", "user"])),
+                ("--app", cli_text_or(["helpdesk"])),
+                ("--user", cli_text_or(["alice"])),
+            ),
+        ),
+        st.tuples(
+            st.just(["import"]),
+            _under(world.root, [str(world.root / n) for n in ("export.jsonl", "half.jsonl")]).map(
+                lambda f: [f]
+            ),
+            st.sampled_from([["--dry-run"], ["--dry-run"], []]),
+        ),
     ).map(lambda parts: [x for p in parts for x in p])
 
 
 def _db_option(world: CliWorld) -> Any:
     """Mostly the fuzz file; else a hostile path inside the fuzz directory."""
     good = st.just(["--db", str(world.db)])
-    hostile = HOSTILE_TEXT.map(lambda t: ["--db", f"{world.root}/{t}"])
+    inside = HOSTILE_TEXT.filter(lambda t: ".." not in t)
+    hostile = inside.map(lambda t: ["--db", f"{world.root}/{t}"])
     return st.one_of(good, good, good, good, hostile)
 
 

@@ -13,6 +13,7 @@ the calls around it (item 7).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -478,7 +479,7 @@ def digest(path: Path) -> str:
         pytest.param(["cost", "report", "--since", b"7d\xff"], id="cost-since"),
     ],
 )
-def test_cli_argument_that_is_not_utf8_is_a_usage_error(
+def test_cli_argument_that_is_not_utf8_is_invalid_input(
     cli_db: Path, tmp_path: Path, argv: list[str | bytes]
 ) -> None:
     os.mkdir(os.path.join(os.fsencode(tmp_path), b"\xff"))
@@ -491,15 +492,18 @@ def test_cli_argument_that_is_not_utf8_is_a_usage_error(
         check=False,
     )
     stderr = done.stderr.decode("utf-8")  # the message itself is valid UTF-8
-    assert done.returncode == 2, stderr
+    assert done.returncode == 3, stderr
     assert "Traceback" not in stderr
-    assert "not valid UTF-8" in stderr and "\\xff" in stderr, stderr
-    assert done.stdout == b""
+    assert "[invalid_input]" in stderr and "not valid UTF-8" in stderr and "\\xff" in stderr
+    if "--json" in argv:  # the error as JSON on stdout, like every other error
+        assert json.loads(done.stdout)["error"]["code"] == "invalid_input"
+    else:
+        assert done.stdout == b""
     assert digest(cli_db) == before
 
 
 @pytest.mark.parametrize("via", ["option", "env"])
-def test_cli_db_path_that_is_not_utf8_is_a_usage_error(tmp_path: Path, via: str) -> None:
+def test_cli_db_path_that_is_not_utf8_is_invalid_input(tmp_path: Path, via: str) -> None:
     bad = os.path.join(os.fsencode(tmp_path), b"agent\xff.db")
     if via == "option":
         done = subprocess.run(
@@ -519,7 +523,7 @@ def test_cli_db_path_that_is_not_utf8_is_a_usage_error(tmp_path: Path, via: str)
             check=False,
         )
     stderr = done.stderr.decode("utf-8")
-    assert done.returncode == 2, stderr
+    assert done.returncode == 3, stderr
     assert "Traceback" not in stderr and "--db" in stderr
     assert not os.path.exists(bad)
 
@@ -545,10 +549,10 @@ async def test_opening_an_unusable_path_is_a_typed_error(tmp_path: Path, case: s
 
 
 @pytest.mark.parametrize("command", [["info"], ["init"], ["search", "tea"], ["check"]])
-def test_cli_db_path_too_long_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+def test_cli_db_path_too_long_is_invalid_input(tmp_path: Path, command: list[str]) -> None:
     done = abathur(*command, "--db", str(tmp_path / ("é" * 200 + ".db")))
     stderr = done.stderr.decode("utf-8")
-    assert done.returncode == 2, stderr
+    assert done.returncode == 3, stderr
     assert "Traceback" not in stderr and "--db" in stderr and "too long" in stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -560,7 +564,7 @@ def test_cli_db_name_too_long_for_the_journal_creates_nothing(tmp_path: Path) ->
     db = tmp_path / ("a" * 252)
     done = abathur("sync", str(docs), "--db", str(db))
     stderr = done.stderr.decode("utf-8")
-    assert done.returncode == 2, stderr
+    assert done.returncode == 3, stderr
     assert "Traceback" not in stderr and "-journal" in stderr
     assert not db.exists()
 
@@ -596,3 +600,15 @@ async def test_an_export_or_import_path_no_file_can_have_is_a_typed_error(
     world: World, case: str
 ) -> None:
     await assert_refused(world, TRANSFER_PATHS[case], None)
+
+
+@pytest.mark.parametrize("command", [["import", "--dry-run"], ["export"]], ids=["import", "export"])
+def test_cli_file_argument_too_long_is_invalid_input(
+    cli_db: Path, tmp_path: Path, command: list[str]
+) -> None:
+    before = digest(cli_db)
+    done = abathur(*command, str(tmp_path / ("é" * 200 + ".jsonl")), "--db", str(cli_db))
+    stderr = done.stderr.decode("utf-8")
+    assert done.returncode == 3, stderr
+    assert "Traceback" not in stderr and "too long" in stderr
+    assert digest(cli_db) == before

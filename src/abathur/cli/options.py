@@ -9,15 +9,19 @@ command at :func:`standard_options`: its code and message go to stderr (and
 
 Arguments are text, and abathur's text is UTF-8: an argument (or ``--db``,
 or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
-lone surrogates, and is refused at :func:`standard_options` as a usage error
-(exit 2) naming the option and showing the bytes escaped, before anything
-is opened. What is printed never holds a surrogate (escaped, never a crash).
+lone surrogates. :func:`standard_options` refuses it before the command runs,
+as the library refuses such text: ``invalid_input``, exit 3, naming the option
+and showing the bytes escaped (``'user:\\xff'``). So are a ``--db`` where no
+database file can live (:func:`~abathur.db.database.check_db_path`) and a path
+argument the file system refuses (a name too long). What is printed never
+holds a surrogate (escaped, never a crash).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -95,28 +99,21 @@ def _escaped(text: str) -> str:
         raw = text.encode("utf-8", "surrogateescape")  # the bytes argv held
     except UnicodeEncodeError:  # a surrogate no byte decodes to (e.g. from a Python caller)
         raw = text.encode("utf-8", "backslashreplace")
-    return "'" + raw.decode("utf-8", "backslashreplace") + "'"
+    shown = raw.decode("utf-8", "backslashreplace")
+    if len(shown) > 100:  # a name too long is the point, not something to print whole
+        shown = shown[:60] + "..." + shown[-30:]
+    return "'" + shown + "'"
 
 
-def _check_db_path(db_path: Path) -> None:
-    """Refuse, as a usage error, a ``--db`` where no database file can live.
-
-    A name too long once SQLite adds ``-journal``, a path the file system
-    refuses (:func:`~abathur.db.database.check_db_path`): commands look at the
-    file before opening it, and would fail with an OSError traceback or
-    leave an empty file behind. A file that does not exist yet is fine.
-    """
-    try:
-        check_db_path(db_path)
-    except InvalidInputError as exc:
-        ctx = click.get_current_context()
-        param = next((p for p in ctx.command.params if p.name == "db_path"), None)
-        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
+def _hint(name: str) -> str:
+    """How click names a parameter in messages: ``'--prefix'``, ``'QUERY'``."""
+    ctx = click.get_current_context()
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    return param.get_error_hint(ctx) if param is not None else repr(name)
 
 
 def _check_arguments(arguments: Mapping[str, Any]) -> None:
-    """Refuse, as a usage error, an argument whose bytes are not UTF-8 (see the module doc)."""
-    ctx = click.get_current_context()
+    """Refuse an argument whose bytes are not UTF-8 (see the module doc)."""
     for name, value in arguments.items():
         for item in value if isinstance(value, tuple | list) else (value,):
             if not isinstance(item, str | PurePath):
@@ -125,12 +122,43 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                param = next((p for p in ctx.command.params if p.name == name), None)
-                raise click.BadParameter(
-                    f"{_escaped(text)} is not valid UTF-8; abathur keeps names, paths and "
-                    "queries as UTF-8 text",
-                    ctx=ctx,
-                    param=param,
+                raise InvalidInputError(
+                    f"{_hint(name)}: {_escaped(text)} is not valid UTF-8 (Python reads such "
+                    "bytes as lone surrogates); abathur keeps names, paths and queries as text"
+                ) from None
+
+
+def _check_db(db_path: Path) -> None:
+    """Refuse a ``--db`` where no database file can live, naming the option."""
+    try:
+        check_db_path(db_path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{_hint('db_path')}: {exc.message}") from None
+
+
+def _check_paths(arguments: Mapping[str, Any]) -> None:
+    """Refuse a path argument the file system refuses outright (see the module doc).
+
+    A name too long, a loop of links, a directory that cannot be searched:
+    ``stat`` says so, where a command's own ``is_file()`` would raise it as an
+    OSError traceback. A path that does not exist (yet) is the command's to judge.
+    """
+    ctx = click.get_current_context()
+    for param in ctx.command.params:
+        if not isinstance(param.type, click.Path) or param.name == "db_path":
+            continue
+        value = arguments.get(param.name or "")
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if item is None or str(item) == "-":
+                continue
+            try:
+                os.stat(item)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"{param.get_error_hint(ctx)}: {_escaped(str(item))} cannot be used: "
+                    f"{exc.strerror}"
                 ) from None
 
 
@@ -188,9 +216,12 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
         out = Output(as_json=as_json)
-        _check_arguments({"db_path": db_path, **kwargs})
-        _check_db_path(db_path)
         try:
+            # Before the command runs: it would look at these paths (is_file()...)
+            # and meet an OSError or UnicodeEncodeError there.
+            _check_arguments({"db_path": db_path, **kwargs})
+            _check_db(db_path)
+            _check_paths(kwargs)
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:
             out.error(exc)
