@@ -60,7 +60,7 @@ _BUCKETS_PER_DOUBLING = 4
 _MAX_NAMESPACES = 1000  # distinct namespaces counted per window; the rest are "(other)"
 _TOP_PER_WINDOW = 100  # namespaces written per window and kind
 _OTHER = "(other)"
-_MAX_LABEL = 512  # characters of a call name or namespace kept in a metrics row
+_MAX_LABEL = 512  # characters of a namespace kept in a metrics row
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 # ---------------------------------------------------------------------------
@@ -196,7 +196,6 @@ class CallRecorder:
 
     def record(self, name: str, seconds: float, *, ok: bool) -> None:
         """Add one call of ``name`` that took ``seconds``."""
-        name = _label(name)
         hist = self._calls.get(name)
         if hist is None:
             hist = self._calls[name] = _Histogram()
@@ -219,7 +218,6 @@ class CallRecorder:
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (e.g. ``budget.warn``)."""
-        name = _label(name)
         self._counters[name] = self._counters.get(name, 0) + n
 
     def snapshot(self) -> dict[str, _Histogram]:
@@ -272,7 +270,8 @@ def _label(name: str) -> str:
     A refused call's namespace may hold lone surrogates (bytes that were not
     UTF-8) or be huge; such a label would fail the whole flush. It is kept,
     escaped (``\\udcff``) and cut to :data:`_MAX_LABEL` characters, so an
-    operator still sees what was tried.
+    operator still sees what was tried. (Call and counter names are our own
+    constants; a bad row of any kind is still skipped by the flush.)
     """
     if len(name) > _MAX_LABEL:
         name = name[: _MAX_LABEL - 1] + "…"
