@@ -27,7 +27,7 @@ settings.register_profile(
     "ci", max_examples=2500, deadline=None, suppress_health_check=_QUIET, print_blob=True
 )
 settings.register_profile(
-    "long", max_examples=60000, deadline=None, suppress_health_check=_QUIET, print_blob=True
+    "long", max_examples=28000, deadline=None, suppress_health_check=_QUIET, print_blob=True
 )
 settings.register_profile(
     "dev", max_examples=10, deadline=None, suppress_health_check=_QUIET, print_blob=True
