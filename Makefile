@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-model export-model lint bench clean lock
+.PHONY: run test fuzz test-model export-model lint bench clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
@@ -20,6 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
 	$(BIN)/python -m pytest -q
+
+# The fuzzer (tests/fuzz: hypothesis over every public call and the CLI's
+# arguments) for about ten minutes; `make test` runs its short `ci` profile.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz
 
 # The bundled embedder against its reference (issue 3): sentence-transformers needs
 # torch, which must never be part of `make test` or of abathur's dependencies, so

@@ -60,6 +60,7 @@ _BUCKETS_PER_DOUBLING = 4
 _MAX_NAMESPACES = 1000  # distinct namespaces counted per window; the rest are "(other)"
 _TOP_PER_WINDOW = 100  # namespaces written per window and kind
 _OTHER = "(other)"
+_MAX_LABEL = 512  # characters of a namespace kept in a metrics row
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 # ---------------------------------------------------------------------------
@@ -204,7 +205,12 @@ class CallRecorder:
             self.on_due()
 
     def access(self, namespace: str, *, is_write: bool) -> None:
-        """Count one read or write of ``namespace``."""
+        """Count one read or write of ``namespace``.
+
+        The namespace is counted even when the call refused it, so it is
+        recorded as a label that can always be stored (:func:`_label`).
+        """
+        namespace = _label(namespace)
         counts = self._access["writes" if is_write else "reads"]
         if namespace not in counts and len(counts) >= _MAX_NAMESPACES:
             namespace = _OTHER
@@ -268,6 +274,24 @@ class CallRecorder:
         self._started = now
         self._next_flush = time.monotonic() + self.flush_s
         return rows
+
+
+def _label(name: str) -> str:
+    """``name`` as a metrics label that SQLite can always store.
+
+    A refused call's namespace may hold lone surrogates (bytes that were not
+    UTF-8) or be huge; such a label would fail the whole flush. It is kept,
+    escaped (``\\udcff``) and cut to :data:`_MAX_LABEL` characters, so an
+    operator still sees what was tried. (Call and counter names are our own
+    constants; a bad row of any kind is still skipped by the flush.)
+    """
+    if len(name) > _MAX_LABEL:
+        name = name[: _MAX_LABEL - 1] + "…"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
 
 
 AccessKind = Literal["read", "write"]
@@ -442,8 +466,19 @@ class AnalyticsService:
 
         def write(conn: apsw.Connection) -> int:
             conn.execute(SQL_METRICS_PRUNE, (cutoff,))
-            conn.executemany(SQL_METRICS_INSERT, rows)
-            return len(rows)
+            written = 0
+            # Row by row: one record SQLite cannot bind (a value out of its
+            # range, text that is not UTF-8) is skipped, never the window.
+            for row in rows:
+                try:
+                    conn.execute(SQL_METRICS_INSERT, row)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    log.warning(
+                        "analytics.record_skipped", kind=row[2], name=row[3], error=repr(exc)
+                    )
+                    continue
+                written += 1
+            return written
 
         if not rows:
             return 0

@@ -117,6 +117,7 @@ from abathur.models import (
     ArchiveRunReport,
     CompactReport,
 )
+from abathur.values import INT64_MAX, check_text, show_number
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
@@ -1332,6 +1333,8 @@ class ArchivalService:
             raise InvalidInputError(f"kind {kind!r} is not one of session, memory, versions")
         if ref is not None and (not isinstance(ref, str) or not ref):
             raise InvalidInputError(f"ref must be a non-empty string, got {ref!r}")
+        if ref is not None:
+            check_text(ref, "ref")
         if ref is not None and kind is None:
             raise InvalidInputError("ref needs kind: a session id and a memory can look alike")
         _check_int(limit, "limit", 1, _MAX_LIST)
@@ -1503,6 +1506,8 @@ def _check_int(value: object, what: str, low: int, high: int | None) -> None:
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise InvalidInputError(f"{what} must be {bound}, got {value}")
+    if value > INT64_MAX:  # no id or bound past SQLite's integers can be bound
+        raise InvalidInputError(f"{what} must be at most {INT64_MAX}, got {show_number(value)}")
 
 
 def _one(conn: apsw.Connection, entry_id: int) -> tuple[Any, ...]:

@@ -83,11 +83,11 @@ from abathur.models import (
     SyncReport,
 )
 from abathur.search import (
-    MAX_QUERY_CHARS,
     SEARCH_MODES,
     IndexItem,
     IndexKind,
     VectorFilter,
+    check_query,
     defer_vector_delete,
     fts_query,
     insert_vector,
@@ -95,6 +95,7 @@ from abathur.search import (
     rrf,
     vector_search,
 )
+from abathur.values import check_text
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -600,6 +601,7 @@ def _check_patterns(value: object, what: str, *, allow_empty: bool) -> tuple[str
             raise InvalidInputError(f"{what}: glob {pattern!r} is blank or padded")
         if any(ord(ch) < 32 or ch == "\x7f" for ch in pattern):
             raise InvalidInputError(f"{what}: glob {pattern!r} contains a control character")
+        check_text(pattern, f"{what}: glob")
         if pattern.startswith("/") or "\\" in pattern:
             raise InvalidInputError(
                 f"{what}: glob {pattern!r} must be relative to the root, with '/' separators"
@@ -631,6 +633,9 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
     text = os.fspath(root)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise InvalidInputError(f"root {text!r} is not a usable path")
+    # Checked before resolving too: resolve() itself fails on a lone surrogate
+    # that no byte decodes to, with a UnicodeEncodeError.
+    _check_utf8_root(text)
     try:
         resolved = Path(text).resolve(strict=must_exist)
     except FileNotFoundError:
@@ -639,13 +644,17 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
         raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
     if must_exist and not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
-    bad = _not_utf8(str(resolved))
+    _check_utf8_root(str(resolved))
+    return resolved
+
+
+def _check_utf8_root(path: str) -> None:
+    bad = _not_utf8(path)
     if bad is not None:
         # Paths are stored as UTF-8 text; this one cannot be, so it cannot be a root.
         raise InvalidInputError(
-            f"root '{_printable(str(resolved))}' is not valid UTF-8 ({bad}): rename the directory"
+            f"root '{_printable(path)}' is not valid UTF-8 ({bad}): rename the directory"
         )
-    return resolved
 
 
 def _check_prefix(prefix: object) -> str | None:
@@ -653,6 +662,7 @@ def _check_prefix(prefix: object) -> str | None:
         return None
     if not isinstance(prefix, str):
         raise InvalidInputError(f"path_prefix must be a string, got {type(prefix).__name__}")
+    check_text(prefix, "path_prefix")
     trimmed = prefix[:-1] if prefix.endswith("/") else prefix
     if (
         not trimmed
@@ -1672,14 +1682,7 @@ class DocumentService:
             >>> asyncio.run(demo())
             ('hybrid', [('restore.md', 'Restore')])
         """
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-        if not query.strip():
-            raise InvalidInputError("query must not be blank")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidInputError(
-                f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}"
-            )
+        check_query(query)
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -1691,6 +1694,7 @@ class DocumentService:
             raw = os.fspath(root)
             if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
                 raise InvalidInputError(f"root {raw!r} is not a usable path")
+            _check_utf8_root(raw)
             root_text = os.path.realpath(raw)
 
         vector: np.ndarray | None = None

@@ -77,11 +77,11 @@ from abathur.models import (
     SearchResult,
 )
 from abathur.search import (
-    MAX_QUERY_CHARS,
     SEARCH_MODES,
     IndexItem,
     IndexKind,
     VectorFilter,
+    check_query,
     defer_vector_delete,
     delete_vector,
     fts_query,
@@ -93,7 +93,16 @@ from abathur.search import (
     scope_tokens,
     vector_search,
 )
-from abathur.values import check_id, decode, encode
+from abathur.values import (
+    INT64_MAX,
+    INT64_MIN,
+    check_id,
+    check_int,
+    check_text,
+    decode,
+    encode,
+    show_number,
+)
 
 if TYPE_CHECKING:
     from abathur.analytics import CallRecorder
@@ -808,6 +817,7 @@ def check_namespace(namespace: object, what: str = "namespace") -> str:
         )
     if any(unicodedata.category(ch) == "Cc" for ch in namespace):
         raise InvalidNamespaceError(f"{what} {namespace!r} contains a control character")
+    check_text(namespace, what, error=InvalidNamespaceError)
     for segment in namespace.split(_SEP):
         if not segment:
             raise InvalidNamespaceError(f"{what} {namespace!r} has an empty segment")
@@ -828,12 +838,9 @@ def _check_type(value: object) -> str:
 
 
 def _check_int(value: object, what: str, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{what} must be an integer, got {_kind(value)}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise InvalidInputError(f"{what} must be {bound}, got {value}")
-    return value
+    # No maximum still means one: SQLite's, past which the value cannot be bound.
+    top = INT64_MAX if maximum is None else maximum
+    return check_int(value, what, minimum=minimum, maximum=top)
 
 
 def _check_ttl(ttl: object) -> float | None:
@@ -841,9 +848,14 @@ def _check_ttl(ttl: object) -> float | None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise InvalidInputError(f"ttl must be a number of seconds or None, got {_kind(ttl)}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidInputError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
-    return float(ttl)
+    # Integers follow the one rule for integers (64 bits); 10**400 would
+    # otherwise reach float() and its OverflowError.
+    seconds = float(ttl) if INT64_MIN <= ttl <= INT64_MAX else math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(
+            f"ttl must be a positive, finite number of seconds, got {show_number(ttl)}"
+        )
+    return seconds
 
 
 def _encode_metadata(metadata: object, limit: int) -> str:
@@ -866,6 +878,7 @@ def _metadata_params(filter_: object) -> list[Any]:
     for key, value in filter_.items():
         if not isinstance(key, str):
             raise InvalidInputError(f"filter key {key!r} must be a string, got {_kind(key)}")
+        check_text(key, "filter key")
         if '"' in key:
             raise InvalidInputError(
                 f"filter key {key!r} contains a double quote, which a metadata filter cannot "
@@ -881,6 +894,14 @@ def _metadata_params(filter_: object) -> list[Any]:
         elif isinstance(value, int | float | str):
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidInputError(f"filter value for {key!r} must be finite, got {value!r}")
+            if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                # Such an integer is refused at write time too, so no memory holds one.
+                raise InvalidInputError(
+                    f"filter value for {key!r} is an integer outside SQLite's 64-bit range "
+                    f"({show_number(value)})"
+                )
+            if isinstance(value, str):
+                check_text(value, f"filter value for {key!r}")
             # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
             types = ("text", "text") if isinstance(value, str) else ("integer", "real")
         else:
@@ -1601,14 +1622,7 @@ class MemoryService:
             >>> asyncio.run(demo())
             ('hybrid', ['language'])
         """
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a string, got {_kind(query)}")
-        if not query.strip():
-            raise InvalidInputError("query must not be blank")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidInputError(
-                f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}"
-            )
+        check_query(query)
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata_params = _metadata_params(filter)

@@ -85,7 +85,10 @@ class _Model(BaseModel):
 def _describe(model: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(model)"
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) > 8:  # a value nested hundreds deep: its path would fill the message
+            loc = [*loc[:4], f"<{len(loc) - 6} more>", *loc[-2:]]
+        where = ".".join(loc) or "(model)"
         parts.append(f"{where}: {err['msg']}")
     return f"invalid {model}: " + "; ".join(parts)
 

@@ -69,8 +69,9 @@ from typing import NamedTuple, get_args
 import apsw
 import numpy as np
 
-from abathur.errors import SchemaError
+from abathur.errors import InvalidInputError, SchemaError
 from abathur.models import SearchMode
+from abathur.values import check_text
 
 __all__ = [
     "MAX_QUERY_CHARS",
@@ -87,6 +88,7 @@ __all__ = [
     "VectorFilter",
     "VectorTableStats",
     "apply_vector_deletes",
+    "check_query",
     "check_vector_layout",
     "compact_vector_table",
     "create_vector_table",
@@ -121,6 +123,32 @@ _NEVER = math.inf
 # ---------------------------------------------------------------------------
 # Keyword
 # ---------------------------------------------------------------------------
+
+
+def check_query(query: object) -> str:
+    """Return ``query`` if it is searchable text, else raise :class:`InvalidInputError`.
+
+    A non-blank ``str`` of at most :data:`MAX_QUERY_CHARS` characters, valid
+    Unicode; shared by memory and document search so both refuse alike.
+
+    Example:
+        >>> from abathur.search import check_query
+        >>> check_query("rollback procedure")
+        'rollback procedure'
+        >>> check_query("  ")
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: query must not be blank
+    """
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidInputError("query must not be blank")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInputError(
+            f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}"
+        )
+    return check_text(query, "query")
 
 
 def fts_query(text: str, *, columns: Sequence[str] = ()) -> str | None:

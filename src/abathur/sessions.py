@@ -55,7 +55,7 @@ from abathur.errors import (
     StaleSessionError,
 )
 from abathur.models import Event, PurgeReport, Session, SessionStatus
-from abathur.values import check_id, decode, encode
+from abathur.values import INT64_MAX, INT64_MIN, check_id, decode, encode, show_number
 
 __all__ = [
     "SQL_EVENTS_AFTER",
@@ -230,7 +230,18 @@ def _check_revision(expected_revision: object) -> int | None:
         )
     if expected_revision < 0:
         raise InvalidInputError(f"expected_revision {expected_revision} is negative")
+    if expected_revision > INT64_MAX:
+        raise InvalidInputError(
+            f"expected_revision is beyond SQLite's 64-bit range (max {INT64_MAX})"
+        )
     return expected_revision
+
+
+def _is_finite(number: int | float) -> bool:
+    # math.isfinite(10**400) raises OverflowError; such an int is not a time.
+    if isinstance(number, int):
+        return INT64_MIN <= number <= INT64_MAX
+    return math.isfinite(number)
 
 
 def _scoped_state(conn: apsw.Connection, app: str, user: str) -> dict[str, Any]:
@@ -456,15 +467,18 @@ class SessionService:
         """
         check_id(session_id, "session id")
         if last_n is not None and (
-            isinstance(last_n, bool) or not isinstance(last_n, int) or last_n < 0
-        ):
-            raise InvalidInputError(f"last_n must be a non-negative int or None, got {last_n!r}")
-        if after is not None and (
-            isinstance(after, bool) or not isinstance(after, int | float)
-            or not math.isfinite(after)
+            isinstance(last_n, bool) or not isinstance(last_n, int)
+            or not 0 <= last_n <= INT64_MAX
         ):
             raise InvalidInputError(
-                f"after must be a finite number of epoch seconds or None, got {after!r}"
+                f"last_n must be an int from 0 to {INT64_MAX} or None, got {show_number(last_n)}"
+            )
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int | float)
+            or not _is_finite(after)
+        ):
+            raise InvalidInputError(
+                f"after must be a finite number of epoch seconds or None, got {show_number(after)}"
             )
         n = -1 if last_n is None else last_n
 
@@ -518,8 +532,10 @@ class SessionService:
             check_id(user, "user")
         if status is not None:
             _check_status(status)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidInputError(f"limit must be a non-negative int, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= INT64_MAX:
+            raise InvalidInputError(
+                f"limit must be an int from 0 to {INT64_MAX}, got {show_number(limit)}"
+            )
 
         def read(conn: apsw.Connection) -> list[Session]:
             if user is None:

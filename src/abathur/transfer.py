@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -1339,7 +1340,7 @@ class TransferService:
         now = time.time()
         if isinstance(dest, str | Path):
             target = Path(dest)
-            if not target.name or "\x00" in str(target):
+            if not target.name or "\x00" in str(target) or not _fs_encodable(target):
                 raise InvalidInputError(f"dest {str(dest)!r} is not a file path")
             temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             try:
@@ -1353,7 +1354,8 @@ class TransferService:
             except OSError as exc:
                 raise _os_error(exc, f"writing the export to {str(target)!r}") from None
             finally:
-                temp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # e.g. a name too long: it never existed
+                    temp.unlink(missing_ok=True)
         elif hasattr(dest, "write"):
             stream = dest
 
@@ -1435,7 +1437,11 @@ class TransferService:
         if not isinstance(dry_run, bool):
             raise InvalidInputError(f"dry_run must be a bool, got {type(dry_run).__name__}")
         path = Path(source)
-        if not path.is_file():
+        try:
+            is_file = _fs_encodable(path) and path.is_file()
+        except OSError as exc:  # a name too long, a loop of links...
+            raise _os_error(exc, f"reading {str(path)!r}") from None
+        if not is_file:
             raise InvalidInputError(f"no file to import at {str(path)!r}")
         limit = self._db.settings.max_value_bytes
         started = time.perf_counter()
@@ -1478,6 +1484,15 @@ class TransferService:
 
 class _NotBinaryError(Exception):
     """The export's stream refused bytes (a text stream)."""
+
+
+def _fs_encodable(path: Path) -> bool:
+    """False for a path with a lone surrogate no file name can hold (open() would raise)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _os_error(exc: OSError, doing: str) -> AbathurError:

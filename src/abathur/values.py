@@ -18,18 +18,104 @@ import json
 import math
 from typing import Any
 
-from abathur.errors import InvalidIdError, ValueNotSerializableError, ValueTooLargeError
+from abathur.errors import (
+    InvalidIdError,
+    InvalidInputError,
+    ValueNotSerializableError,
+    ValueTooLargeError,
+)
 
-__all__ = ["MAX_ID_LENGTH", "check_id", "decode", "encode"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_ID_LENGTH",
+    "MAX_JSON_DEPTH",
+    "check_id",
+    "check_int",
+    "check_text",
+    "decode",
+    "encode",
+    "show_number",
+]
 
 MAX_ID_LENGTH = 256
+#: SQLite's integers are 64-bit: a larger one cannot be bound, filtered on or
+#: compared in SQL, so it is refused everywhere (arguments and JSON alike).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+#: Levels of nesting a stored JSON document may have. Real data is a few levels
+#: deep; past ~1000 Python's json and SQLite's JSON functions give up, and
+#: pydantic already refuses 255, so 200 keeps every reader of the value safe.
+MAX_JSON_DEPTH = 200
+
+
+def _shown(value: str) -> str:
+    """``value`` for a message: quoted, escaped (no raw surrogate), and cut if long."""
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + "..."
+
+
+def check_text(value: str, what: str, *, error: type[InvalidInputError] = InvalidInputError) -> str:
+    """Return ``value`` if it is storable text, else raise ``error``.
+
+    A Python ``str`` may hold lone surrogates (``"\\udcff"`` is how Python and
+    click keep a byte that was not UTF-8); no UTF-8 encoding exists for them,
+    so SQLite, JSON files and terminals cannot take them. They are refused
+    here, with the value shown escaped, instead of failing deep inside.
+
+    Example:
+        >>> from abathur.values import check_text
+        >>> check_text("café", "query")
+        'café'
+        >>> check_text("user:\\udcff", "prefix")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: prefix 'user:\\udcff' is not valid Unicode text: ...
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"{what} {_shown(value)} is not valid Unicode text: it holds the lone surrogate "
+            f"{value[exc.start]!r} at position {exc.start} (bytes that were not UTF-8?)"
+        ) from None
+    return value
+
+
+def check_int(
+    value: object, what: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX
+) -> int:
+    """Return ``value`` if it is an ``int`` (not a bool) in ``minimum..maximum``.
+
+    The bounds default to SQLite's 64-bit range, so an integer that passes can
+    always be bound to a query.
+
+    Example:
+        >>> from abathur.values import check_int
+        >>> check_int(5, "limit", minimum=1, maximum=10)
+        5
+        >>> check_int(2**63, "offset", minimum=0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: offset must be at most 9223372036854775807 ...
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
+    if minimum <= value <= maximum:
+        return value
+    if maximum != INT64_MAX:
+        bound = f"between {minimum} and {maximum}"
+    elif value < minimum:
+        bound = f">= {minimum}"
+    else:
+        bound = f"at most {INT64_MAX} (SQLite's largest integer)"
+    raise InvalidInputError(f"{what} must be {bound}, got {show_number(value)}")
 
 
 def check_id(value: object, what: str) -> str:
     """Return ``value`` if it is a usable id, else raise :class:`InvalidIdError`.
 
     Rules: a ``str`` of 1..256 characters, no leading or trailing whitespace,
-    no control characters.
+    no control characters, valid Unicode (no lone surrogates).
     """
     if not isinstance(value, str):
         raise InvalidIdError(f"{what} must be a string, got {type(value).__name__}")
@@ -43,6 +129,7 @@ def check_id(value: object, what: str) -> str:
         )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidIdError(f"{what} {value!r} contains a control character")
+    check_text(value, what, error=InvalidIdError)
     return value
 
 
@@ -51,17 +138,27 @@ def encode(value: Any, *, what: str, limit: int) -> str:
 
     Raises:
         ValueNotSerializableError: not representable as JSON (sets, bytes, NaN,
-            non-string dict keys, arbitrary objects).
+            non-string dict keys, arbitrary objects), nested more than
+            :data:`MAX_JSON_DEPTH` levels (or containing itself), an integer
+            outside SQLite's 64-bit range, or text with lone surrogates.
         ValueTooLargeError: the JSON text is longer than ``limit`` bytes.
     """
+    # The shape is checked first, without recursion: json.dumps would hit
+    # RecursionError on deep nesting before any rule could say why.
+    _check_tree(value, what)
     try:
         text = json.dumps(
             value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_refuse
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueNotSerializableError(f"{what} is not JSON-serialisable: {exc}") from exc
-    _check_keys(value, what)
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueNotSerializableError(
+            f"{what} is not valid Unicode text: it holds the lone surrogate "
+            f"{text[exc.start]!r} (bytes that were not UTF-8?)"
+        ) from None
     if size > limit:
         raise ValueTooLargeError(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
     return text
@@ -71,23 +168,49 @@ def _refuse(obj: object) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _check_keys(value: Any, what: str) -> None:
+def _check_tree(value: Any, what: str) -> None:
     # json.dumps quietly turns int/float/bool/None keys into strings, so
     # {1: "a"} would come back as {"1": "a"}: refuse rather than change data.
-    stack = [value]
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, sub in item.items():
-                if not isinstance(key, str):
-                    raise ValueNotSerializableError(
-                        f"{what} has a non-string key {key!r}; JSON object keys are strings"
-                    )
-                stack.append(sub)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):  # pragma: no cover
-            raise ValueNotSerializableError(f"{what} contains {item!r}")
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueNotSerializableError(
+                    f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (or contains itself)"
+                )
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if not isinstance(key, str):
+                        raise ValueNotSerializableError(
+                            f"{what} has a non-string key {key!r}; JSON object keys are strings"
+                        )
+                    stack.append((sub, depth + 1))
+            else:
+                stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise ValueNotSerializableError(
+                    f"{what} holds the integer {show_number(item)}, outside SQLite's 64-bit range "
+                    f"({INT64_MIN}..{INT64_MAX}); store it as a string"
+                )
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueNotSerializableError(f"{what} contains {item!r}, which JSON cannot hold")
+
+
+def show_number(value: object) -> str:
+    """``repr(value)`` for a message, except that a huge integer is described, not printed.
+
+    A 10**400 is hundreds of digits, and past 4300 digits ``repr`` raises.
+
+    Example:
+        >>> from abathur.values import show_number
+        >>> show_number(12), show_number(1.5), show_number(10**400)
+        ('12', '1.5', 'an integer of 1329 bits')
+    """
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 def decode(text: str | None) -> Any:

@@ -6,19 +6,30 @@ text. Logs and progress always go to stderr, so ``abathur info --json | jq``
 works whatever is logged. An :class:`~abathur.errors.AbathurError` stops the
 command at :func:`standard_options`: its code and message go to stderr (and
 ``{"error": {...}}`` to stdout with ``--json``) and the exit code is 3.
+
+Arguments are text, and abathur's text is UTF-8: an argument (or ``--db``,
+or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
+lone surrogates. :func:`standard_options` refuses it before the command runs,
+as the library refuses such text: ``invalid_input``, exit 3, naming the option
+and showing the bytes escaped (``'user:\\xff'``). So are a ``--db`` where no
+database file can live (:func:`~abathur.db.database.check_db_path`) and a path
+argument the file system refuses (a name too long). What is printed never
+holds a surrogate (escaped, never a crash).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import click
 
-from abathur.errors import AbathurError
+from abathur.db.database import check_db_path
+from abathur.errors import AbathurError, InvalidInputError
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -55,19 +66,100 @@ class Output:
     def result(self, data: Mapping[str, Any], human: str) -> None:
         """Print the result: ``data`` as JSON with ``--json``, else the ``human`` text."""
         if self.as_json:
-            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_jsonable))
+            click.echo(
+                _printable(json.dumps(data, ensure_ascii=False, indent=2, default=_jsonable))
+            )
         else:
-            click.echo(human)
+            click.echo(_printable(human))
 
     def progress(self, message: str) -> None:
         """A line for the person watching; stderr, so it never mixes with the result."""
-        click.echo(message, err=True)
+        click.echo(_printable(message), err=True)
 
     def error(self, exc: AbathurError) -> None:
         """Report an error: code and message on stderr, and as JSON on stdout with ``--json``."""
-        click.echo(f"abathur: error [{exc.code}]: {exc.message}", err=True)
+        click.echo(_printable(f"abathur: error [{exc.code}]: {exc.message}"), err=True)
         if self.as_json:
-            click.echo(json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2))
+            text = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2)
+            click.echo(_printable(text))
+
+
+def _printable(text: str) -> str:
+    """``text`` with any lone surrogate escaped (``\\udcff``): stdout is strict UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _escaped(text: str) -> str:
+    """An argument as the bytes it came from, non-UTF-8 ones escaped: ``'user:\\xff'``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the bytes argv held
+    except UnicodeEncodeError:  # a surrogate no byte decodes to (e.g. from a Python caller)
+        raw = text.encode("utf-8", "backslashreplace")
+    shown = raw.decode("utf-8", "backslashreplace")
+    if len(shown) > 100:  # a name too long is the point, not something to print whole
+        shown = shown[:60] + "..." + shown[-30:]
+    return "'" + shown + "'"
+
+
+def _hint(name: str) -> str:
+    """How click names a parameter in messages: ``'--prefix'``, ``'QUERY'``."""
+    ctx = click.get_current_context()
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    return param.get_error_hint(ctx) if param is not None else repr(name)
+
+
+def _check_arguments(arguments: Mapping[str, Any]) -> None:
+    """Refuse an argument whose bytes are not UTF-8 (see the module doc)."""
+    for name, value in arguments.items():
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if not isinstance(item, str | PurePath):
+                continue
+            text = str(item)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(
+                    f"{_hint(name)}: {_escaped(text)} is not valid UTF-8 (Python reads such "
+                    "bytes as lone surrogates); abathur keeps names, paths and queries as text"
+                ) from None
+
+
+def _check_db(db_path: Path) -> None:
+    """Refuse a ``--db`` where no database file can live, naming the option."""
+    try:
+        check_db_path(db_path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{_hint('db_path')}: {exc.message}") from None
+
+
+def _check_paths(arguments: Mapping[str, Any]) -> None:
+    """Refuse a path argument the file system refuses outright (see the module doc).
+
+    A name too long, a loop of links, a directory that cannot be searched:
+    ``stat`` says so, where a command's own ``is_file()`` would raise it as an
+    OSError traceback. A path that does not exist (yet) is the command's to judge.
+    """
+    ctx = click.get_current_context()
+    for param in ctx.command.params:
+        if not isinstance(param.type, click.Path) or param.name == "db_path":
+            continue
+        value = arguments.get(param.name or "")
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if item is None or str(item) == "-":
+                continue
+            try:
+                os.stat(item)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"{param.get_error_hint(ctx)}: {_escaped(str(item))} cannot be used: "
+                    f"{exc.strerror}"
+                ) from None
 
 
 def _jsonable(value: object) -> object:
@@ -125,6 +217,11 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
     def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
         out = Output(as_json=as_json)
         try:
+            # Before the command runs: it would look at these paths (is_file()...)
+            # and meet an OSError or UnicodeEncodeError there.
+            _check_arguments({"db_path": db_path, **kwargs})
+            _check_db(db_path)
+            _check_paths(kwargs)
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:
             out.error(exc)

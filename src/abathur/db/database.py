@@ -13,6 +13,7 @@ failing; readers never block the writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -29,13 +30,67 @@ from abathur.config import Settings
 from abathur.db import migrations
 from abathur.db.connection import Versions, check_environment, connect, translate_errors
 from abathur.errors import ClosedError, InvalidInputError
+from abathur.values import check_text
 
-__all__ = ["Database", "DatabaseInfo", "MigrationPlan"]
+__all__ = ["Database", "DatabaseInfo", "MigrationPlan", "check_db_path"]
 
 _PLAIN_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+_NAME_MAX = 255  # bytes in one file name: ext4, xfs, btrfs, APFS, NTFS (in UTF-16 units)
+
+
+# SQLite keeps its journal and WAL beside the file under these names.
+_SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
+def check_db_path(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a database file can live there, else raise.
+
+    Refused before anything is created: text that is not valid Unicode, a
+    directory, ``:memory:`` or a ``file:`` URI (reader connections must share
+    a real file), and a name too long for the file system once SQLite adds
+    ``-journal`` to it (the file would be created, then fail to open).
+
+    Raises:
+        InvalidInputError: the path is not usable; the message says why.
+
+    Example:
+        >>> from abathur.db.database import check_db_path
+        >>> check_db_path("agent.db").name
+        'agent.db'
+        >>> check_db_path("a" * 250 + ".db")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: database path 'aaaa...': its file name is 253 bytes ...
+    """
+    raw = str(path)
+    check_text(raw, "database path")
+    shown = repr(raw) if len(raw) <= 80 else repr(raw[:40] + "..." + raw[-20:])
+    if raw.strip() in ("", ":memory:") or raw.startswith("file:"):
+        raise InvalidInputError(
+            f"database path {shown} is not a file path: abathur needs a real file "
+            "so its reader connections can share it"
+        )
+    checked = Path(raw)
+    name_bytes = len(os.fsencode(checked.name))
+    longest = name_bytes + max(len(s) for s in _SIDE_FILES)
+    if longest > _NAME_MAX:
+        raise InvalidInputError(
+            f"database path {shown}: its file name is {name_bytes} bytes long, too long once "
+            f"SQLite adds -journal to it (file names hold at most {_NAME_MAX} bytes)"
+        )
+    try:
+        is_dir = checked.is_dir()
+    except OSError as exc:  # a loop of links, a path too long...: no file can be there
+        raise InvalidInputError(f"database path {shown} cannot be used: {exc.strerror}") from None
+    if is_dir:
+        raise InvalidInputError(
+            f"database path {shown} is not a file path (a directory): abathur needs a real "
+            "file so its reader connections can share it"
+        )
+    return checked
 
 
 @dataclass(frozen=True)
@@ -164,13 +219,7 @@ class Database:
             DatabaseError: the file cannot be opened or migrated.
         """
         settings = settings or Settings()
-        raw = str(path)
-        if raw.strip() in ("", ":memory:") or raw.startswith("file:") or Path(raw).is_dir():
-            raise InvalidInputError(
-                f"database path {raw!r} is not a file path: abathur needs a real file "
-                "so its reader connections can share it"
-            )
-        path = Path(raw)
+        path = check_db_path(path)
         versions = check_environment()
         db = cls(path, settings, versions)
         try:

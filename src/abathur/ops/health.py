@@ -236,9 +236,15 @@ def _backup_item(
 
 
 def _disk_item(path: Path, t: Thresholds) -> HealthItem:
-    usage = shutil.disk_usage(path.absolute().parent)
+    directory = path.absolute().parent
+    try:
+        usage = shutil.disk_usage(directory)
+        size = path.stat().st_size if path.exists() else 0
+    except OSError as exc:  # the directory is missing or unreadable: report, never raise
+        return HealthItem(
+            "disk", "fail", None, f"cannot read the disk of {str(directory)!r}: {exc.strerror}"
+        )
     ratio = usage.free / usage.total if usage.total else 0.0
-    size = path.stat().st_size if path.exists() else 0
     if ratio < t.disk_fail_free_ratio or usage.free < size:
         status: Status = "fail"
     elif ratio < t.disk_warn_free_ratio:
