@@ -9,7 +9,9 @@ Everything is written through the public API (``memory.put``, ``delete``,
 ``sessions.create``, ``append_event``, ``terminate``, ``embeddings.drain``),
 so the indexes, the queue, the cache and the audit chain are what
 production would have. Then one plain SQL pass moves timestamps into the
-past (the API stamps "now"), which is what makes data cold. What it holds,
+past (the API stamps "now"), which is what makes data cold; since the audit
+chain covers row content (issue 11), that pass records one ``bench.backdate``
+audit record per row it changed, so ``abathur check`` still passes. What it holds,
 with ``memories = N`` (N / 100 users ``user:u0000``...):
 
 * 60 % semantic under ``user:<u>:facts``; 5 % of them rewritten 12 more times
@@ -43,7 +45,7 @@ from typing import Any
 import apsw
 import numpy as np
 
-from abathur import Abathur, Event
+from abathur import Abathur, Event, audit
 from abathur.embeddings import EmbedResult
 
 __all__ = ["HashEmbedder", "build"]
@@ -203,10 +205,40 @@ def _backdate(path: Path, plan: dict[str, Any], now: float) -> None:
             "UPDATE events SET timestamp = ? + seq WHERE session_id = ?",
             [(old - 3600, sid) for sid in plan["sessions"]],
         )
+        _reseal(conn, plan["sessions"])
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
+
+
+# The rows _backdate changes, by the key each is updated by. Params of the
+# last two: a JSON array of the backdated session ids.
+_RESEAL = {
+    "memories": ("id", "SELECT id, {cols} FROM memories"),
+    "sessions": (
+        "id",
+        "SELECT id, {cols} FROM sessions WHERE id IN (SELECT value FROM json_each(?))",
+    ),
+    "events": (
+        "session_id = ? AND seq",
+        "SELECT session_id, seq, {cols} FROM events "
+        "WHERE session_id IN (SELECT value FROM json_each(?))",
+    ),
+}
+
+
+def _reseal(conn: apsw.Connection, sessions: Sequence[str]) -> None:
+    """Record the backdating in the audit log: each changed row gets a record covering it."""
+    for table, (key, select) in _RESEAL.items():
+        sql = select.format(cols=", ".join(audit.COVERED[table]))
+        rows = conn.execute(sql, () if table == "memories" else (json.dumps(list(sessions)),))
+        keys = 2 if table == "events" else 1
+        for row in rows.fetchall():
+            seq = audit.next_seq(conn)
+            # Table and key names are this module's constants.
+            conn.execute(f"UPDATE {table} SET audit_seq = ? WHERE {key} = ?", (seq, *row[:keys]))
+            audit.append(conn, "bench.backdate", table, str(row[0]), content=(table, row[keys:]))
 
 
 def build(

@@ -216,6 +216,18 @@ class CallRecorder:
             namespace = _OTHER
         counts[namespace] = counts.get(namespace, 0) + 1
 
+    def forget_access(self, covers: Callable[[str], bool]) -> int:
+        """Drop the pending read and write counts of every namespace ``covers`` accepts.
+
+        A purge (issue 11) calls it, so a window flushed after it cannot write
+        the erased namespaces' names back. Returns the counts dropped.
+        """
+        dropped = 0
+        for counts in self._access.values():
+            for namespace in [n for n in counts if covers(n)]:
+                dropped += counts.pop(namespace)
+        return dropped
+
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (e.g. ``budget.warn``)."""
         self._counters[name] = self._counters.get(name, 0) + n

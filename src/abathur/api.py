@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from abathur import audit
 from abathur.analytics import AnalyticsService, CallRecorder, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
@@ -83,6 +84,7 @@ class Abathur:
         self.analytics = AnalyticsService(db, recorder)
         self.costs = CostService(db, self.embeddings, recorder)
         self.memory._costs = self.costs
+        self.memory._recorder = recorder
         self.archival = ArchivalService(db, self.embeddings)
         self.transfer = TransferService(db, self.embeddings)
         instrument(self.sessions, "sessions", recorder)
@@ -209,6 +211,8 @@ class _Opening:
         try:
             # A file left unmigrated (auto_migrate=False, e.g. `abathur info`)
             # has no search tables yet: nothing to index or embed.
+            if await db.read(audit.needs_upgrade):
+                await db.write(audit.upgrade)
             if await db.schema_version() >= _SEARCH_SCHEMA:
                 await ab.memory._prepare()
                 await ab.embeddings._start(reindex=self._reindex)

@@ -150,7 +150,19 @@ _POLICY_KINDS = ("sessions", "memories", "tombstones", "versions", "chunks")
 # and a restore checks each name against the table before using it.
 # ---------------------------------------------------------------------------
 
-_SESSION_COLUMNS = ("id", "app", "user", "status", "state", "revision", "created_at", "updated_at")
+# audit_seq (migration 007) travels with the rows, so restored rows verify
+# against the audit records that wrote them (abathur.audit).
+_SESSION_COLUMNS = (
+    "id",
+    "app",
+    "user",
+    "status",
+    "state",
+    "revision",
+    "created_at",
+    "updated_at",
+    "audit_seq",
+)
 _EVENT_COLUMNS = (
     "session_id",
     "seq",
@@ -160,6 +172,7 @@ _EVENT_COLUMNS = (
     "state_delta",
     "metadata",
     "timestamp",
+    "audit_seq",
 )
 _MEMORY_COLUMNS = (
     "id",
@@ -176,6 +189,7 @@ _MEMORY_COLUMNS = (
     "first_created_at",
     "expires_at",
     "is_current",
+    "audit_seq",
 )
 
 # Terminated sessions last updated before a cutoff, keyset-paged by

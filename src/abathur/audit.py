@@ -1,12 +1,60 @@
-"""The hash-chained audit log.
+"""The hash-chained audit log, covering what each write wrote.
 
-Each record's ``hash`` is ``sha256(prev_hash + canonical(record))`` and the
-newest ``(seq, hash)`` is kept in ``audit_head`` in the same transaction, so
-:meth:`AuditLog.verify` detects an edited record, a removed record (a gap or a
+Each record's ``hash`` chains it to the record before it and the newest
+``(seq, hash)`` is kept in ``audit_head`` in the same transaction, so
+:func:`verify_chain` detects an edited record, a removed record (a gap or a
 broken link) and removed newest records (the head no longer matches). It
 cannot detect someone who rewrites the whole chain and the head together:
-anchoring the head outside the file (e.g. in backups' manifests) is the answer
-to that, not more hashing.
+anchoring the head outside the file (backups' manifests) is the answer to
+that, not more hashing.
+
+**Record format 2** (migration 007). The digest is
+``sha256(prev_hash + canonical([2, seq, repr(at), action, entity, body_hash,
+content_hash]))`` where
+
+- ``body_hash = sha256(salt + canonical([entity_id, detail]))``: the names and
+  details, behind a per-record random 16-byte ``salt``;
+- ``content_hash = sha256(salt + canonical([table, *covered columns]))``: the
+  row the write left, for the writes that leave one (:data:`COVERED`).
+
+A purge (:func:`redact`) blanks ``entity_id``, ``detail`` and ``salt`` and
+sets ``redacted``: the chain still verifies (it covers the hashes, which stay),
+and without the salt the hashes no longer confirm a guess of what was erased.
+So the log keeps *that* something was written and purged, not *what*.
+
+**Rows covered** (:data:`COVERED`): each covered row holds ``audit_seq``, the
+record that wrote it, and :func:`verify_content` recomputes the row's hash
+against that record. A row edited after the fact, pointed at another record,
+or rolled back to an earlier state of itself (a task) is a finding.
+
+================ =========================================================
+table            columns covered (what is *not* covered, and why)
+================ =========================================================
+``memories``     namespace, key, version, type, value, metadata, status,
+                 superseded_by_*, first_created_at, created_at, expires_at.
+                 Not ``id`` (an archive restore may give a new one) nor
+                 ``is_current`` (flips when the next version is written; the
+                 check verifies instead that the current row is the newest).
+``events``       every column (events never change).
+``tasks``        every column, as of the task's latest write; an update
+                 names the record it replaces, so a rollback is found.
+``sessions``     id, app, user, created_at: who the session belongs to.
+                 ``state``, ``status``, ``revision``, ``updated_at`` change on
+                 every write by design; the events that changed them are
+                 covered, and status changes have their own records.
+================ =========================================================
+
+Not covered, by design: ``app_state``/``user_state`` (mutable, written from
+covered events' ``state_delta``), documents and chunks (derived from files,
+re-synced by hash), search indexes, the embedding queue and cache (derived;
+``check`` compares them with their tables), usage, metrics and archive rows
+(archive payloads carry their own checksum). A row *removed* after the fact
+cannot be told from an archived or purged one: the check finds changed rows,
+not missing ones.
+
+Rows written before migration 007 have no ``audit_seq``: the upgrade records
+how many there were (``legacy_rows``) and the check reports more than that as
+rows without a record.
 
 Services call :func:`append` inside their own write transaction, so a record
 exists exactly when the change it describes was committed.
@@ -16,7 +64,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
@@ -25,12 +76,115 @@ from abathur.db import Database
 from abathur.models import AuditRecord, AuditReport
 from abathur.values import decode
 
-__all__ = ["GENESIS", "AuditLog", "append", "verify_chain"]
+__all__ = [
+    "COVERED",
+    "FORMAT",
+    "GENESIS",
+    "PURGE_ACTIONS",
+    "AuditLog",
+    "append",
+    "content_hash",
+    "memory_records",
+    "needs_upgrade",
+    "next_seq",
+    "record_purge",
+    "redact",
+    "session_records",
+    "session_tasks",
+    "upgrade",
+    "user_sessions",
+    "verify",
+    "verify_chain",
+    "verify_content",
+]
 
 GENESIS = "0" * 64
+FORMAT = 2
+
+#: The columns of each covered table that a record's content_hash covers, in
+#: the order writers pass them to :func:`append` (``content=(table, values)``).
+COVERED: dict[str, tuple[str, ...]] = {
+    "memories": (
+        "namespace",
+        "key",
+        "version",
+        "type",
+        "value",
+        "metadata",
+        "status",
+        "superseded_by_namespace",
+        "superseded_by_key",
+        "first_created_at",
+        "created_at",
+        "expires_at",
+    ),
+    "events": (
+        "session_id",
+        "seq",
+        "id",
+        "author",
+        "content",
+        "state_delta",
+        "metadata",
+        "timestamp",
+    ),
+    "tasks": (
+        "id",
+        "session_id",
+        "prompt",
+        "status",
+        "result",
+        "error",
+        "metadata",
+        "created_at",
+        "updated_at",
+    ),
+    "sessions": ("id", "app", "user", "created_at"),
+}
+
+# How a finding names a row of each covered table (identifiers are ours).
+_LABELS: dict[str, str] = {
+    "memories": "'memory ' || t.namespace || '/' || t.key || ' v' || t.version",
+    "events": "'event ' || t.session_id || ' #' || t.seq",
+    "tasks": "'task ' || t.id",
+    "sessions": "'session ' || t.id",
+}
+
+#: Actions of purge records; their detail's ``redacted`` counts the records they blanked.
+PURGE_ACTIONS = frozenset({"memory.purge", "sessions.purge"})
+
+_SQL_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_SQL_INSERT = (
+    "INSERT INTO audit_log (seq, at, action, entity, entity_id, detail, prev_hash, hash, "
+    "format, salt, body_hash, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?)"
+)
+_SQL_SET_HEAD = (
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
+_SQL_WALK = (
+    "SELECT seq, at, action, entity, entity_id, detail, prev_hash, hash, format, salt, "
+    "body_hash, content_hash, redacted FROM audit_log ORDER BY seq"
+)
+_SQL_REDACT = (
+    "UPDATE audit_log SET entity_id = '', detail = '{}', salt = NULL, redacted = 1 "
+    "WHERE seq IN (SELECT value FROM json_each(?)) AND format = 2 AND redacted = 0"
+)
 
 
-def _digest(
+# Built once: json.dumps with options builds an encoder per call, a fifth of
+# an append's Python time (benchmarks/append_audit.py).
+_CANONICAL = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_DETAIL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _canonical(value: Any) -> bytes:
+    # ASCII JSON: a lone surrogate or odd text read back from a file can never
+    # make hashing fail, and the bytes are the same on every platform.
+    return _CANONICAL.encode(value).encode("ascii")
+
+
+def _digest_v1(
     prev_hash: str, seq: int, at: float, action: str, entity: str, entity_id: str, detail: str
 ) -> str:
     canonical = json.dumps(
@@ -41,6 +195,45 @@ def _digest(
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
+def _digest_v2(
+    prev_hash: str,
+    seq: int,
+    at: float,
+    action: str,
+    entity: str,
+    body: str,
+    content: str | None,
+) -> str:
+    canonical = _canonical([FORMAT, seq, repr(at), action, entity, body, content])
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+
+
+def _body_hash(salt: bytes, entity_id: str, detail: str) -> str:
+    return hashlib.sha256(salt + _canonical([entity_id, detail])).hexdigest()
+
+
+def content_hash(salt: bytes, table: str, values: Sequence[Any]) -> str:
+    """The hash a record holds of one covered row: ``values`` in :data:`COVERED` order.
+
+    Example:
+        >>> from abathur.audit import content_hash
+        >>> a = content_hash(b"s" * 16, "sessions", ["s1", "app", "alice", 1.5])
+        >>> b = content_hash(b"s" * 16, "sessions", ["s1", "app", "bob", 1.5])
+        >>> len(a), a == b
+        (64, False)
+    """
+    return hashlib.sha256(salt + _canonical([table, *values])).hexdigest()
+
+
+def next_seq(conn: apsw.Connection) -> int:
+    """The seq the next :func:`append` on ``conn`` (in this transaction) will get.
+
+    A writer stores it in the row's ``audit_seq`` before appending the record.
+    """
+    head = conn.execute(_SQL_HEAD).fetchall()
+    return (head[0][0] if head else 0) + 1
+
+
 def append(
     conn: apsw.Connection,
     action: str,
@@ -49,52 +242,459 @@ def append(
     detail: dict[str, Any] | None = None,
     *,
     at: float | None = None,
+    content: tuple[str, Sequence[Any]] | None = None,
 ) -> int:
-    """Append one record inside the caller's write transaction; return its seq."""
+    """Append one record inside the caller's write transaction; return its seq.
+
+    ``content`` is ``(table, values)`` of the covered row this write left
+    (values in :data:`COVERED` order); that row's ``audit_seq`` must be the
+    returned seq (take it from :func:`next_seq` first).
+    """
     at = time.time() if at is None else at
-    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
+    head = conn.execute(_SQL_HEAD).fetchall()
     prev_seq, prev_hash = head[0] if head else (0, GENESIS)
     seq = prev_seq + 1
-    text = json.dumps(detail or {}, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    digest = _digest(prev_hash, seq, at, action, entity, entity_id, text)
+    text = _DETAIL.encode(detail or {})
+    salt = os.urandom(16)
+    body = _body_hash(salt, entity_id, text)
+    covered = None if content is None else content_hash(salt, content[0], content[1])
+    digest = _digest_v2(prev_hash, seq, at, action, entity, body, covered)
     conn.execute(
-        "INSERT INTO audit_log (seq, at, action, entity, entity_id, detail, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, at, action, entity, entity_id, text, prev_hash, digest),
+        _SQL_INSERT,
+        (seq, at, action, entity, entity_id, text, prev_hash, digest, salt, body, covered),
     )
-    conn.execute(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
-        "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        (seq, digest),
-    )
+    conn.execute(_SQL_SET_HEAD, (seq, digest))
     return seq
 
 
-def verify_chain(conn: apsw.Connection) -> AuditReport:
-    """Walk the chain on ``conn`` (inside the caller's transaction) and report any break."""
-    problems: list[str] = []
-    expected_prev, expected_seq, count = GENESIS, 1, 0
-    rows = conn.execute(
-        "SELECT seq, at, action, entity, entity_id, detail, prev_hash, hash "
-        "FROM audit_log ORDER BY seq"
-    )
-    for seq, at, action, entity, entity_id, detail, prev_hash, digest in rows:
-        count += 1
+def redact(conn: apsw.Connection, seqs: Iterable[int]) -> int:
+    """Blank the names, details and salt of records ``seqs`` (a purge); return how many.
+
+    The chain keeps verifying: it covers the records' hashes, which stay.
+    Format-1 records cannot be redacted; :func:`upgrade` converts them first.
+    """
+    wanted = sorted(set(seqs))
+    redacted = 0
+    for start in range(0, len(wanted), 10_000):
+        conn.execute(_SQL_REDACT, (json.dumps(wanted[start : start + 10_000]),))
+        redacted += conn.changes()
+    return redacted
+
+
+# -- purge: which records name what is erased, and the record that says it was ----
+
+# Records naming memories under a prefix: their entity_id 'namespace/key', a
+# supersede's winner, an archive restore's ref. :eq_lo/:eq_hi bound the ids of
+# the prefix's own namespace ('p/' .. 'p0'), :sub_lo/:sub_hi those under it
+# ('p:' .. 'p;'). A full scan of the log: a purge is rare, an index on every
+# record would cost every write.
+_SQL_MEMORY_RECORDS = (
+    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
+    "(entity = 'memory' AND ((entity_id >= :eq_lo AND entity_id < :eq_hi) "
+    "OR (entity_id >= :sub_lo AND entity_id < :sub_hi))) "
+    "OR (action = 'memory.supersede' AND ("
+    "(json_extract(detail, '$.winner') >= :eq_lo AND json_extract(detail, '$.winner') < :eq_hi) "
+    "OR (json_extract(detail, '$.winner') >= :sub_lo "
+    "AND json_extract(detail, '$.winner') < :sub_hi))) "
+    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') IN ('memory', 'versions') "
+    "AND ((json_extract(detail, '$.ref') >= :eq_lo AND json_extract(detail, '$.ref') < :eq_hi) "
+    "OR (json_extract(detail, '$.ref') >= :sub_lo AND json_extract(detail, '$.ref') < :sub_hi))))"
+)
+# Sessions of (app, user) the log knows, including deleted ones.
+_SQL_USER_SESSIONS = (
+    "SELECT DISTINCT entity_id FROM audit_log WHERE entity = 'session' "
+    "AND action IN ('session.create', 'session.delete') "
+    "AND json_extract(detail, '$.app') = :app AND json_extract(detail, '$.user') = :user"
+)
+_SQL_SESSION_TASKS = (
+    "SELECT DISTINCT entity_id FROM audit_log WHERE action = 'task.create' "
+    "AND json_extract(detail, '$.session_id') IN (SELECT value FROM json_each(:sessions))"
+)
+_SQL_SESSION_RECORDS = (
+    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
+    "(entity IN ('session', 'event') AND entity_id IN (SELECT value FROM json_each(:sessions))) "
+    "OR (entity = 'task' AND entity_id IN (SELECT value FROM json_each(:tasks))) "
+    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') = 'session' "
+    "AND json_extract(detail, '$.ref') IN (SELECT value FROM json_each(:sessions))))"
+)
+
+
+def memory_records(conn: apsw.Connection, bounds: tuple[str, str, str, str]) -> set[int]:
+    """Seqs of unredacted records naming a memory whose ``namespace/key`` falls in ``bounds``.
+
+    ``bounds`` is (eq_lo, eq_hi, sub_lo, sub_hi): see :data:`_SQL_MEMORY_RECORDS`.
+    """
+    eq_lo, eq_hi, sub_lo, sub_hi = bounds
+    params = {"eq_lo": eq_lo, "eq_hi": eq_hi, "sub_lo": sub_lo, "sub_hi": sub_hi}
+    return {seq for (seq,) in conn.execute(_SQL_MEMORY_RECORDS, params)}
+
+
+def user_sessions(conn: apsw.Connection, app: str, user: str) -> set[str]:
+    """Ids of every session of (app, user) the log has a record of (deleted ones too)."""
+    return {sid for (sid,) in conn.execute(_SQL_USER_SESSIONS, {"app": app, "user": user})}
+
+
+def session_tasks(conn: apsw.Connection, sessions: Iterable[str]) -> set[str]:
+    """Ids of every task the log says was created in one of ``sessions``."""
+    ids = json.dumps(sorted(sessions))
+    return {tid for (tid,) in conn.execute(_SQL_SESSION_TASKS, {"sessions": ids})}
+
+
+def session_records(
+    conn: apsw.Connection, sessions: Iterable[str], tasks: Iterable[str]
+) -> set[int]:
+    """Seqs of unredacted records of these sessions, their events and these tasks."""
+    params = {"sessions": json.dumps(sorted(sessions)), "tasks": json.dumps(sorted(tasks))}
+    return {seq for (seq,) in conn.execute(_SQL_SESSION_RECORDS, params)}
+
+
+def record_purge(
+    conn: apsw.Connection,
+    action: str,
+    subject: str,
+    counts: dict[str, int],
+    seqs: Iterable[int],
+) -> tuple[int, int]:
+    """Redact ``seqs`` and append the purge record; return (records redacted, its seq).
+
+    The record holds the counts and ``sha256(subject)`` (the prefix, or app and
+    user), never the subject itself: whoever knows the subject can confirm
+    the purge happened, nobody learns it from the log.
+    """
+    if action not in PURGE_ACTIONS:
+        raise ValueError(f"{action!r} is not a purge action")
+    upgrade(conn)  # format-1 records cannot be redacted
+    redacted = redact(conn, seqs)
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
+    seq = append(conn, action, "purge", digest, {**counts, "redacted": redacted})
+    return redacted, seq
+
+
+# -- verification ------------------------------------------------------------
+
+
+@dataclass
+class _Walk:
+    """What one pass over the chain found, and what the content check needs from it."""
+
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+    format1: int = 0
+    replaced: set[int] = field(default_factory=set)  # task records a later update replaced
+    legacy_rows: dict[str, int] | None = None  # from the audit.upgraded record
+    redacted: int = 0
+    purged: int = 0  # records the purge records say they redacted
+
+
+def _walk(conn: apsw.Connection) -> _Walk:
+    walk = _Walk()
+    problems = walk.problems
+    expected_prev, expected_seq = GENESIS, 1
+    for row in conn.execute(_SQL_WALK):
+        (
+            seq,
+            at,
+            action,
+            entity,
+            entity_id,
+            detail,
+            prev_hash,
+            digest,
+            fmt,
+            salt,
+            body,
+            covered,
+            redacted,
+        ) = row
+        walk.records += 1
         if seq != expected_seq:
             problems.append(f"records {expected_seq}..{seq - 1} are missing")
         if prev_hash != expected_prev:
             problems.append(f"record {seq} does not link to the record before it")
-        if _digest(prev_hash, seq, at, action, entity, entity_id, detail) != digest:
+        if fmt == 1:
+            walk.format1 += 1
+            ok = _digest_v1(prev_hash, seq, at, action, entity, entity_id, detail) == digest
+        else:
+            ok = _digest_v2(prev_hash, seq, at, action, entity, body, covered) == digest
+            if ok and redacted:
+                walk.redacted += 1
+                if entity_id != "" or detail != "{}" or salt is not None:
+                    problems.append(f"record {seq} is marked redacted but still holds names")
+            elif ok and (salt is None or _body_hash(salt, entity_id, detail) != body):
+                ok = False
+        if not ok:
             problems.append(f"record {seq} was altered (its hash does not match its content)")
+        elif not redacted:
+            _note(walk, seq, action, entity, detail)
         expected_prev, expected_seq = digest, seq + 1
-    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchall()
+    head = conn.execute(_SQL_HEAD).fetchall()
     head_seq, head_hash = head[0] if head else (0, GENESIS)
     if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
         problems.append(
             f"the chain ends at record {expected_seq - 1} but the head says {head_seq}: "
             "the newest records were removed or the head was altered"
         )
-    return AuditReport(is_ok=not problems, records=count, problems=problems)
+    if walk.redacted != walk.purged:
+        problems.append(
+            f"{walk.redacted} record(s) are redacted but the purge records account for "
+            f"{walk.purged}: records were blanked outside a purge"
+        )
+    return walk
+
+
+def _note(walk: _Walk, seq: int, action: str, entity: str, detail: str) -> None:
+    """Take from a verified record what the content check and the purge tally need."""
+    if entity == "task" and action == "task.update":
+        replaces = _detail(detail).get("replaces")
+        if isinstance(replaces, int):
+            walk.replaced.add(replaces)
+    elif action in PURGE_ACTIONS:
+        count = _detail(detail).get("redacted")
+        walk.purged += count if isinstance(count, int) else 0
+    elif action == "audit.upgraded":
+        info = _detail(detail)
+        legacy = info.get("legacy_rows")
+        if isinstance(legacy, dict):
+            walk.legacy_rows = {str(k): int(v) for k, v in legacy.items() if isinstance(v, int)}
+        problems = info.get("old_chain_problems")
+        if isinstance(problems, int) and problems:
+            walk.problems.append(
+                f"the chain had {problems} problem(s) when record {seq} upgraded it to "
+                "format 2: records before it were altered or removed before the upgrade"
+            )
+
+
+def _detail(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def verify_chain(conn: apsw.Connection) -> AuditReport:
+    """Walk the chain on ``conn`` (inside the caller's transaction) and report any break.
+
+    The records only; :func:`verify` adds the rows they cover.
+    """
+    walk = _walk(conn)
+    return AuditReport(is_ok=not walk.problems, records=walk.records, problems=walk.problems)
+
+
+@dataclass
+class ContentReport:
+    """What :func:`verify_content` found: problems, rows verified, rows with no record."""
+
+    problems: list[str]
+    verified: int
+    uncovered: int
+
+
+def _has_column(conn: apsw.Connection, table: str, column: str) -> bool:
+    # PRAGMA takes no placeholder; the table name is one of our constants.
+    return any(r[1] == column for r in conn.execute(f'PRAGMA main.table_info("{table}")'))
+
+
+def verify_content(conn: apsw.Connection, walk: _Walk | None = None) -> ContentReport:
+    """Recompute each covered row's hash against the record that wrote it."""
+    walk = _walk(conn) if walk is None else walk
+    problems: list[str] = []
+    verified = uncovered = 0
+    if not _has_column(conn, "audit_log", "content_hash"):
+        return ContentReport([], 0, 0)
+    for table, columns in COVERED.items():
+        if not _has_column(conn, table, "audit_seq"):
+            continue
+        cols = ", ".join(f"t.{c}" for c in columns)
+        sql = (
+            f"SELECT {_LABELS[table]}, t.audit_seq, a.seq, a.content_hash, a.salt, a.redacted, "
+            f"{cols} FROM main.{table} AS t LEFT JOIN main.audit_log AS a ON a.seq = t.audit_seq"
+        )
+        bad: list[str] = []
+        missing = 0
+        for label, pointer, found, covered, salt, redacted, *values in conn.execute(sql):
+            if pointer is None:
+                missing += 1
+            elif found is None:
+                bad.append(f"{label} names audit record {pointer}, which does not exist")
+            elif redacted:
+                bad.append(f"{label} names audit record {pointer}, which a purge redacted")
+            elif covered is None or salt is None:
+                bad.append(f"{label} names audit record {pointer}, which covers no row")
+            elif content_hash(salt, table, values) != covered:
+                bad.append(
+                    f"{label} was changed after audit record {pointer} wrote it "
+                    "(its content does not match the record's hash)"
+                )
+            elif table == "tasks" and pointer in walk.replaced:
+                bad.append(
+                    f"{label} was rolled back to audit record {pointer}, a later one replaced it"
+                )
+            else:
+                verified += 1
+        problems += bad[:20]
+        if len(bad) > 20:
+            problems.append(f"... and {len(bad) - 20} more {table} row(s) like these")
+        uncovered += missing
+        allowed = 0 if walk.legacy_rows is None else walk.legacy_rows.get(table, 0)
+        if walk.format1 == 0 and missing > allowed:
+            problems.append(
+                f"{missing} {table} row(s) name no audit record; at most {allowed} were "
+                "written before the audit covered content: rows were inserted or their "
+                "audit_seq cleared after the fact"
+            )
+    if _has_column(conn, "memories", "audit_seq"):
+        problems += _current_versions(conn)
+    return ContentReport(problems, verified, uncovered)
+
+
+# The current version of each memory must be its newest: flipping is_current
+# back to an older version would roll a value back without changing any row's
+# covered columns. Uses the UNIQUE (namespace, key, version) index.
+_SQL_CURRENT_NOT_NEWEST = (
+    "SELECT namespace, key, max(version), sum(is_current), "
+    "max(CASE WHEN is_current = 1 THEN version END) FROM memories "
+    "GROUP BY namespace, key HAVING sum(is_current) != 1 "
+    "OR max(CASE WHEN is_current = 1 THEN version END) != max(version) LIMIT 21"
+)
+
+
+def _current_versions(conn: apsw.Connection) -> list[str]:
+    return [
+        f"memory {ns}/{key}: current version is {current} but the newest is {newest} "
+        f"({flagged} row(s) marked current): rolled back after the fact"
+        for ns, key, newest, flagged, current in conn.execute(_SQL_CURRENT_NOT_NEWEST)
+    ]
+
+
+def verify(conn: apsw.Connection) -> AuditReport:
+    """Verify the chain and every covered row on ``conn`` (inside the caller's transaction).
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> from abathur.audit import verify
+        >>> async def demo():
+        ...     async with Abathur.open(pathlib.Path(tempfile.mkdtemp()) / "a.db") as ab:
+        ...         await ab.memory.put("user:alice", "lang", "fr")
+        ...         return await ab.db.read(verify)
+        >>> report = asyncio.run(demo())
+        >>> report.is_ok, report.records, report.rows_verified
+        (True, 1, 1)
+    """
+    walk = _walk(conn)
+    content = verify_content(conn, walk)
+    problems = walk.problems + content.problems
+    return AuditReport(
+        is_ok=not problems,
+        records=walk.records,
+        problems=problems,
+        rows_verified=content.verified,
+        rows_uncovered=content.uncovered,
+    )
+
+
+# -- upgrade from format 1 ------------------------------------------------------------
+
+
+def needs_upgrade(conn: apsw.Connection) -> bool:
+    """True when the file has migration 007 and format-1 records to convert."""
+    if not _has_column(conn, "audit_log", "format"):
+        return False
+    # Format-1 records are always the oldest: only code before 007 wrote them.
+    first = conn.execute("SELECT format FROM audit_log ORDER BY seq LIMIT 1").fetchall()
+    if first:
+        return bool(first[0][0] == 1)
+    # No record at all, yet rows written before 007 (by hand, or a very old
+    # file): the upgrade record counts them. On a new file the tables are empty.
+    return any(
+        conn.execute(f"SELECT 1 FROM main.{table} WHERE audit_seq IS NULL LIMIT 1").fetchall()
+        for table in COVERED
+    )
+
+
+def _legacy_rows(conn: apsw.Connection) -> dict[str, int]:
+    """Rows with no audit_seq now, plus an upper bound of those in archive rows."""
+    counts = {
+        table: int(
+            conn.execute(f"SELECT count(*) FROM main.{table} WHERE audit_seq IS NULL").fetchall()[
+                0
+            ][0]
+        )
+        for table in COVERED
+    }
+    archived = (
+        dict(conn.execute("SELECT kind, total(rows) FROM archive GROUP BY kind").fetchall())
+        if _has_column(conn, "archive", "rows")
+        else {}
+    )
+    sessions = (
+        int(conn.execute("SELECT count(*) FROM archive WHERE kind = 'session'").fetchall()[0][0])
+        if archived
+        else 0
+    )
+    counts["memories"] += int(archived.get("memory", 0) + archived.get("versions", 0))
+    counts["sessions"] += sessions
+    counts["events"] += int(archived.get("session", 0)) - sessions
+    return counts
+
+
+def upgrade(conn: apsw.Connection) -> bool:
+    """Convert format-1 records to format 2, in the caller's write transaction.
+
+    Format-1 digests cover entity_id and detail themselves, so they could not
+    be redacted by a purge. Each record gets a salt and a body hash and the
+    chain is recomputed from the first record; then an ``audit.upgraded``
+    record keeps the old head (seq and hash: what older backups' manifests
+    hold), whether the old chain verified, and how many rows predate
+    content hashing (``legacy_rows``). Returns False when there was nothing to do.
+    """
+    if not needs_upgrade(conn):
+        return False
+    old = _walk(conn)
+    head = conn.execute(_SQL_HEAD).fetchall()
+    old_seq, old_hash = head[0] if head else (0, GENESIS)
+    prev, last, count = GENESIS, 0, 0
+    while True:
+        # In pages by seq: a long log is never held in memory whole.
+        page = conn.execute(
+            "SELECT seq, at, action, entity, entity_id, detail, format, salt, body_hash, "
+            "content_hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 5000",
+            (last,),
+        ).fetchall()
+        if not page:
+            break
+        updates: list[tuple[Any, ...]] = []
+        for seq, at, action, entity, entity_id, detail, fmt, salt, body, covered in page:
+            if fmt == 1:
+                salt = os.urandom(16)
+                body = _body_hash(salt, entity_id, detail)
+            digest = _digest_v2(prev, seq, at, action, entity, body, covered)
+            updates.append((salt, body, prev, digest, seq))
+            prev, last = digest, seq
+        conn.executemany(
+            "UPDATE audit_log SET format = 2, salt = ?, body_hash = ?, prev_hash = ?, hash = ? "
+            "WHERE seq = ?",
+            updates,
+        )
+        count += len(updates)
+    if count:
+        conn.execute(_SQL_SET_HEAD, (last, prev))
+    append(
+        conn,
+        "audit.upgraded",
+        "audit",
+        "format-2",
+        {
+            "from_format": 1,
+            "records": count,
+            "old_head_seq": old_seq,
+            "old_head_hash": old_hash,
+            "old_chain_problems": len(old.problems),
+            "legacy_rows": _legacy_rows(conn),
+        },
+    )
+    return True
 
 
 class AuditLog:
@@ -115,8 +715,8 @@ class AuditLog:
         self._db = db
 
     async def verify(self) -> AuditReport:
-        """Walk the whole chain; ``is_ok`` is false and ``problems`` says where if it is broken."""
-        return await self._db.read(verify_chain)
+        """Walk the chain and every covered row; ``problems`` says where it is broken."""
+        return await self._db.read(verify)
 
     async def records(
         self,
@@ -126,7 +726,7 @@ class AuditLog:
         after_seq: int = 0,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        """Records in order, optionally for one entity kind and id."""
+        """Records in order, optionally for one entity kind and id (redacted ones show blank)."""
 
         def fetch(conn: apsw.Connection) -> list[AuditRecord]:
             rows = conn.execute(

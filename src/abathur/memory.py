@@ -71,6 +71,7 @@ from abathur.models import (
     MemoryRef,
     MemoryStatus,
     MemoryType,
+    PurgeReport,
     SearchHit,
     SearchMode,
     SearchResult,
@@ -82,6 +83,7 @@ from abathur.search import (
     VectorFilter,
     check_query,
     defer_vector_delete,
+    delete_vector,
     fts_query,
     insert_vector,
     partition_of,
@@ -103,6 +105,7 @@ from abathur.values import (
 )
 
 if TYPE_CHECKING:
+    from abathur.analytics import CallRecorder
     from abathur.costs import CostService
     from abathur.embeddings.queue import EmbeddingService
 
@@ -160,7 +163,7 @@ SQL_RETIRE_CURRENT = (
 SQL_INSERT_VERSION = (
     "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
     "superseded_by_namespace, superseded_by_key, first_created_at, created_at, expires_at, "
-    "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
 )
 
 # memory.list / consolidate: live, unexpired current versions under a prefix.
@@ -289,10 +292,16 @@ def _write_version(
     status: MemoryStatus,
     now: float,
     expires_at: float | None,
+    action: str = "memory.put",
+    detail: dict[str, Any] | None = None,
     superseded_by: MemoryRef | None = None,
 ) -> Memory:
     """Append the next version of (namespace, key), make it current, and move the
-    search indexes (FTS row, embedding job, vector) from the old version to it."""
+    search indexes (FTS row, embedding job, vector) from the old version to it.
+
+    The audit record ``action`` (detail: the version, plus ``detail``) is
+    written with it and covers the new row (abathur.audit.COVERED).
+    """
     version = 1 if current is None else current.version + 1
     first_created_at = now if current is None else current.first_created_at
     if current is not None:
@@ -303,9 +312,12 @@ def _write_version(
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
-    conn.execute(SQL_INSERT_VERSION, row)
+    seq = audit.next_seq(conn)
+    conn.execute(SQL_INSERT_VERSION, (*row, seq))
     # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
     new_id = conn.last_insert_rowid()
+    audit.append(conn, action, "memory", _entity(namespace, key),
+                 {"version": version, **(detail or {})}, at=now, content=("memories", row))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
         index.remove(conn, current.id)
@@ -598,6 +610,167 @@ def _entity(namespace: str, key: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Purge (issue 11): every version under a prefix, and everything naming it.
+# Ranges bind like memory.list: lo, hi, eq, ge (whole segments).
+# ---------------------------------------------------------------------------
+
+_RANGE = "{col} >= ? AND {col} < ? AND ({col} = ? OR {col} >= ?)"
+# Every version, through the UNIQUE (namespace, key, version) index.
+_SQL_PURGE_ROWS = (
+    "SELECT id, namespace, key, type, value, status, is_current, expires_at FROM memories "
+    "WHERE " + _RANGE.format(col="namespace")
+)
+_SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
+_SQL_PURGE_ARCHIVE = (
+    "FROM archive WHERE kind IN ('memory', 'versions') AND " + _RANGE.format(col="namespace")
+)
+# stats' top namespaces name them: the metrics rows of reads and writes.
+_SQL_PURGE_METRICS = (
+    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _RANGE.format(col="name")
+)
+# Versions outside the prefix superseded by a memory inside it (consolidate
+# across tenants): their superseded_by names what is purged. No index: a scan.
+_SQL_PURGE_POINTING_IN = (
+    f"SELECT {_COLUMNS} FROM memories WHERE "
+    + _RANGE.format(col="superseded_by_namespace")
+    + " AND NOT ("
+    + _RANGE.format(col="namespace")
+    + ")"
+)
+_SQL_PURGE_UNPOINT = (
+    "UPDATE memories SET superseded_by_namespace = NULL, superseded_by_key = NULL, "
+    "audit_seq = ? WHERE id = ?"
+)
+# The versions the keyword index holds (its docsize shadow table: one row each).
+_SQL_PURGE_FTS_IDS = (
+    "SELECT id FROM memories_fts_docsize WHERE id IN (SELECT value FROM json_each(?))"
+)
+_SQL_PURGE_JOBS = (
+    "FROM embedding_queue WHERE kind = 'memory' AND ref_id IN (SELECT value FROM json_each(?))"
+)
+_SQL_PURGE_PENDING = (
+    "DELETE FROM vector_deletes WHERE vec_table = ? AND item_id IN (SELECT value FROM json_each(?))"
+)
+# The vec0 tables whose rows point at embedding_cache (ours: memories and chunks).
+_VECTOR_TABLES = (VEC_TABLE, "chunks_vec")
+_SQL_PURGE_CACHE = (
+    "FROM embedding_cache WHERE content_hash IN (SELECT value FROM json_each(:hashes)) "
+    "AND id NOT IN (SELECT value FROM json_each(:used)) "
+    "AND content_hash NOT IN (SELECT content_hash FROM embedding_queue)"
+)
+# Beyond every namespace (at most MAX_NAMESPACE_LENGTH characters): purge everything.
+_TOP = chr(0x10FFFF) * (MAX_NAMESPACE_LENGTH + 1)
+
+
+def _purge_ranges(prefix: str | None) -> tuple[tuple[str, ...], tuple[str, str, str, str]]:
+    """The namespace range of ``prefix`` (None: all) and the audit entity_id bounds."""
+    if prefix is None:
+        return ("", _TOP, "", ""), ("", _TOP, "", _TOP)
+    return _range_params(prefix), (prefix + "/", prefix + "0", prefix + _SEP, prefix + _AFTER_SEP)
+
+
+def _has_table(conn: apsw.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
+    return bool(conn.execute(sql, (name,)).fetchall())
+
+
+def _cache_in_use(conn: apsw.Connection, purged: set[int]) -> list[int]:
+    """Cache rows a vector other than the purged memories' points at."""
+    used: set[int] = set()
+    for table in _VECTOR_TABLES:
+        if _has_table(conn, table):
+            # Our own constant names; vec0 gives no index on a metadata column.
+            for item_id, cache_id in conn.execute(f'SELECT item_id, cache_id FROM "{table}"'):
+                if table != VEC_TABLE or item_id not in purged:
+                    used.add(cache_id)
+    return sorted(used)
+
+
+def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> PurgeReport:
+    """Erase every version under ``prefix`` and all that names it, in the caller's transaction.
+
+    In a dry run (a read transaction) it only counts.
+    """
+    ranges, bounds = _purge_ranges(prefix)
+    rows = conn.execute(_SQL_PURGE_ROWS, ranges).fetchall()
+    item_ids = [r[0] for r in rows]
+    ids = json.dumps(item_ids)
+    # What each version embedded (or would have): the cache keys it may have left.
+    texts = {
+        content_hash(_index_item(i, ns, k, t, memory_text(decode(v)), e).text)
+        for i, ns, k, t, v, _, _, e in rows
+    }
+    has_vectors = _has_table(conn, VEC_TABLE)
+    used = _cache_in_use(conn, set(item_ids))
+    cache = {"hashes": json.dumps(sorted(texts)), "used": json.dumps(used)}
+    pointing_in = [_Row(*r) for r in conn.execute(_SQL_PURGE_POINTING_IN, ranges + ranges)]
+    fts_ids = [i for (i,) in conn.execute(_SQL_PURGE_FTS_IDS, (ids,))]
+
+    def count(sql: str, params: Any) -> int:
+        return int(conn.execute("SELECT count(*) " + sql, params).fetchall()[0][0])
+
+    counts = {
+        "memories": len(rows),
+        "memories_fts": len(fts_ids),
+        "vectors": sum(
+            len(conn.execute(f'SELECT 1 FROM "{VEC_TABLE}" WHERE item_id = ?', (i,)).fetchall())
+            for i in (item_ids if has_vectors else [])
+        ),
+        "embedding_queue": count(_SQL_PURGE_JOBS, (ids,)),
+        "embedding_cache": count(_SQL_PURGE_CACHE, cache),
+        "archive": count(_SQL_PURGE_ARCHIVE, ranges),
+        "metrics": count(_SQL_PURGE_METRICS, ranges),
+        "versions_unlinked": len(pointing_in),
+    }
+    records = audit.memory_records(conn, bounds)
+    if dry_run:
+        return PurgeReport(scope="memory", is_dry_run=True, counts=counts, redacted=len(records))
+    for item_id in fts_ids:
+        conn.execute(SQL_FTS_DELETE, (item_id,))
+    for item_id in item_ids if has_vectors else []:
+        delete_vector(conn, VEC_TABLE, item_id)
+    if has_vectors:
+        conn.execute(_SQL_PURGE_PENDING, (VEC_TABLE, ids))
+    conn.execute("DELETE " + _SQL_PURGE_JOBS, (ids,))
+    conn.execute(_SQL_PURGE_DELETE, (ids,))
+    conn.execute("DELETE " + _SQL_PURGE_ARCHIVE, ranges)
+    conn.execute("DELETE " + _SQL_PURGE_METRICS, ranges)
+    conn.execute("DELETE " + _SQL_PURGE_CACHE, cache)
+    now = time.time()
+    for row in pointing_in:
+        # The version keeps its status; only the name of the purged winner goes,
+        # under a new record covering the row as it is now.
+        seq = audit.next_seq(conn)
+        conn.execute(_SQL_PURGE_UNPOINT, (seq, row.id))
+        content = (*row[:7], None, None, row.first_created_at, row.created_at, row.expires_at)
+        audit.append(
+            conn,
+            "memory.unlink",
+            "memory",
+            _entity(row.namespace, row.key),
+            {"version": row.version},
+            at=now,
+            content=("memories", content),
+        )
+    if counts["memories_fts"]:
+        # Deleted rows of a contentless FTS5 table leave their words in the
+        # index segments until a merge: 'optimize' rewrites them without.
+        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+    # A record a surviving row still names stays: only an odd '/' in a
+    # namespace could make an entity_id fall in the range without being purged.
+    kept = {s for (s,) in conn.execute(
+        "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(records)),),
+    )}
+    redacted, seq = audit.record_purge(
+        conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
+    )
+    return PurgeReport(
+        scope="memory", is_dry_run=False, counts=counts, redacted=redacted, audit_seq=seq
+    )
+
+
+# ---------------------------------------------------------------------------
 # Validation (runs before any SQL).
 # ---------------------------------------------------------------------------
 
@@ -808,6 +981,7 @@ class MemoryService:
         self._db = db
         self._embeddings = embeddings
         self._costs: CostService | None = None  # set by Abathur: context() reports to it
+        self._recorder: CallRecorder | None = None  # set by Abathur: purge() clears its counts
 
     def _indexing(self, conn: apsw.Connection) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
@@ -892,10 +1066,8 @@ class MemoryService:
             memory = _write_version(
                 conn, current, index, namespace=namespace, key=key, type_=type_,
                 value=value_json, metadata=metadata_json, status="live", now=now,
-                expires_at=None if ttl_s is None else now + ttl_s,
+                expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
-            audit.append(conn, "memory.put", "memory", _entity(namespace, key),
-                         {"version": memory.version}, at=now)
             return memory, index
 
         memory, index = await self._db.write(write)
@@ -1095,10 +1267,8 @@ class MemoryService:
             tombstone = _write_version(
                 conn, current, self._indexing(conn), namespace=namespace, key=key,
                 type_=current.type, value=current.value, metadata=current.metadata,
-                status="deleted", now=now, expires_at=current.expires_at,
+                status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
-            audit.append(conn, "memory.delete", "memory", _entity(namespace, key),
-                         {"version": tombstone.version}, at=now)
             return tombstone
 
         return await self._db.write(write)
@@ -1154,10 +1324,9 @@ class MemoryService:
             restored = _write_version(
                 conn, current, index, namespace=namespace, key=key, type_=current.type,
                 value=current.value, metadata=current.metadata, status="live", now=now,
-                expires_at=current.expires_at,
+                expires_at=current.expires_at, action="memory.restore",
+                detail={"from": current.status},
             )
-            audit.append(conn, "memory.restore", "memory", _entity(namespace, key),
-                         {"version": restored.version, "from": current.status}, at=now)
             return restored, index
 
         restored, index = await self._db.write(write)
@@ -1298,17 +1467,97 @@ class MemoryService:
                     type_=loser.type,
                     value=loser.value, metadata=loser.metadata, status="superseded", now=now,
                     expires_at=loser.expires_at, superseded_by=winner_ref,
-                )
-                audit.append(
-                    conn, "memory.supersede", "memory", _entity(loser.namespace, loser.key),
-                    {"version": superseded.version, "reason": reason,
-                     "winner": _entity(winner.namespace, winner.key)},
-                    at=now,
+                    action="memory.supersede",
+                    detail={"reason": reason, "winner": _entity(winner.namespace, winner.key)},
                 )
                 versions.append(superseded.version)
             return report(plan, versions)
 
         return await self._db.write(write)
+
+    async def purge(
+        self, prefix: str | None, *, everything: bool = False, dry_run: bool = False
+    ) -> PurgeReport:
+        """Erase every memory under ``prefix`` completely; the audit keeps only that it happened.
+
+        Unlike :meth:`delete` (a tombstone that can be restored), nothing is
+        left to restore: every version and tombstone, archive rows of those
+        memories, their keyword-index words (the index is rewritten), vectors,
+        queued embedding jobs, embedding-cache entries no vector still uses,
+        and the per-namespace access metrics. Audit records naming them are
+        redacted (names and details blanked; the chain still verifies), and
+        one ``memory.purge`` record keeps the counts and the prefix's sha256.
+        Versions outside the prefix that a consolidation superseded in favour
+        of a purged memory lose that pointer (``memory.unlink`` records).
+        Freed space is overwritten (``secure_delete``). Backups taken
+        before still hold the data. Two things are left: a vector whose vec0
+        chunk also holds other memories' vectors keeps its (invalidated)
+        binary code until the table is compacted (``abathur reindex
+        --compact``), and archive rows of *other* namespaces keep a
+        superseded version's pointer to a purged winner.
+
+        Args:
+            prefix: a namespace; it and everything under it (whole segments:
+                ``user:al`` never matches ``user:alice``). ``None`` or ``""``
+                only with ``everything=True``.
+            everything: required to purge every memory of the file.
+            dry_run: count what would go, change nothing.
+
+        Returns:
+            A :class:`~abathur.models.PurgeReport` with the rows per table.
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidInputError: no prefix without ``everything=True``, a
+                prefix with it, or a flag that is not a bool.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db", embedder="none") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.put("user:alice", "lang", "en")
+            ...             await ab.memory.put("user:alicia", "lang", "es")
+            ...             report = await ab.memory.purge("user:alice")
+            ...             left = [m.namespace for m in await ab.memory.list("user")]
+            ...             return report.counts["memories"], left, (await ab.audit.verify()).is_ok
+            >>> asyncio.run(demo())
+            (2, ['user:alicia'], True)
+        """
+        for name, flag in (("everything", everything), ("dry_run", dry_run)):
+            if not isinstance(flag, bool):
+                raise InvalidInputError(f"{name} must be a bool, got {_kind(flag)}")
+        if prefix is None or prefix == "":
+            if not everything:
+                raise InvalidInputError(
+                    "purge needs a prefix; to erase every memory pass everything=True"
+                )
+            scope = None
+        else:
+            if everything:
+                raise InvalidInputError("give a prefix or everything=True, not both")
+            scope = check_namespace(prefix, "prefix")
+        if dry_run:
+            return await self._db.read(lambda conn: _purge(conn, scope, dry_run=True))
+
+        def write(conn: apsw.Connection) -> PurgeReport:
+            # Deleted cells and freed pages are overwritten with zeros, so the
+            # erased bytes do not linger in the file or the WAL.
+            conn.execute("PRAGMA secure_delete = ON")
+            try:
+                return _purge(conn, scope, dry_run=False)
+            finally:
+                conn.execute("PRAGMA secure_delete = FAST")
+
+        report = await self._db.write(write)
+        if self._recorder is not None:
+            # Access counts not flushed yet would write the names back.
+            self._recorder.forget_access(
+                lambda ns: scope is None or ns == scope or ns.startswith(scope + _SEP)
+            )
+        return report
 
     async def search(
         self,

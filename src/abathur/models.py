@@ -51,6 +51,7 @@ __all__ = [
     "MemoryStatus",
     "MemoryType",
     "NamedCount",
+    "PurgeReport",
     "SearchHit",
     "SearchMode",
     "SearchResult",
@@ -169,6 +170,22 @@ class ConsolidationReport(_Model):
     actions: list[ConsolidationAction]
 
 
+class PurgeReport(_Model):
+    """What :meth:`MemoryService.purge` or :meth:`SessionService.purge` erased (or would).
+
+    ``counts`` holds rows removed per table (``memories``, ``archive``,
+    ``memories_fts``, ``events``...); ``redacted`` the audit records whose
+    names and details were blanked; ``audit_seq`` the ``*.purge`` record that
+    says it happened (``None`` in a dry run).
+    """
+
+    scope: Literal["memory", "sessions"]
+    is_dry_run: bool
+    counts: dict[str, int]
+    redacted: int
+    audit_seq: int | None = None
+
+
 class Task(_Model):
     """A unit of work an agent does for a session."""
 
@@ -200,6 +217,10 @@ class AuditReport(_Model):
     is_ok: bool
     records: int
     problems: list[str]
+    #: Covered rows whose content matched the record that wrote them.
+    rows_verified: int = 0
+    #: Covered rows written before the audit covered content (no record to check).
+    rows_uncovered: int = 0
 
 
 class SearchHit(_Model):

@@ -54,7 +54,7 @@ from abathur.errors import (
     SessionNotFoundError,
     StaleSessionError,
 )
-from abathur.models import Event, Session, SessionStatus
+from abathur.models import Event, PurgeReport, Session, SessionStatus
 from abathur.values import INT64_MAX, INT64_MIN, check_id, decode, encode, show_number
 
 __all__ = [
@@ -129,14 +129,14 @@ _SQL_PUT_USER_STATE = (
     "updated_at = excluded.updated_at"
 )
 _SQL_INSERT_SESSION = (
-    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at) "
-    "VALUES (?, ?, ?, 'created', ?, 0, ?, ?)"
+    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at, "
+    "audit_seq) VALUES (?, ?, ?, 'created', ?, 0, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = "SELECT seq FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1"
 _SQL_EVENT_ID_TAKEN = "SELECT 1 FROM events WHERE session_id = ? AND id = ?"
 _SQL_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
+    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_UPDATE_SESSION = (
     "UPDATE sessions SET status = ?, state = ?, revision = ?, updated_at = ? WHERE id = ?"
@@ -144,6 +144,16 @@ _SQL_UPDATE_SESSION = (
 _SQL_SET_STATUS = "UPDATE sessions SET status = ?, revision = ?, updated_at = ? WHERE id = ?"
 _SQL_COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ?"
 _SQL_DELETE_SESSION = "DELETE FROM sessions WHERE id = ?"
+
+# sessions.purge (issue 11). One user's sessions: index sessions_by_app_user.
+_SQL_USER_SESSION_IDS = "SELECT id FROM sessions WHERE app = ? AND user = ?"
+_IN_SESSIONS = "session_id IN (SELECT value FROM json_each(?))"
+_SQL_PURGE_EVENTS = "FROM events WHERE " + _IN_SESSIONS
+_SQL_PURGE_TASK_IDS = "SELECT id FROM tasks WHERE " + _IN_SESSIONS
+_SQL_PURGE_TASKS = "FROM tasks WHERE " + _IN_SESSIONS
+_SQL_PURGE_SESSIONS = "FROM sessions WHERE id IN (SELECT value FROM json_each(?))"
+_SQL_PURGE_USER_STATE = "FROM user_state WHERE app = ? AND user = ?"
+_SQL_PURGE_ARCHIVE = "FROM archive WHERE kind = 'session' AND app = ? AND user = ?"
 
 # --- lifecycle ---------------------------------------------------------------
 
@@ -297,6 +307,44 @@ def _session(row: tuple[Any, ...], scoped: dict[str, Any], events: list[Event],
     )
 
 
+def _purge(conn: apsw.Connection, app: str, user: str, *, dry_run: bool) -> PurgeReport:
+    """Erase every session of (app, user) and all that names it, in the caller's transaction."""
+    hot = [sid for (sid,) in conn.execute(_SQL_USER_SESSION_IDS, (app, user))]
+    ids = json.dumps(hot)
+    # Sessions deleted or archived earlier still have records naming them.
+    known = set(hot) | audit.user_sessions(conn, app, user)
+    tasks = {tid for (tid,) in conn.execute(_SQL_PURGE_TASK_IDS, (ids,))}
+    tasks |= audit.session_tasks(conn, known)
+
+    def count(sql: str, params: tuple[Any, ...]) -> int:
+        return int(conn.execute("SELECT count(*) " + sql, params).fetchall()[0][0])
+
+    counts = {
+        "sessions": len(hot),
+        "events": count(_SQL_PURGE_EVENTS, (ids,)),
+        "tasks": count(_SQL_PURGE_TASKS, (ids,)),
+        "user_state": count(_SQL_PURGE_USER_STATE, (app, user)),
+        "archive": count(_SQL_PURGE_ARCHIVE, (app, user)),
+    }
+    records = audit.session_records(conn, known, tasks)
+    if dry_run:
+        return PurgeReport(scope="sessions", is_dry_run=True, counts=counts, redacted=len(records))
+    # Children first: the cascade would do it, explicit deletes say what went.
+    for sql, params in (
+        (_SQL_PURGE_EVENTS, (ids,)),
+        (_SQL_PURGE_TASKS, (ids,)),
+        (_SQL_PURGE_SESSIONS, (ids,)),
+        (_SQL_PURGE_USER_STATE, (app, user)),
+        (_SQL_PURGE_ARCHIVE, (app, user)),
+    ):
+        conn.execute("DELETE " + sql, params)
+    subject = json.dumps([app, user], ensure_ascii=False, separators=(",", ":"))
+    redacted, seq = audit.record_purge(conn, "sessions.purge", subject, counts, records)
+    return PurgeReport(
+        scope="sessions", is_dry_run=False, counts=counts, redacted=redacted, audit_seq=seq
+    )
+
+
 def _temp_view(temp: dict[str, Any]) -> dict[str, Any]:
     return {f"temp:{k}": v for k, v in temp.items()}
 
@@ -373,10 +421,12 @@ class SessionService:
             if conn.execute(SQL_SESSION_BY_ID, (session_id,)).fetchall():
                 raise AlreadyExistsError(f"a session with id {session_id!r} already exists")
             now = time.time()
-            conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now))
+            seq = audit.next_seq(conn)
+            conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now, seq))
             _write_scoped(conn, app, user, scoped, now)
             audit.append(conn, "session.create", "session", session_id,
-                         {"app": app, "user": user}, at=now)
+                         {"app": app, "user": user}, at=now,
+                         content=("sessions", (session_id, app, user, now)))
             row = (session_id, app, user, "created", session_json, 0, now, now)
             return _session(row, _scoped_state(conn, app, user), [], _temp_view(scoped.temp))
 
@@ -577,10 +627,8 @@ class SessionService:
         metadata_json = encode(metadata, what="event metadata", limit=limit)
         delta_json = encode(scoped.stored, what="event state_delta", limit=limit)
 
-        # No audit record per event, on purpose: the event log is itself the
-        # record of what happened, and an audit append (a read of the chain
-        # head, a hash, two writes) per event would cut append throughput
-        # below the 2,000/s target. Session lifecycle changes are audited.
+        # One audit record per event (issue 11, item 12), covering the event
+        # row; benchmarks/append_audit.py measures what it costs.
         def write(conn: apsw.Connection) -> Session:
             row = _session_row(conn, session_id)
             _, app, user, status, state, revision, created_at, _ = row
@@ -601,8 +649,12 @@ class SessionService:
             last = conn.execute(_SQL_LAST_SEQ, (session_id,)).fetchall()
             seq = last[0][0] + 1 if last else 1
             at = time.time() if stamp is None else float(stamp)
-            conn.execute(_SQL_INSERT_EVENT, (session_id, seq, event_id, author, content_json,
-                                             delta_json, metadata_json, at))
+            event_row = (session_id, seq, event_id, author, content_json, delta_json,
+                         metadata_json, at)
+            audit_seq = audit.next_seq(conn)
+            conn.execute(_SQL_INSERT_EVENT, (*event_row, audit_seq))
+            audit.append(conn, "event.append", "event", session_id, {"seq": seq},
+                         content=("events", event_row))
             if scoped.session:
                 session_state = json.loads(state)
                 session_state.update(scoped.session)
@@ -809,3 +861,60 @@ class SessionService:
                           "events": events})
 
         await self._db.write(write)
+
+    async def purge(self, *, app: str, user: str, dry_run: bool = False) -> PurgeReport:
+        """Erase every session of ``user`` in ``app`` completely; the audit keeps that it happened.
+
+        Removes the sessions (archived stubs too) with their events, state and
+        tasks, the user's state in the app (``user:`` keys), and archive rows
+        of those sessions. Audit records naming them (the sessions, their
+        events and tasks, deleted sessions too) are redacted; one
+        ``sessions.purge`` record keeps the counts and the sha256 of
+        ``["app","user"]`` (compact JSON). App state is shared and stays; the
+        user's memories are :meth:`MemoryService.purge`'s (by prefix). Freed
+        space is overwritten. Backups taken before still hold the data.
+
+        Args:
+            app: the application.
+            user: the user.
+            dry_run: count what would go, change nothing.
+
+        Returns:
+            A :class:`~abathur.models.PurgeReport` with the rows per table.
+
+        Raises:
+            InvalidIdError: ``app`` or ``user`` is not a valid id.
+            InvalidInputError: ``dry_run`` is not a bool.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur, Event
+            >>> async def demo():
+            ...     async with Abathur.open(pathlib.Path(tempfile.mkdtemp()) / "a.db") as ab:
+            ...         s = await ab.sessions.create(app="a", user="alice",
+            ...                                      state={"user:lang": "fr"})
+            ...         await ab.sessions.append_event(s.id, Event(author="user", content="hi"))
+            ...         await ab.sessions.create(app="a", user="bob")
+            ...         report = await ab.sessions.purge(app="a", user="alice")
+            ...         left = [x.user for x in await ab.sessions.list(app="a")]
+            ...         return report.counts, left, (await ab.audit.verify()).is_ok
+            >>> asyncio.run(demo())  # doctest: +NORMALIZE_WHITESPACE
+            ({'sessions': 1, 'events': 1, 'tasks': 0, 'user_state': 1, 'archive': 0},
+             ['bob'], True)
+        """
+        check_id(app, "app")
+        check_id(user, "user")
+        if not isinstance(dry_run, bool):
+            raise InvalidInputError(f"dry_run must be a bool, got {type(dry_run).__name__}")
+        if dry_run:
+            return await self._db.read(lambda conn: _purge(conn, app, user, dry_run=True))
+
+        def write(conn: apsw.Connection) -> PurgeReport:
+            # Deleted cells and freed pages are overwritten with zeros.
+            conn.execute("PRAGMA secure_delete = ON")
+            try:
+                return _purge(conn, app, user, dry_run=False)
+            finally:
+                conn.execute("PRAGMA secure_delete = FAST")
+
+        return await self._db.write(write)

@@ -52,12 +52,14 @@ SQL_TASKS_OF_SESSION = (
 _SQL_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
 _SQL_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 _SQL_INSERT_TASK = (
-    "INSERT INTO tasks (id, session_id, prompt, status, metadata, created_at, updated_at) "
-    "VALUES (?, ?, ?, 'pending', ?, ?, ?)"
+    "INSERT INTO tasks (id, session_id, prompt, status, metadata, created_at, updated_at, "
+    "audit_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
 )
 _SQL_UPDATE_TASK = (
-    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?"
+    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? "
+    "WHERE id = ?"
 )
+_SQL_TASK_AUDIT_SEQ = "SELECT audit_seq FROM tasks WHERE id = ?"
 
 STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
@@ -167,9 +169,12 @@ class TaskService:
             if conn.execute(_SQL_TASK_BY_ID, (task_id,)).fetchall():
                 raise AlreadyExistsError(f"a task with id {task_id!r} already exists")
             now = time.time()
-            conn.execute(_SQL_INSERT_TASK, (task_id, session_id, prompt, metadata_json, now, now))
+            seq = audit.next_seq(conn)
+            conn.execute(_SQL_INSERT_TASK,
+                         (task_id, session_id, prompt, metadata_json, now, now, seq))
             audit.append(conn, "task.create", "task", task_id, {"session_id": session_id},
-                         at=now)
+                         at=now, content=("tasks", (task_id, session_id, prompt, "pending", None,
+                                                    None, metadata_json, now, now)))
             return _task((task_id, session_id, prompt, "pending", None, None, metadata_json,
                           now, now))
 
@@ -270,8 +275,15 @@ class TaskService:
                     f"from {old!r} it can go to: {allowed}"
                 )
             now = time.time()
-            conn.execute(_SQL_UPDATE_TASK, (new, result_json, error, now, task_id))
-            audit.append(conn, "task.update", "task", task_id, {"from": old, "to": new}, at=now)
+            seq = audit.next_seq(conn)
+            # The update names the record it replaces, so a row rolled back to
+            # that earlier state is found by `abathur check` (abathur.audit).
+            ((replaces,),) = conn.execute(_SQL_TASK_AUDIT_SEQ, (task_id,)).fetchall()
+            conn.execute(_SQL_UPDATE_TASK, (new, result_json, error, now, seq, task_id))
+            row = (task_id, session_id, prompt, new, result_json, error, metadata, created_at, now)
+            audit.append(conn, "task.update", "task", task_id,
+                         {"from": old, "to": new, "replaces": replaces}, at=now,
+                         content=("tasks", row))
             return _task((task_id, session_id, prompt, new, result_json, error, metadata,
                           created_at, now))
 

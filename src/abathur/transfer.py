@@ -154,8 +154,8 @@ SQL_SESSION_ROW = (
     "SELECT app, user, status, state, revision, created_at, updated_at FROM sessions WHERE id = ?"
 )
 SQL_INSERT_SESSION = (
-    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at, "
+    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_EVENT_ROW = (
     "SELECT id, author, content, state_delta, metadata, timestamp FROM events "
@@ -163,8 +163,8 @@ SQL_EVENT_ROW = (
 )
 SQL_COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ?"
 SQL_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
+    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
 SQL_TASK_ROW = (
@@ -173,7 +173,7 @@ SQL_TASK_ROW = (
 )
 SQL_INSERT_TASK = (
     "INSERT INTO tasks (id, session_id, prompt, status, result, error, metadata, created_at, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "updated_at, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_MEMORY_HISTORY = (
     f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE namespace = ? AND key = ? ORDER BY version"
@@ -181,7 +181,7 @@ SQL_MEMORY_HISTORY = (
 SQL_INSERT_MEMORY = (
     "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
     "superseded_by_namespace, superseded_by_key, created_at, first_created_at, expires_at, "
-    "is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -1023,7 +1023,7 @@ def _apply(
     for record in records:
         try:
             if isinstance(record, _Event):
-                _apply_event(conn, record, applied, inserting_session)
+                _apply_event(conn, record, applied, inserting_session, now)
             elif isinstance(record, _Session):
                 inserting_session = _apply_session(conn, record, applied, now)
             elif isinstance(record, _Task):
@@ -1104,24 +1104,39 @@ def _apply_session(conn: apsw.Connection, record: _Session, applied: _Applied, n
             )
         applied.skipped.sessions += 1
         return False
-    conn.execute(SQL_INSERT_SESSION, (record.id, *record.row))
+    # Each covered row names the audit record that wrote it (abathur.audit, COVERED).
+    app, user, _status, _state, _revision, created_at, _updated = record.row
+    seq = audit.next_seq(conn)
+    conn.execute(SQL_INSERT_SESSION, (record.id, *record.row, seq))
     audit.append(
         conn,
         "session.import",
         "session",
         record.id,
-        {"app": record.row[0], "user": record.row[1], "events": record.events},
+        {"app": app, "user": user, "events": record.events},
         at=now,
+        content=("sessions", (record.id, app, user, created_at)),
     )
     applied.imported.sessions += 1
     return True
 
 
 def _apply_event(
-    conn: apsw.Connection, record: _Event, applied: _Applied, inserting: bool | None
+    conn: apsw.Connection, record: _Event, applied: _Applied, inserting: bool | None, now: float
 ) -> None:
     if inserting:
-        conn.execute(SQL_INSERT_EVENT, (record.session_id, record.seq, *record.row))
+        row = (record.session_id, record.seq, *record.row)
+        seq = audit.next_seq(conn)
+        conn.execute(SQL_INSERT_EVENT, (*row, seq))
+        audit.append(
+            conn,
+            "event.import",
+            "session",
+            record.session_id,
+            {"seq": record.seq},
+            at=now,
+            content=("events", row),
+        )
         applied.imported.events += 1
         return
     found = conn.execute(SQL_EVENT_ROW, (record.session_id, record.seq)).fetchall()
@@ -1149,8 +1164,17 @@ def _apply_task(conn: apsw.Connection, record: _Task, applied: _Applied, now: fl
             "the file nor in the database",
             "missing_session",
         )
-    conn.execute(SQL_INSERT_TASK, (record.id, *record.row))
-    audit.append(conn, "task.import", "task", record.id, {"session_id": session_id}, at=now)
+    seq = audit.next_seq(conn)
+    conn.execute(SQL_INSERT_TASK, (record.id, *record.row, seq))
+    audit.append(
+        conn,
+        "task.import",
+        "task",
+        record.id,
+        {"session_id": session_id},
+        at=now,
+        content=("tasks", (record.id, *record.row)),
+    )
     applied.imported.tasks += 1
 
 
@@ -1168,21 +1192,43 @@ def _apply_memory(conn: apsw.Connection, record: _Memory, applied: _Applied, now
         applied.skipped.versions += len(found)
         return
     last = len(record.versions) - 1
-    current_id = 0
+    entity_id = f"{record.namespace}/{record.key}"
     for index, row in enumerate(record.versions):
-        conn.execute(SQL_INSERT_MEMORY, (record.namespace, record.key, *row, int(index == last)))
-    current_id = conn.last_insert_rowid()
+        # One audit record per version, covering it as memory.put's does.
+        version, type_, value, metadata, status, by_ns, by_key, created, first, expires = row
+        seq = audit.next_seq(conn)
+        conn.execute(
+            SQL_INSERT_MEMORY, (record.namespace, record.key, *row, int(index == last), seq)
+        )
+        current_id = conn.last_insert_rowid()  # before the audit record's own insert
+        audit.append(
+            conn,
+            "memory.import",
+            "memory",
+            entity_id,
+            {"version": version, "versions": len(record.versions)},
+            at=now,
+            content=(
+                "memories",
+                (
+                    record.namespace,
+                    record.key,
+                    version,
+                    type_,
+                    value,
+                    metadata,
+                    status,
+                    by_ns,
+                    by_key,
+                    first,
+                    created,
+                    expires,
+                ),
+            ),
+        )
     # The keyword index and the embedding queue, as memory.put leaves them.
     if record.versions[-1][4] == "live" and memory.index(conn, current_id):
         applied.queued = True
-    audit.append(
-        conn,
-        "memory.import",
-        "memory",
-        f"{record.namespace}/{record.key}",
-        {"versions": len(record.versions)},
-        at=now,
-    )
     applied.imported.memories += 1
     applied.imported.versions += len(record.versions)
 

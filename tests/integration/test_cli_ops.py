@@ -53,10 +53,13 @@ def test_check_findings_exit_1_and_name_the_problem(db: Path) -> None:
     by_name = {c["name"]: c for c in data["checks"]}
     assert by_name["json_columns"]["status"] == "findings"
     assert "memories.metadata" in by_name["json_columns"]["findings"][0]
+    # The audit covers content too (issue 11): the edited memory is a finding there as well.
     assert by_name["audit_chain"]["findings"] == [
-        "record 1 was altered (its hash does not match its content)"
+        "record 1 was altered (its hash does not match its content)",
+        "memory user:alice/lang v1 was changed after audit record 4 wrote it "
+        "(its content does not match the record's hash)",
     ]
-    assert data["finding_count"] == 2
+    assert data["finding_count"] == 3
     assert digest(db) == before, "check never repairs"
     human = abathur("check", "--db", str(db), "--only", "audit_chain", cwd=db.parent)
     assert human.returncode == 1

@@ -23,6 +23,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from abathur.ops.backup import create_backup, verify_backup
+from abathur.ops.integrity import run_checks
+from abathur.ops.restore import restore_backup
 from abathur.ops.tempfiles import is_temp_name, owned_temp, remove_stale_temps
 from tests.unit.test_integrity import populate
 
@@ -248,3 +250,29 @@ def test_a_stopped_holder_of_the_directory_lock_delays_a_backup_but_never_blocks
     assert "temps.directory_lock_busy" in [e["event"] for e in logs]
     assert made.removed_temps == () and stale.exists(), "no sweep without the lock"
     assert verify_backup(made.data_path).removed_temps == (stale,)
+
+
+def test_check_removes_stale_temps_beside_the_file_and_in_its_backups_and_says_so(
+    big: Path,
+) -> None:
+    made = create_backup(big)
+    beside = big.parent / f".{big.name}.restore-20261122T020000.000000Z.tmp"
+    in_backups = made.data_path.parent / f".{made.data_path.name}.verify-1-2.tmp"
+    for stale in (beside, in_backups):
+        stale.write_bytes(b"left by kill -9")
+    big.parent.joinpath(beside.name + "-journal").write_bytes(b"")
+    report = run_checks(big, only=["integrity"])
+    assert set(report.removed_temps) >= {beside, in_backups}
+    assert str(beside) in report.to_dict()["removed_temps"]
+    assert not beside.exists() and not in_backups.exists()
+    assert not (big.parent / (beside.name + "-journal")).exists()
+    assert made.data_path.exists() and made.manifest_path.exists()
+
+
+def test_restore_removes_a_killed_restores_temps_and_reports_them(big: Path) -> None:
+    made = create_backup(big)
+    stale = big.parent / f".{big.name}.restore-20261122T020000.000000Z.tmp"
+    stale.write_bytes(b"half a restore")
+    restored = restore_backup(made.data_path, target=big)
+    assert stale in restored.removed_temps and not stale.exists()
+    assert str(stale) in restored.to_dict()["removed_temps"]

@@ -26,10 +26,14 @@ from abathur.ops import schema, untrusted
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from abathur.ops.restore import restore_backup
+from tests.unit import test_backup
 from tests.unit.test_backup import files_in, held_open
-from tests.unit.test_integrity import populate
 
 Mutation = Callable[[apsw.Connection, Path], None]
+
+# The fixtures of test_backup: live (a populated file) and made (its backup).
+live = test_backup.live
+made = test_backup.made
 
 
 def _attach(pwned: Path) -> str:
@@ -158,19 +162,6 @@ def craft(made: Backup, mutate: Mutation, pwned: Path, work: Path) -> None:
         row_counts={**manifest["row_counts"], **counts},
     )
     made.manifest_path.write_text(json.dumps(manifest))
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> Path:
-    path = tmp_path / "db" / "agent.db"
-    path.parent.mkdir()
-    await populate(path)
-    return path
-
-
-@pytest.fixture
-def made(live: Path) -> Backup:
-    return create_backup(live, dest=live.parent.parent / "backups")
 
 
 @pytest.mark.parametrize("mutate", PAYLOADS)

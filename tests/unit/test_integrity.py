@@ -85,7 +85,7 @@ async def test_a_clean_file_passes_and_is_not_written(populated: Path) -> None:
     for name in ("fts_index", "vectors", "chunk_vectors"):
         assert statuses[name] in ("ok", "skipped"), statuses
     assert result(report, "integrity").summary == "integrity_check: ok"
-    assert result(report, "audit_chain").summary == "4 record(s) verified"
+    assert result(report, "audit_chain").summary == "5 record(s) verified; 5 row(s) match them"
     assert digest(populated) == before
     data = report.to_dict()
     assert data["is_ok"] is True and [c["name"] for c in data["checks"]] == [c.name for c in CHECKS]

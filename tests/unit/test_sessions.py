@@ -455,12 +455,17 @@ async def test_append_event_after_resume(ab):
     assert (s.status, s.revision, s.events[0].seq) == ("active", 4, 1)
 
 
-async def test_append_event_is_not_audited(ab):
+async def test_append_event_is_audited(ab):
+    # Issue 11, item 12: every event has its record (tests/unit/test_audit.py
+    # shows that the record covers the event's content).
     s = await ab.sessions.create(app="a", user="u")
     before = await ab.audit.records()
     for _ in range(3):
         await ab.sessions.append_event(s.id, ev(state_delta={"app:x": 1}))
-    assert await ab.audit.records() == before
+    new = (await ab.audit.records())[len(before):]
+    assert [(r.action, r.entity, r.entity_id, r.detail) for r in new] == [
+        ("event.append", "event", s.id, {"seq": n}) for n in (1, 2, 3)
+    ]
 
 
 # --- list -------------------------------------------------------------------------

@@ -147,7 +147,10 @@ async def test_legal_transitions(ab, sid, old, new):
     assert after.status == new and after.updated_at >= t.updated_at
     assert await ab.tasks.get(t.id) == after
     records = await ab.audit.records(entity="task", entity_id=t.id)
-    assert (records[-1].action, records[-1].detail) == ("task.update", {"from": old, "to": new})
+    # replaces: the record this update supersedes (the one before it), see abathur.audit.
+    assert (records[-1].action, records[-1].detail) == (
+        "task.update", {"from": old, "to": new, "replaces": records[-2].seq}
+    )
 
 
 async def test_illegal_transitions(ab, sid):

@@ -5,7 +5,7 @@ info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
 list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
 sync, unsync, search, reindex; ``archive.py``: archive run, list, show, restore;
 ``cost.py``: cost report; ``stats.py``: stats; ``transfer.py``: export,
-import); ``options.py`` holds what they share.
+import; ``purge.py``: purge); ``options.py`` holds what they share.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from abathur import __version__, logs
-from abathur.cli import archive, backup, check, cost, database, demo, health, stats
+from abathur.cli import archive, backup, check, cost, database, demo, health, purge, stats
 from abathur.cli import search as search_cli
 from abathur.cli import smoke as smoke_cli
 from abathur.cli import transfer as transfer_cli
@@ -68,3 +68,4 @@ main.add_command(cost.cost)
 main.add_command(stats.stats)
 main.add_command(transfer_cli.export)
 main.add_command(transfer_cli.import_)
+main.add_command(purge.purge)

@@ -27,7 +27,6 @@ from abathur.ops.backup import (
     create_backup,
     list_backups,
     prune_backups,
-    remove_stale_temps,
     verify_backup,
 )
 from abathur.ops.backup_key import generate_key_file
@@ -375,22 +374,16 @@ def restore(
     target = to if to is not None else db_path
     if target.absolute() == file.absolute():
         raise InvalidInputError("the backup file and the restore target are the same file")
-    # Temps of killed restores lie beside the target.
-    removed = tuple(remove_stale_temps(target.absolute().parent))
     result = restore_backup(
         file, target=target, force=force, settings=_settings(allow_unauthenticated)
     )
-    data = {
-        "path": str(target.absolute()),
-        **result.to_dict(),
-        "removed_temps": [str(p) for p in removed],
-    }
+    data = {"path": str(target.absolute()), **result.to_dict()}
     lines: list[tuple[str, object]] = [
         ("restored", result.target.absolute()),
         ("from", result.backup.data_path),
         ("taken at", _when(result.manifest.created_at)),
         ("old file kept as", result.replaced or "(there was none)"),
-        *_removed_line(removed),
+        *_removed_line(result.removed_temps),
     ]
     if result.forced:
         lines.append(("forced", "yes: the old file was in use or not a database"))

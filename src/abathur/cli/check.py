@@ -38,6 +38,9 @@ def _human(report: CheckReport, fixed: list[str] | None) -> str:
     ]
     if fixed is not None:
         lines += ["", "rebuilt: " + (", ".join(fixed) or "nothing: the derived indexes agree")]
+    if report.removed_temps:
+        names = ", ".join(p.name for p in report.removed_temps)
+        lines += ["", f"removed stale temps: {names} (owner gone)"]
     verdict = (
         "clean: no findings"
         if report.is_ok
@@ -85,7 +88,7 @@ def check(
       integrity      PRAGMA integrity_check (quick_check with --quick)
       foreign_keys   PRAGMA foreign_key_check
       schema         tables, columns, indexes, triggers, user_version vs the migrations
-      audit_chain    the hash chain of the audit log and its head
+      audit_chain    the audit hash chain, its head, and the rows it covers
       json_columns   every JSON column of every row is valid JSON
       fts_index      the FTS index agrees with its table
       vectors        every live memory has a vector or a queued job; none orphaned

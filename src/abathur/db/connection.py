@@ -106,6 +106,10 @@ def pragmas_for(settings: Settings) -> dict[str, str | int]:
         "cache_size": -settings.cache_size_kib,
         "temp_store": "memory",
         "mmap_size": settings.mmap_size,
+        # Zero the old bytes of a deleted or rewritten row when that costs no
+        # extra I/O: a purge (issue 11) then leaves no stale copy of an erased
+        # value in a page's free space; the purge itself runs with ON.
+        "secure_delete": "fast",
     }
 
 

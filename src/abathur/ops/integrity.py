@@ -38,12 +38,14 @@ import structlog
 
 from abathur import search
 from abathur.archival import verify_archive
-from abathur.audit import verify_chain as verify_audit_chain
+from abathur.audit import verify as verify_audit
 from abathur.config import Settings
 from abathur.db import migrations
 from abathur.db.connection import translate_errors
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
+from abathur.ops.backup import backup_dir_for
+from abathur.ops.tempfiles import remove_stale_temps
 
 __all__ = [
     "CHECKS",
@@ -97,6 +99,7 @@ class CheckReport:
     path: Path
     quick: bool
     results: tuple[CheckResult, ...]
+    removed_temps: tuple[Path, ...] = ()
 
     @property
     def is_ok(self) -> bool:
@@ -116,6 +119,7 @@ class CheckReport:
             "is_ok": self.is_ok,
             "finding_count": self.finding_count,
             "checks": [r.to_dict() for r in self.results],
+            "removed_temps": [str(p) for p in self.removed_temps],
         }
 
 
@@ -171,9 +175,14 @@ def _schema(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
 def _audit_chain(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     if not schema.table_exists(conn, "audit_log"):
         raise CheckSkipped("skipped: no audit log in this file")
-    # abathur.audit owns the chain's rules; we only run its verification.
-    report = verify_audit_chain(conn)
-    return list(report.problems), f"{report.records} record(s) verified"
+    # abathur.audit owns the chain's rules and which rows it covers; we only
+    # run its verification: the records, then each covered row against the
+    # record that wrote it (an edited memory, event, task or session is found).
+    report = verify_audit(conn)
+    summary = f"{report.records} record(s) verified; {report.rows_verified} row(s) match them"
+    if report.rows_uncovered:
+        summary += f"; {report.rows_uncovered} row(s) predate content hashing"
+    return list(report.problems), summary
 
 
 # The TEXT columns that hold JSON, per table, with how a finding names the row.
@@ -504,6 +513,7 @@ def run_checks(
     """
     path = Path(path)
     checks = _select(only)
+    removed = _sweep_temps(path, settings)
     conn = schema.open_existing(path, settings)
     try:
         with translate_errors(f"reading {path}"):
@@ -519,7 +529,7 @@ def run_checks(
                     conn.execute("COMMIT")
     finally:
         conn.close()
-    report = CheckReport(path, quick, results)
+    report = CheckReport(path, quick, results, removed)
     log.info(
         "check.finished",
         path=str(path),
@@ -528,6 +538,19 @@ def run_checks(
         statuses={r.name: r.status for r in results},
     )
     return report
+
+
+def _sweep_temps(path: Path, settings: Settings | None) -> tuple[Path, ...]:
+    """Remove what killed backups and restores left beside the file and in its backup directory.
+
+    Only abathur's own temp names whose owner no longer holds their lock
+    (see :mod:`abathur.ops.tempfiles`); the file itself is never touched.
+    """
+    removed: list[Path] = []
+    for directory in dict.fromkeys((path.absolute().parent, backup_dir_for(path, settings))):
+        if directory.is_dir():
+            removed.extend(remove_stale_temps(directory))
+    return tuple(removed)
 
 
 def _select(only: Sequence[str] | None) -> tuple[Check, ...]:

@@ -62,6 +62,7 @@ from abathur.errors import DatabaseError, DatabaseInUseError, InvalidInputError
 from abathur.ops import schema
 from abathur.ops.backup import Backup, Manifest, fsync_dir, verified_copy
 from abathur.ops.integrity import CheckReport, run_checks
+from abathur.ops.tempfiles import remove_stale_temps
 
 __all__ = ["RestoreResult", "is_in_use", "restore_backup"]
 
@@ -84,6 +85,7 @@ class RestoreResult:
     forced: bool
     check: CheckReport
     seconds: float
+    removed_temps: tuple[Path, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The result as ``abathur restore --json`` prints it."""
@@ -95,6 +97,7 @@ class RestoreResult:
             "seconds": round(self.seconds, 3),
             "manifest": self.manifest.model_dump(mode="json"),
             "check": self.check.to_dict(),
+            "removed_temps": [str(p) for p in self.removed_temps],
         }
 
 
@@ -261,6 +264,8 @@ def restore_backup(
         raise InvalidInputError(f"restore target {str(target)!r} is a directory, not a file")
     if not target.parent.is_dir():
         raise DatabaseError(f"cannot restore to {str(target)!r}: its directory does not exist")
+    # What killed restores left beside the target (their owner is gone).
+    removed = tuple(remove_stale_temps(target.parent))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     tmp = target.with_name(f".{target.name}.restore-{stamp}.tmp")
     replaced: Path | None = None
@@ -297,7 +302,14 @@ def restore_backup(
     # verify_backup already ran the full integrity_check on these very bytes.
     report = run_checks(target, quick=True, settings=settings)
     result = RestoreResult(
-        target, backup, manifest, replaced, forced, report, time.perf_counter() - started
+        target,
+        backup,
+        manifest,
+        replaced,
+        forced,
+        report,
+        time.perf_counter() - started,
+        removed + report.removed_temps,
     )
     log.info(
         "backup.restored",
