@@ -13,6 +13,7 @@ the calls around it (item 7).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -187,6 +188,11 @@ TEXT_ARGUMENTS: dict[str, Call] = {
     "tasks.update result": lambda w, x: w.ab.tasks.update(w.task, status="running", result=[x]),
     "tasks.update error": lambda w, x: w.ab.tasks.update(w.task, status="running", error=x),
     "archival.list ref": lambda w, x: w.ab.archival.list(kind="session", ref=x),
+    "memory.purge prefix": lambda w, x: w.ab.memory.purge(f"user:{x}"),
+    "sessions.purge app": lambda w, x: w.ab.sessions.purge(app=x, user="alice"),
+    "sessions.purge user": lambda w, x: w.ab.sessions.purge(app="a", user=f"alice{x}"),
+    "transfer.export_to prefix": lambda w, x: w.ab.transfer.export_to(io.BytesIO(), prefix=x),
+    "transfer.export_to app": lambda w, x: w.ab.transfer.export_to(io.BytesIO(), app=x),
     "tasks.list session_id": lambda w, x: w.ab.tasks.list(session_id=x),
     "tasks.list status": lambda w, x: w.ab.tasks.list(session_id=w.session, status=x),
     "documents.search query": lambda w, x: w.ab.documents.search(f"restore {x}"),
