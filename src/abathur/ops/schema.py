@@ -255,7 +255,9 @@ def compare(conn: apsw.Connection) -> SchemaDiff:
             f"user_version is {version}: {latest - version} migration(s) pending "
             "(run 'abathur migrate')"
         )
-    diff.problems.extend(_object_problems(conn, min(version, latest), diff.runtime_objects))
+    problems, runtime = _object_problems(conn, min(version, latest))
+    diff.problems.extend(problems)
+    diff.runtime_objects.extend(runtime)
     return diff
 
 
@@ -272,14 +274,14 @@ def object_problems(conn: apsw.Connection) -> list[str]:
         return ["user_version is 0: this file holds no abathur schema"]
     if version > latest:
         return [f"user_version is {version} but this abathur knows migrations up to {latest}"]
-    return _object_problems(conn, version, [])
+    return _object_problems(conn, version)[0]
 
 
-def _object_problems(conn: apsw.Connection, version: int, runtime_names: list[str]) -> list[str]:
+def _object_problems(conn: apsw.Connection, version: int) -> tuple[list[str], list[str]]:
+    """(problems, names of the runtime vec0 tables) of the file against migrations 1..version."""
     have = describe(conn)
     runtime, problems = _runtime_tables(have)
     want = expected(version, tuple(runtime))
-    runtime_names.extend(t.name for t in runtime)
     for name in sorted(want.keys() - have.keys()):
         problems.append(f"{want[name].type} {name!r} is missing")
     for name in sorted(have.keys() - want.keys()):
@@ -299,7 +301,7 @@ def _object_problems(conn: apsw.Connection, version: int, runtime_names: list[st
             )
         elif w.sql != h.sql:
             problems.append(f"{w.type} {name!r} differs: expected {w.sql!r}, found {h.sql!r}")
-    return problems
+    return problems, [t.name for t in runtime]
 
 
 def _columns(obj: SchemaObject) -> str:
