@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,13 @@ import pytest
 import sqlite_vec
 import zstandard
 
-from abathur import Abathur, CorruptBackupError, DatabaseError, DatabaseInUseError
+from abathur import (
+    Abathur,
+    CorruptBackupError,
+    DatabaseError,
+    DatabaseInUseError,
+    InvalidInputError,
+)
 from abathur.ops import schema, untrusted
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
@@ -380,3 +387,15 @@ async def test_restore_through_a_symlink_replaces_the_real_file(
     async with Abathur.open(result.replaced, embedder="none") as ab:
         kept = await ab.memory.get("user:alice", "after-backup")
         assert kept is not None and kept.value == {"value": "newer"}
+
+
+def test_restore_through_a_symlink_loop_is_refused_and_changes_nothing(
+    made: Backup, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(InvalidInputError, match="symlink loop"):
+        restore_backup(made.data_path, target=a)
+    assert a.is_symlink() and b.is_symlink()
+    assert os.readlink(a) == str(b) and os.readlink(b) == str(a)

@@ -196,6 +196,9 @@ def _real_target(target: Path) -> Path:
     if not target.is_symlink():
         return target
     real = Path(os.path.realpath(target))
+    if real.is_symlink():
+        # realpath stops where links go round in a circle.
+        raise InvalidInputError(f"restore target {str(target)!r} is a symlink loop")
     log.info("restore.symlink", link=str(target), target=str(real))
     return real
 
