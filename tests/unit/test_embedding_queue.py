@@ -37,6 +37,7 @@ from abathur.embeddings import EmbedResult
 from abathur.embeddings.queue import SQL_READY_JOBS
 from abathur.embeddings.queue import content_hash as text_hash
 from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
+from abathur.ops.integrity import run_checks
 from tests.conftest import assert_unchanged
 
 _WORD = re.compile(r"\w+")
@@ -582,3 +583,48 @@ async def test_ollama_down_then_back_with_dims_learned_from_its_first_answer(
 
 def keys_of(result) -> list[str]:
     return [hit.key for hit in result.hits]
+
+
+class GatedEmbedder(WordHashEmbedder):
+    """TEST DOUBLE: answers only once ``gate`` is set, so a batch can be held mid-embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def embed_with_usage(self, texts: Sequence[str]) -> EmbedResult:
+        self.started.set()
+        await self.gate.wait()
+        return await super().embed_with_usage(texts)
+
+
+async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> None:
+    # Two workers on one file. The slow one holds job 1 (item X) while the fast
+    # one embeds X and deletes job 1; the next job (item Y) then gets id 1 again,
+    # since job ids are rowids. Finishing "job 1" by id alone used to delete Y's
+    # job and insert X's vector a second time: a UNIQUE error (seen in the smoke
+    # suite's two-runs-at-once test) and Y never embedded.
+    gated = GatedEmbedder()
+    async with (
+        Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as fast,
+        Abathur.open(db_path, embedder=gated, embed_worker=False) as slow,
+    ):
+        await fast.memory.put("user:alice", "x", {"text": "green tea"})
+        held = asyncio.create_task(slow.embeddings.drain())
+        await gated.started.wait()
+        assert (await fast.embeddings.drain()).embedded == 1
+        await fast.memory.put("user:alice", "y", {"text": "black coffee"})
+        jobs = await rows(fast, "SELECT id, ref_id FROM embedding_queue")
+        ids = dict(await rows(fast, "SELECT key, id FROM memories WHERE is_current = 1"))
+        x_id, y_id = ids["x"], ids["y"]
+        assert jobs == [(1, y_id)] and x_id != y_id, "the scenario needs job id 1 reused"
+        gated.gate.set()
+        # Raised DatabaseError (UNIQUE on memories_vec) before the fix, and
+        # deleted Y's job. Now the stale X is skipped and Y is embedded (by
+        # the held drain's next batch or the one below).
+        await held
+        await fast.embeddings.drain()
+        assert await rows(fast, "SELECT count(*) FROM embedding_queue") == [(0,)]
+        vectors = await rows(fast, "SELECT item_id FROM memories_vec ORDER BY item_id")
+        assert vectors == sorted([(x_id,), (y_id,)])
+    assert run_checks(db_path).is_ok

@@ -135,20 +135,25 @@ SQL_CACHE_PUT = (
     "INSERT INTO embedding_cache (model, content_hash, dims, vector, created_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, content_hash) DO NOTHING"
 )
-SQL_JOB_DONE = "DELETE FROM embedding_queue WHERE id = ?"
+# A batch names its jobs by (id, kind, ref_id), never by id alone: job ids are
+# rowids, so once another worker has finished a job its id may be reused by the
+# next job queued, and a batch that embedded the old one must not touch it.
+_SQL_THE_JOB = "id = :id AND kind = :kind AND ref_id = :ref_id"
+SQL_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}"
 SQL_JOB_RETRY = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = ?, not_before = ? "
-    "WHERE id = ?"
+    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
+    f"not_before = :not_before WHERE {_SQL_THE_JOB}"
 )
 SQL_JOB_FAILED = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = ?, failed_at = ? WHERE id = ?"
+    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
+    f"failed_at = :failed_at WHERE {_SQL_THE_JOB}"
 )
 SQL_USAGE = (
     "INSERT INTO usage_ledger (at, provider, model, operation, inputs, tokens, is_estimate, "
     "chars, duration_ms, cache_hits, app, user, text_hash, price_usd_per_mtok, cost_usd, "
     "call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-SQL_JOB_WAIT = "UPDATE embedding_queue SET not_before = ? WHERE id = ?"
+SQL_JOB_WAIT = f"UPDATE embedding_queue SET not_before = :not_before WHERE {_SQL_THE_JOB}"
 SQL_QUEUE_STATS = (
     "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
 )
@@ -211,8 +216,14 @@ def _mismatch(path: Path, recorded: tuple[str, int], name: str, dims: int) -> st
 class _Job(NamedTuple):
     id: int
     kind: IndexKind
+    ref_id: int
     item: IndexItem | None  # None: the item is gone; drop the job
     text_hash: str
+
+    @property
+    def key(self) -> dict[str, object]:
+        """The named parameters of ``_SQL_THE_JOB``: this job and no other."""
+        return {"id": self.id, "kind": self.kind.name, "ref_id": self.ref_id}
 
 
 @dataclass
@@ -570,7 +581,13 @@ class EmbeddingService:
             for job_id, ref_id, text_hash in entries:
                 item = items.get(ref_id)
                 jobs.append(
-                    _Job(job_id, kind, item, content_hash(item.text) if item else text_hash)
+                    _Job(
+                        job_id,
+                        kind,
+                        ref_id,
+                        item,
+                        content_hash(item.text) if item else text_hash,
+                    )
                 )
         cached: set[str] = set()
         hashes = sorted({job.text_hash for job in jobs if job.item is not None})
@@ -710,7 +727,7 @@ class EmbeddingService:
         )
         for job in jobs:
             delay = min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** attempts.get(job.id, 0))
-            conn.execute(SQL_JOB_RETRY, (error, now + delay, job.id))
+            conn.execute(SQL_JOB_RETRY, {**job.key, "error": error, "not_before": now + delay})
 
     def _apply(
         self,
@@ -743,20 +760,20 @@ class EmbeddingService:
         hits: dict[Scope, int] = {}
         for job in jobs:
             if job.item is None:
-                conn.execute(SQL_JOB_DONE, (job.id,))
+                conn.execute(SQL_JOB_DONE, job.key)
                 continue
             if job.text_hash in embedded.waiting:
-                conn.execute(SQL_JOB_WAIT, (now + _BUDGET_RECHECK_S, job.id))
+                conn.execute(SQL_JOB_WAIT, {**job.key, "not_before": now + _BUDGET_RECHECK_S})
                 totals.waiting += 1
                 continue
             failure = embedded.failures.get(job.text_hash)
             if failure is not None:
-                conn.execute(SQL_JOB_FAILED, (failure, now, job.id))
+                conn.execute(SQL_JOB_FAILED, {**job.key, "error": failure, "failed_at": now})
                 totals.failed += 1
                 continue
-            conn.execute(SQL_JOB_DONE, (job.id,))
+            conn.execute(SQL_JOB_DONE, job.key)
             if conn.changes() == 0:
-                continue  # cancelled by a newer write while we embedded
+                continue  # cancelled by a newer write, or done by another worker
             if search.insert_vector(
                 conn, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
