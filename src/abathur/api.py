@@ -267,6 +267,10 @@ def _embedder_from(settings: Settings) -> Embedder | None:
         from abathur.embeddings.ollama import OllamaEmbedder
 
         return OllamaEmbedder.from_settings(settings)
+    if settings.embedder == "openai":
+        from abathur.embeddings.openai_compat import OpenAICompatEmbedder
+
+        return OpenAICompatEmbedder.from_settings(settings)
     return None
 
 

@@ -12,13 +12,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ArchivePolicy", "Budget", "Settings"]
+__all__ = ["ArchivePolicy", "Budget", "Settings", "settings_table"]
 
 
 class ArchivePolicy(BaseModel):
@@ -144,10 +146,19 @@ class Settings(BaseSettings):
         description="NORMAL is durable against a process crash in WAL mode; FULL also "
         "against power loss, at the cost of an fsync per commit.",
     )
-    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
-    wal_autocheckpoint: int = Field(default=1000, ge=0)
+    busy_timeout_ms: int = Field(
+        default=5000,
+        ge=0,
+        le=600_000,
+        description="How long a write waits for another connection's lock before failing.",
+    )
+    wal_autocheckpoint: int = Field(
+        default=1000, ge=0, description="Pages in the WAL before an automatic checkpoint."
+    )
     cache_size_kib: int = Field(default=64_000, ge=0, description="Page cache per connection.")
-    mmap_size: int = Field(default=268_435_456, ge=0)
+    mmap_size: int = Field(
+        default=268_435_456, ge=0, description="Bytes of the file memory-mapped."
+    )
     readers: int = Field(default=4, ge=1, le=64, description="Read-only connections in the pool.")
     max_value_bytes: int = Field(
         default=1_048_576, ge=1, description="Largest JSON value, state or metadata accepted."
@@ -181,23 +192,62 @@ class Settings(BaseSettings):
     )
 
     # Embeddings (issue 3). "bundled" is the offline MiniLM shipped in the
-    # package; "ollama" uses ollama_model on ollama_host; "none" disables
-    # vector search (keyword search still works).
-    embedder: Literal["bundled", "ollama", "none"] = "bundled"
+    # package; "ollama" uses ollama_model on ollama_host; "openai" any server
+    # speaking OpenAI's /embeddings API; "none" disables vector search.
+    embedder: Literal["bundled", "ollama", "openai", "none"] = Field(
+        default="bundled",
+        description="Who embeds: 'bundled' (offline MiniLM, in the package), 'ollama', "
+        "'openai' (any OpenAI-compatible server) or 'none' (keyword search only).",
+    )
     embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per embed call.")
     embed_worker: bool = Field(
-        default=True, description="Drain the embedding queue in the background while open."
+        default=True,
+        description="Drain the embedding queue in the background while open; off: another "
+        "process (or 'embeddings.drain()') embeds.",
     )
     # repr=False: the URL may carry user:password@ (sent as basic auth); a
     # Settings repr in a log or a traceback must not show it.
-    ollama_host: str = Field(default="http://127.0.0.1:11434", repr=False)
-    ollama_model: str = "nomic-embed-text"
-    ollama_timeout_s: float = Field(default=30.0, gt=0)
-    ollama_batch_size: int = Field(default=32, ge=1, le=2048)
-    ollama_concurrency: int = Field(default=2, ge=1, le=64)
-    ollama_retries: int = Field(default=3, ge=0, le=20)
-    ollama_keep_alive: str = "5m"
-    ollama_truncate: bool = True
+    ollama_host: str = Field(
+        default="http://127.0.0.1:11434",
+        repr=False,
+        description="Ollama server URL; 'user:password@' in it is sent as basic auth.",
+    )
+    ollama_model: str = Field(default="nomic-embed-text", description="Ollama embedding model.")
+    ollama_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one request.")
+    ollama_batch_size: int = Field(default=32, ge=1, le=2048, description="Texts per request.")
+    ollama_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Requests in flight at once."
+    )
+    ollama_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries after a timeout, 5xx, 408 or 429."
+    )
+    ollama_keep_alive: str = Field(
+        default="5m", description="How long Ollama keeps the model loaded ('5m', '0', '-1')."
+    )
+    ollama_truncate: bool = Field(
+        default=True, description="Let Ollama cut inputs longer than the model's context."
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="API root of an OpenAI-compatible server (the part before /embeddings).",
+    )
+    openai_model: str = Field(
+        default="text-embedding-3-small", description="Embedding model on that server."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token sent to that server; never shown."
+    )
+    openai_dims: int | None = Field(
+        default=None, ge=1, description="Vector length asked for ('dimensions'); None: the model's."
+    )
+    openai_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one request.")
+    openai_batch_size: int = Field(default=64, ge=1, le=2048, description="Texts per request.")
+    openai_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Requests in flight at once."
+    )
+    openai_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries after a timeout, 5xx, 408 or 429."
+    )
 
     # Search (issue 3; see abathur/search.py for how these are used).
     search_oversample: int = Field(
@@ -247,3 +297,32 @@ class Settings(BaseSettings):
     metrics_retention_days: float = Field(
         default=30.0, gt=0, description="Metrics windows older than this are deleted."
     )
+
+
+def settings_table() -> str:
+    """The configuration table of docs/configuration.md, rendered from :class:`Settings`.
+
+    One row per field: its ``ABATHUR_*`` variable, its default (as JSON, as the
+    variable takes it) and its description. ``scripts/settings_table.py``
+    writes it into the docs; ``tests/unit/test_docs.py`` fails when they drift.
+
+    Returns:
+        A markdown table.
+
+    Example:
+        >>> from abathur.config import settings_table
+        >>> print(settings_table().splitlines()[2])
+        | `ABATHUR_DB` | `abathur.db` | Database file path. |
+    """
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            shown = "none"
+        elif isinstance(default, Path | str):
+            shown = f"`{default}`"
+        else:
+            shown = f"`{json.dumps(to_jsonable_python(default, exclude_none=True))}`"
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `ABATHUR_{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -359,6 +359,10 @@ def _target(choice: str, settings: Settings) -> str | None:
         from abathur.embeddings.ollama import OllamaEmbedder
 
         return OllamaEmbedder.from_settings(settings).name
+    if choice == "openai":
+        from abathur.embeddings.openai_compat import OpenAICompatEmbedder
+
+        return OpenAICompatEmbedder.from_settings(settings).name
     return None
 
 
@@ -369,7 +373,7 @@ def _count_items(conn: Any) -> dict[str, int]:
 @click.command()
 @click.option(
     "--embedder",
-    type=click.Choice(["bundled", "ollama", "none"]),
+    type=click.Choice(["bundled", "ollama", "openai", "none"]),
     default=None,
     help="The embedder to re-embed with, switching the file to it (default: ABATHUR_EMBEDDER, "
     "else bundled). 'none' is only useful with --dry-run or --compact.",
