@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fuzz test-model export-model lint bench clean lock
+.PHONY: run test fuzz test-model export-model lint bench clean lock docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
@@ -49,6 +49,18 @@ test-model: $(MODEL_STAMP)
 export-model: $(MODEL_STAMP)
 	$(MODEL_BIN)/python scripts/export_minilm.py
 
+# The documentation site (mkdocs.yml): docs/*.md plus the API reference rendered
+# from the docstrings, built into site/ (gitignored). --strict: a warning (a
+# broken link, a docstring mkdocstrings cannot read) fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
 	$(BIN)/ruff format --check src tests benchmarks model_tests scripts
@@ -65,7 +77,7 @@ lock: $(STAMP)
 	} | sort -f -u > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .ruff_cache .benchmarks site
 
 # Peer benchmarks (issue 6): abathur vs ADK's session services and LangGraph's
 # AsyncSqliteStore, plus abathur's growth curves (benchmarks/README.md, "Peers"

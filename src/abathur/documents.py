@@ -1806,7 +1806,10 @@ class DocumentService:
         (``last_error``); the watch goes on. Closing the database stops it.
 
         Args:
-            root, patterns, exclude, max_file_bytes: as for :meth:`sync`.
+            root: as for :meth:`sync`.
+            patterns: as for :meth:`sync`.
+            exclude: as for :meth:`sync`.
+            max_file_bytes: as for :meth:`sync`.
             debounce_ms: how long changes are gathered into one sync (1..60000).
 
         Returns:
