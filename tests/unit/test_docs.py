@@ -131,7 +131,9 @@ def test_readme_points_to_docs_in_the_repo_not_to_design_md() -> None:
         assert (ROOT / page).is_file(), page
 
 
-@pytest.mark.parametrize("page", [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))], ids=str)
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))], ids=lambda p: p.name
+)
 def test_relative_links_resolve(page: Path) -> None:
     broken = [
         target
