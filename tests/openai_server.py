@@ -37,6 +37,7 @@ class OpenAIServer:
         api_key: when set, requests without ``Authorization: Bearer <key>`` get 401.
         usage: whether answers carry ``usage``.
         reverse: send ``data`` in reverse order (each item keeps its ``index``).
+        delay_s: how long each answer takes (to see requests in flight at once).
     """
 
     def __init__(
@@ -47,12 +48,16 @@ class OpenAIServer:
         api_key: str | None = None,
         usage: bool = True,
         reverse: bool = False,
+        delay_s: float = 0.0,
     ) -> None:
         self.dims = dims
         self.models = models
         self.api_key = api_key
         self.usage = usage
         self.reverse = reverse
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.faults: collections.deque[Fault] = collections.deque()
@@ -112,6 +117,18 @@ class _Handler(BaseHTTPRequestHandler):
                 {"path": self.path, "headers": dict(self.headers.items()), "body": body}
             )
             fault = owner.faults.popleft() if owner.faults else None
+        with owner.lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._answer(owner, body, fault)
+        finally:
+            with owner.lock:
+                owner.in_flight -= 1
+
+    def _answer(self, owner: OpenAIServer, body: Any, fault: Fault | None) -> None:
+        if owner.delay_s:
+            threading.Event().wait(owner.delay_s)
         if fault is not None:
             if fault.delay_s:
                 threading.Event().wait(fault.delay_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,24 @@ def test_transient_failures_are_retried(server: OpenAIServer) -> None:
     vectors = asyncio.run(make(server, batch_size=10).embed(["a"]))
     assert vectors == [pytest.approx(server.vector_for("a"))]
     assert len(server.requests) == 3
+
+
+def test_at_most_concurrency_requests_are_in_flight() -> None:
+    with OpenAIServer(delay_s=0.05) as server:
+        texts = [f"text {i}" for i in range(12)]
+        vectors = asyncio.run(make(server, batch_size=2, concurrency=3).embed(texts))
+        assert vectors == [pytest.approx(server.vector_for(t)) for t in texts]
+        assert len(server.requests) == 6
+        # Six requests of 50 ms each, three at a time: the gate is full, never over.
+        assert server.max_in_flight == 3
+
+
+def test_a_429_waits_for_retry_after(server: OpenAIServer) -> None:
+    server.fail(Fault(status=429, headers={"Retry-After": "0.3"}))
+    started = time.perf_counter()
+    asyncio.run(make(server, max_backoff_s=5.0).embed(["a"]))
+    assert time.perf_counter() - started >= 0.3
+    assert len(server.requests) == 2
 
 
 def test_a_dropped_connection_is_retried(server: OpenAIServer) -> None:

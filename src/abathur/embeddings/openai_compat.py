@@ -334,7 +334,9 @@ class OpenAICompatEmbedder:
             raise _Transient(
                 f"no answer within {self.timeout_s:g}s ({type(exc).__name__})"
             ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            # Refused or dropped connections, reads and writes cut short: the
+            # server may be restarting, so this is worth another attempt.
             raise _Transient(
                 f"connection failed ({type(exc).__name__}: {self._echo(exc) or 'no detail'})"
             ) from None
