@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import importlib
 import os
@@ -159,8 +160,8 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
-def test_architecture_names_real_modules_and_settings() -> None:
-    text = (DOCS / "architecture.md").read_text("utf-8")
+def test_architecture_names_real_modules_and_settings(tmp_path: Path) -> None:
+    text = (DOCS / "architecture.md").read_text("utf-8").replace("`abathur.", "`")
     modules = {info.name.removeprefix("abathur.").split(".")[0] for info in
                pkgutil.walk_packages(abathur.__path__, prefix="abathur.")}  # fmt: skip
     codes = {getattr(c, "code", None) for c in vars(abathur.errors).values()}
@@ -171,6 +172,14 @@ def test_architecture_names_real_modules_and_settings() -> None:
     }
     assert len(dotted) >= 15, dotted  # the page does name modules
     assert sorted(n for n in dotted if not _resolves(n)) == []
+    services = set(re.findall(r"`ab\.([a-z_]+)`", text))
+    assert len(services) >= 8, services
+
+    async def attributes() -> set[str]:
+        async with abathur.Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+            return set(vars(ab))
+
+    assert services <= asyncio.run(attributes())
     variables = set(re.findall(r"`(ABATHUR_[A-Z_]+)`", text))
     known = {f"ABATHUR_{name.upper()}" for name in abathur.Settings.model_fields}
     assert variables and variables <= known, variables - known
