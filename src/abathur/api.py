@@ -113,7 +113,7 @@ class Abathur:
                 (e.g. ``synchronous="FULL"``) are applied on top of it.
             embedder: an :class:`~abathur.embeddings.Embedder` instance to use,
                 or a ``Settings.embedder`` name (``"bundled"``, ``"ollama"``,
-                ``"none"``); default: built from the settings.
+                ``"openai"``, ``"none"``); default: built from the settings.
             reindex: if the file's vectors come from another embedder, switch
                 to this one (drop them and queue every item to be re-embedded)
                 instead of raising :class:`~abathur.errors.EmbedderMismatchError`.

@@ -1,4 +1,4 @@
-"""Embedders: the protocol, the bundled offline MiniLM, and the Ollama provider."""
+"""Embedders: the protocol, the bundled offline MiniLM, Ollama and OpenAI-compatible servers."""
 
 from abathur.embeddings.base import Embedder, EmbedResult
 

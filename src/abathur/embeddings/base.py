@@ -36,7 +36,7 @@ class Embedder(Protocol):
     Attributes:
         name: stable identity recorded in the database, ``"<provider>:<model>"``
             (e.g. ``"bundled:all-MiniLM-L6-v2"``, ``"ollama:nomic-embed-text"``).
-        provider: ``"bundled"``, ``"ollama"``, ...
+        provider: ``"bundled"``, ``"ollama"``, ``"openai"``, ...
         model: the model name within the provider.
         dims: length of every vector.
     """
