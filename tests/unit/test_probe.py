@@ -12,6 +12,7 @@ import apsw
 import pytest
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
+from abathur.embeddings.queue import HELD_NOT_BEFORE, SQL_HELD_JOBS
 from abathur.memory import VEC_TABLE
 from abathur.search import drop_empty_partition, partition_of
 
@@ -121,3 +122,14 @@ async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: P
         assert dead1 == dead0 and gen1 != gen0
         after = await ab.memory.search("green tea", prefix="user:alice", mode="vector")
         assert [h.key for h in after.hits] == [h.key for h in before.hits] == ["k"]
+
+
+async def test_a_probes_batch_query_uses_the_ready_index(tmp_path: Path) -> None:
+    async with Abathur.open(tmp_path / "p.db", embed_worker=False) as ab:
+        rows = await ab.db.read(
+            lambda c: c.execute(
+                "EXPLAIN QUERY PLAN " + SQL_HELD_JOBS, (HELD_NOT_BEFORE, 10, 64)
+            ).fetchall()
+        )
+    plan = " | ".join(str(row[-1]) for row in rows)
+    assert "USING INDEX embedding_queue_ready (not_before>?)" in plan, plan

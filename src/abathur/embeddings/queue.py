@@ -892,7 +892,7 @@ class EmbeddingService:
 
     async def _compact_if_needed(self) -> None:
         ratio = self._db.settings.vector_compact_ratio
-        if not ratio:
+        if not ratio or self.is_probe:  # the application's workers maintain its tables
             return
         stats = await self._db.read(search.vector_table_stats)
         if any(s.dead_rows > max(_COMPACT_MIN_DEAD, ratio * s.live_rows) for s in stats):
