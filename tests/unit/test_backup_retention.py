@@ -102,11 +102,35 @@ def test_retention_rejects_a_bad_newest_or_minimum_age() -> None:
         Retention(min_age_days=float("nan"))
 
 
-def test_the_minimum_age_is_a_setting_with_a_one_day_default(monkeypatch) -> None:
-    assert Settings().backup_min_age_days == 1.0
+def test_the_minimum_age_is_a_setting_with_a_one_day_default(
+    monkeypatch, db: Path, tmp_path: Path
+) -> None:
+    assert Settings().backup_min_age_days == 1.0 == Retention().min_age_days
     monkeypatch.setenv("ABATHUR_BACKUP_MIN_AGE_DAYS", "3")
     assert Settings().backup_min_age_days == 3.0
-    assert Retention.from_settings(Settings(), daily=7, weekly=4, monthly=6).min_age_days == 3.0
+    # The CLI reads it: a backup 2 days old is young under a 3-day minimum.
+    dest = tmp_path / "b"
+    old = create_backup(db, dest=dest)
+    age(old, 2)
+    keep = ("--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0")
+    for _ in range(2):
+        assert run("backup", "--db", str(db), "--dest", str(dest), *keep).returncode == 0
+    made = run(
+        "backup",
+        "--db",
+        str(db),
+        "--dest",
+        str(dest),
+        *keep,
+        "--json",
+        env={"ABATHUR_BACKUP_MIN_AGE_DAYS": "3"},
+    )
+    assert made.returncode == 0, made.stderr
+    assert reasons_of(json.loads(made.stdout))[old.name] == ["young"]
+    bad = run(
+        "backup", "--db", str(db), "--dest", str(dest), env={"ABATHUR_BACKUP_MIN_AGE_DAYS": "-1"}
+    )
+    assert bad.returncode == 3 and "backup_min_age_days" in bad.stderr, bad.stderr
 
 
 # -- pins on real files ----------------------------------------------------------------

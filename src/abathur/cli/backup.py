@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from abathur.cli.options import (
     EXIT_FINDINGS,
@@ -79,6 +80,17 @@ def _removed_line(removed: tuple[Path, ...]) -> list[tuple[str, object]]:
     if not removed:
         return []
     return [("removed stale temps", ", ".join(p.name for p in removed) + " (owner gone)")]
+
+
+def _min_age_setting() -> float:
+    """``Settings.backup_min_age_days`` ($ABATHUR_BACKUP_MIN_AGE_DAYS), checked."""
+    try:
+        return Settings().backup_min_age_days
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise InvalidInputError(f"invalid settings: {problems}") from None
 
 
 def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, object]]:
@@ -181,7 +193,7 @@ def backup(
         daily=keep_daily,
         weekly=keep_weekly,
         monthly=keep_monthly,
-        min_age_days=Settings().backup_min_age_days if min_age_days is None else min_age_days,
+        min_age_days=_min_age_setting() if min_age_days is None else min_age_days,
     )
     if label is not None:
         # Checked before the backup is taken, so a bad label takes none.

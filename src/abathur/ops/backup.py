@@ -1187,13 +1187,6 @@ class Retention:
         ):
             raise InvalidInputError(f"min_age_days must be a number >= 0, not {age!r}")
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, daily: int = 7, weekly: int = 4, monthly: int = 6
-    ) -> Retention:
-        """The counts given, with the minimum age from ``Settings.backup_min_age_days``."""
-        return cls(daily, weekly, monthly, min_age_days=settings.backup_min_age_days)
-
 
 @dataclass(frozen=True)
 class RetentionPlan:
