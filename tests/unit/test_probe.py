@@ -6,6 +6,7 @@ instance doing the same, so a test that stopped telling them apart fails.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import apsw
@@ -133,3 +134,27 @@ async def test_a_probes_batch_query_uses_the_ready_index(tmp_path: Path) -> None
         )
     plan = " | ".join(str(row[-1]) for row in rows)
     assert "USING INDEX embedding_queue_ready (not_before>?)" in plan, plan
+
+
+def vectors(path: Path) -> int:
+    if not count(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'memories_vec'"):
+        return 0
+    return count(path, "SELECT count(*) FROM memories_vec_rowids")
+
+
+async def test_a_running_worker_leaves_a_probes_job_alone(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with (
+        Abathur.open(path) as app,  # its embedding worker runs
+        Abathur.open(path, embed_worker=False, probe=True) as probe,
+    ):
+        await probe.memory.put("abathur-smoke:run1", "k", "a probe's memory about tea")
+        await app.memory.put("user:alice", "k", "an application's memory about coffee")
+        for _ in range(200):  # the worker embeds the application's item ...
+            if vectors(path):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # ... and has had time to take another batch
+        held = "SELECT count(*) FROM embedding_queue WHERE not_before >= 1e18"
+        assert count(path, "SELECT count(*) FROM embedding_queue") == count(path, held) == 1
+        assert vectors(path) == 1
