@@ -1245,26 +1245,18 @@ async def _cleanup(run: _Run) -> Cleanup:
             errors.append(f"{what}: {message}")
 
     async def documents() -> None:
-        nonlocal documents_removed
+        nonlocal documents_removed, redacted
         if run.docs_dir is None:
             return
         root = str(run.docs_dir)
-
-        def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> None:
-            nonlocal redacted
-            # The root's records name only the run's temporary directory, but
-            # they are the run's: redacted, under one documents.purge record.
-            seqs = audit.root_records(conn, root)
-            done, seq = audit.record_purge(
-                conn, "documents.purge", root, {"documents": documents}, seqs
-            )
-            redacted += done
-            purge_records.append(seq)
-
         try:
             if run.synced:
                 documents_removed = len((await ab.documents.forget(run.docs_dir)).removed)
-                await ab.db.write(lambda conn: _purge_root_records(conn, root, documents_removed))
+                done, seq = await ab.db.write(
+                    lambda conn: _purge_root_records(conn, root, documents_removed)
+                )
+                redacted += done
+                purge_records.append(seq)
         finally:
             shutil.rmtree(run.docs_dir, ignore_errors=True)
 
@@ -1309,6 +1301,16 @@ async def _cleanup(run: _Run) -> Cleanup:
     )
 
 
+def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> tuple[int, int]:
+    """Redact the records of the run's forgotten document root; (records redacted, purge seq).
+
+    They name only the run's temporary directory, but they are the run's:
+    redacted, under one ``documents.purge`` record, like its sessions and memories.
+    """
+    seqs = audit.root_records(conn, root)
+    return audit.record_purge(conn, "documents.purge", root, {"documents": documents}, seqs)
+
+
 def _drop_partition(conn: apsw.Connection, partition: str, dead: int) -> int:
     if not schema.table_exists(conn, memory.VEC_TABLE):
         return 0
@@ -1322,7 +1324,7 @@ _SQL_LEFT_MEMORIES = (
     "SELECT count(*) FROM memories "
     "WHERE namespace >= ? AND namespace < ? AND (namespace = ? OR namespace >= ?)"
 )
-# Unredacted records naming the run: only its temporary directory's may be left.
+# Unredacted records naming the run (none once its purges ran).
 _SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ? AND redacted = 0"
 _SQL_LEFT_ROOT = (
     "SELECT count(*), (SELECT count(*) FROM documents WHERE root_id = r.id) "
