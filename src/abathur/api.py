@@ -52,6 +52,7 @@ class Abathur:
             growth, sizes and call latencies (``stats``).
         transfer: :class:`~abathur.transfer.TransferService`: export to and
             import from versioned JSON Lines (``export_to``, ``import_from``).
+        is_probe: opened with ``probe=True`` (see :meth:`open`).
 
     Example:
         >>> import asyncio, tempfile, pathlib
