@@ -8,7 +8,9 @@
 #   --db PATH        the database (default $ABATHUR_DB, else ./abathur.db)
 #   --dest DIR       the backup directory (default $ABATHUR_BACKUP_DIR, else
 #                    ./backups beside the database, as 'abathur backup' decides)
-#   --keep-*         retention, passed to 'abathur backup' (default 7 / 4 / 6)
+#   --keep-*         retention, passed to 'abathur backup' (default 7 / 4 / 6); it
+#                    never deletes the newest two, any younger than
+#                    $ABATHUR_BACKUP_MIN_AGE_DAYS (default 1) or a pinned one
 #
 # Environment: ABATHUR_BIN (the abathur command, default: abathur on PATH),
 # ABATHUR_BACKUP_KEY_FILE (the backup key: backups are then authenticated with an

@@ -52,6 +52,7 @@ class Abathur:
             growth, sizes and call latencies (``stats``).
         transfer: :class:`~abathur.transfer.TransferService`: export to and
             import from versioned JSON Lines (``export_to``, ``import_from``).
+        is_probe: opened with ``probe=True`` (see :meth:`open`).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -69,10 +70,13 @@ class Abathur:
         (1, {'value': 'French'})
     """
 
-    def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, db: Database, embedder: Embedder | None = None, *, probe: bool = False
+    ) -> None:
         self.db = db
         self.settings = db.settings
-        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND, CHUNK_KIND])
+        self.is_probe = probe
+        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND, CHUNK_KIND], probe=probe)
         self.documents = DocumentService(db, self.embeddings)
         self.sessions = SessionService(db)
         self.memory = MemoryService(db, self.embeddings)
@@ -82,15 +86,17 @@ class Abathur:
         # memory (abathur.analytics); the recorder flushes once a minute.
         recorder = CallRecorder(db.settings.metrics_flush_s)
         self.analytics = AnalyticsService(db, recorder)
-        self.costs = CostService(db, self.embeddings, recorder)
+        # A probe's calls are not the application's: no budget counters either.
+        self.costs = CostService(db, self.embeddings, None if probe else recorder)
         self.memory._costs = self.costs
         self.memory._recorder = recorder
         self.archival = ArchivalService(db, self.embeddings)
         self.transfer = TransferService(db, self.embeddings)
-        instrument(self.sessions, "sessions", recorder)
-        instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)
-        instrument(self.tasks, "tasks", recorder)
-        instrument(self.documents, "documents", recorder)
+        if not probe:
+            instrument(self.sessions, "sessions", recorder)
+            instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)
+            instrument(self.tasks, "tasks", recorder)
+            instrument(self.documents, "documents", recorder)
 
     @classmethod
     def open(
@@ -100,6 +106,7 @@ class Abathur:
         settings: Settings | None = None,
         embedder: Embedder | str | None = None,
         reindex: bool = False,
+        probe: bool = False,
         **overrides: Any,
     ) -> _Opening:
         """Open (creating and migrating if needed) the database at ``path``.
@@ -117,6 +124,17 @@ class Abathur:
             reindex: if the file's vectors come from another embedder, switch
                 to this one (drop them and queue every item to be re-embedded)
                 instead of raising :class:`~abathur.errors.EmbedderMismatchError`.
+            probe: open as a probe that must leave the operator's numbers as
+                they were (``abathur smoke``): its service calls are not timed
+                into the ``metrics`` table nor counted as namespace reads and
+                writes (``stats``); its embedder calls write no ``usage_ledger``
+                rows and are not gated by budgets (``cost``); the embedding
+                jobs its writes queue are held for its own
+                ``embeddings.drain()`` (which embeds only held jobs), so no
+                other process's worker embeds and bills them; and it leaves
+                other writers' pending vector deletes to their workers. What it
+                writes is still audited; erase it with ``memory.purge`` and
+                ``sessions.purge`` (as the smoke run does).
 
         Raises:
             InvalidInputError: a setting, the embedder or reindex is invalid.
@@ -136,7 +154,7 @@ class Abathur:
             >>> asyncio.run(demo())
             (None, 'none')
         """
-        return _Opening(cls, path, settings, overrides, embedder, reindex)
+        return _Opening(cls, path, settings, overrides, embedder, reindex, probe)
 
     @property
     def path(self) -> Path:
@@ -186,9 +204,10 @@ class _Opening:
         overrides: dict[str, Any],
         embedder: Embedder | str | None = None,
         reindex: bool = False,
+        probe: bool = False,
     ) -> None:
         self._cls, self._path, self._settings, self._overrides = cls, path, settings, overrides
-        self._embedder, self._reindex = embedder, reindex
+        self._embedder, self._reindex, self._probe = embedder, reindex, probe
         self._opened: Abathur | None = None
 
     async def _open(self) -> Abathur:
@@ -203,11 +222,13 @@ class _Opening:
             )
         if not isinstance(self._reindex, bool):
             raise InvalidInputError(f"reindex must be a bool, got {type(self._reindex).__name__}")
+        if not isinstance(self._probe, bool):
+            raise InvalidInputError(f"probe must be a bool, got {type(self._probe).__name__}")
         settings = _resolve_settings(self._path, self._settings, overrides)
         if embedder is None:
             embedder = _embedder_from(settings)
         db = await Database.open(settings.db, settings)
-        ab = self._cls(db, embedder)
+        ab = self._cls(db, embedder, probe=self._probe)
         try:
             # A file left unmigrated (auto_migrate=False, e.g. `abathur info`)
             # has no search tables yet: nothing to index or embed.

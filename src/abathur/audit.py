@@ -151,7 +151,7 @@ _LABELS: dict[str, str] = {
 }
 
 #: Actions of purge records; their detail's ``redacted`` counts the records they blanked.
-PURGE_ACTIONS = frozenset({"memory.purge", "sessions.purge"})
+PURGE_ACTIONS = frozenset({"memory.purge", "sessions.purge", "documents.purge"})
 
 _SQL_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _SQL_INSERT = (
@@ -317,6 +317,17 @@ _SQL_SESSION_RECORDS = (
     "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') = 'session' "
     "AND json_extract(detail, '$.ref') IN (SELECT value FROM json_each(:sessions))))"
 )
+
+
+# Records of one document root (add_root, sync, forget): entity_id is its path.
+_SQL_ROOT_RECORDS = (
+    "SELECT seq FROM audit_log WHERE redacted = 0 AND entity = 'document_root' AND entity_id = ?"
+)
+
+
+def root_records(conn: apsw.Connection, root: str) -> set[int]:
+    """Seqs of unredacted records of the document root at path ``root``."""
+    return {seq for (seq,) in conn.execute(_SQL_ROOT_RECORDS, (root,))}
 
 
 def memory_records(conn: apsw.Connection, bounds: tuple[str, str, str, str]) -> set[int]:

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         description="Where 'abathur backup' writes and 'abathur health' looks for backups; "
         "None: a 'backups' directory beside the database file.",
     )
+    backup_min_age_days: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="'abathur backup' retention never deletes a backup younger than this "
+        "(nor the newest two, nor a pinned one: 'backup --keep').",
+    )
     # Authenticated backups (issue 11; abathur/ops/backup_key.py, runbooks/06).
     backup_key_file: Path | None = Field(
         default=None,

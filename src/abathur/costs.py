@@ -445,6 +445,8 @@ class CostService:
         self, prefix: str, *, memories: int, tokens: int, chars: int, duration_ms: float
     ) -> None:
         """Record tokens served by ``memory.context`` (written with the next usage rows)."""
+        if self._embeddings.is_probe:
+            return  # a probe's calls are not the application's usage
         app, user = attribute(prefix)
         self._embeddings._usage.append(
             (

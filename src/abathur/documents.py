@@ -965,11 +965,12 @@ class _Indexing:
     chunks_fts needs nothing here: triggers on chunks keep it.
     """
 
-    def __init__(self, conn: apsw.Connection, *, configured: bool) -> None:
+    def __init__(self, conn: apsw.Connection, *, configured: bool, held: bool = False) -> None:
         ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
         self.model: str | None = model
         self.has_table = bool(has_table) and model is not None
         self.vectors = configured or model is not None
+        self.held = held  # a probe's write: its jobs wait for the probe's own drain
 
     def add(
         self,
@@ -995,7 +996,7 @@ class _Indexing:
             conn, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
             return
-        enqueue(conn, KIND_NAME, chunk_id, text_hash, now)
+        enqueue(conn, KIND_NAME, chunk_id, text_hash, now, held=self.held)
         tally.queued += 1
 
     def remove(self, conn: apsw.Connection, tally: _Tally, chunk_id: int) -> None:
@@ -1594,11 +1595,12 @@ class DocumentService:
 
     async def _write(self, root_id: int, root: str, items: list[_Examined]) -> _Tally:
         configured = self._configured()
+        held = self._embeddings is not None and self._embeddings.is_probe
 
         def write(conn: apsw.Connection) -> _Tally:
             now = time.time()
             tally = _Tally()
-            index = _Indexing(conn, configured=configured)
+            index = _Indexing(conn, configured=configured, held=held)
             wrote = False
             for item in items:
                 wrote = _write_document(conn, index, tally, root_id, item, now) or wrote

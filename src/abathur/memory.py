@@ -444,13 +444,14 @@ class _Indexing:
     from the file each time, so a write from any process keeps them right.
     """
 
-    __slots__ = ("cached", "enqueued", "has_table", "model", "vectors")
+    __slots__ = ("cached", "enqueued", "has_table", "held", "model", "vectors")
 
-    def __init__(self, conn: apsw.Connection, *, configured: bool) -> None:
+    def __init__(self, conn: apsw.Connection, *, configured: bool, held: bool = False) -> None:
         ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
         self.model: str | None = model
         self.has_table = bool(has_table) and model is not None
         self.vectors = configured or model is not None
+        self.held = held  # a probe's write: its jobs wait for the probe's own drain
         self.enqueued = 0
         self.cached: list[str] = []  # namespaces whose vector came from the cache (issue 4)
 
@@ -476,7 +477,7 @@ class _Indexing:
         ):
             self.cached.append(namespace)
             return
-        enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now)
+        enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now, held=self.held)
         self.enqueued += 1
 
 
@@ -985,7 +986,8 @@ class MemoryService:
 
     def _indexing(self, conn: apsw.Connection) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
-        return _Indexing(conn, configured=configured)
+        held = self._embeddings is not None and self._embeddings.is_probe
+        return _Indexing(conn, configured=configured, held=held)
 
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:

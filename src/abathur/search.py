@@ -94,6 +94,7 @@ __all__ = [
     "create_vector_table",
     "defer_vector_delete",
     "delete_vector",
+    "drop_empty_partition",
     "drop_vector_table",
     "forget_mirrors",
     "fts_query",
@@ -562,6 +563,47 @@ def vector_table_stats(conn: apsw.Connection) -> list[VectorTableStats]:
         ).fetchall()[0]
         stats.append(VectorTableStats(name, kind, dims, stored - pending, dead, pending))
     return stats
+
+
+def drop_empty_partition(conn: apsw.Connection, table: str, partition: str, *, dead: int) -> int:
+    """Reclaim a partition known to be gone for good (a smoke run's own, after its purge).
+
+    vec0 (0.1.9) drops a chunk with its last vector, but :func:`delete_vector`
+    counted each of its slots in ``vector_tables.dead_rows``, which only
+    compaction resets. Here, once no slot of ``partition`` holds a vector,
+    any chunk of it still stored is deleted with its blobs, ``dead`` (the
+    deletes counted for the partition) is taken off ``dead_rows``, and the
+    table gets a new ``generation``, so every process re-reads its chunks
+    rather than trust a dead-row count that went down. Runs in the caller's
+    write transaction. Returns the chunks deleted here; with a vector still
+    in the partition it changes nothing and returns 0.
+    """
+    table = known_vector_table(table)
+    rows = conn.execute(SQL_CHUNKS_OF_PARTITION.format(table=table), (partition,)).fetchall()
+    if any(any(valid) for _, _, valid in rows):
+        return 0
+    ids = json.dumps([chunk_id for chunk_id, _, _ in rows])
+    (pointing,) = conn.execute(
+        f'SELECT count(*) FROM "{table}_rowids" WHERE chunk_id IN (SELECT value FROM json_each(?))',
+        (ids,),
+    ).fetchall()[0]
+    if pointing:
+        return 0
+    for shadow in ("vector_chunks00", "metadatachunks00", "metadatachunks01", "metadatachunks02"):
+        conn.execute(
+            f'DELETE FROM "{table}_{shadow}" WHERE rowid IN (SELECT value FROM json_each(?))',
+            (ids,),
+        )
+    conn.execute(
+        f'DELETE FROM "{table}_chunks" WHERE chunk_id IN (SELECT value FROM json_each(?))', (ids,)
+    )
+    if dead > 0:
+        conn.execute(
+            "UPDATE vector_tables SET dead_rows = max(0, dead_rows - ?), generation = ? "
+            "WHERE name = ?",
+            (int(dead), secrets.randbits(62), table),
+        )
+    return len(rows)
 
 
 def compact_vector_table(conn: apsw.Connection, kind: IndexKind, chunk_size: int) -> int:

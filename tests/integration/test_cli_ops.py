@@ -104,7 +104,14 @@ def test_backup_list_verify_restore_round_trip(db: Path) -> None:
     manifest = made["backup"]["manifest"]
     assert manifest["row_counts"]["memories"] == 2
     assert made["retention"]["delete"] == []
-    assert made["retention"]["keep"][0]["because"] == ["new", "daily", "weekly", "monthly"]
+    assert made["retention"]["keep"][0]["because"] == [
+        "new",
+        "newest",
+        "young",
+        "daily",
+        "weekly",
+        "monthly",
+    ]
 
     listed = ok_json(abathur("backup", "list", "--db", str(db), "--json", cwd=db.parent))
     assert [b["name"] for b in listed["backups"]] == [made["backup"]["name"]]
@@ -129,22 +136,26 @@ def test_backup_list_verify_restore_round_trip(db: Path) -> None:
     assert list(db.parent.glob("agent.db.replaced-*"))
 
 
-def test_a_second_backup_the_same_day_replaces_the_first_unless_told_not_to(db: Path) -> None:
+def test_a_second_backup_the_same_day_keeps_the_first(db: Path) -> None:
+    """Issue 12: the newest two and backups under a day old survive retention."""
     first = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    second = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    assert second["retention"]["delete"] == []
     kept = ok_json(abathur("backup", "--db", str(db), "--no-prune", "--json", cwd=db.parent))
     assert kept["retention"] is None
     dry = ok_json(abathur("backup", "--db", str(db), "--dry-run", "--json", cwd=db.parent))
-    assert dry["backup"] is None
+    assert dry["backup"] is None and dry["retention"]["delete"] == [], "all are under a day old"
+    no_age = ("--min-age-days", "0")
+    dry = ok_json(abathur("backup", "--db", str(db), "--dry-run", *no_age, "--json", cwd=db.parent))
+    # The new one and the newest existing one stay; the older two would go.
     assert sorted(dry["retention"]["delete"]) == sorted(
-        [first["backup"]["name"], kept["backup"]["name"]]
+        [first["backup"]["name"], second["backup"]["name"]]
     )
-    assert len(list((db.parent / "backups").glob("*.db.zst"))) == 2, "dry run deletes nothing"
-    third = ok_json(abathur("backup", "--db", str(db), "--json", cwd=db.parent))
+    assert len(list((db.parent / "backups").glob("*.db.zst"))) == 3, "dry run deletes nothing"
+    third = ok_json(abathur("backup", "--db", str(db), *no_age, "--json", cwd=db.parent))
     assert sorted(third["retention"]["delete"]) == sorted(dry["retention"]["delete"])
-    names = [p.name for p in (db.parent / "backups").iterdir()]
-    assert sorted(names) == sorted(
-        [Path(third["backup"]["file"]).name, Path(third["backup"]["manifest_file"]).name]
-    )
+    names = {p.name for p in (db.parent / "backups").glob("*.db.zst")}
+    assert names == {Path(b["backup"]["file"]).name for b in (kept, third)}
 
 
 def test_a_corrupt_backup_is_rejected_and_the_database_untouched(db: Path) -> None:

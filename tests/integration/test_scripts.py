@@ -38,11 +38,12 @@ def run(
     cwd: Path,
     stdin: str = "",
     with_abathur: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(SCRIPTS / name), *args],
         cwd=cwd,
-        env=script_env(with_abathur=with_abathur),
+        env={**script_env(with_abathur=with_abathur), **(env or {})},
         input=stdin,
         capture_output=True,
         text=True,
@@ -127,14 +128,18 @@ def test_nightly_backup_checkpoints_backs_up_and_verifies(db: Path) -> None:
 def test_nightly_backup_applies_retention_in_dest(db: Path, tmp_path: Path) -> None:
     dest = tmp_path / "elsewhere"
     keep = ("--dest", str(dest), "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0")
-    first = run("nightly-backup.sh", "--db", str(db), *keep, cwd=db.parent)
-    assert first.returncode == 0, first.stderr
-    second = run("nightly-backup.sh", "--db", str(db), *keep, cwd=db.parent)
-    assert second.returncode == 0, second.stderr
-    line = one_line(second)
+    # No minimum age: three runs in a row, and retention still keeps the newest two.
+    young = {"ABATHUR_BACKUP_MIN_AGE_DAYS": "0"}
+    for _ in range(2):
+        done = run("nightly-backup.sh", "--db", str(db), *keep, cwd=db.parent, env=young)
+        assert done.returncode == 0, done.stderr
+        assert "pruned=0" in one_line(done)
+    third = run("nightly-backup.sh", "--db", str(db), *keep, cwd=db.parent, env=young)
+    assert third.returncode == 0, third.stderr
+    line = one_line(third)
     assert "pruned=1" in line
-    (kept,) = sorted(dest.glob("*.db.zst"))
-    assert f"backup={kept} " in line
+    kept = sorted(dest.glob("*.db.zst"))
+    assert len(kept) == 2 and f"backup={kept[-1]} " in line
     assert not (db.parent / "backups").exists()
 
 

@@ -165,10 +165,20 @@ async def test_all_35_pass_on_a_fresh_database_and_leave_nothing_live(live_db: P
     )
     cleanup = report.cleanup
     assert cleanup.is_clean
-    assert cleanup.live_left == {"sessions": 0, "memories": 0, "documents": 0, "document_roots": 0}
+    assert cleanup.live_left == dict.fromkeys(
+        (
+            "sessions",
+            "memories",
+            "documents",
+            "document_roots",
+            "vector_chunks",
+            "audit_records_naming_the_run",
+        ),
+        0,
+    )
     assert cleanup.sessions_deleted >= 5 and cleanup.memories_deleted >= 10
-    # What stays by design: the audit records and the memories' (non-live) history.
-    assert cleanup.remains["audit_records"] > 0 and cleanup.remains["memory_versions"] > 0
+    # What stays by design: the run's audit records, redacted, and three purge records.
+    assert cleanup.remains["audit_redacted"] > 0 and cleanup.remains["purge_records"] == 3
     # ... and the file is clean afterwards: no orphaned vector, no FTS drift.
     check = run_checks(live_db)
     assert check.is_ok, [(r.name, r.findings) for r in check.results if r.findings]
@@ -238,6 +248,7 @@ async def test_two_runs_at_once_do_not_disturb_each_other(live_db: Path) -> None
     first, second = await asyncio.gather(run_smoke(live_db), run_smoke(live_db))
     assert (failed(first), failed(second)) == ({}, {})
     assert first.run_id != second.run_id
+    assert first.cleanup.is_clean and second.cleanup.is_clean, (first.cleanup, second.cleanup)
     assert smoke_live_rows(live_db) == dict.fromkeys(
         ("sessions", "memories", "documents", "document_roots"), 0
     )

@@ -452,6 +452,11 @@ def test_list_shows_backups_newest_first_and_flags_broken_ones(live: Path) -> No
     assert list_backups(live.parent / "nowhere") == []
 
 
+# The grandfather-father-son rules alone: no newest-two or minimum-age safety
+# (tests/unit/test_backup_retention.py covers those).
+GFS_ONLY = {"newest": 0, "min_age_days": 0}
+
+
 def at(day: datetime, name: str | None = None) -> Backup:
     label = name or day.strftime("%Y%m%dT%H%M")
     manifest = Manifest.model_construct(created_at=day)
@@ -467,7 +472,7 @@ def test_retention_keeps_the_newest_of_each_day_week_and_month() -> None:
     # One nightly backup for 120 days, plus an extra one on the last day.
     backups = [at(start + timedelta(days=d)) for d in range(120)]
     extra = at(start + timedelta(days=119, hours=12))
-    plan = plan_retention([*backups, extra], Retention(daily=7, weekly=4, monthly=6))
+    plan = plan_retention([*backups, extra], Retention(daily=7, weekly=4, monthly=6, **GFS_ONLY))
     kept = {b.name: why for b, why in plan.keep}
     days = sorted({b.created_at.date() for b, _ in plan.keep})
     # 7 days (the last day's newest only), 4 ISO weeks' Sundays, 4 month ends + 1 (Jan..Apr 30).
@@ -487,10 +492,12 @@ def test_retention_keeps_the_newest_of_each_day_week_and_month() -> None:
 def test_retention_counts_periods_that_have_backups_and_always_keeps_the_new_one() -> None:
     old = [at(datetime(2025, m, 1, tzinfo=UTC)) for m in (1, 2, 3)]
     new = at(datetime(2026, 5, 1, tzinfo=UTC))
-    plan = plan_retention([*old, new], Retention(daily=2, weekly=0, monthly=0))
+    plan = plan_retention([*old, new], Retention(daily=2, weekly=0, monthly=0, **GFS_ONLY))
     # Months without backups in between do not use up the two daily slots.
     assert names(plan) == (["20260501T0000", "20250301T0000"], ["20250201T0000", "20250101T0000"])
-    nothing = plan_retention([*old, new], Retention(0, 0, 0), protect=[new.manifest_path])
+    nothing = plan_retention(
+        [*old, new], Retention(0, 0, 0, **GFS_ONLY), protect=[new.manifest_path]
+    )
     assert names(nothing) == (
         ["20260501T0000"],
         ["20250301T0000", "20250201T0000", "20250101T0000"],
@@ -500,7 +507,9 @@ def test_retention_counts_periods_that_have_backups_and_always_keeps_the_new_one
 
 def test_retention_never_touches_a_broken_backup() -> None:
     broken = Backup(Path("/b/x.manifest.json"), Path("/b/x.db.zst"), None, "unreadable")
-    plan = plan_retention([broken, at(datetime(2026, 1, 1, tzinfo=UTC))], Retention(0, 0, 0))
+    plan = plan_retention(
+        [broken, at(datetime(2026, 1, 1, tzinfo=UTC))], Retention(0, 0, 0, **GFS_ONLY)
+    )
     assert broken not in plan.delete and all(b is not broken for b, _ in plan.keep)
 
 
@@ -519,13 +528,13 @@ def test_prune_deletes_what_the_plan_says_and_dry_run_deletes_nothing(live: Path
         m["created_at"] = (datetime.now(UTC) - timedelta(days=days)).isoformat()
         write_manifest(b, m)
     everything = sorted(p.name for p in dest.iterdir())
-    plan = prune_backups(dest, Retention(daily=1, weekly=0, monthly=0), dry_run=True)
+    plan = prune_backups(dest, Retention(daily=1, weekly=0, monthly=0, **GFS_ONLY), dry_run=True)
     assert names(plan) == ([made[2].name], [made[1].name, made[0].name])
     assert sorted(p.name for p in dest.iterdir()) == everything
-    plan = prune_backups(dest, Retention(daily=2, weekly=0, monthly=2))
+    plan = prune_backups(dest, Retention(daily=2, weekly=0, monthly=2, **GFS_ONLY))
     assert [b.name for b in plan.delete] == []
     plan = prune_backups(
-        dest, Retention(daily=1, weekly=0, monthly=0), protect=[made[0].manifest_path]
+        dest, Retention(daily=1, weekly=0, monthly=0, **GFS_ONLY), protect=[made[0].manifest_path]
     )
     assert [b.name for b in plan.delete] == [made[1].name]
     assert sorted(p.name for p in dest.iterdir()) == sorted(
@@ -543,7 +552,7 @@ def test_a_dry_run_plans_as_if_a_new_backup_were_there(live: Path) -> None:
     made = create_backup(live, dest=dest)
     plan = prune_backups(
         dest,
-        Retention(daily=1, weekly=0, monthly=0),
+        Retention(daily=1, weekly=0, monthly=0, **GFS_ONLY),
         dry_run=True,
         assume_new_at=datetime.now(UTC) + timedelta(seconds=1),
     )

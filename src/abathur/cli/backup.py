@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from abathur.cli.options import (
     EXIT_FINDINGS,
@@ -24,9 +25,12 @@ from abathur.ops.backup import (
     Retention,
     RetentionPlan,
     backup_dir_for,
+    check_backup_label,
     create_backup,
     list_backups,
+    pin_backup,
     prune_backups,
+    unpin_backup,
     verify_backup,
 )
 from abathur.ops.backup_key import generate_key_file
@@ -78,6 +82,17 @@ def _removed_line(removed: tuple[Path, ...]) -> list[tuple[str, object]]:
     return [("removed stale temps", ", ".join(p.name for p in removed) + " (owner gone)")]
 
 
+def _min_age_setting() -> float:
+    """``Settings.backup_min_age_days`` ($ABATHUR_BACKUP_MIN_AGE_DAYS), checked."""
+    try:
+        return Settings().backup_min_age_days
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise InvalidInputError(f"invalid settings: {problems}") from None
+
+
 def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, object]]:
     kept = ", ".join(f"{b.name} ({'+'.join(why)})" for b, why in plan.keep) or "none"
     verb = "would delete" if dry_run else "deleted"
@@ -107,6 +122,24 @@ def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, o
     show_default=True,
     help="Keep the newest backup of each of the last N months that have one.",
 )
+@click.option(
+    "--min-age-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Never delete a backup younger than this many days "
+    "(default: the backup_min_age_days setting, $ABATHUR_BACKUP_MIN_AGE_DAYS, 1).",
+)
+@click.option(
+    "--keep",
+    "pin",
+    is_flag=True,
+    help="Pin the new backup: retention never deletes it ('backup unpin' releases it).",
+)
+@click.option(
+    "--label",
+    default=None,
+    help="A note on the new backup, e.g. 'before the v2 migration'; implies --keep.",
+)
 @click.option("--no-prune", is_flag=True, help="Take the backup and delete nothing.")
 @click.option(
     "--dry-run",
@@ -122,6 +155,9 @@ def backup(
     keep_daily: int,
     keep_weekly: int,
     keep_monthly: int,
+    min_age_days: float | None,
+    pin: bool,
+    label: str | None,
     no_prune: bool,
     dry_run: bool,
 ) -> None:
@@ -138,19 +174,34 @@ def backup(
     NAME.manifest.json does. Temporary files left by killed runs are removed
     first. Not enough free space fails early with backup.no_space. Retention
     then keeps the newest backup of each of the last N days, weeks and months
-    (grandfather-father-son); the new backup is never deleted.
+    (grandfather-father-son), and never deletes the new backup, the newest
+    two, any younger than --min-age-days (default 1) or a pinned one
+    (--keep / --label; 'backup unpin FILE' releases a pin).
 
     \b
     Examples:
       abathur backup --db ./agent.db
       abathur backup --db ./agent.db --dest /var/backups/abathur --keep-daily 14
       abathur backup --db ./agent.db --dry-run
+      abathur backup --db ./agent.db --keep --label "before the v2 migration"
       abathur backup list --db ./agent.db
       abathur backup verify --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
     """
     if click.get_current_context().invoked_subcommand is not None:
         return
-    keep = Retention(daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
+    keep = Retention(
+        daily=keep_daily,
+        weekly=keep_weekly,
+        monthly=keep_monthly,
+        min_age_days=_min_age_setting() if min_age_days is None else min_age_days,
+    )
+    if label is not None:
+        # Checked before the backup is taken, so a bad label takes none.
+        try:
+            check_backup_label(label)
+        except InvalidInputError as exc:
+            raise click.BadParameter(exc.message, param_hint="--label") from None
+        pin = True
     directory = dest if dest is not None else backup_dir_for(db_path)
     data: dict[str, Any] = {
         "path": str(db_path.absolute()),
@@ -175,6 +226,8 @@ def backup(
         return
     started = time.perf_counter()
     made = create_backup(db_path, dest=directory)
+    if pin:
+        made = pin_backup(made.manifest_path, label=label)
     seconds = time.perf_counter() - started
     plan = None
     if not no_prune:
@@ -197,6 +250,7 @@ def backup(
         ("size", f"{_size(m.raw_bytes)} -> {_size(m.compressed_bytes)} ({ratio:.1f}x)"),
         ("rows", ", ".join(f"{t} {n}" for t, n in sorted(m.row_counts.items()))),
         ("audit head", f"seq {m.audit_head_seq}"),
+        ("pinned", _pin_text(made) or "no"),
         (
             "authentication",
             f"hmac-sha256 with key {m.key_id}"
@@ -212,16 +266,24 @@ def backup(
     out.result(data, format_pairs(lines))
 
 
+def _pin_text(b: Backup) -> str:
+    if b.pin is None:
+        return ""
+    label = b.pin.get("label")
+    return f"pinned: {label}" if label else "pinned"
+
+
 def _list_row(b: Backup) -> tuple[object, ...]:
     m = b.manifest
     if m is None:
-        return (b.name, "", "", "", "", b.problem)
+        return (b.name, "", "", "", "", _pin_text(b), b.problem)
     return (
         b.name,
         _when(m.created_at),
         _size(m.compressed_bytes),
         _size(m.raw_bytes),
         m.row_counts.get("memories", 0),
+        _pin_text(b),
         b.problem or "ok",
     )
 
@@ -249,12 +311,49 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
         "backups": [b.to_dict() for b in found],
     }
     table = format_table(
-        ("name", "created", "compressed", "raw", "memories", "status"),
+        ("name", "created", "compressed", "raw", "memories", "pin", "status"),
         (_list_row(b) for b in found),
     )
     out.result(data, table if found else f"no backups of {db_path.name} in {directory}")
     if any(b.problem for b in found):
         raise click.exceptions.Exit(EXIT_FINDINGS)
+
+
+def _pin_result(out: Output, db_path: Path, made: Backup) -> None:
+    data = {"path": str(db_path.absolute()), "backup": made.to_dict()}
+    lines = [("backup", made.data_path), ("pinned", _pin_text(made) or "no")]
+    out.result(data, format_pairs(lines))
+
+
+@backup.command("pin")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--label", default=None, help="A note saying why it is kept.")
+@standard_options
+def pin_(*, db_path: Path, out: Output, file: Path, label: str | None) -> None:
+    """Pin a backup so retention never deletes it (FILE: its .db.zst or .manifest.json).
+
+    The pin is a sidecar file NAME.pin.json; the manifest and its HMAC are
+    not touched, so verify and restore work as before. Pinning again
+    replaces the label.
+
+    \b
+    Examples:
+      abathur backup pin backups/agent-20260315T020000.000000Z.db.zst --label "pre-v2"
+    """
+    _pin_result(out, db_path, pin_backup(file, label=label))
+
+
+@backup.command("unpin")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@standard_options
+def unpin(*, db_path: Path, out: Output, file: Path) -> None:
+    """Remove a backup's pin: retention may delete it again (FILE: .db.zst or .manifest.json).
+
+    \b
+    Examples:
+      abathur backup unpin backups/agent-20260315T020000.000000Z.db.zst
+    """
+    _pin_result(out, db_path, unpin_backup(file))
 
 
 @backup.command("verify")

@@ -36,9 +36,9 @@ def format_report(report: SmokeReport) -> str:
     c = report.cleanup
     kept = c.remains
     cleanup = (
-        f"cleanup: deleted {c.sessions_deleted} sessions, {c.memories_deleted} memories, "
-        f"{c.documents_removed} documents; kept by design: {kept.get('audit_records', 0)} "
-        f"audit records, {kept.get('memory_versions', 0)} memory versions (none live)"
+        f"cleanup: erased {c.sessions_deleted} sessions, {c.memories_deleted} memory versions, "
+        f"{c.documents_removed} documents; kept by design: {kept.get('audit_redacted', 0)} "
+        f"redacted audit records and {kept.get('purge_records', 0)} purge records"
     )
     if not c.is_clean:
         problems = list(c.errors)
@@ -96,14 +96,17 @@ def smoke(*, db_path: Path, out: Output, category: str | None, timeout: float) -
 
     Safe after every deploy: the file is never created or migrated; the run
     writes only as app 'abathur-smoke' under the namespace
-    'abathur-smoke:runs:RUN_ID' (and in its own temporary directory), and
-    deletes what it wrote when it ends. Its audit records and the tombstone
-    versions of its memories stay (the audit log and memory history are
-    append-only); none of it is live. The semantic cases embed the run's own
-    memories with the configured embedder (ABATHUR_EMBEDDER); without one they
-    fail and say why.
+    'abathur-smoke:RUN_ID' (and in its own temporary directory), and erases
+    what it wrote when it ends (purges: sessions, memories, vectors, queued
+    jobs, cache entries, its document root). Its calls stay out of 'abathur
+    stats' (call latencies, errors, namespace counts) and 'abathur cost'
+    (usage ledger, budgets, advice), and the application's embedding worker
+    never picks up its jobs. What stays is in the audit log only: the run's
+    records, redacted (the hash chain still verifies), and three purge
+    records. The semantic cases embed the run's own memories with the
+    configured embedder (ABATHUR_EMBEDDER); without one they fail and say why.
 
-    Exit 0 when every case passed and nothing of the run is left live, 1
+    Exit 0 when every case passed and nothing of the run is left, 1
     otherwise, 3 when the run could not start.
 
     \b

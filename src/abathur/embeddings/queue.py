@@ -80,7 +80,9 @@ if TYPE_CHECKING:
     from abathur.costs import CostService, Scope
 
 __all__ = [
+    "HELD_NOT_BEFORE",
     "MAX_EMBED_CHARS",
+    "SQL_HELD_JOBS",
     "SQL_READY_JOBS",
     "EmbeddingService",
     "cancel",
@@ -126,6 +128,16 @@ SQL_CANCEL = "DELETE FROM embedding_queue WHERE kind = ? AND ref_id = ?"
 SQL_READY_JOBS = (
     "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
     "WHERE failed_at IS NULL AND not_before <= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
+)
+# A probe's jobs (Abathur.open(probe=True), abathur smoke) wait at HELD_NOT_BEFORE,
+# where no worker's ready_before reaches: only a probe's drain takes them.
+# Params: HELD_NOT_BEFORE, max id, limit (index embedding_queue_ready).
+HELD_NOT_BEFORE = 1e18
+# What drain() takes: every job, also those in backoff, but not a probe's.
+_ANY_BUT_HELD = HELD_NOT_BEFORE / 2
+SQL_HELD_JOBS = (
+    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
+    "WHERE failed_at IS NULL AND not_before >= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
 )
 SQL_CACHED = (
     "SELECT content_hash FROM embedding_cache "
@@ -183,9 +195,14 @@ def recorded_embedder(conn: apsw.Connection) -> tuple[str, int] | None:
     return values[_META_NAME], int(values.get(_META_DIMS) or 0)
 
 
-def enqueue(conn: apsw.Connection, kind: str, ref_id: int, text_hash: str, now: float) -> None:
-    """Queue item ``ref_id`` of ``kind`` for embedding (no-op if already queued)."""
-    conn.execute(SQL_ENQUEUE, (kind, ref_id, text_hash, now, now))
+def enqueue(
+    conn: apsw.Connection, kind: str, ref_id: int, text_hash: str, now: float, *, held: bool = False
+) -> None:
+    """Queue item ``ref_id`` of ``kind`` for embedding (no-op if already queued).
+
+    ``held``: a probe's job, which only a probe's drain takes (:data:`HELD_NOT_BEFORE`).
+    """
+    conn.execute(SQL_ENQUEUE, (kind, ref_id, text_hash, now, HELD_NOT_BEFORE if held else now))
 
 
 def cancel(conn: apsw.Connection, kind: str, ref_id: int) -> bool:
@@ -285,9 +302,20 @@ class EmbeddingService:
         ('bundled:all-MiniLM-L6-v2', 384, True)
     """
 
-    def __init__(self, db: Database, embedder: Embedder | None, kinds: Sequence[IndexKind]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder | None,
+        kinds: Sequence[IndexKind],
+        *,
+        probe: bool = False,
+    ) -> None:
         self._db = db
         self.embedder = embedder
+        # A probe (abathur smoke) embeds only its own held jobs, writes no
+        # usage rows, is not gated by budgets and leaves others' pending
+        # vector deletes to their workers: see Abathur.open(probe=True).
+        self.is_probe = probe
         self._kinds = {kind.name: kind for kind in kinds}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -399,7 +427,7 @@ class EmbeddingService:
         if embedder is None:
             return None, "no embedder is configured (Settings.embedder is 'none')"
         scope = self._scope(namespace)
-        if self.costs is not None:
+        if self.costs is not None and not self.is_probe:
             why = await self.costs.gate(scope)
             if why is not None:
                 return None, why
@@ -419,7 +447,8 @@ class EmbeddingService:
         except EmbedderError as exc:
             self._last_error = exc.message
             return None, f"the embedder failed: {exc.message}"
-        self._usage.append(self._ledger(usage, scope, text_hash=content_hash(text)))
+        if not self.is_probe:
+            self._usage.append(self._ledger(usage, scope, text_hash=content_hash(text)))
         if self._paused_until:
             self._paused_until = 0.0
             self._wake.set()
@@ -455,6 +484,8 @@ class EmbeddingService:
 
         Buffered like query usage: a cache-only usage row per (app, user).
         """
+        if self.is_probe:
+            return
         provider, _, model = model_name.partition(":")
         counts: dict[Scope, int] = {}
         for namespace in namespaces:
@@ -567,7 +598,10 @@ class EmbeddingService:
     def _read_batch(
         self, conn: apsw.Connection, *, ready_before: float, max_id: float, limit: int
     ) -> tuple[list[_Job], set[str]]:
-        rows = conn.execute(SQL_READY_JOBS, (ready_before, max_id, limit)).fetchall()
+        if self.is_probe:
+            rows = conn.execute(SQL_HELD_JOBS, (HELD_NOT_BEFORE, max_id, limit)).fetchall()
+        else:
+            rows = conn.execute(SQL_READY_JOBS, (ready_before, max_id, limit)).fetchall()
         now = time.time()
         by_kind: dict[str, list[tuple[int, int, str]]] = {}
         for job_id, kind, ref_id, text_hash in rows:
@@ -654,7 +688,7 @@ class EmbeddingService:
                 scope_of.setdefault(job.text_hash, self._scope(job.item.scope))
         waiting: set[str] = set()
         blocked: BudgetExceededError | None = None
-        if self.costs is not None:
+        if self.costs is not None and not self.is_probe:
             for scope in dict.fromkeys(scope_of.values()):
                 try:
                     why = await self.costs.gate(scope)
@@ -727,7 +761,9 @@ class EmbeddingService:
         )
         for job in jobs:
             delay = min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** attempts.get(job.id, 0))
-            conn.execute(SQL_JOB_RETRY, {**job.key, "error": error, "not_before": now + delay})
+            # A probe's job stays held, or another process's worker would take it.
+            not_before = HELD_NOT_BEFORE if self.is_probe else now + delay
+            conn.execute(SQL_JOB_RETRY, {**job.key, "error": error, "not_before": not_before})
 
     def _apply(
         self,
@@ -753,7 +789,8 @@ class EmbeddingService:
             self._record(conn, name, dims, now)
         if dims:
             self._ensure_tables(conn, dims, now)
-        search.apply_vector_deletes(conn)
+        if not self.is_probe:
+            search.apply_vector_deletes(conn)
         for text_hash, blob in embedded.vectors.items():
             conn.execute(SQL_CACHE_PUT, (name, text_hash, dims, blob, now))
         totals = _Totals(calls=len(embedded.calls), jobs=len(jobs), blocked=embedded.blocked)
@@ -780,8 +817,9 @@ class EmbeddingService:
                 totals.embedded += 1
                 if job.text_hash in cached:
                     totals.cache_hits += 1
-                    scope = self._scope(job.item.scope)
-                    hits[scope] = hits.get(scope, 0) + 1
+                    if not self.is_probe:
+                        scope = self._scope(job.item.scope)
+                        hits[scope] = hits.get(scope, 0) + 1
         # Cache hits go on the first call row charged to the same (app, user),
         # or on a row of their own: columns 9 (cache_hits), 10 and 11 (app, user).
         usage = [list(row) for row in embedded.calls]
@@ -792,7 +830,8 @@ class EmbeddingService:
                 row = list(self._ledger(empty, scope))
                 usage.append(row)
             row[9] = count
-        conn.executemany(SQL_USAGE, [tuple(row) for row in usage])
+        if not self.is_probe:  # a probe's calls are not the application's spend
+            conn.executemany(SQL_USAGE, [tuple(row) for row in usage])
         self._flush_usage(conn)
         return totals
 
@@ -802,9 +841,10 @@ class EmbeddingService:
             conn.executemany(SQL_USAGE, rows)
 
     def _settle(self, conn: apsw.Connection) -> None:
-        """Write buffered usage rows and apply pending vector deletes."""
+        """Write buffered usage rows and apply pending vector deletes (not a probe's job)."""
         self._flush_usage(conn)
-        search.apply_vector_deletes(conn)
+        if not self.is_probe:
+            search.apply_vector_deletes(conn)
 
     # -- the background worker ---------------------------------------------
 
@@ -852,7 +892,7 @@ class EmbeddingService:
 
     async def _compact_if_needed(self) -> None:
         ratio = self._db.settings.vector_compact_ratio
-        if not ratio:
+        if not ratio or self.is_probe:  # the application's workers maintain its tables
             return
         stats = await self._db.read(search.vector_table_stats)
         if any(s.dead_rows > max(_COMPACT_MIN_DEAD, ratio * s.live_rows) for s in stats):
@@ -938,6 +978,8 @@ class EmbeddingService:
 
         Jobs in backoff are tried at once; jobs marked failed are left (see
         :meth:`retry_failed`). Jobs queued while it runs are left to the worker.
+        Jobs held by a probe (``Abathur.open(probe=True)``, ``abathur smoke``)
+        are left to it; a probe's drain embeds only those.
         Jobs charged to a used-up ``block`` or ``degrade`` budget
         (``Settings.budgets``) are not embedded: they wait (``waiting``).
 
@@ -982,7 +1024,7 @@ class EmbeddingService:
                 "(Settings.embedder is 'none'); open the file with its embedder to embed them"
             )
         while self.embedder is not None and max_id is not None:
-            step = await self._step(ready_before=math.inf, max_id=max_id)
+            step = await self._step(ready_before=_ANY_BUT_HELD, max_id=max_id)
             if step is None:
                 break
             totals.add(step)

@@ -51,12 +51,13 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -84,19 +85,23 @@ __all__ = [
     "FORMAT",
     "FORMAT_AUTHENTICATED",
     "MANIFEST_SUFFIX",
+    "PIN_SUFFIX",
     "Backup",
     "Manifest",
     "Retention",
     "RetentionPlan",
     "VerifiedBackup",
     "backup_dir_for",
+    "check_backup_label",
     "create_backup",
     "fsync_dir",
     "latest_backup",
     "list_backups",
+    "pin_backup",
     "plan_retention",
     "prune_backups",
     "remove_stale_temps",
+    "unpin_backup",
     "verified_copy",
     "verify_backup",
 ]
@@ -109,6 +114,10 @@ FORMAT = "abathur-backup/1"
 FORMAT_AUTHENTICATED = "abathur-backup/2"
 DATA_SUFFIX = ".db.zst"
 MANIFEST_SUFFIX = ".manifest.json"
+# A pin (issue 12): a sidecar, not a manifest field, so pinning and unpinning
+# never rewrite a manifest or its HMAC. It only decides what retention keeps.
+PIN_SUFFIX = ".pin.json"
+MAX_LABEL_CHARS = 200
 
 # Level 3 is zstd's default: most of the ratio of level 19 at a fraction of the
 # time; the frame carries its own checksum and the content size.
@@ -174,6 +183,8 @@ class Backup:
     problem: str | None = None
     # Stale temporary files of killed runs that create_backup removed first.
     removed_temps: tuple[Path, ...] = field(default=(), compare=False)
+    # Set when the backup is pinned (NAME.pin.json): {"label": str | None, "pinned_at": str}.
+    pin: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -194,8 +205,14 @@ class Backup:
             "file": str(self.data_path.absolute()),
             "manifest_file": str(self.manifest_path.absolute()),
             "problem": self.problem,
+            "pin": self.pin,
             "manifest": None if self.manifest is None else self.manifest.model_dump(mode="json"),
         }
+
+    @property
+    def pin_path(self) -> Path:
+        """Where the pin sidecar of this backup is (whether or not it is pinned)."""
+        return self.manifest_path.with_name(self.name + PIN_SUFFIX)
 
 
 def backup_dir_for(db_path: Path, settings: Settings | None = None) -> Path:
@@ -656,7 +673,8 @@ def list_backups(dest: str | Path, *, database: str | None = None) -> list[Backu
                     f"data file is {data_path.stat().st_size} bytes, "
                     f"the manifest says {manifest.compressed_bytes}"
                 )
-        found.append(Backup(manifest_path, data_path, manifest, problem))
+        pin = _read_pin(manifest_path.with_name(_name_of(manifest_path) + PIN_SUFFIX))
+        found.append(Backup(manifest_path, data_path, manifest, problem, pin=pin))
     epoch = datetime.fromtimestamp(0, UTC)
     found.sort(key=lambda b: (b.manifest.created_at if b.manifest else epoch, b.name), reverse=True)
     return found
@@ -666,6 +684,124 @@ def latest_backup(dest: str | Path, *, database: str | None = None) -> Backup | 
     """The newest backup in ``dest`` (of ``database``) whose files look whole, or ``None``."""
     usable = [b for b in list_backups(dest, database=database) if b.problem is None]
     return usable[0] if usable else None
+
+
+# -- pins -----------------------------------------------------------------------------
+
+
+def _name_of(manifest_path: Path) -> str:
+    return manifest_path.name.removesuffix(MANIFEST_SUFFIX)
+
+
+def _read_pin(pin_path: Path) -> dict[str, Any] | None:
+    """The pin of a backup, or None. An unreadable pin file still pins: keeping is safe."""
+    try:
+        text = pin_path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {"label": None, "pinned_at": None, "problem": f"unreadable pin file: {exc}"}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {"label": None, "pinned_at": None, "problem": "the pin file is not a JSON object"}
+    label, pinned_at = data.get("label"), data.get("pinned_at")
+    return {
+        "label": label if isinstance(label, str) else None,
+        "pinned_at": pinned_at if isinstance(pinned_at, str) else None,
+    }
+
+
+def check_backup_label(label: object) -> str | None:
+    """``label`` if it is a usable backup label (or None), else :class:`InvalidInputError`.
+
+    Example:
+        >>> from abathur.ops.backup import check_backup_label
+        >>> check_backup_label("before v2")
+        'before v2'
+    """
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise InvalidInputError(f"a backup label must be a string, got {type(label).__name__}")
+    if not label or label != label.strip() or len(label) > MAX_LABEL_CHARS:
+        raise InvalidInputError(
+            f"a backup label must be 1 to {MAX_LABEL_CHARS} characters without leading or "
+            f"trailing spaces, got {label!r}"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in label):
+        raise InvalidInputError(f"a backup label must not hold control characters: {label!r}")
+    return label
+
+
+def _backup_of(file: str | Path) -> Backup:
+    """The readable backup ``file`` (its .db.zst or .manifest.json) belongs to."""
+    manifest_path, data_path = _paths_for(Path(file))
+    if not manifest_path.is_file():
+        raise InvalidInputError(f"no backup at {str(file)!r}: {manifest_path.name} is missing")
+    manifest = _read_manifest(manifest_path)
+    pin = _read_pin(manifest_path.with_name(_name_of(manifest_path) + PIN_SUFFIX))
+    return Backup(manifest_path, data_path, manifest, pin=pin)
+
+
+def pin_backup(file: str | Path, *, label: str | None = None) -> Backup:
+    """Pin a backup so retention never deletes it; ``label`` says why (re-pinning relabels).
+
+    The pin is a sidecar, ``NAME.pin.json``, written atomically beside the
+    manifest: the manifest (and its HMAC) is never rewritten, so ``backup
+    verify`` and ``restore`` are unaffected. Whoever can write the backup
+    directory can pin or unpin; that decides only what retention keeps.
+
+    Args:
+        file: the backup's ``.db.zst`` or ``.manifest.json``.
+        label: a short note (1..200 characters, no control characters).
+
+    Returns:
+        The backup, with ``pin`` set.
+
+    Raises:
+        InvalidInputError: not a backup file, no such backup, or a bad label.
+        CorruptBackupError: the backup's manifest is unreadable.
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur import Abathur
+        >>> from abathur.ops.backup import create_backup, pin_backup, list_backups
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "agent.db"
+        >>> async def make():
+        ...     async with Abathur.open(path, embedder="none"):
+        ...         pass
+        >>> asyncio.run(make())
+        >>> made = create_backup(path)
+        >>> pin_backup(made.data_path, label="before v2").pin["label"]
+        'before v2'
+        >>> list_backups(made.data_path.parent)[0].pin["label"]
+        'before v2'
+    """
+    label = check_backup_label(label)
+    found = _backup_of(file)
+    pin = {"label": label, "pinned_at": datetime.now(UTC).isoformat()}
+    _write_atomically(found.pin_path, (json.dumps(pin, indent=2) + "\n").encode("utf-8"))
+    log.info("backup.pinned", backup=found.name, label=label)
+    return replace(found, pin=pin)
+
+
+def unpin_backup(file: str | Path) -> Backup:
+    """Remove a backup's pin: retention treats it like any other again.
+
+    Raises:
+        InvalidInputError: not a backup file, no such backup, or it is not pinned.
+        CorruptBackupError: the backup's manifest is unreadable.
+    """
+    found = _backup_of(file)
+    if found.pin is None:
+        raise InvalidInputError(f"backup {found.name!r} is not pinned")
+    _remove(found.pin_path)
+    fsync_dir(found.pin_path.parent)
+    log.info("backup.unpinned", backup=found.name)
+    return replace(found, pin=None)
 
 
 # -- verifying ------------------------------------------------------------------------
@@ -1021,21 +1157,35 @@ def verify_backup(
 
 @dataclass(frozen=True)
 class Retention:
-    """How many backups to keep: the newest of each of the last N days, ISO weeks and months.
+    """What retention keeps: the newest of each of the last N days, ISO weeks and months.
 
     As in restic's ``forget``: the periods counted are those that have a
     backup, so a machine that was off for a week still keeps N daily backups.
+    Whatever those rules say, three more keep a backup (issue 12): it is one
+    of the ``newest`` backups, it is younger than ``min_age_days``, or it is
+    pinned (:func:`pin_backup`). So a manual backup taken before a risky
+    change survives the nightly one the same day.
     """
 
     daily: int = 7
     weekly: int = 4
     monthly: int = 6
+    newest: int = 2
+    min_age_days: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("daily", "weekly", "monthly"):
+        for name in ("daily", "weekly", "monthly", "newest"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidInputError(f"keep {name} must be an integer >= 0, not {value!r}")
+        age = self.min_age_days
+        if (
+            isinstance(age, bool)
+            or not isinstance(age, int | float)
+            or not math.isfinite(age)
+            or age < 0
+        ):
+            raise InvalidInputError(f"min_age_days must be a number >= 0, not {age!r}")
 
 
 @dataclass(frozen=True)
@@ -1054,13 +1204,19 @@ class RetentionPlan:
 
 
 def plan_retention(
-    backups: Iterable[Backup], keep: Retention, *, protect: Sequence[Path] = ()
+    backups: Iterable[Backup],
+    keep: Retention,
+    *,
+    protect: Sequence[Path] = (),
+    now: datetime | None = None,
 ) -> RetentionPlan:
     """Decide which backups grandfather-father-son retention keeps.
 
     Only readable backups take part; ones with a ``problem`` are neither kept
     nor deleted (an operator should look at them). A backup whose manifest is
-    in ``protect`` (the one just made) is always kept.
+    in ``protect`` (the one just made) is always kept, and so is each of the
+    ``keep.newest`` newest (``newest``), each younger than
+    ``keep.min_age_days`` at ``now`` (``young``) and each pinned one (``pinned``).
 
     Example:
         >>> from datetime import datetime, timedelta, UTC
@@ -1070,9 +1226,11 @@ def plan_retention(
         ...     m = Manifest.model_construct(created_at=datetime(2026, 3, day, 2, tzinfo=UTC))
         ...     return Backup(Path(f"b{day}.manifest.json"), Path(f"b{day}.db.zst"), m)
         >>> plan = plan_retention([at(d) for d in range(1, 11)], Retention(3, 0, 0))
-        >>> [b.name for b, _ in plan.keep], len(plan.delete)
-        (['b10', 'b9', 'b8'], 7)
+        >>> [(b.name, why) for b, why in plan.keep][:2], len(plan.delete)
+        ([('b10', ['newest', 'daily']), ('b9', ['newest', 'daily'])], 7)
     """
+    now = datetime.now(UTC) if now is None else now
+    young_after = now - timedelta(days=keep.min_age_days)
     usable = sorted(
         (b for b in backups if b.manifest is not None and b.problem is None),
         key=lambda b: b.created_at,
@@ -1083,6 +1241,17 @@ def plan_retention(
     for b in usable:
         if b.manifest_path.absolute() in protected:
             reasons.setdefault(b.manifest_path, []).append("new")
+    for i, b in enumerate(usable):
+        # The safety rules first: whatever the period rules say, these stay.
+        why = reasons.setdefault(b.manifest_path, [])
+        if b.pin is not None:
+            why.append("pinned")
+        if i < keep.newest:
+            why.append("newest")
+        if b.created_at > young_after:
+            why.append("young")
+        if not why:
+            del reasons[b.manifest_path]
     rules = (
         ("daily", keep.daily, lambda t: t.date()),
         ("weekly", keep.weekly, lambda t: t.isocalendar()[:2]),
@@ -1112,6 +1281,7 @@ def prune_backups(
     protect: Sequence[Path] = (),
     dry_run: bool = False,
     assume_new_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> RetentionPlan:
     """Apply :func:`plan_retention` to the backups in ``dest``; with ``dry_run``, delete nothing.
 
@@ -1126,6 +1296,7 @@ def prune_backups(
         dry_run: return the plan without deleting anything.
         assume_new_at: plan as if a backup taken at this time were there too
             (``abathur backup --dry-run``); it appears in the plan as ``(new)``.
+        now: the time the minimum age is measured from (default: now).
 
     Example:
         >>> import tempfile
@@ -1143,11 +1314,12 @@ def prune_backups(
         placeholder = Manifest.model_construct(created_at=assume_new_at)
         backups.append(Backup(new, new.with_name("(new)" + DATA_SUFFIX), placeholder))
         protect = [*protect, new]
-    plan = plan_retention(backups, keep, protect=protect)
+    plan = plan_retention(backups, keep, protect=protect, now=now)
     if not dry_run:
         for b in plan.delete:
             _remove(b.manifest_path)
             _remove(b.data_path)
+            _remove(b.pin_path)
             log.info("backup.deleted", backup=b.name, created_at=b.created_at.isoformat())
         if plan.delete:
             fsync_dir(Path(dest))

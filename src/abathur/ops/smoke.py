@@ -12,29 +12,39 @@ Safe on a production database, after every deploy:
 - it never creates, migrates or repairs the file (``auto_migrate=False``; a
   missing file fails case 1 and nothing is written);
 - it writes only as app :data:`SMOKE_APP` (user ``run-<run id>``), under
-  the namespace ``abathur-smoke:runs:<run id>``, and in its own temporary
+  the namespace ``abathur-smoke:<run id>``, and in its own temporary
   directory for the document-sync files;
-- when it ends, pass or fail, it removes what it wrote through the public API:
-  its sessions are deleted (with their events and tasks), its memories are
-  deleted, its synced directory is taken out of the index
-  (``documents.forget``: documents, chunks, vectors, root) and its files
-  deleted. :class:`Cleanup` reports it, and a run whose cleanup leaves a
-  live row is not ok.
+- it opens the file as a *probe* (``Abathur.open(probe=True)``), so its
+  calls stay out of the operator's numbers: no call latencies, errors or
+  namespace counts in ``metrics`` (``abathur stats``), no ``usage_ledger``
+  rows and no budget checks (``abathur cost``), and the embedding jobs its
+  writes queue are held for its own drain, so the application's worker in
+  another process never embeds (or bills) them;
+- when it ends, pass or fail, it erases what it wrote through the public API:
+  its synced directory is taken out of the index (``documents.forget``) and
+  its files deleted, its sessions are purged (``sessions.purge``: sessions,
+  events, tasks) and its memories too (``memory.purge``: every version,
+  tombstone, keyword row, vector, queued job and embedding-cache entry), and
+  the vec0 chunks of its own vector partition are dropped with the dead
+  slots they held (:func:`abathur.search.drop_empty_partition`).
+  :class:`Cleanup` reports it, and a run whose cleanup leaves a row is not ok.
 
-What stays, by design: the audit records of the run (the audit log is an
-append-only hash chain: removing records would break it), the tombstone and
-superseded versions of its memories (a delete is a new version, so memory
-history is never rewritten; none of them is live or searchable, and the
-nightly archival's ``tombstones`` policy moves them out of the hot table
-after its ``after_days``), and the embedding cache entries and usage-ledger
-rows of the texts it embedded.
+What stays, by design, is in the audit log only: it is a hash chain, so the
+run's records cannot be removed without breaking it. The purges redact them
+(names and details blanked, ``redacted = 1``: the chain still verifies) and
+add one ``sessions.purge`` and one ``memory.purge`` record with the counts.
+The ``documents.sync``/``documents.forget`` records of the run's temporary
+directory stay as written (they name that directory, no data). Every other
+number an operator reads (``stats``, ``cost``, ``info`` row counts, vector
+live and dead slots) is as it was before the run.
 
 Vectors: the semantic cases embed the run's own few memories with the
 embedder the application is configured with (``ABATHUR_EMBEDDER``), by
-draining the embedding queue, which also embeds whatever else was queued at
-that moment (the work the application's worker would do next). If the
+draining the held jobs (a probe's drain takes no other job). If the
 embedder is unavailable, or the file records none, those cases fail and say
-why; they never pass on a keyword fallback.
+why; they never pass on a keyword fallback. Two runs at once may embed each
+other's held items; each run erases its own, but a document chunk the other
+run embedded leaves its dead vector slot and cache entry behind.
 
 Example:
     >>> import asyncio, tempfile, pathlib
@@ -70,7 +80,7 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import documents, memory, search, sessions, tasks
+from abathur import audit, documents, memory, search, sessions, tasks
 from abathur.api import Abathur
 from abathur.config import Settings
 from abathur.db import migrations
@@ -109,9 +119,9 @@ log = structlog.get_logger(__name__)
 
 SMOKE_APP = "abathur-smoke"
 # Every run writes under SMOKE_ROOT:<run id>. The vector index partitions by a
-# namespace's first two segments, so all runs share one partition instead of
-# each leaving an empty vec0 chunk behind.
-SMOKE_ROOT = "abathur-smoke:runs"
+# namespace's first two segments, so each run has a vec0 partition of its
+# own, which its cleanup drops whole (no dead slots left behind).
+SMOKE_ROOT = "abathur-smoke"
 
 CATEGORIES: tuple[str, ...] = ("connectivity", "core", "performance", "integration", "errors")
 
@@ -182,7 +192,14 @@ class CaseResult:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What the run removed, what it left on purpose, and whether anything live remains."""
+    """What the run erased, what it left on purpose, and whether anything of it remains.
+
+    ``sessions_deleted`` and ``memories_deleted`` (memory versions) are what
+    the purges erased; ``live_left`` counts what is still there (all 0 when
+    clean: sessions, memory versions, documents, roots, vec0 chunks of the
+    run's partition, audit records still naming the run); ``remains`` what
+    stays by design: ``audit_redacted`` records and ``purge_records``.
+    """
 
     sessions_deleted: int = 0
     memories_deleted: int = 0
@@ -193,7 +210,7 @@ class Cleanup:
 
     @property
     def is_clean(self) -> bool:
-        """True when cleanup raised nothing and no live row of the run is left."""
+        """True when cleanup raised nothing and nothing of the run is left."""
         return not self.errors and not any(self.live_left.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,6 +314,7 @@ class _Run:
         self.run_id = run_id
         self.user = f"run-{run_id}"
         self.namespace = f"{SMOKE_ROOT}:{run_id}"
+        self.partition = search.partition_of(self.namespace)
         self.prefix = f"{SMOKE_APP}-{run_id}"
         self._ab: Abathur | None = None
         self._open_error: str | None = None
@@ -308,7 +326,6 @@ class _Run:
         self._corpus_ready = False
         self.docs_dir: Path | None = None
         self.synced = False
-        self.superseded: list[tuple[str, str]] = []
 
     # -- connection --------------------------------------------------------
 
@@ -332,7 +349,9 @@ class _Run:
         # First without an embedder, to read which one the file records:
         # recording one in a file that has none would queue every memory in it
         # for embedding, which is not a smoke run's decision.
-        ab = await Abathur.open(self.path, settings=self.settings, embedder="none", **overrides)
+        ab = await Abathur.open(
+            self.path, settings=self.settings, embedder="none", probe=True, **overrides
+        )
         try:
             recorded = await ab.db.read(_recorded_embedder)
             if self.settings.embedder == "none":
@@ -345,7 +364,7 @@ class _Run:
                 )
             else:
                 await ab.close()
-                ab = await Abathur.open(self.path, settings=self.settings, **overrides)
+                ab = await Abathur.open(self.path, settings=self.settings, probe=True, **overrides)
             self.audit_start = await ab.db.read(_audit_head)
         except BaseException:
             await ab.close()
@@ -1051,7 +1070,6 @@ async def _consolidation(run: _Run) -> str:
     _expect(got == [("conflict", f"{root}:old", f"{root}:new")], f"consolidation did {got}")
     for action in report.actions:
         run.note("memory.supersede", f"{action.loser.namespace}/{action.loser.key}")
-        run.superseded.append((action.loser.namespace, action.loser.key))
     loser = await ab.memory.history(f"{root}:old", "timezone")
     winner = await ab.memory.get(f"{root}:new", "timezone")
     _expect(await ab.memory.get(f"{root}:old", "timezone") is None, "the loser still reads")
@@ -1216,7 +1234,8 @@ async def _cleanup(run: _Run) -> Cleanup:
         return Cleanup()
     ab = run._ab
     errors: list[str] = []
-    sessions_deleted = memories_deleted = documents_removed = 0
+    sessions_deleted = memories_deleted = documents_removed = redacted = 0
+    purge_records: list[int] = []
 
     async def step(what: str, fn: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -1226,45 +1245,50 @@ async def _cleanup(run: _Run) -> Cleanup:
             errors.append(f"{what}: {message}")
 
     async def documents() -> None:
-        nonlocal documents_removed
+        nonlocal documents_removed, redacted
         if run.docs_dir is None:
             return
+        root = str(run.docs_dir)
         try:
             if run.synced:
                 documents_removed = len((await ab.documents.forget(run.docs_dir)).removed)
+                done, seq = await ab.db.write(
+                    lambda conn: _purge_root_records(conn, root, documents_removed)
+                )
+                redacted += done
+                purge_records.append(seq)
         finally:
             shutil.rmtree(run.docs_dir, ignore_errors=True)
 
-    async def drop_sessions() -> None:
-        nonlocal sessions_deleted
-        # Deleting a session deletes its events and tasks (ON DELETE CASCADE).
-        for s in await ab.sessions.list(app=SMOKE_APP, user=run.user, limit=10_000):
-            await ab.sessions.delete(s.id)
-            sessions_deleted += 1
+    async def purge_sessions() -> None:
+        nonlocal sessions_deleted, redacted
+        # Sessions with their events, state and tasks; their audit records redacted.
+        report = await ab.sessions.purge(app=SMOKE_APP, user=run.user)
+        sessions_deleted = report.counts.get("sessions", 0)
+        redacted += report.redacted
+        if report.audit_seq is not None:
+            purge_records.append(report.audit_seq)
 
-    async def drop_memories() -> None:
-        nonlocal memories_deleted
-        # A superseded memory reads as absent, so it cannot be deleted as it
-        # is: restore it first, so it too ends as a tombstone, which the
-        # archival's tombstones policy later moves out of the hot table.
-        for namespace, key in run.superseded:
-            if await ab.memory.get(namespace, key) is None:
-                await ab.memory.restore(namespace, key)
-        while live := await ab.memory.list(run.namespace, limit=1000):
-            for m in live:
-                await ab.memory.delete(m.namespace, m.key)
-                memories_deleted += 1
-        # Vectors of deleted memories wait in vector_deletes for the worker;
-        # apply them now so 'abathur check' finds no orphaned vector after a run.
-        await ab.db.write(search.apply_vector_deletes)
+    async def purge_memories() -> None:
+        nonlocal memories_deleted, redacted
+        # Every version and tombstone, keyword rows, vectors, held jobs and
+        # the cache entries no other vector uses; their audit records redacted.
+        report = await ab.memory.purge(run.namespace)
+        memories_deleted = report.counts.get("memories", 0)
+        redacted += report.redacted
+        if report.audit_seq is not None:
+            purge_records.append(report.audit_seq)
+        # The run's partition is its own: drop its vec0 chunks and the dead
+        # slots the purge just counted, so the table is as it was.
+        dead = report.counts.get("vectors", 0)
+        await ab.db.write(lambda conn: _drop_partition(conn, run.partition, dead))
 
     await step("documents", documents)
-    await step("sessions", drop_sessions)
-    await step("memories", drop_memories)
+    await step("sessions", purge_sessions)
+    await step("memories", purge_memories)
     live_left: dict[str, int] = {}
-    remains: dict[str, int] = {}
     try:
-        live_left, remains = await ab.db.read(lambda conn: _leftovers(conn, run))
+        live_left = await ab.db.read(lambda conn: _leftovers(conn, run))
     except Exception as exc:
         errors.append(f"counting what is left: {exc}")
     return Cleanup(
@@ -1272,49 +1296,65 @@ async def _cleanup(run: _Run) -> Cleanup:
         memories_deleted=memories_deleted,
         documents_removed=documents_removed,
         live_left=live_left,
-        remains=remains,
+        remains={"audit_redacted": redacted, "purge_records": len(purge_records)},
         errors=tuple(errors),
     )
+
+
+def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> tuple[int, int]:
+    """Redact the records of the run's forgotten document root; (records redacted, purge seq).
+
+    They name only the run's temporary directory, but they are the run's:
+    redacted, under one ``documents.purge`` record, like its sessions and memories.
+    """
+    seqs = audit.root_records(conn, root)
+    return audit.record_purge(conn, "documents.purge", root, {"documents": documents}, seqs)
+
+
+def _drop_partition(conn: apsw.Connection, partition: str, dead: int) -> int:
+    if not schema.table_exists(conn, memory.VEC_TABLE):
+        return 0
+    return search.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
 
 
 # What is left of a run. Params: app, user, then the namespace range
 # (prefix, prefix + ';', prefix, prefix + ':') as memory.list binds it.
 _SQL_LEFT_SESSIONS = "SELECT count(*) FROM sessions WHERE app = ? AND user = ?"
 _SQL_LEFT_MEMORIES = (
-    "SELECT count(*), sum(is_current = 1 AND status = 'live') FROM memories "
+    "SELECT count(*) FROM memories "
     "WHERE namespace >= ? AND namespace < ? AND (namespace = ? OR namespace >= ?)"
 )
-_SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ?"
+# Unredacted records naming the run (none once its purges ran).
+_SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ? AND redacted = 0"
 _SQL_LEFT_ROOT = (
     "SELECT count(*), (SELECT count(*) FROM documents WHERE root_id = r.id) "
     "FROM document_roots AS r WHERE path = ?"
 )
+_SQL_LEFT_VECTOR_CHUNKS = 'SELECT count(*) FROM "{table}_chunks" WHERE partition00 = ?'
 
 
-def _leftovers(conn: apsw.Connection, run: _Run) -> tuple[dict[str, int], dict[str, int]]:
+def _leftovers(conn: apsw.Connection, run: _Run) -> dict[str, int]:
     prefix = run.namespace
     ranges = (prefix, prefix + ";", prefix, prefix + ":")
     (sessions_left,) = conn.execute(_SQL_LEFT_SESSIONS, (SMOKE_APP, run.user)).fetchall()[0]
-    versions, live = conn.execute(_SQL_LEFT_MEMORIES, ranges).fetchall()[0]
+    (versions,) = conn.execute(_SQL_LEFT_MEMORIES, ranges).fetchall()[0]
     ours = (run.prefix, run.namespace)
     root = str(run.docs_dir) if run.docs_dir is not None else None
-    audit_records = sum(
-        1
-        for (entity_id,) in conn.execute(_SQL_LEFT_AUDIT, (run.audit_start,))
-        if entity_id.startswith(ours) or entity_id == root
-    )
-    roots = documents_left = 0
+    named = [entity_id for (entity_id,) in conn.execute(_SQL_LEFT_AUDIT, (run.audit_start,))]
+    roots = documents_left = chunks = 0
     if root is not None:
         roots, documents_left = conn.execute(_SQL_LEFT_ROOT, (root,)).fetchall()[0]
-    return (
-        {
-            "sessions": int(sessions_left),
-            "memories": int(live or 0),
-            "documents": int(documents_left or 0),
-            "document_roots": int(roots),
-        },
-        {"audit_records": audit_records, "memory_versions": int(versions)},
-    )
+    if schema.table_exists(conn, memory.VEC_TABLE):
+        sql = _SQL_LEFT_VECTOR_CHUNKS.format(table=memory.VEC_TABLE)
+        (chunks,) = conn.execute(sql, (run.partition,)).fetchall()[0]
+    return {
+        "sessions": int(sessions_left),
+        "memories": int(versions),
+        "documents": int(documents_left or 0),
+        "document_roots": int(roots),
+        "vector_chunks": int(chunks),
+        "audit_records_naming_the_run": sum(e.startswith(ours) or e == root for e in named),
+    }
 
 
 # -- running --------------------------------------------------------------------------
