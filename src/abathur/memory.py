@@ -71,6 +71,7 @@ from abathur.models import (
     MemoryRef,
     MemoryStatus,
     MemoryType,
+    NamedCount,
     PurgeReport,
     SearchHit,
     SearchMode,
@@ -117,6 +118,9 @@ __all__ = [
     "SQL_CURRENT_MEMORY",
     "SQL_KEYWORD_SEARCH",
     "SQL_LIST_PREFIX",
+    "SQL_MEMORY_VERSION",
+    "SQL_NAMESPACE_COUNTS_ALL",
+    "SQL_NAMESPACE_COUNTS_PREFIX",
     "MemoryService",
     "check_namespace",
     "index",
@@ -194,6 +198,27 @@ SQL_NAMESPACES_ALL = (
     "SELECT DISTINCT namespace FROM memories "
     "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
     "ORDER BY namespace LIMIT ?"
+)
+
+# memory.namespace_counts: live, unexpired memories per namespace. Index
+# memories_current gives the range and the namespace order, so the GROUP BY
+# needs no sort. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
+SQL_NAMESPACE_COUNTS_PREFIX = (
+    "SELECT namespace, count(*) FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "GROUP BY namespace ORDER BY namespace LIMIT ?"
+)
+SQL_NAMESPACE_COUNTS_ALL = (
+    "SELECT namespace, count(*) FROM memories "
+    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "GROUP BY namespace ORDER BY namespace LIMIT ?"
+)
+
+# memory.get_version: one version, through the UNIQUE (namespace, key, version) index.
+SQL_MEMORY_VERSION = (
+    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND version = ?"
 )
 
 
@@ -1384,6 +1409,101 @@ class MemoryService:
         if max_depth is not None:
             names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
         return names[:limit]
+
+    async def namespace_counts(
+        self, prefix: str | None = None, *, limit: int = 1000
+    ) -> list[NamedCount]:
+        """Namespaces holding live, unexpired memories, each with how many, sorted by name.
+
+        What :meth:`namespaces` lists, with the number of memories that
+        :meth:`list` would return for exactly that namespace (not counting
+        those below it).
+
+        Args:
+            prefix: only this namespace and those under it (whole segments);
+                ``None``: all.
+            limit: at most this many namespaces (1..10000).
+
+        Returns:
+            :class:`~abathur.models.NamedCount` objects: ``name`` is the
+            namespace, ``count`` its live memories.
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidInputError: limit is out of range.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.put("user:alice", "tea", "green")
+            ...             await ab.memory.put("user:alice:prefs", "theme", "dark")
+            ...             await ab.memory.put("user:alicia", "lang", "es")
+            ...             counts = await ab.memory.namespace_counts("user:alice")
+            ...             return [(c.name, c.count) for c in counts]
+            >>> asyncio.run(demo())
+            [('user:alice', 2), ('user:alice:prefs', 1)]
+        """
+        if prefix is not None:
+            check_namespace(prefix, "prefix")
+        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        now = time.time()
+        if prefix is None:
+            sql, params = SQL_NAMESPACE_COUNTS_ALL, (now, limit)
+        else:
+            sql, params = SQL_NAMESPACE_COUNTS_PREFIX, (*_range_params(prefix), now, limit)
+        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [NamedCount(name=name, count=count) for name, count in rows]
+
+    async def get_version(self, namespace: str, key: str, version: int) -> Memory | None:
+        """One version of a memory as it was written, whatever its status.
+
+        Like an entry of :meth:`history`: a deleted or superseded version is
+        returned with its ``status``, and an expired memory has no versions.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+            version: the version number, from 1.
+
+        Returns:
+            The version, or ``None`` when the memory has no such version or
+            its current version has expired.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+            InvalidInputError: version is not an int >= 1.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.put("user:alice", "lang", "en")
+            ...             first = await ab.memory.get_version("user:alice", "lang", 1)
+            ...             return first.value, await ab.memory.get_version("user:alice", "lang", 3)
+            >>> asyncio.run(demo())
+            ('fr', None)
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        _check_int(version, "version", minimum=1)
+
+        def read(conn: apsw.Connection) -> tuple[_Row | None, list[Any]]:
+            # Both in one read transaction: the current version says whether it expired.
+            rows = conn.execute(SQL_MEMORY_VERSION, (namespace, key, version)).fetchall()
+            return _current(conn, namespace, key), rows
+
+        current, rows = await self._db.read(read)
+        if not rows or current is None or current.is_expired(time.time()):
+            return None
+        return _memory(rows[0])
 
     async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
         """Resolve duplicates and conflicts among the live memories under ``prefix``.
