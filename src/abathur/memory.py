@@ -118,6 +118,7 @@ __all__ = [
     "SQL_CURRENT_MEMORY",
     "SQL_KEYWORD_SEARCH",
     "SQL_LIST_PREFIX",
+    "SQL_LIST_PREFIX_ANY_STATUS",
     "SQL_MEMORY_VERSION",
     "SQL_NAMESPACE_COUNTS_ALL",
     "SQL_NAMESPACE_COUNTS_PREFIX",
@@ -180,11 +181,21 @@ _SQL_LIST_WHERE = (
     "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
     "AND (? IS NULL OR type = ?)"
 )
+# memory.list(include_deleted=True): the same, whatever the current version's
+# status (live, deleted, superseded); expired ones still never. Same params.
+_SQL_LIST_ANY_STATUS_WHERE = (
+    f"SELECT {_COLUMNS} FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND (expires_at IS NULL OR expires_at > ?) "
+    "AND (? IS NULL OR type = ?)"
+)
 # json_type tells JSON null from a missing key and true from 1, which
 # json_extract alone cannot. Params: path, type, other type, path, value.
 _SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
 _SQL_LIST_END = " ORDER BY namespace, key LIMIT ? OFFSET ?"
 SQL_LIST_PREFIX = _SQL_LIST_WHERE + _SQL_LIST_END
+SQL_LIST_PREFIX_ANY_STATUS = _SQL_LIST_ANY_STATUS_WHERE + _SQL_LIST_END
 
 # memory.namespaces. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
 SQL_NAMESPACES_PREFIX = (
@@ -535,8 +546,11 @@ def _list_query(
     limit: int,
     offset: int,
     now: float,
+    *,
+    include_deleted: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
-    sql = _SQL_LIST_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
+    where = _SQL_LIST_ANY_STATUS_WHERE if include_deleted else _SQL_LIST_WHERE
+    sql = where + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
     params = (*_range_params(prefix), now, type_, type_, *metadata_params, limit, offset)
     return sql, params
 
@@ -1186,6 +1200,7 @@ class MemoryService:
         filter: Mapping[str, str | int | float | bool | None] | None = None,
         limit: int = 100,
         offset: int = 0,
+        include_deleted: bool = False,
     ) -> list[Memory]:
         """Live, unexpired memories in ``prefix`` or below it, by (namespace, key).
 
@@ -1201,6 +1216,9 @@ class MemoryService:
                 value (numbers compare as numbers; ``True`` never equals ``1``).
             limit: at most this many (1..10000).
             offset: skip this many first.
+            include_deleted: also list memories whose current version is a
+                tombstone (``status == "deleted"``) or ``"superseded"``: what
+                :meth:`restore` can bring back. Expired memories never are.
 
         Returns:
             The current versions, ordered by (namespace, key).
@@ -1209,7 +1227,8 @@ class MemoryService:
             InvalidNamespaceError: the prefix breaks a namespace rule.
             InvalidMemoryTypeError: ``type`` is not one of the three types.
             InvalidInputError: the filter is not a dict of scalars, a filter key
-                has a double quote, or limit/offset are out of range.
+                has a double quote, limit/offset are out of range, or
+                include_deleted is not a bool.
 
         Example:
             >>> import asyncio, tempfile, pathlib
@@ -1224,17 +1243,28 @@ class MemoryService:
             ...             everything = await ab.memory.list("user:alice")
             ...             from_chat = await ab.memory.list("user:alice",
             ...                                              filter={"source": "chat"})
+            ...             await ab.memory.delete("user:alice", "name")
+            ...             with_deleted = await ab.memory.list("user:alice", include_deleted=True)
             ...             return ([(m.namespace, m.key) for m in everything],
-            ...                     [m.key for m in from_chat])
+            ...                     [m.key for m in from_chat],
+            ...                     [(m.key, m.status) for m in with_deleted])
             >>> asyncio.run(demo())
-            ([('user:alice', 'name'), ('user:alice:prefs', 'lang')], ['lang'])
+            ([('user:alice', 'name'), ('user:alice:prefs', 'lang')], ['lang'],
+             [('name', 'deleted'), ('lang', 'live')])
         """
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata_params = _metadata_params(filter)
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         _check_int(offset, "offset", minimum=0)
-        sql, params = _list_query(prefix, type_, metadata_params, limit, offset, time.time())
+        if not isinstance(include_deleted, bool):
+            raise InvalidInputError(
+                f"include_deleted must be a bool, got {_kind(include_deleted)}"
+            )
+        sql, params = _list_query(
+            prefix, type_, metadata_params, limit, offset, time.time(),
+            include_deleted=include_deleted,
+        )
         rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
         return [_memory(row) for row in rows]
 

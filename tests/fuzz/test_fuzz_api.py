@@ -247,6 +247,7 @@ OPS: dict[str, Any] = {
         opt_filter=FILTER,
         opt_limit=INT,
         opt_offset=INT,
+        opt_include_deleted=st.one_of(st.booleans(), ANYTHING),
     ),
     "memory.delete": call("memory.delete", NAMESPACE, KEY, opt_expected_version=REVISION),
     "memory.restore": call("memory.restore", NAMESPACE, KEY),

@@ -204,6 +204,7 @@ def _commands(world: CliWorld) -> Any:
                 ("--limit", INT_TEXT),
                 ("--offset", INT_TEXT),
             ),
+            st.sampled_from([[], ["--include-deleted"]]),
         ),
         st.tuples(
             st.sampled_from([["memory", "get"], ["memory", "history"]]),

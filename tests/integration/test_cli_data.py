@@ -167,6 +167,22 @@ def test_memory_list_pages_with_limit_and_offset(data_db: Path) -> None:
     assert "more exist: --offset 5" in done.stdout
 
 
+def test_memory_list_include_deleted(data_db: Path) -> None:
+    data = as_json(data_db, "memory", "list", "user:alice", "--include-deleted")
+    assert [(m["key"], m["status"]) for m in data["memories"]] == [
+        ("gone", "deleted"),
+        ("tea", "live"),
+        ("language", "live"),
+        ("theme", "live"),
+    ]
+    assert data["include_deleted"] is True
+    done = run(data_db, "memory", "list", "user:alice", "--include-deleted")
+    assert done.returncode == 0, done.stderr
+    header, gone = done.stdout.splitlines()[:2]
+    assert header.split()[:5] == ["namespace", "key", "type", "version", "status"]
+    assert gone.split()[:5] == ["user:alice", "gone", "semantic", "2", "deleted"]
+
+
 def test_memory_get_prints_the_value_whole_as_json(data_db: Path) -> None:
     data = as_json(data_db, "memory", "get", "user:bob", "big")
     assert data["memory"]["value"] == BIG  # never cut in --json

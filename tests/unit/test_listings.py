@@ -22,6 +22,7 @@ from abathur import (
     SessionNotFoundError,
 )
 from abathur.memory import (
+    SQL_LIST_PREFIX_ANY_STATUS,
     SQL_MEMORY_VERSION,
     SQL_NAMESPACE_COUNTS_ALL,
     SQL_NAMESPACE_COUNTS_PREFIX,
@@ -96,8 +97,52 @@ async def test_namespace_counts_walk_the_current_index_without_sorting(ab: Abath
     assert "TEMP B-TREE" not in prefixed, prefixed
     everything = await plan(SQL_NAMESPACE_COUNTS_ALL, (0.0, 10))
     assert "memories_current" in everything and "TEMP B-TREE" not in everything, everything
+    any_status = await plan(
+        SQL_LIST_PREFIX_ANY_STATUS, ("u", "u;", "u", "u:", 0.0, None, None, 10, 0)
+    )
+    assert "USING INDEX memories_current (namespace>? AND namespace<?)" in any_status, any_status
+    assert "TEMP B-TREE" not in any_status, any_status
     one = await plan(SQL_MEMORY_VERSION, ("u", "k", 1))
     assert "SEARCH memories USING INDEX" in one and "SCAN" not in one, one
+
+
+# --------------------------------------------------------------------------- list(include_deleted)
+
+
+async def test_list_include_deleted_adds_tombstones_and_superseded(ab: Abathur) -> None:
+    await ab.memory.put("user:alice", "a", "kept", metadata={"source": "chat"})
+    await ab.memory.put("user:alice", "b", "gone", metadata={"source": "chat"})
+    await ab.memory.delete("user:alice", "b")
+    await ab.memory.put("user:alice", "c", "same")
+    await ab.memory.put("user:alice", "d", "same")  # consolidation supersedes c by d
+    await ab.memory.consolidate("user:alice")
+    await ab.memory.put("user:alice", "e", "brief", ttl=0.05)
+    await ab.memory.delete("user:alice", "e")
+    await asyncio.sleep(0.1)  # e has expired: never listed, deleted or not
+
+    live = await ab.memory.list("user:alice")
+    assert [(m.key, m.status) for m in live] == [("a", "live"), ("d", "live")]
+    every = await ab.memory.list("user:alice", include_deleted=True)
+    assert [(m.key, m.status) for m in every] == [
+        ("a", "live"),
+        ("b", "deleted"),
+        ("c", "superseded"),
+        ("d", "live"),
+    ]
+    assert every[1].value == "gone" and every[2].superseded_by is not None
+    # The other options apply as before.
+    chat = await ab.memory.list("user:alice", include_deleted=True, filter={"source": "chat"})
+    assert [m.key for m in chat] == ["a", "b"]
+    page = await ab.memory.list("user:alice", include_deleted=True, limit=2, offset=1)
+    assert [m.key for m in page] == ["b", "c"]
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None, [True]])
+async def test_list_include_deleted_must_be_a_bool(ab: Abathur, bad: Any) -> None:
+    await ab.memory.put("user:alice", "a", 1)
+    async with assert_unchanged(ab):
+        with pytest.raises(InvalidInputError, match="include_deleted must be a bool"):
+            await ab.memory.list("user:alice", include_deleted=bad)
 
 
 # --------------------------------------------------------------------------- get_version

@@ -152,26 +152,47 @@ def namespaces(*, db_path: Path, out: Output, prefix: str | None, limit: int) ->
     show_default=True,
     help="Skip this many first (the next page: the offset the note gives).",
 )
+@click.option(
+    "--include-deleted",
+    is_flag=True,
+    help="Also memories deleted or superseded (what 'restore' can bring back), with a status.",
+)
 @standard_options
 def list_(
-    *, db_path: Path, out: Output, prefix: str, type_: str | None, limit: int, offset: int
+    *,
+    db_path: Path,
+    out: Output,
+    prefix: str,
+    type_: str | None,
+    limit: int,
+    offset: int,
+    include_deleted: bool,
 ) -> None:
     """List the live memories in PREFIX and below it, by namespace and key.
 
     PREFIX matches whole segments: 'user:al' lists 'user:al' and 'user:al:x'
     but never 'user:alice'. Values are shown as JSON, cut to fit the table;
     --json prints them whole, with "has_more" and "next_offset" for paging.
+    With --include-deleted, memories deleted or superseded are listed too,
+    with their status (expired ones never are).
 
     \b
     Examples:
       abathur memory list --db ./agent.db user:alice
       abathur memory list --db ./agent.db user --type episodic --limit 20 --offset 20
+      abathur memory list --db ./agent.db user:alice --include-deleted
       abathur memory list --db ./agent.db user:alice --json | jq '.memories[].value'
     """
 
     async def fetch(ab: Abathur) -> list[Memory]:
         memory_type = cast(MemoryType | None, type_)  # click.Choice checked it
-        return await ab.memory.list(prefix, type=memory_type, limit=limit + 1, offset=offset)
+        return await ab.memory.list(
+            prefix,
+            type=memory_type,
+            limit=limit + 1,
+            offset=offset,
+            include_deleted=include_deleted,
+        )
 
     found = read_database(db_path, fetch)
     shown, has_more = found[:limit], len(found) > limit
@@ -180,29 +201,33 @@ def list_(
         "prefix": prefix,
         "type": type_,
         "offset": offset,
+        "include_deleted": include_deleted,
         "memories": [m.model_dump(mode="json") for m in shown],
         "has_more": has_more,
         "next_offset": offset + limit if has_more else None,
     }
     if not shown:
-        human = f"no live memories under {prefix}" + (f" of type {type_}" if type_ else "")
+        which = "memories" if include_deleted else "live memories"
+        human = f"no {which} under {prefix}" + (f" of type {type_}" if type_ else "")
         if offset:
             human += f" past the first {offset}"
     else:
-        human = format_table(
-            ("namespace", "key", "type", "version", "updated", "value"),
+        header = ("namespace", "key", "type", "version", "updated", "value")
+        rows = [
             (
-                (
-                    m.namespace,
-                    shorten(m.key, 40),
-                    m.type,
-                    m.version,
-                    format_time(m.updated_at),
-                    shorten(json_text(m.value), _VALUE_WIDTH),
-                )
-                for m in shown
-            ),
-        )
+                m.namespace,
+                shorten(m.key, 40),
+                m.type,
+                m.version,
+                format_time(m.updated_at),
+                shorten(json_text(m.value), _VALUE_WIDTH),
+            )
+            for m in shown
+        ]
+        if include_deleted:
+            header = (*header[:4], "status", *header[4:])
+            rows = [(*row[:4], m.status, *row[4:]) for row, m in zip(rows, shown, strict=True)]
+        human = format_table(header, rows)
         human += f"\nmemories {offset + 1} to {offset + len(shown)}"
         if has_more:
             human += f"; more exist: --offset {offset + limit}"
