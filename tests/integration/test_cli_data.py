@@ -389,3 +389,40 @@ def test_the_data_commands_change_no_data(data_db: Path) -> None:
         assert run(data_db, *args).returncode == 0
     assert _data(data_db) == before
     assert {"memories", "sessions", "events", "tasks"} <= set(before)
+
+
+def test_options_before_the_subcommand_reach_it(data_db: Path, tmp_path: Path) -> None:
+    # cwd holds no database: the subcommand can only find the file through the group.
+    cwd = tmp_path
+    listed = ok_json(abathur("memory", "--db", str(data_db), "--json", "list", "team:ops", cwd=cwd))
+    assert len(listed["memories"]) == 12
+    shown = ok_json(abathur("session", "--json", "--db", str(data_db), "show", "s-bob", cwd=cwd))
+    assert shown["session"]["status"] == "terminated"
+    # An option after the subcommand wins.
+    done = abathur("task", "--db", str(data_db), "list", "--db", "missing.db", cwd=cwd)
+    assert done.returncode == 3 and "missing.db" in done.stderr
+    # $ABATHUR_DB would win over an option before the subcommand: refused, not ignored.
+    env = {"ABATHUR_DB": str(data_db)}
+    done = abathur("memory", "--db", str(data_db), "list", "user", cwd=cwd, env=env)
+    assert done.returncode == 2 and "put it after the subcommand" in done.stderr
+    assert not list(cwd.iterdir())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["memory", "namespaces"],
+        ["memory", "list"],
+        ["memory", "get"],
+        ["memory", "history"],
+        ["session", "list"],
+        ["session", "show"],
+        ["task", "list"],
+    ],
+    ids=" ".join,
+)
+def test_every_subcommand_has_help_with_examples(command: list[str], tmp_path: Path) -> None:
+    done = abathur(*command, "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "--db" in done.stdout and "--json" in done.stdout
+    assert f"abathur {' '.join(command)} --db" in done.stdout.split("Examples:", 1)[1]

@@ -20,6 +20,7 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
+    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -112,7 +113,9 @@ def memory(*, db_path: Path, out: Output, limit: int) -> None:
       abathur memory get --db ./agent.db user:alice:preferences language --json
       abathur memory history --db ./agent.db user:alice:preferences language
     """
-    if click.get_current_context().invoked_subcommand is not None:
+    ctx = click.get_current_context()
+    if ctx.invoked_subcommand is not None:
+        pass_group_options(ctx)  # `abathur memory --db x.db list` reads x.db
         return
     _namespaces(db_path, out, prefix=None, limit=limit)
 

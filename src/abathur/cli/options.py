@@ -47,6 +47,7 @@ __all__ = [
     "format_table",
     "format_time",
     "json_text",
+    "pass_group_options",
     "read_database",
     "shorten",
     "standard_options",
@@ -231,6 +232,31 @@ def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) ->
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def pass_group_options(ctx: click.Context) -> None:
+    """Hand the ``--db`` and ``--json`` a group was given on to its subcommand.
+
+    ``abathur memory --db x.db list user`` then reads x.db: left alone, the
+    subcommand would parse its own ``--db`` and quietly fall back to
+    ``$ABATHUR_DB`` or ``./abathur.db``. An option after the subcommand still
+    wins. A subcommand reads ``$ABATHUR_DB`` before what it is handed, so with
+    that set a ``--db`` before the subcommand is a usage error, never ignored.
+    Call it from a group's callback when ``ctx.invoked_subcommand`` is set.
+    """
+    given = {
+        name: ctx.params[name]
+        for name in ("db_path", "as_json")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    }
+    if not given or ctx.invoked_subcommand is None:
+        return
+    if "db_path" in given and os.environ.get("ABATHUR_DB"):
+        raise click.UsageError(
+            f"--db before '{ctx.invoked_subcommand}' would lose to $ABATHUR_DB: "
+            f"put it after the subcommand ({ctx.command_path} {ctx.invoked_subcommand} --db ...)"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), ctx.invoked_subcommand: given}
 
 
 def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:

@@ -19,6 +19,7 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
+    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -119,7 +120,9 @@ def session(
       abathur session list --db ./agent.db --app helpdesk --user alice --status active
       abathur session show --db ./agent.db 3f2a9c --last 50
     """
-    if click.get_current_context().invoked_subcommand is not None:
+    ctx = click.get_current_context()
+    if ctx.invoked_subcommand is not None:
+        pass_group_options(ctx)  # `abathur session --db x.db list` reads x.db
         return
     _list(db_path, out, app=app, user=user, status=status, limit=limit)
 

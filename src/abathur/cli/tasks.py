@@ -17,6 +17,7 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
+    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -117,7 +118,9 @@ def task(
       abathur task list --db ./agent.db --session 3f2a9c
       abathur task list --db ./agent.db --status failed --json | jq '.tasks[].error'
     """
-    if click.get_current_context().invoked_subcommand is not None:
+    ctx = click.get_current_context()
+    if ctx.invoked_subcommand is not None:
+        pass_group_options(ctx)  # `abathur task --db x.db list` reads x.db
         return
     _list(db_path, out, session_id=session_id, status=status, limit=limit)
 
