@@ -16,8 +16,9 @@ import apsw
 import pytest
 
 from abathur import Abathur, Event
+from abathur.db import migrations
 from tests.fuzz.strategies import fingerprint
-from tests.integration.test_cli import abathur, ok_json
+from tests.integration.test_cli import abathur, digest, ok_json
 
 FRENCH = {"value": "Français 🇫🇷", "note": "l'été"}
 # A large nested value: wider than any table cell, deeper than a one-liner reads.
@@ -426,3 +427,19 @@ def test_every_subcommand_has_help_with_examples(command: list[str], tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "--db" in done.stdout and "--json" in done.stdout
     assert f"abathur {' '.join(command)} --db" in done.stdout.split("Examples:", 1)[1]
+
+
+def test_an_old_file_is_refused_not_migrated(tmp_path: Path) -> None:
+    old_db = tmp_path / "old.db"  # what an older abathur made: only migration 1
+    conn = apsw.Connection(str(old_db))
+    try:
+        migrations.apply(conn, migrations.available()[:1])
+    finally:
+        conn.close()
+    before = digest(old_db)
+    for args in (["memory"], ["session", "list"], ["task"]):
+        done = abathur(*args, "--db", str(old_db), cwd=old_db.parent)
+        assert done.returncode == 3, (args, done.stderr)
+        assert "[db.schema]" in done.stderr and "abathur migrate" in done.stderr
+    assert digest(old_db) == before
+    assert sorted(p.name for p in old_db.parent.iterdir()) == ["old.db"]  # no backup copy either

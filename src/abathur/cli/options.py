@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from abathur.db.database import check_db_path
-from abathur.errors import AbathurError, DatabaseError, InvalidInputError
+from abathur.errors import AbathurError, DatabaseError, InvalidInputError, SchemaError
 
 if TYPE_CHECKING:
     from abathur.api import Abathur
@@ -262,9 +262,10 @@ def pass_group_options(ctx: click.Context) -> None:
 def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     """Run ``fn`` on the existing file at ``db_path``, opened without an embedder.
 
-    For the commands that show data: a missing file is an error (``db.error``,
-    exit 3), never created; a file newer than this abathur is refused before
-    it is opened. No model is loaded and no embedding worker runs.
+    For the commands that show data, which never write: a missing file is an
+    error (``db.error``, exit 3), never created; a file whose schema is older
+    or newer than this abathur's is refused (``db.schema``) before it is
+    opened, never migrated. No model is loaded and no embedding worker runs.
     """
     # Imported here: options is imported by every command, even `--version`.
     from abathur.api import Abathur
@@ -277,8 +278,16 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
         )
 
     async def run() -> T:
-        await Database.plan_migrations(db_path)
-        async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
+        plan = await Database.plan_migrations(db_path)  # refuses a newer file
+        if plan.pending:
+            raise SchemaError(
+                f"{json.dumps(str(db_path), ensure_ascii=False)} is at schema version "
+                f"{plan.current} and this abathur reads version {plan.latest}: run "
+                f"`abathur migrate --db {db_path}` first (showing data never migrates a file)"
+            )
+        async with Abathur.open(
+            db_path, embedder="none", embed_worker=False, auto_migrate=False
+        ) as ab:
             return await fn(ab)
 
     return asyncio.run(run())
