@@ -118,12 +118,12 @@ SQL_LIST_APP_SESSIONS = (
     "AND (? IS NULL OR status = ?) ORDER BY updated_at DESC, rowid DESC LIMIT ?"
 )
 
-# (user, user, status, status, limit) -> sessions of every app, newest update
-# first; user or status NULL means any. An operator's listing (abathur session
-# list without --app), not a hot query: no index gives this order, so it sorts.
+# (:user, :status, :limit) -> sessions of every app, newest update first; user
+# or status NULL means any. An operator's listing (abathur session list without
+# --app), not a hot query: no index gives this order, so it sorts.
 SQL_LIST_ALL_SESSIONS = (
-    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE (? IS NULL OR user = ?) "
-    "AND (? IS NULL OR status = ?) ORDER BY updated_at DESC, rowid DESC LIMIT ?"
+    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE (:user IS NULL OR user = :user) "
+    "AND (:status IS NULL OR status = :status) ORDER BY updated_at DESC, rowid DESC LIMIT :limit"
 )
 
 _SQL_APP_STATE = "SELECT key, value FROM app_state WHERE app = ?"
@@ -509,7 +509,7 @@ class SessionService:
 
     async def list(self, *, app: str | None = None, user: str | None = None,
                    status: str | None = None, limit: int = 100) -> list[Session]:
-        """Sessions of an app (of one user, or of all), newest ``updated_at`` first.
+        """Sessions of an app (or of every app), of one user or all, newest ``updated_at`` first.
 
         Args:
             app: the application; ``None``: every application (an operator's
@@ -551,7 +551,8 @@ class SessionService:
         def read(conn: apsw.Connection) -> list[Session]:
             if app is None:
                 rows = conn.execute(
-                    SQL_LIST_ALL_SESSIONS, (user, user, status, status, limit)).fetchall()
+                    SQL_LIST_ALL_SESSIONS, {"user": user, "status": status, "limit": limit}
+                ).fetchall()
             elif user is None:
                 rows = conn.execute(
                     SQL_LIST_APP_SESSIONS, (app, status, status, limit)).fetchall()

@@ -50,12 +50,12 @@ SQL_TASKS_OF_SESSION = (
     f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ? ORDER BY created_at, rowid"
 )
 
-# (status, status, limit) -> every session's tasks, newest first; status NULL
-# means any. An operator's listing (abathur task list without --session), not a
-# hot query: no index gives this order, so it sorts.
+# (:status, :limit) -> every session's tasks, newest first; status NULL means
+# any, limit -1 all. An operator's listing (abathur task list without
+# --session), not a hot query: no index gives this order, so it sorts.
 SQL_ALL_TASKS = (
-    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (? IS NULL OR status = ?) "
-    "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (:status IS NULL OR status = :status) "
+    "ORDER BY created_at DESC, rowid DESC LIMIT :limit"
 )
 
 _SQL_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
@@ -343,7 +343,8 @@ class TaskService:
 
         def read(conn: apsw.Connection) -> list[Task]:
             if session_id is None:
-                return [_task(row) for row in conn.execute(SQL_ALL_TASKS, (status, status, n))]
+                params = {"status": status, "limit": n}
+                return [_task(row) for row in conn.execute(SQL_ALL_TASKS, params)]
             _require_session(conn, session_id)
             # A session has few tasks: filtering the status here keeps one
             # query (and one plan to assert) instead of two.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from abathur.db.database import check_db_path
+from abathur.db.database import Database, check_db_path
 from abathur.errors import AbathurError, DatabaseError, InvalidInputError, SchemaError
 
 if TYPE_CHECKING:
@@ -269,7 +269,6 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     """
     # Imported here: options is imported by every command, even `--version`.
     from abathur.api import Abathur
-    from abathur.db.database import Database
 
     if not db_path.is_file():
         raise DatabaseError(
