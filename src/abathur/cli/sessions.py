@@ -223,7 +223,10 @@ def show(*, db_path: Path, out: Output, session_id: str, last: int) -> None:
     if not events:
         parts.append("events: none" if not has_more else "events: not shown (--last 0)")
     else:
-        older = f"; older ones exist: --last {last * 2}" if has_more else ""
+        older = ""
+        if has_more:
+            more = min(last * 2, _MAX_EVENTS)
+            older = "; older ones exist" + (f": --last {more}" if more > last else "")
         parts.append(f"events (the last {len(events)}, oldest first{older})")
         parts.append(
             format_table(
