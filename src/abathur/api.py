@@ -269,6 +269,8 @@ _MEMORY_ACCESS: dict[str, Literal["read", "write"]] = {
     "history": "read",
     "list": "read",
     "namespaces": "read",
+    "namespace_counts": "read",
+    "get_version": "read",
     "search": "read",
     "context": "read",
 }

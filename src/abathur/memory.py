@@ -71,6 +71,7 @@ from abathur.models import (
     MemoryRef,
     MemoryStatus,
     MemoryType,
+    NamedCount,
     PurgeReport,
     SearchHit,
     SearchMode,
@@ -117,6 +118,10 @@ __all__ = [
     "SQL_CURRENT_MEMORY",
     "SQL_KEYWORD_SEARCH",
     "SQL_LIST_PREFIX",
+    "SQL_LIST_PREFIX_ANY_STATUS",
+    "SQL_MEMORY_VERSION",
+    "SQL_NAMESPACE_COUNTS_ALL",
+    "SQL_NAMESPACE_COUNTS_PREFIX",
     "MemoryService",
     "check_namespace",
     "index",
@@ -176,11 +181,21 @@ _SQL_LIST_WHERE = (
     "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
     "AND (? IS NULL OR type = ?)"
 )
+# memory.list(include_deleted=True): the same, whatever the current version's
+# status (live, deleted, superseded); expired ones still never. Same params.
+_SQL_LIST_ANY_STATUS_WHERE = (
+    f"SELECT {_COLUMNS} FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND (expires_at IS NULL OR expires_at > ?) "
+    "AND (? IS NULL OR type = ?)"
+)
 # json_type tells JSON null from a missing key and true from 1, which
 # json_extract alone cannot. Params: path, type, other type, path, value.
 _SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
 _SQL_LIST_END = " ORDER BY namespace, key LIMIT ? OFFSET ?"
 SQL_LIST_PREFIX = _SQL_LIST_WHERE + _SQL_LIST_END
+SQL_LIST_PREFIX_ANY_STATUS = _SQL_LIST_ANY_STATUS_WHERE + _SQL_LIST_END
 
 # memory.namespaces. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
 SQL_NAMESPACES_PREFIX = (
@@ -194,6 +209,27 @@ SQL_NAMESPACES_ALL = (
     "SELECT DISTINCT namespace FROM memories "
     "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
     "ORDER BY namespace LIMIT ?"
+)
+
+# memory.namespace_counts: live, unexpired memories per namespace. Index
+# memories_current gives the range and the namespace order, so the GROUP BY
+# needs no sort. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
+SQL_NAMESPACE_COUNTS_PREFIX = (
+    "SELECT namespace, count(*) FROM memories "
+    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
+    "AND (namespace = ? OR namespace >= ?) "
+    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "GROUP BY namespace ORDER BY namespace LIMIT ?"
+)
+SQL_NAMESPACE_COUNTS_ALL = (
+    "SELECT namespace, count(*) FROM memories "
+    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
+    "GROUP BY namespace ORDER BY namespace LIMIT ?"
+)
+
+# memory.get_version: one version, through the UNIQUE (namespace, key, version) index.
+SQL_MEMORY_VERSION = (
+    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND version = ?"
 )
 
 
@@ -511,8 +547,11 @@ def _list_query(
     limit: int,
     offset: int,
     now: float,
+    *,
+    include_deleted: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
-    sql = _SQL_LIST_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
+    where = _SQL_LIST_ANY_STATUS_WHERE if include_deleted else _SQL_LIST_WHERE
+    sql = where + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
     params = (*_range_params(prefix), now, type_, type_, *metadata_params, limit, offset)
     return sql, params
 
@@ -1163,6 +1202,7 @@ class MemoryService:
         filter: Mapping[str, str | int | float | bool | None] | None = None,
         limit: int = 100,
         offset: int = 0,
+        include_deleted: bool = False,
     ) -> list[Memory]:
         """Live, unexpired memories in ``prefix`` or below it, by (namespace, key).
 
@@ -1178,6 +1218,9 @@ class MemoryService:
                 value (numbers compare as numbers; ``True`` never equals ``1``).
             limit: at most this many (1..10000).
             offset: skip this many first.
+            include_deleted: also list memories whose current version is a
+                tombstone (``status == "deleted"``) or ``"superseded"``: what
+                :meth:`restore` can bring back. Expired memories never are.
 
         Returns:
             The current versions, ordered by (namespace, key).
@@ -1186,7 +1229,8 @@ class MemoryService:
             InvalidNamespaceError: the prefix breaks a namespace rule.
             InvalidMemoryTypeError: ``type`` is not one of the three types.
             InvalidInputError: the filter is not a dict of scalars, a filter key
-                has a double quote, or limit/offset are out of range.
+                has a double quote, limit/offset are out of range, or
+                include_deleted is not a bool.
 
         Example:
             >>> import asyncio, tempfile, pathlib
@@ -1201,17 +1245,28 @@ class MemoryService:
             ...             everything = await ab.memory.list("user:alice")
             ...             from_chat = await ab.memory.list("user:alice",
             ...                                              filter={"source": "chat"})
+            ...             await ab.memory.delete("user:alice", "name")
+            ...             with_deleted = await ab.memory.list("user:alice", include_deleted=True)
             ...             return ([(m.namespace, m.key) for m in everything],
-            ...                     [m.key for m in from_chat])
+            ...                     [m.key for m in from_chat],
+            ...                     [(m.key, m.status) for m in with_deleted])
             >>> asyncio.run(demo())
-            ([('user:alice', 'name'), ('user:alice:prefs', 'lang')], ['lang'])
+            ([('user:alice', 'name'), ('user:alice:prefs', 'lang')], ['lang'],
+             [('name', 'deleted'), ('lang', 'live')])
         """
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata_params = _metadata_params(filter)
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         _check_int(offset, "offset", minimum=0)
-        sql, params = _list_query(prefix, type_, metadata_params, limit, offset, time.time())
+        if not isinstance(include_deleted, bool):
+            raise InvalidInputError(
+                f"include_deleted must be a bool, got {_kind(include_deleted)}"
+            )
+        sql, params = _list_query(
+            prefix, type_, metadata_params, limit, offset, time.time(),
+            include_deleted=include_deleted,
+        )
         rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
         return [_memory(row) for row in rows]
 
@@ -1386,6 +1441,101 @@ class MemoryService:
         if max_depth is not None:
             names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
         return names[:limit]
+
+    async def namespace_counts(
+        self, prefix: str | None = None, *, limit: int = 1000
+    ) -> list[NamedCount]:
+        """Namespaces holding live, unexpired memories, each with how many, sorted by name.
+
+        What :meth:`namespaces` lists, with the number of memories that
+        :meth:`list` would return for exactly that namespace (not counting
+        those below it).
+
+        Args:
+            prefix: only this namespace and those under it (whole segments);
+                ``None``: all.
+            limit: at most this many namespaces (1..10000).
+
+        Returns:
+            :class:`~abathur.models.NamedCount` objects: ``name`` is the
+            namespace, ``count`` its live memories.
+
+        Raises:
+            InvalidNamespaceError: the prefix breaks a namespace rule.
+            InvalidInputError: limit is out of range.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.put("user:alice", "tea", "green")
+            ...             await ab.memory.put("user:alice:prefs", "theme", "dark")
+            ...             await ab.memory.put("user:alicia", "lang", "es")
+            ...             counts = await ab.memory.namespace_counts("user:alice")
+            ...             return [(c.name, c.count) for c in counts]
+            >>> asyncio.run(demo())
+            [('user:alice', 2), ('user:alice:prefs', 1)]
+        """
+        if prefix is not None:
+            check_namespace(prefix, "prefix")
+        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        now = time.time()
+        if prefix is None:
+            sql, params = SQL_NAMESPACE_COUNTS_ALL, (now, limit)
+        else:
+            sql, params = SQL_NAMESPACE_COUNTS_PREFIX, (*_range_params(prefix), now, limit)
+        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [NamedCount(name=name, count=count) for name, count in rows]
+
+    async def get_version(self, namespace: str, key: str, version: int) -> Memory | None:
+        """One version of a memory as it was written, whatever its status.
+
+        Like an entry of :meth:`history`: a deleted or superseded version is
+        returned with its ``status``, and an expired memory has no versions.
+
+        Args:
+            namespace: the memory's namespace.
+            key: the memory's key.
+            version: the version number, from 1.
+
+        Returns:
+            The version, or ``None`` when the memory has no such version or
+            its current version has expired.
+
+        Raises:
+            InvalidNamespaceError: the namespace breaks a namespace rule.
+            InvalidIdError: the key is not a valid id.
+            InvalidInputError: version is not an int >= 1.
+
+        Example:
+            >>> import asyncio, tempfile, pathlib
+            >>> from abathur import Abathur
+            >>> async def demo():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:alice", "lang", "fr")
+            ...             await ab.memory.put("user:alice", "lang", "en")
+            ...             first = await ab.memory.get_version("user:alice", "lang", 1)
+            ...             return first.value, await ab.memory.get_version("user:alice", "lang", 3)
+            >>> asyncio.run(demo())
+            ('fr', None)
+        """
+        check_namespace(namespace)
+        check_id(key, "memory key")
+        _check_int(version, "version", minimum=1)
+
+        def read(conn: apsw.Connection) -> tuple[_Row | None, list[Any]]:
+            # Both in one read transaction: the current version says whether it expired.
+            rows = conn.execute(SQL_MEMORY_VERSION, (namespace, key, version)).fetchall()
+            return _current(conn, namespace, key), rows
+
+        current, rows = await self._db.read(read)
+        if not rows or current is None or current.is_expired(time.time()):
+            return None
+        return _memory(rows[0])
 
     async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
         """Resolve duplicates and conflicts among the live memories under ``prefix``.

@@ -61,6 +61,7 @@ __all__ = [
     "SQL_EVENTS_AFTER",
     "SQL_LAST_EVENTS",
     "SQL_LAST_EVENTS_AFTER",
+    "SQL_LIST_ALL_SESSIONS",
     "SQL_LIST_APP_SESSIONS",
     "SQL_LIST_SESSIONS",
     "SQL_SESSION_BY_ID",
@@ -115,6 +116,14 @@ SQL_LIST_SESSIONS = (
 SQL_LIST_APP_SESSIONS = (
     f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE app = ? "
     "AND (? IS NULL OR status = ?) ORDER BY updated_at DESC, rowid DESC LIMIT ?"
+)
+
+# (:user, :status, :limit) -> sessions of every app, newest update first; user
+# or status NULL means any. An operator's listing (abathur session list without
+# --app), not a hot query: no index gives this order, so it sorts.
+SQL_LIST_ALL_SESSIONS = (
+    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE (:user IS NULL OR user = :user) "
+    "AND (:status IS NULL OR status = :status) ORDER BY updated_at DESC, rowid DESC LIMIT :limit"
 )
 
 _SQL_APP_STATE = "SELECT key, value FROM app_state WHERE app = ?"
@@ -498,12 +507,13 @@ class SessionService:
 
         return await self._db.read(read)
 
-    async def list(self, *, app: str, user: str | None = None, status: str | None = None,
-                   limit: int = 100) -> list[Session]:
-        """Sessions of an app (of one user, or of all), newest ``updated_at`` first.
+    async def list(self, *, app: str | None = None, user: str | None = None,
+                   status: str | None = None, limit: int = 100) -> list[Session]:
+        """Sessions of an app (or of every app), of one user or all, newest ``updated_at`` first.
 
         Args:
-            app: the application.
+            app: the application; ``None``: every application (an operator's
+                view, e.g. ``abathur session list``; it reads every session).
             user: only this user's sessions; all users' when ``None``.
             status: only sessions in this status.
             limit: at most this many sessions.
@@ -527,7 +537,8 @@ class SessionService:
             >>> asyncio.run(demo())
             ['second', 'first']
         """
-        check_id(app, "app")
+        if app is not None:
+            check_id(app, "app")
         if user is not None:
             check_id(user, "user")
         if status is not None:
@@ -538,23 +549,33 @@ class SessionService:
             )
 
         def read(conn: apsw.Connection) -> list[Session]:
-            if user is None:
+            if app is None:
+                rows = conn.execute(
+                    SQL_LIST_ALL_SESSIONS, {"user": user, "status": status, "limit": limit}
+                ).fetchall()
+            elif user is None:
                 rows = conn.execute(
                     SQL_LIST_APP_SESSIONS, (app, status, status, limit)).fetchall()
             else:
                 rows = conn.execute(
                     SQL_LIST_SESSIONS, (app, user, status, status, limit)).fetchall()
-            app_state = {f"app:{k}": decode(v) for k, v in conn.execute(_SQL_APP_STATE, (app,))}
-            by_user: dict[str, dict[str, Any]] = {}
+            # Each app's and each (app, user)'s state is read once, however many sessions.
+            by_app: dict[str, dict[str, Any]] = {}
+            by_user: dict[tuple[str, str], dict[str, Any]] = {}
             sessions = []
             for row in rows:
-                owner = row[2]
-                if owner not in by_user:
-                    by_user[owner] = app_state | {
-                        f"user:{k}": decode(v)
-                        for k, v in conn.execute(_SQL_USER_STATE, (app, owner))
+                owner_app, owner = row[1], row[2]
+                if owner_app not in by_app:
+                    by_app[owner_app] = {
+                        f"app:{k}": decode(v)
+                        for k, v in conn.execute(_SQL_APP_STATE, (owner_app,))
                     }
-                sessions.append(_session(row, by_user[owner], []))
+                if (owner_app, owner) not in by_user:
+                    by_user[owner_app, owner] = by_app[owner_app] | {
+                        f"user:{k}": decode(v)
+                        for k, v in conn.execute(_SQL_USER_STATE, (owner_app, owner))
+                    }
+                sessions.append(_session(row, by_user[owner_app, owner], []))
             return sessions
 
         return await self._db.read(read)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -37,9 +38,9 @@ from abathur.errors import (
     TaskNotFoundError,
 )
 from abathur.models import Task, TaskStatus
-from abathur.values import check_id, decode, encode
+from abathur.values import INT64_MAX, check_id, check_int, decode, encode
 
-__all__ = ["SQL_TASKS_OF_SESSION", "STATUSES", "TRANSITIONS", "TaskService"]
+__all__ = ["SQL_ALL_TASKS", "SQL_TASKS_OF_SESSION", "STATUSES", "TRANSITIONS", "TaskService"]
 
 _TASK_COLUMNS = "id, session_id, prompt, status, result, error, metadata, created_at, updated_at"
 
@@ -47,6 +48,14 @@ _TASK_COLUMNS = "id, session_id, prompt, status, result, error, metadata, create
 # (session_id, created_at); rowid, which every index carries, breaks ties.
 SQL_TASKS_OF_SESSION = (
     f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ? ORDER BY created_at, rowid"
+)
+
+# (:status, :limit) -> every session's tasks, newest first; status NULL means
+# any, limit -1 all. An operator's listing (abathur task list without
+# --session), not a hot query: no index gives this order, so it sorts.
+SQL_ALL_TASKS = (
+    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (:status IS NULL OR status = :status) "
+    "ORDER BY created_at DESC, rowid DESC LIMIT :limit"
 )
 
 _SQL_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
@@ -289,19 +298,24 @@ class TaskService:
 
         return await self._db.write(write)
 
-    async def list(self, *, session_id: str, status: str | None = None) -> list[Task]:
-        """A session's tasks in creation order.
+    async def list(self, *, session_id: str | None = None, status: str | None = None,
+                   limit: int | None = None) -> list[Task]:
+        """A session's tasks in creation order, or every session's tasks, newest first.
 
         Args:
-            session_id: the session.
+            session_id: the session; ``None``: the tasks of every session,
+                newest first (an operator's view, e.g. ``abathur task list``).
             status: only tasks in this status.
+            limit: at most this many tasks (from 1); ``None``: all of them.
 
         Returns:
-            :class:`~abathur.models.Task` objects, oldest first.
+            :class:`~abathur.models.Task` objects: a session's oldest first,
+            every session's newest first.
 
         Raises:
             InvalidIdError: ``session_id`` is not a valid id.
-            InvalidInputError: ``status`` is not a task status.
+            InvalidInputError: ``status`` is not a task status, ``limit`` not
+                an int from 1.
             SessionNotFoundError: no session has this id.
 
         Example:
@@ -310,24 +324,35 @@ class TaskService:
             >>> async def demo():
             ...     async with Abathur.open(pathlib.Path(tempfile.mkdtemp()) / "a.db") as ab:
             ...         s = await ab.sessions.create(app="a", user="u")
+            ...         other = await ab.sessions.create(app="a", user="v")
             ...         for p in ("first", "second"):
             ...             await ab.tasks.create(session_id=s.id, prompt=p)
-            ...         return [t.prompt for t in await ab.tasks.list(session_id=s.id)]
+            ...         await ab.tasks.create(session_id=other.id, prompt="third")
+            ...         return ([t.prompt for t in await ab.tasks.list(session_id=s.id)],
+            ...                 [t.prompt for t in await ab.tasks.list(limit=2)])
             >>> asyncio.run(demo())
-            ['first', 'second']
+            (['first', 'second'], ['third', 'second'])
         """
-        check_id(session_id, "session id")
+        if session_id is not None:
+            check_id(session_id, "session id")
         if status is not None:
             _check_status(status)
+        if limit is not None:
+            check_int(limit, "limit", minimum=1, maximum=INT64_MAX)
+        n = -1 if limit is None else limit
 
         def read(conn: apsw.Connection) -> list[Task]:
+            if session_id is None:
+                params = {"status": status, "limit": n}
+                return [_task(row) for row in conn.execute(SQL_ALL_TASKS, params)]
             _require_session(conn, session_id)
             # A session has few tasks: filtering the status here keeps one
             # query (and one plan to assert) instead of two.
-            return [
+            found = (
                 _task(row)
                 for row in conn.execute(SQL_TASKS_OF_SESSION, (session_id,))
                 if status is None or row[3] == status
-            ]
+            )
+            return list(found if limit is None else itertools.islice(found, limit))
 
         return await self._db.read(read)

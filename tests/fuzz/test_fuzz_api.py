@@ -209,7 +209,11 @@ OPS: dict[str, Any] = {
     ),
     "sessions.get": call("sessions.get", SESSION, opt_last_n=REVISION, opt_after=NUMBER),
     "sessions.list": call(
-        "sessions.list", app=APP, opt_user=USER, opt_status=SESSION_STATUS, opt_limit=INT
+        "sessions.list",
+        opt_app=st.one_of(APP, APP, st.none()),
+        opt_user=USER,
+        opt_status=SESSION_STATUS,
+        opt_limit=INT,
     ),
     "sessions.append_event": call(
         "sessions.append_event", text_or(["s1"]), EVENT, opt_expected_revision=REVISION
@@ -235,6 +239,7 @@ OPS: dict[str, Any] = {
     ),
     "memory.get": call("memory.get", NAMESPACE, KEY),
     "memory.history": call("memory.history", NAMESPACE, KEY),
+    "memory.get_version": call("memory.get_version", NAMESPACE, KEY, INT),
     "memory.list": call(
         "memory.list",
         NAMESPACE,
@@ -242,11 +247,15 @@ OPS: dict[str, Any] = {
         opt_filter=FILTER,
         opt_limit=INT,
         opt_offset=INT,
+        opt_include_deleted=st.one_of(st.booleans(), ANYTHING),
     ),
     "memory.delete": call("memory.delete", NAMESPACE, KEY, opt_expected_version=REVISION),
     "memory.restore": call("memory.restore", NAMESPACE, KEY),
     "memory.namespaces": call(
         "memory.namespaces", st.one_of(st.none(), NAMESPACE), opt_max_depth=INT, opt_limit=INT
+    ),
+    "memory.namespace_counts": call(
+        "memory.namespace_counts", st.one_of(st.none(), NAMESPACE), opt_limit=INT
     ),
     "memory.consolidate": call(
         "memory.consolidate", NAMESPACE, opt_dry_run=st.one_of(st.booleans(), ANYTHING)
@@ -284,7 +293,12 @@ OPS: dict[str, Any] = {
         opt_result=VALUE,
         opt_error=st.one_of(st.none(), HOSTILE_TEXT, ANYTHING),
     ),
-    "tasks.list": call("tasks.list", session_id=SESSION, opt_status=TASK_STATUS),
+    "tasks.list": call(
+        "tasks.list",
+        opt_session_id=st.one_of(SESSION, SESSION, st.none()),
+        opt_status=TASK_STATUS,
+        opt_limit=st.one_of(st.none(), INT),
+    ),
     "documents.search": call(
         "documents.search",
         QUERY,

@@ -47,6 +47,7 @@ async def _seed(db: Path, docs: Path) -> None:
         await ab.memory.put("user:alice", "tea", "green tea", metadata={"source": "chat"})
         await ab.memory.put("user:alice:prefs", "lang", "French")
         await ab.sessions.create(app="helpdesk", user="alice", session_id="s1")
+        await ab.tasks.create(session_id="s1", prompt="summarise", task_id="t1")
         await ab.documents.sync(docs)
         await ab.transfer.export_to(db.parent / "export.jsonl")
     lines = (db.parent / "export.jsonl").read_bytes().splitlines(keepends=True)
@@ -191,6 +192,53 @@ def _commands(world: CliWorld) -> Any:
             st.sampled_from([["info"], ["check", "--quick"], ["health"], ["metrics"]]),
         ),
         st.tuples(
+            st.sampled_from([["memory"], ["memory", "namespaces"]]),
+            st.one_of(st.just([]), cli_text_or(["user", "user:alice"]).map(lambda p: [p])),
+            _options(("--limit", INT_TEXT)),
+        ),
+        st.tuples(
+            st.just(["memory", "list"]),
+            cli_text_or(["user:alice", "user", "user:al"]).map(lambda p: [p]),
+            _options(
+                ("--type", cli_text_or(["semantic", "episodic", "procedural"])),
+                ("--limit", INT_TEXT),
+                ("--offset", INT_TEXT),
+            ),
+            st.sampled_from([[], ["--include-deleted"]]),
+        ),
+        st.tuples(
+            st.sampled_from([["memory", "get"], ["memory", "history"]]),
+            cli_text_or(["user:alice", "user:alice:prefs"]).map(lambda n: [n]),
+            cli_text_or(["tea", "lang", "missing"]).map(lambda k: [k]),
+        ),
+        st.tuples(
+            st.just(["memory", "get"]),
+            st.just(["user:alice:prefs", "lang", "--version"]),
+            INT_TEXT.map(lambda v: [v]),
+        ),
+        st.tuples(
+            st.sampled_from([["session"], ["session", "list"]]),
+            _options(
+                ("--app", cli_text_or(["helpdesk", "other"])),
+                ("--user", cli_text_or(["alice", "bob"])),
+                ("--status", cli_text_or(["active", "created", "terminated"])),
+                ("--limit", INT_TEXT),
+            ),
+        ),
+        st.tuples(
+            st.just(["session", "show"]),
+            cli_text_or(["s1", "s2"]).map(lambda i: [i]),
+            _options(("--last", INT_TEXT)),
+        ),
+        st.tuples(
+            st.sampled_from([["task"], ["task", "list"]]),
+            _options(
+                ("--session", cli_text_or(["s1", "s2"])),
+                ("--status", cli_text_or(["pending", "running", "failed"])),
+                ("--limit", INT_TEXT),
+            ),
+        ),
+        st.tuples(
             st.just(["export"]),
             _under(world.root, [str(world.root / "out.jsonl")]).map(lambda f: [f]),
             _options(
@@ -236,7 +284,7 @@ def test_cli_arguments_end_in_a_documented_exit_code(
     assert "Traceback" not in result.output, (shown, result.output[-2000:])
     if result.exit_code in (EXIT_USAGE, EXIT_ERROR) and str(cli_world.db) in argv:
         assert _read_fingerprint(cli_world.db) == before, f"abathur {shown} failed but wrote"
-    group = argv[0] in ("cost", "archive", "backup")
+    group = argv[0] in ("cost", "archive", "backup", "memory", "session", "task")
     key = f"{' '.join(argv[: 2 if group else 1])}: {result.exit_code}"
     cli_world.outcomes[key] = cli_world.outcomes.get(key, 0) + 1
 

@@ -313,7 +313,7 @@ def test_demo_syncs_and_searches_the_project_docs(project: Path) -> None:
     assert "restore" in docs["search"]["hits"][0]["path"].lower()
     human = abathur("demo", "--db", "demo.db", cwd=project)
     assert human.returncode == 0, human.stderr
-    assert "search 'how do I restore a backup' (hybrid)" in human.stdout
+    assert 'search "how do I restore a backup" (hybrid)' in human.stdout
 
 
 def test_demo_says_so_when_there_are_no_docs(tmp_path: Path) -> None:

@@ -14,8 +14,11 @@ import click
 
 from abathur import __version__, logs
 from abathur.cli import archive, backup, check, cost, database, demo, health, purge, stats
+from abathur.cli import memory as memory_cli
 from abathur.cli import search as search_cli
+from abathur.cli import sessions as sessions_cli
 from abathur.cli import smoke as smoke_cli
+from abathur.cli import tasks as tasks_cli
 from abathur.cli import transfer as transfer_cli
 from abathur.cli.options import EXIT_CODES_HELP
 
@@ -69,3 +72,6 @@ main.add_command(stats.stats)
 main.add_command(transfer_cli.export)
 main.add_command(transfer_cli.import_)
 main.add_command(purge.purge)
+main.add_command(memory_cli.memory)
+main.add_command(sessions_cli.session)
+main.add_command(tasks_cli.task)

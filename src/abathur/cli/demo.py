@@ -19,6 +19,7 @@ from abathur.cli.options import (
     Output,
     format_pairs,
     format_table,
+    json_text,
     standard_options,
 )
 from abathur.cli.smoke import format_report as format_smoke
@@ -197,14 +198,14 @@ def _human(data: dict[str, Any]) -> str:
     lines = [
         format_pairs([("database", data["path"])]),
         "",
-        f"session {s['id']} (app {s['app']!r}, user {s['user']!r})",
+        f"session {s['id']} (app {json_text(s['app'])}, user {json_text(s['user'])})",
         format_pairs(
             [
                 ("status", s["status"]),
                 ("revision", s["revision"]),
                 ("state", _short(s["state"], 90)),
                 ("user state", _short(data["user_state"], 90)),
-                ("task", f"{data['task']['prompt']!r} ({data['task']['status']})"),
+                ("task", f"{json_text(data['task']['prompt'])} ({data['task']['status']})"),
             ]
         ),
         "",
@@ -220,7 +221,7 @@ def _human(data: dict[str, Any]) -> str:
         "",
         *_documents_human(data["documents"]),
         "",
-        f"memory.context({PREFIX!r}, max_tokens={data['context']['max_tokens']}): "
+        f"memory.context({json_text(PREFIX)}, max_tokens={data['context']['max_tokens']}): "
         f"{len(data['context']['memories'])} memories, {data['context']['tokens']} tokens",
         data["context"]["text"],
         "",
@@ -255,7 +256,7 @@ def _documents_human(docs: dict[str, Any]) -> list[str]:
             ]
         ),
         "",
-        f"search {found['query']!r} ({found['mode']}): {len(found['hits'])} hit(s)",
+        f"search {json_text(found['query'])} ({found['mode']}): {len(found['hits'])} hit(s)",
     ]
     for rank, hit in enumerate(found["hits"], start=1):
         where = hit["path"] + (f" § {hit['heading']}" if hit["heading"] else "")

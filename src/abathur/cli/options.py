@@ -19,17 +19,22 @@ holds a surrogate (escaped, never a crash).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from abathur.db.database import check_db_path
-from abathur.errors import AbathurError, InvalidInputError
+from abathur.db.database import Database, check_db_path
+from abathur.errors import AbathurError, DatabaseError, InvalidInputError, SchemaError
+
+if TYPE_CHECKING:
+    from abathur.api import Abathur
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -40,8 +45,15 @@ __all__ = [
     "Output",
     "format_pairs",
     "format_table",
+    "format_time",
+    "json_text",
+    "pass_group_options",
+    "read_database",
+    "shorten",
     "standard_options",
 ]
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -175,6 +187,34 @@ def format_pairs(pairs: Iterable[tuple[str, object]]) -> str:
     return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
 
 
+def json_text(value: object) -> str:
+    """A user's value as the CLI shows it: one line of JSON, never a Python repr.
+
+    Strings keep their quotes, so ``"1"`` and ``1`` differ, and a newline is
+    ``\\n``: a table row stays one line.
+
+    Example:
+        >>> print(json_text({"value": "Français", "n": [1, None, True]}))
+        {"value": "Français", "n": [1, null, true]}
+    """
+    return json.dumps(value, ensure_ascii=False, default=_jsonable)
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters, ending in ``…`` when cut: table cells only.
+
+    Example:
+        >>> shorten("a" * 10, 6)
+        'aaaaa…'
+    """
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_time(at: float | None) -> str:
+    """Epoch seconds as local ``YYYY-MM-DD HH:MM:SS`` (empty for ``None``), as tables show them."""
+    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
 def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
     """A plain text table; numbers are right-aligned."""
     cells = [tuple(str(c) for c in header)]
@@ -192,6 +232,64 @@ def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) ->
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def pass_group_options(ctx: click.Context) -> None:
+    """Hand the ``--db`` and ``--json`` a group was given on to its subcommand.
+
+    ``abathur memory --db x.db list user`` then reads x.db: left alone, the
+    subcommand would parse its own ``--db`` and quietly fall back to
+    ``$ABATHUR_DB`` or ``./abathur.db``. An option after the subcommand still
+    wins. A subcommand reads ``$ABATHUR_DB`` before what it is handed, so with
+    that set a ``--db`` before the subcommand is a usage error, never ignored.
+    Call it from a group's callback when ``ctx.invoked_subcommand`` is set.
+    """
+    given = {
+        name: ctx.params[name]
+        for name in ("db_path", "as_json")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    }
+    if not given or ctx.invoked_subcommand is None:
+        return
+    if "db_path" in given and os.environ.get("ABATHUR_DB"):
+        raise click.UsageError(
+            f"--db before '{ctx.invoked_subcommand}' would lose to $ABATHUR_DB: "
+            f"put it after the subcommand ({ctx.command_path} {ctx.invoked_subcommand} --db ...)"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), ctx.invoked_subcommand: given}
+
+
+def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
+    """Run ``fn`` on the existing file at ``db_path``, opened without an embedder.
+
+    For the commands that show data, which never write: a missing file is an
+    error (``db.error``, exit 3), never created; a file whose schema is older
+    or newer than this abathur's is refused (``db.schema``) before it is
+    opened, never migrated. No model is loaded and no embedding worker runs.
+    """
+    # Imported here: options is imported by every command, even `--version`.
+    from abathur.api import Abathur
+
+    if not db_path.is_file():
+        raise DatabaseError(
+            f"no database at {json.dumps(str(db_path), ensure_ascii=False)}: "
+            f"create it with `abathur init --db {db_path}`"
+        )
+
+    async def run() -> T:
+        plan = await Database.plan_migrations(db_path)  # refuses a newer file
+        if plan.pending:
+            raise SchemaError(
+                f"{json.dumps(str(db_path), ensure_ascii=False)} is at schema version "
+                f"{plan.current} and this abathur reads version {plan.latest}: run "
+                f"`abathur migrate --db {db_path}` first (showing data never migrates a file)"
+            )
+        async with Abathur.open(
+            db_path, embedder="none", embed_worker=False, auto_migrate=False
+        ) as ab:
+            return await fn(ab)
+
+    return asyncio.run(run())
 
 
 def standard_options(fn: Callable[..., None]) -> Callable[..., None]:

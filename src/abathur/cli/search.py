@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from abathur import search as search_core
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.options import (
+    Output,
+    format_pairs,
+    format_table,
+    json_text,
+    standard_options,
+)
 from abathur.config import Settings
 from abathur.db.database import Database
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
@@ -336,14 +342,14 @@ def _search_human(data: dict[str, Any]) -> str:
     mode = data["mode"]
     if data["is_degraded"]:
         mode += f" (instead of {data['requested_mode']}: {data['degraded_reason']})"
-    lines = [f"{len(data['hits'])} hit(s) for {data['query']!r}, mode {mode}"]
+    lines = [f"{len(data['hits'])} hit(s) for {json_text(data['query'])}, mode {mode}"]
     for rank, hit in enumerate(data["hits"], start=1):
         if data["kind"] == "documents":
             where = hit["path"] + (f" § {hit['heading']}" if hit["heading"] else "")
             body = hit["text"]
         else:
             where = f"{hit['namespace']} / {hit['key']}"
-            body = hit["value"] if isinstance(hit["value"], str) else str(hit["value"])
+            body = json_text(hit["value"])  # JSON, as everywhere: "fr" and 1 stay apart
         lines.append(f"{rank}. {where}  (score {hit['score']:.4f})")
         lines.append(f"   {_one_line(body)}")
     return "\n".join(lines)
