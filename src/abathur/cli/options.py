@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from abathur.db.database import check_db_path
+from abathur import logs
 from abathur.errors import AbathurError, InvalidInputError
 
 __all__ = [
@@ -37,7 +37,12 @@ __all__ = [
     "EXIT_FINDINGS",
     "EXIT_OK",
     "EXIT_USAGE",
+    "GLOBAL_DB",
+    "GLOBAL_JSON",
+    "LOG_LEVELS",
     "Output",
+    "database_problem",
+    "db_option",
     "format_pairs",
     "format_table",
     "standard_options",
@@ -50,11 +55,20 @@ EXIT_ERROR = 3
 
 # click rewraps help paragraphs; "\b" keeps this one as laid out.
 EXIT_CODES_HELP = f"""\b
-Exit codes:
+Exit codes (every command):
   {EXIT_OK}  ok
-  {EXIT_FINDINGS}  findings (a check found a problem)
-  {EXIT_USAGE}  usage error (bad option or argument)
-  {EXIT_ERROR}  operational error: its code and message are printed on stderr"""
+  {EXIT_FINDINGS}  findings: check/backup verify found a problem, health is not ok,
+     a smoke case failed
+  {EXIT_USAGE}  usage error: a bad option or argument, an unknown command
+  {EXIT_ERROR}  operational error: no database at --db, a file that is not one, a locked
+     file, any abathur error; its code and message are printed on stderr"""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# ctx.meta keys (meta is shared by every context of one invocation): the --db and
+# --json given before a command's name, or to a group before its subcommand.
+GLOBAL_DB = "abathur.db_path"
+GLOBAL_JSON = "abathur.as_json"
 
 
 class Output:
@@ -76,10 +90,14 @@ class Output:
         """A line for the person watching; stderr, so it never mixes with the result."""
         click.echo(_printable(message), err=True)
 
-    def error(self, exc: AbathurError) -> None:
-        """Report an error: code and message on stderr, and as JSON on stdout with ``--json``."""
+    def error(self, exc: AbathurError, *, on_stdout: bool = True) -> None:
+        """Report an error: code and message on stderr, and as JSON on stdout with ``--json``.
+
+        ``on_stdout=False`` when stdout already holds the command's document
+        (``health`` and ``metrics`` report an unreadable database, then exit 3).
+        """
         click.echo(_printable(f"abathur: error [{exc.code}]: {exc.message}"), err=True)
-        if self.as_json:
+        if self.as_json and on_stdout:
             text = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2)
             click.echo(_printable(text))
 
@@ -130,10 +148,37 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
 
 def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
+    # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
+    # which `abathur --help` (this module's importer) never needs.
+    from abathur.db.database import check_db_path
+
     try:
         check_db_path(db_path)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{_hint('db_path')}: {exc.message}") from None
+
+
+def database_problem(db_path: Path) -> AbathurError | None:
+    """Why no database can be read at ``db_path``, or None when one can.
+
+    For the commands that report on a database rather than stop (``health``,
+    ``metrics``) and those that must not run without one (``smoke``): a missing
+    file or one that is not a database is an operational error, exit 3, for
+    every command. Opens read-only; creates nothing.
+    """
+    from abathur.db.connection import translate_errors
+    from abathur.ops import schema
+
+    try:
+        conn = schema.open_existing(db_path)
+        try:
+            with translate_errors(f"reading {db_path}"):
+                conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchall()
+        finally:
+            conn.close()
+    except AbathurError as exc:
+        return exc
+    return None
 
 
 def _check_paths(arguments: Mapping[str, Any]) -> None:
@@ -194,27 +239,65 @@ def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) ->
     return "\n".join(lines)
 
 
-def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Add ``--db`` and ``--json`` to a command, and stop our errors at the edge.
-
-    The command function receives ``db_path`` (a :class:`~pathlib.Path`) and
-    ``out`` (an :class:`Output`) as keyword arguments.
-    """
-
-    @click.option(
+def db_option(
+    *,
+    default: Path | None = Path("abathur.db"),
+    envvar: str | None = "ABATHUR_DB",
+    show_default: bool | str = "$ABATHUR_DB, else ./abathur.db",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--db`` option, as commands (and, without a default, the group) take it."""
+    return click.option(
         "--db",
         "db_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        envvar="ABATHUR_DB",
-        default=Path("abathur.db"),
-        show_default="$ABATHUR_DB, else ./abathur.db",
+        envvar=envvar,
+        default=default,
+        show_default=show_default,
         help="The database file.",
     )
+
+
+def _global_options(db_path: Path, as_json: bool, log_level: str | None) -> tuple[Path, bool]:
+    """The ``--db`` and ``--json`` in force: the command's own if given, else the group's.
+
+    A value given on this command's line is also recorded for its subcommands
+    (``abathur backup --db x verify FILE``); ``--log-level`` here reconfigures logging.
+    """
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("db_path") is click.core.ParameterSource.COMMANDLINE:
+        ctx.meta[GLOBAL_DB] = db_path
+    elif GLOBAL_DB in ctx.meta:  # before the command's name: beats $ABATHUR_DB as well
+        db_path = ctx.meta[GLOBAL_DB]
+    if as_json:
+        ctx.meta[GLOBAL_JSON] = True
+    as_json = bool(ctx.meta.get(GLOBAL_JSON, False))
+    if log_level is not None:
+        logs.configure(level=log_level.upper())
+    return db_path, as_json
+
+
+def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--db``, ``--json`` and ``--log-level`` to a command, and stop our errors at the edge.
+
+    The command function receives ``db_path`` (a :class:`~pathlib.Path`) and
+    ``out`` (an :class:`Output`) as keyword arguments. The three options are
+    also accepted before the command's name (``abathur --db x info``); the
+    value given after it wins.
+    """
+
+    @db_option()
     @click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text."
     )
+    @click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=None,
+        help="Lowest level of the log lines written to stderr  [default: info]",
+    )
     @functools.wraps(fn)
-    def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
+    def command(*, db_path: Path, as_json: bool, log_level: str | None, **kwargs: Any) -> None:
+        db_path, as_json = _global_options(db_path, as_json, log_level)
         out = Output(as_json=as_json)
         try:
             # Before the command runs: it would look at these paths (is_file()...)
