@@ -55,7 +55,7 @@ EXIT_ERROR = 3
 
 # click rewraps help paragraphs; "\b" keeps this one as laid out.
 EXIT_CODES_HELP = f"""\b
-Exit codes (every command):
+Exit codes:
   {EXIT_OK}  ok
   {EXIT_FINDINGS}  findings: check/backup verify found a problem, health is not ok,
      a smoke case failed
