@@ -6,6 +6,11 @@ text. Logs and progress always go to stderr, so ``abathur info --json | jq``
 works whatever is logged. An :class:`~abathur.errors.AbathurError` stops the
 command at :func:`standard_options`: its code and message go to stderr (and
 ``{"error": {...}}`` to stdout with ``--json``) and the exit code is 3.
+Exit codes are one table for every command (:data:`EXIT_CODES_HELP`).
+
+``--db``, ``--json`` and ``--log-level`` are accepted before a command's name
+too (``abathur --db x info``; the group keeps them in ``ctx.meta``) and after
+it; the value given after the name wins.
 
 Arguments are text, and abathur's text is UTF-8: an argument (or ``--db``,
 or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
