@@ -112,3 +112,32 @@ def test_every_command_defined_in_the_cli_is_reachable() -> None:
     assert len(defined) >= 25, sorted(defined)
     unreachable = sorted(k for k, v in defined.items() if id(v) not in reachable)
     assert unreachable == []
+
+
+def test_every_public_name_of_the_package_resolves_from_its_sources() -> None:
+    # abathur/__init__.py imports its names on first use from _SOURCES; a name
+    # imported (for type checkers) from any other module would not resolve.
+    import ast
+
+    import abathur
+
+    tree = ast.parse(Path(abathur.__file__).read_text("utf-8"))
+    guarded = [
+        node
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "_TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+    ]
+    assert guarded, "no TYPE_CHECKING imports found in abathur/__init__.py"
+    sources = set(abathur._SOURCES)
+    for node in guarded:
+        names = [alias.name for alias in node.names]
+        if node.module == "abathur":  # submodules: ``from abathur import errors``
+            assert {f"abathur.{n}" for n in names} <= sources, names
+        else:
+            assert node.module in sources, node.module
+        assert set(names) <= set(abathur.__all__)
+    assert {n for node in guarded for n in (a.name for a in node.names)} == set(abathur.__all__)
+    for name in abathur.__all__:
+        assert getattr(abathur, name) is not None
