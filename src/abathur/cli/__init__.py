@@ -166,7 +166,13 @@ class LazyGroup(click.Group):
     show_default=True,
     help="Lowest level of the log lines written to stderr (also accepted after the command).",
 )
-@db_option(default=None, envvar=None, show_default=False)
+@db_option(
+    default=None,
+    envvar=None,
+    show_default=False,
+    help="The database file (also accepted after the command); default $ABATHUR_DB, else "
+    "./abathur.db.",
+)
 @click.option(
     "--json",
     "as_json",

@@ -249,6 +249,7 @@ def db_option(
     default: Path | None = Path("abathur.db"),
     envvar: str | None = "ABATHUR_DB",
     show_default: bool | str = "$ABATHUR_DB, else ./abathur.db",
+    help: str = "The database file.",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The ``--db`` option, as commands (and, without a default, the group) take it."""
     return click.option(
@@ -258,7 +259,7 @@ def db_option(
         envvar=envvar,
         default=default,
         show_default=show_default,
-        help="The database file.",
+        help=help,
     )
 
 
