@@ -18,7 +18,9 @@ from abathur.cli import main
 from abathur.db import migrations
 
 LATEST = migrations.available()[-1].version
-COMMANDS = sorted(main.commands)
+# list_commands/get_command, not main.commands: the group imports a command when used.
+COMMANDS = main.list_commands(click.Context(main))
+COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}
 
 
 def abathur(
@@ -114,7 +116,7 @@ def test_every_command_is_in_the_readme_tour(command: str) -> None:
 # covered by their own tests.
 NO_ARGUMENT_COMMANDS = [
     name for name in COMMANDS
-    if not any(p.required for p in main.commands[name].params if isinstance(p, click.Argument))
+    if not any(p.required for p in COMMAND[name].params if isinstance(p, click.Argument))
     and name != "purge"
 ]
 

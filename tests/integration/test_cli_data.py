@@ -402,10 +402,12 @@ def test_options_before_the_subcommand_reach_it(data_db: Path, tmp_path: Path) -
     # An option after the subcommand wins.
     done = abathur("task", "--db", str(data_db), "list", "--db", "missing.db", cwd=cwd)
     assert done.returncode == 3 and "missing.db" in done.stderr
-    # $ABATHUR_DB would win over an option before the subcommand: refused, not ignored.
-    env = {"ABATHUR_DB": str(data_db)}
-    done = abathur("memory", "--db", str(data_db), "list", "user", cwd=cwd, env=env)
-    assert done.returncode == 2 and "put it after the subcommand" in done.stderr
+    # An option before the subcommand beats $ABATHUR_DB, as it does before any command.
+    env = {"ABATHUR_DB": str(tmp_path / "elsewhere.db")}
+    listed = ok_json(
+        abathur("memory", "--db", str(data_db), "--json", "list", "team:ops", cwd=cwd, env=env)
+    )
+    assert len(listed["memories"]) == 12
     assert not list(cwd.iterdir())
 
 

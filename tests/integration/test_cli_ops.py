@@ -66,9 +66,10 @@ def test_check_findings_exit_1_and_name_the_problem(db: Path) -> None:
     assert "FINDINGS" in human.stdout and "nothing was repaired" in human.stdout
 
 
-def test_check_that_cannot_run_exits_2(tmp_path: Path) -> None:
+def test_check_that_cannot_run_exits_3(tmp_path: Path) -> None:
+    # 3, as for every command (issue 12): 2 is a usage error.
     done = abathur("check", "--db", "missing.db", cwd=tmp_path)
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert "abathur: error [db.error]: no database at" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())
@@ -317,7 +318,7 @@ def test_health_ok_and_fail(db: Path) -> None:
     assert data["status"] == "ok"
     assert [i["name"] for i in data["items"]][:3] == ["database", "wal", "backup"]
     missing = abathur("health", "--db", "missing.db", cwd=db.parent)
-    assert missing.returncode == 1
+    assert missing.returncode == 3  # reported as a fail, then exit 3 as every command (issue 12)
     assert "FAIL" in missing.stdout and "no database at" in missing.stdout
     assert not (db.parent / "missing.db").exists()
 

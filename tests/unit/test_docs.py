@@ -29,11 +29,12 @@ MODULES = sorted(
 
 @pytest.fixture(autouse=True)
 def logs_to_stderr() -> Iterator[None]:
-    # Unconfigured structlog prints to stdout, which doctest would read as output.
-    # Applications (and our CLI) call abathur.logs.configure(); so do we here.
+    # A log line on stdout would be read by doctest as output: the CLI's set-up
+    # (abathur.logs.configure) keeps them on stderr, whatever a doctest configured.
     logs.configure(json=True)
     yield
     structlog.reset_defaults()
+    logs.install_library_defaults()
 
 
 @pytest.mark.parametrize("name", MODULES)

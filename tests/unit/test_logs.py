@@ -54,6 +54,7 @@ async def test_migration_is_logged_with_fields(db_path) -> None:
     migrated = [e for e in captured if e["event"] == "db.migrated"]
     assert migrated and migrated[0]["from_version"] == 0 and migrated[0]["to_version"] >= 2
     structlog.reset_defaults()
+    logs.install_library_defaults()
 
 
 def test_credentials_inside_any_value_or_a_traceback_are_redacted() -> None:

@@ -10,10 +10,12 @@ import abathur
 
 def test_all_is_sorted_and_complete() -> None:
     assert abathur.__all__ == sorted(abathur.__all__)
+    # dir(), not vars(): the package imports its public names on first use (PEP 562).
     public = {
         name
-        for name, value in vars(abathur).items()
+        for name in dir(abathur)
         if not name.startswith("_")
+        and (value := getattr(abathur, name)) is not None
         # Submodules imported as a side effect of importing the package are not exports,
         # except `errors`, which users import on purpose (`from abathur import errors`).
         and (not isinstance(value, types.ModuleType) or name == "errors")

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from abathur.cli.options import EXIT_FINDINGS, EXIT_OK, Output, format_table, standard_options
+from abathur.cli.options import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Output,
+    format_table,
+    standard_options,
+)
 from abathur.errors import AbathurError
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.backup import create_backup
@@ -20,9 +27,6 @@ from abathur.ops.integrity import (
 )
 
 __all__ = ["check"]
-
-# `check` has its own meaning for 2 (issue 5): the checks could not run at all.
-EXIT_COULD_NOT_RUN = 2
 
 
 def _human(report: CheckReport, fixed: list[str] | None) -> str:
@@ -81,7 +85,7 @@ def check(
     fix: bool,
     dest: Path | None,
 ) -> None:
-    """Check a database without changing it: exit 0 clean, 1 findings, 2 could not run.
+    """Check a database without changing it: exit 0 clean, 1 findings, 3 could not run.
 
     \b
     Checks, in order, on one read-only snapshot (safe on a live database):
@@ -133,7 +137,7 @@ def check(
                 fixed = []
     except AbathurError as exc:
         out.error(exc)
-        raise click.exceptions.Exit(EXIT_COULD_NOT_RUN) from None
+        raise click.exceptions.Exit(EXIT_ERROR) from None
     data = {**report.to_dict(), **data, **({"rebuilt": fixed} if fixed is not None else {})}
     out.result(data, _human(report, fixed))
     raise click.exceptions.Exit(EXIT_OK if report.is_ok else EXIT_FINDINGS)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from abathur.cli.options import EXIT_FINDINGS, EXIT_OK, Output, format_table, standard_options
+from abathur.cli.options import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Output,
+    database_problem,
+    format_table,
+    standard_options,
+)
 from abathur.ops.backup import backup_dir_for
 from abathur.ops.health import health as check_health
 from abathur.ops.metrics import collect, render, write_textfile
@@ -26,6 +34,9 @@ __all__ = ["health", "metrics"]
 def health(*, db_path: Path, out: Output, dest: Path | None) -> None:
     """Say whether the database is healthy: ok, warn or fail (exit 0 ok, 1 warn or fail).
 
+    A database that cannot be read (none at --db, a file that is not one) is
+    reported as a fail, then the command exits 3, as every command does.
+
     \b
     Looks at, without writing anything:
       database   opens and reads it; warn if its schema is not this abathur's
@@ -41,6 +52,7 @@ def health(*, db_path: Path, out: Output, dest: Path | None) -> None:
       abathur health --db ./agent.db
       abathur health --db ./agent.db --json | jq -r .status
     """
+    problem = database_problem(db_path)
     report = check_health(db_path, backup_dir=dest if dest is not None else backup_dir_for(db_path))
     table = format_table(
         ("status", "item", "detail"),
@@ -52,6 +64,9 @@ def health(*, db_path: Path, out: Output, dest: Path | None) -> None:
         f"versions: {versions}"
     )
     out.result(report.to_dict(), human)
+    if problem is not None:
+        out.error(problem, on_stdout=False)  # stdout holds the report already
+        raise click.exceptions.Exit(EXIT_ERROR)
     raise click.exceptions.Exit(EXIT_OK if report.is_ok else EXIT_FINDINGS)
 
 
@@ -81,7 +96,9 @@ def metrics(*, db_path: Path, out: Output, textfile: Path | None, dest: Path | N
       abathur_audit_records, abathur_embedding_queue_depth,
       abathur_embedding_queue_oldest_age_seconds,
       abathur_last_backup_timestamp_seconds, abathur_backups
-    A database that cannot be read yields abathur_up 0 (exit 0: alert on the metric).
+    A database that cannot be read (none at --db, a file that is not one) still
+    yields abathur_up 0, printed or written to --textfile so a scrape sees it,
+    and the command exits 3, as every command does.
 
     \b
     Examples:
@@ -89,6 +106,7 @@ def metrics(*, db_path: Path, out: Output, textfile: Path | None, dest: Path | N
       abathur metrics --db ./agent.db --textfile /var/lib/node_exporter/textfile/abathur.prom
       abathur metrics --db ./agent.db --json | jq '.metrics[].name'
     """
+    problem = database_problem(db_path)
     found = collect(db_path, backup_dir=dest if dest is not None else backup_dir_for(db_path))
     text = render(found)
     data = {"path": str(db_path.absolute()), "metrics": [m.to_dict() for m in found]}
@@ -96,5 +114,8 @@ def metrics(*, db_path: Path, out: Output, textfile: Path | None, dest: Path | N
         written = write_textfile(textfile, text)
         data["textfile"] = str(written.absolute())
         out.result(data, f"wrote {len(found)} metric families to {written}")
-        return
-    out.result(data, text.rstrip("\n"))
+    else:
+        out.result(data, text.rstrip("\n"))
+    if problem is not None:
+        out.error(problem, on_stdout=False)  # stdout holds the metrics already
+        raise click.exceptions.Exit(EXIT_ERROR)

@@ -20,7 +20,6 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
-    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -115,8 +114,7 @@ def memory(*, db_path: Path, out: Output, limit: int) -> None:
     """
     ctx = click.get_current_context()
     if ctx.invoked_subcommand is not None:
-        pass_group_options(ctx)  # `abathur memory --db x.db list` reads x.db
-        return
+        return  # a --db / --json given here reaches the subcommand (options.standard_options)
     _namespaces(db_path, out, prefix=None, limit=limit)
 
 

@@ -6,6 +6,11 @@ text. Logs and progress always go to stderr, so ``abathur info --json | jq``
 works whatever is logged. An :class:`~abathur.errors.AbathurError` stops the
 command at :func:`standard_options`: its code and message go to stderr (and
 ``{"error": {...}}`` to stdout with ``--json``) and the exit code is 3.
+Exit codes are one table for every command (:data:`EXIT_CODES_HELP`).
+
+``--db``, ``--json`` and ``--log-level`` are accepted before a command's name
+too (``abathur --db x info``; the group keeps them in ``ctx.meta``) and after
+it; the value given after the name wins.
 
 Arguments are text, and abathur's text is UTF-8: an argument (or ``--db``,
 or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from abathur.db.database import Database, check_db_path
+from abathur import logs
 from abathur.errors import AbathurError, DatabaseError, InvalidInputError, SchemaError
 
 if TYPE_CHECKING:
@@ -42,12 +47,16 @@ __all__ = [
     "EXIT_FINDINGS",
     "EXIT_OK",
     "EXIT_USAGE",
+    "GLOBAL_DB",
+    "GLOBAL_JSON",
+    "LOG_LEVELS",
     "Output",
+    "database_problem",
+    "db_option",
     "format_pairs",
     "format_table",
     "format_time",
     "json_text",
-    "pass_group_options",
     "read_database",
     "shorten",
     "standard_options",
@@ -64,9 +73,18 @@ EXIT_ERROR = 3
 EXIT_CODES_HELP = f"""\b
 Exit codes:
   {EXIT_OK}  ok
-  {EXIT_FINDINGS}  findings (a check found a problem)
-  {EXIT_USAGE}  usage error (bad option or argument)
-  {EXIT_ERROR}  operational error: its code and message are printed on stderr"""
+  {EXIT_FINDINGS}  findings: check/backup verify found a problem, health is not ok,
+     a smoke case failed
+  {EXIT_USAGE}  usage error: a bad option or argument, an unknown command
+  {EXIT_ERROR}  operational error: no database at --db, a file that is not one, a locked
+     file, any abathur error; its code and message are printed on stderr"""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# ctx.meta keys (meta is shared by every context of one invocation): the --db and
+# --json given before a command's name, or to a group before its subcommand.
+GLOBAL_DB = "abathur.db_path"
+GLOBAL_JSON = "abathur.as_json"
 
 
 class Output:
@@ -88,10 +106,14 @@ class Output:
         """A line for the person watching; stderr, so it never mixes with the result."""
         click.echo(_printable(message), err=True)
 
-    def error(self, exc: AbathurError) -> None:
-        """Report an error: code and message on stderr, and as JSON on stdout with ``--json``."""
+    def error(self, exc: AbathurError, *, on_stdout: bool = True) -> None:
+        """Report an error: code and message on stderr, and as JSON on stdout with ``--json``.
+
+        ``on_stdout=False`` when stdout already holds the command's document
+        (``health`` and ``metrics`` report an unreadable database, then exit 3).
+        """
         click.echo(_printable(f"abathur: error [{exc.code}]: {exc.message}"), err=True)
-        if self.as_json:
+        if self.as_json and on_stdout:
             text = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, indent=2)
             click.echo(_printable(text))
 
@@ -142,10 +164,37 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
 
 def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
+    # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
+    # which `abathur --help` (this module's importer) never needs.
+    from abathur.db.database import check_db_path
+
     try:
         check_db_path(db_path)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{_hint('db_path')}: {exc.message}") from None
+
+
+def database_problem(db_path: Path) -> AbathurError | None:
+    """Why no database can be read at ``db_path``, or None when one can.
+
+    For the commands that report on a database rather than stop (``health``,
+    ``metrics``) and those that must not run without one (``smoke``): a missing
+    file or one that is not a database is an operational error, exit 3, for
+    every command. Opens read-only; creates nothing.
+    """
+    from abathur.db.connection import translate_errors
+    from abathur.ops import schema
+
+    try:
+        conn = schema.open_existing(db_path)
+        try:
+            with translate_errors(f"reading {db_path}"):
+                conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchall()
+        finally:
+            conn.close()
+    except AbathurError as exc:
+        return exc
+    return None
 
 
 def _check_paths(arguments: Mapping[str, Any]) -> None:
@@ -187,6 +236,25 @@ def format_pairs(pairs: Iterable[tuple[str, object]]) -> str:
     return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
 
 
+def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
+    """A plain text table; numbers are right-aligned."""
+    cells = [tuple(str(c) for c in header)]
+    numeric = [False] * len(header)
+    for row in rows:
+        cells.append(tuple("" if c is None else str(c) for c in row))
+        for i, c in enumerate(row):
+            numeric[i] = numeric[i] or isinstance(c, int | float)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(row, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
 def json_text(value: object) -> str:
     """A user's value as the CLI shows it: one line of JSON, never a Python repr.
 
@@ -215,48 +283,79 @@ def format_time(at: float | None) -> str:
     return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def format_table(header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
-    """A plain text table; numbers are right-aligned."""
-    cells = [tuple(str(c) for c in header)]
-    numeric = [False] * len(header)
-    for row in rows:
-        cells.append(tuple("" if c is None else str(c) for c in row))
-        for i, c in enumerate(row):
-            numeric[i] = numeric[i] or isinstance(c, int | float)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for row in cells:
-        parts = [
-            c.rjust(w) if num else c.ljust(w)
-            for c, w, num in zip(row, widths, numeric, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
+def db_option(
+    *,
+    default: Path | None = Path("abathur.db"),
+    envvar: str | None = "ABATHUR_DB",
+    show_default: bool | str = "$ABATHUR_DB, else ./abathur.db",
+    help: str = "The database file.",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--db`` option, as commands (and, without a default, the group) take it."""
+    return click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=envvar,
+        default=default,
+        show_default=show_default,
+        help=help,
+    )
 
 
-def pass_group_options(ctx: click.Context) -> None:
-    """Hand the ``--db`` and ``--json`` a group was given on to its subcommand.
+def _global_options(db_path: Path, as_json: bool, log_level: str | None) -> tuple[Path, bool]:
+    """The ``--db`` and ``--json`` in force: the command's own if given, else the group's.
 
-    ``abathur memory --db x.db list user`` then reads x.db: left alone, the
-    subcommand would parse its own ``--db`` and quietly fall back to
-    ``$ABATHUR_DB`` or ``./abathur.db``. An option after the subcommand still
-    wins. A subcommand reads ``$ABATHUR_DB`` before what it is handed, so with
-    that set a ``--db`` before the subcommand is a usage error, never ignored.
-    Call it from a group's callback when ``ctx.invoked_subcommand`` is set.
+    A value given on this command's line is also recorded for its subcommands
+    (``abathur backup --db x verify FILE``); ``--log-level`` here reconfigures logging.
     """
-    given = {
-        name: ctx.params[name]
-        for name in ("db_path", "as_json")
-        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-    }
-    if not given or ctx.invoked_subcommand is None:
-        return
-    if "db_path" in given and os.environ.get("ABATHUR_DB"):
-        raise click.UsageError(
-            f"--db before '{ctx.invoked_subcommand}' would lose to $ABATHUR_DB: "
-            f"put it after the subcommand ({ctx.command_path} {ctx.invoked_subcommand} --db ...)"
-        )
-    ctx.default_map = {**(ctx.default_map or {}), ctx.invoked_subcommand: given}
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("db_path") is click.core.ParameterSource.COMMANDLINE:
+        ctx.meta[GLOBAL_DB] = db_path
+    elif GLOBAL_DB in ctx.meta:  # before the command's name: beats $ABATHUR_DB as well
+        db_path = ctx.meta[GLOBAL_DB]
+    if as_json:
+        ctx.meta[GLOBAL_JSON] = True
+    as_json = bool(ctx.meta.get(GLOBAL_JSON, False))
+    if log_level is not None:
+        logs.configure(level=log_level.upper())
+    return db_path, as_json
+
+
+def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--db``, ``--json`` and ``--log-level`` to a command, and stop our errors at the edge.
+
+    The command function receives ``db_path`` (a :class:`~pathlib.Path`) and
+    ``out`` (an :class:`Output`) as keyword arguments. The three options are
+    also accepted before the command's name (``abathur --db x info``); the
+    value given after it wins.
+    """
+
+    @db_option()
+    @click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text."
+    )
+    @click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=None,
+        help="Lowest level of the log lines written to stderr  [default: info]",
+    )
+    @functools.wraps(fn)
+    def command(*, db_path: Path, as_json: bool, log_level: str | None, **kwargs: Any) -> None:
+        db_path, as_json = _global_options(db_path, as_json, log_level)
+        out = Output(as_json=as_json)
+        try:
+            # Before the command runs: it would look at these paths (is_file()...)
+            # and meet an OSError or UnicodeEncodeError there.
+            _check_arguments({"db_path": db_path, **kwargs})
+            _check_db(db_path)
+            _check_paths(kwargs)
+            fn(db_path=db_path, out=out, **kwargs)
+        except AbathurError as exc:
+            out.error(exc)
+            raise click.exceptions.Exit(EXIT_ERROR) from None
+
+    return command
 
 
 def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
@@ -265,10 +364,12 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     For the commands that show data, which never write: a missing file is an
     error (``db.error``, exit 3), never created; a file whose schema is older
     or newer than this abathur's is refused (``db.schema``) before it is
-    opened, never migrated. No model is loaded and no embedding worker runs.
+    opened, never migrated. No model is loaded and no embedding worker runs;
+    it is opened as a probe, so looking at the data adds nothing to ``stats``.
     """
     # Imported here: options is imported by every command, even `--version`.
     from abathur.api import Abathur
+    from abathur.db.database import Database
 
     if not db_path.is_file():
         raise DatabaseError(
@@ -285,44 +386,8 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
                 f"`abathur migrate --db {db_path}` first (showing data never migrates a file)"
             )
         async with Abathur.open(
-            db_path, embedder="none", embed_worker=False, auto_migrate=False
+            db_path, embedder="none", embed_worker=False, auto_migrate=False, probe=True
         ) as ab:
             return await fn(ab)
 
     return asyncio.run(run())
-
-
-def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Add ``--db`` and ``--json`` to a command, and stop our errors at the edge.
-
-    The command function receives ``db_path`` (a :class:`~pathlib.Path`) and
-    ``out`` (an :class:`Output`) as keyword arguments.
-    """
-
-    @click.option(
-        "--db",
-        "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="ABATHUR_DB",
-        default=Path("abathur.db"),
-        show_default="$ABATHUR_DB, else ./abathur.db",
-        help="The database file.",
-    )
-    @click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text."
-    )
-    @functools.wraps(fn)
-    def command(*, db_path: Path, as_json: bool, **kwargs: Any) -> None:
-        out = Output(as_json=as_json)
-        try:
-            # Before the command runs: it would look at these paths (is_file()...)
-            # and meet an OSError or UnicodeEncodeError there.
-            _check_arguments({"db_path": db_path, **kwargs})
-            _check_db(db_path)
-            _check_paths(kwargs)
-            fn(db_path=db_path, out=out, **kwargs)
-        except AbathurError as exc:
-            out.error(exc)
-            raise click.exceptions.Exit(EXIT_ERROR) from None
-
-    return command

@@ -22,7 +22,7 @@ from abathur.cli.options import (
 from abathur.config import Settings
 from abathur.db.database import Database
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
-from abathur.errors import DatabaseError, EmbedderError, InvalidInputError, NotFoundError
+from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
 from abathur.memory import MEMORY_KIND
 
 __all__ = ["reindex", "search", "sync"]
@@ -205,7 +205,7 @@ def unsync(*, db_path: Path, out: Output, directory: Path) -> None:
     async def run() -> dict[str, Any]:
         if not (await Database.plan_migrations(db_path)).exists:
             # Opening would create it; there is nothing to take out of a new file.
-            raise NotFoundError(f"database {str(db_path)!r} does not exist")
+            _require_file(db_path)  # db.error, as every command says it (issue 12)
         async with Abathur.open(db_path, embed_worker=False) as ab:
             report = await ab.documents.forget(directory)
         return {"path": str(db_path.absolute()), **report.model_dump(mode="json")}

@@ -19,7 +19,6 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
-    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -122,8 +121,7 @@ def session(
     """
     ctx = click.get_current_context()
     if ctx.invoked_subcommand is not None:
-        pass_group_options(ctx)  # `abathur session --db x.db list` reads x.db
-        return
+        return  # a --db / --json given here reaches the subcommand (options.standard_options)
     _list(db_path, out, app=app, user=user, status=status, limit=limit)
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from abathur.cli.options import EXIT_FINDINGS, EXIT_OK, Output, format_table, standard_options
+from abathur.cli.options import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Output,
+    database_problem,
+    format_table,
+    standard_options,
+)
 from abathur.ops.smoke import CATEGORIES, SmokeReport, run_smoke
 
 __all__ = ["format_report", "smoke"]
@@ -115,6 +122,10 @@ def smoke(*, db_path: Path, out: Output, category: str | None, timeout: float) -
       abathur smoke --db ./agent.db --category performance
       abathur smoke --db ./agent.db --json | jq '.cases[] | select(.status == "failed")'
     """
+    # No database there (or not one): exit 3 like every command, not 5 failed cases.
+    problem = database_problem(db_path)
+    if problem is not None:
+        raise problem
     report = asyncio.run(run_smoke(db_path, category=category, case_timeout_s=timeout))
     out.result(report.to_dict(), format_report(report))
     raise click.exceptions.Exit(EXIT_OK if report.is_ok else EXIT_FINDINGS)

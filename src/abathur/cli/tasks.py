@@ -17,7 +17,6 @@ from abathur.cli.options import (
     format_table,
     format_time,
     json_text,
-    pass_group_options,
     read_database,
     shorten,
     standard_options,
@@ -120,8 +119,7 @@ def task(
     """
     ctx = click.get_current_context()
     if ctx.invoked_subcommand is not None:
-        pass_group_options(ctx)  # `abathur task --db x.db list` reads x.db
-        return
+        return  # a --db / --json given here reaches the subcommand (options.standard_options)
     _list(db_path, out, session_id=session_id, status=status, limit=limit)
 
 

@@ -135,7 +135,9 @@ def _runtime() -> _Runtime:
                         "reinstall abathur"
                     ) from exc
                 _shared = _Runtime.from_bytes(model, tokenizer_json)
-                log.info(
+                # Debug: every CLI search is a new process and loads the model once;
+                # an info line there would be noise on each call (issue 12).
+                log.debug(
                     "embedder.loaded",
                     model=MODEL,
                     seconds=round(time.perf_counter() - started, 3),
