@@ -48,8 +48,14 @@ ARGS: dict[tuple[str, ...], list[str]] = {
     ("archive", "restore"): ["1"],
     ("archive", "show"): ["1"],
     ("backup", "keygen"): ["{tmp}/backup.key"],
+    ("backup", "pin"): ["{backup}"],
+    ("backup", "unpin"): ["{backup}"],
     ("backup", "verify"): ["{backup}"],
     ("export",): ["{tmp}/out.jsonl"],
+    ("memory", "get"): ["user:nobody", "key"],
+    ("memory", "history"): ["user:nobody", "key"],
+    ("memory", "list"): ["user:nobody"],
+    ("session", "show"): ["s-nobody"],
     ("import",): ["{export}"],
     ("purge",): ["--prefix", "user:nobody", "--dry-run"],
     ("reindex",): ["--dry-run"],
@@ -63,7 +69,13 @@ ARGS: dict[tuple[str, ...], list[str]] = {
 CREATE = {("init",), ("migrate",), ("demo",), ("sync",), ("restore",), ("import",)}
 # Commands that never open the database at --db (a backup file or a key file is
 # their subject), so neither a missing nor a non-database --db is their problem.
-NO_DATABASE = {("backup", "keygen"), ("backup", "list"), ("backup", "verify")}
+NO_DATABASE = {
+    ("backup", "keygen"),
+    ("backup", "list"),
+    ("backup", "pin"),
+    ("backup", "unpin"),
+    ("backup", "verify"),
+}
 
 
 def expected(path: tuple[str, ...], case: str) -> int:
@@ -132,6 +144,8 @@ def test_every_command_follows_the_exit_code_table(
     argv = [*path, "--db", str(db), *args]
     if case == "bad_option":
         argv.append("--no-such-option")
+    if path == ("backup", "unpin"):  # only a pinned backup can be unpinned
+        assert CliRunner().invoke(main, ["backup", "pin", world["backup"]]).exit_code == EXIT_OK
     result = CliRunner().invoke(main, argv)
     want = expected(path, case)
     assert result.exit_code == want, (argv, result.output[-800:])
