@@ -47,6 +47,7 @@ import math
 import time
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import apsw
@@ -846,8 +847,17 @@ def _check_int(value: object, what: str, *, minimum: int, maximum: int | None = 
 def _check_ttl(ttl: object) -> float | None:
     if ttl is None:
         return None
+    if isinstance(ttl, timedelta):
+        # total_seconds() of any timedelta is finite (at most ~8.6e13 s), so
+        # the only rule left to enforce is "positive".
+        seconds = ttl.total_seconds()
+        if seconds <= 0:
+            raise InvalidInputError(f"ttl must be a positive duration, got {ttl!r}")
+        return seconds
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise InvalidInputError(f"ttl must be a number of seconds or None, got {_kind(ttl)}")
+        raise InvalidInputError(
+            f"ttl must be a number of seconds, a datetime.timedelta or None, got {_kind(ttl)}"
+        )
     # Integers follow the one rule for integers (64 bits); 10**400 would
     # otherwise reach float() and its OverflowError.
     seconds = float(ttl) if INT64_MIN <= ttl <= INT64_MAX else math.inf
@@ -1001,7 +1011,7 @@ class MemoryService:
         *,
         type: MemoryType = "semantic",
         metadata: dict[str, Any] | None = None,
-        ttl: float | None = None,
+        ttl: float | timedelta | None = None,
         expected_version: int | None = None,
     ) -> Memory:
         """Write a new version of the memory at (namespace, key).
@@ -1016,7 +1026,8 @@ class MemoryService:
             value: any JSON value.
             type: ``"semantic"``, ``"episodic"`` or ``"procedural"``.
             metadata: a JSON object (``dict`` with ``str`` keys) to filter on.
-            ttl: seconds until the memory expires (reads as absent); ``None``: never.
+            ttl: how long until the memory expires (reads as absent): seconds
+                (int or float) or a :class:`datetime.timedelta`; ``None``: never.
             expected_version: write only if the current version is this one;
                 ``0`` writes only if the memory reads as absent (create-only).
 
@@ -1030,7 +1041,8 @@ class MemoryService:
             ValueNotSerializableError: value or metadata is not JSON.
             ValueTooLargeError: value or metadata is over ``max_value_bytes``.
             InvalidInputError: metadata is not a dict, ttl is not a positive
-                number, or expected_version is not an int >= 0.
+                number of seconds or timedelta, or expected_version is not an
+                int >= 0.
             VersionConflictError: ``expected_version`` is not the current
                 version; nothing was written.
 

@@ -34,7 +34,8 @@ Where this differs from ADK's ``InMemoryMemoryService``, on purpose:
 * Search is abathur's ranked hybrid search, not "most shared words", and has
   a relevance threshold (``min_similarity``); results are ordered best first.
 * ``add_memory`` is supported (the in-memory service raises
-  ``NotImplementedError``); ``custom_metadata`` takes ``ttl`` (seconds) and
+  ``NotImplementedError``); ``custom_metadata`` takes ``ttl`` (seconds or a
+  ``datetime.timedelta``) and
   ``metadata`` (a dict stored with each memory); other keys are ignored, as
   services ignore keys they do not know.
 * Events without text (only images, only function calls) are not stored:
@@ -71,7 +72,7 @@ import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -165,6 +166,8 @@ def _options(custom_metadata: Mapping[str, object] | None) -> tuple[float | None
             f"custom_metadata must be a mapping, got {type(custom_metadata).__name__}"
         )
     ttl = custom_metadata.get("ttl")
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
     if ttl is not None and (
         isinstance(ttl, bool)
         or not isinstance(ttl, int | float)
@@ -172,7 +175,8 @@ def _options(custom_metadata: Mapping[str, object] | None) -> tuple[float | None
         or ttl <= 0
     ):
         raise errors.InvalidInputError(
-            f"custom_metadata['ttl'] must be a positive number of seconds, got {ttl!r}"
+            "custom_metadata['ttl'] must be a positive number of seconds or a timedelta, "
+            f"got {ttl!r}"
         )
     extra = custom_metadata.get("metadata") or {}
     if not isinstance(extra, Mapping):
@@ -371,7 +375,7 @@ class AbathurMemoryService(BaseMemoryService):
             user_id: the user.
             events: the events; those without text are skipped.
             session_id: the session they come from, kept with each memory.
-            custom_metadata: ``ttl`` (seconds until the memories expire) and
+            custom_metadata: ``ttl`` (seconds or a timedelta until the memories expire) and
                 ``metadata`` (a dict kept with each memory); other keys are ignored.
 
         Raises:
@@ -439,7 +443,7 @@ class AbathurMemoryService(BaseMemoryService):
             app_name: the application.
             user_id: the user.
             memories: the entries; those without text are skipped.
-            custom_metadata: ``ttl`` (seconds) and ``metadata`` (a dict merged
+            custom_metadata: ``ttl`` (seconds or a timedelta) and ``metadata`` (a dict merged
                 under each entry's own ``custom_metadata``); other keys are ignored.
 
         Raises:
