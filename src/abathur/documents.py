@@ -87,12 +87,15 @@ from abathur.search import (
     IndexItem,
     IndexKind,
     VectorFilter,
+    cached_similarity,
+    check_min_score,
     check_query,
     defer_vector_delete,
     fts_query,
     insert_vector,
     resolve_mode,
     rrf,
+    term_coverage,
     vector_search,
 )
 from abathur.values import check_text
@@ -1006,6 +1009,39 @@ class _Indexing:
         tally.chunks_removed += 1
 
 
+def _relevance(
+    conn: apsw.Connection,
+    used: SearchMode,
+    query: str,
+    vector: np.ndarray | None,
+    model: str | None,
+    found: list[tuple[tuple[Any, ...], float]],
+    cosine: dict[int, float],
+) -> list[float]:
+    """Each hit's ``relevance``, as :func:`abathur.memory._relevance` does for memories.
+
+    Vector: the cosine. Hybrid: the cosine from the vector ranking or the
+    embedding cache, else (not embedded yet) the keyword relevance. Keyword:
+    the share of the query's words in the chunk's heading and text.
+    """
+    texts = [f"{row[1]} {row[2]}" for row, _ in found]
+    if used == "keyword":
+        return term_coverage(conn, query, texts)
+    out: list[float | None] = [cosine.get(row[0]) for row, _ in found]
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing and vector is not None and model is not None:
+        hashes = {i: content_hash(_embedded(found[i][0][1], found[i][0][2])) for i in missing}
+        similar = cached_similarity(conn, model, vector, list(hashes.values()))
+        for i, text_hash in hashes.items():
+            out[i] = similar.get(text_hash)
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing:
+        coverage = term_coverage(conn, query, [texts[i] for i in missing])
+        for i, value in zip(missing, coverage, strict=True):
+            out[i] = value
+    return [0.0 if value is None else value for value in out]
+
+
 def _item(chunk_id: int, heading: str, text: str, root_id: int) -> IndexItem:
     # One vec0 partition per root: a search within a root reads only its chunks.
     return IndexItem(
@@ -1634,6 +1670,7 @@ class DocumentService:
         mode: SearchMode = "hybrid",
         path_prefix: str | None = None,
         root: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
     ) -> DocumentSearchResult:
         """Find the document chunks that best match ``query``.
 
@@ -1646,6 +1683,11 @@ class DocumentService:
         written a moment ago are found by keyword at once and by vector once
         embedded (``await ab.embeddings.drain()`` waits for that).
 
+        ``min_score`` keeps only chunks whose ``relevance`` is at least that
+        much: the cosine similarity to the query in vector and hybrid mode,
+        the share of the query's words in the heading and text in keyword
+        mode, as for :meth:`MemoryService.search`. No floor by default.
+
         Args:
             query: what to look for, in words (never FTS syntax).
             k: at most this many hits (1..1000).
@@ -1655,14 +1697,18 @@ class DocumentService:
                 ``runbooks-old/a.md``).
             root: only documents of this synced directory (none match if it
                 was never synced).
+            min_score: the relevance floor, a number in [-1, 1]; ``None``
+                (default): none.
 
         Returns:
-            A :class:`~abathur.models.DocumentSearchResult`, hits best first.
+            A :class:`~abathur.models.DocumentSearchResult`, hits best first;
+            it iterates over its hits.
 
         Raises:
             InvalidInputError: the query is not a string, is blank or longer
                 than 8192 characters; the mode is unknown; k is out of range;
-                or the path prefix or root is not a usable path.
+                min_score is not a number in [-1, 1]; or the path prefix or
+                root is not a usable path.
             ClosedError: the database is closed.
 
         Example:
@@ -1687,6 +1733,7 @@ class DocumentService:
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
         prefix = _check_prefix(path_prefix)
+        floor = check_min_score(min_score)
         root_text: str | None = None
         if root is not None:
             if not isinstance(root, str | os.PathLike):
@@ -1705,6 +1752,8 @@ class DocumentService:
             else:
                 vector, reason = await self._embeddings._embed_query(query)
         settings = self._db.settings
+        embedder = None if self._embeddings is None else self._embeddings.embedder
+        model = None if embedder is None else embedder.name
 
         def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[DocumentHit]]:
             used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
@@ -1714,7 +1763,8 @@ class DocumentService:
                 if not rows:
                     return used, why, []
                 root_id = int(rows[0][0])
-            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
+            # A floor can drop the first hits: rank deeper so k can still be filled.
+            depth = k if used != "hybrid" and floor is None else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
                 words = fts_query(query)
@@ -1756,17 +1806,23 @@ class DocumentService:
                 ranked = rrf(
                     [[item for item, _ in ranking] for ranking in rankings],
                     k=settings.search_rrf_k,
-                )[:k]
+                )
             else:
-                ranked = rankings[0][:k]
+                ranked = rankings[0]
+            if floor is None:
+                ranked = ranked[:k]
             rows = conn.execute(SQL_HITS, (json.dumps([item for item, _ in ranked]),)).fetchall()
             by_id = {row[0]: row for row in rows}
+            # A chunk removed since it was indexed (a pending vector delete) is left out.
+            found = [(by_id[item], score) for item, score in ranked if item in by_id]
+            cosine = dict(rankings[-1]) if used != "keyword" else {}
+            relevance = _relevance(conn, used, query, vector, model, found, cosine)
             hits = []
-            for item, score in ranked:
-                row = by_id.get(item)
-                if row is None:
-                    continue  # removed since it was indexed (a pending vector delete)
-                _, heading, text, ordinal, path, root_path = row
+            for ((_, heading, text, ordinal, path, root_path), score), rel in zip(
+                found, relevance, strict=True
+            ):
+                if floor is not None and rel < floor:
+                    continue
                 hits.append(
                     DocumentHit.model_construct(
                         root=root_path,
@@ -1775,9 +1831,10 @@ class DocumentService:
                         text=text,
                         ordinal=ordinal,
                         score=float(score),
+                        relevance=rel,
                     )
                 )
-            return used, why, hits
+            return used, why, hits[:k]
 
         used, why, hits = await self._db.read(read)
         return DocumentSearchResult.model_construct(
