@@ -1683,10 +1683,11 @@ class DocumentService:
         written a moment ago are found by keyword at once and by vector once
         embedded (``await ab.embeddings.drain()`` waits for that).
 
-        ``min_score`` keeps only chunks whose ``relevance`` is at least that
-        much: the cosine similarity to the query in vector and hybrid mode,
-        the share of the query's words in the heading and text in keyword
-        mode, as for :meth:`MemoryService.search`. No floor by default.
+        ``min_score`` keeps, of the ``k`` best chunks, those whose
+        ``relevance`` is at least that much: the cosine similarity to the
+        query in vector and hybrid mode, the share of the query's words in
+        the heading and text in keyword mode, as for
+        :meth:`MemoryService.search`. No floor by default.
 
         Args:
             query: what to look for, in words (never FTS syntax).
@@ -1763,8 +1764,7 @@ class DocumentService:
                 if not rows:
                     return used, why, []
                 root_id = int(rows[0][0])
-            # A floor can drop the first hits: rank deeper so k can still be filled.
-            depth = k if used != "hybrid" and floor is None else max(HYBRID_DEPTH, 2 * k)
+            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
                 words = fts_query(query)
@@ -1806,11 +1806,9 @@ class DocumentService:
                 ranked = rrf(
                     [[item for item, _ in ranking] for ranking in rankings],
                     k=settings.search_rrf_k,
-                )
+                )[:k]
             else:
-                ranked = rankings[0]
-            if floor is None:
-                ranked = ranked[:k]
+                ranked = rankings[0][:k]
             rows = conn.execute(SQL_HITS, (json.dumps([item for item, _ in ranked]),)).fetchall()
             by_id = {row[0]: row for row in rows}
             # A chunk removed since it was indexed (a pending vector delete) is left out.
@@ -1834,7 +1832,7 @@ class DocumentService:
                         relevance=rel,
                     )
                 )
-            return used, why, hits[:k]
+            return used, why, hits
 
         used, why, hits = await self._db.read(read)
         return DocumentSearchResult.model_construct(

@@ -1639,8 +1639,9 @@ class MemoryService:
         otherwise); after a bulk import of a scope, ``ab.embeddings.drain()``
         first is faster.
 
-        Relevance floor: ``min_score`` keeps only hits whose ``relevance`` is
-        at least that much. Relevance means the same for every query (unlike
+        Relevance floor: ``min_score`` keeps, of the ``k`` best hits, those
+        whose ``relevance`` is at least that much (so fewer than ``k`` may come
+        back). Relevance means the same for every query (unlike
         ``score``): the cosine similarity to the query in vector and hybrid
         mode (for the bundled MiniLM, related texts score about 0.3-0.8,
         unrelated ones below 0.2), and the share of the query's words the
@@ -1737,8 +1738,7 @@ class MemoryService:
         def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
             now = time.time()
             used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
-            # A floor can drop the first hits: rank deeper so k can still be filled.
-            depth = k if used != "hybrid" and floor is None else max(HYBRID_DEPTH, 2 * k)
+            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
                 built = _keyword_query(query, prefix, type_, metadata_params, depth, now)
@@ -1754,11 +1754,9 @@ class MemoryService:
                 ranked = rrf(
                     [[item for item, _ in ranking] for ranking in rankings],
                     k=settings.search_rrf_k,
-                )
+                )[:k]
             else:
-                ranked = rankings[0]
-            if floor is None:
-                ranked = ranked[:k]
+                ranked = rankings[0][:k]
             rows = conn.execute(
                 SQL_MEMORIES_BY_ID, (json.dumps([item for item, _ in ranked]),)
             ).fetchall()
@@ -1776,7 +1774,7 @@ class MemoryService:
                 _hit(row, score, rel)
                 for (row, score), rel in zip(found, relevance, strict=True)
                 if floor is None or rel >= floor
-            ][:k]
+            ]
             pending = 0
             if mode != "keyword":
                 pending = conn.execute(
