@@ -156,6 +156,7 @@ async def test_context_uses_the_keyword_floor_after_a_fallback(tmp_path: Path) -
     async with Abathur.open(tmp_path / "k.db", embedder="none") as ab:
         await ab.memory.put("user:bob", "nvda", "NVIDIA stock closed higher")
         await ab.memory.put("user:bob", "soup", "Bob paid a fair price for soup")
-        ctx = await ab.memory.context("user:bob", "stock price of nvidia", max_tokens=60)
+        # stock, price, nvidia, today: nvda has 2 of the 4 words, soup 1.
+        ctx = await ab.memory.context("user:bob", "stock price of nvidia today", max_tokens=60)
         assert ctx.mode == "keyword" and ctx.min_score == CONTEXT_MIN_SCORE["keyword"]
         assert [m.key for m in ctx] == ["nvda"]
