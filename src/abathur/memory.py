@@ -144,11 +144,11 @@ HYBRID_DEPTH = 50
 #: The relevance floor ``memory.context`` applies by default (``min_score="auto"``),
 #: per mode used: a cosine similarity for vector and hybrid (bundled MiniLM), a
 #: share of the query's words for keyword. Chosen on LoCoMo (dev half) by
-#: benchmarks/relevance_floor.py as the highest floor keeping 90% of context's
-#: recall: it drops ~80% of the memories packed for a prompt with nothing
-#: relevant in scope (benchmarks/README.md has the figures). Another embedder
-#: has another cosine scale: pass ``min_score`` explicitly then.
-CONTEXT_MIN_SCORE: dict[str, float] = {"vector": 0.375, "hybrid": 0.375, "keyword": 0.3}
+#: benchmarks/relevance_floor.py as the highest floor keeping 97.5% of context's
+#: recall: it halves what is packed for a prompt with nothing relevant in scope
+#: (benchmarks/README.md has the figures); unrelated facts score below 0.2.
+#: Another embedder has another cosine scale: pass ``min_score`` then.
+CONTEXT_MIN_SCORE: dict[str, float] = {"vector": 0.3, "hybrid": 0.3, "keyword": 0.25}
 MEMORY_TYPES: tuple[str, ...] = get_args(MemoryType)
 
 _SEP = ":"

@@ -156,7 +156,48 @@ async def test_context_uses_the_keyword_floor_after_a_fallback(tmp_path: Path) -
     async with Abathur.open(tmp_path / "k.db", embedder="none") as ab:
         await ab.memory.put("user:bob", "nvda", "NVIDIA stock closed higher")
         await ab.memory.put("user:bob", "soup", "Bob paid a fair price for soup")
-        # stock, price, nvidia, today: nvda has 2 of the 4 words, soup 1.
-        ctx = await ab.memory.context("user:bob", "stock price of nvidia today", max_tokens=60)
+        # stock, price, nvidia, shares, today: nvda has 2 of the 5 words, soup 1.
+        ctx = await ab.memory.context(
+            "user:bob", "stock price of nvidia shares today", max_tokens=60
+        )
         assert ctx.mode == "keyword" and ctx.min_score == CONTEXT_MIN_SCORE["keyword"]
         assert [m.key for m in ctx] == ["nvda"]
+
+
+# Terse key/value facts, as agents store them, and questions a prompt would ask.
+FACTS = {
+    "language": {"value": "French"},
+    "diet": "vegetarian",
+    "city": "lives in Lyon",
+    "pet": "cat named Tom",
+    "birthday": "12 March",
+    "employer": "works at Acme Corp",
+    "allergy": "peanuts",
+}
+ASKED = [
+    ("what language should I reply in", "language"),
+    ("does she eat meat", "diet"),
+    ("which city", "city"),
+    ("does the user have animals", "pet"),
+    ("when is her birthday", "birthday"),
+    ("company", "employer"),
+    ("is the user allergic to anything", "allergy"),
+]
+UNRELATED = ["stock price of nvidia", "weather in Tokyo tomorrow", "how to fix a flat tire"]
+
+
+async def test_the_default_floor_keeps_relevant_facts_and_drops_unrelated_ones(
+    db_path: Path,
+) -> None:
+    # The default was chosen on chat turns (LoCoMo); it must not hide the short
+    # facts agents store, whose cosines to a question are lower (bundled MiniLM).
+    async with Abathur.open(db_path, embed_worker=False) as ab:
+        for key, value in FACTS.items():
+            await ab.memory.put("user:ann", key, value)
+        await ab.embeddings.drain()
+        for question, key in ASKED:
+            ctx = await ab.memory.context("user:ann", question, max_tokens=200)
+            assert key in [m.key for m in ctx], question
+        for question in UNRELATED:
+            ctx = await ab.memory.context("user:ann", question, max_tokens=200)
+            assert len(ctx) == 0, (question, [(m.key, m.relevance) for m in ctx])
