@@ -410,6 +410,9 @@ class DocumentSearchResult(_Items):
     requested_mode: SearchMode
     is_degraded: bool = False
     degraded_reason: str | None = None
+    pending: int = Field(
+        default=0, description="Chunks in scope not embedded yet (unseen by vector ranking)."
+    )
     hits: list[DocumentHit]
 
 

@@ -170,3 +170,23 @@ async def test_fresh_and_a_running_worker_on_many_writes(db_path: Path) -> None:
         await ab.embeddings.drain()
         assert await rows(ab, "SELECT count(*) FROM memories_vec") == [(40,)]
     assert run_checks(db_path).is_ok
+
+
+async def test_documents_search_fresh_finds_chunks_synced_a_moment_ago(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tea.md").write_text("# Tea\n\nSteep green tea for two minutes.\n")
+    async with Abathur.open(
+        tmp_path / "d.db", embedder=WordHashEmbedder(), embed_worker=False
+    ) as ab:
+        await ab.documents.sync(docs)
+        await ab.embeddings.drain()
+        (docs / "zebra.md").write_text("# Zebra\n\nThe zebra Zed sleeps standing up.\n")
+        await ab.documents.sync(docs)
+        stale = await ab.documents.search("zebra Zed", mode="vector", root=docs)
+        assert "zebra.md" not in [h.path for h in stale] and stale.pending == 1
+        found = await ab.documents.search("zebra Zed", mode="vector", root=docs, fresh=True)
+        assert found.mode == "vector" and found.pending == 0
+        assert found[0].path == "zebra.md"
+        with pytest.raises(InvalidInputError, match="fresh must be a bool"):
+            await ab.documents.search("zebra", fresh="yes")  # type: ignore[arg-type]
