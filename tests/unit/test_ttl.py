@@ -4,6 +4,7 @@ error that leaves the file as it was."""
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 
@@ -74,3 +75,18 @@ async def test_the_adk_service_takes_a_timedelta_ttl(tmp_path) -> None:
                 events=[Event(id="e2", author="user", content=said)],
                 custom_metadata={"ttl": timedelta(0)},
             )
+
+
+async def test_a_cost_report_takes_a_timedelta_since(ab: Abathur) -> None:
+    await ab.memory.put("user:alice", "note", "the same text")
+    await ab.embeddings.drain()
+    by_text = await ab.costs.report(since="2h")
+    by_delta = await ab.costs.report(since=timedelta(hours=2))
+    assert by_delta.total.texts == by_text.total.texts == 1
+    assert abs((by_delta.until - by_delta.since) - 7200) < 1e-6
+
+
+@pytest.mark.parametrize("since", [timedelta(0), timedelta(hours=-1), 10**400, math.inf])
+async def test_a_bad_since_is_refused(ab: Abathur, since: object) -> None:
+    with pytest.raises(InvalidInputError, match="since must be a positive duration"):
+        await ab.costs.report(since=since)  # type: ignore[arg-type]
