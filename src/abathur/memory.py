@@ -1951,9 +1951,11 @@ def _relevance(
     with no vector at all (not embedded yet) gets its keyword relevance.
     Keyword: the share of the query's words in the key and the value's words.
     """
-    texts = [f"{row.key} {memory_text(decode(row.value))}" for row, _ in found]
+    def text(row: _Row) -> str:
+        return f"{row.key} {memory_text(decode(row.value))}"
+
     if used == "keyword":
-        return term_coverage(conn, query, texts)
+        return term_coverage(conn, query, [text(row) for row, _ in found])
     out: list[float | None] = [cosine.get(row.id) for row, _ in found]
     missing = [i for i, value in enumerate(out) if value is None]
     if missing and vector is not None and model is not None:
@@ -1969,7 +1971,7 @@ def _relevance(
             out[i] = similar.get(text_hash)
     missing = [i for i, value in enumerate(out) if value is None]
     if missing:
-        coverage = term_coverage(conn, query, [texts[i] for i in missing])
+        coverage = term_coverage(conn, query, [text(found[i][0]) for i in missing])
         for i, value in zip(missing, coverage, strict=True):
             out[i] = value
     return [0.0 if value is None else value for value in out]
