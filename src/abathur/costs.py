@@ -61,7 +61,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
@@ -72,6 +72,7 @@ from abathur.config import Budget
 from abathur.db import Database
 from abathur.errors import BudgetExceededError, InvalidInputError
 from abathur.models import BudgetStatus, CostAdvice, CostLine, CostReport
+from abathur.values import check_duration
 
 if TYPE_CHECKING:
     from abathur.analytics import CallRecorder
@@ -568,7 +569,10 @@ class CostService:
     # -- the report ------------------------------------------------------------
 
     async def report(
-        self, *, since: str | float = "7d", by: Literal["app", "user", "model"] = "model"
+        self,
+        *,
+        since: str | float | timedelta = "7d",
+        by: Literal["app", "user", "model"] = "model",
     ) -> CostReport:
         """Spend, calls, tokens, cache savings, budgets and advice since ``since``.
 
@@ -578,7 +582,7 @@ class CostService:
 
         Args:
             since: how far back: a duration (``"7d"``, ``"24h"``, ``"30m"``,
-                ``"2w"``) or a number of seconds.
+                ``"2w"``), a number of seconds or a :class:`datetime.timedelta`.
             by: group the lines by ``"app"``, ``"user"`` or ``"model"``
                 (``provider/model``); ``"-"`` is the unattributed group.
 
@@ -605,11 +609,14 @@ class CostService:
             >>> asyncio.run(demo())
             (1, 1, 'bundled/all-MiniLM-L6-v2')
         """
-        if isinstance(since, bool) or not isinstance(since, str | int | float):
+        if isinstance(since, bool) or not isinstance(since, str | int | float | timedelta):
             raise InvalidInputError(f"since must be a duration like '7d' or seconds, got {since!r}")
-        seconds = parse_duration(since) if isinstance(since, str) else float(since)
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise InvalidInputError(f"since must be a positive duration, got {since!r}")
+        if isinstance(since, str):
+            seconds = parse_duration(since)
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise InvalidInputError(f"since must be a positive duration, got {since!r}")
+        else:
+            seconds = check_duration(since, "since")
         if by not in SQL_REPORT_BY:
             raise InvalidInputError(f"by {by!r} is not one of app, user, model")
         if self._embeddings._usage and not self._db.is_closed:

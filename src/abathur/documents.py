@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import apsw
 import numpy as np
@@ -73,7 +73,7 @@ from abathur import audit
 from abathur.db import Database
 from abathur.embeddings.bundled import MAX_TOKENS
 from abathur.embeddings.queue import cancel, content_hash, enqueue
-from abathur.errors import ClosedError, InvalidInputError, NotFoundError
+from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
 from abathur.memory import HYBRID_DEPTH, MAX_SEARCH_K
 from abathur.models import (
     DocumentHit,
@@ -87,12 +87,15 @@ from abathur.search import (
     IndexItem,
     IndexKind,
     VectorFilter,
+    cached_similarity,
+    check_min_score,
     check_query,
     defer_vector_delete,
     fts_query,
     insert_vector,
     resolve_mode,
     rrf,
+    term_coverage,
     vector_search,
 )
 from abathur.values import check_text
@@ -228,6 +231,22 @@ SQL_ALLOWED_CHUNKS = (
     "SELECT c.id FROM documents AS d JOIN chunks AS c ON c.document_id = d.id "
     "WHERE (? IS NULL OR d.root_id = ?) AND (d.path = ? OR (d.path >= ? AND d.path < ?))"
 )
+# documents.search(fresh=True): the embedding jobs of chunks (of one root, or
+# of every root when :root_id is NULL), and how many wait
+# (DocumentSearchResult.pending). The queue is read first (CROSS JOIN): it is
+# small when the worker keeps up.
+_SQL_PENDING_WHERE = (
+    "FROM embedding_queue AS q CROSS JOIN chunks AS c ON c.id = q.ref_id "
+    "JOIN documents AS d ON d.id = c.document_id "
+    "WHERE q.kind = :kind AND q.failed_at IS NULL AND (:root_id IS NULL OR d.root_id = :root_id)"
+)
+SQL_PENDING_CHUNK_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
+    + _SQL_PENDING_WHERE
+    + " ORDER BY q.id LIMIT :limit"
+)
+SQL_PENDING_CHUNKS = "SELECT count(*) " + _SQL_PENDING_WHERE
+
 SQL_HITS = (
     "SELECT c.id, c.heading, c.text, c.ordinal, d.path, r.path FROM chunks AS c "
     "JOIN documents AS d ON d.id = c.document_id "
@@ -1007,6 +1026,39 @@ class _Indexing:
         tally.chunks_removed += 1
 
 
+def _relevance(
+    conn: apsw.Connection,
+    used: SearchMode,
+    query: str,
+    vector: np.ndarray | None,
+    model: str | None,
+    found: list[tuple[tuple[Any, ...], float]],
+    cosine: dict[int, float],
+) -> list[float]:
+    """Each hit's ``relevance``, as :func:`abathur.memory._relevance` does for memories.
+
+    Vector: the cosine. Hybrid: the cosine from the vector ranking or the
+    embedding cache, else (not embedded yet) the keyword relevance. Keyword:
+    the share of the query's words in the chunk's heading and text.
+    """
+    texts = [f"{row[1]} {row[2]}" for row, _ in found]
+    if used == "keyword":
+        return term_coverage(conn, query, texts)
+    out: list[float | None] = [cosine.get(row[0]) for row, _ in found]
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing and vector is not None and model is not None:
+        hashes = {i: content_hash(_embedded(found[i][0][1], found[i][0][2])) for i in missing}
+        similar = cached_similarity(conn, model, vector, list(hashes.values()))
+        for i, text_hash in hashes.items():
+            out[i] = similar.get(text_hash)
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing:
+        coverage = term_coverage(conn, query, [texts[i] for i in missing])
+        for i, value in zip(missing, coverage, strict=True):
+            out[i] = value
+    return [0.0 if value is None else value for value in out]
+
+
 def _item(chunk_id: int, heading: str, text: str, root_id: int) -> IndexItem:
     # One vec0 partition per root: a search within a root reads only its chunks.
     return IndexItem(
@@ -1636,6 +1688,8 @@ class DocumentService:
         mode: SearchMode = "hybrid",
         path_prefix: str | None = None,
         root: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        fresh: bool = False,
     ) -> DocumentSearchResult:
         """Find the document chunks that best match ``query``.
 
@@ -1646,7 +1700,17 @@ class DocumentService:
         be embedded, vector and hybrid fall back to keyword and the result
         says so (``mode``, ``is_degraded``, ``degraded_reason``). Chunks
         written a moment ago are found by keyword at once and by vector once
-        embedded (``await ab.embeddings.drain()`` waits for that).
+        embedded (``await ab.embeddings.drain()`` waits for that, and
+        ``result.pending`` counts the chunks in scope still waiting). With
+        ``fresh=True`` (vector and hybrid) the chunks of ``root`` (of every
+        root when none is given) still waiting are embedded inline first, as
+        :meth:`MemoryService.search` does.
+
+        ``min_score`` keeps, of the ``k`` best chunks, those whose
+        ``relevance`` is at least that much: the cosine similarity to the
+        query in vector and hybrid mode, the share of the query's words in
+        the heading and text in keyword mode, as for
+        :meth:`MemoryService.search`. No floor by default.
 
         Args:
             query: what to look for, in words (never FTS syntax).
@@ -1657,13 +1721,18 @@ class DocumentService:
                 ``runbooks-old/a.md``).
             root: only documents of this synced directory (none match if it
                 was never synced).
+            min_score: the relevance floor, a number in [-1, 1]; ``None``
+                (default): none.
+            fresh: embed the waiting chunks in scope before searching.
 
         Returns:
-            A :class:`~abathur.models.DocumentSearchResult`, hits best first.
+            A :class:`~abathur.models.DocumentSearchResult`, hits best first;
+            it iterates over its hits.
 
         Raises:
             InvalidInputError: the query is not a string, is blank or longer
                 than 8192 characters; the mode is unknown; k is out of range;
+                min_score is not a number in [-1, 1]; fresh is not a bool;
                 or the path prefix or root is not a usable path.
             ClosedError: the database is closed.
 
@@ -1689,6 +1758,9 @@ class DocumentService:
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
         prefix = _check_prefix(path_prefix)
+        floor = check_min_score(min_score)
+        if not isinstance(fresh, bool):
+            raise InvalidInputError(f"fresh must be a bool, got {type(fresh).__name__}")
         root_text: str | None = None
         if root is not None:
             if not isinstance(root, str | os.PathLike):
@@ -1705,17 +1777,27 @@ class DocumentService:
             if self._embeddings is None:
                 reason = "no embedder is attached to this document service"
             else:
+                if fresh and self._embeddings.is_configured:
+                    await self._embed_scope(self._embeddings, root_text)
                 vector, reason = await self._embeddings._embed_query(query)
         settings = self._db.settings
+        embedder = None if self._embeddings is None else self._embeddings.embedder
+        model = None if embedder is None else embedder.name
 
-        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[DocumentHit]]:
+        def read(
+            conn: apsw.Connection,
+        ) -> tuple[SearchMode, str | None, int, list[DocumentHit]]:
             used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
             root_id: int | None = None
             if root_text is not None:
                 rows = conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
                 if not rows:
-                    return used, why, []
+                    return used, why, 0, []
                 root_id = int(rows[0][0])
+            pending = 0
+            if mode != "keyword" and _has_chunks_table(conn):
+                params = {"kind": KIND_NAME, "root_id": root_id}
+                pending = conn.execute(SQL_PENDING_CHUNKS, params).fetchall()[0][0]
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
@@ -1763,12 +1845,16 @@ class DocumentService:
                 ranked = rankings[0][:k]
             rows = conn.execute(SQL_HITS, (json.dumps([item for item, _ in ranked]),)).fetchall()
             by_id = {row[0]: row for row in rows}
+            # A chunk removed since it was indexed (a pending vector delete) is left out.
+            found = [(by_id[item], score) for item, score in ranked if item in by_id]
+            cosine = dict(rankings[-1]) if used != "keyword" else {}
+            relevance = _relevance(conn, used, query, vector, model, found, cosine)
             hits = []
-            for item, score in ranked:
-                row = by_id.get(item)
-                if row is None:
-                    continue  # removed since it was indexed (a pending vector delete)
-                _, heading, text, ordinal, path, root_path = row
+            for ((_, heading, text, ordinal, path, root_path), score), rel in zip(
+                found, relevance, strict=True
+            ):
+                if floor is not None and rel < floor:
+                    continue
                 hits.append(
                     DocumentHit.model_construct(
                         root=root_path,
@@ -1777,19 +1863,45 @@ class DocumentService:
                         text=text,
                         ordinal=ordinal,
                         score=float(score),
+                        relevance=rel,
                     )
                 )
-            return used, why, hits
+            return used, why, pending, hits
 
-        used, why, hits = await self._db.read(read)
+        used, why, pending, hits = await self._db.read(read)
         return DocumentSearchResult.model_construct(
             query=query,
             mode=used,
             requested_mode=mode,
             is_degraded=used != mode,
             degraded_reason=why if used != mode else None,
+            pending=pending,
             hits=hits,
         )
+
+    async def _embed_scope(self, embeddings: EmbeddingService, root_text: str | None) -> None:
+        """Embed, inline, the chunks of a root (or all) still waiting (``fresh=True``).
+
+        An embedder that fails leaves them waiting: the search then runs on
+        what is embedded and ``pending`` says how many it could not see.
+        """
+
+        def root_of(conn: apsw.Connection) -> int | Literal[False] | None:
+            if not _has_chunks_table(conn):
+                return False
+            if root_text is None:
+                return None
+            rows = conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
+            return int(rows[0][0]) if rows else False
+
+        root_id = await self._db.read(root_of)
+        if root_id is False:
+            return  # nothing synced there: nothing waits
+        select = (SQL_PENDING_CHUNK_JOBS, {"kind": KIND_NAME, "root_id": root_id})
+        try:
+            await embeddings._embed_now(select)
+        except EmbedderError as exc:
+            log.warning("documents.fresh_failed", error=exc.message)
 
     async def watch(
         self,

@@ -47,16 +47,19 @@ import math
 import time
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import apsw
 import numpy as np
+import structlog
 
 from abathur import audit
 from abathur.costs import estimate_tokens
 from abathur.db import Database
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
+    EmbedderError,
     InvalidInputError,
     InvalidMemoryTypeError,
     InvalidNamespaceError,
@@ -82,6 +85,8 @@ from abathur.search import (
     IndexItem,
     IndexKind,
     VectorFilter,
+    cached_similarity,
+    check_min_score,
     check_query,
     defer_vector_delete,
     delete_vector,
@@ -92,6 +97,7 @@ from abathur.search import (
     rrf,
     scope_match,
     scope_tokens,
+    term_coverage,
     vector_search,
 )
 from abathur.values import (
@@ -111,6 +117,7 @@ if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
 
 __all__ = [
+    "CONTEXT_MIN_SCORE",
     "MAX_LIMIT",
     "MAX_NAMESPACE_LENGTH",
     "MAX_SEARCH_K",
@@ -132,11 +139,21 @@ __all__ = [
     "unindex",
 ]
 
+log = structlog.get_logger(__name__)
+
 MAX_NAMESPACE_LENGTH = 512
 MAX_LIMIT = 10_000
 MAX_SEARCH_K = 1000
 # Hybrid search fuses this many (or 2k) results of each ranking.
 HYBRID_DEPTH = 50
+#: The relevance floor ``memory.context`` applies by default (``min_score="auto"``),
+#: per mode used: a cosine similarity for vector and hybrid (bundled MiniLM), a
+#: share of the query's words for keyword. Chosen on LoCoMo (dev half) by
+#: benchmarks/relevance_floor.py as the highest floor keeping 97.5% of context's
+#: recall: it halves what is packed for a prompt with nothing relevant in scope
+#: (benchmarks/README.md has the figures); unrelated facts score below 0.2.
+#: Another embedder has another cosine scale: pass ``min_score`` then.
+CONTEXT_MIN_SCORE: dict[str, float] = {"vector": 0.3, "hybrid": 0.3, "keyword": 0.25}
 MEMORY_TYPES: tuple[str, ...] = get_args(MemoryType)
 
 _SEP = ":"
@@ -262,6 +279,24 @@ _SQL_ALLOWED_IDS = (
 # memory.search, vector ranking: the candidates that pass a metadata filter.
 # Params: JSON array of ids, then one _SQL_METADATA_MATCH group per entry.
 _SQL_ACCEPTED_IDS = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_each(?))"
+
+# memory.search(fresh=True): the embedding jobs of the current versions under a
+# prefix, and how many there are (SearchResult.pending). The queue is read
+# through its (kind, ref_id) key, each memory by its id.
+_SQL_PENDING_WHERE = (
+    # CROSS JOIN keeps the queue outside: it is small when the worker keeps
+    # up, while a tenant's range of memories may be 100k rows.
+    "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
+    "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
+    "AND m.namespace >= :prefix AND m.namespace < :after "
+    "AND (m.namespace = :prefix OR m.namespace >= :below)"
+)
+SQL_PENDING_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
+    + _SQL_PENDING_WHERE
+    + " ORDER BY q.id LIMIT :limit"
+)
+SQL_PENDING_COUNT = "SELECT count(*) " + _SQL_PENDING_WHERE
 
 SQL_MEMORIES_BY_ID = f"SELECT {_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))"
 
@@ -538,6 +573,11 @@ def _check_expected(
 
 def _range_params(prefix: str) -> tuple[str, str, str, str]:
     return prefix, prefix + _AFTER_SEP, prefix, prefix + _SEP
+
+
+def _scope_params(prefix: str) -> dict[str, str]:
+    """Named parameters of the prefix range (as _range_params, for named SQL)."""
+    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
 def _list_query(
@@ -886,8 +926,17 @@ def _check_int(value: object, what: str, *, minimum: int, maximum: int | None = 
 def _check_ttl(ttl: object) -> float | None:
     if ttl is None:
         return None
+    if isinstance(ttl, timedelta):
+        # total_seconds() of any timedelta is finite (at most ~8.6e13 s), so
+        # the only rule left to enforce is "positive".
+        seconds = ttl.total_seconds()
+        if seconds <= 0:
+            raise InvalidInputError(f"ttl must be a positive duration, got {ttl!r}")
+        return seconds
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise InvalidInputError(f"ttl must be a number of seconds or None, got {_kind(ttl)}")
+        raise InvalidInputError(
+            f"ttl must be a number of seconds, a datetime.timedelta or None, got {_kind(ttl)}"
+        )
     # Integers follow the one rule for integers (64 bits); 10**400 would
     # otherwise reach float() and its OverflowError.
     seconds = float(ttl) if INT64_MIN <= ttl <= INT64_MAX else math.inf
@@ -1042,7 +1091,7 @@ class MemoryService:
         *,
         type: MemoryType = "semantic",
         metadata: dict[str, Any] | None = None,
-        ttl: float | None = None,
+        ttl: float | timedelta | None = None,
         expected_version: int | None = None,
     ) -> Memory:
         """Write a new version of the memory at (namespace, key).
@@ -1057,7 +1106,8 @@ class MemoryService:
             value: any JSON value.
             type: ``"semantic"``, ``"episodic"`` or ``"procedural"``.
             metadata: a JSON object (``dict`` with ``str`` keys) to filter on.
-            ttl: seconds until the memory expires (reads as absent); ``None``: never.
+            ttl: how long until the memory expires (reads as absent): seconds
+                (int or float) or a :class:`datetime.timedelta`; ``None``: never.
             expected_version: write only if the current version is this one;
                 ``0`` writes only if the memory reads as absent (create-only).
 
@@ -1071,7 +1121,8 @@ class MemoryService:
             ValueNotSerializableError: value or metadata is not JSON.
             ValueTooLargeError: value or metadata is over ``max_value_bytes``.
             InvalidInputError: metadata is not a dict, ttl is not a positive
-                number, or expected_version is not an int >= 0.
+                number of seconds or timedelta, or expected_version is not an
+                int >= 0.
             VersionConflictError: ``expected_version`` is not the current
                 version; nothing was written.
 
@@ -1720,6 +1771,8 @@ class MemoryService:
         filter: Mapping[str, str | int | float | bool | None] | None = None,
         k: int = 10,
         mode: SearchMode = "hybrid",
+        min_score: float | None = None,
+        fresh: bool = False,
     ) -> SearchResult:
         """Find the live memories in ``prefix`` that best match ``query``.
 
@@ -1728,9 +1781,28 @@ class MemoryService:
         pass, then exact rescoring, see :mod:`abathur.search`); ``"hybrid"``
         fuses both rankings (reciprocal rank fusion). Every filter applies
         before ranking, so a narrow filter still returns up to ``k`` hits.
-        Deleted, superseded and expired memories are never returned. A memory
-        written a moment ago is found by keyword at once and by vector once
-        the worker has embedded it (``await ab.embeddings.drain()`` waits).
+        Deleted, superseded and expired memories are never returned.
+
+        Read-your-writes: a memory written a moment ago is found by keyword at
+        once, and by vector once the worker has embedded it (about a second;
+        ``result.pending`` counts those in scope still waiting). With
+        ``fresh=True`` the search first embeds, inline, every memory of
+        ``prefix`` still waiting (loading the model if this is the first
+        call), so vector and hybrid see everything written before the call.
+        It is safe beside the background worker: a vector is never inserted
+        twice. It costs an embedding call when something is waiting (nothing
+        otherwise); after a bulk import of a scope, ``ab.embeddings.drain()``
+        first is faster.
+
+        Relevance floor: ``min_score`` keeps, of the ``k`` best hits, those
+        whose ``relevance`` is at least that much (so fewer than ``k`` may come
+        back). Relevance means the same for every query (unlike
+        ``score``): the cosine similarity to the query in vector and hybrid
+        mode (for the bundled MiniLM, related texts score about 0.3-0.8,
+        unrelated ones below 0.2), and the share of the query's words the
+        memory contains in keyword mode (0..1). See
+        :class:`~abathur.models.SearchHit`. The floor applies to the mode
+        used, so after a fallback to keyword it is a share of words.
 
         When the query cannot be embedded (no embedder configured, the
         embedder is down, nothing embedded yet), vector and hybrid fall back to
@@ -1744,13 +1816,19 @@ class MemoryService:
             filter: metadata key -> value, as for :meth:`list`.
             k: at most this many hits (1..1000).
             mode: ``"hybrid"`` (default), ``"keyword"`` or ``"vector"``.
+            min_score: the relevance floor, a number in [-1, 1]; ``None``
+                (default): no floor.
+            fresh: embed the memories of ``prefix`` that wait for it before
+                searching (vector and hybrid only), for read-your-writes.
 
         Returns:
-            A :class:`~abathur.models.SearchResult`, hits best first.
+            A :class:`~abathur.models.SearchResult`, hits best first; it
+            iterates over its hits.
 
         Raises:
             InvalidInputError: the query is not a string, is blank or longer
                 than 8192 characters; the mode is unknown; k is out of range;
+                min_score is not a number in [-1, 1]; fresh is not a bool;
                 or the filter is not a dict of scalars.
             InvalidNamespaceError: the prefix breaks a namespace rule.
             InvalidMemoryTypeError: ``type`` is not one of the three types.
@@ -1770,9 +1848,22 @@ class MemoryService:
             ...             await ab.embeddings.drain()
             ...             found = await ab.memory.search("which language does she speak",
             ...                                            prefix="user:alice", k=1)
-            ...             return found.mode, [hit.key for hit in found.hits]
+            ...             return found.mode, [hit.key for hit in found]
             >>> asyncio.run(demo())
             ('hybrid', ['language'])
+
+            Read-your-writes and a floor, right after the writes:
+
+            >>> async def fresh():
+            ...     with tempfile.TemporaryDirectory() as tmp:
+            ...         async with Abathur.open(pathlib.Path(tmp) / "m.db") as ab:
+            ...             await ab.memory.put("user:bob", "pet", "Bob has a cat named Tom")
+            ...             await ab.memory.put("user:bob", "car", "drives a red Tesla")
+            ...             found = await ab.memory.search("does bob own an animal",
+            ...                 prefix="user:bob", mode="vector", fresh=True, min_score=0.3)
+            ...             return found.pending, [hit.key for hit in found]
+            >>> asyncio.run(fresh())
+            (0, ['pet'])
         """
         check_query(query)
         check_namespace(prefix, "prefix")
@@ -1781,17 +1872,25 @@ class MemoryService:
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        floor = check_min_score(min_score)
+        if not isinstance(fresh, bool):
+            raise InvalidInputError(f"fresh must be a bool, got {_kind(fresh)}")
 
         vector: np.ndarray | None = None
         reason: str | None = None
+        embeddings = self._embeddings
         if mode != "keyword":
-            if self._embeddings is None:
+            if embeddings is None:
                 reason = "no embedder is attached to this memory service"
             else:
-                vector, reason = await self._embeddings._embed_query(query, namespace=prefix)
+                if fresh and embeddings.is_configured:
+                    await self._embed_scope(embeddings, prefix)
+                vector, reason = await embeddings._embed_query(query, namespace=prefix)
         settings = self._db.settings
+        embedder = None if embeddings is None else embeddings.embedder
+        model = None if embedder is None else embedder.name
 
-        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, list[SearchHit]]:
+        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
             now = time.time()
             used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
@@ -1817,25 +1916,49 @@ class MemoryService:
                 SQL_MEMORIES_BY_ID, (json.dumps([item for item, _ in ranked]),)
             ).fetchall()
             by_id = {row[12]: row for row in rows}
-            hits = []
-            for item, score in ranked:
-                row = by_id.get(item)
-                # The indexes hold only current live versions; this keeps it so
-                # even if one of them ever drifted.
-                if row is None or _Row(*row).is_absent(now):
-                    continue
-                hits.append(_hit(row, score))
-            return used, why, hits
+            # The indexes hold only current live versions; this keeps it so
+            # even if one of them ever drifted.
+            found = [
+                (_Row(*by_id[item]), score)
+                for item, score in ranked
+                if item in by_id and not _Row(*by_id[item]).is_absent(now)
+            ]
+            cosine = dict(rankings[-1]) if used != "keyword" else {}
+            relevance = _relevance(conn, used, query, vector, model, found, cosine)
+            hits = [
+                _hit(row, score, rel)
+                for (row, score), rel in zip(found, relevance, strict=True)
+                if floor is None or rel >= floor
+            ]
+            pending = 0
+            if mode != "keyword":
+                pending = conn.execute(
+                    SQL_PENDING_COUNT, {"kind": MEMORY_KIND.name, **_scope_params(prefix)}
+                ).fetchall()[0][0]
+            return used, why, pending, hits
 
-        used, why, hits = await self._db.read(read)
+        used, why, pending, hits = await self._db.read(read)
         return SearchResult.model_construct(
             query=query,
             mode=used,
             requested_mode=mode,
             is_degraded=used != mode,
             degraded_reason=why if used != mode else None,
+            pending=pending,
             hits=hits,
         )
+
+    async def _embed_scope(self, embeddings: EmbeddingService, prefix: str) -> None:
+        """Embed, inline, the memories of ``prefix`` still waiting (``fresh=True``).
+
+        An embedder that fails leaves them waiting: the search then runs on
+        what is embedded and ``pending`` says how many it could not see.
+        """
+        select = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
+        try:
+            await embeddings._embed_now(select)
+        except EmbedderError as exc:
+            log.warning("memory.fresh_failed", error=exc.message)
 
     async def context(
         self,
@@ -1846,6 +1969,8 @@ class MemoryService:
         type: MemoryType | None = None,
         k: int = 50,
         mode: SearchMode = "hybrid",
+        min_score: float | Literal["auto"] | None = "auto",
+        fresh: bool = False,
     ) -> MemoryContext:
         """The most relevant memories for ``query``, packed under ``max_tokens`` for a prompt.
 
@@ -1856,6 +1981,15 @@ class MemoryService:
         are recorded in the usage ledger (operation ``context``), and
         ``abathur cost report`` shows them.
 
+        Unlike :meth:`search`, context has a relevance floor by default, so a
+        prompt about something the memories do not hold gets nothing rather
+        than the least bad: ``min_score="auto"`` is
+        :data:`CONTEXT_MIN_SCORE` of the mode the search used (a cosine
+        similarity for vector and hybrid, a share of the query's words for
+        keyword), chosen on evaluation data (benchmarks/relevance_floor.py;
+        benchmarks/README.md has its precision and recall). Pass a number for
+        another floor, ``None`` for none.
+
         Args:
             prefix: a namespace; memories in it and under it.
             query: what the prompt is about, in words.
@@ -1863,10 +1997,15 @@ class MemoryService:
             type: only memories of this type.
             k: how many search hits to consider (1..1000).
             mode: the search mode (``"hybrid"`` by default).
+            min_score: the relevance floor (see above): ``"auto"`` (default),
+                a number in [-1, 1], or ``None``.
+            fresh: embed the prefix's memories still waiting first, as
+                :meth:`search` does.
 
         Returns:
             A :class:`~abathur.models.MemoryContext`: the memories taken,
-            their text and its tokens, and how many relevant ones were left out.
+            their text and its tokens, how many relevant ones were left out,
+            and the floor applied. It iterates over its memories.
 
         Raises:
             InvalidInputError: max_tokens is out of range, or as :meth:`search`.
@@ -1892,12 +2031,21 @@ class MemoryService:
             raise InvalidInputError(f"max_tokens must be an integer, got {_kind(max_tokens)}")
         if not 1 <= max_tokens <= 1_000_000:
             raise InvalidInputError(f"max_tokens must be between 1 and 1000000, got {max_tokens}")
+        floor = None if min_score == "auto" else check_min_score(min_score)
         started = time.perf_counter()
-        found = await self.search(query, prefix=prefix, type=type, k=k, mode=mode)
+        found = await self.search(
+            query, prefix=prefix, type=type, k=k, mode=mode, min_score=floor, fresh=fresh
+        )
+        hits = found.hits
+        if min_score == "auto":
+            # The floor of the mode actually used: after a fallback to keyword
+            # a cosine floor would mean nothing.
+            floor = CONTEXT_MIN_SCORE[found.mode]
+            hits = [hit for hit in hits if hit.relevance >= floor]
         taken: list[SearchHit] = []
         lines: list[str] = []
         used = 0
-        for hit in found.hits:
+        for hit in hits:
             line = f"{hit.namespace}/{hit.key}: {memory_text(hit.value)}"
             # One more line costs its text and the newline joining it.
             cost = estimate_tokens(line + ("\n" if lines else ""))
@@ -1920,8 +2068,9 @@ class MemoryService:
             is_estimate=True,
             mode=found.mode,
             is_degraded=found.is_degraded,
+            min_score=floor,
             memories=taken,
-            skipped=len(found.hits) - len(taken),
+            skipped=len(hits) - len(taken),
             text=text,
         )
 
@@ -1938,8 +2087,50 @@ class MemoryService:
         await self._db.write(write)
 
 
-def _hit(row: tuple[Any, ...], score: float) -> SearchHit:
-    memory = _Row(*row)
+def _relevance(
+    conn: apsw.Connection,
+    used: SearchMode,
+    query: str,
+    vector: np.ndarray | None,
+    model: str | None,
+    found: list[tuple[_Row, float]],
+    cosine: dict[int, float],
+) -> list[float]:
+    """The ``relevance`` of each hit (see :class:`~abathur.models.SearchHit`).
+
+    Vector: its score, the cosine. Hybrid: the cosine from the vector ranking,
+    or from the embedding cache for a hit only the keyword side ranked; a hit
+    with no vector at all (not embedded yet) gets its keyword relevance.
+    Keyword: the share of the query's words in the key and the value's words.
+    """
+    def text(row: _Row) -> str:
+        return f"{row.key} {memory_text(decode(row.value))}"
+
+    if used == "keyword":
+        return term_coverage(conn, query, [text(row) for row, _ in found])
+    out: list[float | None] = [cosine.get(row.id) for row, _ in found]
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing and vector is not None and model is not None:
+        # The text embedded for a memory is its index item's (key included).
+        hashes = {}
+        for i in missing:
+            row = found[i][0]
+            words = memory_text(decode(row.value))
+            item = _index_item(0, row.namespace, row.key, row.type, words, None)
+            hashes[i] = content_hash(item.text)
+        similar = cached_similarity(conn, model, vector, list(hashes.values()))
+        for i, text_hash in hashes.items():
+            out[i] = similar.get(text_hash)
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing:
+        coverage = term_coverage(conn, query, [text(found[i][0]) for i in missing])
+        for i, value in zip(missing, coverage, strict=True):
+            out[i] = value
+    return [0.0 if value is None else value for value in out]
+
+
+def _hit(row: _Row | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:
+    memory = row if isinstance(row, _Row) else _Row(*row)
     return SearchHit.model_construct(
         namespace=memory.namespace,
         key=memory.key,
@@ -1948,6 +2139,7 @@ def _hit(row: tuple[Any, ...], score: float) -> SearchHit:
         metadata=decode(memory.metadata),
         version=memory.version,
         score=score,
+        relevance=relevance,
     )
 
 

@@ -14,7 +14,8 @@ Example:
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -80,6 +81,34 @@ class _Model(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise InvalidInputError(_describe(type(self).__name__, exc)) from None
+
+
+class _Items(_Model):
+    """A result holding items: iterating it, ``len()`` and ``[i]`` reach the items.
+
+    Without this, ``for hit in result`` would iterate pydantic's ``(field,
+    value)`` pairs, silently. The fields and the JSON dump stay as they are;
+    ``items_field`` names the field holding the items.
+    """
+
+    items_field: ClassVar[str]
+
+    def _list(self) -> list[Any]:
+        items: list[Any] = getattr(self, self.items_field)
+        return items
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._list()[index]
 
 
 def _describe(model: str, exc: ValidationError) -> str:
@@ -161,8 +190,10 @@ class ConsolidationAction(_Model):
     loser_version: int = Field(description="The superseding version written (0 in a dry run).")
 
 
-class ConsolidationReport(_Model):
-    """What :meth:`MemoryService.consolidate` found and did."""
+class ConsolidationReport(_Items):
+    """What :meth:`MemoryService.consolidate` found and did; iterates over its actions."""
+
+    items_field: ClassVar[str] = "actions"
 
     prefix: str
     is_dry_run: bool
@@ -224,10 +255,19 @@ class AuditReport(_Model):
 
 
 class SearchHit(_Model):
-    """One memory found by :meth:`MemoryService.search`, with its score.
+    """One memory found by :meth:`MemoryService.search`, with its score and relevance.
 
-    ``score`` depends on the mode used: BM25 (higher is better) for keyword,
-    cosine similarity for vector, the reciprocal-rank-fusion sum for hybrid.
+    ``score`` is what ranked it and depends on the mode used: BM25 (higher is
+    better) for keyword, cosine similarity for vector, the reciprocal-rank-fusion
+    sum for hybrid. Its scale changes with the query and the other memories,
+    so it cannot be compared across queries.
+
+    ``relevance`` is what ``min_score`` compares, and means the same for every
+    query: in vector and hybrid mode the cosine similarity of the memory's
+    embedding to the query's, in [-1, 1] (a hybrid hit not embedded yet gets
+    its keyword relevance instead); in keyword mode the share of the query's
+    words (stop words left out) the memory contains, in [0, 1]
+    (:func:`abathur.search.term_coverage`).
     """
 
     namespace: str
@@ -237,22 +277,35 @@ class SearchHit(_Model):
     metadata: dict[str, JsonValue]
     version: int
     score: float
+    relevance: float = Field(
+        default=0.0, description="Cosine (vector, hybrid) or share of words (keyword)."
+    )
 
 
-class SearchResult(_Model):
+class SearchResult(_Items):
     """The hits of a search, best first, and how they were found.
 
     ``mode`` is the mode actually used. A vector or hybrid search falls back
     to keyword when it cannot embed the query (no embedder configured, the
     embedder is down, no vectors yet); then ``is_degraded`` is true and
-    ``degraded_reason`` says why.
+    ``degraded_reason`` says why. ``pending`` counts the memories in scope
+    the vector ranking could not see because they wait for their embedding
+    (``search(..., fresh=True)`` embeds them first).
+
+    The result is a sequence of its hits: ``for hit in result``,
+    ``len(result)``, ``result[0]``.
     """
+
+    items_field: ClassVar[str] = "hits"
 
     query: str
     mode: SearchMode
     requested_mode: SearchMode
     is_degraded: bool = False
     degraded_reason: str | None = None
+    pending: int = Field(
+        default=0, description="Memories in scope not embedded yet (unseen by vector ranking)."
+    )
     hits: list[SearchHit]
 
 
@@ -328,7 +381,9 @@ class SyncReport(_Model):
 class DocumentHit(_Model):
     """One chunk found by :meth:`DocumentService.search`, with its score.
 
-    ``score`` depends on the mode used, as for :class:`SearchHit`.
+    ``score`` depends on the mode used, as for :class:`SearchHit`; so does
+    ``relevance`` (what ``min_score`` compares), with the chunk's heading and
+    text as its words.
     """
 
     root: str = Field(description="The synced directory the document is under.")
@@ -337,16 +392,27 @@ class DocumentHit(_Model):
     text: str = Field(description="The chunk's text (its heading not repeated).")
     ordinal: int = Field(description="The chunk's place in its document, from 0.")
     score: float
+    relevance: float = Field(
+        default=0.0, description="Cosine (vector, hybrid) or share of words (keyword)."
+    )
 
 
-class DocumentSearchResult(_Model):
-    """The chunks a document search found, best first, and how (see :class:`SearchResult`)."""
+class DocumentSearchResult(_Items):
+    """The chunks a document search found, best first, and how (see :class:`SearchResult`).
+
+    A sequence of its hits: ``for hit in result``, ``len(result)``, ``result[0]``.
+    """
+
+    items_field: ClassVar[str] = "hits"
 
     query: str
     mode: SearchMode
     requested_mode: SearchMode
     is_degraded: bool = False
     degraded_reason: str | None = None
+    pending: int = Field(
+        default=0, description="Chunks in scope not embedded yet (unseen by vector ranking)."
+    )
     hits: list[DocumentHit]
 
 
@@ -439,14 +505,18 @@ class ArchiveRestoreReport(_Model):
     seconds: float
 
 
-class MemoryContext(_Model):
+class MemoryContext(_Items):
     """The most relevant memories for a prompt, packed under a token budget.
 
     Built by :meth:`MemoryService.context`: hits in relevance order, each
     taken if it still fits; ``text`` is what to paste into the prompt (one
     ``namespace/key: words`` line per memory). Tokens are estimated at four
-    characters per token (``is_estimate``).
+    characters per token (``is_estimate``). ``min_score`` is the relevance
+    floor applied (``None``: none). A sequence of its memories:
+    ``for hit in ctx``, ``len(ctx)``.
     """
+
+    items_field: ClassVar[str] = "memories"
 
     prefix: str
     query: str
@@ -455,6 +525,7 @@ class MemoryContext(_Model):
     is_estimate: bool = True
     mode: SearchMode
     is_degraded: bool = False
+    min_score: float | None = None
     memories: list[SearchHit]
     skipped: int = Field(description="Relevant memories left out because they did not fit.")
     text: str

@@ -88,6 +88,8 @@ __all__ = [
     "VectorFilter",
     "VectorTableStats",
     "apply_vector_deletes",
+    "cached_similarity",
+    "check_min_score",
     "check_query",
     "check_vector_layout",
     "compact_vector_table",
@@ -101,11 +103,13 @@ __all__ = [
     "insert_vector",
     "known_vector_table",
     "partition_of",
+    "query_words",
     "resolve_mode",
     "rrf",
     "scope_match",
     "scope_token",
     "scope_tokens",
+    "term_coverage",
     "vector_candidates",
     "vector_search",
     "vector_table_statements",
@@ -182,6 +186,26 @@ def fts_query(text: str, *, columns: Sequence[str] = ()) -> str | None:
         >>> fts_query("tea", columns=("key", "text"))
         '{key text} : ("tea")'
     """
+    terms = ['"' + word.replace('"', '""') + '"' for word in query_words(text)]
+    if not terms:
+        return None
+    expression = " OR ".join(terms)
+    if columns:
+        expression = "{" + " ".join(columns) + "} : (" + expression + ")"
+    return expression
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a query that search looks for: :func:`fts_query`'s terms, unquoted.
+
+    Whitespace-separated, each once, with a letter or digit; stop words left
+    out unless nothing else is left; at most :data:`MAX_QUERY_TERMS`.
+
+    Example:
+        >>> from abathur.search import query_words
+        >>> query_words("the stock price of NVIDIA, the stock")
+        ['stock', 'price', 'NVIDIA,']
+    """
     cleaned = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     words = [word for word in dict.fromkeys(cleaned.split()) if any(c.isalnum() for c in word)]
     # Stop words go unless nothing else is left: their BM25 weight is close to
@@ -189,13 +213,99 @@ def fts_query(text: str, *, columns: Sequence[str] = ()) -> str | None:
     # index, and "the" is in nearly every document (4x the cost of a tenant's
     # search at 100k memories).
     kept = [word for word in words if _bare(word) not in STOP_WORDS] or words
-    terms = ['"' + word.replace('"', '""') + '"' for word in kept[:MAX_QUERY_TERMS]]
-    if not terms:
+    return kept[:MAX_QUERY_TERMS]
+
+
+# The FTS5 tokenizer of memories_fts and chunks_fts (migrations 003, 004):
+# keyword relevance must see words exactly as the index does.
+_TOKENIZER = ("porter", ["unicode61", "remove_diacritics", "2"])
+
+
+def _tokens(conn: apsw.Connection, text: str) -> set[str]:
+    tokenizer = conn.fts5_tokenizer(*_TOKENIZER)
+    found = tokenizer(
+        text.encode("utf-8"),
+        apsw.FTS5_TOKENIZE_DOCUMENT,
+        None,
+        include_offsets=False,
+        include_colocated=False,
+    )
+    return {token for token in found if isinstance(token, str)}
+
+
+def term_coverage(conn: apsw.Connection, query: str, texts: Sequence[str]) -> list[float]:
+    """Keyword relevance: the share of the query's words each text contains, in [0, 1].
+
+    Words are :func:`query_words` of the query, cut into tokens by the FTS5
+    tokenizer of the keyword index (``porter unicode61 remove_diacritics 2``:
+    case, accents and English endings do not count). ``1.0``: the text has
+    every word searched for; ``0.5``: half of them. Unlike BM25 it does not
+    depend on the other items indexed or on the query's length, so one floor
+    means the same thing for every query.
+
+    Example:
+        >>> import apsw
+        >>> from abathur.search import term_coverage
+        >>> conn = apsw.Connection(":memory:")
+        >>> term_coverage(conn, "stock price of nvidia", ["NVIDIA stocks fell", "tea"])
+        [0.6666666666666666, 0.0]
+    """
+    wanted = _tokens(conn, " ".join(query_words(query)))
+    if not wanted:
+        return [0.0 for _ in texts]
+    return [len(wanted & _tokens(conn, text)) / len(wanted) for text in texts]
+
+
+def cached_similarity(
+    conn: apsw.Connection, model: str, query: np.ndarray, hashes: Sequence[str]
+) -> dict[str, float]:
+    """Cosine similarity of ``query`` with the cached vectors of texts, by content hash.
+
+    For hybrid relevance: an item the keyword side found but the vector side
+    did not rank still has its vector in ``embedding_cache`` (or, when not
+    embedded yet, is missing from the answer).
+    """
+    if not hashes:
+        return {}
+    rows = conn.execute(
+        "SELECT content_hash, vector FROM embedding_cache "
+        "WHERE model = ? AND content_hash IN (SELECT value FROM json_each(?))",
+        (model, json.dumps(sorted(set(hashes)))),
+    ).fetchall()
+    target = np.asarray(query, dtype=np.float64)
+    target_norm = float(np.linalg.norm(target)) or 1.0
+    out: dict[str, float] = {}
+    for text_hash, blob in rows:
+        vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
+        if vector.shape != target.shape:
+            continue
+        norm = float(np.linalg.norm(vector)) or 1.0
+        out[text_hash] = float(vector @ target) / (norm * target_norm)
+    return out
+
+
+def check_min_score(value: object) -> float | None:
+    """Return ``value`` as a float if it is a usable relevance floor, else raise.
+
+    A floor is ``None`` (no floor) or a finite number in [-1, 1]: relevance
+    is a cosine similarity (vector, hybrid) or a share of words (keyword).
+
+    Example:
+        >>> from abathur.search import check_min_score
+        >>> check_min_score(0.3), check_min_score(None)
+        (0.3, None)
+        >>> check_min_score(2)
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: min_score must be between -1 and 1, got 2
+    """
+    if value is None:
         return None
-    expression = " OR ".join(terms)
-    if columns:
-        expression = "{" + " ".join(columns) + "} : (" + expression + ")"
-    return expression
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"min_score must be a number or None, got {type(value).__name__}")
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise InvalidInputError(f"min_score must be between -1 and 1, got {value!r}")
+    return float(value)
 
 
 # Lucene's English stop words (also Elasticsearch's and Anserini's, whose BM25

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from typing import Any
 
 from abathur.errors import (
@@ -30,6 +31,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_ID_LENGTH",
     "MAX_JSON_DEPTH",
+    "check_duration",
     "check_id",
     "check_int",
     "check_text",
@@ -109,6 +111,33 @@ def check_int(
     else:
         bound = f"at most {INT64_MAX} (SQLite's largest integer)"
     raise InvalidInputError(f"{what} must be {bound}, got {show_number(value)}")
+
+
+def check_duration(value: object, what: str) -> float:
+    """Seconds in ``value``, a positive finite number of seconds or a :class:`~datetime.timedelta`.
+
+    Example:
+        >>> from datetime import timedelta
+        >>> from abathur.values import check_duration
+        >>> check_duration(90, "since"), check_duration(timedelta(minutes=5), "since")
+        (90.0, 300.0)
+        >>> check_duration(timedelta(0), "since")
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: since must be a positive duration, got ...
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()  # finite for every timedelta (at most ~8.6e13)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        kind = type(value).__name__
+        raise InvalidInputError(f"{what} must be seconds or a datetime.timedelta, got {kind}")
+    else:
+        # A huge integer would reach float() and its OverflowError.
+        seconds = float(value) if INT64_MIN <= value <= INT64_MAX else math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        shown = repr(value) if isinstance(value, timedelta) else show_number(value)
+        raise InvalidInputError(f"{what} must be a positive duration, got {shown}")
+    return seconds
 
 
 def check_id(value: object, what: str) -> str:

@@ -535,3 +535,27 @@ async def test_memories_written_through_abathur_are_found_as_text(
     )
     (rex,) = (await memory.search_memory(app_name="app", user_id="alice", query="Rex")).memories
     assert rex.content.parts[0].text == '{"dog": "Rex"}'
+
+
+# --- read-your-writes (issue 12) ----------------------------------------------------------------
+
+
+async def test_search_right_after_add_finds_it_by_vector(
+    ab: Abathur, memory: AbathurMemoryService
+) -> None:
+    # The bundled model, the worker off (``ab``), nothing drained: the query
+    # shares no word with e1 ("in" is a stop word), so only the vector side
+    # can find it, and it must see what add_session_to_memory just wrote.
+    await memory.add_session_to_memory(session(talk=TALK))
+    assert (await ab.embeddings.status()).queue_depth == 3
+    assert await ids(memory, "winter holiday in the Alps") == ["e1"]
+    assert (await ab.embeddings.status()).queue_depth == 0
+
+
+async def test_search_right_after_add_with_the_worker_running(tmp_path: Path) -> None:
+    # As an agent runs it: a service on a path, the background worker on.
+    async with AbathurMemoryService(tmp_path / "a.db") as memory:
+        await memory.add_session_to_memory(session(talk=TALK))
+        assert await ids(memory, "winter holiday in the Alps") == ["e1"]
+        await memory.add_session_to_memory(session("s2", talk={"n1": "my passport expires"}))
+        assert await ids(memory, "travel documents") == ["n1"]

@@ -72,7 +72,15 @@ def test_sync_then_search_then_sync_again(project: Path) -> None:
     assert (found["kind"], found["mode"], found["is_degraded"]) == ("documents", "hybrid", False)
     assert found["hits"][0]["path"] == "runbooks/restore.md"
     assert found["hits"][0]["heading"] == "Restore"
-    assert set(found["hits"][0]) == {"root", "path", "heading", "text", "ordinal", "score"}
+    assert set(found["hits"][0]) == {
+        "root",
+        "path",
+        "heading",
+        "text",
+        "ordinal",
+        "score",
+        "relevance",
+    }
 
     scoped = ok_json(
         abathur(

@@ -123,7 +123,7 @@ async def _costs_and_stats(ab: Abathur) -> dict[str, Any]:
     # Without the embedder the report shows what was embedded; search falls back to keyword.
     with contextlib.suppress(EmbedderError):
         await ab.embeddings.drain()
-    context = await ab.memory.context(PREFIX, "how should the agent answer alice", max_tokens=40)
+    context = await ab.memory.context(PREFIX, "greet alice: language, style", max_tokens=40)
     report = await ab.costs.report(since="1d", by="model")
     found = await ab.analytics.stats(days=7)
     return {

@@ -109,6 +109,12 @@ _COMPACT_MIN_DEAD = 1000
 _QUERY_CACHE_SIZE = 512
 # Jobs a budget holds back (block, degrade) are looked at again this often.
 _BUDGET_RECHECK_S = 60.0
+# A fresh search embeds at most this many batches inline (embed_batch_size each).
+_INLINE_MAX_BATCHES = 1000
+
+#: ``(SQL, named params)`` naming queued jobs: rows ``(id, kind, ref_id,
+#: content_hash)``, with a ``:limit`` parameter (see ``EmbeddingService._embed_now``).
+JobSelect = tuple[str, dict[str, Any]]
 
 # ---------------------------------------------------------------------------
 # SQL
@@ -596,9 +602,18 @@ class EmbeddingService:
     # -- one batch -----------------------------------------------------------
 
     def _read_batch(
-        self, conn: apsw.Connection, *, ready_before: float, max_id: float, limit: int
+        self,
+        conn: apsw.Connection,
+        *,
+        ready_before: float,
+        max_id: float,
+        limit: int,
+        select: JobSelect | None = None,
     ) -> tuple[list[_Job], set[str]]:
-        if self.is_probe:
+        if select is not None:  # fresh=True: the jobs of one search's scope
+            sql, params = select
+            rows = conn.execute(sql, {**params, "limit": limit}).fetchall()
+        elif self.is_probe:
             rows = conn.execute(SQL_HELD_JOBS, (HELD_NOT_BEFORE, max_id, limit)).fetchall()
         else:
             rows = conn.execute(SQL_READY_JOBS, (ready_before, max_id, limit)).fetchall()
@@ -631,8 +646,10 @@ class EmbeddingService:
             }
         return jobs, cached
 
-    async def _step(self, *, ready_before: float, max_id: float) -> _Totals | None:
-        """Embed one batch of ready jobs; None when there was none.
+    async def _step(
+        self, *, ready_before: float, max_id: float, select: JobSelect | None = None
+    ) -> _Totals | None:
+        """Embed one batch of ready jobs (or those ``select`` names); None when there was none.
 
         Raises:
             EmbedderUnavailableError: the embedder is down (the batch's jobs
@@ -648,6 +665,7 @@ class EmbeddingService:
                     ready_before=ready_before,
                     max_id=max_id,
                     limit=self._db.settings.embed_batch_size,
+                    select=select,
                 )
             )
             if not jobs:
@@ -845,6 +863,43 @@ class EmbeddingService:
         self._flush_usage(conn)
         if not self.is_probe:
             search.apply_vector_deletes(conn)
+
+    # -- read-your-writes ----------------------------------------------------
+
+    async def _embed_now(self, select: JobSelect) -> int:
+        """Embed the jobs ``select`` names now, inline, batch after batch (``fresh=True``).
+
+        ``select`` is ``(SQL, named params)`` of a query returning ``(id, kind,
+        ref_id, content_hash)`` rows of queued jobs, with a ``:limit``; a service
+        builds it for the items of one search's scope. Jobs in backoff are tried
+        at once; failed ones are left.
+
+        Safe beside a worker (of this or another process) embedding the same
+        jobs: :meth:`_apply` finishes each job by ``(id, kind, ref_id)`` and
+        only the batch whose delete removed the job inserts its vector, so a
+        vector is never inserted twice (tests/unit/test_fresh.py races them).
+
+        Returns:
+            Vectors written (0 when there was nothing to do, or the embedder is
+            known to be down: the caller's search then says what it could not see).
+
+        Raises:
+            EmbedderError: the embedder failed (unavailable: the jobs were
+                postponed as the worker would).
+        """
+        if self.embedder is None or self._closed or time.time() < self._paused_until:
+            return 0
+        written = 0
+        # Each batch finishes, fails or holds back every job it read, so the
+        # loop ends; the cap only bounds a scope that writers keep refilling.
+        for _ in range(_INLINE_MAX_BATCHES):
+            step = await self._step(ready_before=math.inf, max_id=math.inf, select=select)
+            if step is None:
+                break
+            written += step.embedded
+            if step.waiting and step.waiting == step.jobs:
+                break  # only jobs a used-up budget holds back are left
+        return written
 
     # -- the background worker ---------------------------------------------
 

@@ -20,11 +20,13 @@ Search is abathur's hybrid search (keyword BM25 fused with vector
 similarity) over the (app, user) namespace, and keeps only hits relevant
 enough, so an unrelated query returns nothing instead of "the ten least bad".
 Hybrid ranking is by reciprocal rank fusion, which says nothing about
-relevance (every memory gets a rank), so relevance is judged on the cosine
-similarity of each hit to the query, read from a vector search of the same
-namespace: a hit is kept when it is at least ``min_similarity``. A hit that
-has no vector yet (written a moment ago, not embedded) is kept on its keyword
-match. When search cannot use vectors at all (no embedder, embedder down),
+relevance (every memory gets a rank), so relevance is judged on each hit's
+``relevance``, its cosine similarity to the query: a hit is kept when it is at
+least ``min_similarity``. Searches are ``fresh``: memories written a moment
+ago (``add_session_to_memory`` just before) are embedded inline first, so
+they are found by vector search at once (a hit that still has no vector, the
+embedder failing, is judged on the share of the query's words it holds).
+When search cannot use vectors at all (no embedder, embedder down),
 abathur falls back to keyword search and every keyword hit is kept, which is
 ADK's in-memory rule (any shared word), except that English stop words count
 only in a query made of nothing else (:data:`abathur.search.STOP_WORDS`).
@@ -34,7 +36,8 @@ Where this differs from ADK's ``InMemoryMemoryService``, on purpose:
 * Search is abathur's ranked hybrid search, not "most shared words", and has
   a relevance threshold (``min_similarity``); results are ordered best first.
 * ``add_memory`` is supported (the in-memory service raises
-  ``NotImplementedError``); ``custom_metadata`` takes ``ttl`` (seconds) and
+  ``NotImplementedError``); ``custom_metadata`` takes ``ttl`` (seconds or a
+  ``datetime.timedelta``) and
   ``metadata`` (a dict stored with each memory); other keys are ignored, as
   services ignore keys they do not know.
 * Events without text (only images, only function calls) are not stored:
@@ -71,7 +74,7 @@ import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -165,6 +168,8 @@ def _options(custom_metadata: Mapping[str, object] | None) -> tuple[float | None
             f"custom_metadata must be a mapping, got {type(custom_metadata).__name__}"
         )
     ttl = custom_metadata.get("ttl")
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
     if ttl is not None and (
         isinstance(ttl, bool)
         or not isinstance(ttl, int | float)
@@ -172,7 +177,8 @@ def _options(custom_metadata: Mapping[str, object] | None) -> tuple[float | None
         or ttl <= 0
     ):
         raise errors.InvalidInputError(
-            f"custom_metadata['ttl'] must be a positive number of seconds, got {ttl!r}"
+            "custom_metadata['ttl'] must be a positive number of seconds or a timedelta, "
+            f"got {ttl!r}"
         )
     extra = custom_metadata.get("metadata") or {}
     if not isinstance(extra, Mapping):
@@ -371,7 +377,7 @@ class AbathurMemoryService(BaseMemoryService):
             user_id: the user.
             events: the events; those without text are skipped.
             session_id: the session they come from, kept with each memory.
-            custom_metadata: ``ttl`` (seconds until the memories expire) and
+            custom_metadata: ``ttl`` (seconds or a timedelta until the memories expire) and
                 ``metadata`` (a dict kept with each memory); other keys are ignored.
 
         Raises:
@@ -439,7 +445,7 @@ class AbathurMemoryService(BaseMemoryService):
             app_name: the application.
             user_id: the user.
             memories: the entries; those without text are skipped.
-            custom_metadata: ``ttl`` (seconds) and ``metadata`` (a dict merged
+            custom_metadata: ``ttl`` (seconds or a timedelta) and ``metadata`` (a dict merged
                 under each entry's own ``custom_metadata``); other keys are ignored.
 
         Raises:
@@ -569,25 +575,18 @@ class AbathurMemoryService(BaseMemoryService):
         query = query[:MAX_QUERY_CHARS]
         namespace = namespace_for(app_name, user_id)
         ab = await self._store.get()
-        # Read before searching: with nothing queued now, every memory a search
-        # can find has its vector, and one outside the vector ranking is there
-        # because it ranked too low, not because the worker is behind.
-        is_pending = (await ab.embeddings.status()).queue_depth > 0
-        k = min(_MAX_K, max(_DEPTH, 2 * self.max_results))
-        found = await ab.memory.search(query, prefix=namespace, k=k, mode="hybrid")
+        # fresh=True: what add_session_to_memory just wrote is embedded before
+        # the search (read-your-writes), so the vector side sees it too.
+        found = await ab.memory.search(
+            query,
+            prefix=namespace,
+            k=min(_MAX_K, max(_DEPTH, 2 * self.max_results)),
+            mode="hybrid",
+            fresh=True,
+        )
         hits = found.hits
-        if found.mode == "hybrid" and hits:
-            ranked = await ab.memory.search(
-                query, prefix=namespace, k=min(_MAX_K, 2 * k), mode="vector"
-            )
-            if ranked.mode == "vector":  # else the embedder just went away: keep keyword's rule
-                similarity = {h.key: h.score for h in ranked.hits}
-                hits = [
-                    h
-                    for h in hits
-                    if similarity.get(h.key, -math.inf) >= self.min_similarity
-                    or (h.key not in similarity and is_pending)
-                ]
+        if found.mode != "keyword":  # else: keyword's rule, any shared word
+            hits = [h for h in hits if h.relevance >= self.min_similarity]
         return SearchMemoryResponse(memories=[_entry(h) for h in hits[: self.max_results]])
 
     async def delete_memory(
