@@ -522,3 +522,30 @@ def test_an_ollama_error_body_echoing_the_credential_never_reaches_output_logs_o
     stored = b"".join(p.read_bytes() for p in project.glob("agent.db*") if p.is_file())
     for secret in (PASSWORD, quote(PASSWORD, safe=""), sent.split()[1], API_KEY):
         assert secret.encode() not in stored, f"{secret!r} was written to the database"
+
+
+async def test_search_fresh_sees_what_was_just_written_and_min_score_drops_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Written with no worker and never drained: only --fresh can make them vector hits.
+    async with Abathur.open(tmp_path / "agent.db", embed_worker=False) as ab:
+        await ab.memory.put("user:alice:preferences", "language", "She speaks French at home")
+        await ab.memory.put("user:alice:preferences", "pet", "A grey cat called Miso")
+        await ab.memory.put("user:alice:garden", "plants", "Tomatoes and basil on the balcony")
+    common = ["search", "--db", "agent.db", "which language does she speak", "--memories",
+              "--prefix", "user:alice", "--mode", "vector", "--json"]  # fmt: skip
+    stale = ok_json(abathur(*common, cwd=tmp_path))
+    assert stale["pending"] == 3 and stale["is_degraded"]  # nothing embedded: keyword instead
+    fresh = ok_json(abathur(*common, "--fresh", cwd=tmp_path))
+    assert fresh["mode"] == "vector" and not fresh["is_degraded"] and fresh["pending"] == 0
+    assert len(fresh["hits"]) == 3
+    assert fresh["hits"][0]["key"] == "language"
+    floor = fresh["hits"][0]["relevance"] - 1e-6  # only the best hit reaches it
+    assert fresh["hits"][1]["relevance"] < floor
+    floored = ok_json(abathur(*common, "--min-score", str(floor), cwd=tmp_path))
+    assert [h["key"] for h in floored["hits"]] == ["language"]
+    human = abathur(*common[:-1], "--min-score", str(floor), cwd=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert "relevance" in human.stdout and "user:alice:preferences / language" in human.stdout
+    bad = abathur(*common, "--min-score", "high", cwd=tmp_path)
+    assert bad.returncode == 2 and "--min-score" in bad.stderr

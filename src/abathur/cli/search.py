@@ -288,6 +288,19 @@ def _sync_human(data: dict[str, Any]) -> str:
 @click.option(
     "-k", "k", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many hits."
 )
+@click.option(
+    "--min-score",
+    type=float,
+    default=None,
+    help="Keep only hits whose relevance reaches this: cosine (-1..1) in vector and hybrid "
+    "mode, share of the query's words (0..1) in keyword mode.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="First embed what in scope is still waiting to be embedded (loads the model), "
+    "so vector and hybrid see everything written before.",
+)
 @standard_options
 def search(
     *,
@@ -298,6 +311,8 @@ def search(
     prefix: str | None,
     mode: Literal["keyword", "vector", "hybrid"],
     k: int,
+    min_score: float | None,
+    fresh: bool,
 ) -> None:
     """Search the synced documents (or, with --memories, the memories) for QUERY.
 
@@ -310,6 +325,8 @@ def search(
       abathur search --db ./agent.db "how do I restore a backup"
       abathur search --db ./agent.db "rollback procedure" --prefix runbooks -k 3 --json
       abathur search --db ./agent.db "what language" --memories --prefix user:alice
+      abathur search --db ./agent.db "what language" --memories --prefix user:alice \\
+          --fresh --min-score 0.3
     """
     if not is_docs and prefix is None:
         raise click.UsageError("--memories needs --prefix NAMESPACE (e.g. --prefix user:alice)")
@@ -319,10 +336,14 @@ def search(
         await Database.plan_migrations(db_path)
         async with Abathur.open(db_path, embed_worker=False) as ab:
             if is_docs:
-                result = await ab.documents.search(query, k=k, mode=mode, path_prefix=prefix)
+                result = await ab.documents.search(
+                    query, k=k, mode=mode, path_prefix=prefix, min_score=min_score, fresh=fresh
+                )
             else:
                 assert prefix is not None
-                result = await ab.memory.search(query, prefix=prefix, k=k, mode=mode)
+                result = await ab.memory.search(
+                    query, prefix=prefix, k=k, mode=mode, min_score=min_score, fresh=fresh
+                )
         return {
             "path": str(db_path.absolute()),
             "kind": "documents" if is_docs else "memories",
@@ -350,7 +371,9 @@ def _search_human(data: dict[str, Any]) -> str:
         else:
             where = f"{hit['namespace']} / {hit['key']}"
             body = json_text(hit["value"])  # JSON, as everywhere: "fr" and 1 stay apart
-        lines.append(f"{rank}. {where}  (score {hit['score']:.4f})")
+        lines.append(
+            f"{rank}. {where}  (score {hit['score']:.4f}, relevance {hit['relevance']:.3f})"
+        )
         lines.append(f"   {_one_line(body)}")
     return "\n".join(lines)
 
