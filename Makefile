@@ -56,10 +56,16 @@ PYENV_ROOT ?= $(HOME)/.pyenv
 PYTHON312  ?= $(lastword python3.12 $(wildcard $(PYENV_ROOT)/versions/3.12.*/bin/python3.12))
 PYTHON313  ?= $(lastword python3.13 $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3.13))
 # The lighter run: the full suite runs once, on 3.11 with the pins (`make
-# test`); the other runs skip the tests marked slow and give the fuzzer its
-# `dev` profile (the fuzzer's finds do not depend on the Python version).
+# test`). The other runs skip the tests marked slow, give the fuzzer its `dev`
+# profile (its finds do not depend on the Python version), and leave out the
+# operator tooling's end-to-end files: each of their tests starts several
+# `abathur` processes (half the suite's time), over library code the unit tests
+# cover, while tests/integration/test_cli.py still runs every command once.
 LIGHT := HYPOTHESIS_PROFILE=dev
-LIGHT_ARGS := -q -p no:cacheprovider -m "not slow"
+LIGHT_SKIP := test_cli_ops test_cli_search test_cli_archive_cost_stats test_cli_purge \
+	test_cli_transfer
+LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
+	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py)
 
 # $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
 ALL_EXTRAS    := dev,adk,langgraph
