@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test fuzz test-model export-model lint bench clean lock docs
+.PHONY: test-3.12 test-3.13 test-lowest dist test-dist
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
@@ -61,6 +62,73 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
+# The other supported Pythons and the lowest bounds (issue 12), each in its own
+# venv. Defaults find pyenv's 3.12.x/3.13.x, else python3.12/python3.13 on PATH.
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON312  ?= $(lastword python3.12 $(wildcard $(PYENV_ROOT)/versions/3.12.*/bin/python3.12))
+PYTHON313  ?= $(lastword python3.13 $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3.13))
+# The lighter run: the full suite runs once, on 3.11 with the pins (`make
+# test`). The other runs skip the tests marked slow, give the fuzzer its `dev`
+# profile (its finds do not depend on the Python version), and leave out the
+# operator tooling's end-to-end files: each of their tests starts several
+# `abathur` processes (half the suite's time), over library code the unit tests
+# cover, while tests/integration/test_cli.py still runs every command once.
+LIGHT := HYPOTHESIS_PROFILE=dev
+LIGHT_SKIP := test_cli_ops test_cli_search test_cli_archive_cost_stats test_cli_purge \
+	test_cli_transfer
+LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
+	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py)
+
+# $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
+ALL_EXTRAS    := dev,adk,langgraph
+# google-adk needs pydantic >= 2.12, above pydantic's floor: no adk extra there.
+LOWEST_EXTRAS := dev,langgraph
+define venv
+$(1)/.installed: pyproject.toml $(3)
+	@command -v $(2) >/dev/null 2>&1 || { echo "need $(2) (set it on the make command line)" >&2; exit 2; }
+	rm -rf $(1)
+	$(2) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet -c $(3) -e '.[$(4)]'
+	@touch $(1)/.installed
+endef
+$(eval $(call venv,.venv-3.12,$(PYTHON312),constraints.txt,$(ALL_EXTRAS)))
+$(eval $(call venv,.venv-3.13,$(PYTHON313),constraints.txt,$(ALL_EXTRAS)))
+$(eval $(call venv,.venv-lowest,$(PYTHON),constraints-lowest.txt,$(LOWEST_EXTRAS)))
+
+test-3.12: .venv-3.12/.installed
+	$(LIGHT) .venv-3.12/bin/python -m pytest $(LIGHT_ARGS)
+
+test-3.13: .venv-3.13/.installed
+	$(LIGHT) .venv-3.13/bin/python -m pytest $(LIGHT_ARGS)
+
+# Every runtime dependency at its lower bound (constraints-lowest.txt), on 3.11.
+test-lowest: .venv-lowest/.installed
+	$(LIGHT) .venv-lowest/bin/python -m pytest $(LIGHT_ARGS)
+
+# The wheel and the sdist in dist/, checked by twine. build and twine live in
+# their own venv (.venv-tools), pinned in constraints.txt like everything else.
+TOOLS_VENV  := .venv-tools
+TOOLS_BIN   := $(TOOLS_VENV)/bin
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+
+$(TOOLS_STAMP): constraints.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_BIN)/python -m pip install --quiet -c constraints.txt build twine
+	@touch $(TOOLS_STAMP)
+
+dist: $(TOOLS_STAMP)
+	rm -rf dist
+	$(TOOLS_BIN)/python -m build --outdir dist .
+	$(TOOLS_BIN)/twine check --strict dist/*
+	@ls -l dist
+
+# The built wheel in fresh 3.12 and 3.13 venvs (tests/dist): the README tour,
+# `abathur --version` and a CLI command, from the installed wheel. Minutes, not
+# part of `make test`; .ci/run runs it.
+test-dist: dist $(STAMP)
+	ABATHUR_DIST_DIR=dist ABATHUR_DIST_PYTHONS="$(PYTHON312):$(PYTHON313)" \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/dist
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
 	$(BIN)/ruff format --check src tests benchmarks model_tests scripts
@@ -70,14 +138,17 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,ops,rounds
 
 # Re-pin every transitive dependency after changing pyproject.toml.
-# Pins of .venv and, when it exists, .venv-bench (the bench extra's peers).
-lock: $(STAMP)
+# Pins of .venv, .venv-tools (build, twine) and, when it exists, .venv-bench
+# (the bench extra's peers).
+lock: $(STAMP) $(TOOLS_STAMP)
 	{ $(BIN)/python -m pip freeze --exclude-editable; \
+	  $(TOOLS_BIN)/python -m pip freeze; \
 	  if [ -x $(BENCH_BIN)/python ]; then $(BENCH_BIN)/python -m pip freeze --exclude-editable; fi; \
 	} | sort -f -u > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .ruff_cache .benchmarks site
+	rm -rf $(VENV) $(MODEL_VENV) .venv-3.12 .venv-3.13 .venv-lowest $(TOOLS_VENV) dist \
+		.pytest_cache .ruff_cache .benchmarks site
 
 # Peer benchmarks (issue 6): abathur vs ADK's session services and LangGraph's
 # AsyncSqliteStore, plus abathur's growth curves (benchmarks/README.md, "Peers"

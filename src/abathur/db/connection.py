@@ -69,7 +69,7 @@ def check_environment() -> Versions:
     if _parse(sqlite) < MIN_SQLITE:
         raise IncompatibleEnvironmentError(
             f"SQLite {sqlite} is older than {'.'.join(map(str, MIN_SQLITE))}, which has the "
-            "WAL-reset corruption bug; install the pinned apsw wheel (it bundles its own SQLite)"
+            "WAL-reset corruption bug; install apsw >= 3.51.3.0 (its wheels bundle SQLite)"
         )
     probe = apsw.Connection(":memory:")
     try:

@@ -128,8 +128,8 @@ class _Worker(aiosqlite.Connection):
     """An aiosqlite connection whose thread owns one prepared apsw connection.
 
     aiosqlite's own methods assume the stdlib sqlite3 API; we only use its
-    thread-and-queue machinery, through ``_execute`` (aiosqlite is pinned
-    exactly, and tests/unit/test_db.py exercises this path on every run).
+    thread-and-queue machinery, through ``_execute`` (pyproject.toml bounds
+    aiosqlite to 0.22.x, and tests/unit/test_db.py exercises this path on every run).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
