@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,adk,langgraph]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,adk,langgraph,mcp]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -80,7 +80,7 @@ LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
 	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py)
 
 # $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
-ALL_EXTRAS    := dev,adk,langgraph
+ALL_EXTRAS    := dev,adk,langgraph,mcp
 # google-adk needs pydantic >= 2.12, above pydantic's floor: no adk extra there.
 LOWEST_EXTRAS := dev,langgraph
 define venv

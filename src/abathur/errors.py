@@ -33,6 +33,7 @@ the class also derives from it, so ``except ValueError`` or
     ├── CorruptArchiveError                       archive.corrupt
     ├── BackupKeyError (ValueError)               backup.key
     ├── BudgetExceededError                       budget.exceeded
+    ├── PermissionDeniedError                     permission_denied
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
         ├── DatabaseInUseError                    db.in_use
@@ -73,6 +74,7 @@ __all__ = [
     "InvalidTransitionError",
     "MemoryNotFoundError",
     "NotFoundError",
+    "PermissionDeniedError",
     "SchemaError",
     "SessionNotFoundError",
     "StaleSessionError",
@@ -426,3 +428,12 @@ class BackupSpaceError(DatabaseError):
             "needed_bytes": self.needed,
             "free_bytes": self.free,
         }
+
+
+class PermissionDeniedError(AbathurError):
+    """The caller may not do this: a read-only MCP token writing, a scope it does not hold.
+
+    Nothing was read or written.
+    """
+
+    code = "permission_denied"

@@ -52,6 +52,7 @@ ARGS: dict[tuple[str, ...], list[str]] = {
     ("backup", "unpin"): ["{backup}"],
     ("backup", "verify"): ["{backup}"],
     ("export",): ["{tmp}/out.jsonl"],
+    ("mcp",): ["--scope", "user:nobody"],
     ("memory", "get"): ["user:nobody", "key"],
     ("memory", "history"): ["user:nobody", "key"],
     ("memory", "list"): ["user:nobody"],

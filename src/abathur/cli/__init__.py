@@ -5,7 +5,7 @@ info; ``demo.py``: demo; ``check.py``: check; ``backup.py``: backup, backup
 list, backup verify, restore; ``health.py``: health, metrics; ``search.py``:
 sync, unsync, search, reindex; ``archive.py``: archive run, list, show, restore;
 ``cost.py``: cost report; ``stats.py``: stats; ``transfer.py``: export,
-import; ``purge.py``: purge; ``memory.py``, ``sessions.py``, ``tasks.py``: the
+import; ``purge.py``: purge; ``mcp.py``: mcp; ``memory.py``, ``sessions.py``, ``tasks.py``: the
 memory, session and task views); ``options.py`` holds what they share.
 
 A command's module is imported when that command runs, not before (the
@@ -68,6 +68,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": (
         "abathur.cli.database:init",
         "Create the database file and bring its schema up to date.",
+    ),
+    "mcp": (
+        "abathur.cli.mcp:mcp",
+        "Serve the memory to MCP clients (Claude, Cursor...): stdio, or HTTP with tokens.",
     ),
     "memory": (
         "abathur.cli.memory:memory",
