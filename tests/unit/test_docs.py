@@ -29,6 +29,7 @@ MODULES = sorted(
 INTEGRATIONS = {
     "abathur.integrations.adk": "google.adk",
     "abathur.integrations.langgraph": "langgraph",
+    "abathur.integrations.mcp": "mcp",
 }
 
 
