@@ -81,7 +81,7 @@ LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
 
 # $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
 ALL_EXTRAS    := dev,adk,langgraph,mcp
-# google-adk needs pydantic >= 2.12, above pydantic's floor: no adk extra there.
+# google-adk and mcp need pydantic >= 2.12, above pydantic's floor: no adk or mcp extra there.
 LOWEST_EXTRAS := dev,langgraph
 define venv
 $(1)/.installed: pyproject.toml $(3)

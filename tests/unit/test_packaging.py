@@ -24,7 +24,7 @@ RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 # The extras users install; `bench` stays exact for reproducible benchmark runs.
 EXTRAS = {
     name: [Requirement(r) for r in PROJECT["optional-dependencies"][name]]
-    for name in ("dev", "adk", "langgraph")
+    for name in ("dev", "adk", "langgraph", "mcp")
 }
 
 
@@ -78,7 +78,7 @@ def test_runtime_floors_are_what_test_lowest_installs() -> None:
 @pytest.mark.parametrize(
     ("name", "extras"),
     [
-        ("constraints.txt", ("dev", "adk", "langgraph")),
+        ("constraints.txt", ("dev", "adk", "langgraph", "mcp")),
         ("constraints-lowest.txt", ("dev", "langgraph")),
     ],
 )
