@@ -135,6 +135,9 @@ async def test_each_token_sees_its_scope_only_and_read_only_cannot_write(url: st
     async with connect(url, TOKENS["bob"]) as bob:
         found = await call(bob, "memory_search", query="okapi", mode="keyword")
         assert found["hits"] == []
+        # Resources too are the token's: its scope, nobody else's counts.
+        stats = json.loads((await bob.read_resource("abathur://stats")).contents[0].text)  # type: ignore[union-attr]
+        assert (stats["scope"], stats["memories"], stats["read_only"]) == ("user:bob", 0, False)
         assert (await call(bob, "memory_get", namespace="prefs", key="lang"))["found"] is False
     async with connect(url, TOKENS["alice-ro"]) as reader:
         got = await call(reader, "memory_get", namespace="prefs", key="lang")
