@@ -7,6 +7,9 @@ resources/read) and checks what it gets back and what the file holds after.
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -246,3 +249,24 @@ async def test_resources_and_the_prompt(db: Abathur) -> None:
         assert [p.name for p in prompts] == ["use_memory"]
         prompt = await client.get_prompt("use_memory")
         assert "memory_context" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+def test_building_a_server_leaves_the_hosts_logging_alone(tmp_path: Path) -> None:
+    # The SDK's MCPServer() calls logging.basicConfig; a library must not. In a
+    # fresh process, as pytest's own handlers would hide it here.
+    code = (
+        "import asyncio, logging, sys\n"
+        "from abathur import Abathur\n"
+        "from abathur.integrations.mcp.scope import Grant\n"
+        "from abathur.integrations.mcp.server import build_server\n"
+        "async def main():\n"
+        f"    async with Abathur.open({str(tmp_path / 'a.db')!r}, embedder='none') as ab:\n"
+        "        build_server(ab, grant=Grant(scope='user:a'))\n"
+        "asyncio.run(main())\n"
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), root.level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", str(logging.WARNING)]

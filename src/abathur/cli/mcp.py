@@ -117,9 +117,15 @@ def mcp(
             "abathur mcp needs the MCP SDK: pip install 'abathur[mcp]'"
         ) from None
 
+    import logging
+    import sys
+
     import anyio
 
     from abathur.integrations.mcp import run
+
+    # The SDK and uvicorn log through stdlib logging: to stderr, never stdout.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
     from abathur.integrations.mcp.scope import Grant
     from abathur.integrations.mcp.tokens import load_tokens
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
@@ -202,14 +203,23 @@ def build_server(
         raise ValueError("give exactly one of grant and tokens")
     srv = _Server(ab, grant=grant, tokens=tokens)
     limit = ab.settings.max_value_bytes
-    mcp = MCPServer(
-        "abathur",
-        title="abathur memory",
-        instructions=INSTRUCTIONS,
-        version=__version__,
-        auth=auth,
-        token_verifier=token_verifier,
-    )
+    # MCPServer() calls logging.basicConfig (a handler on the root logger): a
+    # library must not configure its host's output, so that is undone here.
+    # `abathur mcp` sends stdlib logging to stderr itself.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        mcp = MCPServer(
+            "abathur",
+            title="abathur memory",
+            instructions=INSTRUCTIONS,
+            version=__version__,
+            auth=auth,
+            token_verifier=token_verifier,
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
     @mcp.tool(annotations=_READ)
     @_tool_errors
