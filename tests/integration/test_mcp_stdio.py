@@ -170,3 +170,15 @@ def test_a_missing_database_is_not_created(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == EXIT_ERROR and "[db.error]" in done.stderr
     assert not missing.exists()
+
+
+async def test_read_only_and_documents_flags_reach_the_grant(db: Path) -> None:
+    async with Client(server(db, "--scope", "team:ops", "--read-only", "--documents", "*")) as c:
+        put = await c.call_tool("memory_put", {"namespace": "n", "key": "k", "value": 1})
+        assert put.is_error
+        assert put.structured_content["error"]["code"] == "permission_denied"  # type: ignore[index]
+        docs = await c.call_tool("documents_search", {"query": "anything"})
+        assert not docs.is_error and docs.structured_content["hits"] == []  # type: ignore[index]
+    async with Client(server(db, "--scope", "team:ops")) as c:
+        docs = await c.call_tool("documents_search", {"query": "anything"})
+        assert docs.structured_content["error"]["code"] == "permission_denied"  # type: ignore[index]
