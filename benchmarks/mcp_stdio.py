@@ -72,7 +72,9 @@ async def measure(path: Path, calls: int, embedder: str) -> dict[str, object]:
                 await client.call_tool("memory_search", {"query": text(i), "mode": mode})
             times: list[float] = []
             for i in range(calls):
-                query = f"who likes {TOPICS[i % len(TOPICS)]} from {PLACES[i % len(PLACES)]}"
+                # Each query distinct: the embedding cache would answer a repeated one.
+                topic, place = TOPICS[i % len(TOPICS)], PLACES[i % len(PLACES)]
+                query = f"who likes {topic} from {place}, call {i}"
                 started = time.perf_counter()
                 reply = await client.call_tool(
                     "memory_search", {"query": query, "mode": mode, "k": 10}
