@@ -8,10 +8,12 @@ tests/integration/test_mcp.py.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import structlog
 
 from abathur.errors import InvalidInputError, InvalidNamespaceError, PermissionDeniedError
 from abathur.integrations.mcp.scope import ALL_DOCUMENTS, Grant
@@ -145,3 +147,23 @@ def test_a_wrong_tokens_file_is_refused_with_the_reason(text: str, match: str) -
 def test_an_unreadable_tokens_file_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="cannot read"):
         load_tokens(tmp_path / "missing.json")
+
+
+def test_without_the_sdk_abathur_mcp_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from abathur import logs
+    from abathur.cli import main
+
+    db = tmp_path / "agent.db"
+    assert CliRunner().invoke(main, ["init", "--db", str(db)]).exit_code == 0
+    monkeypatch.setitem(sys.modules, "mcp", None)  # as if the extra were not installed
+    try:
+        result = CliRunner().invoke(main, ["mcp", "--db", str(db), "--scope", "user:a"])
+    finally:  # the command configured logging to CliRunner's stream, gone now
+        structlog.reset_defaults()
+        logs.install_library_defaults()
+    assert result.exit_code == 3, result.output
+    assert "[mcp.not_installed]" in result.stderr and "abathur[mcp]" in result.stderr
