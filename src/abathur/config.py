@@ -321,7 +321,8 @@ def settings_table() -> str:
     """
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
+        # validated_data: pydantic 2.10 requires it with call_default_factory (later ones do not).
+        default = field.get_default(call_default_factory=True, validated_data={})
         if default is None:
             shown = "none"
         elif isinstance(default, Path | str):
