@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fuzz test-model export-model lint bench clean lock docs
+.PHONY: run test typecheck fuzz test-model export-model lint bench clean lock docs
 .PHONY: test-3.12 test-3.13 test-lowest dist test-dist
 
 $(STAMP): pyproject.toml constraints.txt
@@ -20,7 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The type checker alone (pyproject.toml [tool.mypy]: strict on abathur.stores
+# and abathur.backends).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # The fuzzer (tests/fuzz: hypothesis over every public call and the CLI's
 # arguments) for about ten minutes; `make test` runs its short `ci` profile.

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from abathur import Abathur, logs
+from abathur.backends.sqlite.connection import connect
 from abathur.config import Settings
-from abathur.db.connection import connect
 from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.search import VectorFilter, vector_candidates, vector_search
 from benchmarks import build_corpus

@@ -1,15 +1,15 @@
-"""Shared fixtures: a real database file per test, and a way to prove a failed
-call left it exactly as it was."""
+"""Shared fixtures: a real database per test on every registered backend
+(tests/backends.py), and a way to prove a failed call left it exactly as it was."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import apsw
 import pytest
 
 from abathur import Abathur
+from tests.backends import BACKENDS, BackendHandle, backend_of, divergence
 
 
 @pytest.fixture
@@ -18,15 +18,50 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "agent.db"
 
 
+@pytest.fixture(params=BACKENDS, ids=lambda spec: spec.name)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendHandle:
+    """A registered backend (tests/backends.py) and a fresh database target on it."""
+    return BackendHandle(request.param, request.param.target(tmp_path))
+
+
 @pytest.fixture
-async def ab(db_path: Path) -> AsyncIterator[Abathur]:
-    """An open Abathur on a fresh file, closed after the test.
+async def ab(backend: BackendHandle) -> AsyncIterator[Abathur]:
+    """An open Abathur on a fresh database of ``backend``, closed after the test.
 
     No background embedding worker: it would write between the two snapshots
     of ``assert_unchanged``. Tests of the worker open their own database.
     """
-    async with Abathur.open(db_path, embed_worker=False) as opened:
+    async with backend.open(embed_worker=False) as opened:
         yield opened
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): tests SQLite internals, so it runs on the sqlite backend only",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A backend's recorded divergence turns its test into a strict xfail there;
+    a ``sqlite_only`` test runs on no other backend."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("backend")
+        if spec is None:
+            kept.append(item)
+            continue
+        if spec.name != "sqlite" and item.get_closest_marker("sqlite_only"):
+            dropped.append(item)
+            continue
+        reason = divergence(spec, getattr(item, "originalname", item.name))
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(reason=f"{spec.name}: {reason}", strict=True))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 async def snapshot(ab: Abathur) -> dict[str, list[tuple]]:
@@ -35,21 +70,7 @@ async def snapshot(ab: Abathur) -> dict[str, list[tuple]]:
     Use it around a call that must fail: ``before == after`` proves the call
     changed nothing (``assert_unchanged`` does exactly that).
     """
-
-    def dump(conn: apsw.Connection) -> dict[str, list[tuple]]:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        # Table names come from sqlite_schema, not from a caller.
-        return {
-            t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables
-        }
-
-    return await ab.db.read(dump)
+    return await backend_of(ab).snapshot(ab)
 
 
 class assert_unchanged:

@@ -41,8 +41,8 @@ from typing import Any, Literal
 import apsw
 import structlog
 
+from abathur.backends.sqlite import Database
 from abathur.costs import parse_duration
-from abathur.db import Database
 from abathur.errors import InvalidInputError
 from abathur.models import CallStats, GrowthSeries, NamedCount, Stats
 

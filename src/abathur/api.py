@@ -13,9 +13,9 @@ from abathur import audit
 from abathur.analytics import AnalyticsService, CallRecorder, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
+from abathur.backends.sqlite import Database, Versions
 from abathur.config import Settings
 from abathur.costs import CostService
-from abathur.db import Database, Versions
 from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
 from abathur.embeddings.queue import EmbeddingService

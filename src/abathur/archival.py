@@ -98,9 +98,9 @@ import structlog
 import zstandard
 
 from abathur import audit, memory, search
+from abathur.backends.sqlite import Database
+from abathur.backends.sqlite.connection import connect, translate_errors
 from abathur.config import ArchivePolicy
-from abathur.db import Database
-from abathur.db.connection import connect, translate_errors
 from abathur.errors import (
     AlreadyExistsError,
     ArchiveNotFoundError,

@@ -72,7 +72,7 @@ from typing import Any
 
 import apsw
 
-from abathur.db import Database
+from abathur.backends.sqlite import Database
 from abathur.models import AuditRecord, AuditReport
 from abathur.values import decode
 

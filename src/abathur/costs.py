@@ -68,8 +68,8 @@ from urllib.parse import unquote
 import apsw
 import structlog
 
+from abathur.backends.sqlite import Database
 from abathur.config import Budget
-from abathur.db import Database
 from abathur.errors import BudgetExceededError, InvalidInputError
 from abathur.models import BudgetStatus, CostAdvice, CostLine, CostReport
 from abathur.values import check_duration

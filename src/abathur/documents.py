@@ -70,7 +70,7 @@ import numpy as np
 import structlog
 
 from abathur import audit
-from abathur.db import Database
+from abathur.backends.sqlite import Database
 from abathur.embeddings.bundled import MAX_TOKENS
 from abathur.embeddings.queue import cancel, content_hash, enqueue
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError

@@ -41,7 +41,7 @@ the class also derives from it, so ``except ValueError`` or
         ├── IncompatibleEnvironmentError          db.incompatible_environment
         └── BackupSpaceError                      backup.no_space
 
-Driver errors (apsw) never reach a caller: ``abathur.db`` translates them into
+Driver errors (apsw) never reach a caller: ``abathur.backends.sqlite`` translates them into
 :class:`DatabaseError` subclasses.
 """
 

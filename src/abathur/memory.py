@@ -55,8 +55,8 @@ import numpy as np
 import structlog
 
 from abathur import audit
+from abathur.backends.sqlite import Database
 from abathur.costs import estimate_tokens
-from abathur.db import Database
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
     EmbedderError,

@@ -29,7 +29,7 @@ from typing import Any, get_args
 import apsw
 
 from abathur import audit
-from abathur.db import Database
+from abathur.backends.sqlite import Database
 from abathur.errors import (
     AlreadyExistsError,
     InvalidInputError,

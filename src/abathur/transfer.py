@@ -63,7 +63,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 import apsw
 
 from abathur import audit, memory
-from abathur.db import Database
+from abathur.backends.sqlite import Database
 from abathur.errors import (
     AbathurError,
     ImportConflictError,

@@ -139,7 +139,7 @@ def test_the_cli_runs_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     created = json.loads(
         run([installed / "abathur", "init", "--db", "a.db", "--json"], tmp_path).stdout
     )
-    migrations = [n for n in DATA if n.startswith("abathur/db/migrations/")]
+    migrations = [n for n in DATA if n.startswith("abathur/backends/sqlite/migrations/")]
     assert created["schema_version"] == len(migrations)
     info = json.loads(
         run([installed / "abathur", "info", "--db", "a.db", "--json"], tmp_path).stdout

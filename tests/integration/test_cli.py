@@ -14,8 +14,8 @@ import apsw
 import click
 import pytest
 
+from abathur.backends.sqlite import migrations
 from abathur.cli import main
-from abathur.db import migrations
 
 LATEST = migrations.available()[-1].version
 # list_commands/get_command, not main.commands: the group imports a command when used.

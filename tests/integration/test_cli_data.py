@@ -16,7 +16,7 @@ import apsw
 import pytest
 
 from abathur import Abathur, Event
-from abathur.db import migrations
+from abathur.backends.sqlite import migrations
 from tests.fuzz.strategies import fingerprint
 from tests.integration.test_cli import abathur, digest, ok_json
 

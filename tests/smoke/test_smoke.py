@@ -206,7 +206,7 @@ async def test_a_missing_index_fails_the_cases_that_need_it(live_db: Path) -> No
 
 async def test_a_database_that_is_not_migrated_fails_connectivity(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    from abathur.db import migrations
+    from abathur.backends.sqlite import migrations
 
     conn = apsw.Connection(str(path))
     migrations.apply(conn, migrations.available()[:2])

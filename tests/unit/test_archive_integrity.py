@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from abathur import AbathurError, CorruptArchiveError, Event
-from abathur.db import migrations
+from abathur.backends.sqlite import migrations
 from abathur.ops.integrity import run_checks
 from tests.conftest import snapshot
 from tests.unit.test_archival import NOW_POLICIES, opener

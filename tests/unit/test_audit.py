@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from abathur import Abathur, Event, audit
-from abathur.db import migrations
+from abathur.backends.sqlite import migrations
 from abathur.ops.backup import create_backup
 from abathur.ops.integrity import CheckResult, run_checks
 from abathur.ops.restore import restore_backup

@@ -23,7 +23,7 @@ from abathur import (
     DatabaseInUseError,
     InvalidInputError,
 )
-from abathur.db import check_environment, migrations
+from abathur.backends.sqlite import check_environment, migrations
 from abathur.ops import schema
 from abathur.ops.backup import (
     Backup,

@@ -10,8 +10,8 @@ import apsw
 import pytest
 
 from abathur import Abathur, Settings
-from abathur.db import Database, check_environment, migrations
-from abathur.db import connection as db_connection
+from abathur.backends.sqlite import Database, check_environment, migrations
+from abathur.backends.sqlite import connection as db_connection
 from abathur.errors import (
     ClosedError,
     DatabaseBusyError,

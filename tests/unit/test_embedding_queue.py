@@ -32,7 +32,7 @@ from abathur import (
     EmbedderUnavailableError,
     InvalidInputError,
 )
-from abathur.db import migrations
+from abathur.backends.sqlite import migrations
 from abathur.embeddings import EmbedResult
 from abathur.embeddings.queue import SQL_READY_JOBS
 from abathur.embeddings.queue import content_hash as text_hash

@@ -10,7 +10,7 @@ import pytest
 import sqlite_vec
 
 from abathur import Abathur, DatabaseError, Event, InvalidInputError, search
-from abathur.db import migrations
+from abathur.backends.sqlite import migrations
 from abathur.memory import rebuild_keyword_index
 from abathur.ops import schema
 from abathur.ops.integrity import CHECKS, rebuild_derived_indexes, run_checks

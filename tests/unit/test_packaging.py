@@ -99,7 +99,7 @@ def test_the_issues_example_pin_is_inside_the_range() -> None:
 
 
 def test_apsw_floor_bundles_the_wal_reset_fix() -> None:
-    # db/connection.py refuses SQLite before 3.51.3; apsw's version starts with
+    # backends/sqlite/connection.py refuses SQLite before 3.51.3; apsw's version starts with
     # the SQLite version it bundles.
     (apsw,) = [r for r in RUNTIME if r.name == "apsw"]
     assert floor(apsw).release[:3] >= (3, 51, 3)

@@ -12,8 +12,8 @@ import click
 
 from abathur.api import Abathur
 from abathur.archival import ArchivalService
+from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
-from abathur.db.database import Database
 from abathur.errors import DatabaseError
 from abathur.models import ArchiveEntry
 

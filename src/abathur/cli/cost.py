@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
+from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
-from abathur.db.database import Database
 from abathur.errors import DatabaseError
 from abathur.models import CostLine, CostReport
 

@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
+from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.database import Database, MigrationPlan
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
-from abathur.db import migrations
-from abathur.db.database import Database, MigrationPlan
 from abathur.errors import DatabaseError
 
 __all__ = ["info", "init", "migrate"]

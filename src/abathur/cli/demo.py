@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
+from abathur.backends.sqlite.database import Database
 from abathur.cli.cost import format_report
 from abathur.cli.options import (
     EXIT_FINDINGS,
@@ -24,7 +25,6 @@ from abathur.cli.options import (
 )
 from abathur.cli.smoke import format_report as format_smoke
 from abathur.cli.stats import format_stats
-from abathur.db.database import Database
 from abathur.errors import EmbedderError
 from abathur.models import CostReport, Event, Stats
 from abathur.ops.smoke import run_smoke

@@ -17,7 +17,7 @@ or ``$ABATHUR_DB``) whose bytes are not UTF-8 reaches click as a string with
 lone surrogates. :func:`standard_options` refuses it before the command runs,
 as the library refuses such text: ``invalid_input``, exit 3, naming the option
 and showing the bytes escaped (``'user:\\xff'``). So are a ``--db`` where no
-database file can live (:func:`~abathur.db.database.check_db_path`) and a path
+database file can live (:func:`~abathur.backends.sqlite.database.check_db_path`) and a path
 argument the file system refuses (a name too long). What is printed never
 holds a surrogate (escaped, never a crash).
 """
@@ -166,7 +166,7 @@ def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
     # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
     # which `abathur --help` (this module's importer) never needs.
-    from abathur.db.database import check_db_path
+    from abathur.backends.sqlite.database import check_db_path
 
     try:
         check_db_path(db_path)
@@ -182,7 +182,7 @@ def database_problem(db_path: Path) -> AbathurError | None:
     file or one that is not a database is an operational error, exit 3, for
     every command. Opens read-only; creates nothing.
     """
-    from abathur.db.connection import translate_errors
+    from abathur.backends.sqlite.connection import translate_errors
     from abathur.ops import schema
 
     try:
@@ -369,7 +369,7 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     """
     # Imported here: options is imported by every command, even `--version`.
     from abathur.api import Abathur
-    from abathur.db.database import Database
+    from abathur.backends.sqlite.database import Database
 
     if not db_path.is_file():
         raise DatabaseError(

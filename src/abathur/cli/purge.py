@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
+from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_table, standard_options
-from abathur.db.database import Database
 from abathur.errors import DatabaseError
 from abathur.models import PurgeReport
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from abathur import search as search_core
 from abathur.api import Abathur
+from abathur.backends.sqlite.database import Database
 from abathur.cli.options import (
     Output,
     format_pairs,
@@ -20,7 +21,6 @@ from abathur.cli.options import (
     standard_options,
 )
 from abathur.config import Settings
-from abathur.db.database import Database
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
 from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
 from abathur.memory import MEMORY_KIND

@@ -62,7 +62,7 @@ import numpy as np
 import structlog
 
 from abathur import search
-from abathur.db import Database
+from abathur.backends.sqlite import Database
 from abathur.embeddings.base import Embedder
 from abathur.errors import (
     AbathurError,

@@ -13,7 +13,8 @@ One module per concept:
   :class:`~abathur.api.Abathur`, and it removes what it wrote when it ends).
 
 Everything here works on its own isolated connections (made by
-:func:`abathur.db.connection.connect`), never on a :class:`~abathur.db.Database`'s
-pool, so it can run beside a live application. The functions block: from async
-code, call them with ``asyncio.to_thread``.
+:func:`abathur.backends.sqlite.connection.connect`), never on the pool of a
+:class:`~abathur.backends.sqlite.Database`, so it can run beside a live
+application. The functions block: from async code, call them with
+``asyncio.to_thread``.
 """

@@ -67,8 +67,8 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from abathur import __version__
+from abathur.backends.sqlite.connection import check_environment, connect, translate_errors
 from abathur.config import Settings
-from abathur.db.connection import check_environment, connect, translate_errors
 from abathur.errors import (
     BackupKeyError,
     BackupSpaceError,

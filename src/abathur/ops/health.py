@@ -32,9 +32,9 @@ from typing import Any, Literal
 import apsw
 
 from abathur import __version__
+from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.connection import check_environment, translate_errors
 from abathur.config import Settings
-from abathur.db import migrations
-from abathur.db.connection import check_environment, translate_errors
 from abathur.errors import AbathurError
 from abathur.ops import schema
 from abathur.ops.backup import backup_dir_for, list_backups

@@ -39,9 +39,9 @@ import structlog
 from abathur import search
 from abathur.archival import verify_archive
 from abathur.audit import verify as verify_audit
+from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.connection import translate_errors
 from abathur.config import Settings
-from abathur.db import migrations
-from abathur.db.connection import translate_errors
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
 from abathur.ops.backup import backup_dir_for

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from abathur import __version__
+from abathur.backends.sqlite.connection import check_environment, translate_errors
 from abathur.config import Settings
-from abathur.db.connection import check_environment, translate_errors
 from abathur.errors import AbathurError, InvalidInputError
 from abathur.models import MemoryType, SessionStatus
 from abathur.ops import schema

@@ -33,9 +33,9 @@ import apsw
 import sqlite_vec
 
 from abathur import search
+from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.connection import connect, translate_errors
 from abathur.config import Settings
-from abathur.db import migrations
-from abathur.db.connection import connect, translate_errors
 from abathur.errors import DatabaseError
 
 __all__ = [

@@ -82,8 +82,8 @@ import structlog
 
 from abathur import audit, documents, memory, search, sessions, tasks
 from abathur.api import Abathur
+from abathur.backends.sqlite import migrations
 from abathur.config import Settings
-from abathur.db import migrations
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
 from abathur.errors import (
     AbathurError,

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import apsw
 
-from abathur.db.connection import translate_errors
+from abathur.backends.sqlite.connection import translate_errors
 
 __all__ = ["READ_FUNCTIONS", "READ_PRAGMAS", "open_untrusted"]
 

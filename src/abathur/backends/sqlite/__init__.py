@@ -1,6 +1,6 @@
 """The database layer: connections, transactions and migrations. Imports no service."""
 
-from abathur.db.connection import Versions, check_environment
-from abathur.db.database import Database
+from abathur.backends.sqlite.connection import Versions, check_environment
+from abathur.backends.sqlite.database import Database
 
 __all__ = ["Database", "Versions", "check_environment"]

@@ -2,10 +2,12 @@
 
 Each connection is an apsw connection owned by its own aiosqlite worker thread
 (aiosqlite's connector hook). Services never touch connections directly: they
-hand a plain function ``fn(conn) -> T`` to :meth:`Database.write`, which runs
+hand a plain function ``fn(tx) -> T`` to :meth:`Database.write`, which runs
 it in ``BEGIN IMMEDIATE`` on the writer thread and rolls back on any error, or
 to :meth:`Database.read`, which runs it inside one read transaction (a
-consistent snapshot) on a reader. Writes from one process queue on the writer
+consistent snapshot) on a reader. ``tx`` is the connection's
+:class:`~abathur.backends.sqlite.transaction.SqliteTransaction`: the stores of
+:mod:`abathur.stores`, bound to that connection. Writes from one process queue on the writer
 thread; writes from other processes wait on SQLite's busy timeout instead of
 failing; readers never block the writer (WAL).
 """
@@ -20,15 +22,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import apsw
 import structlog
 
+from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.connection import (
+    Versions,
+    check_environment,
+    connect,
+    scalar_int,
+    translate_errors,
+)
+from abathur.backends.sqlite.context import SqliteContext
+from abathur.backends.sqlite.transaction import SqliteTransaction
 from abathur.config import Settings
-from abathur.db import migrations
-from abathur.db.connection import Versions, check_environment, connect, translate_errors
 from abathur.errors import ClosedError, InvalidInputError
 from abathur.values import check_text
 
@@ -57,7 +67,7 @@ def check_db_path(path: str | Path) -> Path:
         InvalidInputError: the path is not usable; the message says why.
 
     Example:
-        >>> from abathur.db.database import check_db_path
+        >>> from abathur.backends.sqlite.database import check_db_path
         >>> check_db_path("agent.db").name
         'agent.db'
         >>> check_db_path("a" * 250 + ".db")  # doctest: +ELLIPSIS
@@ -132,16 +142,43 @@ class _Worker(aiosqlite.Connection):
     aiosqlite to 0.22.x, and tests/unit/test_db.py exercises this path on every run).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, connector: Callable[[], apsw.Connection], context: SqliteContext) -> None:
+        # aiosqlite types its connector as returning sqlite3.Connection; ours
+        # returns apsw's, which only our own functions ever touch.
+        super().__init__(connector, 64)  # type: ignore[arg-type]
+        self._context = context
+        self._transaction: SqliteTransaction | None = None
         # A database nobody closed must not keep the process alive at exit: `adk
         # web` never closes its services, so with non-daemon threads Ctrl+C hung
         # it (issue 7). Committed work is durable already; SQLite rolls back a
         # transaction cut short.
         self._thread.daemon = True
 
+    @classmethod
+    async def start(
+        cls, connector: Callable[[], apsw.Connection], context: SqliteContext
+    ) -> _Worker:
+        """A started worker: its thread runs and its connection is open."""
+        worker = cls(connector, context)
+        await worker  # aiosqlite's __await__: start the thread, then _connect()
+        return worker
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._execute(fn, self._conn, *args)
+        """Run ``fn(conn, *args)`` on this connection's thread (no transaction)."""
+        result = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
+        return cast(T, result)
+
+    async def transact(
+        self,
+        txn: Callable[[Callable[[SqliteTransaction], T], apsw.Connection, SqliteTransaction], T],
+        fn: Callable[[SqliteTransaction], T],
+    ) -> T:
+        """Run ``txn(fn, conn, tx)`` (``_write_txn``, ``_read_txn``) on the connection thread."""
+        conn = cast(apsw.Connection, self._conn)
+        if self._transaction is None:
+            self._transaction = SqliteTransaction(conn, self._context)
+        result = await self._execute(txn, fn, conn, self._transaction)  # type: ignore[no-untyped-call]
+        return cast(T, result)
 
     async def _connect(self) -> _Worker:
         try:
@@ -156,11 +193,13 @@ class _Worker(aiosqlite.Connection):
         return self
 
 
-def _write_txn(fn: Callable[[apsw.Connection], T], conn: apsw.Connection) -> T:
+def _write_txn(
+    fn: Callable[[SqliteTransaction], T], conn: apsw.Connection, tx: SqliteTransaction
+) -> T:
     with translate_errors("writing"):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn)
+            result = fn(tx)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back (e.g. on SQLITE_FULL).
@@ -170,11 +209,13 @@ def _write_txn(fn: Callable[[apsw.Connection], T], conn: apsw.Connection) -> T:
     return result
 
 
-def _read_txn(fn: Callable[[apsw.Connection], T], conn: apsw.Connection) -> T:
+def _read_txn(
+    fn: Callable[[SqliteTransaction], T], conn: apsw.Connection, tx: SqliteTransaction
+) -> T:
     with translate_errors("reading"):
         conn.execute("BEGIN")
         try:
-            return fn(conn)
+            return fn(tx)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -187,7 +228,7 @@ class Database:
 
     Example:
         >>> import asyncio, tempfile, pathlib
-        >>> from abathur.db import Database
+        >>> from abathur.backends.sqlite import Database
         >>> async def demo():
         ...     path = pathlib.Path(tempfile.mkdtemp()) / "x.db"
         ...     db = await Database.open(path)
@@ -198,8 +239,12 @@ class Database:
         [(0,)]
     """
 
+    #: The registry key of this backend (:mod:`abathur.backends`).
+    name = "sqlite"
+
     def __init__(self, path: Path, settings: Settings, versions: Versions) -> None:
         self.path = path
+        self._context = SqliteContext(path, settings)
         self.settings = settings
         self.versions = versions
         self._writer: _Worker | None = None
@@ -223,11 +268,15 @@ class Database:
         versions = check_environment()
         db = cls(path, settings, versions)
         try:
-            db._writer = await _Worker(partial(connect, path, settings, readonly=False), 64)
+            db._writer = await _Worker.start(
+                partial(connect, path, settings, readonly=False), db._context
+            )
             if settings.auto_migrate:
                 await db._migrate()
             for _ in range(settings.readers):
-                reader = await _Worker(partial(connect, path, settings, readonly=True), 64)
+                reader = await _Worker.start(
+                    partial(connect, path, settings, readonly=True), db._context
+                )
                 db._readers.append(reader)
                 db._pool.put_nowait(reader)
         except BaseException:
@@ -262,17 +311,17 @@ class Database:
             raise ClosedError(f"database {str(self.path)!r} is closed")
         return self._writer
 
-    async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run ``fn(conn)`` in ``BEGIN IMMEDIATE`` on the writer; on error roll back, re-raise."""
-        return await self._writer_or_raise().run(partial(_write_txn, fn))
+    async def write(self, fn: Callable[[SqliteTransaction], T]) -> T:
+        """Run ``fn(tx)`` in ``BEGIN IMMEDIATE`` on the writer; on error roll back, re-raise."""
+        return await self._writer_or_raise().transact(_write_txn, fn)
 
-    async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run ``fn(conn)`` inside one read transaction on a pooled read-only connection."""
+    async def read(self, fn: Callable[[SqliteTransaction], T]) -> T:
+        """Run ``fn(tx)`` inside one read transaction on a pooled read-only connection."""
         if self._closed:
             raise ClosedError(f"database {str(self.path)!r} is closed")
         reader = await self._pool.get()
         try:
-            return await reader.run(partial(_read_txn, fn))
+            return await reader.transact(_read_txn, fn)
         finally:
             self._pool.put_nowait(reader)
 
@@ -310,7 +359,7 @@ class Database:
 
         Example:
             >>> import asyncio, tempfile, pathlib
-            >>> from abathur.db import Database
+            >>> from abathur.backends.sqlite import Database
             >>> path = pathlib.Path(tempfile.mkdtemp()) / "new.db"
             >>> plan = asyncio.run(Database.plan_migrations(path))
             >>> plan.exists, plan.current, [m.version for m in plan.pending][:2], path.exists()
@@ -320,14 +369,14 @@ class Database:
 
     async def schema_version(self) -> int:
         """The file's ``PRAGMA user_version``: the last migration applied."""
-        return await self.read(migrations.current_version)
+        return await self.read(lambda tx: migrations.current_version(tx.conn))
 
     async def info(self) -> DatabaseInfo:
         """File and WAL sizes, schema version, page counts and rows per table.
 
         Example:
             >>> import asyncio, tempfile, pathlib
-            >>> from abathur.db import Database
+            >>> from abathur.backends.sqlite import Database
             >>> async def demo():
             ...     db = await Database.open(pathlib.Path(tempfile.mkdtemp()) / "x.db")
             ...     try:
@@ -339,10 +388,11 @@ class Database:
             (True, 0)
         """
 
-        def gather(conn: apsw.Connection) -> tuple[int, int, int, int, dict[str, int]]:
+        def gather(tx: SqliteTransaction) -> tuple[int, int, int, int, dict[str, int]]:
+            conn = tx.conn
             version = migrations.current_version(conn)
             page_size, page_count, freelist = (
-                int(conn.execute(f"PRAGMA {name}").fetchall()[0][0])
+                scalar_int(conn, f"PRAGMA {name}")
                 for name in ("page_size", "page_count", "freelist_count")
             )
             # Real tables only: FTS/vec virtual tables and their shadow tables
@@ -358,7 +408,7 @@ class Database:
                 and _PLAIN_IDENTIFIER.fullmatch(name)
             )
             counts = {
-                t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]) for t in tables
+                t: scalar_int(conn, f'SELECT count(*) FROM "{t}"') for t in tables
             }
             return version, page_size, page_count, freelist, counts
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import apsw
 
-from abathur.db.connection import translate_errors
+from abathur.backends.sqlite.connection import scalar_int, translate_errors
 from abathur.errors import SchemaError
 
 __all__ = ["Migration", "apply", "available", "backup_copy", "current_version", "pending"]
@@ -37,7 +37,7 @@ class Migration:
 def available() -> list[Migration]:
     """Every migration shipped with this abathur, in order."""
     found = []
-    for entry in resources.files("abathur.db").joinpath("migrations").iterdir():
+    for entry in resources.files("abathur.backends.sqlite").joinpath("migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
@@ -50,7 +50,7 @@ def available() -> list[Migration]:
 
 def current_version(conn: apsw.Connection) -> int:
     """The file's ``PRAGMA user_version``: the last migration applied."""
-    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    return scalar_int(conn, "PRAGMA user_version")
 
 
 def pending(conn: apsw.Connection, *, target: int | None = None) -> list[Migration]:

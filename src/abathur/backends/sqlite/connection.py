@@ -31,6 +31,8 @@ __all__ = [
     "check_environment",
     "connect",
     "pragmas_for",
+    "scalar_int",
+    "table_exists",
     "translate_errors",
 ]
 
@@ -61,7 +63,7 @@ def check_environment() -> Versions:
         IncompatibleEnvironmentError: if either requirement is not met.
 
     Example:
-        >>> from abathur.db.connection import check_environment
+        >>> from abathur.backends.sqlite.connection import check_environment
         >>> check_environment().sqlite >= "3.51.3"
         True
     """
@@ -161,3 +163,37 @@ def translate_errors(doing: str) -> Iterator[None]:
         ) from exc
     except apsw.Error as exc:
         raise DatabaseError(f"SQLite error while {doing}: {type(exc).__name__}: {exc}") from exc
+
+
+def scalar_int(
+    conn: apsw.Connection, sql: str, params: apsw.Bindings | None = None
+) -> int:
+    """The one integer ``sql`` returns (a count, a pragma): the first column of its first row.
+
+    Example:
+        >>> scalar_int(apsw.Connection(":memory:"), "SELECT :a + 1", {"a": 41})
+        42
+    """
+    value = conn.execute(sql, params).fetchall()[0][0]
+    if not isinstance(value, int):
+        raise TypeError(f"{sql!r} returned {type(value).__name__}, not an integer")
+    return value
+
+
+def table_exists(conn: apsw.Connection, name: str) -> bool:
+    """True when the main schema has a table (or virtual table) called ``name``.
+
+    The one way abathur asks (older files lack the tables of later migrations).
+
+    Example:
+        >>> conn = apsw.Connection(":memory:")
+        >>> _ = conn.execute("CREATE TABLE t (x)")
+        >>> table_exists(conn, "t"), table_exists(conn, "missing")
+        (True, False)
+    """
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = :name",
+            {"name": name},
+        ).fetchall()
+    )

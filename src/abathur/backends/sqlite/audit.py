@@ -1,0 +1,17 @@
+"""SQLite's :class:`~abathur.stores.audit.AuditStore`."""
+
+from __future__ import annotations
+
+import apsw
+
+from abathur.backends.sqlite.context import SqliteContext
+
+__all__ = ["SqliteAuditStore"]
+
+
+class SqliteAuditStore:
+    """:class:`~abathur.stores.audit.AuditStore` on one apsw connection, in its transaction."""
+
+    def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
+        self._conn = conn
+        self._context = context

@@ -1,0 +1,17 @@
+"""SQLite's :class:`~abathur.stores.search.SearchIndex`."""
+
+from __future__ import annotations
+
+import apsw
+
+from abathur.backends.sqlite.context import SqliteContext
+
+__all__ = ["SqliteSearchIndex"]
+
+
+class SqliteSearchIndex:
+    """:class:`~abathur.stores.search.SearchIndex` on one apsw connection, in its transaction."""
+
+    def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
+        self._conn = conn
+        self._context = context

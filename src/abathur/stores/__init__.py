@@ -1,0 +1,126 @@
+"""The storage seam: what a service may ask of a storage backend.
+
+Services (``abathur.sessions``, ``abathur.memory``, ...) hold the rules:
+validation, revisions and versions, consolidation, budgets, TTL. A backend
+(``abathur.backends.sqlite``, one day ``abathur.backends.postgres``) holds
+the SQL. They meet here, in protocols only: a service never imports a
+backend, and a backend never imports a service.
+
+A service runs one write as one plain function ``fn(tx)``, handed to
+:meth:`Backend.write`; the backend runs it inside one transaction and rolls
+everything back if it raises. ``tx`` is a :class:`Transaction`: one store per
+concept (``tx.sessions``, ``tx.audit``, ...), all bound to that same
+transaction, so a session write and its audit record commit together or not
+at all. :meth:`Backend.read` does the same on a consistent snapshot.
+
+Adding a backend means implementing :class:`Backend`, :class:`Transaction`
+and the store protocols of the modules below, then registering it in
+:mod:`abathur.backends`.
+
+Example:
+    >>> import asyncio, tempfile, pathlib
+    >>> from abathur.backends import open_backend
+    >>> from abathur.config import Settings
+    >>> async def demo():
+    ...     path = pathlib.Path(tempfile.mkdtemp()) / "x.db"
+    ...     backend = await open_backend(Settings(db=path))
+    ...     try:
+    ...         return backend.name, await backend.read(lambda tx: tx.audit is not None)
+    ...     finally:
+    ...         await backend.close()
+    >>> asyncio.run(demo())
+    ('sqlite', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from abathur.config import Settings
+from abathur.stores.archive import ArchiveStore
+from abathur.stores.audit import AuditStore
+from abathur.stores.documents import DocumentStore
+from abathur.stores.memories import MemoryStore
+from abathur.stores.metrics import MetricsStore
+from abathur.stores.queue import QueueStore
+from abathur.stores.search import SearchIndex
+from abathur.stores.sessions import SessionStore
+from abathur.stores.tasks import TaskStore
+from abathur.stores.usage import UsageLedger
+
+__all__ = [
+    "ArchiveStore",
+    "AuditStore",
+    "Backend",
+    "DocumentStore",
+    "MemoryStore",
+    "MetricsStore",
+    "QueueStore",
+    "SearchIndex",
+    "SessionStore",
+    "TaskStore",
+    "Transaction",
+    "UsageLedger",
+]
+
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    """One transaction, seen as one store per concept.
+
+    Every store reached through the same ``tx`` reads and writes inside the
+    same transaction. A ``tx`` is only valid inside the ``fn`` it was handed
+    to: never keep it.
+    """
+
+    @property
+    def archive(self) -> ArchiveStore: ...
+    @property
+    def audit(self) -> AuditStore: ...
+    @property
+    def documents(self) -> DocumentStore: ...
+    @property
+    def memories(self) -> MemoryStore: ...
+    @property
+    def metrics(self) -> MetricsStore: ...
+    @property
+    def queue(self) -> QueueStore: ...
+    @property
+    def search(self) -> SearchIndex: ...
+    @property
+    def sessions(self) -> SessionStore: ...
+    @property
+    def tasks(self) -> TaskStore: ...
+    @property
+    def usage(self) -> UsageLedger: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An open storage backend: transactions, and closing.
+
+    ``name`` is the registry key (``"sqlite"``); ``settings`` the
+    :class:`~abathur.config.Settings` it was opened with.
+    """
+
+    name: str
+    settings: Settings
+
+    async def write(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` in one write transaction; on error roll back and re-raise."""
+        ...
+
+    async def read(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` on one consistent snapshot; ``fn`` must not write."""
+        ...
+
+    @property
+    def is_closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued writes, release every connection. Safe to call twice."""
+        ...
