@@ -75,3 +75,14 @@ def test_memory_list_prefix_50_of_10k(benchmark, bench: Bench) -> None:
     found = benchmark(lambda: bench.run(bench.ab.memory.list(namespace(123), limit=50)))
     assert len(found) == KEYS_PER_NAMESPACE
     assert {m.namespace for m in found} == {namespace(123)}
+
+
+def test_memory_search_keyword_10k(benchmark, bench: Bench) -> None:
+    """memory.search(mode="keyword", k=10) inside one namespace of the 10k: FTS5 + BM25."""
+    found = benchmark(
+        lambda: bench.run(
+            bench.ab.memory.search("fact 123", prefix=namespace(123), k=10, mode="keyword")
+        )
+    )
+    assert len(found.hits) == 10
+    assert {hit.namespace for hit in found.hits} == {namespace(123)}
