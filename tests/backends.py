@@ -30,7 +30,7 @@ import apsw
 from abathur import Abathur
 from abathur.api import _Opening
 
-__all__ = ["BACKENDS", "BackendHandle", "TestBackend", "backend_of", "divergence"]
+__all__ = ["BACKENDS", "BackendHandle", "TestBackend", "backend_of", "divergence", "handle"]
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -110,3 +110,16 @@ def divergence(spec: TestBackend, test_name: str) -> str | None:
     ``test_name`` is the test function's name, without parameters.
     """
     return spec.divergences.get(test_name)
+
+
+def handle(name: str, tmp_path: Path) -> BackendHandle:
+    """The registered backend ``name`` with a fresh target under ``tmp_path``.
+
+    For fixtures that compare abathur with something else under their own
+    parameters (e.g. ADK's in-memory service against each backend), where the
+    ``backend`` fixture cannot be requested.
+    """
+    for spec in BACKENDS:
+        if spec.name == name:
+            return BackendHandle(spec, spec.target(tmp_path))
+    raise LookupError(f"backend {name!r} is not in tests/backends.py BACKENDS")

@@ -7,6 +7,7 @@ Deliberate differences are the ``test_divergence_*`` tests, each saying why.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from google.genai import types
 
 from abathur import Abathur, errors
 from abathur.integrations.adk import AbathurMemoryService, namespace_for
+from tests.backends import BACKENDS, handle
 from tests.conftest import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -40,11 +42,13 @@ def memory(ab: Abathur) -> AbathurMemoryService:
     return AbathurMemoryService(ab)
 
 
-@pytest.fixture(params=["in-memory", "abathur"])
-def both(request: pytest.FixtureRequest) -> BaseMemoryService:
+@pytest.fixture(params=["in-memory", *(spec.name for spec in BACKENDS)])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseMemoryService]:
     if request.param == "in-memory":
-        return InMemoryMemoryService()
-    return AbathurMemoryService(request.getfixturevalue("ab"))
+        yield InMemoryMemoryService()
+        return
+    async with handle(request.param, tmp_path).open(embed_worker=False) as ab:
+        yield AbathurMemoryService(ab)
 
 
 def said(words: str, role: str = "user") -> types.Content:

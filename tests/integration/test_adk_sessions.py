@@ -39,6 +39,7 @@ from pydantic import BaseModel
 import abathur
 from abathur import Abathur, errors
 from abathur.integrations.adk import EVENT_FORMAT, AbathurSessionService
+from tests.backends import BACKENDS, handle
 from tests.conftest import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -49,12 +50,14 @@ def service(ab: Abathur) -> AbathurSessionService:
     return AbathurSessionService(ab)
 
 
-@pytest.fixture(params=["in-memory", "abathur"])
-def both(request: pytest.FixtureRequest) -> BaseSessionService:
-    """ADK's in-memory service, then ours: a test using it must pass on each."""
+@pytest.fixture(params=["in-memory", *(spec.name for spec in BACKENDS)])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseSessionService]:
+    """ADK's in-memory service, then ours on each backend: a test using it must pass on each."""
     if request.param == "in-memory":
-        return InMemorySessionService()
-    return AbathurSessionService(request.getfixturevalue("ab"))
+        yield InMemorySessionService()
+        return
+    async with handle(request.param, tmp_path).open(embed_worker=False) as ab:
+        yield AbathurSessionService(ab)
 
 
 def text(words: str) -> types.Content:
