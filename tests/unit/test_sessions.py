@@ -25,6 +25,7 @@ from abathur import (
     ValueTooLargeError,
 )
 from abathur import sessions as sessions_module
+from abathur.backends.sqlite import sessions as sqlite_sessions
 from tests.conftest import assert_unchanged
 
 
@@ -667,15 +668,18 @@ async def test_reopened_database_returns_the_same_data(db_path: Path):
 
 
 PLANS = [
-    (sessions_module.SQL_SESSION_BY_ID, ("s",), "USING INDEX sqlite_autoindex_sessions_1"),
-    (sessions_module.SQL_LAST_EVENTS, ("s", 5), "USING PRIMARY KEY"),
-    (sessions_module.SQL_EVENTS_AFTER, ("s", 1.0), "USING INDEX events_by_time"),
-    (sessions_module.SQL_LAST_EVENTS_AFTER, ("s", 1.0, 5), "USING INDEX events_by_time"),
-    (sessions_module.SQL_LIST_SESSIONS, ("a", "u", None, None, 10), "sessions_by_app_user"),
-    (sessions_module.SQL_LIST_APP_SESSIONS, ("a", None, None, 10), "sessions_by_app_user"),
+    (sqlite_sessions.SQL_SESSION_BY_ID, ("s",), "USING INDEX sqlite_autoindex_sessions_1"),
+    (sqlite_sessions.SQL_LAST_EVENTS, ("s", 5), "USING PRIMARY KEY"),
+    (sqlite_sessions.SQL_EVENTS_AFTER, ("s", 1.0), "USING INDEX events_by_time"),
+    (sqlite_sessions.SQL_LAST_EVENTS_AFTER, ("s", 1.0, 5), "USING INDEX events_by_time"),
+    (sqlite_sessions.SQL_LIST_SESSIONS, {"app": "a", "user": "u", "status": None, "limit": 10},
+     "sessions_by_app_user"),
+    (sqlite_sessions.SQL_LIST_APP_SESSIONS, {"app": "a", "status": None, "limit": 10},
+     "sessions_by_app_user"),
 ]
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite store's SQL")
 @pytest.mark.parametrize(("sql", "params", "expected"), PLANS)
 async def test_hot_queries_use_their_index(ab, sql, params, expected):
     plan = await rows(ab, "EXPLAIN QUERY PLAN " + sql, params)
@@ -684,6 +688,7 @@ async def test_hot_queries_use_their_index(ab, sql, params, expected):
     assert "SCAN" not in details, details
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite store's SQL")
 async def test_last_events_does_not_sort(ab):
-    plan = await rows(ab, "EXPLAIN QUERY PLAN " + sessions_module.SQL_LAST_EVENTS, ("s", 5))
+    plan = await rows(ab, "EXPLAIN QUERY PLAN " + sqlite_sessions.SQL_LAST_EVENTS, ("s", 5))
     assert not any("TEMP B-TREE" in row[-1] for row in plan)
