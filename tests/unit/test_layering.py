@@ -48,7 +48,6 @@ APSW_OUTSIDE_BACKEND: set[str] = {
     "abathur.ops.smoke",
     "abathur.ops.untrusted",
     "abathur.search",
-    "abathur.tasks",
     "abathur.transfer",
 }
 
@@ -69,7 +68,6 @@ BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
     "abathur.documents",
     "abathur.embeddings.queue",
     "abathur.memory",
-    "abathur.tasks",
     "abathur.transfer",
 }
 

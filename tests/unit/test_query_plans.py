@@ -5,8 +5,9 @@ from __future__ import annotations
 import apsw
 import pytest
 
-from abathur import Abathur, memory, tasks
+from abathur import Abathur, memory
 from abathur.backends.sqlite import sessions as sqlite_sessions
+from abathur.backends.sqlite import tasks as sqlite_tasks
 
 
 def plan(conn: apsw.Connection, sql: str, params: tuple) -> str:
@@ -57,7 +58,7 @@ HOT_QUERIES = [
     ),
     (
         "tasks of a session",
-        lambda: tasks.SQL_TASKS_OF_SESSION,
+        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
         lambda: ("s1",),
         "USING INDEX tasks_by_session (session_id=?)",
     ),

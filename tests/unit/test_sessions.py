@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 from abathur import (
@@ -40,7 +38,7 @@ async def expect_error(ab: Abathur, cls: type[AbathurError], code: str,
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 def ev(content: Any = None, **kwargs: Any) -> Event:
@@ -84,6 +82,7 @@ async def test_create_defaults(ab):
     assert await ab.sessions.get(s.id) == s
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_with_id_and_scoped_state(ab):
     s = await ab.sessions.create(
         app="a", user="u", session_id="s1",
@@ -101,6 +100,7 @@ async def test_create_with_id_and_scoped_state(ab):
     assert got.state == {"app:tier": "gold", "user:lang": "fr", "topic": "billing"}
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_stores_none_as_json_null(ab):
     s = await ab.sessions.create(app="a", user="u",
                                  state={"app:x": None, "user:y": None, "z": None})
@@ -163,8 +163,8 @@ async def test_create_rejects_non_json_values(ab, value):
                        lambda: ab.sessions.create(app="a", user="u", state={"app:k": value}))
 
 
-async def test_create_rejects_state_over_the_size_limit(db_path):
-    async with Abathur.open(db_path, max_value_bytes=64) as ab:
+async def test_create_rejects_state_over_the_size_limit(backend):
+    async with backend.open(max_value_bytes=64) as ab:
         await expect_error(ab, ValueTooLargeError, "value_too_large",
                            lambda: ab.sessions.create(app="a", user="u",
                                                       state={"user:k": "x" * 100}))
@@ -205,9 +205,9 @@ async def test_session_state_is_private_to_the_session(ab):
     assert (await ab.sessions.get(s2.id)).state == {}
 
 
-async def test_temp_state_is_never_persisted(db_path):
+async def test_temp_state_is_never_persisted(backend):
     marker = "TEMP-VALUE-MUST-NOT-BE-STORED"
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u", state={"temp:scratch": marker, "k": 1})
         assert s.state == {"k": 1, "temp:scratch": marker}
         s = await ab.sessions.append_event(
@@ -217,17 +217,12 @@ async def test_temp_state_is_never_persisted(db_path):
         got = await ab.sessions.get(s.id)
         assert got.state == {"k": 2}
         assert got.events[0].state_delta == {"k": 2}
-    # Reopen the file with a plain connection: no table holds the temp key or value.
-    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [t for (t,) in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        for table in tables:
-            dump = repr(conn.execute(f'SELECT * FROM "{table}"').fetchall())
+    # Reopen the database and dump every table: none holds the temp key or value.
+    async with backend.open() as ab:
+        for table, content in (await backend.spec.snapshot(ab)).items():
+            dump = repr(content)
             assert marker not in dump, table
             assert "scratch" not in dump and "temp:" not in dump, table
-    finally:
-        conn.close()
 
 
 async def test_state_delta_replaces_whole_values(ab):
@@ -239,6 +234,7 @@ async def test_state_delta_replaces_whole_values(ab):
     assert (await ab.sessions.get(s.id)).state == {"prefs": {"c": 3}, "user:p": {"y": 2}}
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_state_delta_stores_none_and_keeps_other_keys(ab):
     s = await ab.sessions.create(app="a", user="u", state={"a": 1, "b": 2, "app:c": 3})
     s = await ab.sessions.append_event(s.id, ev(state_delta={"a": None, "app:c": None}))
@@ -426,8 +422,8 @@ async def test_append_event_rejects_non_json_content(ab):
                        lambda: ab.sessions.append_event(s.id, ev(content=math.nan)))
 
 
-async def test_append_event_size_limits(db_path):
-    async with Abathur.open(db_path, max_value_bytes=64) as ab:
+async def test_append_event_size_limits(backend):
+    async with backend.open(max_value_bytes=64) as ab:
         s = await ab.sessions.create(app="a", user="u")
         for event in (ev("x" * 100), ev(metadata={"m": "x" * 100}),
                       ev(state_delta={"k": "x" * 100})):
@@ -582,6 +578,7 @@ def test_transition_table_matches_the_design():
 # --- delete -----------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_delete_cascades_events_and_tasks_but_keeps_shared_state(ab):
     s = await ab.sessions.create(app="a", user="u", state={"app:x": 1, "user:y": 2, "z": 3})
     keep = await ab.sessions.create(app="a", user="u")
@@ -651,8 +648,8 @@ async def test_bad_ids_are_rejected_everywhere(ab, name, call):
 # --- durability and plans -------------------------------------------------------------
 
 
-async def test_reopened_database_returns_the_same_data(db_path: Path):
-    async with Abathur.open(db_path) as ab:
+async def test_reopened_database_returns_the_same_data(backend):
+    async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u", state={"app:x": 1, "user:y": [2], "z": 3})
         for i in range(3):
             await ab.sessions.append_event(s.id, ev({"i": i}, state_delta={"z": i},
@@ -660,7 +657,7 @@ async def test_reopened_database_returns_the_same_data(db_path: Path):
         await ab.sessions.set_status(s.id, "paused")
         before = await ab.sessions.get(s.id)
         listed = await ab.sessions.list(app="a")
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         assert await ab.sessions.get(s.id) == before
         assert await ab.sessions.list(app="a") == listed
         assert before.status == "paused" and before.revision == 4 and len(before.events) == 3

@@ -80,10 +80,11 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import audit, documents, memory, search, tasks
+from abathur import audit, documents, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite import sessions as sqlite_sessions
+from abathur.backends.sqlite import tasks as sqlite_tasks
 from abathur.config import Settings
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
 from abathur.errors import (
@@ -905,7 +906,10 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
         "SCAN memories_fts VIRTUAL TABLE INDEX 0:M",
     ),
     HotQuery(
-        "tasks of a session", lambda: tasks.SQL_TASKS_OF_SESSION, lambda: ("s",), "tasks_by_session"
+        "tasks of a session",
+        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
+        lambda: ("s",),
+        "tasks_by_session",
     ),
     HotQuery(
         "embedding jobs ready",
