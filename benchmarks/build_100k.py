@@ -46,6 +46,9 @@ import apsw
 import numpy as np
 
 from abathur import Abathur, Event, audit
+from abathur.backends.sqlite.context import SqliteContext
+from abathur.backends.sqlite.transaction import SqliteTransaction
+from abathur.config import Settings
 from abathur.embeddings import EmbedResult
 
 __all__ = ["HashEmbedder", "build"]
@@ -230,15 +233,16 @@ _RESEAL = {
 
 def _reseal(conn: apsw.Connection, sessions: Sequence[str]) -> None:
     """Record the backdating in the audit log: each changed row gets a record covering it."""
+    tx = SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings()))
     for table, (key, select) in _RESEAL.items():
         sql = select.format(cols=", ".join(audit.COVERED[table]))
         rows = conn.execute(sql, () if table == "memories" else (json.dumps(list(sessions)),))
         keys = 2 if table == "events" else 1
         for row in rows.fetchall():
-            seq = audit.next_seq(conn)
+            seq = audit.next_seq(tx)
             # Table and key names are this module's constants.
             conn.execute(f"UPDATE {table} SET audit_seq = ? WHERE {key} = ?", (seq, *row[:keys]))
-            audit.append(conn, "bench.backdate", table, str(row[0]), content=(table, row[keys:]))
+            audit.append(tx, "bench.backdate", table, str(row[0]), content=(table, row[keys:]))
 
 
 def build(

@@ -70,10 +70,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import apsw
-
-from abathur.backends.sqlite import Database
 from abathur.models import AuditRecord, AuditReport
+from abathur.stores import Backend, Transaction
+from abathur.stores.audit import AuditHead, AuditRow, MemoryBounds, Rehash
 from abathur.values import decode
 
 __all__ = [
@@ -142,35 +141,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "app", "user", "created_at"),
 }
 
-# How a finding names a row of each covered table (identifiers are ours).
-_LABELS: dict[str, str] = {
-    "memories": "'memory ' || t.namespace || '/' || t.key || ' v' || t.version",
-    "events": "'event ' || t.session_id || ' #' || t.seq",
-    "tasks": "'task ' || t.id",
-    "sessions": "'session ' || t.id",
-}
-
 #: Actions of purge records; their detail's ``redacted`` counts the records they blanked.
 PURGE_ACTIONS = frozenset({"memory.purge", "sessions.purge", "documents.purge"})
-
-_SQL_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
-_SQL_INSERT = (
-    "INSERT INTO audit_log (seq, at, action, entity, entity_id, detail, prev_hash, hash, "
-    "format, salt, body_hash, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?)"
-)
-_SQL_SET_HEAD = (
-    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
-)
-_SQL_WALK = (
-    "SELECT seq, at, action, entity, entity_id, detail, prev_hash, hash, format, salt, "
-    "body_hash, content_hash, redacted FROM audit_log ORDER BY seq"
-)
-_SQL_REDACT = (
-    "UPDATE audit_log SET entity_id = '', detail = '{}', salt = NULL, redacted = 1 "
-    "WHERE seq IN (SELECT value FROM json_each(?)) AND format = 2 AND redacted = 0"
-)
-
 
 # Built once: json.dumps with options builds an encoder per call, a fifth of
 # an append's Python time (benchmarks/append_audit.py).
@@ -201,7 +173,7 @@ def _digest_v2(
     at: float,
     action: str,
     entity: str,
-    body: str,
+    body: str | None,
     content: str | None,
 ) -> str:
     canonical = _canonical([FORMAT, seq, repr(at), action, entity, body, content])
@@ -225,17 +197,17 @@ def content_hash(salt: bytes, table: str, values: Sequence[Any]) -> str:
     return hashlib.sha256(salt + _canonical([table, *values])).hexdigest()
 
 
-def next_seq(conn: apsw.Connection) -> int:
-    """The seq the next :func:`append` on ``conn`` (in this transaction) will get.
+def next_seq(tx: Transaction) -> int:
+    """The seq the next :func:`append` in ``tx`` will get.
 
     A writer stores it in the row's ``audit_seq`` before appending the record.
     """
-    head = conn.execute(_SQL_HEAD).fetchall()
-    return (head[0][0] if head else 0) + 1
+    head = tx.audit.head()
+    return (0 if head is None else head.seq) + 1
 
 
 def append(
-    conn: apsw.Connection,
+    tx: Transaction,
     action: str,
     entity: str,
     entity_id: str,
@@ -251,116 +223,66 @@ def append(
     returned seq (take it from :func:`next_seq` first).
     """
     at = time.time() if at is None else at
-    head = conn.execute(_SQL_HEAD).fetchall()
-    prev_seq, prev_hash = head[0] if head else (0, GENESIS)
+    store = tx.audit
+    head = store.head()
+    prev_seq, prev_hash = (0, GENESIS) if head is None else head
     seq = prev_seq + 1
     text = _DETAIL.encode(detail or {})
     salt = os.urandom(16)
     body = _body_hash(salt, entity_id, text)
     covered = None if content is None else content_hash(salt, content[0], content[1])
     digest = _digest_v2(prev_hash, seq, at, action, entity, body, covered)
-    conn.execute(
-        _SQL_INSERT,
-        (seq, at, action, entity, entity_id, text, prev_hash, digest, salt, body, covered),
+    store.insert(
+        AuditRow(seq, at, action, entity, entity_id, text, prev_hash, digest, salt, body, covered)
     )
-    conn.execute(_SQL_SET_HEAD, (seq, digest))
+    store.set_head(AuditHead(seq, digest))
     return seq
 
 
-def redact(conn: apsw.Connection, seqs: Iterable[int]) -> int:
+def redact(tx: Transaction, seqs: Iterable[int]) -> int:
     """Blank the names, details and salt of records ``seqs`` (a purge); return how many.
 
     The chain keeps verifying: it covers the records' hashes, which stay.
     Format-1 records cannot be redacted; :func:`upgrade` converts them first.
     """
-    wanted = sorted(set(seqs))
-    redacted = 0
-    for start in range(0, len(wanted), 10_000):
-        conn.execute(_SQL_REDACT, (json.dumps(wanted[start : start + 10_000]),))
-        redacted += conn.changes()
-    return redacted
+    return tx.audit.redact(sorted(set(seqs)))
 
 
 # -- purge: which records name what is erased, and the record that says it was ----
 
-# Records naming memories under a prefix: their entity_id 'namespace/key', a
-# supersede's winner, an archive restore's ref. :eq_lo/:eq_hi bound the ids of
-# the prefix's own namespace ('p/' .. 'p0'), :sub_lo/:sub_hi those under it
-# ('p:' .. 'p;'). A full scan of the log: a purge is rare, an index on every
-# record would cost every write.
-_SQL_MEMORY_RECORDS = (
-    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
-    "(entity = 'memory' AND ((entity_id >= :eq_lo AND entity_id < :eq_hi) "
-    "OR (entity_id >= :sub_lo AND entity_id < :sub_hi))) "
-    "OR (action = 'memory.supersede' AND ("
-    "(json_extract(detail, '$.winner') >= :eq_lo AND json_extract(detail, '$.winner') < :eq_hi) "
-    "OR (json_extract(detail, '$.winner') >= :sub_lo "
-    "AND json_extract(detail, '$.winner') < :sub_hi))) "
-    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') IN ('memory', 'versions') "
-    "AND ((json_extract(detail, '$.ref') >= :eq_lo AND json_extract(detail, '$.ref') < :eq_hi) "
-    "OR (json_extract(detail, '$.ref') >= :sub_lo AND json_extract(detail, '$.ref') < :sub_hi))))"
-)
-# Sessions of (app, user) the log knows, including deleted ones.
-_SQL_USER_SESSIONS = (
-    "SELECT DISTINCT entity_id FROM audit_log WHERE entity = 'session' "
-    "AND action IN ('session.create', 'session.delete') "
-    "AND json_extract(detail, '$.app') = :app AND json_extract(detail, '$.user') = :user"
-)
-_SQL_SESSION_TASKS = (
-    "SELECT DISTINCT entity_id FROM audit_log WHERE action = 'task.create' "
-    "AND json_extract(detail, '$.session_id') IN (SELECT value FROM json_each(:sessions))"
-)
-_SQL_SESSION_RECORDS = (
-    "SELECT seq FROM audit_log WHERE redacted = 0 AND ("
-    "(entity IN ('session', 'event') AND entity_id IN (SELECT value FROM json_each(:sessions))) "
-    "OR (entity = 'task' AND entity_id IN (SELECT value FROM json_each(:tasks))) "
-    "OR (action = 'archive.restore' AND json_extract(detail, '$.kind') = 'session' "
-    "AND json_extract(detail, '$.ref') IN (SELECT value FROM json_each(:sessions))))"
-)
 
-
-# Records of one document root (add_root, sync, forget): entity_id is its path.
-_SQL_ROOT_RECORDS = (
-    "SELECT seq FROM audit_log WHERE redacted = 0 AND entity = 'document_root' AND entity_id = ?"
-)
-
-
-def root_records(conn: apsw.Connection, root: str) -> set[int]:
+def root_records(tx: Transaction, root: str) -> set[int]:
     """Seqs of unredacted records of the document root at path ``root``."""
-    return {seq for (seq,) in conn.execute(_SQL_ROOT_RECORDS, (root,))}
+    return tx.audit.root_record_seqs(root)
 
 
-def memory_records(conn: apsw.Connection, bounds: tuple[str, str, str, str]) -> set[int]:
+def memory_records(tx: Transaction, bounds: tuple[str, str, str, str]) -> set[int]:
     """Seqs of unredacted records naming a memory whose ``namespace/key`` falls in ``bounds``.
 
-    ``bounds`` is (eq_lo, eq_hi, sub_lo, sub_hi): see :data:`_SQL_MEMORY_RECORDS`.
+    ``bounds`` is (eq_lo, eq_hi, sub_lo, sub_hi): ids of the prefix's own
+    namespace fall in [eq_lo, eq_hi), those under it in [sub_lo, sub_hi). The
+    records are the memories' own, a supersede's winner, an archive restore's ref.
     """
-    eq_lo, eq_hi, sub_lo, sub_hi = bounds
-    params = {"eq_lo": eq_lo, "eq_hi": eq_hi, "sub_lo": sub_lo, "sub_hi": sub_hi}
-    return {seq for (seq,) in conn.execute(_SQL_MEMORY_RECORDS, params)}
+    return tx.audit.memory_record_seqs(MemoryBounds(*bounds))
 
 
-def user_sessions(conn: apsw.Connection, app: str, user: str) -> set[str]:
+def user_sessions(tx: Transaction, app: str, user: str) -> set[str]:
     """Ids of every session of (app, user) the log has a record of (deleted ones too)."""
-    return {sid for (sid,) in conn.execute(_SQL_USER_SESSIONS, {"app": app, "user": user})}
+    return tx.audit.user_session_ids(app, user)
 
 
-def session_tasks(conn: apsw.Connection, sessions: Iterable[str]) -> set[str]:
+def session_tasks(tx: Transaction, sessions: Iterable[str]) -> set[str]:
     """Ids of every task the log says was created in one of ``sessions``."""
-    ids = json.dumps(sorted(sessions))
-    return {tid for (tid,) in conn.execute(_SQL_SESSION_TASKS, {"sessions": ids})}
+    return tx.audit.session_task_ids(set(sessions))
 
 
-def session_records(
-    conn: apsw.Connection, sessions: Iterable[str], tasks: Iterable[str]
-) -> set[int]:
+def session_records(tx: Transaction, sessions: Iterable[str], tasks: Iterable[str]) -> set[int]:
     """Seqs of unredacted records of these sessions, their events and these tasks."""
-    params = {"sessions": json.dumps(sorted(sessions)), "tasks": json.dumps(sorted(tasks))}
-    return {seq for (seq,) in conn.execute(_SQL_SESSION_RECORDS, params)}
+    return tx.audit.session_record_seqs(set(sessions), set(tasks))
 
 
 def record_purge(
-    conn: apsw.Connection,
+    tx: Transaction,
     action: str,
     subject: str,
     counts: dict[str, int],
@@ -374,10 +296,10 @@ def record_purge(
     """
     if action not in PURGE_ACTIONS:
         raise ValueError(f"{action!r} is not a purge action")
-    upgrade(conn)  # format-1 records cannot be redacted
-    redacted = redact(conn, seqs)
+    upgrade(tx)  # format-1 records cannot be redacted
+    redacted = redact(tx, seqs)
     digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
-    seq = append(conn, action, "purge", digest, {**counts, "redacted": redacted})
+    seq = append(tx, action, "purge", digest, {**counts, "redacted": redacted})
     return redacted, seq
 
 
@@ -397,11 +319,11 @@ class _Walk:
     purged: int = 0  # records the purge records say they redacted
 
 
-def _walk(conn: apsw.Connection) -> _Walk:
+def _walk(tx: Transaction) -> _Walk:
     walk = _Walk()
     problems = walk.problems
     expected_prev, expected_seq = GENESIS, 1
-    for row in conn.execute(_SQL_WALK):
+    for row in tx.audit.chain():
         (
             seq,
             at,
@@ -438,8 +360,8 @@ def _walk(conn: apsw.Connection) -> _Walk:
         elif not redacted:
             _note(walk, seq, action, entity, detail)
         expected_prev, expected_seq = digest, seq + 1
-    head = conn.execute(_SQL_HEAD).fetchall()
-    head_seq, head_hash = head[0] if head else (0, GENESIS)
+    head = tx.audit.head()
+    head_seq, head_hash = (0, GENESIS) if head is None else head
     if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
         problems.append(
             f"the chain ends at record {expected_seq - 1} but the head says {head_seq}: "
@@ -483,12 +405,12 @@ def _detail(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def verify_chain(conn: apsw.Connection) -> AuditReport:
-    """Walk the chain on ``conn`` (inside the caller's transaction) and report any break.
+def verify_chain(tx: Transaction) -> AuditReport:
+    """Walk the chain in ``tx`` (the caller's transaction) and report any break.
 
     The records only; :func:`verify` adds the rows they cover.
     """
-    walk = _walk(conn)
+    walk = _walk(tx)
     return AuditReport(is_ok=not walk.problems, records=walk.records, problems=walk.problems)
 
 
@@ -501,29 +423,22 @@ class ContentReport:
     uncovered: int
 
 
-def _has_column(conn: apsw.Connection, table: str, column: str) -> bool:
-    # PRAGMA takes no placeholder; the table name is one of our constants.
-    return any(r[1] == column for r in conn.execute(f'PRAGMA main.table_info("{table}")'))
-
-
-def verify_content(conn: apsw.Connection, walk: _Walk | None = None) -> ContentReport:
+def verify_content(tx: Transaction, walk: _Walk | None = None) -> ContentReport:
     """Recompute each covered row's hash against the record that wrote it."""
-    walk = _walk(conn) if walk is None else walk
+    walk = _walk(tx) if walk is None else walk
+    store = tx.audit
     problems: list[str] = []
     verified = uncovered = 0
-    if not _has_column(conn, "audit_log", "content_hash"):
+    if not store.has_column("audit_log", "content_hash"):
         return ContentReport([], 0, 0)
     for table, columns in COVERED.items():
-        if not _has_column(conn, table, "audit_seq"):
+        if not store.has_column(table, "audit_seq"):
             continue
-        cols = ", ".join(f"t.{c}" for c in columns)
-        sql = (
-            f"SELECT {_LABELS[table]}, t.audit_seq, a.seq, a.content_hash, a.salt, a.redacted, "
-            f"{cols} FROM main.{table} AS t LEFT JOIN main.audit_log AS a ON a.seq = t.audit_seq"
-        )
         bad: list[str] = []
         missing = 0
-        for label, pointer, found, covered, salt, redacted, *values in conn.execute(sql):
+        for label, pointer, found, covered, salt, redacted, values in store.covered_rows(
+            table, columns
+        ):
             if pointer is None:
                 missing += 1
             elif found is None:
@@ -554,32 +469,24 @@ def verify_content(conn: apsw.Connection, walk: _Walk | None = None) -> ContentR
                 "written before the audit covered content: rows were inserted or their "
                 "audit_seq cleared after the fact"
             )
-    if _has_column(conn, "memories", "audit_seq"):
-        problems += _current_versions(conn)
+    if store.has_column("memories", "audit_seq"):
+        problems += _current_versions(tx)
     return ContentReport(problems, verified, uncovered)
 
 
-# The current version of each memory must be its newest: flipping is_current
-# back to an older version would roll a value back without changing any row's
-# covered columns. Uses the UNIQUE (namespace, key, version) index.
-_SQL_CURRENT_NOT_NEWEST = (
-    "SELECT namespace, key, max(version), sum(is_current), "
-    "max(CASE WHEN is_current = 1 THEN version END) FROM memories "
-    "GROUP BY namespace, key HAVING sum(is_current) != 1 "
-    "OR max(CASE WHEN is_current = 1 THEN version END) != max(version) LIMIT 21"
-)
-
-
-def _current_versions(conn: apsw.Connection) -> list[str]:
+def _current_versions(tx: Transaction) -> list[str]:
+    # The current version of each memory must be its newest: flipping
+    # is_current back to an older version would roll a value back without
+    # changing any row's covered columns.
     return [
         f"memory {ns}/{key}: current version is {current} but the newest is {newest} "
         f"({flagged} row(s) marked current): rolled back after the fact"
-        for ns, key, newest, flagged, current in conn.execute(_SQL_CURRENT_NOT_NEWEST)
+        for ns, key, newest, flagged, current in tx.audit.memories_not_at_newest(21)
     ]
 
 
-def verify(conn: apsw.Connection) -> AuditReport:
-    """Verify the chain and every covered row on ``conn`` (inside the caller's transaction).
+def verify(tx: Transaction) -> AuditReport:
+    """Verify the chain and every covered row in ``tx`` (the caller's transaction).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -593,8 +500,8 @@ def verify(conn: apsw.Connection) -> AuditReport:
         >>> report.is_ok, report.records, report.rows_verified
         (True, 1, 1)
     """
-    walk = _walk(conn)
-    content = verify_content(conn, walk)
+    walk = _walk(tx)
+    content = verify_content(tx, walk)
     problems = walk.problems + content.problems
     return AuditReport(
         is_ok=not problems,
@@ -608,49 +515,37 @@ def verify(conn: apsw.Connection) -> AuditReport:
 # -- upgrade from format 1 ------------------------------------------------------------
 
 
-def needs_upgrade(conn: apsw.Connection) -> bool:
+def needs_upgrade(tx: Transaction) -> bool:
     """True when the file has migration 007 and format-1 records to convert."""
-    if not _has_column(conn, "audit_log", "format"):
+    store = tx.audit
+    if not store.has_column("audit_log", "format"):
         return False
     # Format-1 records are always the oldest: only code before 007 wrote them.
-    first = conn.execute("SELECT format FROM audit_log ORDER BY seq LIMIT 1").fetchall()
-    if first:
-        return bool(first[0][0] == 1)
+    first = store.first_format()
+    if first is not None:
+        return first == 1
     # No record at all, yet rows written before 007 (by hand, or a very old
     # file): the upgrade record counts them. On a new file the tables are empty.
-    return any(
-        conn.execute(f"SELECT 1 FROM main.{table} WHERE audit_seq IS NULL LIMIT 1").fetchall()
-        for table in COVERED
-    )
+    return store.has_rows_without_record(COVERED)
 
 
-def _legacy_rows(conn: apsw.Connection) -> dict[str, int]:
+def _legacy_rows(tx: Transaction) -> dict[str, int]:
     """Rows with no audit_seq now, plus an upper bound of those in archive rows."""
-    counts = {
-        table: int(
-            conn.execute(f"SELECT count(*) FROM main.{table} WHERE audit_seq IS NULL").fetchall()[
-                0
-            ][0]
-        )
-        for table in COVERED
-    }
-    archived = (
-        dict(conn.execute("SELECT kind, total(rows) FROM archive GROUP BY kind").fetchall())
-        if _has_column(conn, "archive", "rows")
-        else {}
-    )
-    sessions = (
-        int(conn.execute("SELECT count(*) FROM archive WHERE kind = 'session'").fetchall()[0][0])
-        if archived
-        else 0
-    )
+    store = tx.audit
+    counts = store.rows_without_record(COVERED)
+    archived: dict[str, float] = {}
+    sessions = 0
+    if store.has_column("archive", "rows"):
+        archived, sessions = store.archived_rows()
+        if not archived:
+            sessions = 0
     counts["memories"] += int(archived.get("memory", 0) + archived.get("versions", 0))
     counts["sessions"] += sessions
     counts["events"] += int(archived.get("session", 0)) - sessions
     return counts
 
 
-def upgrade(conn: apsw.Connection) -> bool:
+def upgrade(tx: Transaction) -> bool:
     """Convert format-1 records to format 2, in the caller's write transaction.
 
     Format-1 digests cover entity_id and detail themselves, so they could not
@@ -660,39 +555,35 @@ def upgrade(conn: apsw.Connection) -> bool:
     hold), whether the old chain verified, and how many rows predate
     content hashing (``legacy_rows``). Returns False when there was nothing to do.
     """
-    if not needs_upgrade(conn):
+    if not needs_upgrade(tx):
         return False
-    old = _walk(conn)
-    head = conn.execute(_SQL_HEAD).fetchall()
-    old_seq, old_hash = head[0] if head else (0, GENESIS)
+    store = tx.audit
+    old = _walk(tx)
+    head = store.head()
+    old_seq, old_hash = (0, GENESIS) if head is None else head
     prev, last, count = GENESIS, 0, 0
     while True:
         # In pages by seq: a long log is never held in memory whole.
-        page = conn.execute(
-            "SELECT seq, at, action, entity, entity_id, detail, format, salt, body_hash, "
-            "content_hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 5000",
-            (last,),
-        ).fetchall()
+        page = store.records_after(last, 5000)
         if not page:
             break
-        updates: list[tuple[Any, ...]] = []
-        for seq, at, action, entity, entity_id, detail, fmt, salt, body, covered in page:
-            if fmt == 1:
+        updates: list[Rehash] = []
+        for row in page:
+            salt, body = row.salt, row.body_hash
+            if row.format == 1:
                 salt = os.urandom(16)
-                body = _body_hash(salt, entity_id, detail)
-            digest = _digest_v2(prev, seq, at, action, entity, body, covered)
-            updates.append((salt, body, prev, digest, seq))
-            prev, last = digest, seq
-        conn.executemany(
-            "UPDATE audit_log SET format = 2, salt = ?, body_hash = ?, prev_hash = ?, hash = ? "
-            "WHERE seq = ?",
-            updates,
-        )
+                body = _body_hash(salt, row.entity_id, row.detail)
+            digest = _digest_v2(
+                prev, row.seq, row.at, row.action, row.entity, body, row.content_hash
+            )
+            updates.append(Rehash(row.seq, salt, body, prev, digest))
+            prev, last = digest, row.seq
+        store.rehash(updates)
         count += len(updates)
     if count:
-        conn.execute(_SQL_SET_HEAD, (last, prev))
+        store.set_head(AuditHead(last, prev))
     append(
-        conn,
+        tx,
         "audit.upgraded",
         "audit",
         "format-2",
@@ -702,7 +593,7 @@ def upgrade(conn: apsw.Connection) -> bool:
             "old_head_seq": old_seq,
             "old_head_hash": old_hash,
             "old_chain_problems": len(old.problems),
-            "legacy_rows": _legacy_rows(conn),
+            "legacy_rows": _legacy_rows(tx),
         },
     )
     return True
@@ -722,7 +613,7 @@ class AuditLog:
         True
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self._db = db
 
     async def verify(self) -> AuditReport:
@@ -739,13 +630,10 @@ class AuditLog:
     ) -> list[AuditRecord]:
         """Records in order, optionally for one entity kind and id (redacted ones show blank)."""
 
-        def fetch(conn: apsw.Connection) -> list[AuditRecord]:
-            rows = conn.execute(
-                "SELECT seq, at, action, entity, entity_id, detail FROM audit_log "
-                "WHERE seq > ? AND (? IS NULL OR entity = ?) AND (? IS NULL OR entity_id = ?) "
-                "ORDER BY seq LIMIT ?",
-                (after_seq, entity, entity, entity_id, entity_id, limit),
-            ).fetchall()
+        def fetch(tx: Transaction) -> list[AuditRecord]:
+            rows = tx.audit.records(
+                entity=entity, entity_id=entity_id, after_seq=after_seq, limit=limit
+            )
             return [
                 AuditRecord(seq=s, at=a, action=ac, entity=e, entity_id=i, detail=decode(d))
                 for s, a, ac, e, i, d in rows

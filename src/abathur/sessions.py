@@ -43,10 +43,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-import apsw
-
 from abathur import audit
-from abathur.backends.sqlite import Database
 from abathur.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -55,114 +52,15 @@ from abathur.errors import (
     StaleSessionError,
 )
 from abathur.models import Event, PurgeReport, Session, SessionStatus
+from abathur.stores import Backend, Transaction
+from abathur.stores.sessions import EventRow, SessionRow
 from abathur.values import INT64_MAX, INT64_MIN, check_id, decode, encode, show_number
 
 __all__ = [
-    "SQL_EVENTS_AFTER",
-    "SQL_LAST_EVENTS",
-    "SQL_LAST_EVENTS_AFTER",
-    "SQL_LIST_ALL_SESSIONS",
-    "SQL_LIST_APP_SESSIONS",
-    "SQL_LIST_SESSIONS",
-    "SQL_SESSION_BY_ID",
     "STATUSES",
     "TRANSITIONS",
     "SessionService",
 ]
-
-# --- SQL -------------------------------------------------------------------
-# Hot queries are constants so tests/unit/test_query_plans.py can EXPLAIN the
-# exact text that ships. The index each one needs is named beside it.
-
-_SESSION_COLUMNS = "id, app, user, status, state, revision, created_at, updated_at"
-_EVENT_COLUMNS = "seq, id, author, content, state_delta, metadata, timestamp"
-
-# (id) -> one session row. Uses the sessions primary key.
-SQL_SESSION_BY_ID = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?"
-
-# (session_id, n) -> the newest n events, newest first (the caller reverses);
-# n = -1 means all of them. Walks the events PRIMARY KEY (session_id, seq) backwards.
-SQL_LAST_EVENTS = (
-    f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT ?"
-)
-
-# (session_id, after) -> every event with timestamp > after, oldest first.
-# Uses events_by_time: the range on timestamp is what keeps `after=`
-# (typically "since my last poll") cheap on a long session. Left alone, the
-# planner may walk the primary key to save the sort and test every event on
-# the way, so the index is named.
-SQL_EVENTS_AFTER = (
-    f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_by_time "
-    "WHERE session_id = ? AND timestamp > ? ORDER BY seq"
-)
-
-# (session_id, after, n) -> the newest n events with timestamp > after, newest
-# first (the caller reverses). Same index, same reason.
-SQL_LAST_EVENTS_AFTER = (
-    f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_by_time "
-    "WHERE session_id = ? AND timestamp > ? ORDER BY seq DESC LIMIT ?"
-)
-
-# (app, user, status, status, limit) -> sessions of one user, newest update
-# first; status NULL means any. sessions_by_app_user (app, user, updated_at)
-# gives the order for free.
-SQL_LIST_SESSIONS = (
-    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE app = ? AND user = ? "
-    "AND (? IS NULL OR status = ?) ORDER BY updated_at DESC, rowid DESC LIMIT ?"
-)
-
-# (app, status, status, limit) -> sessions of every user of an app, newest
-# update first. sessions_by_app_user narrows to the app; the order needs a sort.
-SQL_LIST_APP_SESSIONS = (
-    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE app = ? "
-    "AND (? IS NULL OR status = ?) ORDER BY updated_at DESC, rowid DESC LIMIT ?"
-)
-
-# (:user, :status, :limit) -> sessions of every app, newest update first; user
-# or status NULL means any. An operator's listing (abathur session list without
-# --app), not a hot query: no index gives this order, so it sorts.
-SQL_LIST_ALL_SESSIONS = (
-    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE (:user IS NULL OR user = :user) "
-    "AND (:status IS NULL OR status = :status) ORDER BY updated_at DESC, rowid DESC LIMIT :limit"
-)
-
-_SQL_APP_STATE = "SELECT key, value FROM app_state WHERE app = ?"
-_SQL_USER_STATE = "SELECT key, value FROM user_state WHERE app = ? AND user = ?"
-_SQL_PUT_APP_STATE = (
-    "INSERT INTO app_state (app, key, value, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (app, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-)
-_SQL_PUT_USER_STATE = (
-    "INSERT INTO user_state (app, user, key, value, updated_at) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (app, user, key) DO UPDATE SET value = excluded.value, "
-    "updated_at = excluded.updated_at"
-)
-_SQL_INSERT_SESSION = (
-    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at, "
-    "audit_seq) VALUES (?, ?, ?, 'created', ?, 0, ?, ?, ?)"
-)
-_SQL_LAST_SEQ = "SELECT seq FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1"
-_SQL_EVENT_ID_TAKEN = "SELECT 1 FROM events WHERE session_id = ? AND id = ?"
-_SQL_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
-    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SQL_UPDATE_SESSION = (
-    "UPDATE sessions SET status = ?, state = ?, revision = ?, updated_at = ? WHERE id = ?"
-)
-_SQL_SET_STATUS = "UPDATE sessions SET status = ?, revision = ?, updated_at = ? WHERE id = ?"
-_SQL_COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ?"
-_SQL_DELETE_SESSION = "DELETE FROM sessions WHERE id = ?"
-
-# sessions.purge (issue 11). One user's sessions: index sessions_by_app_user.
-_SQL_USER_SESSION_IDS = "SELECT id FROM sessions WHERE app = ? AND user = ?"
-_IN_SESSIONS = "session_id IN (SELECT value FROM json_each(?))"
-_SQL_PURGE_EVENTS = "FROM events WHERE " + _IN_SESSIONS
-_SQL_PURGE_TASK_IDS = "SELECT id FROM tasks WHERE " + _IN_SESSIONS
-_SQL_PURGE_TASKS = "FROM tasks WHERE " + _IN_SESSIONS
-_SQL_PURGE_SESSIONS = "FROM sessions WHERE id IN (SELECT value FROM json_each(?))"
-_SQL_PURGE_USER_STATE = "FROM user_state WHERE app = ? AND user = ?"
-_SQL_PURGE_ARCHIVE = "FROM archive WHERE kind = 'session' AND app = ? AND user = ?"
 
 # --- lifecycle ---------------------------------------------------------------
 
@@ -253,28 +151,25 @@ def _is_finite(number: int | float) -> bool:
     return math.isfinite(number)
 
 
-def _scoped_state(conn: apsw.Connection, app: str, user: str) -> dict[str, Any]:
+def _scoped_state(tx: Transaction, app: str, user: str) -> dict[str, Any]:
     """App and user state of (app, user) with their prefixes, as the merged view shows them."""
-    merged = {f"app:{k}": decode(v) for k, v in conn.execute(_SQL_APP_STATE, (app,))}
-    merged.update(
-        {f"user:{k}": decode(v) for k, v in conn.execute(_SQL_USER_STATE, (app, user))}
-    )
+    merged = {f"app:{k}": decode(v) for k, v in tx.sessions.app_state(app).items()}
+    merged.update({f"user:{k}": decode(v) for k, v in tx.sessions.user_state(app, user).items()})
     return merged
 
 
-def _write_scoped(conn: apsw.Connection, app: str, user: str, scoped: _Scoped,
-                  now: float) -> None:
-    for key, value in scoped.app.items():
-        conn.execute(_SQL_PUT_APP_STATE, (app, key, value, now))
-    for key, value in scoped.user.items():
-        conn.execute(_SQL_PUT_USER_STATE, (app, user, key, value, now))
+def _write_scoped(tx: Transaction, app: str, user: str, scoped: _Scoped, now: float) -> None:
+    if scoped.app:
+        tx.sessions.put_app_state(app, scoped.app, at=now)
+    if scoped.user:
+        tx.sessions.put_user_state(app, user, scoped.user, at=now)
 
 
-def _session_row(conn: apsw.Connection, session_id: str) -> tuple[Any, ...]:
-    rows = conn.execute(SQL_SESSION_BY_ID, (session_id,)).fetchall()
-    if not rows:
+def _session_row(tx: Transaction, session_id: str) -> SessionRow:
+    row = tx.sessions.session_row(session_id)
+    if row is None:
         raise SessionNotFoundError(f"no session has id {session_id!r}")
-    return rows[0]
+    return row
 
 
 def _check_expected(session_id: str, expected: int | None, actual: int) -> None:
@@ -282,7 +177,7 @@ def _check_expected(session_id: str, expected: int | None, actual: int) -> None:
         raise StaleSessionError(session_id, expected, actual)
 
 
-def _events(rows: list[tuple[Any, ...]]) -> list[Event]:
+def _events(rows: list[EventRow]) -> list[Event]:
     """Build Events from event rows (in the order given) for the read hot path."""
     if not rows:
         return []
@@ -303,7 +198,7 @@ def _events(rows: list[tuple[Any, ...]]) -> list[Event]:
     ]
 
 
-def _session(row: tuple[Any, ...], scoped: dict[str, Any], events: list[Event],
+def _session(row: SessionRow, scoped: dict[str, Any], events: list[Event],
              extra: dict[str, Any] | None = None) -> Session:
     session_id, app, user, status, state, revision, created_at, updated_at = row
     merged = dict(scoped)
@@ -316,39 +211,27 @@ def _session(row: tuple[Any, ...], scoped: dict[str, Any], events: list[Event],
     )
 
 
-def _purge(conn: apsw.Connection, app: str, user: str, *, dry_run: bool) -> PurgeReport:
+def _purge(tx: Transaction, app: str, user: str, *, dry_run: bool) -> PurgeReport:
     """Erase every session of (app, user) and all that names it, in the caller's transaction."""
-    hot = [sid for (sid,) in conn.execute(_SQL_USER_SESSION_IDS, (app, user))]
-    ids = json.dumps(hot)
+    hot = tx.sessions.user_session_ids(app, user)
     # Sessions deleted or archived earlier still have records naming them.
-    known = set(hot) | audit.user_sessions(conn, app, user)
-    tasks = {tid for (tid,) in conn.execute(_SQL_PURGE_TASK_IDS, (ids,))}
-    tasks |= audit.session_tasks(conn, known)
-
-    def count(sql: str, params: tuple[Any, ...]) -> int:
-        return int(conn.execute("SELECT count(*) " + sql, params).fetchall()[0][0])
-
+    known = set(hot) | audit.user_sessions(tx, app, user)
+    tasks = tx.sessions.task_ids(hot)
+    tasks |= audit.session_tasks(tx, known)
+    found = tx.sessions.purge_counts(hot, app, user)
     counts = {
         "sessions": len(hot),
-        "events": count(_SQL_PURGE_EVENTS, (ids,)),
-        "tasks": count(_SQL_PURGE_TASKS, (ids,)),
-        "user_state": count(_SQL_PURGE_USER_STATE, (app, user)),
-        "archive": count(_SQL_PURGE_ARCHIVE, (app, user)),
+        "events": found.events,
+        "tasks": found.tasks,
+        "user_state": found.user_state,
+        "archive": found.archive,
     }
-    records = audit.session_records(conn, known, tasks)
+    records = audit.session_records(tx, known, tasks)
     if dry_run:
         return PurgeReport(scope="sessions", is_dry_run=True, counts=counts, redacted=len(records))
-    # Children first: the cascade would do it, explicit deletes say what went.
-    for sql, params in (
-        (_SQL_PURGE_EVENTS, (ids,)),
-        (_SQL_PURGE_TASKS, (ids,)),
-        (_SQL_PURGE_SESSIONS, (ids,)),
-        (_SQL_PURGE_USER_STATE, (app, user)),
-        (_SQL_PURGE_ARCHIVE, (app, user)),
-    ):
-        conn.execute("DELETE " + sql, params)
+    tx.sessions.purge(hot, app, user)
     subject = json.dumps([app, user], ensure_ascii=False, separators=(",", ":"))
-    redacted, seq = audit.record_purge(conn, "sessions.purge", subject, counts, records)
+    redacted, seq = audit.record_purge(tx, "sessions.purge", subject, counts, records)
     return PurgeReport(
         scope="sessions", is_dry_run=False, counts=counts, redacted=redacted, audit_seq=seq
     )
@@ -374,7 +257,7 @@ class SessionService:
         'created'
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self._db = db
 
     @property
@@ -426,18 +309,19 @@ class SessionService:
         scoped = _split_state({} if state is None else state, "state", self._limit)
         session_json = encode(scoped.session, what="session state", limit=self._limit)
 
-        def write(conn: apsw.Connection) -> Session:
-            if conn.execute(SQL_SESSION_BY_ID, (session_id,)).fetchall():
+        def write(tx: Transaction) -> Session:
+            if tx.sessions.session_row(session_id) is not None:
                 raise AlreadyExistsError(f"a session with id {session_id!r} already exists")
             now = time.time()
-            seq = audit.next_seq(conn)
-            conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now, seq))
-            _write_scoped(conn, app, user, scoped, now)
-            audit.append(conn, "session.create", "session", session_id,
+            seq = audit.next_seq(tx)
+            tx.sessions.insert_session(session_id, app=app, user=user, state=session_json,
+                                       at=now, audit_seq=seq)
+            _write_scoped(tx, app, user, scoped, now)
+            audit.append(tx, "session.create", "session", session_id,
                          {"app": app, "user": user}, at=now,
                          content=("sessions", (session_id, app, user, now)))
-            row = (session_id, app, user, "created", session_json, 0, now, now)
-            return _session(row, _scoped_state(conn, app, user), [], _temp_view(scoped.temp))
+            row = SessionRow(session_id, app, user, "created", session_json, 0, now, now)
+            return _session(row, _scoped_state(tx, app, user), [], _temp_view(scoped.temp))
 
         return await self._db.write(write)
 
@@ -491,19 +375,20 @@ class SessionService:
             )
         n = -1 if last_n is None else last_n
 
-        def read(conn: apsw.Connection) -> Session:
-            row = _session_row(conn, session_id)
+        def read(tx: Transaction) -> Session:
+            row = _session_row(tx, session_id)
+            rows: list[EventRow]
             if n == 0:
                 rows = []
             elif after is None:
-                rows = conn.execute(SQL_LAST_EVENTS, (session_id, n)).fetchall()
+                rows = tx.sessions.last_events(session_id, n)
                 rows.reverse()
             elif n < 0:
-                rows = conn.execute(SQL_EVENTS_AFTER, (session_id, after)).fetchall()
+                rows = tx.sessions.events_after(session_id, after)
             else:
-                rows = conn.execute(SQL_LAST_EVENTS_AFTER, (session_id, after, n)).fetchall()
+                rows = tx.sessions.last_events_after(session_id, after, n)
                 rows.reverse()
-            return _session(row, _scoped_state(conn, row[1], row[2]), _events(rows))
+            return _session(row, _scoped_state(tx, row.app, row.user), _events(rows))
 
         return await self._db.read(read)
 
@@ -548,32 +433,23 @@ class SessionService:
                 f"limit must be an int from 0 to {INT64_MAX}, got {show_number(limit)}"
             )
 
-        def read(conn: apsw.Connection) -> list[Session]:
-            if app is None:
-                rows = conn.execute(
-                    SQL_LIST_ALL_SESSIONS, {"user": user, "status": status, "limit": limit}
-                ).fetchall()
-            elif user is None:
-                rows = conn.execute(
-                    SQL_LIST_APP_SESSIONS, (app, status, status, limit)).fetchall()
-            else:
-                rows = conn.execute(
-                    SQL_LIST_SESSIONS, (app, user, status, status, limit)).fetchall()
+        def read(tx: Transaction) -> list[Session]:
+            rows = tx.sessions.list_sessions(app=app, user=user, status=status, limit=limit)
             # Each app's and each (app, user)'s state is read once, however many sessions.
             by_app: dict[str, dict[str, Any]] = {}
             by_user: dict[tuple[str, str], dict[str, Any]] = {}
             sessions = []
             for row in rows:
-                owner_app, owner = row[1], row[2]
+                owner_app, owner = row.app, row.user
                 if owner_app not in by_app:
                     by_app[owner_app] = {
                         f"app:{k}": decode(v)
-                        for k, v in conn.execute(_SQL_APP_STATE, (owner_app,))
+                        for k, v in tx.sessions.app_state(owner_app).items()
                     }
                 if (owner_app, owner) not in by_user:
                     by_user[owner_app, owner] = by_app[owner_app] | {
                         f"user:{k}": decode(v)
-                        for k, v in conn.execute(_SQL_USER_STATE, (owner_app, owner))
+                        for k, v in tx.sessions.user_state(owner_app, owner).items()
                     }
                 sessions.append(_session(row, by_user[owner_app, owner], []))
             return sessions
@@ -650,8 +526,8 @@ class SessionService:
 
         # One audit record per event (issue 11, item 12), covering the event
         # row; benchmarks/append_audit.py measures what it costs.
-        def write(conn: apsw.Connection) -> Session:
-            row = _session_row(conn, session_id)
+        def write(tx: Transaction) -> Session:
+            row = _session_row(tx, session_id)
             _, app, user, status, state, revision, created_at, _ = row
             _check_expected(session_id, expected, revision)
             if status == "paused":
@@ -663,33 +539,34 @@ class SessionService:
                 raise InvalidTransitionError(
                     f"session {session_id!r} is {status}: it takes no more events"
                 )
-            if conn.execute(_SQL_EVENT_ID_TAKEN, (session_id, event_id)).fetchall():
+            if tx.sessions.has_event(session_id, event_id):
                 raise AlreadyExistsError(
                     f"session {session_id!r} already has an event with id {event_id!r}"
                 )
-            last = conn.execute(_SQL_LAST_SEQ, (session_id,)).fetchall()
-            seq = last[0][0] + 1 if last else 1
+            seq = tx.sessions.last_seq(session_id) + 1
             at = time.time() if stamp is None else float(stamp)
-            event_row = (session_id, seq, event_id, author, content_json, delta_json,
-                         metadata_json, at)
-            audit_seq = audit.next_seq(conn)
-            conn.execute(_SQL_INSERT_EVENT, (*event_row, audit_seq))
-            audit.append(conn, "event.append", "event", session_id, {"seq": seq},
-                         content=("events", event_row))
+            event_row = EventRow(seq, event_id, author, content_json, delta_json,
+                                 metadata_json, at)
+            audit_seq = audit.next_seq(tx)
+            tx.sessions.insert_event(session_id, event_row, audit_seq=audit_seq)
+            audit.append(tx, "event.append", "event", session_id, {"seq": seq},
+                         content=("events", (session_id, *event_row)))
             if scoped.session:
                 session_state = json.loads(state)
                 session_state.update(scoped.session)
                 state = encode(session_state, what=f"state of session {session_id!r}",
                                limit=limit)
-            _write_scoped(conn, app, user, scoped, at)
-            conn.execute(_SQL_UPDATE_SESSION, ("active", state, revision + 1, at, session_id))
+            _write_scoped(tx, app, user, scoped, at)
+            tx.sessions.update_session(session_id, status="active", state=state,
+                                       revision=revision + 1, at=at)
             stored = Event.model_construct(
                 id=event_id, author=author, content=json.loads(content_json),
                 state_delta=json.loads(delta_json), metadata=json.loads(metadata_json),
                 timestamp=at, seq=seq,
             )
-            new_row = (session_id, app, user, "active", state, revision + 1, created_at, at)
-            return _session(new_row, _scoped_state(conn, app, user), [stored],
+            new_row = SessionRow(session_id, app, user, "active", state, revision + 1,
+                                 created_at, at)
+            return _session(new_row, _scoped_state(tx, app, user), [stored],
                             _temp_view(scoped.temp))
 
         return await self._db.write(write)
@@ -720,8 +597,8 @@ class SessionService:
         check_id(app, "app")
         check_id(user, "user")
 
-        def read(conn: apsw.Connection) -> dict[str, Any]:
-            return {k: decode(v) for k, v in conn.execute(_SQL_USER_STATE, (app, user))}
+        def read(tx: Transaction) -> dict[str, Any]:
+            return {k: decode(v) for k, v in tx.sessions.user_state(app, user).items()}
 
         return await self._db.read(read)
 
@@ -749,8 +626,8 @@ class SessionService:
         """
         check_id(app, "app")
 
-        def read(conn: apsw.Connection) -> dict[str, Any]:
-            return {k: decode(v) for k, v in conn.execute(_SQL_APP_STATE, (app,))}
+        def read(tx: Transaction) -> dict[str, Any]:
+            return {k: decode(v) for k, v in tx.sessions.app_state(app).items()}
 
         return await self._db.read(read)
 
@@ -793,8 +670,8 @@ class SessionService:
         new = _check_status(status)
         expected = _check_revision(expected_revision)
 
-        def write(conn: apsw.Connection) -> Session:
-            row = _session_row(conn, session_id)
+        def write(tx: Transaction) -> Session:
+            row = _session_row(tx, session_id)
             _, app, user, old, state, revision, created_at, _ = row
             _check_expected(session_id, expected, revision)
             if new not in TRANSITIONS[old]:
@@ -804,11 +681,11 @@ class SessionService:
                     f"from {old!r} it can go to: {allowed}"
                 )
             now = time.time()
-            conn.execute(_SQL_SET_STATUS, (new, revision + 1, now, session_id))
-            audit.append(conn, "session.status", "session", session_id,
+            tx.sessions.set_status(session_id, status=new, revision=revision + 1, at=now)
+            audit.append(tx, "session.status", "session", session_id,
                          {"from": old, "to": new, "revision": revision + 1}, at=now)
-            new_row = (session_id, app, user, new, state, revision + 1, created_at, now)
-            return _session(new_row, _scoped_state(conn, app, user), [])
+            new_row = SessionRow(session_id, app, user, new, state, revision + 1, created_at, now)
+            return _session(new_row, _scoped_state(tx, app, user), [])
 
         return await self._db.write(write)
 
@@ -872,12 +749,12 @@ class SessionService:
         """
         check_id(session_id, "session id")
 
-        def write(conn: apsw.Connection) -> None:
-            _, app, user, status, _, revision, _, _ = _session_row(conn, session_id)
-            (events,) = conn.execute(_SQL_COUNT_EVENTS, (session_id,)).fetchall()[0]
-            # events and tasks go with it through ON DELETE CASCADE.
-            conn.execute(_SQL_DELETE_SESSION, (session_id,))
-            audit.append(conn, "session.delete", "session", session_id,
+        def write(tx: Transaction) -> None:
+            _, app, user, status, _, revision, _, _ = _session_row(tx, session_id)
+            events = tx.sessions.count_events(session_id)
+            # Its events and tasks go with it.
+            tx.sessions.delete_session(session_id)
+            audit.append(tx, "session.delete", "session", session_id,
                          {"app": app, "user": user, "status": status, "revision": revision,
                           "events": events})
 
@@ -928,14 +805,14 @@ class SessionService:
         if not isinstance(dry_run, bool):
             raise InvalidInputError(f"dry_run must be a bool, got {type(dry_run).__name__}")
         if dry_run:
-            return await self._db.read(lambda conn: _purge(conn, app, user, dry_run=True))
+            return await self._db.read(lambda tx: _purge(tx, app, user, dry_run=True))
 
-        def write(conn: apsw.Connection) -> PurgeReport:
-            # Deleted cells and freed pages are overwritten with zeros.
-            conn.execute("PRAGMA secure_delete = ON")
+        def write(tx: Transaction) -> PurgeReport:
+            # What goes (rows, and the names in redacted records) is erased on disk.
+            tx.sessions.erase_securely(True)
             try:
-                return _purge(conn, app, user, dry_run=False)
+                return _purge(tx, app, user, dry_run=False)
             finally:
-                conn.execute("PRAGMA secure_delete = FAST")
+                tx.sessions.erase_securely(False)
 
         return await self._db.write(write)

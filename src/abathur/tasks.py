@@ -26,10 +26,7 @@ import time
 import uuid
 from typing import Any, get_args
 
-import apsw
-
 from abathur import audit
-from abathur.backends.sqlite import Database
 from abathur.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -38,37 +35,11 @@ from abathur.errors import (
     TaskNotFoundError,
 )
 from abathur.models import Task, TaskStatus
+from abathur.stores import Backend, Transaction
+from abathur.stores.tasks import TaskRow
 from abathur.values import INT64_MAX, check_id, check_int, decode, encode
 
-__all__ = ["SQL_ALL_TASKS", "SQL_TASKS_OF_SESSION", "STATUSES", "TRANSITIONS", "TaskService"]
-
-_TASK_COLUMNS = "id, session_id, prompt, status, result, error, metadata, created_at, updated_at"
-
-# (session_id) -> the session's tasks in creation order. Uses tasks_by_session
-# (session_id, created_at); rowid, which every index carries, breaks ties.
-SQL_TASKS_OF_SESSION = (
-    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ? ORDER BY created_at, rowid"
-)
-
-# (:status, :limit) -> every session's tasks, newest first; status NULL means
-# any, limit -1 all. An operator's listing (abathur task list without
-# --session), not a hot query: no index gives this order, so it sorts.
-SQL_ALL_TASKS = (
-    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (:status IS NULL OR status = :status) "
-    "ORDER BY created_at DESC, rowid DESC LIMIT :limit"
-)
-
-_SQL_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
-_SQL_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
-_SQL_INSERT_TASK = (
-    "INSERT INTO tasks (id, session_id, prompt, status, metadata, created_at, updated_at, "
-    "audit_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
-)
-_SQL_UPDATE_TASK = (
-    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? "
-    "WHERE id = ?"
-)
-_SQL_TASK_AUDIT_SEQ = "SELECT audit_seq FROM tasks WHERE id = ?"
+__all__ = ["STATUSES", "TRANSITIONS", "TaskService"]
 
 STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
@@ -88,7 +59,7 @@ def _check_status(status: object) -> str:
     return status
 
 
-def _task(row: tuple[Any, ...]) -> Task:
+def _task(row: TaskRow) -> Task:
     task_id, session_id, prompt, status, result, error, metadata, created_at, updated_at = row
     return Task.model_construct(
         id=task_id, session_id=session_id, prompt=prompt, status=status, result=decode(result),
@@ -96,8 +67,8 @@ def _task(row: tuple[Any, ...]) -> Task:
     )
 
 
-def _require_session(conn: apsw.Connection, session_id: str) -> None:
-    if not conn.execute(_SQL_SESSION_EXISTS, (session_id,)).fetchall():
+def _require_session(tx: Transaction, session_id: str) -> None:
+    if not tx.tasks.session_exists(session_id):
         raise SessionNotFoundError(f"no session has id {session_id!r}")
 
 
@@ -118,7 +89,7 @@ class TaskService:
         'pending'
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self._db = db
 
     async def create(self, *, session_id: str, prompt: str,
@@ -173,19 +144,18 @@ class TaskService:
             )
         metadata_json = encode(metadata, what="task metadata", limit=limit)
 
-        def write(conn: apsw.Connection) -> Task:
-            _require_session(conn, session_id)
-            if conn.execute(_SQL_TASK_BY_ID, (task_id,)).fetchall():
+        def write(tx: Transaction) -> Task:
+            _require_session(tx, session_id)
+            if tx.tasks.task_row(task_id) is not None:
                 raise AlreadyExistsError(f"a task with id {task_id!r} already exists")
             now = time.time()
-            seq = audit.next_seq(conn)
-            conn.execute(_SQL_INSERT_TASK,
-                         (task_id, session_id, prompt, metadata_json, now, now, seq))
-            audit.append(conn, "task.create", "task", task_id, {"session_id": session_id},
-                         at=now, content=("tasks", (task_id, session_id, prompt, "pending", None,
-                                                    None, metadata_json, now, now)))
-            return _task((task_id, session_id, prompt, "pending", None, None, metadata_json,
-                          now, now))
+            seq = audit.next_seq(tx)
+            row = TaskRow(task_id, session_id, prompt, "pending", None, None, metadata_json,
+                          now, now)
+            tx.tasks.insert(row, audit_seq=seq)
+            audit.append(tx, "task.create", "task", task_id, {"session_id": session_id},
+                         at=now, content=("tasks", row))
+            return _task(row)
 
         return await self._db.write(write)
 
@@ -215,11 +185,11 @@ class TaskService:
         """
         check_id(task_id, "task id")
 
-        def read(conn: apsw.Connection) -> Task:
-            rows = conn.execute(_SQL_TASK_BY_ID, (task_id,)).fetchall()
-            if not rows:
+        def read(tx: Transaction) -> Task:
+            row = tx.tasks.task_row(task_id)
+            if row is None:
                 raise TaskNotFoundError(f"no task has id {task_id!r}")
-            return _task(rows[0])
+            return _task(row)
 
         return await self._db.read(read)
 
@@ -272,11 +242,11 @@ class TaskService:
                 )
             encode(error, what="task error", limit=limit)
 
-        def write(conn: apsw.Connection) -> Task:
-            rows = conn.execute(_SQL_TASK_BY_ID, (task_id,)).fetchall()
-            if not rows:
+        def write(tx: Transaction) -> Task:
+            found = tx.tasks.task_row(task_id)
+            if found is None:
                 raise TaskNotFoundError(f"no task has id {task_id!r}")
-            _, session_id, prompt, old, _, _, metadata, created_at, _ = rows[0]
+            _, session_id, prompt, old, _, _, metadata, created_at, _ = found
             if new not in TRANSITIONS[old]:
                 allowed = ", ".join(sorted(TRANSITIONS[old])) or "nothing (it has finished)"
                 raise InvalidTransitionError(
@@ -284,17 +254,18 @@ class TaskService:
                     f"from {old!r} it can go to: {allowed}"
                 )
             now = time.time()
-            seq = audit.next_seq(conn)
+            seq = audit.next_seq(tx)
             # The update names the record it replaces, so a row rolled back to
             # that earlier state is found by `abathur check` (abathur.audit).
-            ((replaces,),) = conn.execute(_SQL_TASK_AUDIT_SEQ, (task_id,)).fetchall()
-            conn.execute(_SQL_UPDATE_TASK, (new, result_json, error, now, seq, task_id))
-            row = (task_id, session_id, prompt, new, result_json, error, metadata, created_at, now)
-            audit.append(conn, "task.update", "task", task_id,
+            replaces = tx.tasks.audit_seq(task_id)
+            tx.tasks.update(task_id, status=new, result=result_json, error=error, at=now,
+                            audit_seq=seq)
+            row = TaskRow(task_id, session_id, prompt, new, result_json, error, metadata,
+                          created_at, now)
+            audit.append(tx, "task.update", "task", task_id,
                          {"from": old, "to": new, "replaces": replaces}, at=now,
                          content=("tasks", row))
-            return _task((task_id, session_id, prompt, new, result_json, error, metadata,
-                          created_at, now))
+            return _task(row)
 
         return await self._db.write(write)
 
@@ -341,17 +312,16 @@ class TaskService:
             check_int(limit, "limit", minimum=1, maximum=INT64_MAX)
         n = -1 if limit is None else limit
 
-        def read(conn: apsw.Connection) -> list[Task]:
+        def read(tx: Transaction) -> list[Task]:
             if session_id is None:
-                params = {"status": status, "limit": n}
-                return [_task(row) for row in conn.execute(SQL_ALL_TASKS, params)]
-            _require_session(conn, session_id)
+                return [_task(row) for row in tx.tasks.all_tasks(status=status, limit=n)]
+            _require_session(tx, session_id)
             # A session has few tasks: filtering the status here keeps one
             # query (and one plan to assert) instead of two.
             found = (
                 _task(row)
-                for row in conn.execute(SQL_TASKS_OF_SESSION, (session_id,))
-                if status is None or row[3] == status
+                for row in tx.tasks.tasks_of_session(session_id)
+                if status is None or row.status == status
             )
             return list(found if limit is None else itertools.islice(found, limit))
 

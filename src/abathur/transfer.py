@@ -64,6 +64,7 @@ import apsw
 
 from abathur import audit, memory
 from abathur.backends.sqlite import Database
+from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
 from abathur.errors import (
     AbathurError,
     ImportConflictError,
@@ -73,7 +74,6 @@ from abathur.errors import (
 from abathur.memory import MEMORY_TYPES, check_namespace
 from abathur.models import ExportReport, ImportReport, TransferCounts
 from abathur.sessions import STATUSES as SESSION_STATUSES
-from abathur.tasks import SQL_TASKS_OF_SESSION
 from abathur.tasks import STATUSES as TASK_STATUSES
 from abathur.values import check_id, decode, encode
 

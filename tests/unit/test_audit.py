@@ -15,6 +15,13 @@ from abathur.backends.sqlite import migrations
 from abathur.ops.backup import create_backup
 from abathur.ops.integrity import CheckResult, run_checks
 from abathur.ops.restore import restore_backup
+from abathur.stores import Transaction
+
+# Tests that edit or build the SQLite file behind the log's back, or run
+# `abathur check` (a SQLite file check) on it.
+SQLITE_FILE = pytest.mark.sqlite_only(
+    "edits or builds the SQLite file behind the log's back, or runs abathur check on it"
+)
 
 
 async def write_records(ab: Abathur, n: int) -> None:
@@ -54,6 +61,7 @@ async def test_records_are_listed_in_order_and_filtered(ab: Abathur) -> None:
     assert [r.seq for r in await ab.audit.records(after_seq=1, limit=1)] == [2]
 
 
+@SQLITE_FILE
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
@@ -75,8 +83,8 @@ async def test_tampering_is_detected(db_path: Path, sql: str, expected: str) -> 
 
 
 async def test_a_rolled_back_write_leaves_no_record(ab: Abathur) -> None:
-    def record_then_fail(conn: apsw.Connection) -> None:
-        audit.append(conn, "memory.put", "memory", "ns/k", {})
+    def record_then_fail(tx: Transaction) -> None:
+        audit.append(tx, "memory.put", "memory", "ns/k", {})
         raise RuntimeError("the change itself failed")
 
     with pytest.raises(RuntimeError):
@@ -106,6 +114,7 @@ def audit_result(path: Path) -> CheckResult:
     return found
 
 
+@SQLITE_FILE
 async def test_an_untouched_file_verifies_every_covered_row(db_path: Path) -> None:
     await populate(db_path)
     found = audit_result(db_path)
@@ -114,6 +123,7 @@ async def test_an_untouched_file_verifies_every_covered_row(db_path: Path) -> No
     assert found.summary.endswith("; 5 row(s) match them")
 
 
+@SQLITE_FILE
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
@@ -156,6 +166,7 @@ async def test_a_row_edited_after_the_fact_is_a_finding(
     assert any(expected in f for f in found.findings), found.findings
 
 
+@SQLITE_FILE
 async def test_a_task_rolled_back_to_an_earlier_state_is_a_finding(db_path: Path) -> None:
     ids = await populate(db_path)
     async with Abathur.open(db_path, embedder="none") as ab:
@@ -181,6 +192,7 @@ async def test_a_task_rolled_back_to_an_earlier_state_is_a_finding(db_path: Path
     )
 
 
+@SQLITE_FILE
 async def test_blanking_a_record_outside_a_purge_is_a_finding(db_path: Path) -> None:
     await populate(db_path)
     tamper(
@@ -193,6 +205,7 @@ async def test_blanking_a_record_outside_a_purge_is_a_finding(db_path: Path) -> 
     assert any("which a purge redacted" in f for f in found.findings)
 
 
+@SQLITE_FILE
 async def test_archived_rows_are_no_finding_and_verify_again_once_restored(
     db_path: Path,
 ) -> None:
@@ -217,6 +230,7 @@ async def test_archived_rows_are_no_finding_and_verify_again_once_restored(
     assert found.summary.endswith("; 5 row(s) match them")
 
 
+@SQLITE_FILE
 async def test_ab_audit_verify_covers_the_rows_too(db_path: Path) -> None:
     await populate(db_path)
     tamper(db_path, "UPDATE memories SET value = '\"forged\"' WHERE version = 2")
@@ -272,6 +286,7 @@ def v1_file(path: Path) -> str:
     return prev
 
 
+@SQLITE_FILE
 async def test_format_1_records_are_upgraded_on_open_keeping_the_old_head(
     db_path: Path,
 ) -> None:
@@ -303,6 +318,7 @@ async def test_format_1_records_are_upgraded_on_open_keeping_the_old_head(
     )
 
 
+@SQLITE_FILE
 async def test_a_chain_broken_before_the_upgrade_stays_a_finding(db_path: Path) -> None:
     v1_file(db_path)
     tamper(db_path, "UPDATE audit_log SET detail = '{\"version\":9}' WHERE seq = 2")
@@ -314,6 +330,7 @@ async def test_a_chain_broken_before_the_upgrade_stays_a_finding(db_path: Path) 
     ), found.findings
 
 
+@SQLITE_FILE
 async def test_a_backup_edited_and_re_checksummed_restores_with_a_finding(
     db_path: Path, tmp_path: Path
 ) -> None:
@@ -344,6 +361,7 @@ async def test_a_backup_edited_and_re_checksummed_restores_with_a_finding(
     )
 
 
+@SQLITE_FILE
 async def test_rows_of_a_file_that_had_no_audit_record_count_as_legacy(db_path: Path) -> None:
     conn = apsw.Connection(str(db_path))
     try:

@@ -36,7 +36,6 @@ LEAVES = {
 APSW_OUTSIDE_BACKEND: set[str] = {
     "abathur.analytics",
     "abathur.archival",
-    "abathur.audit",
     "abathur.costs",
     "abathur.documents",
     "abathur.embeddings.queue",
@@ -49,8 +48,6 @@ APSW_OUTSIDE_BACKEND: set[str] = {
     "abathur.ops.smoke",
     "abathur.ops.untrusted",
     "abathur.search",
-    "abathur.sessions",
-    "abathur.tasks",
     "abathur.transfer",
 }
 
@@ -58,7 +55,6 @@ APSW_OUTSIDE_BACKEND: set[str] = {
 BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
     "abathur.analytics",
     "abathur.archival",
-    "abathur.audit",
     "abathur.cli.archive",
     "abathur.cli.cost",
     "abathur.cli.database",
@@ -72,8 +68,6 @@ BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
     "abathur.documents",
     "abathur.embeddings.queue",
     "abathur.memory",
-    "abathur.sessions",
-    "abathur.tasks",
     "abathur.transfer",
 }
 

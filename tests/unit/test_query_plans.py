@@ -5,7 +5,9 @@ from __future__ import annotations
 import apsw
 import pytest
 
-from abathur import Abathur, memory, sessions, tasks
+from abathur import Abathur, memory
+from abathur.backends.sqlite import sessions as sqlite_sessions
+from abathur.backends.sqlite import tasks as sqlite_tasks
 
 
 def plan(conn: apsw.Connection, sql: str, params: tuple) -> str:
@@ -20,26 +22,26 @@ def memory_prefix_params() -> tuple:
 HOT_QUERIES = [
     (
         "session by id",
-        lambda: sessions.SQL_SESSION_BY_ID,
+        lambda: sqlite_sessions.SQL_SESSION_BY_ID,
         lambda: ("s1",),
         "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)",
     ),
     (
         "last N events",
-        lambda: sessions.SQL_LAST_EVENTS,
+        lambda: sqlite_sessions.SQL_LAST_EVENTS,
         lambda: ("s1", 50),
         "SEARCH events USING PRIMARY KEY (session_id=?)",
     ),
     (
         "events after a time",
-        lambda: sessions.SQL_EVENTS_AFTER,
+        lambda: sqlite_sessions.SQL_EVENTS_AFTER,
         lambda: ("s1", 1.0),
         "USING INDEX events_by_time (session_id=? AND timestamp>?)",
     ),
     (
         "sessions of a user",
-        lambda: sessions.SQL_LIST_SESSIONS,
-        None,
+        lambda: sqlite_sessions.SQL_LIST_SESSIONS,
+        lambda: {"app": None, "user": None, "status": None, "limit": None},
         "USING INDEX sessions_by_app_user",
     ),
     (
@@ -56,7 +58,7 @@ HOT_QUERIES = [
     ),
     (
         "tasks of a session",
-        lambda: tasks.SQL_TASKS_OF_SESSION,
+        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
         lambda: ("s1",),
         "USING INDEX tasks_by_session (session_id=?)",
     ),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 from abathur import (
@@ -25,6 +23,7 @@ from abathur import (
     ValueTooLargeError,
 )
 from abathur import sessions as sessions_module
+from abathur.backends.sqlite import sessions as sqlite_sessions
 from tests.conftest import assert_unchanged
 
 
@@ -39,7 +38,7 @@ async def expect_error(ab: Abathur, cls: type[AbathurError], code: str,
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 def ev(content: Any = None, **kwargs: Any) -> Event:
@@ -83,6 +82,7 @@ async def test_create_defaults(ab):
     assert await ab.sessions.get(s.id) == s
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_with_id_and_scoped_state(ab):
     s = await ab.sessions.create(
         app="a", user="u", session_id="s1",
@@ -100,6 +100,7 @@ async def test_create_with_id_and_scoped_state(ab):
     assert got.state == {"app:tier": "gold", "user:lang": "fr", "topic": "billing"}
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_stores_none_as_json_null(ab):
     s = await ab.sessions.create(app="a", user="u",
                                  state={"app:x": None, "user:y": None, "z": None})
@@ -162,8 +163,8 @@ async def test_create_rejects_non_json_values(ab, value):
                        lambda: ab.sessions.create(app="a", user="u", state={"app:k": value}))
 
 
-async def test_create_rejects_state_over_the_size_limit(db_path):
-    async with Abathur.open(db_path, max_value_bytes=64) as ab:
+async def test_create_rejects_state_over_the_size_limit(backend):
+    async with backend.open(max_value_bytes=64) as ab:
         await expect_error(ab, ValueTooLargeError, "value_too_large",
                            lambda: ab.sessions.create(app="a", user="u",
                                                       state={"user:k": "x" * 100}))
@@ -204,9 +205,9 @@ async def test_session_state_is_private_to_the_session(ab):
     assert (await ab.sessions.get(s2.id)).state == {}
 
 
-async def test_temp_state_is_never_persisted(db_path):
+async def test_temp_state_is_never_persisted(backend):
     marker = "TEMP-VALUE-MUST-NOT-BE-STORED"
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u", state={"temp:scratch": marker, "k": 1})
         assert s.state == {"k": 1, "temp:scratch": marker}
         s = await ab.sessions.append_event(
@@ -216,17 +217,12 @@ async def test_temp_state_is_never_persisted(db_path):
         got = await ab.sessions.get(s.id)
         assert got.state == {"k": 2}
         assert got.events[0].state_delta == {"k": 2}
-    # Reopen the file with a plain connection: no table holds the temp key or value.
-    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [t for (t,) in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        for table in tables:
-            dump = repr(conn.execute(f'SELECT * FROM "{table}"').fetchall())
+    # Reopen the database and dump every table: none holds the temp key or value.
+    async with backend.open() as ab:
+        for table, content in (await backend.spec.snapshot(ab)).items():
+            dump = repr(content)
             assert marker not in dump, table
             assert "scratch" not in dump and "temp:" not in dump, table
-    finally:
-        conn.close()
 
 
 async def test_state_delta_replaces_whole_values(ab):
@@ -238,6 +234,7 @@ async def test_state_delta_replaces_whole_values(ab):
     assert (await ab.sessions.get(s.id)).state == {"prefs": {"c": 3}, "user:p": {"y": 2}}
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_state_delta_stores_none_and_keeps_other_keys(ab):
     s = await ab.sessions.create(app="a", user="u", state={"a": 1, "b": 2, "app:c": 3})
     s = await ab.sessions.append_event(s.id, ev(state_delta={"a": None, "app:c": None}))
@@ -425,8 +422,8 @@ async def test_append_event_rejects_non_json_content(ab):
                        lambda: ab.sessions.append_event(s.id, ev(content=math.nan)))
 
 
-async def test_append_event_size_limits(db_path):
-    async with Abathur.open(db_path, max_value_bytes=64) as ab:
+async def test_append_event_size_limits(backend):
+    async with backend.open(max_value_bytes=64) as ab:
         s = await ab.sessions.create(app="a", user="u")
         for event in (ev("x" * 100), ev(metadata={"m": "x" * 100}),
                       ev(state_delta={"k": "x" * 100})):
@@ -581,6 +578,7 @@ def test_transition_table_matches_the_design():
 # --- delete -----------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_delete_cascades_events_and_tasks_but_keeps_shared_state(ab):
     s = await ab.sessions.create(app="a", user="u", state={"app:x": 1, "user:y": 2, "z": 3})
     keep = await ab.sessions.create(app="a", user="u")
@@ -650,8 +648,8 @@ async def test_bad_ids_are_rejected_everywhere(ab, name, call):
 # --- durability and plans -------------------------------------------------------------
 
 
-async def test_reopened_database_returns_the_same_data(db_path: Path):
-    async with Abathur.open(db_path) as ab:
+async def test_reopened_database_returns_the_same_data(backend):
+    async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u", state={"app:x": 1, "user:y": [2], "z": 3})
         for i in range(3):
             await ab.sessions.append_event(s.id, ev({"i": i}, state_delta={"z": i},
@@ -659,7 +657,7 @@ async def test_reopened_database_returns_the_same_data(db_path: Path):
         await ab.sessions.set_status(s.id, "paused")
         before = await ab.sessions.get(s.id)
         listed = await ab.sessions.list(app="a")
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         assert await ab.sessions.get(s.id) == before
         assert await ab.sessions.list(app="a") == listed
         assert before.status == "paused" and before.revision == 4 and len(before.events) == 3
@@ -667,15 +665,18 @@ async def test_reopened_database_returns_the_same_data(db_path: Path):
 
 
 PLANS = [
-    (sessions_module.SQL_SESSION_BY_ID, ("s",), "USING INDEX sqlite_autoindex_sessions_1"),
-    (sessions_module.SQL_LAST_EVENTS, ("s", 5), "USING PRIMARY KEY"),
-    (sessions_module.SQL_EVENTS_AFTER, ("s", 1.0), "USING INDEX events_by_time"),
-    (sessions_module.SQL_LAST_EVENTS_AFTER, ("s", 1.0, 5), "USING INDEX events_by_time"),
-    (sessions_module.SQL_LIST_SESSIONS, ("a", "u", None, None, 10), "sessions_by_app_user"),
-    (sessions_module.SQL_LIST_APP_SESSIONS, ("a", None, None, 10), "sessions_by_app_user"),
+    (sqlite_sessions.SQL_SESSION_BY_ID, ("s",), "USING INDEX sqlite_autoindex_sessions_1"),
+    (sqlite_sessions.SQL_LAST_EVENTS, ("s", 5), "USING PRIMARY KEY"),
+    (sqlite_sessions.SQL_EVENTS_AFTER, ("s", 1.0), "USING INDEX events_by_time"),
+    (sqlite_sessions.SQL_LAST_EVENTS_AFTER, ("s", 1.0, 5), "USING INDEX events_by_time"),
+    (sqlite_sessions.SQL_LIST_SESSIONS, {"app": "a", "user": "u", "status": None, "limit": 10},
+     "sessions_by_app_user"),
+    (sqlite_sessions.SQL_LIST_APP_SESSIONS, {"app": "a", "status": None, "limit": 10},
+     "sessions_by_app_user"),
 ]
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite store's SQL")
 @pytest.mark.parametrize(("sql", "params", "expected"), PLANS)
 async def test_hot_queries_use_their_index(ab, sql, params, expected):
     plan = await rows(ab, "EXPLAIN QUERY PLAN " + sql, params)
@@ -684,6 +685,7 @@ async def test_hot_queries_use_their_index(ab, sql, params, expected):
     assert "SCAN" not in details, details
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite store's SQL")
 async def test_last_events_does_not_sort(ab):
-    plan = await rows(ab, "EXPLAIN QUERY PLAN " + sessions_module.SQL_LAST_EVENTS, ("s", 5))
+    plan = await rows(ab, "EXPLAIN QUERY PLAN " + sqlite_sessions.SQL_LAST_EVENTS, ("s", 5))
     assert not any("TEMP B-TREE" in row[-1] for row in plan)

@@ -22,6 +22,7 @@ from abathur import (
     ValueTooLargeError,
 )
 from abathur import tasks as tasks_module
+from abathur.backends.sqlite import tasks as sqlite_tasks
 from tests.conftest import assert_unchanged
 
 LEGAL = [
@@ -115,8 +116,8 @@ async def test_create_rejects_non_json_metadata(ab, sid):
                                                metadata={"x": {1, 2}}))
 
 
-async def test_size_limits(db_path):
-    async with Abathur.open(db_path, max_value_bytes=64) as ab:
+async def test_size_limits(backend):
+    async with backend.open(max_value_bytes=64) as ab:
         s = await ab.sessions.create(app="a", user="u")
         await expect_error(ab, ValueTooLargeError, "value_too_large",
                            lambda: ab.tasks.create(session_id=s.id, prompt="x" * 100))
@@ -234,21 +235,22 @@ async def test_tasks_go_with_their_session(ab, sid):
     await expect_error(ab, TaskNotFoundError, "task.not_found", lambda: ab.tasks.get(t.id))
 
 
-async def test_reopened_database_returns_the_same_tasks(db_path):
-    async with Abathur.open(db_path) as ab:
+async def test_reopened_database_returns_the_same_tasks(backend):
+    async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u")
         t = await ab.tasks.create(session_id=s.id, prompt="p", metadata={"k": 1})
         await ab.tasks.update(t.id, status="running")
         await ab.tasks.update(t.id, status="succeeded", result=[1, "two"])
         before = await ab.tasks.list(session_id=s.id)
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         assert await ab.tasks.list(session_id=s.id) == before
         assert before[0].result == [1, "two"]
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite store's SQL")
 async def test_tasks_of_session_uses_its_index(ab):
-    plan = await ab.db.read(lambda conn: conn.execute(
-        "EXPLAIN QUERY PLAN " + tasks_module.SQL_TASKS_OF_SESSION, ("s",)).fetchall())
+    plan = await ab.db.read(lambda tx: tx.conn.execute(
+        "EXPLAIN QUERY PLAN " + sqlite_tasks.SQL_TASKS_OF_SESSION, ("s",)).fetchall())
     details = " | ".join(row[-1] for row in plan)
     assert "USING INDEX tasks_by_session" in details, details
     assert "TEMP B-TREE" not in details, details

@@ -41,6 +41,8 @@ from abathur.archival import verify_archive
 from abathur.audit import verify as verify_audit
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite.connection import translate_errors
+from abathur.backends.sqlite.context import SqliteContext
+from abathur.backends.sqlite.transaction import SqliteTransaction
 from abathur.config import Settings
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
@@ -178,7 +180,9 @@ def _audit_chain(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
     # abathur.audit owns the chain's rules and which rows it covers; we only
     # run its verification: the records, then each covered row against the
     # record that wrote it (an edited memory, event, task or session is found).
-    report = verify_audit(conn)
+    # This check runs on its own read-only connection: seen as a transaction.
+    tx = SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings()))
+    report = verify_audit(tx)
     summary = f"{report.records} record(s) verified; {report.rows_verified} row(s) match them"
     if report.rows_uncovered:
         summary += f"; {report.rows_uncovered} row(s) predate content hashing"

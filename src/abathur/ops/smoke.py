@@ -80,9 +80,11 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import audit, documents, memory, search, sessions, tasks
+from abathur import audit, documents, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite import sessions as sqlite_sessions
+from abathur.backends.sqlite import tasks as sqlite_tasks
 from abathur.config import Settings
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
 from abathur.errors import (
@@ -856,30 +858,33 @@ class HotQuery:
 
     name: str
     sql: Callable[[], str]
-    params: Callable[[], tuple[Any, ...]]
+    params: Callable[[], tuple[Any, ...] | dict[str, Any]]
     uses: str
 
 
 HOT_QUERIES: tuple[HotQuery, ...] = (
     HotQuery(
         "session by id",
-        lambda: sessions.SQL_SESSION_BY_ID,
+        lambda: sqlite_sessions.SQL_SESSION_BY_ID,
         lambda: ("s",),
         "sqlite_autoindex_sessions_1",
     ),
     HotQuery(
-        "last N events", lambda: sessions.SQL_LAST_EVENTS, lambda: ("s", 50), "USING PRIMARY KEY"
+        "last N events",
+        lambda: sqlite_sessions.SQL_LAST_EVENTS,
+        lambda: ("s", 50),
+        "USING PRIMARY KEY",
     ),
     HotQuery(
         "events after a time",
-        lambda: sessions.SQL_EVENTS_AFTER,
+        lambda: sqlite_sessions.SQL_EVENTS_AFTER,
         lambda: ("s", 0.0),
         "events_by_time",
     ),
     HotQuery(
         "sessions of a user",
-        lambda: sessions.SQL_LIST_SESSIONS,
-        lambda: ("app", "user", None, None, 100),
+        lambda: sqlite_sessions.SQL_LIST_SESSIONS,
+        lambda: {"app": "app", "user": "user", "status": None, "limit": 100},
         "sessions_by_app_user",
     ),
     HotQuery(
@@ -901,7 +906,10 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
         "SCAN memories_fts VIRTUAL TABLE INDEX 0:M",
     ),
     HotQuery(
-        "tasks of a session", lambda: tasks.SQL_TASKS_OF_SESSION, lambda: ("s",), "tasks_by_session"
+        "tasks of a session",
+        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
+        lambda: ("s",),
+        "tasks_by_session",
     ),
     HotQuery(
         "embedding jobs ready",
