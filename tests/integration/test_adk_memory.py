@@ -24,7 +24,7 @@ from google.genai import types
 
 from abathur import Abathur, errors
 from abathur.integrations.adk import AbathurMemoryService, namespace_for
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel
 import abathur
 from abathur import Abathur, errors
 from abathur.integrations.adk import EVENT_FORMAT, AbathurSessionService
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
 

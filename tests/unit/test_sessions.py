@@ -25,7 +25,7 @@ from abathur import (
     ValueTooLargeError,
 )
 from abathur import sessions as sessions_module
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 
 async def expect_error(ab: Abathur, cls: type[AbathurError], code: str,

@@ -22,7 +22,7 @@ from abathur import (
     ValueTooLargeError,
 )
 from abathur import tasks as tasks_module
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 LEGAL = [
     ("pending", "running"), ("pending", "cancelled"), ("running", "succeeded"),
