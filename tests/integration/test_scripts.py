@@ -24,6 +24,10 @@ SCRIPTS = ROOT / "scripts"
 VENV_BIN = Path(sys.executable).parent
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
+pytestmark = pytest.mark.sqlite_only(
+    "the scripts back up, archive and restore one SQLite file, and check it with apsw"
+)
+
 
 def script_env(*, with_abathur: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}

@@ -15,6 +15,10 @@ from abathur.ops import schema
 from abathur.ops.integrity import CHECKS, rebuild_derived_indexes, run_checks
 from tests.helpers import digest, execute, populate, snapshot
 
+pytestmark = pytest.mark.sqlite_only(
+    "abathur check reads the SQLite file itself: integrity_check, FTS5, vec0, the schema"
+)
+
 
 @pytest.fixture
 async def populated(db_path: Path) -> Path:
