@@ -11,6 +11,10 @@ import pytest
 from abathur import Abathur
 from tests.backends import BACKENDS, BackendHandle, divergence
 
+# Before any test module imports it: the helpers' asserts (assert_unchanged)
+# show pytest's diff, as they did when they lived in this file.
+pytest.register_assert_rewrite("tests.helpers")
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
