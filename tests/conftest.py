@@ -1,5 +1,5 @@
-"""Shared fixtures: a real database per test on every registered backend
-(tests/backends.py), and a way to prove a failed call left it exactly as it was."""
+"""Shared fixtures and hooks: a real database per test on every registered
+backend (tests/backends.py). Helpers tests share live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from abathur import Abathur
-from tests.backends import BACKENDS, BackendHandle, backend_of, divergence
+from tests.backends import BACKENDS, BackendHandle, divergence
+
+# Before any test module imports it: the helpers' asserts (assert_unchanged)
+# show pytest's diff, as they did when they lived in this file.
+pytest.register_assert_rewrite("tests.helpers")
 
 
 @pytest.fixture
@@ -29,7 +33,7 @@ async def ab(backend: BackendHandle) -> AsyncIterator[Abathur]:
     """An open Abathur on a fresh database of ``backend``, closed after the test.
 
     No background embedding worker: it would write between the two snapshots
-    of ``assert_unchanged``. Tests of the worker open their own database.
+    of ``tests.helpers.assert_unchanged``. Tests of the worker open their own database.
     """
     async with backend.open(embed_worker=False) as opened:
         yield opened
@@ -62,28 +66,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
-
-
-async def snapshot(ab: Abathur) -> dict[str, list[tuple]]:
-    """Every row of every table, read through the library's own reader.
-
-    Use it around a call that must fail: ``before == after`` proves the call
-    changed nothing (``assert_unchanged`` does exactly that).
-    """
-    return await backend_of(ab).snapshot(ab)
-
-
-class assert_unchanged:
-    """Async context manager: the database holds the same rows after the block."""
-
-    def __init__(self, ab: Abathur) -> None:
-        self.ab = ab
-        self.before: dict[str, list[tuple]] = {}
-
-    async def __aenter__(self) -> None:
-        self.before = await snapshot(self.ab)
-
-    async def __aexit__(self, *exc: object) -> bool:
-        after = await snapshot(self.ab)
-        assert after == self.before, "the failed call changed the database"
-        return False

@@ -26,7 +26,7 @@ from google.genai import types
 from abathur import Abathur, errors
 from abathur.integrations.adk import AbathurMemoryService, namespace_for
 from tests.backends import BACKENDS, handle
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
 

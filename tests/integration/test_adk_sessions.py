@@ -40,7 +40,7 @@ import abathur
 from abathur import Abathur, errors
 from abathur.integrations.adk import EVENT_FORMAT, AbathurSessionService
 from tests.backends import BACKENDS, handle
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
 

@@ -20,7 +20,7 @@ from langgraph.store.memory import InMemoryStore
 
 from abathur import Abathur, errors
 from abathur.integrations.langgraph import AbathurStore, as_embedder, to_namespace
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.integration.test_langgraph_store import DIMS, toy_embed
 
 DOCS = {

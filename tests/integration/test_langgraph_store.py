@@ -44,7 +44,7 @@ from abathur.integrations.langgraph import (
 )
 from abathur.memory import check_namespace
 from abathur.values import check_id
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 DIMS = 256
 

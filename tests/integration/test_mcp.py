@@ -24,7 +24,7 @@ from mcp.client import Client
 from abathur import Abathur
 from abathur.integrations.mcp.scope import Grant
 from abathur.integrations.mcp.server import TOOLS, build_server
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 SECRET = "zebracode"
 # The contract: every tool and its arguments.

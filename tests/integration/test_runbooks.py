@@ -21,7 +21,7 @@ from abathur import Abathur
 from abathur.cli import main
 from abathur.ops.backup import create_backup
 from abathur.ops.health import Thresholds
-from tests.unit.test_integrity import populate
+from tests.helpers import populate
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "runbooks"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import configparser
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -18,12 +17,16 @@ import pytest
 
 from abathur import Abathur
 from abathur.ops.backup import create_backup
-from tests.unit.test_integrity import populate
+from tests.helpers import digest, populate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 VENV_BIN = Path(sys.executable).parent
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+pytestmark = pytest.mark.sqlite_only(
+    "the scripts back up, archive and restore one SQLite file, and check it with apsw"
+)
 
 
 def script_env(*, with_abathur: bool = True) -> dict[str, str]:
@@ -57,10 +60,6 @@ def one_line(done: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, done.stderr
     assert done.stdout == ""
     return lines[0]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def memories(path: Path) -> int:
@@ -187,19 +186,7 @@ def test_nightly_backup_usage_error_exits_2(tmp_path: Path) -> None:
 # -- nightly-archival.sh ------------------------------------------------------------------
 
 
-def has_archive_command() -> bool:
-    done = subprocess.run(
-        [str(VENV_BIN / "abathur"), "archive", "run", "--help"],
-        capture_output=True,
-        text=True,
-        env=script_env(),
-    )
-    return done.returncode == 0
-
-
 def test_nightly_archival_dry_run(db: Path) -> None:
-    if not has_archive_command():
-        pytest.skip("'abathur archive run' is not in this build yet")
     before = digest(db)
     done = run("nightly-archival.sh", "--db", str(db), "--dry-run", cwd=db.parent)
     assert done.returncode == 0, done.stderr
@@ -209,8 +196,6 @@ def test_nightly_archival_dry_run(db: Path) -> None:
 
 
 def test_nightly_archival_runs(db: Path) -> None:
-    if not has_archive_command():
-        pytest.skip("'abathur archive run' is not in this build yet")
     done = run("nightly-archival.sh", "--db", str(db), cwd=db.parent)
     assert done.returncode == 0, done.stderr
     assert one_line(done).startswith(f"abathur-nightly-archival: ok db={db} archived ")

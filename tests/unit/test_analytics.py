@@ -13,7 +13,7 @@ import pytest
 
 from abathur import Abathur, Event, InvalidInputError
 from abathur.analytics import SQL_METRICS_SINCE, CallRecorder, instrument, sparkline
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:

@@ -28,7 +28,7 @@ from abathur.archival import (
     SQL_TERMINATED_SESSIONS,
 )
 from abathur.ops.integrity import run_checks
-from tests.conftest import assert_unchanged, snapshot
+from tests.helpers import assert_unchanged, snapshot
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 NOW_POLICIES: list[dict[str, Any]] = [

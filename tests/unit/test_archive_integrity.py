@@ -21,7 +21,7 @@ import zstandard
 from abathur import AbathurError, CorruptArchiveError, Event
 from abathur.backends.sqlite import migrations
 from abathur.ops.integrity import run_checks
-from tests.conftest import snapshot
+from tests.helpers import snapshot
 from tests.unit.test_archival import NOW_POLICIES, opener
 
 SEED = 20261207

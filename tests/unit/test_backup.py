@@ -37,7 +37,7 @@ from abathur.ops.backup import (
 )
 from abathur.ops.integrity import run_checks
 from abathur.ops.restore import is_in_use, restore_backup
-from tests.unit.test_integrity import populate
+from tests.helpers import populate
 
 # -- helpers --------------------------------------------------------------------------
 

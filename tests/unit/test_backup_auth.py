@@ -22,8 +22,8 @@ from abathur import BackupKeyError, CorruptBackupError, Settings
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.backup_key import load_backup_key, parse_key
 from abathur.ops.restore import restore_backup
+from tests.helpers import populate
 from tests.unit.test_backup import files_in, read_manifest, write_manifest
-from tests.unit.test_integrity import populate
 
 KEY = secrets.token_hex(32)
 OTHER_KEY = secrets.token_hex(32)

@@ -20,7 +20,7 @@ import pytest
 from abathur import BackupSpaceError
 from abathur.ops import backup as backup_module
 from abathur.ops.backup import create_backup, verify_backup
-from tests.unit.test_integrity import populate
+from tests.helpers import populate
 
 PAGE = 4096
 

@@ -26,7 +26,7 @@ from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.integrity import run_checks
 from abathur.ops.restore import restore_backup
 from abathur.ops.tempfiles import is_temp_name, owned_temp, remove_stale_temps
-from tests.unit.test_integrity import populate
+from tests.helpers import populate
 
 # 20,000 incompressible 1.5 KiB vectors: ~30 MiB, so a backup takes long enough
 # to be caught with its temporary files on disk.

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
 from abathur.costs import attribute, parse_duration, period_start
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 # WordHashEmbedder counts one token per word; "k: w1 ... w8" is 9 of them.

@@ -41,7 +41,7 @@ from abathur.documents import (
 )
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 

@@ -38,7 +38,7 @@ from abathur.embeddings.queue import SQL_READY_JOBS
 from abathur.embeddings.queue import content_hash as text_hash
 from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.ops.integrity import run_checks
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 _WORD = re.compile(r"\w+")
 

@@ -17,7 +17,7 @@ import pytest
 
 from abathur import Abathur, InvalidInputError
 from abathur.ops.integrity import run_checks
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import GatedEmbedder, WordHashEmbedder, rows
 
 

@@ -15,7 +15,7 @@ from abathur import Abathur, InvalidInputError
 from abathur.ops.backup import create_backup
 from abathur.ops.health import Thresholds, health
 from abathur.ops.metrics import Metric, Sample, collect, render, write_textfile
-from tests.unit.test_integrity import populate
+from tests.helpers import populate
 
 HOUR = 3600.0
 

@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 
 from abathur import Abathur, Event, InvalidInputError
 from abathur.values import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, encode
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 LONE = "\ud800"  # a lone high surrogate: no UTF-8 encoding exists
 ESCAPED = "\udcff"  # what os.fsdecode / click make of the byte 0xff (surrogateescape)

@@ -2,54 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import apsw
 import pytest
 import sqlite_vec
 
-from abathur import Abathur, DatabaseError, Event, InvalidInputError, search
+from abathur import Abathur, DatabaseError, InvalidInputError, search
 from abathur.backends.sqlite import migrations
 from abathur.memory import rebuild_keyword_index
 from abathur.ops import schema
 from abathur.ops.integrity import CHECKS, rebuild_derived_indexes, run_checks
-from tests.conftest import snapshot
+from tests.helpers import digest, execute, populate, snapshot
 
-
-async def populate(path: Path) -> None:
-    """Sessions, events, state, a task and two versions of a memory. No embedding
-    worker runs, so the file is quiet once this returns: its embedding jobs wait."""
-    async with Abathur.open(path, embed_worker=False) as ab:
-        s = await ab.sessions.create(app="app", user="alice", state={"app:model": "m", "k": 1})
-        s = await ab.sessions.append_event(
-            s.id,
-            Event(author="user", content={"text": "hi"}, state_delta={"user:lang": "fr"}),
-            expected_revision=s.revision,
-        )
-        await ab.tasks.create(session_id=s.id, prompt="summarise")
-        await ab.memory.put("user:alice", "lang", {"value": "fr"}, metadata={"source": "chat"})
-        await ab.memory.put("user:alice", "lang", {"value": "en"})
+pytestmark = pytest.mark.sqlite_only(
+    "abathur check reads the SQLite file itself: integrity_check, FTS5, vec0, the schema"
+)
 
 
 @pytest.fixture
 async def populated(db_path: Path) -> Path:
     await populate(db_path)
     return db_path
-
-
-def execute(path: Path, *statements: str) -> None:
-    """Change the file behind abathur's back, as a bug or a person with sqlite3 might."""
-    conn = apsw.Connection(str(path))
-    try:
-        for sql in statements:
-            conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 CORE_CHECKS = ("integrity", "foreign_keys", "schema", "audit_chain", "json_columns")

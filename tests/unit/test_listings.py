@@ -27,7 +27,7 @@ from abathur.memory import (
     SQL_NAMESPACE_COUNTS_ALL,
     SQL_NAMESPACE_COUNTS_PREFIX,
 )
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 
 def counts(found: list[NamedCount]) -> list[tuple[str, int]]:

@@ -24,7 +24,7 @@ from abathur import (
     VersionConflictError,
 )
 from abathur.memory import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, prefix_params
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
 

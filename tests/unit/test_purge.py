@@ -22,7 +22,7 @@ from abathur import (
     InvalidNamespaceError,
 )
 from abathur.ops.integrity import run_checks
-from tests.conftest import assert_unchanged, snapshot
+from tests.helpers import assert_unchanged, snapshot
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 ARCHIVE_ALL = [

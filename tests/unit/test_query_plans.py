@@ -1,76 +1,29 @@
-"""Every hot query uses the index that exists for it (EXPLAIN QUERY PLAN of the SQL that ships)."""
+"""Every hot query uses the index that exists for it (EXPLAIN QUERY PLAN of the SQL that ships).
+
+The list is ``abathur.ops.smoke.HOT_QUERIES``, the one ``abathur smoke`` checks on
+a live file; here each query is checked on a fresh one.
+"""
 
 from __future__ import annotations
 
-import apsw
 import pytest
 
-from abathur import Abathur, memory
-from abathur.backends.sqlite import sessions as sqlite_sessions
-from abathur.backends.sqlite import tasks as sqlite_tasks
+from abathur import Abathur
+from abathur.backends.sqlite.plans import HotQuery, query_plan, scans
+from abathur.ops.smoke import HOT_QUERIES
+
+pytestmark = pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite backend's SQL")
 
 
-def plan(conn: apsw.Connection, sql: str, params: tuple) -> str:
-    rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-    return " | ".join(str(row[-1]) for row in rows)
+@pytest.mark.parametrize("query", HOT_QUERIES, ids=[q.name for q in HOT_QUERIES])
+async def test_hot_query_uses_its_index(ab: Abathur, query: HotQuery) -> None:
+    plan = await ab.db.read(lambda tx: query_plan(tx.conn, query.sql))
+    got = " | ".join(plan)
+    assert any(query.uses in step for step in plan), f"{query.name}: {got}"
+    assert not scans(plan), f"{query.name} scans: {got}"
 
 
-def memory_prefix_params() -> tuple:
-    return memory.prefix_params("user:alice")  # the exact params list() binds
-
-
-HOT_QUERIES = [
-    (
-        "session by id",
-        lambda: sqlite_sessions.SQL_SESSION_BY_ID,
-        lambda: ("s1",),
-        "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)",
-    ),
-    (
-        "last N events",
-        lambda: sqlite_sessions.SQL_LAST_EVENTS,
-        lambda: ("s1", 50),
-        "SEARCH events USING PRIMARY KEY (session_id=?)",
-    ),
-    (
-        "events after a time",
-        lambda: sqlite_sessions.SQL_EVENTS_AFTER,
-        lambda: ("s1", 1.0),
-        "USING INDEX events_by_time (session_id=? AND timestamp>?)",
-    ),
-    (
-        "sessions of a user",
-        lambda: sqlite_sessions.SQL_LIST_SESSIONS,
-        lambda: {"app": None, "user": None, "status": None, "limit": None},
-        "USING INDEX sessions_by_app_user",
-    ),
-    (
-        "memory current version",
-        lambda: memory.SQL_CURRENT_MEMORY,
-        lambda: ("user:a", "k"),
-        "USING INDEX memories_current (namespace=? AND key=?)",
-    ),
-    (
-        "namespace prefix listing",
-        lambda: memory.SQL_LIST_PREFIX,
-        memory_prefix_params,
-        "USING INDEX memories_current (namespace>? AND namespace<?)",
-    ),
-    (
-        "tasks of a session",
-        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
-        lambda: ("s1",),
-        "USING INDEX tasks_by_session (session_id=?)",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("name", "sql", "params", "expected"), HOT_QUERIES, ids=[q[0] for q in HOT_QUERIES]
-)
-async def test_hot_query_uses_its_index(ab: Abathur, name, sql, params, expected) -> None:
-    text = sql()
-    bound = params() if params else tuple(None for _ in range(text.count("?")))
-    got = await ab.db.read(lambda c: plan(c, text, bound))
-    assert expected in got, f"{name}: {got}"
-    assert "SCAN" not in got.replace("SCAN CONSTANT ROW", ""), f"{name} scans: {got}"
+def test_every_usage_ledger_index_has_a_hot_query() -> None:
+    # Migration 005's indexes on usage_ledger, each read by a budget or a report.
+    for index in ("usage_by_time", "usage_by_app", "usage_by_user"):
+        assert any(index in q.uses for q in HOT_QUERIES), index

@@ -41,7 +41,7 @@ from abathur.search import (
     scope_tokens,
     vector_candidates,
 )
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 MODES = ("keyword", "vector", "hybrid")

@@ -18,7 +18,7 @@ import pytest
 
 from abathur import Abathur, InvalidInputError
 from abathur.memory import CONTEXT_MIN_SCORE
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
 BOB = {

@@ -24,7 +24,7 @@ from abathur import (
 )
 from abathur import sessions as sessions_module
 from abathur.backends.sqlite import sessions as sqlite_sessions
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 
 async def expect_error(ab: Abathur, cls: type[AbathurError], code: str,

@@ -23,7 +23,7 @@ from abathur import (
 )
 from abathur import tasks as tasks_module
 from abathur.backends.sqlite import tasks as sqlite_tasks
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 LEGAL = [
     ("pending", "running"), ("pending", "cancelled"), ("running", "succeeded"),

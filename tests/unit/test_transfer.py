@@ -28,7 +28,7 @@ from abathur import (
 )
 from abathur.ops.integrity import run_checks
 from abathur.transfer import FORMAT
-from tests.conftest import assert_unchanged, snapshot
+from tests.helpers import assert_unchanged, snapshot
 
 HOSTILE = [
     "NUL\x00inside",

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from abathur import Abathur, InvalidInputError
-from tests.conftest import assert_unchanged
+from tests.helpers import assert_unchanged
 
 
 async def test_a_timedelta_ttl_is_its_seconds(ab: Abathur) -> None:

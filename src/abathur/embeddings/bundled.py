@@ -111,7 +111,8 @@ class _Runtime:
         weights = mask.astype(np.float32)
         pooled = np.einsum("bsd,bs->bd", hidden, weights) / weights.sum(axis=1, keepdims=True)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return pooled / np.maximum(norms, 1e-12)
+        unit: np.ndarray = pooled / np.maximum(norms, 1e-12)
+        return unit
 
 
 _shared: _Runtime | None = None

@@ -39,12 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import math
 import os
-import random
 import re
-import ssl
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -56,6 +53,18 @@ import ollama
 import structlog
 
 from abathur.embeddings.base import EmbedResult
+from abathur.embeddings.http import (
+    RETRYABLE_4XX,
+    Transient,
+    backoff,
+    check_int,
+    check_seconds,
+    check_texts,
+    estimate_tokens,
+    first_error,
+    tls_context,
+    unit_rows,
+)
 from abathur.errors import EmbedderError, EmbedderUnavailableError, InvalidInputError
 from abathur.redact import echoed, redact_url
 
@@ -69,14 +78,8 @@ log = structlog.get_logger(__name__)
 # Go's time.ParseDuration grammar: Ollama refuses any other keep_alive string with 400.
 _GO_DURATION = re.compile(r"[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
-# 408 and 429 are the 4xx answers that mean "not now" rather than "never".
-_RETRYABLE_4XX = frozenset({408, 429})
 # RFC 3986: the authority of a URL ends at the first of these.
 _AUTHORITY_END = re.compile(r"[/?#]")
-
-
-class _Transient(Exception):
-    """A failure that retrying may fix; carries the cause for the final message."""
 
 
 class OllamaEmbedder:
@@ -146,15 +149,15 @@ class OllamaEmbedder:
         self.name = f"ollama:{model}"
         self.host, self._auth, self._secrets = _split_host(host)
         if dims is not None:
-            _check_int("dims", dims, low=1)
+            check_int("dims", dims, low=1)
         self._dims = dims
         self._wants_dims = dims
-        self.batch_size = _check_int("batch_size", batch_size, low=1)
-        self.concurrency = _check_int("concurrency", concurrency, low=1)
-        self.retries = _check_int("retries", retries, low=0)
-        self.timeout_s = _check_seconds("timeout_s", timeout_s, positive=True)
-        self.backoff_s = _check_seconds("backoff_s", backoff_s, positive=False)
-        self.max_backoff_s = _check_seconds("max_backoff_s", max_backoff_s, positive=False)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.concurrency = check_int("concurrency", concurrency, low=1)
+        self.retries = check_int("retries", retries, low=0)
+        self.timeout_s = check_seconds("timeout_s", timeout_s, positive=True)
+        self.backoff_s = check_seconds("backoff_s", backoff_s, positive=False)
+        self.max_backoff_s = check_seconds("max_backoff_s", max_backoff_s, positive=False)
         self.keep_alive = _check_keep_alive(keep_alive)
         if not isinstance(truncate, bool):
             raise InvalidInputError(f"truncate must be True or False, got {truncate!r}")
@@ -253,7 +256,7 @@ class OllamaEmbedder:
             >>> asyncio.run(e.embed_with_usage(()))
             EmbedResult(vectors=[], tokens=0, is_token_estimate=False)
         """
-        items = _check_texts(texts)
+        items = check_texts(texts)
         if not items:
             return EmbedResult(vectors=[], tokens=0)
         batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
@@ -263,7 +266,7 @@ class OllamaEmbedder:
         # loop, and closing it here means no socket outlives the call.
         try:
             client = ollama.AsyncClient(
-                host=self.host, timeout=self.timeout_s, auth=self._auth, verify=_tls_context()
+                host=self.host, timeout=self.timeout_s, auth=self._auth, verify=tls_context()
             )
         except Exception as exc:
             raise EmbedderError(
@@ -274,7 +277,7 @@ class OllamaEmbedder:
                 async with asyncio.TaskGroup() as group:
                     tasks = [group.create_task(self._embed_batch(client, b, gate)) for b in batches]
             except BaseExceptionGroup as failures:
-                raise _first_embedder_error(failures) from None
+                raise first_error(failures) from None
         vectors: list[list[float]] = []
         tokens = 0
         is_estimate = False
@@ -283,7 +286,7 @@ class OllamaEmbedder:
             vectors.extend(batch_vectors)
             if counted is None:
                 is_estimate = True
-                counted = sum(math.ceil(len(t) / 4) for t in batch)
+                counted = estimate_tokens(batch)
             tokens += counted
         log.debug(
             "embedder.ollama.embedded",
@@ -305,7 +308,7 @@ class OllamaEmbedder:
             for attempt in range(1, attempts + 1):
                 try:
                     response = await self._request(client, batch)
-                except _Transient as transient:
+                except Transient as transient:
                     if attempt == attempts:
                         log.warning(
                             "embedder.ollama.unavailable",
@@ -318,7 +321,7 @@ class OllamaEmbedder:
                             f"ollama at {self.host} (model {self.model!r}) is unavailable after "
                             f"{attempts} attempt{'s' if attempts > 1 else ''}: {transient}"
                         ) from None
-                    delay = self._backoff(attempt)
+                    delay = backoff(attempt, base_s=self.backoff_s, max_s=self.max_backoff_s)
                     log.warning(
                         "embedder.ollama.retry",
                         host=self.host,
@@ -333,11 +336,6 @@ class OllamaEmbedder:
                     return self._vectors(response, len(batch)), response.prompt_eval_count
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        # Half fixed, half random: clients that failed together do not retry together.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
     async def _request(self, client: ollama.AsyncClient, batch: list[str]) -> ollama.EmbedResponse:
         """Send one batch; translate every client failure into ours."""
         try:
@@ -351,13 +349,13 @@ class OllamaEmbedder:
         except ollama.ResponseError as exc:
             raise self._refused(exc) from None
         except httpx.TimeoutException as exc:
-            raise _Transient(
+            raise Transient(
                 f"no answer within {self.timeout_s:g}s ({type(exc).__name__})"
             ) from None
         except ConnectionError as exc:
             # The client hides httpx's ConnectError behind a generic message;
             # the original (e.g. "Connection refused") is the useful part.
-            raise _Transient(f"cannot connect ({self._echo(_connect_failure(exc))})") from None
+            raise Transient(f"cannot connect ({self._echo(_connect_failure(exc))})") from None
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise EmbedderError(
                 f"cannot send a request to ollama at {self.host}: {type(exc).__name__}: "
@@ -366,7 +364,7 @@ class OllamaEmbedder:
         except httpx.TransportError as exc:
             # RemoteProtocolError ("Server disconnected without sending a
             # response"), ReadError, WriteError: the connection broke mid-way.
-            raise _Transient(
+            raise Transient(
                 f"connection lost ({type(exc).__name__}: {self._echo(exc) or 'no detail'})"
             ) from None
         except (ValueError, httpx.HTTPError) as exc:
@@ -384,8 +382,8 @@ class OllamaEmbedder:
 
     def _refused(self, exc: ollama.ResponseError) -> Exception:
         status, detail = exc.status_code, self._echo(exc.error)
-        if status >= 500 or status in _RETRYABLE_4XX:
-            return _Transient(f"HTTP {status}: {detail}")
+        if status >= 500 or status in RETRYABLE_4XX:
+            return Transient(f"HTTP {status}: {detail}")
         where = f"ollama at {self.host}"
         if status == 404:
             return EmbedderError(
@@ -434,32 +432,7 @@ class OllamaEmbedder:
                 "changed on the server or does not support those dimensions; "
                 "reindex to switch models"
             )
-        norms = np.linalg.norm(matrix, axis=1)
-        if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-            raise EmbedderError(f"{where} returned a zero or non-finite vector")
-        return (matrix / norms[:, None]).tolist()
-
-
-def _first_embedder_error(failures: BaseExceptionGroup) -> BaseException:
-    """The error to raise for a failed batch group: ours if there is one."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [failures]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            stack[:0] = list(item.exceptions)
-        else:
-            leaves.append(item)
-    for leaf in leaves:
-        if isinstance(leaf, EmbedderError):
-            return leaf
-    return leaves[0] if leaves else failures
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS set-up, built once: it costs ~35 ms, and each call opens a client."""
-    return httpx.create_ssl_context()
+        return unit_rows(matrix, where=where)
 
 
 def _connect_failure(exc: BaseException) -> str:
@@ -532,24 +505,6 @@ def _split_host(host: object) -> tuple[str, httpx.BasicAuth | None, tuple[str, .
     return shown, auth, secrets
 
 
-def _check_int(what: str, value: object, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{what} must be an integer, got {value!r}")
-    if value < low:
-        raise InvalidInputError(f"{what} must be at least {low}, got {value}")
-    return value
-
-
-def _check_seconds(what: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(f"{what} must be a finite number of seconds, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise InvalidInputError(
-            f"{what} must be {'greater than' if positive else 'at least'} 0, got {value}"
-        )
-    return float(value)
-
-
 def _check_keep_alive(value: object) -> str | float:
     """A Go duration string, or seconds; a numeric string becomes a number."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -571,16 +526,3 @@ def _check_keep_alive(value: object) -> str | float:
     if not math.isfinite(value):
         raise InvalidInputError(f"keep_alive must be finite, got {value!r}")
     return value
-
-
-def _check_texts(texts: object) -> list[str]:
-    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
-        raise InvalidInputError(
-            f"texts must be a list of strings, got {type(texts).__name__}"
-            + (" (wrap a single text in a list)" if isinstance(texts, str) else "")
-        )
-    items = list(texts)
-    for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not str")
-    return items

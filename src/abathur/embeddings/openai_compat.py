@@ -37,10 +37,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
-import random
-import ssl
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -51,6 +48,18 @@ import numpy as np
 import structlog
 
 from abathur.embeddings.base import EmbedResult
+from abathur.embeddings.http import (
+    RETRYABLE_4XX,
+    Transient,
+    backoff,
+    check_int,
+    check_seconds,
+    check_texts,
+    estimate_tokens,
+    first_error,
+    tls_context,
+    unit_rows,
+)
 from abathur.errors import EmbedderError, EmbedderUnavailableError, InvalidInputError
 from abathur.redact import echoed, redact_url
 
@@ -60,17 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["OpenAICompatEmbedder"]
 
 log = structlog.get_logger(__name__)
-
-# 408 and 429 are the 4xx answers that mean "not now" rather than "never".
-_RETRYABLE_4XX = frozenset({408, 429})
-
-
-class _Transient(Exception):
-    """A failure that retrying may fix; carries the reason and a server-given wait."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 class OpenAICompatEmbedder:
@@ -136,15 +134,15 @@ class OpenAICompatEmbedder:
             raise InvalidInputError("api_key must be a non-blank string or None")
         self._api_key = api_key
         if dims is not None:
-            _check_int("dims", dims, low=1)
+            check_int("dims", dims, low=1)
         self._dims = dims
         self._wants_dims = dims
-        self.batch_size = _check_int("batch_size", batch_size, low=1)
-        self.concurrency = _check_int("concurrency", concurrency, low=1)
-        self.retries = _check_int("retries", retries, low=0)
-        self.timeout_s = _check_seconds("timeout_s", timeout_s, positive=True)
-        self.backoff_s = _check_seconds("backoff_s", backoff_s, positive=False)
-        self.max_backoff_s = _check_seconds("max_backoff_s", max_backoff_s, positive=False)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.concurrency = check_int("concurrency", concurrency, low=1)
+        self.retries = check_int("retries", retries, low=0)
+        self.timeout_s = check_seconds("timeout_s", timeout_s, positive=True)
+        self.backoff_s = check_seconds("backoff_s", backoff_s, positive=False)
+        self.max_backoff_s = check_seconds("max_backoff_s", max_backoff_s, positive=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAICompatEmbedder:
@@ -240,7 +238,7 @@ class OpenAICompatEmbedder:
             >>> asyncio.run(OpenAICompatEmbedder("m").embed_with_usage(()))
             EmbedResult(vectors=[], tokens=0, is_token_estimate=False)
         """
-        items = _check_texts(texts)
+        items = check_texts(texts)
         if not items:
             return EmbedResult(vectors=[], tokens=0)
         batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
@@ -249,13 +247,13 @@ class OpenAICompatEmbedder:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         # One client per call: its connection pool belongs to the running event loop.
         async with httpx.AsyncClient(
-            timeout=self.timeout_s, headers=headers, verify=_tls_context()
+            timeout=self.timeout_s, headers=headers, verify=tls_context()
         ) as client:
             try:
                 async with asyncio.TaskGroup() as group:
                     tasks = [group.create_task(self._embed_batch(client, b, gate)) for b in batches]
             except BaseExceptionGroup as failures:
-                raise _first_error(failures) from None
+                raise first_error(failures) from None
         vectors: list[list[float]] = []
         tokens = 0
         is_estimate = False
@@ -264,7 +262,7 @@ class OpenAICompatEmbedder:
             vectors.extend(batch_vectors)
             if counted is None:
                 is_estimate = True
-                counted = sum(math.ceil(len(t) / 4) for t in batch)
+                counted = estimate_tokens(batch)
             tokens += counted
         log.debug(
             "embedder.openai.embedded",
@@ -286,7 +284,7 @@ class OpenAICompatEmbedder:
             for attempt in range(1, attempts + 1):
                 try:
                     body = await self._request(client, batch)
-                except _Transient as transient:
+                except Transient as transient:
                     if attempt == attempts:
                         log.warning(
                             "embedder.openai.unavailable",
@@ -318,9 +316,7 @@ class OpenAICompatEmbedder:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(self.max_backoff_s, retry_after)
-        ceiling = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        # Half fixed, half random: clients that failed together do not retry together.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff(attempt, base_s=self.backoff_s, max_s=self.max_backoff_s)
 
     async def _request(self, client: httpx.AsyncClient, batch: list[str]) -> Any:
         """Send one batch; the decoded JSON answer, or one of our failures."""
@@ -331,13 +327,13 @@ class OpenAICompatEmbedder:
         try:
             response = await client.post(url, json=payload)
         except httpx.TimeoutException as exc:
-            raise _Transient(
+            raise Transient(
                 f"no answer within {self.timeout_s:g}s ({type(exc).__name__})"
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             # Refused or dropped connections, reads and writes cut short: the
             # server may be restarting, so this is worth another attempt.
-            raise _Transient(
+            raise Transient(
                 f"connection failed ({type(exc).__name__}: {self._echo(exc) or 'no detail'})"
             ) from None
         except httpx.HTTPError as exc:
@@ -356,8 +352,8 @@ class OpenAICompatEmbedder:
 
     def _refused(self, response: httpx.Response) -> Exception:
         status, detail = response.status_code, self._echo(_error_text(response))
-        if status >= 500 or status in _RETRYABLE_4XX:
-            return _Transient(f"HTTP {status}: {detail}", _retry_after(response))
+        if status >= 500 or status in RETRYABLE_4XX:
+            return Transient(f"HTTP {status}: {detail}", _retry_after(response))
         where = f"the embeddings server at {self.base_url}"
         if status in (401, 403):
             return EmbedderError(
@@ -394,7 +390,7 @@ class OpenAICompatEmbedder:
         indexes = [item.get("index") for item in data]
         if all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
             # The API does not promise the order of data, only each item's index.
-            if sorted(indexes) != list(range(expected)):  # type: ignore[type-var]
+            if sorted(indexes) != list(range(expected)):
                 raise EmbedderError(f"{where} returned indexes {indexes} for {expected} texts")
             data = sorted(data, key=lambda item: item["index"])
         rows = [item["embedding"] for item in data]
@@ -415,10 +411,7 @@ class OpenAICompatEmbedder:
                 "changed on the server or does not support those dimensions; "
                 "reindex to switch models"
             )
-        norms = np.linalg.norm(matrix, axis=1)
-        if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-            raise EmbedderError(f"{where} returned a zero or non-finite vector")
-        return (matrix / norms[:, None]).tolist()
+        return unit_rows(matrix, where=where)
 
 
 def _tokens(body: dict[str, Any]) -> int | None:
@@ -439,8 +432,9 @@ def _error_text(response: httpx.Response) -> str:
     except ValueError:
         return response.text
     error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str):
+        return message
     if isinstance(error, str):
         return error
     return response.text
@@ -453,28 +447,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
-
-
-def _first_error(failures: BaseExceptionGroup) -> BaseException:
-    """The error to raise for a failed batch group: ours if there is one."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [failures]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            stack[:0] = list(item.exceptions)
-        else:
-            leaves.append(item)
-    for leaf in leaves:
-        if isinstance(leaf, EmbedderError):
-            return leaf
-    return leaves[0] if leaves else failures
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS set-up, built once: it costs ~35 ms, and each call opens a client."""
-    return httpx.create_ssl_context()
 
 
 def _check_base_url(url: object) -> str:
@@ -501,34 +473,3 @@ def _check_base_url(url: object) -> str:
             "fragment: put the key in ABATHUR_OPENAI_API_KEY"
         )
     return text
-
-
-def _check_int(what: str, value: object, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{what} must be an integer, got {value!r}")
-    if value < low:
-        raise InvalidInputError(f"{what} must be at least {low}, got {value}")
-    return value
-
-
-def _check_seconds(what: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(f"{what} must be a finite number of seconds, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise InvalidInputError(
-            f"{what} must be {'greater than' if positive else 'at least'} 0, got {value}"
-        )
-    return float(value)
-
-
-def _check_texts(texts: object) -> list[str]:
-    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
-        raise InvalidInputError(
-            f"texts must be a list of strings, got {type(texts).__name__}"
-            + (" (wrap a single text in a list)" if isinstance(texts, str) else "")
-        )
-    items = list(texts)
-    for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not str")
-    return items

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import shutil
 import statistics
 import tempfile
@@ -80,12 +79,20 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import audit, documents, memory, search
+from abathur import audit, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations
-from abathur.backends.sqlite import sessions as sqlite_sessions
-from abathur.backends.sqlite import tasks as sqlite_tasks
+from abathur.backends.sqlite.plans import HotQuery, plan_problems
+from abathur.backends.sqlite.sessions import (
+    SQL_EVENTS_AFTER,
+    SQL_LAST_EVENTS,
+    SQL_LIST_SESSIONS,
+    SQL_SESSION_BY_ID,
+)
+from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
 from abathur.config import Settings
+from abathur.costs import SQL_REPORT_BY, SQL_SPEND_ALL, SQL_SPEND_APP, SQL_SPEND_USER
+from abathur.documents import SQL_CHUNKS_OF_DOCUMENT, SQL_DOCUMENT_BY_PATH, SQL_ROOT_BY_PATH
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
 from abathur.errors import (
     AbathurError,
@@ -99,6 +106,7 @@ from abathur.errors import (
     ValueNotSerializableError,
     VersionConflictError,
 )
+from abathur.memory import SQL_CURRENT_MEMORY, SQL_KEYWORD_SEARCH, SQL_LIST_PREFIX
 from abathur.models import Event, Memory, SearchMode, Session, SyncReport, Task
 from abathur.ops import schema
 
@@ -852,120 +860,74 @@ async def _perf_sync(run: _Run) -> str:
     return f"2 files added in {_ms(took)}"
 
 
-@dataclass(frozen=True)
-class HotQuery:
-    """A query that must use an index: the SQL constant that ships, example params, the index."""
-
-    name: str
-    sql: Callable[[], str]
-    params: Callable[[], tuple[Any, ...] | dict[str, Any]]
-    uses: str
-
-
+# The queries that must use an index, each the SQL constant that ships (imported,
+# never copied) and a step its plan must show. tests/unit/test_query_plans.py
+# checks the same list on a fresh file. When a constant moves, its import moves.
 HOT_QUERIES: tuple[HotQuery, ...] = (
     HotQuery(
         "session by id",
-        lambda: sqlite_sessions.SQL_SESSION_BY_ID,
-        lambda: ("s",),
-        "sqlite_autoindex_sessions_1",
+        SQL_SESSION_BY_ID,
+        "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)",
     ),
-    HotQuery(
-        "last N events",
-        lambda: sqlite_sessions.SQL_LAST_EVENTS,
-        lambda: ("s", 50),
-        "USING PRIMARY KEY",
-    ),
+    HotQuery("last N events", SQL_LAST_EVENTS, "SEARCH events USING PRIMARY KEY (session_id=?)"),
     HotQuery(
         "events after a time",
-        lambda: sqlite_sessions.SQL_EVENTS_AFTER,
-        lambda: ("s", 0.0),
-        "events_by_time",
+        SQL_EVENTS_AFTER,
+        "USING INDEX events_by_time (session_id=? AND timestamp>?)",
     ),
     HotQuery(
         "sessions of a user",
-        lambda: sqlite_sessions.SQL_LIST_SESSIONS,
-        lambda: {"app": "app", "user": "user", "status": None, "limit": 100},
-        "sessions_by_app_user",
+        SQL_LIST_SESSIONS,
+        "USING INDEX sessions_by_app_user (app=? AND user=?)",
     ),
     HotQuery(
         "memory current version",
-        lambda: memory.SQL_CURRENT_MEMORY,
-        lambda: ("ns", "k"),
-        "memories_current",
+        SQL_CURRENT_MEMORY,
+        "USING INDEX memories_current (namespace=? AND key=?)",
     ),
     HotQuery(
         "namespace prefix listing",
-        lambda: memory.SQL_LIST_PREFIX,
-        lambda: memory.prefix_params("user:alice"),
-        "memories_current",
+        SQL_LIST_PREFIX,
+        "USING INDEX memories_current (namespace>? AND namespace<?)",
     ),
-    HotQuery(
-        "keyword search",
-        lambda: memory.SQL_KEYWORD_SEARCH,
-        lambda: memory.keyword_params("green tea", "user:alice"),
-        "SCAN memories_fts VIRTUAL TABLE INDEX 0:M",
-    ),
+    HotQuery("keyword search", SQL_KEYWORD_SEARCH, "SCAN memories_fts VIRTUAL TABLE INDEX 0:M"),
     HotQuery(
         "tasks of a session",
-        lambda: sqlite_tasks.SQL_TASKS_OF_SESSION,
-        lambda: ("s",),
-        "tasks_by_session",
+        SQL_TASKS_OF_SESSION,
+        "USING INDEX tasks_by_session (session_id=?)",
     ),
-    HotQuery(
-        "embedding jobs ready",
-        lambda: SQL_READY_JOBS,
-        lambda: (time.time(), math.inf, 64),
-        "embedding_queue_ready",
-    ),
+    HotQuery("embedding jobs ready", SQL_READY_JOBS, "USING INDEX embedding_queue_ready"),
     HotQuery(
         "document root by path",
-        lambda: documents.SQL_ROOT_BY_PATH,
-        lambda: ("/r",),
-        "sqlite_autoindex_document_roots_1",
+        SQL_ROOT_BY_PATH,
+        "USING COVERING INDEX sqlite_autoindex_document_roots_1 (path=?)",
     ),
     HotQuery(
         "document by path",
-        lambda: documents.SQL_DOCUMENT_BY_PATH,
-        lambda: (1, "a.md"),
-        "sqlite_autoindex_documents_1",
+        SQL_DOCUMENT_BY_PATH,
+        "USING INDEX sqlite_autoindex_documents_1 (root_id=? AND path=?)",
     ),
     HotQuery(
         "chunks of a document",
-        lambda: documents.SQL_CHUNKS_OF_DOCUMENT,
-        lambda: (1,),
-        "chunks_by_document",
+        SQL_CHUNKS_OF_DOCUMENT,
+        "USING INDEX chunks_by_document (document_id=?)",
+    ),
+    # The usage ledger (migration 005): budgets read one period's spend of
+    # everyone, one app or one user; cost report reads a time range.
+    HotQuery("spend since", SQL_SPEND_ALL, "USING INDEX usage_by_time (at>?)"),
+    HotQuery("spend of an app", SQL_SPEND_APP, "USING INDEX usage_by_app (app=? AND at>?)"),
+    HotQuery("spend of a user", SQL_SPEND_USER, "USING INDEX usage_by_user (user=? AND at>?)"),
+    *(
+        HotQuery(f"cost report by {by}", sql, "USING INDEX usage_by_time (at>? AND at<?)")
+        for by, sql in sorted(SQL_REPORT_BY.items())
     ),
 )
-
-
-def _scans(plan: list[str]) -> list[str]:
-    # A MATCH on an FTS5 table is reported as a SCAN of the virtual table with
-    # a match index (":M"); that is an index look-up, not a table scan.
-    return [
-        step
-        for step in plan
-        if step.startswith("SCAN ") and not (" VIRTUAL TABLE INDEX " in step and ":M" in step)
-    ]
 
 
 @_case("performance", "hot queries use their indexes")
 async def _perf_plans(run: _Run) -> str:
     ab = await run.ab()
-
-    def explain(conn: apsw.Connection) -> list[str]:
-        problems = []
-        for q in HOT_QUERIES:
-            try:
-                rows = conn.execute("EXPLAIN QUERY PLAN " + q.sql(), q.params()).fetchall()
-            except apsw.Error as exc:
-                problems.append(f"{q.name}: {exc}")
-                continue
-            plan = [str(row[-1]) for row in rows]
-            if not any(q.uses in step for step in plan) or _scans(plan):
-                problems.append(f"{q.name}: {' | '.join(plan)}")
-        return problems
-
-    problems = await ab.db.read(explain)
+    problems = await ab.db.read(lambda tx: plan_problems(tx.conn, HOT_QUERIES))
     _expect(not problems, "; ".join(problems))
     return f"{len(HOT_QUERIES)} queries, each on its index"
 

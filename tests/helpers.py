@@ -1,0 +1,79 @@
+"""Helpers several test modules share (issue 13): a test module imports from
+here, never from another test module or from conftest.py (which holds
+fixtures and hooks only).
+
+- :func:`populate`: a small database with something in every core table, for
+  the tests of the operations kit (check, backup, health, scripts, smoke).
+- :func:`execute`: change a file behind abathur's back; :func:`digest` proves
+  a file was not written at all.
+- :func:`snapshot` and :class:`assert_unchanged`: prove a failed call left the
+  database exactly as it was, on any registered backend (tests/backends.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from abathur import Abathur, Event
+from tests.backends import backend_of
+
+__all__ = ["assert_unchanged", "digest", "execute", "populate", "snapshot"]
+
+
+async def populate(path: Path) -> None:
+    """Sessions, events, state, a task and two versions of a memory. No embedding
+    worker runs, so the file is quiet once this returns: its embedding jobs wait."""
+    async with Abathur.open(path, embed_worker=False) as ab:
+        s = await ab.sessions.create(app="app", user="alice", state={"app:model": "m", "k": 1})
+        s = await ab.sessions.append_event(
+            s.id,
+            Event(author="user", content={"text": "hi"}, state_delta={"user:lang": "fr"}),
+            expected_revision=s.revision,
+        )
+        await ab.tasks.create(session_id=s.id, prompt="summarise")
+        await ab.memory.put("user:alice", "lang", {"value": "fr"}, metadata={"source": "chat"})
+        await ab.memory.put("user:alice", "lang", {"value": "en"})
+
+
+def execute(path: Path, *statements: str) -> None:
+    """Change the file behind abathur's back, as a bug or a person with sqlite3 might."""
+    conn = apsw.Connection(str(path))
+    try:
+        for sql in statements:
+            conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of the file's bytes: equal before and after means it was not written."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def snapshot(ab: Abathur) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, read through the library's own reader.
+
+    Use it around a call that must fail: ``before == after`` proves the call
+    changed nothing (``assert_unchanged`` does exactly that).
+    """
+    return await backend_of(ab).snapshot(ab)
+
+
+class assert_unchanged:
+    """Async context manager: the database holds the same rows after the block."""
+
+    def __init__(self, ab: Abathur) -> None:
+        self.ab = ab
+        self.before: dict[str, list[tuple[Any, ...]]] = {}
+
+    async def __aenter__(self) -> None:
+        self.before = await snapshot(self.ab)
+
+    async def __aexit__(self, *exc: object) -> bool:
+        after = await snapshot(self.ab)
+        assert after == self.before, "the failed call changed the database"
+        return False
