@@ -332,7 +332,7 @@ async def test_an_item_larger_than_an_archive_row_may_hold_stays_hot(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The real limit is 1 GiB of JSON; the rule is the same at any size.
-    monkeypatch.setattr("abathur.archival._MAX_RAW_BYTES", 2000)
+    monkeypatch.setattr("abathur.archival.runs.MAX_RAW_BYTES", 2000)
     async with opener(db_path) as ab:
         small = await ab.sessions.create(app="a", user="u", session_id="small")
         big = await ab.sessions.create(app="a", user="u", session_id="big")
