@@ -20,7 +20,7 @@ from abathur import (
     MemoryNotFoundError,
 )
 from abathur.api import Abathur
-from abathur.archival import (
+from abathur.backends.sqlite.archive import (
     SQL_ARCHIVE_BY_KIND,
     SQL_ARCHIVE_BY_REF,
     SQL_ARCHIVE_LIST,

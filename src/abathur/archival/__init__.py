@@ -83,20 +83,6 @@ Example:
 from __future__ import annotations
 
 from abathur.archival.payload import verify_archive
-from abathur.archival.runs import SQL_CURRENT_MEMORIES_AFTER, SQL_TERMINATED_SESSIONS
-from abathur.archival.service import (
-    SQL_ARCHIVE_BY_KIND,
-    SQL_ARCHIVE_BY_REF,
-    SQL_ARCHIVE_LIST,
-    ArchivalService,
-)
+from abathur.archival.service import ArchivalService, ReclaimSpace
 
-__all__ = [
-    "SQL_ARCHIVE_BY_KIND",
-    "SQL_ARCHIVE_BY_REF",
-    "SQL_ARCHIVE_LIST",
-    "SQL_CURRENT_MEMORIES_AFTER",
-    "SQL_TERMINATED_SESSIONS",
-    "ArchivalService",
-    "verify_archive",
-]
+__all__ = ["ArchivalService", "ReclaimSpace", "verify_archive"]

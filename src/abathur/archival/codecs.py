@@ -6,9 +6,10 @@ import hashlib
 import time
 from collections.abc import Sequence
 
-import apsw
 import structlog
 import zstandard
+
+from abathur.stores.archive import ArchiveStore, Dictionary
 
 __all__ = ["BadDictionaryError", "Codecs", "bounded_decompress", "sha256"]
 
@@ -22,12 +23,6 @@ _DICT_MIN_BYTES = 8 * 1024
 # (windowLog 22); zstd's own default limit is 128 MiB.
 _MAX_WINDOW = 1 << 24
 _READ_CHUNK = 1 << 20
-
-_SQL_LATEST_DICT = (
-    "SELECT id, dict, sha256 FROM archive_dicts WHERE kind = ? ORDER BY id DESC LIMIT 1"
-)
-_SQL_DICT = "SELECT dict, sha256 FROM archive_dicts WHERE id = ?"
-_SQL_DICT_UNCHECKSUMMED = "SELECT dict, NULL FROM archive_dicts WHERE id = ?"
 
 
 class BadDictionaryError(Exception):
@@ -43,7 +38,7 @@ class Codecs:
 
     def __init__(self, *, checksummed: bool = True) -> None:
         # False only to read a file not yet migrated to the checksum columns.
-        self._sql_dict = _SQL_DICT if checksummed else _SQL_DICT_UNCHECKSUMMED
+        self._checksummed = checksummed
         self._plain_c = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
         # Keyed by (id, sha256 of the bytes): a dictionary row changed since it
         # was cached is never used from the cache.
@@ -57,57 +52,56 @@ class Codecs:
         return found
 
     def compress(
-        self, conn: apsw.Connection, kind: str, payloads: Sequence[bytes], *, may_train: bool
+        self, store: ArchiveStore, kind: str, payloads: Sequence[bytes], *, may_train: bool
     ) -> tuple[int | None, list[bytes]]:
-        """Compress with the kind's dictionary, training one first if there is none yet."""
-        rows = conn.execute(_SQL_LATEST_DICT, (kind,)).fetchall()
-        if not rows and may_train:
-            rows = self._train(conn, kind, payloads)
-        if rows:
-            dict_id, data, recorded = rows[0]
-            digest = sha256(data)
-            if recorded is None or recorded == digest:
-                compressor = self._compressors.get((dict_id, digest))
+        """Compress with the kind's dictionary, training one first if there is none yet.
+
+        ``may_train`` is False in a dry run, which writes nothing.
+        """
+        found = store.latest_dictionary(kind)
+        if found is None and may_train:
+            found = self._train(store, kind, payloads)
+        if found is not None:
+            digest = sha256(found.data)
+            if found.sha256 is None or found.sha256 == digest:
+                compressor = self._compressors.get((found.id, digest))
                 if compressor is None:
                     compressor = zstandard.ZstdCompressor(
-                        level=_ZSTD_LEVEL, dict_data=self._dictionary(dict_id, data, digest)
+                        level=_ZSTD_LEVEL,
+                        dict_data=self._dictionary(found.id, found.data, digest),
                     )
-                    self._compressors[(dict_id, digest)] = compressor
-                return dict_id, [compressor.compress(p) for p in payloads]
+                    self._compressors[(found.id, digest)] = compressor
+                return found.id, [compressor.compress(p) for p in payloads]
             # A damaged dictionary: new rows go without one; `abathur check` reports it.
-            log.warning("archive.dictionary_corrupt", dict_id=dict_id, kind=kind)
+            log.warning("archive.dictionary_corrupt", dict_id=found.id, kind=kind)
         return None, [self._plain_c.compress(p) for p in payloads]
 
     def _train(
-        self, conn: apsw.Connection, kind: str, payloads: Sequence[bytes]
-    ) -> list[tuple[int, bytes, str]]:
+        self, store: ArchiveStore, kind: str, payloads: Sequence[bytes]
+    ) -> Dictionary | None:
         total = sum(map(len, payloads))
         if len(payloads) < _DICT_MIN_SAMPLES or total < _DICT_MIN_BYTES:
-            return []
+            return None
         try:
             trained = zstandard.train_dictionary(min(_DICT_SIZE, total // 4), list(payloads))
         except zstandard.ZstdError:
-            return []  # too little variety to learn from: compress each row alone
+            return None  # too little variety to learn from: compress each row alone
         data = trained.as_bytes()
         digest = sha256(data)
-        conn.execute(
-            "INSERT INTO archive_dicts (kind, created_at, dict, sha256) VALUES (?, ?, ?, ?)",
-            (kind, time.time(), data, digest),
-        )
-        return [(conn.last_insert_rowid(), data, digest)]
+        dict_id = store.insert_dictionary(kind, data, digest, time.time())
+        return Dictionary(dict_id, kind, data, digest)
 
     def verified_dictionary(
-        self, conn: apsw.Connection, dict_id: int
+        self, store: ArchiveStore, dict_id: int
     ) -> zstandard.ZstdCompressionDict:
         """Dictionary ``dict_id``, once its bytes match their checksum (if it has one)."""
-        found = conn.execute(self._sql_dict, (dict_id,)).fetchall()
-        if not found:
+        found = store.dictionary(dict_id, checksummed=self._checksummed)
+        if found is None:
             raise BadDictionaryError(f"its dictionary {dict_id} is missing")
-        data, recorded = found[0]
-        digest = sha256(data)
-        if recorded is not None and recorded != digest:
+        digest = sha256(found.data)
+        if found.sha256 is not None and found.sha256 != digest:
             raise BadDictionaryError(f"its dictionary {dict_id} does not match its checksum")
-        return self._dictionary(dict_id, data, digest)
+        return self._dictionary(dict_id, found.data, digest)
 
 
 def sha256(data: bytes | bytearray) -> str:

@@ -14,74 +14,36 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import apsw
 import zstandard
 
 from abathur.archival.codecs import BadDictionaryError, Codecs, bounded_decompress, sha256
 from abathur.errors import CorruptArchiveError
-
-# audit_seq (migration 007) travels with the rows, so restored rows verify
-# against the audit records that wrote them (abathur.audit).
-SESSION_COLUMNS = (
-    "id",
-    "app",
-    "user",
-    "status",
-    "state",
-    "revision",
-    "created_at",
-    "updated_at",
-    "audit_seq",
-)
-EVENT_COLUMNS = (
-    "session_id",
-    "seq",
-    "id",
-    "author",
-    "content",
-    "state_delta",
-    "metadata",
-    "timestamp",
-    "audit_seq",
-)
-MEMORY_COLUMNS = (
-    "id",
-    "namespace",
-    "key",
-    "version",
-    "type",
-    "value",
-    "metadata",
-    "status",
-    "superseded_by_namespace",
-    "superseded_by_key",
-    "created_at",
-    "first_created_at",
-    "expires_at",
-    "is_current",
-    "audit_seq",
+from abathur.stores import Transaction
+from abathur.stores.archive import (
+    ARCHIVED_TABLES,
+    EVENT_COLUMNS,
+    MEMORY_COLUMNS,
+    SESSION_COLUMNS,
+    ArchiveStore,
+    HotRow,
+    StoredRow,
 )
 
-# What a restore or check reads of a row to verify it (see Stored).
-STORED_COLUMNS = (
-    "id, kind, ref, raw_bytes, stored_bytes, dict_id, payload, payload_sha256, raw_sha256"
-)
-# abathur check: every row, one at a time (payloads are never all in memory).
-_SQL_ARCHIVE_ALL = f"SELECT {STORED_COLUMNS} FROM main.archive ORDER BY id"
-# The same on a file migrated before the checksums existed (migration 006).
-_SQL_ARCHIVE_ALL_UNCHECKSUMMED = (
-    "SELECT id, kind, ref, raw_bytes, stored_bytes, dict_id, payload, NULL, NULL "
-    "FROM main.archive ORDER BY id"
-)
-# 3 on a file with the checksum columns (migration 006), 0 before.
-_SQL_HAS_CHECKSUMS = (
-    "SELECT (SELECT count(*) FROM pragma_table_info('archive', 'main') "
-    "WHERE name IN ('payload_sha256', 'raw_sha256')) + "
-    "(SELECT count(*) FROM pragma_table_info('archive_dicts', 'main') WHERE name = 'sha256')"
-)
+__all__ = [
+    "EVENT_COLUMNS",
+    "MAX_RAW_BYTES",
+    "MEMORY_COLUMNS",
+    "SESSION_COLUMNS",
+    "Rows",
+    "Stored",
+    "encode",
+    "open_payload",
+    "verify_archive",
+]
 
 
-def encode(tables: dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]]) -> bytes:
+def encode(tables: dict[str, tuple[Sequence[str], Sequence[HotRow]]]) -> bytes:
+    """The payload JSON of some tables' rows: ``{name: (columns, rows)}``."""
     doc = {
         "v": 1,
         "tables": {
@@ -102,11 +64,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # only names ever formatted into SQL. A payload's names are looked up in these,
 # never used themselves. A payload may lack columns a later abathur added (the
 # table's default fills them), but never the ones a restore needs.
-_TABLES: dict[str, tuple[str, ...]] = {
-    "sessions": SESSION_COLUMNS,
-    "events": EVENT_COLUMNS,
-    "memories": MEMORY_COLUMNS,
-}
+_TABLES: dict[str, tuple[str, ...]] = ARCHIVED_TABLES
 _KIND_TABLES: dict[str, tuple[str, ...]] = {
     "session": ("sessions", "events"),
     "memory": ("memories",),
@@ -155,7 +113,13 @@ class Stored:
     payload_sha256: str | None
     raw_sha256: str | None
 
+    @classmethod
+    def of(cls, row: StoredRow) -> Stored:
+        """The store's row, to be verified."""
+        return cls(*row)
+
     def corrupt(self, problem: str) -> CorruptArchiveError:
+        """The error naming this entry and ``problem``."""
         return CorruptArchiveError(
             self.id,
             f"archive entry {self.id} ({_clip(self.kind)} {_clip(self.ref)!r}) is corrupt: "
@@ -176,7 +140,7 @@ _ADVICE = (
 
 
 def check_stored(
-    conn: apsw.Connection, codecs: Codecs, stored: Stored
+    store: ArchiveStore, codecs: Codecs, stored: Stored
 ) -> zstandard.ZstdCompressionDict | None:
     """Check what can be checked without decompressing; return the row's dictionary."""
     if not 0 <= stored.raw_bytes <= MAX_RAW_BYTES:
@@ -189,14 +153,14 @@ def check_stored(
     if stored.dict_id is None:
         return None
     try:
-        return codecs.verified_dictionary(conn, stored.dict_id)
+        return codecs.verified_dictionary(store, stored.dict_id)
     except BadDictionaryError as exc:
         raise stored.corrupt(str(exc)) from None
 
 
-def _raw_json(conn: apsw.Connection, codecs: Codecs, stored: Stored) -> bytearray:
+def _raw_json(store: ArchiveStore, codecs: Codecs, stored: Stored) -> bytearray:
     """The JSON an archive row holds, checked against its checksums and sizes."""
-    dictionary = check_stored(conn, codecs, stored)
+    dictionary = check_stored(store, codecs, stored)
     try:
         raw = bounded_decompress(stored.payload, dictionary, stored.raw_bytes)
     except zstandard.ZstdError as exc:
@@ -219,7 +183,7 @@ def _raw_json(conn: apsw.Connection, codecs: Codecs, stored: Stored) -> bytearra
     return raw
 
 
-def open_payload(conn: apsw.Connection, codecs: Codecs, stored: Stored) -> dict[str, Rows]:
+def open_payload(store: ArchiveStore, codecs: Codecs, stored: Stored) -> dict[str, Rows]:
     """An archive row's tables, verified, each under our own column names.
 
     Raises:
@@ -227,7 +191,7 @@ def open_payload(conn: apsw.Connection, codecs: Codecs, stored: Stored) -> dict[
     """
     if stored.kind not in _KIND_TABLES:
         raise stored.corrupt(f"its kind {_clip(stored.kind)!r} is unknown")
-    raw = _raw_json(conn, codecs, stored)
+    raw = _raw_json(store, codecs, stored)
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -327,11 +291,9 @@ def _check_ref(stored: Stored, tables: dict[str, Rows]) -> None:
 
 # Corrupt entries listed by name in a check, at most: the rest are counted.
 _MAX_FINDINGS = 20
-_SQL_DICTS_ALL = "SELECT id, kind, dict, sha256 FROM main.archive_dicts ORDER BY id"
-_SQL_DICTS_ALL_UNCHECKSUMMED = "SELECT id, kind, dict, NULL FROM main.archive_dicts ORDER BY id"
 
 
-def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[str], str]:
+def verify_archive(tx: Transaction, *, quick: bool = False) -> tuple[list[str], str]:
     """Verify every archive row and dictionary, as ``abathur check`` does; never writes.
 
     Each dictionary and each row's stored payload is checked against its
@@ -342,7 +304,7 @@ def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[
     checksums existed are verified as far as they can be, and counted.
 
     Args:
-        conn: a connection to the file, inside a read transaction.
+        tx: a read transaction on the file.
         quick: check stored bytes and dictionaries only; decompress nothing.
 
     Returns:
@@ -365,21 +327,20 @@ def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[
         >>> asyncio.run(demo())
         ([], '1 archive row(s) and 0 dictionaries verified')
     """
-    has_checksums = conn.execute(_SQL_HAS_CHECKSUMS).fetchall()[0][0] == 3
+    store = tx.archive
+    has_checksums = store.has_checksums()
     codecs = Codecs(checksummed=has_checksums)
     dicts = 0
     bad_dicts: dict[int, str] = {}
-    for dict_id, kind, data, recorded in conn.execute(
-        _SQL_DICTS_ALL if has_checksums else _SQL_DICTS_ALL_UNCHECKSUMMED
-    ):
+    for dict_id, kind, data, recorded in store.dictionaries(checksummed=has_checksums):
         dicts += 1
         if recorded is not None and sha256(data) != recorded:
             bad_dicts[dict_id] = kind
     rows = unchecked = 0
     dependents: dict[int, list[int]] = {d: [] for d in bad_dicts}
     corrupt: list[str] = []
-    for row in conn.execute(_SQL_ARCHIVE_ALL if has_checksums else _SQL_ARCHIVE_ALL_UNCHECKSUMMED):
-        stored = Stored(*row)
+    for row in store.stored_entries(checksummed=has_checksums):
+        stored = Stored.of(row)
         rows += 1
         if stored.payload_sha256 is None or stored.raw_sha256 is None:
             unchecked += 1
@@ -388,9 +349,9 @@ def verify_archive(conn: apsw.Connection, *, quick: bool = False) -> tuple[list[
             continue
         try:
             if quick:
-                check_stored(conn, codecs, stored)
+                check_stored(store, codecs, stored)
             else:
-                open_payload(conn, codecs, stored)
+                open_payload(store, codecs, stored)
             # Only the listing reads stored_bytes, so a restore ignores it; a check does not.
             if stored.stored_bytes != len(stored.payload):
                 raise stored.corrupt(

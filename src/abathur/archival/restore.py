@@ -2,53 +2,48 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-import apsw
 
 from abathur import memory
 from abathur.archival.payload import Rows
+from abathur.archival.runs import untyped
 from abathur.errors import AlreadyExistsError, MemoryNotFoundError
+from abathur.stores import Transaction
+
+__all__ = ["insert_rows", "restore_memory", "restore_session", "restore_versions"]
 
 
-def insert_rows(conn: apsw.Connection, rows: Rows) -> None:
-    # Table and column names come from _TABLES (see _rows), never from a payload.
-    names = ", ".join(f'"{c}"' for c in rows.columns)
-    marks = ", ".join("?" * len(rows.columns))
-    conn.executemany(f'INSERT INTO "{rows.table}" ({names}) VALUES ({marks})', rows.rows)
+def insert_rows(tx: Transaction, rows: Rows) -> int:
+    """Insert a payload table's rows (names from our own lists, see ``Rows``); the last id."""
+    return tx.archive.insert_rows(rows.table, rows.columns, rows.rows)
 
 
-def restore_session(conn: apsw.Connection, tables: dict[str, Rows]) -> None:
+def restore_session(tx: Transaction, tables: dict[str, Rows]) -> None:
+    """Put a session and its events back, over its archived stub if it has one."""
     sessions, events = tables["sessions"], tables["events"]
-    (session,) = sessions.rows  # _check_ref: exactly one
+    (session,) = sessions.rows  # check_ref: exactly one
     session_id = sessions.value(session, "id")
-    found = conn.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchall()
-    has_events = conn.execute(
-        "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
-    ).fetchall()
-    if (found and found[0][0] != "archived") or has_events:
+    status = tx.archive.session_status(session_id)
+    if (status is not None and status != "archived") or tx.archive.session_has_events(session_id):
         raise AlreadyExistsError(
             f"session {session_id!r} exists again in the hot tables (status "
-            f"{found[0][0] if found else '?'}): nothing was restored"
+            f"{status if status is not None else '?'}): nothing was restored"
         )
-    if found:
+    if status is not None:
         # Column names from SESSION_COLUMNS (see Rows), never from the payload.
         rest = sessions.without("id", [session])
-        sets = ", ".join(f'"{c}" = ?' for c in rest.columns)
-        conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*rest.rows[0], session_id))
+        tx.archive.update_session(session_id, rest.columns, rest.rows[0])
     else:
-        insert_rows(conn, sessions)
-    insert_rows(conn, events)
+        insert_rows(tx, sessions)
+    insert_rows(tx, events)
 
 
-def restore_memory(conn: apsw.Connection, tables: dict[str, Rows]) -> tuple[int, bool]:
+def restore_memory(tx: Transaction, tables: dict[str, Rows]) -> tuple[int, bool]:
+    """Put every version of a memory back: (1 if it was reindexed, whether a vector was queued)."""
     memories = tables["memories"]
     first = memories.rows[0]
     namespace, key = memories.value(first, "namespace"), memories.value(first, "key")
-    (taken,) = conn.execute(
-        "SELECT count(*) FROM memories WHERE namespace = ? AND key = ?", (namespace, key)
-    ).fetchall()[0]
+    taken = tx.archive.memory_version_count(namespace, key)
     if taken:
         raise AlreadyExistsError(
             f"memory {namespace!r}/{key!r} was written again after it was archived "
@@ -57,53 +52,41 @@ def restore_memory(conn: apsw.Connection, tables: dict[str, Rows]) -> tuple[int,
         )
     current_id: int | None = None
     for row in memories.rows:
-        new_id = _insert_version(conn, memories, row)
+        new_id = _insert_version(tx, memories, row)
         if memories.value(row, "is_current"):
             current_id = new_id
-    if current_id is None:
+    if current_id is None or not tx.archive.is_live_memory(current_id):
         return 0, False
-    live = conn.execute(
-        "SELECT 1 FROM memories WHERE id = ? AND status = 'live'", (current_id,)
-    ).fetchall()
-    if not live:
-        return 0, False
-    return 1, memory.index(conn, current_id)
+    return 1, memory.index(untyped(tx), current_id)
 
 
-def _insert_version(conn: apsw.Connection, memories: Rows, row: tuple[Any, ...]) -> int:
+def _insert_version(tx: Transaction, memories: Rows, row: tuple[Any, ...]) -> int:
     """Insert one memory version with its old id if still free, else a new one; return it."""
     wanted = memories.value(row, "id")
-    if conn.execute("SELECT 1 FROM memories WHERE id = ?", (wanted,)).fetchall():
+    if tx.archive.memory_id_taken(wanted):
         # The id was reused (rows archived at the top of the table): a new one.
-        insert_rows(conn, memories.without("id", [row]))
-        return int(conn.last_insert_rowid())
-    insert_rows(conn, Rows(memories.table, memories.columns, [row]))
+        return insert_rows(tx, memories.without("id", [row]))
+    insert_rows(tx, Rows(memories.table, memories.columns, [row]))
     return int(wanted)
 
 
-def restore_versions(conn: apsw.Connection, tables: dict[str, Rows]) -> None:
+def restore_versions(tx: Transaction, tables: dict[str, Rows]) -> None:
+    """Put old versions back under their memory, which must be in the hot tables."""
     memories = tables["memories"]
     first = memories.rows[0]
     namespace, key = memories.value(first, "namespace"), memories.value(first, "key")
-    current = conn.execute(
-        "SELECT version FROM memories WHERE namespace = ? AND key = ? AND is_current = 1",
-        (namespace, key),
-    ).fetchall()
-    if not current:
+    current = tx.archive.current_version(namespace, key)
+    if current is None:
         raise MemoryNotFoundError(
             f"memory {namespace!r}/{key!r} is not in the hot tables, so its old versions have "
             "nothing to go back under: restore the archive entry holding the memory first"
         )
     versions = [memories.value(row, "version") for row in memories.rows]
-    clash = conn.execute(
-        "SELECT version FROM memories WHERE namespace = ? AND key = ? "
-        "AND version IN (SELECT value FROM json_each(?))",
-        (namespace, key, json.dumps(versions)),
-    ).fetchall()
-    if clash or max(versions) >= current[0][0]:
+    clash = tx.archive.existing_versions(namespace, key, versions)
+    if clash or max(versions) >= current:
         raise AlreadyExistsError(
             f"memory {namespace!r}/{key!r} already has version(s) "
-            f"{sorted(v for (v,) in clash) or [current[0][0]]}: nothing was restored"
+            f"{sorted(clash) or [current]}: nothing was restored"
         )
     for row in memories.rows:
-        _insert_version(conn, memories, row)
+        _insert_version(tx, memories, row)

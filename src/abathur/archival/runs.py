@@ -1,4 +1,9 @@
-"""An archive run's batches, its bookkeeping (``archive_runs``) and reclaiming space."""
+"""An archive run's batches and its bookkeeping (``archive_runs``).
+
+A run is a real run or a dry run, said once by its :class:`RunPlan`: a real
+run moves rows, writes archive rows and counts them under its run id; a dry
+run reads the same candidates, compresses them to measure, and writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import apsw
 
 from abathur import audit, memory
 from abathur.archival.codecs import Codecs, sha256
@@ -21,57 +24,75 @@ from abathur.archival.payload import (
     encode,
 )
 from abathur.archival.policies import DAY, best_policy, is_older, whole_memory_policy
-from abathur.backends.sqlite.connection import connect, translate_errors
 from abathur.config import ArchivePolicy
 from abathur.models import ArchiveKind, ArchivePolicyResult
+from abathur.stores import Transaction
+from abathur.stores.archive import NewEntry
+
+__all__ = [
+    "POLICY_KINDS",
+    "Batch",
+    "Batches",
+    "Move",
+    "RunPlan",
+    "Tally",
+    "file_sizes",
+    "finish_run",
+    "start_run",
+    "untyped",
+]
 
 # Current memories examined per transaction, at most: a batch stops earlier
 # once it has moved archive_batch_size items.
 _EXAMINE_PER_BATCH = 2000
 POLICY_KINDS = ("sessions", "memories", "tombstones", "versions", "chunks")
 
-# Terminated sessions last updated before a cutoff, keyset-paged by
-# (updated_at, id) on the partial index sessions_terminated.
-# Params: cutoff, last updated_at, last id, limit.
-SQL_TERMINATED_SESSIONS = (
-    "SELECT id, app, updated_at FROM sessions INDEXED BY sessions_terminated "
-    "WHERE status = 'terminated' AND updated_at < ? AND (updated_at, id) > (?, ?) "
-    "ORDER BY updated_at, id LIMIT ?"
-)
-_SQL_SESSION_ROW = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?"
-_SQL_SESSION_EVENTS = (
-    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE session_id = ? ORDER BY seq"
-)
-# The stub left behind: same id, revision and times; status archived, no state.
-_SQL_SESSION_STUB = (
-    "UPDATE sessions SET status = 'archived', state = '{}' WHERE id = ? AND status = 'terminated'"
-)
-_SQL_DELETE_EVENTS = "DELETE FROM events WHERE session_id = ?"
 
-# Current versions after an id, in id order (the rowid): every memory once per run.
-# Params: last id, limit.
-SQL_CURRENT_MEMORIES_AFTER = (
-    "SELECT id, namespace, key, version, type, status, created_at, expires_at FROM memories "
-    "WHERE id > ? AND is_current = 1 ORDER BY id LIMIT ?"
-)
-_SQL_MEMORY_ROWS = (
-    f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE namespace = ? AND key = ? "
-    "ORDER BY version"
-)
-# Old versions of one memory (the UNIQUE (namespace, key, version) index).
-# Params: namespace, key, highest version to move, written before.
-_SQL_OLD_VERSIONS = (
-    f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE namespace = ? AND key = ? "
-    "AND version <= ? AND is_current = 0 AND created_at <= ? ORDER BY version"
-)
-_SQL_DELETE_MEMORY = "DELETE FROM memories WHERE namespace = ? AND key = ?"
-_SQL_DELETE_IDS = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
+def untyped(tx: Transaction) -> Any:
+    """``tx`` for the functions of other services that still take a connection.
 
-_SQL_ARCHIVE_INSERT = (
-    "INSERT INTO archive (kind, ref, policy, app, user, namespace, rows, raw_bytes, "
-    "stored_bytes, dict_id, run_id, archived_at, payload, payload_sha256, raw_sha256) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+    TRANSITION (issue 13): ``audit.append``, ``memory.index``/``unindex`` and
+    ``search``'s vector upkeep take an apsw connection until their lanes move
+    them onto ``tx.audit``, ``tx.memories`` and ``tx.search``; the SQLite
+    transaction forwards to its connection meanwhile.
+    """
+    return tx
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run's batches may do: move and record (a real run), or only measure (a dry run).
+
+    Example:
+        >>> RunPlan.dry(policies=[], batch_size=10).is_dry_run
+        True
+        >>> RunPlan.recorded(7, policies=[], batch_size=10).run_id
+        7
+    """
+
+    policies: Sequence[ArchivePolicy]
+    batch_size: int
+    is_dry_run: bool
+    _run_id: int | None = None
+
+    @classmethod
+    def dry(cls, *, policies: Sequence[ArchivePolicy], batch_size: int) -> RunPlan:
+        """A dry run: read and measure, write nothing."""
+        return cls(policies, batch_size, is_dry_run=True)
+
+    @classmethod
+    def recorded(
+        cls, run_id: int, *, policies: Sequence[ArchivePolicy], batch_size: int
+    ) -> RunPlan:
+        """A real run, recorded as ``archive_runs`` row ``run_id``."""
+        return cls(policies, batch_size, is_dry_run=False, _run_id=run_id)
+
+    @property
+    def run_id(self) -> int:
+        """The run's id; a dry run has none (a RuntimeError says so)."""
+        if self._run_id is None:
+            raise RuntimeError("a dry run records nothing and has no run id")
+        return self._run_id
 
 
 @dataclass
@@ -116,75 +137,29 @@ class Batch:
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
+    """The sizes of the database file and of its write-ahead log, 0 when absent."""
     wal = path.with_name(path.name + "-wal")
     return (path.stat().st_size if path.exists() else 0, wal.stat().st_size if wal.exists() else 0)
 
 
-AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
-
-
-def _pragma(conn: apsw.Connection, name: str) -> int:
-    # Names are our own constants, never a caller's.
-    return int(conn.execute(f"PRAGMA {name}").fetchall()[0][0])
-
-
-def maintain(path: Path, settings: Any, *, vacuum: bool) -> tuple[str, int, str | None]:
-    """VACUUM (if asked), incremental vacuum and a WAL checkpoint on a connection of their own.
-
-    VACUUM and checkpoints cannot run inside a transaction, which is how the
-    writer runs everything; this connection waits on busy_timeout like any writer.
-    """
-    with translate_errors(f"reclaiming space in {path}"):
-        conn = connect(path, settings, readonly=False)
-        try:
-            if vacuum:
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("VACUUM")
-            mode = AUTO_VACUUM.get(int(conn.execute("PRAGMA auto_vacuum").fetchall()[0][0]), "none")
-            vacuumed = 0
-            if mode == "incremental":
-                free = _pragma(conn, "freelist_count")
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
-                vacuumed = (free - _pragma(conn, "freelist_count")) * _pragma(conn, "page_size")
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
-            note = None
-            if busy:
-                note = (
-                    "the WAL checkpoint could not finish (a reader held an old snapshot): "
-                    "the WAL shrinks at the next checkpoint"
-                )
-            return mode, vacuumed, note
-        finally:
-            conn.close()
-
-
-def start_run(conn: apsw.Connection) -> tuple[int, int | None]:
+def start_run(tx: Transaction) -> tuple[int, int | None]:
+    """Start a run (marking one still running as interrupted): (its id, the interrupted one)."""
     now = time.time()
-    (interrupted,) = conn.execute(
-        "SELECT max(id) FROM archive_runs WHERE status = 'running'"
-    ).fetchall()[0]
-    conn.execute(
-        "UPDATE archive_runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
-        (now,),
-    )
-    conn.execute("INSERT INTO archive_runs (started_at, status) VALUES (?, 'running')", (now,))
-    run_id = conn.last_insert_rowid()
+    run_id, interrupted = tx.archive.start_run(now)
     audit.append(
-        conn, "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now
+        untyped(tx), "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now
     )
     return run_id, interrupted
 
 
 def finish_run(
-    conn: apsw.Connection, *, run_id: int, detail: dict[str, Any], entries: int, rows: int
+    tx: Transaction, *, run_id: int, detail: dict[str, Any], entries: int, rows: int
 ) -> None:
+    """Mark a run done with its per-policy detail, and audit it."""
     now = time.time()
-    conn.execute(
-        "UPDATE archive_runs SET status = 'done', finished_at = ?, detail = ? WHERE id = ?",
-        (now, json.dumps(detail), run_id),
-    )
+    tx.archive.finish_run(run_id, now, json.dumps(detail))
     audit.append(
-        conn,
+        untyped(tx),
         "archive.finish",
         "archive_run",
         str(run_id),
@@ -196,12 +171,13 @@ def finish_run(
 class Batches:
     """One batch of each phase of a run, each inside one transaction."""
 
-    def __init__(self, codecs: Codecs, batch_size: int) -> None:
+    def __init__(self, codecs: Codecs, plan: RunPlan) -> None:
         self._codecs = codecs
-        self._batch_size = batch_size
+        self._plan = plan
 
-    def record(self, conn: apsw.Connection, batch: Batch, run_id: int | None) -> Batch:
-        """Compress the batch's moves and write their archive rows (not in a dry run)."""
+    def record(self, tx: Transaction, batch: Batch) -> Batch:
+        """Compress the batch's moves; in a real run, write their archive rows."""
+        plan = self._plan
         by_kind: dict[str, list[int]] = {}
         for i, move in enumerate(batch.moves):
             by_kind.setdefault(move.kind, []).append(i)
@@ -211,84 +187,72 @@ class Batches:
         for kind, indexes in by_kind.items():
             payloads = [batch.moves[i].raw for i in indexes]
             dict_id, blobs = self._codecs.compress(
-                conn, kind, payloads, may_train=run_id is not None
+                tx.archive, kind, payloads, may_train=not plan.is_dry_run
             )
             for i, blob in zip(indexes, blobs, strict=True):
                 batch.stored[i] = len(blob)
-                if run_id is None:
+                if plan.is_dry_run:
                     continue
                 m = batch.moves[i]
-                conn.execute(
-                    _SQL_ARCHIVE_INSERT,
-                    (
-                        m.kind,
-                        m.ref,
-                        m.policy,
-                        m.app,
-                        m.user,
-                        m.namespace,
-                        m.rows,
-                        len(m.raw),
-                        len(blob),
-                        dict_id,
-                        run_id,
-                        now,
-                        blob,
-                        sha256(blob),
-                        sha256(m.raw),
-                    ),
+                entry = tx.archive.insert_entry(
+                    NewEntry(
+                        kind=m.kind,
+                        ref=m.ref,
+                        policy=m.policy,
+                        app=m.app,
+                        user=m.user,
+                        namespace=m.namespace,
+                        rows=m.rows,
+                        raw_bytes=len(m.raw),
+                        stored_bytes=len(blob),
+                        dict_id=dict_id,
+                        run_id=plan.run_id,
+                        archived_at=now,
+                        payload=blob,
+                        payload_sha256=sha256(blob),
+                        raw_sha256=sha256(m.raw),
+                    )
                 )
-                entry = conn.last_insert_rowid()
                 first = entry if first is None else min(first, entry)
                 last = entry if last is None else max(last, entry)
-        if run_id is not None and batch.moves:
+        if not plan.is_dry_run and batch.moves:
             rows = sum(m.rows for m in batch.moves)
-            conn.execute(
-                "UPDATE archive_runs SET entries = entries + ?, rows = rows + ? WHERE id = ?",
-                (len(batch.moves), rows, run_id),
-            )
+            tx.archive.count_batch(plan.run_id, len(batch.moves), rows)
             audit.append(
-                conn,
+                untyped(tx),
                 "archive.batch",
                 "archive_run",
-                str(run_id),
+                str(plan.run_id),
                 {"entries": len(batch.moves), "rows": rows, "first": first, "last": last},
                 at=now,
             )
         return batch
 
-    def session_batch(
-        self,
-        conn: apsw.Connection,
-        *,
-        cursor: tuple[float, str],
-        now: float,
-        policies: Sequence[ArchivePolicy],
-        run_id: int | None,
-    ) -> Batch:
+    def session_batch(self, tx: Transaction, *, cursor: tuple[float, str], now: float) -> Batch:
+        """Terminated sessions old enough for their policy, after ``cursor``."""
+        plan, policies = self._plan, self._plan.policies
         batch = Batch(cursor=cursor)
         days = [p.after_days for p in policies if p.kind == "sessions" and p.after_days is not None]
         if not days:
             batch.is_done = True
             return batch
-        limit = self._batch_size
+        limit = plan.batch_size
         cutoff = now - min(days) * DAY
-        rows = conn.execute(SQL_TERMINATED_SESSIONS, (cutoff, *cursor, limit)).fetchall()
-        for session_id, app, updated_at in rows:
+        candidates = tx.archive.terminated_sessions(cutoff, cursor, limit)
+        for session_id, app, updated_at in candidates:
             batch.cursor = (updated_at, session_id)
             if not is_older(updated_at, best_policy(policies, "sessions", app=app), now):
                 continue
-            session = conn.execute(_SQL_SESSION_ROW, (session_id,)).fetchall()
-            events = conn.execute(_SQL_SESSION_EVENTS, (session_id,)).fetchall()
+            session, events = tx.archive.session_rows(session_id)
             raw = encode(
                 {"sessions": (SESSION_COLUMNS, session), "events": (EVENT_COLUMNS, events)}
             )
             if len(raw) > MAX_RAW_BYTES:
                 batch.too_big.append(f"session {session_id}")
                 continue
-            if run_id is not None:
-                conn.execute(_SQL_SESSION_STUB, (session_id,))
-                conn.execute(_SQL_DELETE_EVENTS, (session_id,))
+            if not plan.is_dry_run:
+                tx.archive.move_session_out(session_id)
+            user = session[0][SESSION_COLUMNS.index("user")]
             batch.moves.append(
                 Move(
                     "session",
@@ -297,21 +261,15 @@ class Batches:
                     1 + len(events),
                     raw,
                     app=app,
-                    user=session[0][2],
+                    user=user if isinstance(user, str) else None,
                 )
             )
-        batch.is_done = len(rows) < limit
-        return self.record(conn, batch, run_id)
+        batch.is_done = len(candidates) < limit
+        return self.record(tx, batch)
 
-    def memory_batch(
-        self,
-        conn: apsw.Connection,
-        *,
-        cursor: int,
-        now: float,
-        policies: Sequence[ArchivePolicy],
-        run_id: int | None,
-    ) -> Batch:
+    def memory_batch(self, tx: Transaction, *, cursor: int, now: float) -> Batch:
+        """Memories (whole, or their old versions) their policies select, after id ``cursor``."""
+        plan, policies = self._plan, self._plan.policies
         batch = Batch(cursor=cursor)
         if not any(
             p.kind in ("memories", "tombstones", "versions") and p.after_days is not None
@@ -319,10 +277,10 @@ class Batches:
         ):
             batch.is_done = True
             return batch
-        limit = self._batch_size
-        rows = conn.execute(SQL_CURRENT_MEMORIES_AFTER, (cursor, _EXAMINE_PER_BATCH)).fetchall()
+        limit = plan.batch_size
+        current = tx.archive.current_memories(cursor, _EXAMINE_PER_BATCH)
         batch.is_done = True
-        for item_id, namespace, key, version, type_, status, created_at, expires_at in rows:
+        for item_id, namespace, key, version, type_, status, created_at, expires_at in current:
             if len(batch.moves) >= limit:
                 batch.is_done = False
                 break
@@ -332,15 +290,15 @@ class Batches:
                 policies, namespace, type_, status, created_at, expires_at, now
             )
             if whole is not None:
-                versions = conn.execute(_SQL_MEMORY_ROWS, (namespace, key)).fetchall()
+                versions = tx.archive.memory_rows(namespace, key)
                 raw = encode({"memories": (MEMORY_COLUMNS, versions)})
                 if len(raw) > MAX_RAW_BYTES:
                     batch.too_big.append(f"memory {ref}")
                     continue
-                if run_id is not None:
+                if not plan.is_dry_run:
                     if status == "live":
-                        memory.unindex(conn, item_id)
-                    conn.execute(_SQL_DELETE_MEMORY, (namespace, key))
+                        memory.unindex(untyped(tx), item_id)
+                    tx.archive.delete_memory(namespace, key)
                 batch.moves.append(
                     Move("memory", ref, whole, len(versions), raw, namespace=namespace)
                 )
@@ -348,26 +306,24 @@ class Batches:
             policy = best_policy(policies, "versions", namespace=namespace, type_=type_)
             if policy is None or policy.after_days is None or version <= policy.keep_versions:
                 continue
-            old = conn.execute(
-                _SQL_OLD_VERSIONS,
-                (
-                    namespace,
-                    key,
-                    version - policy.keep_versions,
-                    now - policy.after_days * DAY,
-                ),
-            ).fetchall()
+            old = tx.archive.old_versions(
+                namespace,
+                key,
+                up_to=version - policy.keep_versions,
+                written_before=now - policy.after_days * DAY,
+            )
             if not old:
                 continue
             raw = encode({"memories": (MEMORY_COLUMNS, old)})
             if len(raw) > MAX_RAW_BYTES:
                 batch.too_big.append(f"old versions of {ref}")
                 continue
-            if run_id is not None:
-                conn.execute(_SQL_DELETE_IDS, (json.dumps([r[0] for r in old]),))
+            if not plan.is_dry_run:
+                at = MEMORY_COLUMNS.index("id")
+                tx.archive.delete_versions([i for i in (r[at] for r in old) if isinstance(i, int)])
             batch.moves.append(
                 Move("versions", ref, "versions", len(old), raw, namespace=namespace)
             )
         else:
-            batch.is_done = len(rows) < _EXAMINE_PER_BATCH
-        return self.record(conn, batch, run_id)
+            batch.is_done = len(current) < _EXAMINE_PER_BATCH
+        return self.record(tx, batch)

@@ -5,28 +5,27 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import apsw
 import structlog
 
 from abathur import audit, search
 from abathur.archival.codecs import Codecs
-from abathur.archival.payload import MAX_RAW_BYTES, STORED_COLUMNS, Stored, open_payload
+from abathur.archival.payload import MAX_RAW_BYTES, Rows, Stored, open_payload
 from abathur.archival.restore import restore_memory, restore_session, restore_versions
 from abathur.archival.runs import (
-    AUTO_VACUUM,
     POLICY_KINDS,
+    Batch,
     Batches,
+    RunPlan,
     Tally,
     file_sizes,
     finish_run,
-    maintain,
     start_run,
+    untyped,
 )
-from abathur.backends.sqlite import Database
 from abathur.errors import ArchiveNotFoundError, InvalidInputError
 from abathur.models import (
     ArchivedItem,
@@ -36,34 +35,24 @@ from abathur.models import (
     ArchiveRunReport,
     CompactReport,
 )
+from abathur.stores import Backend, Transaction
+from abathur.stores.archive import EntryRow, StoredRow
 from abathur.values import INT64_MAX, check_text, show_number
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
 
+__all__ = ["ArchivalService", "ReclaimSpace"]
+
 log = structlog.get_logger(__name__)
 
 _MAX_LIST = 10_000
 
-_ENTRY_COLUMNS = (
-    "id, kind, ref, policy, app, user, namespace, rows, raw_bytes, stored_bytes, run_id, "
-    "archived_at"
-)
-# archive list: newest first, paged by id. Params: before id, limit.
-SQL_ARCHIVE_LIST = f"SELECT {_ENTRY_COLUMNS} FROM archive WHERE id < ? ORDER BY id DESC LIMIT ?"
-# archive list --kind K --ref R: index archive_by_ref, whose rowid suffix gives
-# the order. Params: kind, ref, before id, limit.
-SQL_ARCHIVE_BY_REF = (
-    f"SELECT {_ENTRY_COLUMNS} FROM archive WHERE kind = ? AND ref = ? AND id < ? "
-    "ORDER BY id DESC LIMIT ?"
-)
-_SQL_ARCHIVE_ONE = f"SELECT {_ENTRY_COLUMNS}, {STORED_COLUMNS} FROM archive WHERE id = ?"
-# archive list --kind K: newest first along the primary key, skipping other kinds.
-# Params: kind, before id, limit.
-SQL_ARCHIVE_BY_KIND = (
-    f"SELECT {_ENTRY_COLUMNS} FROM archive NOT INDEXED WHERE kind = ? AND id < ? "
-    "ORDER BY id DESC LIMIT ?"
-)
+#: Gives freed space back to the file system once a run has committed, outside
+#: any transaction: ``reclaim(vacuum)`` returns (auto-vacuum mode, bytes given
+#: back, a note or None). The SQLite backend's is
+#: :func:`abathur.backends.sqlite.archive.reclaim_space`.
+ReclaimSpace = Callable[[bool], tuple[str, int, str | None]]
 
 
 class ArchivalService:
@@ -81,9 +70,16 @@ class ArchivalService:
         (True, 0, [])
     """
 
-    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(
+        self,
+        db: Backend,
+        embeddings: EmbeddingService | None = None,
+        *,
+        reclaim_space: ReclaimSpace | None = None,
+    ) -> None:
         self._db = db
         self._embeddings = embeddings
+        self._reclaim_space = reclaim_space
         self._codecs = Codecs()
 
     # -- a run ---------------------------------------------------------------
@@ -134,24 +130,33 @@ class ArchivalService:
         started = time.perf_counter()
         settings = self._db.settings
         policies = settings.archive_policies
-        size_before, wal_before = file_sizes(self._db.path)
+        path = settings.db
+        size_before, wal_before = file_sizes(path)
         run_id: int | None = None
         resumed: int | None = None
-        if not dry_run:
-            run_id, resumed = await self._db.write(start_run)
+        if dry_run:
+            plan = RunPlan.dry(policies=policies, batch_size=settings.archive_batch_size)
+        else:
+            new_id, resumed = await self._db.write(start_run)
             if resumed is not None:
-                log.warning("archive.resume", run_id=run_id, interrupted_run=resumed)
+                log.warning("archive.resume", run_id=new_id, interrupted_run=resumed)
+            plan = RunPlan.recorded(
+                new_id, policies=policies, batch_size=settings.archive_batch_size
+            )
+            run_id = new_id
         tallies = {kind: Tally() for kind in POLICY_KINDS}
         batches = 0
         too_big: list[str] = []
-        batches_of = Batches(self._codecs, settings.archive_batch_size)
-        phases = ((batches_of.session_batch, (-math.inf, "")), (batches_of.memory_batch, 0))
-        for phase, cursor in phases:
+        of_plan = Batches(self._codecs, plan)
+        phases: tuple[tuple[Callable[..., Batch], Any], ...] = (
+            (of_plan.session_batch, (-math.inf, "")),
+            (of_plan.memory_batch, 0),
+        )
+        for phase, first in phases:
+            cursor = first
             while True:
-                fn = partial(
-                    phase, cursor=cursor, now=time.time(), policies=policies, run_id=run_id
-                )
-                batch = await (self._db.read(fn) if dry_run else self._db.write(fn))
+                fn = partial(phase, cursor=cursor, now=time.time())
+                batch = await (self._db.read(fn) if plan.is_dry_run else self._db.write(fn))
                 batches += 1
                 for move, stored in zip(batch.moves, batch.stored, strict=True):
                     tally = tallies[move.policy]
@@ -173,39 +178,29 @@ class ArchivalService:
                 f"one archive row may hold ({', '.join(too_big[:5])})"
             )
         compacted: list[CompactReport] = []
-        auto_vacuum = await self._db.read(
-            lambda conn: AUTO_VACUUM.get(
-                int(conn.execute("PRAGMA auto_vacuum").fetchall()[0][0]), "none"
-            )
-        )
+        auto_vacuum = await self._db.read(lambda tx: tx.archive.auto_vacuum())
         results = [tallies[k].result(k) for k in POLICY_KINDS]
         entries = sum(t.items for t in tallies.values())
         rows = sum(t.rows for t in tallies.values())
         vacuumed = 0
-        if run_id is not None:
+        if not plan.is_dry_run:
             compacted = await self._reclaim_vectors()
             detail = {r.policy: r.model_dump(exclude={"policy"}) for r in results}
             await self._db.write(
-                partial(finish_run, run_id=run_id, detail=detail, entries=entries, rows=rows)
+                partial(finish_run, run_id=plan.run_id, detail=detail, entries=entries, rows=rows)
             )
-            # Last, so the checkpoint leaves the WAL empty: nothing is written after it.
-            auto_vacuum, vacuumed, note = await asyncio.to_thread(
-                maintain, self._db.path, settings, vacuum=vacuum
-            )
-            if note:
-                notes.append(note)
+            if self._reclaim_space is not None:
+                # Last, so the checkpoint leaves the WAL empty: nothing is written after it.
+                auto_vacuum, vacuumed, note = await asyncio.to_thread(self._reclaim_space, vacuum)
+                if note:
+                    notes.append(note)
         if auto_vacuum != "incremental":
             notes.append(
                 "auto_vacuum is NONE: freed pages are reused by new rows but the file does not "
                 "shrink; 'abathur archive run --vacuum' switches it to incremental once"
             )
-        free = await self._db.read(
-            lambda conn: (
-                conn.execute("PRAGMA freelist_count").fetchall()[0][0]
-                * conn.execute("PRAGMA page_size").fetchall()[0][0]
-            )
-        )
-        size_after, wal_after = file_sizes(self._db.path)
+        free = await self._db.read(lambda tx: tx.archive.free_bytes())
+        size_after, wal_after = file_sizes(path)
         report = ArchiveRunReport(
             run_id=run_id,
             is_dry_run=dry_run,
@@ -238,9 +233,9 @@ class ArchivalService:
         return report
 
     async def _reclaim_vectors(self) -> list[CompactReport]:
-        await self._db.write(lambda conn: search.apply_vector_deletes(conn))
+        await self._db.write(lambda tx: search.apply_vector_deletes(untyped(tx)))
         ratio = self._db.settings.vector_compact_ratio
-        stats = await self._db.read(search.vector_table_stats)
+        stats = await self._db.read(lambda tx: search.vector_table_stats(untyped(tx)))
         if (
             self._embeddings is None
             or not ratio
@@ -297,14 +292,9 @@ class ArchivalService:
         _check_int(limit, "limit", 1, _MAX_LIST)
         if before is not None:
             _check_int(before, "before", 1, None)
-        below = math.inf if before is None else before
-        if kind is None:
-            sql, params = SQL_ARCHIVE_LIST, (below, limit)
-        elif ref is None:
-            sql, params = SQL_ARCHIVE_BY_KIND, (kind, below, limit)
-        else:
-            sql, params = SQL_ARCHIVE_BY_REF, (kind, ref, below, limit)
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        rows = await self._db.read(
+            lambda tx: tx.archive.entries(kind=kind, ref=ref, before=before, limit=limit)
+        )
         return [_entry(row) for row in rows]
 
     async def show(self, entry_id: int) -> ArchivedItem:
@@ -342,11 +332,11 @@ class ArchivalService:
         """
         _check_int(entry_id, "archive entry id", 1, None)
 
-        def read(conn: apsw.Connection) -> ArchivedItem:
-            row = _one(conn, entry_id)
-            tables = open_payload(conn, self._codecs, Stored(*row[12:]))
+        def read(tx: Transaction) -> ArchivedItem:
+            row, stored = _one(tx, entry_id)
+            tables = open_payload(tx.archive, self._codecs, Stored.of(stored))
             return ArchivedItem(
-                entry=_entry(row[:12]),
+                entry=_entry(row),
                 tables={
                     name: [dict(zip(t.columns, r, strict=True)) for r in t.rows]
                     for name, t in tables.items()
@@ -410,20 +400,20 @@ class ArchivalService:
         _check_int(entry_id, "archive entry id", 1, None)
         started = time.perf_counter()
 
-        def write(conn: apsw.Connection) -> tuple[ArchiveRestoreReport, bool]:
-            row = _one(conn, entry_id)
-            entry = _entry(row[:12])
-            tables = open_payload(conn, self._codecs, Stored(*row[12:]))
+        def write(tx: Transaction) -> tuple[ArchiveRestoreReport, bool]:
+            row, stored = _one(tx, entry_id)
+            entry = _entry(row)
+            tables: dict[str, Rows] = open_payload(tx.archive, self._codecs, Stored.of(stored))
             reindexed, queued = 0, False
             if entry.kind == "session":
-                restore_session(conn, tables)
+                restore_session(tx, tables)
             elif entry.kind == "memory":
-                reindexed, queued = restore_memory(conn, tables)
+                reindexed, queued = restore_memory(tx, tables)
             else:
-                restore_versions(conn, tables)
-            conn.execute("DELETE FROM archive WHERE id = ?", (entry_id,))
+                restore_versions(tx, tables)
+            tx.archive.delete_entry(entry_id)
             audit.append(
-                conn,
+                untyped(tx),
                 "archive.restore",
                 "archive",
                 str(entry_id),
@@ -445,11 +435,8 @@ class ArchivalService:
         return report
 
 
-def _chunk_note(conn: apsw.Connection) -> list[str]:
-    has = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'"
-    ).fetchall()
-    if not has:
+def _chunk_note(tx: Transaction) -> list[str]:
+    if not tx.archive.has_document_tables():
         return ["chunks: skipped, this file has no document tables"]
     return [
         "chunks: nothing to archive, documents.sync deletes a vanished file's chunks "
@@ -467,16 +454,16 @@ def _check_int(value: object, what: str, low: int, high: int | None) -> None:
         raise InvalidInputError(f"{what} must be at most {INT64_MAX}, got {show_number(value)}")
 
 
-def _one(conn: apsw.Connection, entry_id: int) -> tuple[Any, ...]:
-    rows = conn.execute(_SQL_ARCHIVE_ONE, (entry_id,)).fetchall()
-    if not rows:
+def _one(tx: Transaction, entry_id: int) -> tuple[EntryRow, StoredRow]:
+    found = tx.archive.entry(entry_id)
+    if found is None:
         raise ArchiveNotFoundError(
             f"no archive entry has id {entry_id} (never archived, or restored already)"
         )
-    return rows[0]
+    return found
 
 
-def _entry(row: Sequence[Any]) -> ArchiveEntry:
+def _entry(row: EntryRow) -> ArchiveEntry:
     (
         entry_id,
         kind,

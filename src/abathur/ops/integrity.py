@@ -41,6 +41,8 @@ from abathur.archival import verify_archive
 from abathur.audit import verify as verify_audit
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite.connection import translate_errors
+from abathur.backends.sqlite.context import SqliteContext
+from abathur.backends.sqlite.transaction import SqliteTransaction
 from abathur.config import Settings
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
@@ -430,7 +432,8 @@ def _archive_payloads(conn: apsw.Connection, quick: bool) -> tuple[list[str], st
     if not schema.table_exists(conn, "archive"):
         raise CheckSkipped("skipped: no archive in this file")
     # abathur.archival owns the payload format and its checksums; we only run its verification.
-    return verify_archive(conn, quick=quick)
+    tx = SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings()))
+    return verify_archive(tx, quick=quick)
 
 
 CHECKS: tuple[Check, ...] = (
