@@ -50,7 +50,6 @@ APSW_OUTSIDE_BACKEND: set[str] = {
     "abathur.search",
     "abathur.sessions",
     "abathur.tasks",
-    "abathur.transfer",
 }
 
 # TRANSITION (issue 13): modules above the seam that still reach into a backend.

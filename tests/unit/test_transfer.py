@@ -26,6 +26,7 @@ from abathur import (
     InvalidNamespaceError,
     transfer,
 )
+from abathur.backends.sqlite import transfer as sqlite_transfer
 from abathur.ops.integrity import run_checks
 from abathur.transfer import FORMAT
 from tests.conftest import assert_unchanged, snapshot
@@ -707,6 +708,7 @@ async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
     assert caught.value.reason == "changed"
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite backend's queries")
 async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None:
     """Import looks each record up by its key; export walks memories in index order."""
     lookups = {
@@ -724,7 +726,9 @@ async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None
         return {
             name: [
                 row[3]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + getattr(transfer, name), params)
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN " + getattr(sqlite_transfer, name), params
+                )
             ]
             for name, params in {**lookups, "SQL_EXPORT_MEMORIES": ()}.items()
         }
