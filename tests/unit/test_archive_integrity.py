@@ -21,8 +21,12 @@ import zstandard
 from abathur import AbathurError, CorruptArchiveError, Event
 from abathur.backends.sqlite import migrations
 from abathur.ops.integrity import run_checks
+from tests.archiving import NOW_POLICIES, opener
 from tests.conftest import snapshot
-from tests.unit.test_archival import NOW_POLICIES, opener
+
+pytestmark = pytest.mark.sqlite_only(
+    "flips bits and rewrites rows of the archive tables in the SQLite file"
+)
 
 SEED = 20261207
 CHECK = "archive_payloads"
