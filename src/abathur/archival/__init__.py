@@ -58,6 +58,15 @@ file's row and its chunks in the same transaction (004_documents.sql), so
 none are left to archive; a run says so in its notes. The vec0 slots they
 leave dead are reclaimed by the compaction above.
 
+**Layout.** :mod:`~abathur.archival.service` holds ``ArchivalService``;
+:mod:`~abathur.archival.runs` a run's batches (a :class:`~abathur.archival.runs.RunPlan`
+says whether it is a dry run); :mod:`~abathur.archival.policies` which policy
+selects an item; :mod:`~abathur.archival.payload` the payload format and its
+verification (:func:`verify_archive`); :mod:`~abathur.archival.codecs` zstd
+and its dictionaries; :mod:`~abathur.archival.restore` putting rows back. The
+SQL is the backend's :class:`~abathur.stores.archive.ArchiveStore`
+(``tx.archive``).
+
 Example:
     >>> import asyncio, tempfile, pathlib
     >>> from abathur import Abathur

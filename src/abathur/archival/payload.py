@@ -87,6 +87,7 @@ class Rows:
     rows: list[tuple[Any, ...]]
 
     def value(self, row: Sequence[Any], column: str) -> Any:
+        """``row``'s value in ``column``."""
         return row[self.columns.index(column)]
 
     def without(self, column: str, rows: Iterable[Sequence[Any]]) -> Rows:

@@ -21,7 +21,7 @@ def insert_rows(tx: Transaction, rows: Rows) -> int:
 def restore_session(tx: Transaction, tables: dict[str, Rows]) -> None:
     """Put a session and its events back, over its archived stub if it has one."""
     sessions, events = tables["sessions"], tables["events"]
-    (session,) = sessions.rows  # check_ref: exactly one
+    (session,) = sessions.rows  # payload._check_ref: exactly one
     session_id = sessions.value(session, "id")
     status = tx.archive.session_status(session_id)
     if (status is not None and status != "archived") or tx.archive.session_has_events(session_id):

@@ -111,12 +111,15 @@ class Move:
 
 @dataclass
 class Tally:
+    """What one policy moved in a run so far."""
+
     items: int = 0
     rows: int = 0
     raw_bytes: int = 0
     stored_bytes: int = 0
 
     def result(self, policy: str) -> ArchivePolicyResult:
+        """The tally as the report's line for ``policy``."""
         return ArchivePolicyResult(
             policy=policy,
             items=self.items,
@@ -128,6 +131,8 @@ class Tally:
 
 @dataclass
 class Batch:
+    """One transaction's work: its moves, their stored sizes, and where the next one starts."""
+
     moves: list[Move] = field(default_factory=list)
     stored: list[int] = field(default_factory=list)
     cursor: Any = None

@@ -464,31 +464,5 @@ def _one(tx: Transaction, entry_id: int) -> tuple[EntryRow, StoredRow]:
 
 
 def _entry(row: EntryRow) -> ArchiveEntry:
-    (
-        entry_id,
-        kind,
-        ref,
-        policy,
-        app,
-        user,
-        namespace,
-        rows,
-        raw_bytes,
-        stored_bytes,
-        run_id,
-        archived_at,
-    ) = row
-    return ArchiveEntry.model_construct(
-        id=entry_id,
-        kind=kind,
-        ref=ref,
-        policy=policy,
-        app=app,
-        user=user,
-        namespace=namespace,
-        rows=rows,
-        raw_bytes=raw_bytes,
-        stored_bytes=stored_bytes,
-        run_id=run_id,
-        archived_at=archived_at,
-    )
+    # The store's row has the model's fields, in order; they were validated on the way in.
+    return ArchiveEntry.model_construct(**row._asdict())
