@@ -25,6 +25,10 @@ from abathur.backends.sqlite.archive import (
     SQL_ARCHIVE_BY_REF,
     SQL_ARCHIVE_LIST,
     SQL_CURRENT_MEMORIES_AFTER,
+    SQL_CURRENT_VERSION,
+    SQL_MEMORY_ROWS,
+    SQL_OLD_VERSIONS,
+    SQL_SESSION_EVENTS,
     SQL_TERMINATED_SESSIONS,
 )
 from abathur.ops.integrity import run_checks
@@ -515,7 +519,7 @@ async def test_a_failed_batch_changes_nothing(backend: BackendHandle) -> None:
 # -- query plans ----------------------------------------------------------------------
 
 
-def _plan(path: Path, sql: str, params: tuple) -> str:
+def _plan(path: Path, sql: str, params: tuple | dict) -> str:
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         found = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -536,11 +540,28 @@ def _plan(path: Path, sql: str, params: tuple) -> str:
             ("session", "s1", 10, 10),
             "USING INDEX archive_by_ref (kind=? AND ref=? AND rowid<?)",
         ),
+        # Per item a run moves or a restore checks.
+        (SQL_SESSION_EVENTS, ("s1",), "USING PRIMARY KEY (session_id=?)"),
+        (
+            SQL_MEMORY_ROWS,
+            {"namespace": "n", "key": "k"},
+            "USING INDEX sqlite_autoindex_memories_1 (namespace=? AND key=?)",
+        ),
+        (
+            SQL_OLD_VERSIONS,
+            {"namespace": "n", "key": "k", "up_to": 3, "before": 1.0},
+            "USING INDEX sqlite_autoindex_memories_1 (namespace=? AND key=? AND version<?)",
+        ),
+        (
+            SQL_CURRENT_VERSION,
+            {"namespace": "n", "key": "k"},
+            "USING INDEX memories_current (namespace=? AND key=?)",
+        ),
     ],
 )
 @pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
 async def test_archive_queries_use_their_index(
-    ab: Abathur, backend: BackendHandle, sql: str, params: tuple, expected: str
+    ab: Abathur, backend: BackendHandle, sql: str, params: tuple | dict, expected: str
 ) -> None:
     plan = _plan(Path(backend.target), sql, params)
     assert expected in plan and "TEMP B-TREE" not in plan, plan

@@ -52,7 +52,9 @@ SQL_TERMINATED_SESSIONS = (
     "WHERE status = 'terminated' AND updated_at < ? AND (updated_at, id) > (?, ?) "
     "ORDER BY updated_at, id LIMIT ?"
 )
+# One session by its primary key.
 SQL_SESSION_ROW = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id = ?"
+# A session's events along the primary key (session_id, seq).
 SQL_SESSION_EVENTS = (
     f"SELECT {', '.join(ARCHIVED_TABLES['events'])} FROM events WHERE session_id = ? ORDER BY seq"
 )
@@ -68,6 +70,7 @@ SQL_CURRENT_MEMORIES_AFTER = (
     "SELECT id, namespace, key, version, type, status, created_at, expires_at FROM memories "
     "WHERE id > ? AND is_current = 1 ORDER BY id LIMIT ?"
 )
+# Every version of one memory (the UNIQUE (namespace, key, version) index).
 SQL_MEMORY_ROWS = (
     f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE namespace = :namespace "
     "AND key = :key ORDER BY version"
@@ -78,7 +81,9 @@ SQL_OLD_VERSIONS = (
     "AND key = :key AND version <= :up_to AND is_current = 0 AND created_at <= :before "
     "ORDER BY version"
 )
+# The same index.
 SQL_DELETE_MEMORY = "DELETE FROM memories WHERE namespace = :namespace AND key = :key"
+# By rowid, one per id.
 SQL_DELETE_IDS = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
 
 # -- putting rows back ---------------------------------------------------------
@@ -90,9 +95,11 @@ SQL_MEMORY_VERSION_COUNT = (
 )
 SQL_MEMORY_ID_TAKEN = "SELECT 1 FROM memories WHERE id = ?"
 SQL_IS_LIVE_MEMORY = "SELECT 1 FROM memories WHERE id = ? AND status = 'live'"
+# The partial index memories_current.
 SQL_CURRENT_VERSION = (
     "SELECT version FROM memories WHERE namespace = :namespace AND key = :key AND is_current = 1"
 )
+# Covered by the UNIQUE (namespace, key, version) index.
 SQL_EXISTING_VERSIONS = (
     "SELECT version FROM memories WHERE namespace = :namespace AND key = :key "
     "AND version IN (SELECT value FROM json_each(:versions))"
