@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from abathur.analytics import AnalyticsService, CallRecorder, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.backends.sqlite import Database, Versions
+from abathur.backends.sqlite.archive import reclaim_space
 from abathur.config import Settings
 from abathur.costs import CostService
 from abathur.documents import CHUNK_KIND, DocumentService
@@ -90,7 +92,9 @@ class Abathur:
         self.costs = CostService(db, self.embeddings, None if probe else recorder)
         self.memory._costs = self.costs
         self.memory._recorder = recorder
-        self.archival = ArchivalService(db, self.embeddings)
+        self.archival = ArchivalService(
+            db, self.embeddings, reclaim_space=partial(reclaim_space, db.path, db.settings)
+        )
         self.transfer = TransferService(db, self.embeddings)
         if not probe:
             instrument(self.sessions, "sessions", recorder)

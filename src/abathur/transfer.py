@@ -60,11 +60,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-import apsw
-
 from abathur import audit, memory
 from abathur.backends.sqlite import Database
-from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
+from abathur.backends.sqlite.transaction import SqliteTransaction
+from abathur.backends.sqlite.transfer import SqliteTransferStore
 from abathur.errors import (
     AbathurError,
     ImportConflictError,
@@ -95,95 +94,6 @@ _AFTER_SEP = chr(ord(_SEP) + 1)  # as in abathur.memory: 'p:' < every 'p:...' < 
 _MEMORY_STATUSES = ("live", "deleted", "superseded")
 # A lone surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot carry one).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-# ---------------------------------------------------------------------------
-# SQL. Export reads one snapshot (one read transaction); import runs in one
-# write transaction. Named parameters where a value binds twice.
-# ---------------------------------------------------------------------------
-
-SQL_EXPORT_APP_STATE = (
-    "SELECT app, key, value, updated_at FROM app_state "
-    "WHERE (:app IS NULL OR app = :app) ORDER BY app, key"
-)
-SQL_EXPORT_USER_STATE = (
-    "SELECT app, user, key, value, updated_at FROM user_state "
-    "WHERE (:app IS NULL OR app = :app) AND (:user IS NULL OR user = :user) "
-    "ORDER BY app, user, key"
-)
-SQL_EXPORT_SESSIONS = (
-    "SELECT id, app, user, status, state, revision, created_at, updated_at, "
-    "(SELECT count(*) FROM events WHERE events.session_id = sessions.id) FROM sessions "
-    "WHERE (:app IS NULL OR app = :app) AND (:user IS NULL OR user = :user) ORDER BY id"
-)
-_EVENT_COLUMNS = "seq, id, author, content, state_delta, metadata, timestamp"
-SQL_EXPORT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY seq"
-_MEMORY_COLUMNS = (
-    "version, type, value, metadata, status, superseded_by_namespace, superseded_by_key, "
-    "created_at, first_created_at, expires_at"
-)
-# Every version of every memory, grouped by memory (UNIQUE (namespace, key, version)).
-SQL_EXPORT_MEMORIES = (
-    f"SELECT namespace, key, {_MEMORY_COLUMNS} FROM memories ORDER BY namespace, key, version"
-)
-# The same under a prefix, whole segments (see abathur.memory: never a LIKE).
-SQL_EXPORT_MEMORIES_PREFIX = (
-    f"SELECT namespace, key, {_MEMORY_COLUMNS} FROM memories "
-    "WHERE namespace >= :prefix AND namespace < :after AND "
-    "(namespace = :prefix OR namespace >= :below) ORDER BY namespace, key, version"
-)
-# Archive entries in scope: not exported (restore them first), but counted.
-SQL_ARCHIVED_SESSIONS = (
-    "SELECT count(*) FROM archive WHERE kind = 'session' "
-    "AND (:app IS NULL OR app = :app) AND (:user IS NULL OR user = :user)"
-)
-SQL_ARCHIVED_MEMORIES = (
-    "SELECT count(*) FROM archive WHERE kind IN ('memory', 'versions') AND (:prefix IS NULL OR "
-    "(namespace >= :prefix AND namespace < :after "
-    "AND (namespace = :prefix OR namespace >= :below)))"
-)
-
-SQL_APP_STATE_ROW = "SELECT value, updated_at FROM app_state WHERE app = ? AND key = ?"
-SQL_INSERT_APP_STATE = "INSERT INTO app_state (app, key, value, updated_at) VALUES (?, ?, ?, ?)"
-SQL_USER_STATE_ROW = (
-    "SELECT value, updated_at FROM user_state WHERE app = ? AND user = ? AND key = ?"
-)
-SQL_INSERT_USER_STATE = (
-    "INSERT INTO user_state (app, user, key, value, updated_at) VALUES (?, ?, ?, ?, ?)"
-)
-SQL_SESSION_ROW = (
-    "SELECT app, user, status, state, revision, created_at, updated_at FROM sessions WHERE id = ?"
-)
-SQL_INSERT_SESSION = (
-    "INSERT INTO sessions (id, app, user, status, state, revision, created_at, updated_at, "
-    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SQL_EVENT_ROW = (
-    "SELECT id, author, content, state_delta, metadata, timestamp FROM events "
-    "WHERE session_id = ? AND seq = ?"
-)
-SQL_COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ?"
-SQL_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
-    "audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SQL_SESSION_EXISTS = "SELECT 1 FROM sessions WHERE id = ?"
-SQL_TASK_ROW = (
-    "SELECT session_id, prompt, status, result, error, metadata, created_at, updated_at "
-    "FROM tasks WHERE id = ?"
-)
-SQL_INSERT_TASK = (
-    "INSERT INTO tasks (id, session_id, prompt, status, result, error, metadata, created_at, "
-    "updated_at, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SQL_MEMORY_HISTORY = (
-    f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE namespace = ? AND key = ? ORDER BY version"
-)
-SQL_INSERT_MEMORY = (
-    "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
-    "superseded_by_namespace, superseded_by_key, created_at, first_created_at, expires_at, "
-    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
 
 # ---------------------------------------------------------------------------
 # Export
@@ -256,10 +166,16 @@ class _Writer:
             self._parts, self._size = [], 0
 
 
+def _store(tx: SqliteTransaction) -> SqliteTransferStore:
+    # TRANSITION (issue 13): see abathur.backends.sqlite.transfer.
+    return SqliteTransferStore(tx.conn, tx.context)
+
+
 def _export(
-    conn: apsw.Connection, sink: Callable[[bytes], object], scope: _Scope, now: float
+    tx: SqliteTransaction, sink: Callable[[bytes], object], scope: _Scope, now: float
 ) -> tuple[TransferCounts, int, int]:
     """Write the whole export on ``sink``; return counts, expired memories left out, archived."""
+    store = _store(tx)
     out = _Writer(sink)
     counts = _Counter()
     archived = 0
@@ -273,7 +189,7 @@ def _export(
     out.records = 0  # the end record counts what lies between header and end
     if scope.has_sessions:
         if scope.has_app_state:
-            for app, key, value, updated_at in conn.execute(SQL_EXPORT_APP_STATE, scope.people()):
+            for app, key, value, updated_at in store.export_app_state(app=scope.app):
                 out.add(
                     {
                         "kind": "app_state",
@@ -284,8 +200,8 @@ def _export(
                     }
                 )
                 counts.app_state += 1
-        for app, user, key, value, updated_at in conn.execute(
-            SQL_EXPORT_USER_STATE, scope.people()
+        for app, user, key, value, updated_at in store.export_user_state(
+            app=scope.app, user=scope.user
         ):
             out.add(
                 {
@@ -298,9 +214,17 @@ def _export(
                 }
             )
             counts.user_state += 1
-        for sid, app, user, status, state, revision, created, updated, events in conn.execute(
-            SQL_EXPORT_SESSIONS, scope.people()
-        ):
+        for (
+            sid,
+            app,
+            user,
+            status,
+            state,
+            revision,
+            created,
+            updated,
+            events,
+        ) in store.export_sessions(app=scope.app, user=scope.user):
             out.add(
                 {
                     "kind": "session",
@@ -316,9 +240,7 @@ def _export(
                 }
             )
             counts.sessions += 1
-            for seq, eid, author, content, delta, meta, stamp in conn.execute(
-                SQL_EXPORT_EVENTS, (sid,)
-            ):
+            for seq, eid, author, content, delta, meta, stamp in store.export_events(sid):
                 out.add(
                     {
                         "kind": "event",
@@ -333,9 +255,17 @@ def _export(
                     }
                 )
                 counts.events += 1
-            for tid, _, prompt, tstatus, result, error, meta, created, updated in conn.execute(
-                SQL_TASKS_OF_SESSION, (sid,)
-            ):
+            for (
+                tid,
+                _,
+                prompt,
+                tstatus,
+                result,
+                error,
+                meta,
+                created,
+                updated,
+            ) in store.export_tasks(sid):
                 out.add(
                     {
                         "kind": "task",
@@ -351,13 +281,10 @@ def _export(
                     }
                 )
                 counts.tasks += 1
-        archived += conn.execute(SQL_ARCHIVED_SESSIONS, scope.people()).fetchall()[0][0]
+        archived += store.count_archived_sessions(app=scope.app, user=scope.user)
     expired = 0
     if scope.has_memories:
-        if scope.prefix is None:
-            rows = conn.execute(SQL_EXPORT_MEMORIES)
-        else:
-            rows = conn.execute(SQL_EXPORT_MEMORIES_PREFIX, scope.range())
+        rows = store.export_memories(**scope.range())
         for (namespace, key), versions in _grouped(rows):
             last_expires = versions[-1][9]
             # Expired reads as absent on every read path: it is not exported either.
@@ -374,14 +301,16 @@ def _export(
             )
             counts.memories += 1
             counts.versions += len(versions)
-        archived += conn.execute(SQL_ARCHIVED_MEMORIES, scope.range()).fetchall()[0][0]
+        archived += store.count_archived_memories(**scope.range())
     records = out.records
     out.add({"kind": "end", "records": records})
     out.flush()
     return counts.freeze(), expired, archived
 
 
-def _grouped(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[tuple[str, str], list[tuple]]]:
+def _grouped(
+    rows: Iterator[tuple[Any, ...]],
+) -> Iterator[tuple[tuple[str, str], list[tuple[Any, ...]]]]:
     current: tuple[str, str] | None = None
     versions: list[tuple[Any, ...]] = []
     for row in rows:
@@ -661,7 +590,8 @@ def _parse(raw: bytes, limit: int) -> _Record | dict[str, Any]:
     data = _load(raw)
     if "format" in data:
         _fields(data, _HEADER_FIELDS, "the header")
-        return data
+        header: dict[str, Any] = data
+        return header
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in _FIELDS:
         raise _Bad(f"has kind {kind!r}, not one of {', '.join(_FIELDS)}", "schema")
@@ -774,7 +704,7 @@ def _parse_memory(data: dict[str, Any], limit: int) -> _Memory:
                     '{"namespace": ..., "key": ...}',
                     "schema",
                 )
-            by_ns = check_namespace(by["namespace"], f"{what} superseded_by namespace")
+            by_ns: str | None = check_namespace(by["namespace"], f"{what} superseded_by namespace")
             by_key = check_id(by["key"], f"{what} superseded_by key")
         elif by is not None:
             raise _Bad(f"{what} is {status}, so superseded_by must be null", "schema")
@@ -1001,7 +931,7 @@ class _DryRun(Exception):
 
 
 def _apply(
-    conn: apsw.Connection,
+    tx: SqliteTransaction,
     path: Path,
     checked: list[_Record] | None,
     limit: int,
@@ -1015,6 +945,7 @@ def _apply(
     enough to keep them (:data:`_KEEP_BYTES`); otherwise the file is read and
     parsed again, and its digest must match the one the checking pass saw.
     """
+    store = _store(tx)
     applied = _Applied()
     digest = hashlib.sha256()
     name = path.name
@@ -1023,15 +954,15 @@ def _apply(
     for record in records:
         try:
             if isinstance(record, _Event):
-                _apply_event(conn, record, applied, inserting_session, now)
+                _apply_event(tx, store, record, applied, inserting_session, now)
             elif isinstance(record, _Session):
-                inserting_session = _apply_session(conn, record, applied, now)
+                inserting_session = _apply_session(tx, store, record, applied, now)
             elif isinstance(record, _Task):
-                _apply_task(conn, record, applied, now)
+                _apply_task(tx, store, record, applied, now)
             elif isinstance(record, _Memory):
-                _apply_memory(conn, record, applied, now)
+                _apply_memory(tx, store, record, applied, now)
             elif isinstance(record, _AppState | _UserState):
-                _apply_state(conn, record, applied, now)
+                _apply_state(tx, store, record, applied, now)
         except RecursionError:
             raise InvalidImportError(
                 name, record.line, "nests JSON too deeply to index", reason="json"
@@ -1050,7 +981,7 @@ def _apply(
             raise _DryRun(applied)
         return applied
     audit.append(
-        conn,
+        tx,
         "transfer.import",
         "import",
         expected_digest[:16],
@@ -1068,35 +999,49 @@ def _apply(
 
 
 def _apply_state(
-    conn: apsw.Connection, record: _AppState | _UserState, applied: _Applied, now: float
+    tx: SqliteTransaction,
+    store: SqliteTransferStore,
+    record: _AppState | _UserState,
+    applied: _Applied,
+    now: float,
 ) -> None:
     if isinstance(record, _AppState):
         ident: tuple[str, ...] = (record.app, record.key)
-        found = conn.execute(SQL_APP_STATE_ROW, ident).fetchall()
+        found = store.app_state_row(record.app, record.key)
         what, counter = f"app state {record.app!r}/{record.key!r}", "app_state"
     else:
         ident = (record.app, record.user, record.key)
-        found = conn.execute(SQL_USER_STATE_ROW, ident).fetchall()
+        found = store.user_state_row(record.app, record.user, record.key)
         what, counter = f"user state {record.app!r}/{record.user!r}/{record.key!r}", "user_state"
-    if found:
-        if found[0] != (record.value, record.updated_at):
+    if found is not None:
+        if found != (record.value, record.updated_at):
             raise _Bad(
                 f"{what} already holds a different value (or update time) in the database",
                 "conflict",
             )
         _bump(applied.skipped, counter)
         return
-    sql = SQL_INSERT_APP_STATE if isinstance(record, _AppState) else SQL_INSERT_USER_STATE
-    conn.execute(sql, (*ident, record.value, record.updated_at))
-    audit.append(conn, f"{counter}.import", counter, "/".join(ident), {}, at=now)
+    if isinstance(record, _AppState):
+        store.insert_app_state(record.app, record.key, record.value, record.updated_at)
+    else:
+        store.insert_user_state(
+            record.app, record.user, record.key, record.value, record.updated_at
+        )
+    audit.append(tx, f"{counter}.import", counter, "/".join(ident), {}, at=now)
     _bump(applied.imported, counter)
 
 
-def _apply_session(conn: apsw.Connection, record: _Session, applied: _Applied, now: float) -> bool:
-    found = conn.execute(SQL_SESSION_ROW, (record.id,)).fetchall()
-    if found:
-        (events,) = conn.execute(SQL_COUNT_EVENTS, (record.id,)).fetchall()[0]
-        if found[0] != record.row or events != record.events:
+def _apply_session(
+    tx: SqliteTransaction,
+    store: SqliteTransferStore,
+    record: _Session,
+    applied: _Applied,
+    now: float,
+) -> bool:
+    found = store.session_row(record.id)
+    if found is not None:
+        events = store.count_events(record.id)
+        if found != record.row or events != record.events:
             raise _Bad(
                 f"session {record.id!r} exists in the database with a different "
                 "status, state, revision, times or number of events",
@@ -1106,10 +1051,10 @@ def _apply_session(conn: apsw.Connection, record: _Session, applied: _Applied, n
         return False
     # Each covered row names the audit record that wrote it (abathur.audit, COVERED).
     app, user, _status, _state, _revision, created_at, _updated = record.row
-    seq = audit.next_seq(conn)
-    conn.execute(SQL_INSERT_SESSION, (record.id, *record.row, seq))
+    seq = audit.next_seq(tx)
+    store.insert_session(record.id, record.row, seq)
     audit.append(
-        conn,
+        tx,
         "session.import",
         "session",
         record.id,
@@ -1122,14 +1067,19 @@ def _apply_session(conn: apsw.Connection, record: _Session, applied: _Applied, n
 
 
 def _apply_event(
-    conn: apsw.Connection, record: _Event, applied: _Applied, inserting: bool | None, now: float
+    tx: SqliteTransaction,
+    store: SqliteTransferStore,
+    record: _Event,
+    applied: _Applied,
+    inserting: bool | None,
+    now: float,
 ) -> None:
     if inserting:
         row = (record.session_id, record.seq, *record.row)
-        seq = audit.next_seq(conn)
-        conn.execute(SQL_INSERT_EVENT, (*row, seq))
+        seq = audit.next_seq(tx)
+        store.insert_event(row, seq)
         audit.append(
-            conn,
+            tx,
             "event.import",
             "session",
             record.session_id,
@@ -1139,8 +1089,8 @@ def _apply_event(
         )
         applied.imported.events += 1
         return
-    found = conn.execute(SQL_EVENT_ROW, (record.session_id, record.seq)).fetchall()
-    if not found or found[0] != record.row:
+    found = store.event_row(record.session_id, record.seq)
+    if found is None or found != record.row:
         raise _Bad(
             f"event seq {record.seq} of session {record.session_id!r} differs from the database's",
             "conflict",
@@ -1148,26 +1098,28 @@ def _apply_event(
     applied.skipped.events += 1
 
 
-def _apply_task(conn: apsw.Connection, record: _Task, applied: _Applied, now: float) -> None:
-    found = conn.execute(SQL_TASK_ROW, (record.id,)).fetchall()
-    if found:
-        if found[0] != record.row:
+def _apply_task(
+    tx: SqliteTransaction, store: SqliteTransferStore, record: _Task, applied: _Applied, now: float
+) -> None:
+    found = store.task_row(record.id)
+    if found is not None:
+        if found != record.row:
             raise _Bad(
                 f"task {record.id!r} exists in the database with different fields", "conflict"
             )
         applied.skipped.tasks += 1
         return
     session_id = record.row[0]
-    if not conn.execute(SQL_SESSION_EXISTS, (session_id,)).fetchall():
+    if not store.session_exists(session_id):
         raise _Bad(
             f"task {record.id!r} belongs to session {session_id!r}, which is neither in "
             "the file nor in the database",
             "missing_session",
         )
-    seq = audit.next_seq(conn)
-    conn.execute(SQL_INSERT_TASK, (record.id, *record.row, seq))
+    seq = audit.next_seq(tx)
+    store.insert_task(record.id, record.row, seq)
     audit.append(
-        conn,
+        tx,
         "task.import",
         "task",
         record.id,
@@ -1178,8 +1130,14 @@ def _apply_task(conn: apsw.Connection, record: _Task, applied: _Applied, now: fl
     applied.imported.tasks += 1
 
 
-def _apply_memory(conn: apsw.Connection, record: _Memory, applied: _Applied, now: float) -> None:
-    found = conn.execute(SQL_MEMORY_HISTORY, (record.namespace, record.key)).fetchall()
+def _apply_memory(
+    tx: SqliteTransaction,
+    store: SqliteTransferStore,
+    record: _Memory,
+    applied: _Applied,
+    now: float,
+) -> None:
+    found = store.memory_history(record.namespace, record.key)
     if found:
         if found != record.versions:
             raise _Bad(
@@ -1196,13 +1154,13 @@ def _apply_memory(conn: apsw.Connection, record: _Memory, applied: _Applied, now
     for index, row in enumerate(record.versions):
         # One audit record per version, covering it as memory.put's does.
         version, type_, value, metadata, status, by_ns, by_key, created, first, expires = row
-        seq = audit.next_seq(conn)
-        conn.execute(
-            SQL_INSERT_MEMORY, (record.namespace, record.key, *row, int(index == last), seq)
+        seq = audit.next_seq(tx)
+        # The id is read before the audit record's own insert.
+        current_id = store.insert_memory(
+            record.namespace, record.key, row, is_current=index == last, audit_seq=seq
         )
-        current_id = conn.last_insert_rowid()  # before the audit record's own insert
         audit.append(
-            conn,
+            tx,
             "memory.import",
             "memory",
             entity_id,
@@ -1227,7 +1185,7 @@ def _apply_memory(conn: apsw.Connection, record: _Memory, applied: _Applied, now
             ),
         )
     # The keyword index and the embedding queue, as memory.put leaves them.
-    if record.versions[-1][4] == "live" and memory.index(conn, current_id):
+    if record.versions[-1][4] == "live" and memory.index(tx.conn, current_id):
         applied.queued = True
     applied.imported.memories += 1
     applied.imported.versions += len(record.versions)
@@ -1346,7 +1304,7 @@ class TransferService:
             try:
                 with temp.open("wb") as f:
                     counts, expired, archived = await self._db.read(
-                        lambda conn: _export(conn, f.write, scope, now)
+                        lambda tx: _export(tx, f.write, scope, now)
                     )
                     f.flush()
                     os.fsync(f.fileno())
@@ -1367,7 +1325,7 @@ class TransferService:
 
             try:
                 counts, expired, archived = await self._db.read(
-                    lambda conn: _export(conn, sink, scope, now)
+                    lambda tx: _export(tx, sink, scope, now)
                 )
             except _NotBinaryError as exc:
                 raise InvalidInputError(
@@ -1463,7 +1421,7 @@ class TransferService:
             now = time.time()
             try:
                 applied = await self._db.write(
-                    lambda conn: _apply(conn, path, checked, limit, expected, now, dry_run)
+                    lambda tx: _apply(tx, path, checked, limit, expected, now, dry_run)
                 )
             except _DryRun as rolled_back:
                 applied = rolled_back.applied

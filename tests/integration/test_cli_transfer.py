@@ -16,7 +16,7 @@ import pytest
 
 from abathur import Abathur
 from tests.integration.test_cli import abathur, ok_json
-from tests.unit.test_transfer import HEADER, end, fill, memory_line
+from tests.transfer_files import HEADER, end, fill, memory_line
 
 TABLES = ("memories", "sessions", "events", "tasks", "app_state", "user_state", "audit_log")
 

@@ -20,34 +20,22 @@ from abathur import (
     MemoryNotFoundError,
 )
 from abathur.api import Abathur
-from abathur.archival import (
+from abathur.backends.sqlite.archive import (
     SQL_ARCHIVE_BY_KIND,
     SQL_ARCHIVE_BY_REF,
     SQL_ARCHIVE_LIST,
     SQL_CURRENT_MEMORIES_AFTER,
+    SQL_CURRENT_VERSION,
+    SQL_MEMORY_ROWS,
+    SQL_OLD_VERSIONS,
+    SQL_SESSION_EVENTS,
     SQL_TERMINATED_SESSIONS,
 )
 from abathur.ops.integrity import run_checks
+from tests.archiving import opener
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged, snapshot
 from tests.unit.test_embedding_queue import WordHashEmbedder
-
-NOW_POLICIES: list[dict[str, Any]] = [
-    {"kind": "sessions", "after_days": 0},
-    {"kind": "memories", "after_days": 0},
-    {"kind": "versions", "keep_versions": 2, "after_days": 0},
-    {"kind": "tombstones", "after_days": 0},
-]
-
-
-def opener(path: Path, policies: list[dict[str, Any]] | None = None, **kw: Any):
-    kw.setdefault("embedder", "none")
-    kw.setdefault("archive_pause_ms", 0)
-    return Abathur.open(
-        path,
-        embed_worker=False,
-        archive_policies=NOW_POLICIES if policies is None else policies,
-        **kw,
-    )
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
@@ -75,10 +63,11 @@ async def expire_soon(ab: Abathur, namespace: str, key: str, value: Any) -> None
 # -- sessions -------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
 async def test_a_terminated_session_moves_with_its_events_and_comes_back_equal(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
-    async with opener(db_path) as ab:
+    async with opener(backend) as ab:
         s = await ab.sessions.create(
             app="helpdesk",
             user="alice",
@@ -129,12 +118,12 @@ async def test_a_terminated_session_moves_with_its_events_and_comes_back_equal(
         assert (await ab.audit.verify()).is_ok
 
 
-async def test_sessions_of_an_exempt_app_stay_and_young_ones_wait(db_path: Path) -> None:
+async def test_sessions_of_an_exempt_app_stay_and_young_ones_wait(backend: BackendHandle) -> None:
     policies = [
         {"kind": "sessions", "after_days": 0},
         {"kind": "sessions", "scope": "compliance", "after_days": None},
     ]
-    async with opener(db_path, policies) as ab:
+    async with opener(backend, policies) as ab:
         kept = await ab.sessions.create(app="compliance", user="u")
         moved = await ab.sessions.create(app="helpdesk", user="u")
         active = await ab.sessions.create(app="helpdesk", user="u")
@@ -147,7 +136,7 @@ async def test_sessions_of_an_exempt_app_stay_and_young_ones_wait(db_path: Path)
         assert (await ab.sessions.get(active.id)).status == "created"
 
     # The default policy waits 30 days after termination.
-    async with opener(db_path, [{"kind": "sessions", "after_days": 30}]) as ab:
+    async with opener(backend, [{"kind": "sessions", "after_days": 30}]) as ab:
         young = await ab.sessions.create(app="helpdesk", user="u")
         await ab.sessions.terminate(young.id)
         assert (await ab.archival.run()).entries == 0
@@ -156,8 +145,9 @@ async def test_sessions_of_an_exempt_app_stay_and_young_ones_wait(db_path: Path)
 # -- memories -------------------------------------------------------------------------
 
 
-async def test_an_expired_memory_moves_whole_and_comes_back_exactly(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_an_expired_memory_moves_whole_and_comes_back_exactly(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         await ab.memory.put(
             "user:alice:episodes",
             "s1",
@@ -175,7 +165,7 @@ async def test_an_expired_memory_moves_whole_and_comes_back_exactly(db_path: Pat
         assert (memories.items, memories.rows) == (1, 2)
         assert await memory_rows(ab, "user:alice:episodes", "s1") == []
         assert await rows(ab, "SELECT count(*) FROM memories_fts") == [(1,)]  # s2 only
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
         (entry,) = await ab.archival.list(kind="memory", ref="user:alice:episodes/s1")
         shown = await ab.archival.show(entry.id)
@@ -184,15 +174,16 @@ async def test_an_expired_memory_moves_whole_and_comes_back_exactly(db_path: Pat
         await ab.archival.restore(entry.id)
         assert await memory_rows(ab, "user:alice:episodes", "s1") == before  # ids included
         assert await ab.memory.get("user:alice:episodes", "s1") is None  # still expired
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
 
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
 async def test_a_restored_memory_is_searchable_again_by_keyword_and_vector(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
     embedder = WordHashEmbedder()
     policies = [{"kind": "memories", "type": "episodic", "idle_days": 1e-9, "after_days": 0}]
-    async with opener(db_path, policies, embedder=embedder) as ab:
+    async with opener(backend, policies, embedder=embedder) as ab:
         await ab.memory.put(
             "user:alice:episodes", "trip", "Alice travelled to Lisbon by train", type="episodic"
         )
@@ -207,7 +198,7 @@ async def test_a_restored_memory_is_searchable_again_by_keyword_and_vector(
             found = await ab.memory.search("Lisbon train", prefix="user:alice", mode=mode, k=5)
             assert "trip" not in [h.key for h in found.hits], mode
         assert (await ab.embeddings.status()).vectors == 1
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
         (entry,) = await ab.archival.list()
         calls = embedder.calls
@@ -220,11 +211,12 @@ async def test_a_restored_memory_is_searchable_again_by_keyword_and_vector(
             found = await ab.memory.search("Lisbon train", prefix="user:alice", mode=mode, k=1)
             assert (found.mode, [h.key for h in found.hits]) == (mode, ["trip"])
         assert await ab.memory.history("user:alice:episodes", "trip") == history
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
 
-async def test_versions_beyond_the_newest_k_leave_and_come_back(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_versions_beyond_the_newest_k_leave_and_come_back(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         for v in range(6):
             await ab.memory.put("user:alice", "lang", {"value": f"v{v}"}, metadata={"v": v})
         await ab.memory.put("user:alice", "short", "only two versions")
@@ -255,8 +247,11 @@ async def test_versions_beyond_the_newest_k_leave_and_come_back(db_path: Path) -
         )
 
 
-async def test_old_tombstones_move_and_a_restored_one_can_be_undeleted(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_old_tombstones_move_and_a_restored_one_can_be_undeleted(
+    backend: BackendHandle,
+) -> None:
+    async with opener(backend) as ab:
         await ab.memory.put("user:alice", "lang", "Alice speaks French")
         await ab.memory.delete("user:alice", "lang")
         await ab.memory.put("user:alice", "keep", "live")
@@ -272,13 +267,13 @@ async def test_old_tombstones_move_and_a_restored_one_can_be_undeleted(db_path: 
         assert [h.key for h in found.hits] == ["lang"]
 
 
-async def test_the_most_specific_memory_policy_wins(db_path: Path) -> None:
+async def test_the_most_specific_memory_policy_wins(backend: BackendHandle) -> None:
     policies = [
         {"kind": "memories", "after_days": 0},
         {"kind": "memories", "scope": "user:alice:keep", "after_days": None},
         {"kind": "memories", "scope": "user:alice", "type": "semantic", "after_days": 365},
     ]
-    async with opener(db_path, policies) as ab:
+    async with opener(backend, policies) as ab:
         await expire_soon(ab, "user:alice:keep", "a", "kept: exempt scope")
         await ab.memory.put("user:alice:x", "b", "kept: semantic waits a year", ttl=0.05)
         await expire_soon(ab, "user:alice:x", "c", "moved: episodic, general policy")
@@ -291,8 +286,8 @@ async def test_the_most_specific_memory_policy_wins(db_path: Path) -> None:
 # -- runs -----------------------------------------------------------------------------
 
 
-async def test_a_dry_run_reports_and_changes_nothing(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+async def test_a_dry_run_reports_and_changes_nothing(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         s = await ab.sessions.create(app="a", user="u")
         await ab.sessions.terminate(s.id)
         for v in range(4):
@@ -307,8 +302,9 @@ async def test_a_dry_run_reports_and_changes_nothing(db_path: Path) -> None:
         ]
 
 
-async def test_runs_are_idempotent_and_recorded(db_path: Path) -> None:
-    async with opener(db_path, archive_batch_size=2) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_runs_are_idempotent_and_recorded(backend: BackendHandle) -> None:
+    async with opener(backend, archive_batch_size=2) as ab:
         for i in range(7):
             s = await ab.sessions.create(app="a", user="u", session_id=f"s{i}")
             await ab.sessions.terminate(s.id)
@@ -324,8 +320,9 @@ async def test_runs_are_idempotent_and_recorded(db_path: Path) -> None:
         assert (await ab.audit.verify()).is_ok
 
 
-async def test_a_run_that_was_cut_short_is_reported_and_finished(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_a_run_that_was_cut_short_is_reported_and_finished(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         s = await ab.sessions.create(app="a", user="u")
         await ab.sessions.terminate(s.id)
         # What a killed run leaves: its row still 'running'.
@@ -343,8 +340,9 @@ async def test_a_run_that_was_cut_short_is_reported_and_finished(db_path: Path) 
         ]
 
 
-async def test_agents_keep_writing_during_a_run_and_nothing_is_lost(db_path: Path) -> None:
-    async with opener(db_path, archive_batch_size=3, archive_pause_ms=1) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_agents_keep_writing_during_a_run_and_nothing_is_lost(backend: BackendHandle) -> None:
+    async with opener(backend, archive_batch_size=3, archive_pause_ms=1) as ab:
         ids = []
         for i in range(30):
             s = await ab.sessions.create(app="a", user="u")
@@ -370,11 +368,12 @@ async def test_agents_keep_writing_during_a_run_and_nothing_is_lost(db_path: Pat
         assert len(await ab.memory.list("user:bob", limit=100)) == 60
         archived = {e.ref for e in await ab.archival.list(kind="session", limit=100)}
         assert archived == set(ids)
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
 
-async def test_zstd_dictionary_compresses_a_big_batch_well(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_zstd_dictionary_compresses_a_big_batch_well(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         for i in range(200):
             await ab.memory.put(
                 f"user:u{i % 7}",
@@ -393,10 +392,11 @@ async def test_zstd_dictionary_compresses_a_big_batch_well(db_path: Path) -> Non
             await ab.archival.restore(entry.id)  # every one decompresses with the dictionary
 
 
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
 async def test_vacuum_switches_to_incremental_and_later_runs_shrink_the_file(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
-    async with opener(db_path) as ab:
+    async with opener(backend) as ab:
         first = await ab.archival.run(vacuum=True)
         assert first.auto_vacuum == "incremental"
         for i in range(400):
@@ -410,7 +410,7 @@ async def test_vacuum_switches_to_incremental_and_later_runs_shrink_the_file(
         assert report.bytes_after < report.bytes_before
         assert report.wal_bytes_after == 0
         assert "auto_vacuum is NONE" not in " ".join(report.notes)
-    assert db_path.stat().st_size < report.bytes_before
+    assert Path(backend.target).stat().st_size < report.bytes_before
 
 
 async def test_without_auto_vacuum_a_run_says_how_to_shrink(ab: Abathur) -> None:
@@ -420,10 +420,11 @@ async def test_without_auto_vacuum_a_run_says_how_to_shrink(ab: Abathur) -> None
     assert any(note.startswith("chunks:") for note in report.notes)
 
 
-async def test_dead_vector_slots_are_compacted_after_a_big_archive(db_path: Path) -> None:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_dead_vector_slots_are_compacted_after_a_big_archive(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
     policies = [{"kind": "memories", "idle_days": 1e-9, "after_days": 0}]
-    async with opener(db_path, policies, embedder=embedder) as ab:
+    async with opener(backend, policies, embedder=embedder) as ab:
         for i in range(20):
             await ab.memory.put("user:alice", f"k{i}", f"fact number {i}", type="episodic")
         await ab.embeddings.drain()
@@ -431,14 +432,16 @@ async def test_dead_vector_slots_are_compacted_after_a_big_archive(db_path: Path
         (compacted,) = [c for c in report.compacted if c.table == "memories_vec"]
         assert (compacted.live_rows, compacted.dead_rows) == (0, 20)
         assert (await ab.embeddings.status()).dead_rows == 0
-        assert run_checks(db_path).is_ok
+        assert run_checks(Path(backend.target)).is_ok
 
 
 # -- restore refusals and bad input ---------------------------------------------------------
 
 
-async def test_restore_refuses_what_would_collide_and_changes_nothing(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+async def test_restore_refuses_what_would_collide_and_changes_nothing(
+    backend: BackendHandle,
+) -> None:
+    async with opener(backend) as ab:
         await expire_soon(ab, "user:alice", "lang", "fr")
         for v in range(4):
             await ab.memory.put("user:alice", "note", f"v{v}")
@@ -495,10 +498,11 @@ async def test_bad_input_is_refused_before_any_sql(ab: Abathur, call, message: s
     assert message in ei.value.message
 
 
-async def test_a_failed_batch_changes_nothing(db_path: Path) -> None:
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
+async def test_a_failed_batch_changes_nothing(backend: BackendHandle) -> None:
     # A restore target that cannot take the rows back (a session id re-created
     # after its stub was deleted) fails the whole restore transaction.
-    async with opener(db_path) as ab:
+    async with opener(backend) as ab:
         s = await ab.sessions.create(app="a", user="u", session_id="s1")
         await ab.sessions.append_event(s.id, Event(author="user", content="hi"))
         await ab.sessions.terminate(s.id)
@@ -515,7 +519,7 @@ async def test_a_failed_batch_changes_nothing(db_path: Path) -> None:
 # -- query plans ----------------------------------------------------------------------
 
 
-def _plan(path: Path, sql: str, params: tuple) -> str:
+def _plan(path: Path, sql: str, params: tuple | dict) -> str:
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         found = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -536,10 +540,28 @@ def _plan(path: Path, sql: str, params: tuple) -> str:
             ("session", "s1", 10, 10),
             "USING INDEX archive_by_ref (kind=? AND ref=? AND rowid<?)",
         ),
+        # Per item a run moves or a restore checks.
+        (SQL_SESSION_EVENTS, ("s1",), "USING PRIMARY KEY (session_id=?)"),
+        (
+            SQL_MEMORY_ROWS,
+            {"namespace": "n", "key": "k"},
+            "USING INDEX sqlite_autoindex_memories_1 (namespace=? AND key=?)",
+        ),
+        (
+            SQL_OLD_VERSIONS,
+            {"namespace": "n", "key": "k", "up_to": 3, "before": 1.0},
+            "USING INDEX sqlite_autoindex_memories_1 (namespace=? AND key=? AND version<?)",
+        ),
+        (
+            SQL_CURRENT_VERSION,
+            {"namespace": "n", "key": "k"},
+            "USING INDEX memories_current (namespace=? AND key=?)",
+        ),
     ],
 )
+@pytest.mark.sqlite_only("compares raw rows, file sizes or query plans of the SQLite file")
 async def test_archive_queries_use_their_index(
-    ab: Abathur, db_path: Path, sql: str, params: tuple, expected: str
+    ab: Abathur, backend: BackendHandle, sql: str, params: tuple | dict, expected: str
 ) -> None:
-    plan = _plan(db_path, sql, params)
+    plan = _plan(Path(backend.target), sql, params)
     assert expected in plan and "TEMP B-TREE" not in plan, plan

@@ -21,8 +21,12 @@ import zstandard
 from abathur import AbathurError, CorruptArchiveError, Event
 from abathur.backends.sqlite import migrations
 from abathur.ops.integrity import run_checks
+from tests.archiving import NOW_POLICIES, opener
 from tests.helpers import snapshot
-from tests.unit.test_archival import NOW_POLICIES, opener
+
+pytestmark = pytest.mark.sqlite_only(
+    "flips bits and rewrites rows of the archive tables in the SQLite file"
+)
 
 SEED = 20261207
 CHECK = "archive_payloads"
@@ -332,7 +336,7 @@ async def test_an_item_larger_than_an_archive_row_may_hold_stays_hot(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The real limit is 1 GiB of JSON; the rule is the same at any size.
-    monkeypatch.setattr("abathur.archival._MAX_RAW_BYTES", 2000)
+    monkeypatch.setattr("abathur.archival.runs.MAX_RAW_BYTES", 2000)
     async with opener(db_path) as ab:
         small = await ab.sessions.create(app="a", user="u", session_id="small")
         big = await ab.sessions.create(app="a", user="u", session_id="big")

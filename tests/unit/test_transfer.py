@@ -26,82 +26,18 @@ from abathur import (
     InvalidNamespaceError,
     transfer,
 )
+from abathur.backends.sqlite import transfer as sqlite_transfer
 from abathur.ops.integrity import run_checks
 from abathur.transfer import FORMAT
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged, snapshot
-
-HOSTILE = [
-    "NUL\x00inside",
-    'quotes " and \\ backslash',
-    "new\nline\r\nand\ttab",
-    "line\u2028separator\u2029paragraph",
-    "emoji \U0001f600 rtl \u202e שלום",
-    "",
-]
-
-
-async def fill(ab: Abathur) -> None:
-    """A little of everything: versions, tombstones, supersedes, TTL, state, tasks, hostile text."""
-    m = ab.memory
-    await m.put("user:alice:prefs", "lang", "fr", metadata={"source": "chat"})
-    await m.put("user:alice:prefs", "lang", {"value": "en", "n": 2**62, "f": 0.1}, type="episodic")
-    await m.delete("user:alice:prefs", "lang")
-    await m.restore("user:alice:prefs", "lang")
-    await m.put("user:alice:a", "drink", "tea")
-    await m.put("user:alice:b", "beverage", "tea")
-    await m.consolidate("user:alice")  # a duplicate: one of them is superseded
-    await m.put("user:alice", "later", "soon gone", ttl=3600)
-    await m.put("user:alice", "gone", "deleted")
-    await m.delete("user:alice", "gone")
-    await m.put("user:alicia", "name", "not alice")
-    for i, text in enumerate(HOSTILE):
-        await m.put(
-            "user:bob:hostile",
-            f"k{i} \"'",
-            {"text": text, text: [text, None, True]},
-            metadata={"why": text},
-        )
-    s = await ab.sessions.create(
-        app="helpdesk",
-        user="alice",
-        session_id="s1",
-        state={"app:tier": "gold", "user:lang": "fr", "topic": None, "temp:x": 1},
-    )
-    for i, text in enumerate(HOSTILE):
-        s = await ab.sessions.append_event(
-            "s1",
-            Event(
-                author="user",
-                content={"text": text},
-                state_delta={"n": i, "user:k": text},
-                metadata={"i": i},
-            ),
-            expected_revision=s.revision,
-        )
-    await ab.sessions.set_status("s1", "paused")
-    t = await ab.tasks.create(
-        session_id="s1", prompt="NUL\x00 prompt \n", metadata={"p": 1}, task_id="t1"
-    )
-    await ab.tasks.update(t.id, status="running")
-    await ab.tasks.update(t.id, status="failed", error='boom\x00\n"')
-    await ab.tasks.create(session_id="s1", prompt="second", task_id="t2")
-    await ab.sessions.create(app="helpdesk", user="bob", session_id="s2")
-    await ab.sessions.terminate("s2")
-    await ab.sessions.create(
-        app="other", user="alice", session_id="s3", state={"app:x": 1, "user:y": 2}
-    )
-
-
-async def export_bytes(ab: Abathur, **scope: Any) -> bytes:
-    buffer = io.BytesIO()
-    await ab.transfer.export_to(buffer, **scope)
-    return buffer.getvalue()
+from tests.transfer_files import HEADER, HOSTILE, database, end, export_bytes, fill, memory_line
 
 
 @pytest.fixture
-async def source(tmp_path: Path) -> tuple[Path, bytes]:
+async def source(backend: BackendHandle, tmp_path: Path) -> tuple[Path, bytes]:
     """A filled database and its full export (as a file and as bytes)."""
-    async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+    async with database(backend, tmp_path / "a", embedder="none") as ab:
         await fill(ab)
         data = await export_bytes(ab)
     path = tmp_path / "data.jsonl"
@@ -109,9 +45,11 @@ async def source(tmp_path: Path) -> tuple[Path, bytes]:
     return path, data
 
 
-async def test_round_trip_is_exact(source: tuple[Path, bytes], tmp_path: Path) -> None:
+async def test_round_trip_is_exact(
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
+) -> None:
     path, data = source
-    async with Abathur.open(tmp_path / "b.db", embedder="none") as ab:
+    async with database(backend, tmp_path / "b", embedder="none") as ab:
         report = await ab.transfer.import_from(path)
         again = await export_bytes(ab)
         assert again == data
@@ -142,12 +80,12 @@ async def test_round_trip_is_exact(source: tuple[Path, bytes], tmp_path: Path) -
 
 
 async def test_round_trip_preserves_times_and_statuses(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, _ = source
     async with (
-        Abathur.open(tmp_path / "a.db", embedder="none") as a,
-        Abathur.open(tmp_path / "b.db", embedder="none") as b,
+        database(backend, tmp_path / "a", embedder="none") as a,
+        database(backend, tmp_path / "b", embedder="none") as b,
     ):
         await b.transfer.import_from(path)
         for ns, key in [
@@ -169,12 +107,13 @@ async def test_round_trip_preserves_times_and_statuses(
         assert superseded and superseded[0].superseded_by is not None
 
 
+@pytest.mark.sqlite_only("runs abathur check on the SQLite file")
 async def test_imported_memories_are_searchable_and_the_file_checks_clean(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, _ = source
-    target = tmp_path / "b.db"
-    async with Abathur.open(target, embedder="none") as ab:
+    async with database(backend, tmp_path / "b", embedder="none") as ab:
+        target = Path(ab.db.path)
         await ab.transfer.import_from(path)
         found = await ab.memory.search("tea", prefix="user:alice", mode="keyword")
         audit = await ab.audit.verify()
@@ -188,10 +127,10 @@ async def test_imported_memories_are_searchable_and_the_file_checks_clean(
 
 
 async def test_import_queues_embeddings_like_a_put(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, _ = source
-    async with Abathur.open(tmp_path / "b.db", embedder=HashEmbedder(), embed_worker=False) as ab:
+    async with database(backend, tmp_path / "b", embedder=HashEmbedder(), embed_worker=False) as ab:
         await ab.transfer.import_from(path)
         status = await ab.embeddings.status()
         live = sum(1 for _ in await ab.memory.list("user", limit=1000))
@@ -202,10 +141,10 @@ async def test_import_queues_embeddings_like_a_put(
 
 
 async def test_second_import_changes_nothing_and_says_skipped(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, _ = source
-    async with Abathur.open(tmp_path / "b.db", embedder="none", embed_worker=False) as ab:
+    async with database(backend, tmp_path / "b", embedder="none", embed_worker=False) as ab:
         first = await ab.transfer.import_from(path)
         async with assert_unchanged(ab):
             second = await ab.transfer.import_from(path)
@@ -214,10 +153,10 @@ async def test_second_import_changes_nothing_and_says_skipped(
 
 
 async def test_dry_run_writes_nothing_and_reports(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, _ = source
-    async with Abathur.open(tmp_path / "b.db", embedder="none", embed_worker=False) as ab:
+    async with database(backend, tmp_path / "b", embedder="none", embed_worker=False) as ab:
         async with assert_unchanged(ab):
             report = await ab.transfer.import_from(path, dry_run=True)
         real = await ab.transfer.import_from(path)
@@ -225,9 +164,9 @@ async def test_dry_run_writes_nothing_and_reports(
 
 
 async def test_export_filters_by_whole_prefix_segments_and_by_app_user(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
-    async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+    async with database(backend, tmp_path / "a", embedder="none") as ab:
         by_prefix = [
             json.loads(x) for x in (await export_bytes(ab, prefix="user:alice")).split(b"\n")[:-1]
         ]
@@ -247,8 +186,8 @@ async def test_export_filters_by_whole_prefix_segments_and_by_app_user(
     }
 
 
-async def test_expired_memories_are_left_out(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+async def test_expired_memories_are_left_out(backend: BackendHandle, tmp_path: Path) -> None:
+    async with database(backend, tmp_path / "a", embedder="none") as ab:
         await ab.memory.put("user:a", "short", "x", ttl=0.05)
         await ab.memory.put("user:a", "long", "y")
         await asyncio.sleep(0.1)
@@ -259,7 +198,7 @@ async def test_expired_memories_are_left_out(tmp_path: Path) -> None:
     assert report.expired == 1 and report.counts.memories == 1
 
 
-async def test_export_streams_in_blocks(tmp_path: Path) -> None:
+async def test_export_streams_in_blocks(backend: BackendHandle, tmp_path: Path) -> None:
     writes: list[int] = []
 
     class Sink:
@@ -267,7 +206,7 @@ async def test_export_streams_in_blocks(tmp_path: Path) -> None:
             writes.append(len(data))
             return len(data)
 
-    async with Abathur.open(tmp_path / "a.db", embedder="none", embed_worker=False) as ab:
+    async with database(backend, tmp_path / "a", embedder="none", embed_worker=False) as ab:
         for i in range(300):
             await ab.memory.put("user:a", f"k{i}", "x" * 1000)
         await ab.transfer.export_to(Sink())
@@ -275,8 +214,10 @@ async def test_export_streams_in_blocks(tmp_path: Path) -> None:
     assert len(writes) >= 4 and max(writes) < 2 * 65536 + 4096
 
 
-async def test_export_to_a_path_is_atomic_and_validates(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+async def test_export_to_a_path_is_atomic_and_validates(
+    backend: BackendHandle, tmp_path: Path
+) -> None:
+    async with database(backend, tmp_path / "a", embedder="none") as ab:
         await ab.memory.put("user:a", "k", 1)
         report = await ab.transfer.export_to(tmp_path / "out.jsonl")
         for scope in ({"prefix": "user:\udcff"}, {"app": "a\udcff"}, {"user": "\ud800"}):
@@ -298,36 +239,6 @@ async def test_export_to_a_path_is_atomic_and_validates(tmp_path: Path) -> None:
 
 
 # --- bad files: a typed error naming the line, and the target unchanged -------------------
-
-HEADER = json.dumps(
-    {"format": FORMAT, "kind": "header", "filter": {"prefix": None, "app": None, "user": None}}
-)
-
-
-def memory_line(namespace: str = "user:x", key: str = "k", versions: Any = None) -> str:
-    version = {
-        "version": 1,
-        "type": "semantic",
-        "value": "v",
-        "metadata": {},
-        "status": "live",
-        "superseded_by": None,
-        "created_at": 1.0,
-        "first_created_at": 1.0,
-        "expires_at": None,
-    }
-    return json.dumps(
-        {
-            "kind": "memory",
-            "namespace": namespace,
-            "key": key,
-            "versions": [version] if versions is None else versions,
-        }
-    )
-
-
-def end(records: int) -> str:
-    return json.dumps({"kind": "end", "records": records})
 
 
 def v(n: int, **changes: Any) -> dict[str, Any]:
@@ -495,10 +406,10 @@ BAD_FILES["temp key in stored state"][0][1] = BAD_FILES["temp key in stored stat
 
 
 @pytest.fixture
-async def target(tmp_path: Path):
+async def target(backend: BackendHandle, tmp_path: Path):
     """A database with data of its own, so 'unchanged' means something."""
-    async with Abathur.open(
-        tmp_path / "b.db", embedder="none", embed_worker=False, max_value_bytes=65536
+    async with database(
+        backend, tmp_path / "b", embedder="none", embed_worker=False, max_value_bytes=65536
     ) as ab:
         await ab.memory.put("user:keep", "k", "kept")
         await ab.sessions.create(app="a", user="u", session_id="kept")
@@ -615,13 +526,14 @@ async def test_import_rejects_bad_arguments(target: Abathur, tmp_path: Path) -> 
 
 
 async def test_the_documented_example_imports_and_exports_back_identically(
+    backend: BackendHandle,
     tmp_path: Path,
 ) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "export-format.md").read_text("utf-8")
     (example,) = [b for b in re.findall(r"```json\n(.*?)```", doc, flags=re.S) if '"end"' in b]
     path = tmp_path / "example.jsonl"
     path.write_text(example, encoding="utf-8")
-    async with Abathur.open(tmp_path / "b.db", embedder="none") as ab:
+    async with database(backend, tmp_path / "b", embedder="none") as ab:
         report = await ab.transfer.import_from(path)
         assert await export_bytes(ab) == example.encode("utf-8")
     assert report.imported.versions == 2 and report.imported.events == 1
@@ -631,13 +543,12 @@ async def test_the_documented_example_imports_and_exports_back_identically(
 
 
 async def test_two_concurrent_imports_of_one_file_import_it_once(
-    source: tuple[Path, bytes], tmp_path: Path
+    backend: BackendHandle, source: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     path, data = source
-    target = tmp_path / "b.db"
     async with (
-        Abathur.open(target, embedder="none") as first,
-        Abathur.open(target, embedder="none") as second,
+        database(backend, tmp_path / "b", embedder="none") as first,
+        database(backend, tmp_path / "b", embedder="none") as second,
     ):
         reports = await asyncio.gather(
             first.transfer.import_from(path), second.transfer.import_from(path)
@@ -649,8 +560,10 @@ async def test_two_concurrent_imports_of_one_file_import_it_once(
     assert sorted(r.skipped.memories for r in reports) == [0, imported[1]]
 
 
-async def test_an_export_during_writes_is_one_consistent_snapshot(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "a.db", embedder="none", embed_worker=False) as ab:
+async def test_an_export_during_writes_is_one_consistent_snapshot(
+    backend: BackendHandle, tmp_path: Path
+) -> None:
+    async with database(backend, tmp_path / "a", embedder="none", embed_worker=False) as ab:
         await ab.sessions.create(app="a", user="u", session_id="busy")
         for i in range(200):
             await ab.memory.put("user:u", f"k{i}", i)
@@ -676,17 +589,20 @@ async def test_an_export_during_writes_is_one_consistent_snapshot(tmp_path: Path
     for i, data in enumerate(exports):
         path = tmp_path / f"e{i}.jsonl"
         path.write_bytes(data)
-        async with Abathur.open(tmp_path / f"t{i}.db", embedder="none") as ab:
+        async with database(backend, tmp_path / f"t{i}", embedder="none") as ab:
             report = await ab.transfer.import_from(path)
         assert report.imported.sessions == 1 and report.imported.memories == 200
 
 
 async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
-    source: tuple[Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: BackendHandle,
+    source: tuple[Path, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path, data = source
     monkeypatch.setattr(transfer, "_KEEP_BYTES", 0)  # every file counts as big: parsed twice
-    async with Abathur.open(tmp_path / "b.db", embedder="none", embed_worker=False) as ab:
+    async with database(backend, tmp_path / "b", embedder="none", embed_worker=False) as ab:
         assert (await ab.transfer.import_from(path)).imported.memories > 0
         assert await export_bytes(ab) == data
 
@@ -699,7 +615,7 @@ async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
 
     monkeypatch.setattr(transfer, "_apply", edit_then_apply)
     async with (
-        Abathur.open(tmp_path / "c.db", embedder="none", embed_worker=False) as ab,
+        database(backend, tmp_path / "c", embedder="none", embed_worker=False) as ab,
         assert_unchanged(ab),
     ):
         with pytest.raises(InvalidImportError) as caught:
@@ -707,6 +623,7 @@ async def test_a_big_file_is_read_again_and_must_not_change_between_passes(
     assert caught.value.reason == "changed"
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite backend's queries")
 async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None:
     """Import looks each record up by its key; export walks memories in index order."""
     lookups = {
@@ -724,7 +641,9 @@ async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None
         return {
             name: [
                 row[3]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + getattr(transfer, name), params)
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN " + getattr(sqlite_transfer, name), params
+                )
             ]
             for name, params in {**lookups, "SQL_EXPORT_MEMORIES": ()}.items()
         }

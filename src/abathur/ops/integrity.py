@@ -434,7 +434,8 @@ def _archive_payloads(conn: apsw.Connection, quick: bool) -> tuple[list[str], st
     if not schema.table_exists(conn, "archive"):
         raise CheckSkipped("skipped: no archive in this file")
     # abathur.archival owns the payload format and its checksums; we only run its verification.
-    return verify_archive(conn, quick=quick)
+    tx = SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings()))
+    return verify_archive(tx, quick=quick)
 
 
 CHECKS: tuple[Check, ...] = (
