@@ -18,7 +18,7 @@ from abathur.config import Settings
 from abathur.costs import CostService
 from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
-from abathur.embeddings.queue import EmbeddingService
+from abathur.embeddings.queue import EmbeddingService, UsageBuffer
 from abathur.errors import InvalidInputError
 from abathur.memory import MEMORY_KIND, MemoryService
 from abathur.sessions import SessionService
@@ -76,18 +76,27 @@ class Abathur:
         self.db = db
         self.settings = db.settings
         self.is_probe = probe
-        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND, CHUNK_KIND], probe=probe)
+        # Issue 4. Every public method of the services below is timed in
+        # memory (abathur.analytics); the recorder flushes once a minute.
+        recorder = CallRecorder(db.settings.metrics_flush_s)
+        self.analytics = AnalyticsService(db, recorder)
+        # Usage rows made outside a write (search queries, cache hits,
+        # context), shared by the two services below. A probe's keeps none:
+        # its calls are not the application's, no budget counters either.
+        usage = UsageBuffer(probe=probe)
+        self.costs = CostService(db, usage, None if probe else recorder)
+        # The embedding pipeline asks the cost service (its budget gate)
+        # before each call.
+        self.embeddings = EmbeddingService(
+            db, embedder, [MEMORY_KIND, CHUNK_KIND], budget=self.costs, usage=usage, probe=probe
+        )
         self.documents = DocumentService(db, self.embeddings)
         self.sessions = SessionService(db)
         self.memory = MemoryService(db, self.embeddings)
         self.tasks = TaskService(db)
         self.audit = AuditLog(db)
-        # Issue 4. Every public method of the services below is timed in
-        # memory (abathur.analytics); the recorder flushes once a minute.
-        recorder = CallRecorder(db.settings.metrics_flush_s)
-        self.analytics = AnalyticsService(db, recorder)
-        # A probe's calls are not the application's: no budget counters either.
-        self.costs = CostService(db, self.embeddings, None if probe else recorder)
+        # TRANSITION (issue 13): MemoryService (lane "memory") does not take
+        # these in its constructor yet.
         self.memory._costs = self.costs
         self.memory._recorder = recorder
         self.archival = ArchivalService(db, self.embeddings)
@@ -236,7 +245,7 @@ class _Opening:
                 await db.write(audit.upgrade)
             if await db.schema_version() >= _SEARCH_SCHEMA:
                 await ab.memory._prepare()
-                await ab.embeddings._start(reindex=self._reindex)
+                await ab.embeddings.start(reindex=self._reindex)
         except BaseException:
             await ab.close()
             raise

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from abathur import Abathur, Event, InvalidInputError
-from abathur.analytics import SQL_METRICS_SINCE, CallRecorder, instrument, sparkline
+from abathur.analytics import CallRecorder, instrument, sparkline
+from abathur.backends.sqlite.metrics import SQL_METRICS_SINCE
 from tests.conftest import assert_unchanged
 
 

@@ -315,9 +315,7 @@ _CHUNKS = _Indexed(
 )
 
 
-def _vector_findings(
-    conn: apsw.Connection, indexed: _Indexed
-) -> tuple[list[str], int, int, int]:
+def _vector_findings(conn: apsw.Connection, indexed: _Indexed) -> tuple[list[str], int, int, int]:
     """Findings about ``indexed``'s vectors and jobs, and (vectors, jobs, failed jobs)."""
     registered = conn.execute(
         "SELECT name FROM main.vector_tables WHERE kind = ?", (indexed.kind,)
@@ -374,8 +372,7 @@ def _vector_findings(
     )
     if stale:
         findings.append(
-            f"{stale} embedding job(s) are for no {indexed.owner} "
-            f"(ref_id {_examples(some, stale)})"
+            f"{stale} embedding job(s) are for no {indexed.owner} (ref_id {_examples(some, stale)})"
         )
     return findings, int(vectors), int(jobs), int(failed)
 
@@ -391,9 +388,7 @@ def _has_embedder(conn: apsw.Connection) -> bool:
 
 
 def _registered(conn: apsw.Connection, kind: str) -> bool:
-    return bool(
-        conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall()
-    )
+    return bool(conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall())
 
 
 def _queued(conn: apsw.Connection, kind: str) -> int:

@@ -53,9 +53,9 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import apsw
 import numpy as np
@@ -64,6 +64,7 @@ import structlog
 from abathur import search
 from abathur.backends.sqlite import Database
 from abathur.embeddings.base import Embedder
+from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer, charge
 from abathur.errors import (
     AbathurError,
     BudgetExceededError,
@@ -75,9 +76,8 @@ from abathur.errors import (
 from abathur.models import CompactReport, DrainReport, EmbeddingStatus
 from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
-
-if TYPE_CHECKING:
-    from abathur.costs import CostService, Scope
+from abathur.stores import Transaction
+from abathur.stores.usage import Scope, UsageRow
 
 __all__ = [
     "HELD_NOT_BEFORE",
@@ -113,7 +113,7 @@ _BUDGET_RECHECK_S = 60.0
 _INLINE_MAX_BATCHES = 1000
 
 #: ``(SQL, named params)`` naming queued jobs: rows ``(id, kind, ref_id,
-#: content_hash)``, with a ``:limit`` parameter (see ``EmbeddingService._embed_now``).
+#: content_hash)``, with a ``:limit`` parameter (see ``EmbeddingService.embed_now``).
 JobSelect = tuple[str, dict[str, Any]]
 
 # ---------------------------------------------------------------------------
@@ -165,11 +165,6 @@ SQL_JOB_RETRY = (
 SQL_JOB_FAILED = (
     "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
     f"failed_at = :failed_at WHERE {_SQL_THE_JOB}"
-)
-SQL_USAGE = (
-    "INSERT INTO usage_ledger (at, provider, model, operation, inputs, tokens, is_estimate, "
-    "chars, duration_ms, cache_hits, app, user, text_hash, price_usd_per_mtok, cost_usd, "
-    "call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_JOB_WAIT = f"UPDATE embedding_queue SET not_before = :not_before WHERE {_SQL_THE_JOB}"
 SQL_QUEUE_STATS = (
@@ -275,7 +270,7 @@ class _Embedded:
 
     vectors: dict[str, bytes] = field(default_factory=dict)  # text hash -> float32 blob
     failures: dict[str, str] = field(default_factory=dict)  # text hash -> error message
-    calls: list[tuple[Any, ...]] = field(default_factory=list)  # usage rows
+    calls: list[UsageRow] = field(default_factory=list)  # usage rows
     call_hashes: list[list[str]] = field(default_factory=list)  # the texts of each call
     dims: int = 0
     waiting: set[str] = field(default_factory=set)  # text hashes a budget held back
@@ -314,6 +309,8 @@ class EmbeddingService:
         embedder: Embedder | None,
         kinds: Sequence[IndexKind],
         *,
+        budget: BudgetGate | None = None,
+        usage: UsageBuffer | None = None,
         probe: bool = False,
     ) -> None:
         self._db = db
@@ -329,11 +326,13 @@ class EmbeddingService:
         self._closed = False
         self._last_error: str | None = None
         self._paused_until = 0.0  # after an unavailable error: no calls before this
-        self._usage: list[tuple[Any, ...]] = []  # query embeddings, written with the next batch
+        # Usage rows made outside a batch (queries, cache hits), written with
+        # the next write; shared with the cost service (issue 4).
+        self._usage = usage if usage is not None else UsageBuffer(probe=probe)
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._next_compact_check = 0.0
-        # Set by CostService (issue 4): prices, attribution and budgets.
-        self.costs: CostService | None = None
+        # Prices, attribution and budgets (issue 4): the cost service, or None.
+        self._budget = budget
 
     # -- plumbing used by Abathur and the services ---------------------------
 
@@ -342,11 +341,11 @@ class EmbeddingService:
         """True when this process has an embedder (writes then queue embedding jobs)."""
         return self.embedder is not None
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         """Wake the worker: a write just queued jobs."""
         self._wake.set()
 
-    async def _start(self, *, reindex: bool = False) -> None:
+    async def start(self, *, reindex: bool = False) -> None:
         """Check or record the embedder, queue what has no vector, start the worker.
 
         Raises:
@@ -418,7 +417,7 @@ class EmbeddingService:
         conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))
         self._queries.clear()
 
-    async def _embed_query(
+    async def embed_query(
         self, text: str, *, namespace: str | None = None
     ) -> tuple[np.ndarray | None, str | None]:
         """The query's vector, or ``(None, why)`` when search must fall back to keyword.
@@ -433,8 +432,8 @@ class EmbeddingService:
         if embedder is None:
             return None, "no embedder is configured (Settings.embedder is 'none')"
         scope = self._scope(namespace)
-        if self.costs is not None and not self.is_probe:
-            why = await self.costs.gate(scope)
+        if self._budget is not None and not self.is_probe:
+            why = await self._budget.gate(scope)
             if why is not None:
                 return None, why
         text = text[:MAX_EMBED_CHARS]
@@ -453,8 +452,7 @@ class EmbeddingService:
         except EmbedderError as exc:
             self._last_error = exc.message
             return None, f"the embedder failed: {exc.message}"
-        if not self.is_probe:
-            self._usage.append(self._ledger(usage, scope, text_hash=content_hash(text)))
+        self._usage.add(self._ledger(usage, scope, text_hash=content_hash(text)))
         if self._paused_until:
             self._paused_until = 0.0
             self._wake.set()
@@ -468,27 +466,29 @@ class EmbeddingService:
 
     def _scope(self, namespace: str | None) -> Scope:
         """The (app, user) a namespace's embeddings are charged to (abathur.costs.attribute)."""
-        if self.costs is None or namespace is None:
+        if self._budget is None or namespace is None:
             return (None, None)
-        return self.costs.attribute(namespace)
+        return self._budget.attribute(namespace)
 
     def _ledger(
         self,
-        usage: tuple[Any, ...],
+        usage: UsageRow,
         scope: Scope,
         *,
         text_hash: str | None = None,
         call_id: int | None = None,
-    ) -> tuple[Any, ...]:
+    ) -> UsageRow:
         """A usage_ledger row: the call's usage, who it is charged to, its price and cost."""
-        price = None if self.costs is None else self.costs.price(usage[1], usage[2])
-        cost = usage[5] * price / 1e6 if price else 0.0
-        return (*usage, scope[0], scope[1], text_hash, price, cost, call_id)
+        price = None if self._budget is None else self._budget.price(usage.provider, usage.model)
+        return charge(usage, scope, price, text_hash=text_hash, call_id=call_id)
 
-    def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
+    def note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
         """Count writes that took their vector straight from the cache (no job, no call).
 
-        Buffered like query usage: a cache-only usage row per (app, user).
+        A service calls it after a write whose items found their text in
+        ``embedding_cache`` (``model_name`` is the embedder's ``name``, one
+        namespace per item). Buffered like query usage: a cache-only usage
+        row per (app, user).
         """
         if self.is_probe:
             return
@@ -499,23 +499,26 @@ class EmbeddingService:
             counts[scope] = counts.get(scope, 0) + 1
         now = time.time()
         for scope, count in counts.items():
-            # Many writes, one row: add to a cache-only row of this scope still buffered.
-            for i in range(len(self._usage) - 1, max(-1, len(self._usage) - 17), -1):
-                row = self._usage[i]
-                if row[1:5] == (provider, model, "embed", 0) and (row[10], row[11]) == scope:
-                    self._usage[i] = (now, *row[1:9], row[9] + count, *row[10:])
-                    break
-            else:
-                self._usage.append(
-                    self._ledger((now, provider, model, "embed", 0, 0, 0, 0, 0.0, count), scope)
-                )
+            hits = UsageRow(
+                at=now,
+                provider=provider,
+                model=model,
+                operation="embed",
+                inputs=0,
+                tokens=0,
+                is_estimate=False,
+                chars=0,
+                duration_ms=0.0,
+                cache_hits=count,
+            )
+            self._usage.add_cache_hits(self._ledger(hits, scope))
 
     # -- calling the embedder ------------------------------------------------
 
     async def _call(
         self, texts: list[str], *, operation: str = "embed"
-    ) -> tuple[np.ndarray, tuple[Any, ...]]:
-        """Embed ``texts``; return the float32 matrix and the usage_ledger row of the call.
+    ) -> tuple[np.ndarray, UsageRow]:
+        """Embed ``texts``; return the float32 matrix and the usage of the call (no payer yet).
 
         Raises:
             EmbedderUnavailableError: as raised by the embedder.
@@ -562,17 +565,16 @@ class EmbeddingService:
             )
         if not np.isfinite(matrix).all():
             raise EmbedderError(f"embedder {embedder.name!r} returned NaN or infinite values")
-        usage = (
-            time.time(),
-            embedder.provider,
-            embedder.model,
-            operation,
-            len(texts),
-            tokens,
-            int(is_estimate),
-            sum(map(len, texts)),
-            round(elapsed_ms, 3),
-            0,
+        usage = UsageRow(
+            at=time.time(),
+            provider=embedder.provider,
+            model=embedder.model,
+            operation=operation,
+            inputs=len(texts),
+            tokens=tokens,
+            is_estimate=is_estimate,
+            chars=sum(map(len, texts)),
+            duration_ms=round(elapsed_ms, 3),
         )
         return matrix, usage
 
@@ -706,10 +708,10 @@ class EmbeddingService:
                 scope_of.setdefault(job.text_hash, self._scope(job.item.scope))
         waiting: set[str] = set()
         blocked: BudgetExceededError | None = None
-        if self.costs is not None and not self.is_probe:
+        if self._budget is not None and not self.is_probe:
             for scope in dict.fromkeys(scope_of.values()):
                 try:
-                    why = await self.costs.gate(scope)
+                    why = await self._budget.gate(scope)
                 except BudgetExceededError as exc:
                     blocked = blocked or exc
                     why = exc.message
@@ -727,11 +729,11 @@ class EmbeddingService:
 
     def _split_usage(
         self,
-        usage: tuple[Any, ...],
+        usage: UsageRow,
         hashes: Sequence[str],
         scope_of: dict[str, Scope],
         texts: dict[str, str],
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[UsageRow]:
         """One usage_ledger row per (app, user) a call's texts are charged to.
 
         A call of one payer keeps its numbers. Otherwise each payer gets its
@@ -744,26 +746,22 @@ class EmbeddingService:
             parts.setdefault(scope_of.get(h, (None, None)), []).append(h)
         if len(parts) == 1:
             return [self._ledger(usage, next(iter(parts)))]
-        at, provider, model, operation, _, tokens, _, chars, duration_ms, _ = usage
+        tokens, chars = usage.tokens, usage.chars
         call_id = secrets.randbits(62)  # ties the rows together: it is still one call
-        rows: list[tuple[Any, ...]] = []
+        rows: list[UsageRow] = []
         given = 0
         for i, (scope, own) in enumerate(parts.items()):
             own_chars = sum(len(texts[h]) for h in own)
             share = own_chars / chars if chars else 1 / len(parts)
             own_tokens = tokens - given if i == len(parts) - 1 else round(tokens * share)
             given += own_tokens
-            part = (
-                at,
-                provider,
-                model,
-                operation,
-                len(own),
-                own_tokens,
-                1,
-                own_chars,
-                round(duration_ms * share, 3),
-                0,
+            part = replace(
+                usage,
+                inputs=len(own),
+                tokens=own_tokens,
+                is_estimate=True,
+                chars=own_chars,
+                duration_ms=round(usage.duration_ms * share, 3),
             )
             rows.append(self._ledger(part, scope, call_id=call_id))
         return rows
@@ -839,34 +837,39 @@ class EmbeddingService:
                         scope = self._scope(job.item.scope)
                         hits[scope] = hits.get(scope, 0) + 1
         # Cache hits go on the first call row charged to the same (app, user),
-        # or on a row of their own: columns 9 (cache_hits), 10 and 11 (app, user).
-        usage = [list(row) for row in embedded.calls]
+        # or on a row of their own.
+        usage = list(embedded.calls)
         for scope, count in hits.items():
-            row = next((r for r in usage if (r[10], r[11]) == scope), None)
-            if row is None:
-                empty = (now, embedder.provider, embedder.model, "embed", 0, 0, 0, 0, 0.0, 0)
-                row = list(self._ledger(empty, scope))
-                usage.append(row)
-            row[9] = count
+            at = next((i for i, r in enumerate(usage) if r.scope == scope), None)
+            if at is None:
+                empty = UsageRow(
+                    at=now,
+                    provider=embedder.provider,
+                    model=embedder.model,
+                    operation="embed",
+                    inputs=0,
+                    tokens=0,
+                    is_estimate=False,
+                    chars=0,
+                    duration_ms=0.0,
+                )
+                usage.append(self._ledger(empty, scope))
+                at = len(usage) - 1
+            usage[at] = replace(usage[at], cache_hits=count)
         if not self.is_probe:  # a probe's calls are not the application's spend
-            conn.executemany(SQL_USAGE, [tuple(row) for row in usage])
-        self._flush_usage(conn)
+            conn.usage.add(usage)
+        self._usage.flush(conn)
         return totals
 
-    def _flush_usage(self, conn: apsw.Connection) -> None:
-        if self._usage:
-            rows, self._usage = self._usage, []
-            conn.executemany(SQL_USAGE, rows)
-
-    def _settle(self, conn: apsw.Connection) -> None:
+    def _settle(self, conn: Transaction) -> None:
         """Write buffered usage rows and apply pending vector deletes (not a probe's job)."""
-        self._flush_usage(conn)
+        self._usage.flush(conn)
         if not self.is_probe:
             search.apply_vector_deletes(conn)
 
     # -- read-your-writes ----------------------------------------------------
 
-    async def _embed_now(self, select: JobSelect) -> int:
+    async def embed_now(self, select: JobSelect) -> int:
         """Embed the jobs ``select`` names now, inline, batch after batch (``fresh=True``).
 
         ``select`` is ``(SQL, named params)`` of a query returning ``(id, kind,
@@ -980,8 +983,24 @@ class EmbeddingService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._usage and not self._db.is_closed:
-            await self._db.write(self._flush_usage)
+            await self._db.write(self._usage.flush)
         search.forget_mirrors(self._db.path)
+
+    # TRANSITION (issue 13): the names memory.py, documents.py, transfer.py and
+    # archival.py still call; removed at merge, once they call the public ones.
+    def _notify(self) -> None:
+        self.notify()
+
+    def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
+        self.note_cache_hits(model_name, namespaces)
+
+    async def _embed_query(
+        self, text: str, *, namespace: str | None = None
+    ) -> tuple[np.ndarray | None, str | None]:
+        return await self.embed_query(text, namespace=namespace)
+
+    async def _embed_now(self, select: JobSelect) -> int:
+        return await self.embed_now(select)
 
     # -- public --------------------------------------------------------------
 
@@ -1132,7 +1151,7 @@ class EmbeddingService:
 
         count = await self._db.write(write)
         if count:
-            self._notify()
+            self.notify()
         return count
 
     async def reindex(self, *, wait: bool = True) -> DrainReport:
@@ -1186,7 +1205,7 @@ class EmbeddingService:
             queued = await self._db.write(write)
         log.info("embeddings.reindex", embedder=name, queued=queued)
         self._paused_until = 0.0
-        self._notify()
+        self.notify()
         if wait:
             return await self.drain()
         return DrainReport(

@@ -1,0 +1,46 @@
+"""The embedding queue, its worker, and what embedding costs: ``ab.embeddings``.
+
+Three modules, one job each:
+
+* :mod:`abathur.embeddings.queue.worker`: :class:`EmbeddingService`, the
+  queue's worker and its public face, and the functions services call inside
+  their own write transactions (:func:`enqueue`, :func:`cancel`);
+* :mod:`abathur.embeddings.queue.usage`: usage rows, the buffer of rows not
+  yet written, and :class:`BudgetGate` (what the worker asks the cost service).
+
+Everything other modules import is re-exported here.
+
+Example:
+    >>> from abathur.embeddings.queue import content_hash
+    >>> content_hash("hi")[:12]
+    '8f434346648f'
+"""
+
+from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer
+from abathur.embeddings.queue.worker import (
+    HELD_NOT_BEFORE,
+    MAX_EMBED_CHARS,
+    SQL_HELD_JOBS,
+    SQL_READY_JOBS,
+    EmbeddingService,
+    JobSelect,
+    cancel,
+    content_hash,
+    enqueue,
+    recorded_embedder,
+)
+
+__all__ = [
+    "HELD_NOT_BEFORE",
+    "MAX_EMBED_CHARS",
+    "SQL_HELD_JOBS",
+    "SQL_READY_JOBS",
+    "BudgetGate",
+    "EmbeddingService",
+    "JobSelect",
+    "UsageBuffer",
+    "cancel",
+    "content_hash",
+    "enqueue",
+    "recorded_embedder",
+]
