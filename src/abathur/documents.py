@@ -1611,11 +1611,7 @@ class DocumentService:
                 if conn.changes():
                     counts = {"documents": len(paths), "chunks_removed": tally.chunks_removed}
                     audit.append(
-                        conn,
-                        "documents.forget",
-                        "document_root",
-                        root_text,
-                        counts,
+                        conn, "documents.forget", "document_root", root_text, counts,
                         at=time.time(),
                     )
 

@@ -326,20 +326,8 @@ class _Row(NamedTuple):
 def _memory(row: tuple[Any, ...]) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
     # skipping validation is safe, and it is most of a get's cost otherwise.
-    (
-        namespace,
-        key,
-        version,
-        type_,
-        value,
-        metadata,
-        status,
-        by_ns,
-        by_key,
-        first_created_at,
-        created_at,
-        expires_at,
-    ) = row[:12]
+    (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
+     first_created_at, created_at, expires_at) = row[:12]
     return Memory.model_construct(
         namespace=namespace,
         key=key,
@@ -390,32 +378,17 @@ def _write_version(
     if current is not None:
         conn.execute(SQL_RETIRE_CURRENT, (namespace, key))
     row = (
-        namespace,
-        key,
-        version,
-        type_,
-        value,
-        metadata,
-        status,
+        namespace, key, version, type_, value, metadata, status,
         None if superseded_by is None else superseded_by.namespace,
         None if superseded_by is None else superseded_by.key,
-        first_created_at,
-        now,
-        expires_at,
+        first_created_at, now, expires_at,
     )
     seq = audit.next_seq(conn)
     conn.execute(SQL_INSERT_VERSION, (*row, seq))
     # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
     new_id = conn.last_insert_rowid()
-    audit.append(
-        conn,
-        action,
-        "memory",
-        _entity(namespace, key),
-        {"version": version, **(detail or {})},
-        at=now,
-        content=("memories", row),
-    )
+    audit.append(conn, action, "memory", _entity(namespace, key),
+                 {"version": version, **(detail or {})}, at=now, content=("memories", row))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
         index.remove(conn, current.id)
@@ -560,15 +533,8 @@ class _Indexing:
             defer_vector_delete(conn, VEC_TABLE, item_id)
 
     def add(
-        self,
-        conn: apsw.Connection,
-        item_id: int,
-        namespace: str,
-        key: str,
-        type_: str,
-        value: Any,
-        expires_at: float | None,
-        now: float,
+        self, conn: apsw.Connection, item_id: int, namespace: str, key: str, type_: str,
+        value: Any, expires_at: float | None, now: float,
     ) -> None:
         text = memory_text(value)
         conn.execute(SQL_FTS_INSERT, (item_id, key, text, scope_tokens(namespace)))
@@ -663,18 +629,16 @@ def _keyword_query(
     words = fts_query(query, columns=("key", "text"))
     if words is None:
         return None
-    sql = _SQL_KEYWORD_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_KEYWORD_END
+    sql = (
+        _SQL_KEYWORD_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_KEYWORD_END
+    )
     match = f"{words} AND {scope_match(prefix)}"
     params = (match, now, *_range_params(prefix), type_, type_, *metadata_params, limit)
     return sql, params
 
 
 def keyword_params(
-    query: str,
-    prefix: str,
-    *,
-    type: MemoryType | None = None,
-    k: int = 10,
+    query: str, prefix: str, *, type: MemoryType | None = None, k: int = 10,
     now: float | None = None,
 ) -> tuple[Any, ...]:
     """The parameters :meth:`MemoryService.search` binds to :data:`SQL_KEYWORD_SEARCH`.
@@ -737,12 +701,12 @@ _SQL_PURGE_ROWS = (
     "WHERE " + _RANGE.format(col="namespace")
 )
 _SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
-_SQL_PURGE_ARCHIVE = "FROM archive WHERE kind IN ('memory', 'versions') AND " + _RANGE.format(
-    col="namespace"
+_SQL_PURGE_ARCHIVE = (
+    "FROM archive WHERE kind IN ('memory', 'versions') AND " + _RANGE.format(col="namespace")
 )
 # stats' top namespaces name them: the metrics rows of reads and writes.
-_SQL_PURGE_METRICS = "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _RANGE.format(
-    col="name"
+_SQL_PURGE_METRICS = (
+    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _RANGE.format(col="name")
 )
 # Versions outside the prefix superseded by a memory inside it (consolidate
 # across tenants): their superseded_by names what is purged. No index: a scan.
@@ -874,13 +838,10 @@ def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> Purge
         conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
     # A record a surviving row still names stays: only an odd '/' in a
     # namespace could make an entity_id fall in the range without being purged.
-    kept = {
-        s
-        for (s,) in conn.execute(
-            "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(records)),),
-        )
-    }
+    kept = {s for (s,) in conn.execute(
+        "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(records)),),
+    )}
     redacted, seq = audit.record_purge(
         conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
     )
@@ -1009,7 +970,8 @@ def _metadata_params(filter_: object) -> list[Any]:
         check_text(key, "filter key")
         if '"' in key:
             raise InvalidInputError(
-                f"filter key {key!r} contains a double quote, which a metadata filter cannot name"
+                f"filter key {key!r} contains a double quote, which a metadata filter cannot "
+                "name"
             )
         # A quoted JSON-path label, escaped the JSON way (backslashes, control
         # characters), so '.', '[' or '$' in a key are literal, never path syntax.
@@ -1194,18 +1156,9 @@ class MemoryService:
             _check_expected(namespace, key, expected_version, current, now)
             index = self._indexing(conn)
             memory = _write_version(
-                conn,
-                current,
-                index,
-                namespace=namespace,
-                key=key,
-                type_=type_,
-                value=value_json,
-                metadata=metadata_json,
-                status="live",
-                now=now,
-                expires_at=None if ttl_s is None else now + ttl_s,
-                action="memory.put",
+                conn, current, index, namespace=namespace, key=key, type_=type_,
+                value=value_json, metadata=metadata_json, status="live", now=now,
+                expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
             return memory, index
 
@@ -1358,14 +1311,11 @@ class MemoryService:
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         _check_int(offset, "offset", minimum=0)
         if not isinstance(include_deleted, bool):
-            raise InvalidInputError(f"include_deleted must be a bool, got {_kind(include_deleted)}")
+            raise InvalidInputError(
+                f"include_deleted must be a bool, got {_kind(include_deleted)}"
+            )
         sql, params = _list_query(
-            prefix,
-            type_,
-            metadata_params,
-            limit,
-            offset,
-            time.time(),
+            prefix, type_, metadata_params, limit, offset, time.time(),
             include_deleted=include_deleted,
         )
         rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
@@ -1423,18 +1373,9 @@ class MemoryService:
                     "superseded or expired)"
                 )
             tombstone = _write_version(
-                conn,
-                current,
-                self._indexing(conn),
-                namespace=namespace,
-                key=key,
-                type_=current.type,
-                value=current.value,
-                metadata=current.metadata,
-                status="deleted",
-                now=now,
-                expires_at=current.expires_at,
-                action="memory.delete",
+                conn, current, self._indexing(conn), namespace=namespace, key=key,
+                type_=current.type, value=current.value, metadata=current.metadata,
+                status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
             return tombstone
 
@@ -1489,18 +1430,9 @@ class MemoryService:
                 return _memory(current), None
             index = self._indexing(conn)
             restored = _write_version(
-                conn,
-                current,
-                index,
-                namespace=namespace,
-                key=key,
-                type_=current.type,
-                value=current.value,
-                metadata=current.metadata,
-                status="live",
-                now=now,
-                expires_at=current.expires_at,
-                action="memory.restore",
+                conn, current, index, namespace=namespace, key=key, type_=current.type,
+                value=current.value, metadata=current.metadata, status="live", now=now,
+                expires_at=current.expires_at, action="memory.restore",
                 detail={"from": current.status},
             )
             return restored, index
@@ -1734,18 +1666,10 @@ class MemoryService:
             for reason, loser, winner in plan.actions:
                 winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
                 superseded = _write_version(
-                    conn,
-                    loser,
-                    index,
-                    namespace=loser.namespace,
-                    key=loser.key,
+                    conn, loser, index, namespace=loser.namespace, key=loser.key,
                     type_=loser.type,
-                    value=loser.value,
-                    metadata=loser.metadata,
-                    status="superseded",
-                    now=now,
-                    expires_at=loser.expires_at,
-                    superseded_by=winner_ref,
+                    value=loser.value, metadata=loser.metadata, status="superseded", now=now,
+                    expires_at=loser.expires_at, superseded_by=winner_ref,
                     action="memory.supersede",
                     detail={"reason": reason, "winner": _entity(winner.namespace, winner.key)},
                 )
@@ -1977,16 +1901,10 @@ class MemoryService:
             if used in ("vector", "hybrid"):
                 assert vector is not None
                 where = _vector_filter(conn, prefix, type_, metadata_params, now)
-                rankings.append(
-                    vector_search(
-                        conn,
-                        VEC_TABLE,
-                        vector,
-                        n=depth,
-                        candidates=k * settings.search_oversample,
-                        where=where,
-                    )
-                )
+                rankings.append(vector_search(
+                    conn, VEC_TABLE, vector, n=depth,
+                    candidates=k * settings.search_oversample, where=where,
+                ))
             if used == "hybrid":
                 ranked = rrf(
                     [[item for item, _ in ranking] for ranking in rankings],
@@ -2139,10 +2057,7 @@ class MemoryService:
         text = "\n".join(lines)
         if self._costs is not None:
             self._costs.note_context(
-                prefix,
-                memories=len(taken),
-                tokens=used,
-                chars=len(text),
+                prefix, memories=len(taken), tokens=used, chars=len(text),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         return MemoryContext.model_construct(
@@ -2188,7 +2103,6 @@ def _relevance(
     with no vector at all (not embedded yet) gets its keyword relevance.
     Keyword: the share of the query's words in the key and the value's words.
     """
-
     def text(row: _Row) -> str:
         return f"{row.key} {memory_text(decode(row.value))}"
 

@@ -212,7 +212,7 @@ def _split_state(state: object, what: str, limit: int) -> _Scoped:
         if prefix is None:
             scoped.session[key] = value
             continue
-        name = check_id(key[len(prefix) :], f"{what} key {key!r} after the {prefix!r} prefix")
+        name = check_id(key[len(prefix):], f"{what} key {key!r} after the {prefix!r} prefix")
         if prefix == "app:":
             scoped.app[name] = encode(value, what=f"{what}[{key!r}]", limit=limit)
         elif prefix == "user:":
@@ -224,7 +224,9 @@ def _split_state(state: object, what: str, limit: int) -> _Scoped:
 
 def _check_status(status: object) -> str:
     if not isinstance(status, str) or status not in STATUSES:
-        raise InvalidInputError(f"session status {status!r} is not one of {', '.join(STATUSES)}")
+        raise InvalidInputError(
+            f"session status {status!r} is not one of {', '.join(STATUSES)}"
+        )
     return status
 
 
@@ -254,11 +256,14 @@ def _is_finite(number: int | float) -> bool:
 def _scoped_state(conn: apsw.Connection, app: str, user: str) -> dict[str, Any]:
     """App and user state of (app, user) with their prefixes, as the merged view shows them."""
     merged = {f"app:{k}": decode(v) for k, v in conn.execute(_SQL_APP_STATE, (app,))}
-    merged.update({f"user:{k}": decode(v) for k, v in conn.execute(_SQL_USER_STATE, (app, user))})
+    merged.update(
+        {f"user:{k}": decode(v) for k, v in conn.execute(_SQL_USER_STATE, (app, user))}
+    )
     return merged
 
 
-def _write_scoped(conn: apsw.Connection, app: str, user: str, scoped: _Scoped, now: float) -> None:
+def _write_scoped(conn: apsw.Connection, app: str, user: str, scoped: _Scoped,
+                  now: float) -> None:
     for key, value in scoped.app.items():
         conn.execute(_SQL_PUT_APP_STATE, (app, key, value, now))
     for key, value in scoped.user.items():
@@ -284,45 +289,30 @@ def _events(rows: list[tuple[Any, ...]]) -> list[Event]:
     # Every JSON column was written by values.encode, so the texts can be
     # spliced into one array and parsed in a single json.loads: a third of the
     # cost of three loads per event on a 50-event get.
-    parsed = json.loads("[" + ",".join(f"[{r[3] or 'null'},{r[4]},{r[5]}]" for r in rows) + "]")
+    parsed = json.loads(
+        "[" + ",".join(f"[{r[3] or 'null'},{r[4]},{r[5]}]" for r in rows) + "]"
+    )
     # Rows we wrote are already valid: model_construct skips re-validation.
     return [
         Event.model_construct(
-            id=event_id,
-            author=author,
-            content=content,
-            state_delta=delta,
-            metadata=metadata,
-            timestamp=timestamp,
-            seq=seq,
+            id=event_id, author=author, content=content, state_delta=delta,
+            metadata=metadata, timestamp=timestamp, seq=seq,
         )
-        for (seq, event_id, author, _, _, _, timestamp), (content, delta, metadata) in zip(
-            rows, parsed, strict=True
-        )
+        for (seq, event_id, author, _, _, _, timestamp), (content, delta, metadata)
+        in zip(rows, parsed, strict=True)
     ]
 
 
-def _session(
-    row: tuple[Any, ...],
-    scoped: dict[str, Any],
-    events: list[Event],
-    extra: dict[str, Any] | None = None,
-) -> Session:
+def _session(row: tuple[Any, ...], scoped: dict[str, Any], events: list[Event],
+             extra: dict[str, Any] | None = None) -> Session:
     session_id, app, user, status, state, revision, created_at, updated_at = row
     merged = dict(scoped)
     merged.update(json.loads(state))
     if extra:
         merged.update(extra)
     return Session.model_construct(
-        id=session_id,
-        app=app,
-        user=user,
-        status=status,
-        state=merged,
-        revision=revision,
-        created_at=created_at,
-        updated_at=updated_at,
-        events=events,
+        id=session_id, app=app, user=user, status=status, state=merged, revision=revision,
+        created_at=created_at, updated_at=updated_at, events=events,
     )
 
 
@@ -391,14 +381,8 @@ class SessionService:
     def _limit(self) -> int:
         return self._db.settings.max_value_bytes
 
-    async def create(
-        self,
-        *,
-        app: str,
-        user: str,
-        state: dict[str, Any] | None = None,
-        session_id: str | None = None,
-    ) -> Session:
+    async def create(self, *, app: str, user: str, state: dict[str, Any] | None = None,
+                     session_id: str | None = None) -> Session:
         """Create a session of ``user`` in ``app``, status ``created``, revision 0.
 
         Args:
@@ -449,23 +433,16 @@ class SessionService:
             seq = audit.next_seq(conn)
             conn.execute(_SQL_INSERT_SESSION, (session_id, app, user, session_json, now, now, seq))
             _write_scoped(conn, app, user, scoped, now)
-            audit.append(
-                conn,
-                "session.create",
-                "session",
-                session_id,
-                {"app": app, "user": user},
-                at=now,
-                content=("sessions", (session_id, app, user, now)),
-            )
+            audit.append(conn, "session.create", "session", session_id,
+                         {"app": app, "user": user}, at=now,
+                         content=("sessions", (session_id, app, user, now)))
             row = (session_id, app, user, "created", session_json, 0, now, now)
             return _session(row, _scoped_state(conn, app, user), [], _temp_view(scoped.temp))
 
         return await self._db.write(write)
 
-    async def get(
-        self, session_id: str, *, last_n: int | None = None, after: float | None = None
-    ) -> Session:
+    async def get(self, session_id: str, *, last_n: int | None = None,
+                  after: float | None = None) -> Session:
         """Read a session with its merged state and (a page of) its events.
 
         Args:
@@ -499,13 +476,15 @@ class SessionService:
         """
         check_id(session_id, "session id")
         if last_n is not None and (
-            isinstance(last_n, bool) or not isinstance(last_n, int) or not 0 <= last_n <= INT64_MAX
+            isinstance(last_n, bool) or not isinstance(last_n, int)
+            or not 0 <= last_n <= INT64_MAX
         ):
             raise InvalidInputError(
                 f"last_n must be an int from 0 to {INT64_MAX} or None, got {show_number(last_n)}"
             )
         if after is not None and (
-            isinstance(after, bool) or not isinstance(after, int | float) or not _is_finite(after)
+            isinstance(after, bool) or not isinstance(after, int | float)
+            or not _is_finite(after)
         ):
             raise InvalidInputError(
                 f"after must be a finite number of epoch seconds or None, got {show_number(after)}"
@@ -528,14 +507,8 @@ class SessionService:
 
         return await self._db.read(read)
 
-    async def list(
-        self,
-        *,
-        app: str | None = None,
-        user: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[Session]:
+    async def list(self, *, app: str | None = None, user: str | None = None,
+                   status: str | None = None, limit: int = 100) -> list[Session]:
         """Sessions of an app (or of every app), of one user or all, newest ``updated_at`` first.
 
         Args:
@@ -581,11 +554,11 @@ class SessionService:
                     SQL_LIST_ALL_SESSIONS, {"user": user, "status": status, "limit": limit}
                 ).fetchall()
             elif user is None:
-                rows = conn.execute(SQL_LIST_APP_SESSIONS, (app, status, status, limit)).fetchall()
+                rows = conn.execute(
+                    SQL_LIST_APP_SESSIONS, (app, status, status, limit)).fetchall()
             else:
                 rows = conn.execute(
-                    SQL_LIST_SESSIONS, (app, user, status, status, limit)
-                ).fetchall()
+                    SQL_LIST_SESSIONS, (app, user, status, status, limit)).fetchall()
             # Each app's and each (app, user)'s state is read once, however many sessions.
             by_app: dict[str, dict[str, Any]] = {}
             by_user: dict[tuple[str, str], dict[str, Any]] = {}
@@ -594,7 +567,8 @@ class SessionService:
                 owner_app, owner = row[1], row[2]
                 if owner_app not in by_app:
                     by_app[owner_app] = {
-                        f"app:{k}": decode(v) for k, v in conn.execute(_SQL_APP_STATE, (owner_app,))
+                        f"app:{k}": decode(v)
+                        for k, v in conn.execute(_SQL_APP_STATE, (owner_app,))
                     }
                 if (owner_app, owner) not in by_user:
                     by_user[owner_app, owner] = by_app[owner_app] | {
@@ -606,9 +580,8 @@ class SessionService:
 
         return await self._db.read(read)
 
-    async def append_event(
-        self, session_id: str, event: Event, *, expected_revision: int | None = None
-    ) -> Session:
+    async def append_event(self, session_id: str, event: Event, *,
+                           expected_revision: int | None = None) -> Session:
         """Append ``event`` to the session's log and apply its ``state_delta``, atomically.
 
         The event gets the next ``seq`` and, unless it has one, the current
@@ -654,15 +627,16 @@ class SessionService:
         """
         check_id(session_id, "session id")
         if not isinstance(event, Event):
-            raise InvalidInputError(f"event must be an abathur Event, got {type(event).__name__}")
+            raise InvalidInputError(
+                f"event must be an abathur Event, got {type(event).__name__}"
+            )
         expected = _check_revision(expected_revision)
         limit = self._limit
         event_id = check_id(event.id, "event id")
         author = check_id(event.author, "event author")
         stamp = event.timestamp
         if stamp is not None and (
-            isinstance(stamp, bool)
-            or not isinstance(stamp, int | float)
+            isinstance(stamp, bool) or not isinstance(stamp, int | float)
             or not math.isfinite(stamp)
         ):
             raise InvalidInputError(f"event timestamp must be finite epoch seconds, got {stamp!r}")
@@ -696,45 +670,27 @@ class SessionService:
             last = conn.execute(_SQL_LAST_SEQ, (session_id,)).fetchall()
             seq = last[0][0] + 1 if last else 1
             at = time.time() if stamp is None else float(stamp)
-            event_row = (
-                session_id,
-                seq,
-                event_id,
-                author,
-                content_json,
-                delta_json,
-                metadata_json,
-                at,
-            )
+            event_row = (session_id, seq, event_id, author, content_json, delta_json,
+                         metadata_json, at)
             audit_seq = audit.next_seq(conn)
             conn.execute(_SQL_INSERT_EVENT, (*event_row, audit_seq))
-            audit.append(
-                conn,
-                "event.append",
-                "event",
-                session_id,
-                {"seq": seq},
-                content=("events", event_row),
-            )
+            audit.append(conn, "event.append", "event", session_id, {"seq": seq},
+                         content=("events", event_row))
             if scoped.session:
                 session_state = json.loads(state)
                 session_state.update(scoped.session)
-                state = encode(session_state, what=f"state of session {session_id!r}", limit=limit)
+                state = encode(session_state, what=f"state of session {session_id!r}",
+                               limit=limit)
             _write_scoped(conn, app, user, scoped, at)
             conn.execute(_SQL_UPDATE_SESSION, ("active", state, revision + 1, at, session_id))
             stored = Event.model_construct(
-                id=event_id,
-                author=author,
-                content=json.loads(content_json),
-                state_delta=json.loads(delta_json),
-                metadata=json.loads(metadata_json),
-                timestamp=at,
-                seq=seq,
+                id=event_id, author=author, content=json.loads(content_json),
+                state_delta=json.loads(delta_json), metadata=json.loads(metadata_json),
+                timestamp=at, seq=seq,
             )
             new_row = (session_id, app, user, "active", state, revision + 1, created_at, at)
-            return _session(
-                new_row, _scoped_state(conn, app, user), [stored], _temp_view(scoped.temp)
-            )
+            return _session(new_row, _scoped_state(conn, app, user), [stored],
+                            _temp_view(scoped.temp))
 
         return await self._db.write(write)
 
@@ -798,9 +754,8 @@ class SessionService:
 
         return await self._db.read(read)
 
-    async def set_status(
-        self, session_id: str, status: str, *, expected_revision: int | None = None
-    ) -> Session:
+    async def set_status(self, session_id: str, status: str, *,
+                         expected_revision: int | None = None) -> Session:
         """Move the session along its lifecycle; bumps the revision.
 
         Legal moves: created -> active | terminated, active -> paused |
@@ -850,20 +805,15 @@ class SessionService:
                 )
             now = time.time()
             conn.execute(_SQL_SET_STATUS, (new, revision + 1, now, session_id))
-            audit.append(
-                conn,
-                "session.status",
-                "session",
-                session_id,
-                {"from": old, "to": new, "revision": revision + 1},
-                at=now,
-            )
+            audit.append(conn, "session.status", "session", session_id,
+                         {"from": old, "to": new, "revision": revision + 1}, at=now)
             new_row = (session_id, app, user, new, state, revision + 1, created_at, now)
             return _session(new_row, _scoped_state(conn, app, user), [])
 
         return await self._db.write(write)
 
-    async def terminate(self, session_id: str, *, expected_revision: int | None = None) -> Session:
+    async def terminate(self, session_id: str, *,
+                        expected_revision: int | None = None) -> Session:
         """End the session: :meth:`set_status` to ``terminated``.
 
         Args:
@@ -890,7 +840,8 @@ class SessionService:
             >>> asyncio.run(demo())
             'terminated'
         """
-        return await self.set_status(session_id, "terminated", expected_revision=expected_revision)
+        return await self.set_status(session_id, "terminated",
+                                     expected_revision=expected_revision)
 
     async def delete(self, session_id: str) -> None:
         """Delete the session with its events and tasks; app and user state stay.
@@ -926,19 +877,9 @@ class SessionService:
             (events,) = conn.execute(_SQL_COUNT_EVENTS, (session_id,)).fetchall()[0]
             # events and tasks go with it through ON DELETE CASCADE.
             conn.execute(_SQL_DELETE_SESSION, (session_id,))
-            audit.append(
-                conn,
-                "session.delete",
-                "session",
-                session_id,
-                {
-                    "app": app,
-                    "user": user,
-                    "status": status,
-                    "revision": revision,
-                    "events": events,
-                },
-            )
+            audit.append(conn, "session.delete", "session", session_id,
+                         {"app": app, "user": user, "status": status, "revision": revision,
+                          "events": events})
 
         await self._db.write(write)
 

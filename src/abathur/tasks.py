@@ -65,7 +65,8 @@ _SQL_INSERT_TASK = (
     "audit_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
 )
 _SQL_UPDATE_TASK = (
-    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? WHERE id = ?"
+    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? "
+    "WHERE id = ?"
 )
 _SQL_TASK_AUDIT_SEQ = "SELECT audit_seq FROM tasks WHERE id = ?"
 
@@ -90,15 +91,8 @@ def _check_status(status: object) -> str:
 def _task(row: tuple[Any, ...]) -> Task:
     task_id, session_id, prompt, status, result, error, metadata, created_at, updated_at = row
     return Task.model_construct(
-        id=task_id,
-        session_id=session_id,
-        prompt=prompt,
-        status=status,
-        result=decode(result),
-        error=error,
-        metadata=json.loads(metadata),
-        created_at=created_at,
-        updated_at=updated_at,
+        id=task_id, session_id=session_id, prompt=prompt, status=status, result=decode(result),
+        error=error, metadata=json.loads(metadata), created_at=created_at, updated_at=updated_at,
     )
 
 
@@ -127,14 +121,9 @@ class TaskService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(
-        self,
-        *,
-        session_id: str,
-        prompt: str,
-        metadata: dict[str, Any] | None = None,
-        task_id: str | None = None,
-    ) -> Task:
+    async def create(self, *, session_id: str, prompt: str,
+                     metadata: dict[str, Any] | None = None,
+                     task_id: str | None = None) -> Task:
         """Create a ``pending`` task for a session.
 
         Args:
@@ -179,7 +168,9 @@ class TaskService:
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
-            raise InvalidInputError(f"task metadata must be a dict, got {type(metadata).__name__}")
+            raise InvalidInputError(
+                f"task metadata must be a dict, got {type(metadata).__name__}"
+            )
         metadata_json = encode(metadata, what="task metadata", limit=limit)
 
         def write(conn: apsw.Connection) -> Task:
@@ -188,24 +179,13 @@ class TaskService:
                 raise AlreadyExistsError(f"a task with id {task_id!r} already exists")
             now = time.time()
             seq = audit.next_seq(conn)
-            conn.execute(
-                _SQL_INSERT_TASK, (task_id, session_id, prompt, metadata_json, now, now, seq)
-            )
-            audit.append(
-                conn,
-                "task.create",
-                "task",
-                task_id,
-                {"session_id": session_id},
-                at=now,
-                content=(
-                    "tasks",
-                    (task_id, session_id, prompt, "pending", None, None, metadata_json, now, now),
-                ),
-            )
-            return _task(
-                (task_id, session_id, prompt, "pending", None, None, metadata_json, now, now)
-            )
+            conn.execute(_SQL_INSERT_TASK,
+                         (task_id, session_id, prompt, metadata_json, now, now, seq))
+            audit.append(conn, "task.create", "task", task_id, {"session_id": session_id},
+                         at=now, content=("tasks", (task_id, session_id, prompt, "pending", None,
+                                                    None, metadata_json, now, now)))
+            return _task((task_id, session_id, prompt, "pending", None, None, metadata_json,
+                          now, now))
 
         return await self._db.write(write)
 
@@ -243,9 +223,8 @@ class TaskService:
 
         return await self._db.read(read)
 
-    async def update(
-        self, task_id: str, *, status: str, result: Any = None, error: str | None = None
-    ) -> Task:
+    async def update(self, task_id: str, *, status: str, result: Any = None,
+                     error: str | None = None) -> Task:
         """Move a task along its lifecycle, recording its result or error.
 
         Legal moves: pending -> running | cancelled, running -> succeeded |
@@ -311,24 +290,16 @@ class TaskService:
             ((replaces,),) = conn.execute(_SQL_TASK_AUDIT_SEQ, (task_id,)).fetchall()
             conn.execute(_SQL_UPDATE_TASK, (new, result_json, error, now, seq, task_id))
             row = (task_id, session_id, prompt, new, result_json, error, metadata, created_at, now)
-            audit.append(
-                conn,
-                "task.update",
-                "task",
-                task_id,
-                {"from": old, "to": new, "replaces": replaces},
-                at=now,
-                content=("tasks", row),
-            )
-            return _task(
-                (task_id, session_id, prompt, new, result_json, error, metadata, created_at, now)
-            )
+            audit.append(conn, "task.update", "task", task_id,
+                         {"from": old, "to": new, "replaces": replaces}, at=now,
+                         content=("tasks", row))
+            return _task((task_id, session_id, prompt, new, result_json, error, metadata,
+                          created_at, now))
 
         return await self._db.write(write)
 
-    async def list(
-        self, *, session_id: str | None = None, status: str | None = None, limit: int | None = None
-    ) -> list[Task]:
+    async def list(self, *, session_id: str | None = None, status: str | None = None,
+                   limit: int | None = None) -> list[Task]:
         """A session's tasks in creation order, or every session's tasks, newest first.
 
         Args:

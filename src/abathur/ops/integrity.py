@@ -315,7 +315,9 @@ _CHUNKS = _Indexed(
 )
 
 
-def _vector_findings(conn: apsw.Connection, indexed: _Indexed) -> tuple[list[str], int, int, int]:
+def _vector_findings(
+    conn: apsw.Connection, indexed: _Indexed
+) -> tuple[list[str], int, int, int]:
     """Findings about ``indexed``'s vectors and jobs, and (vectors, jobs, failed jobs)."""
     registered = conn.execute(
         "SELECT name FROM main.vector_tables WHERE kind = ?", (indexed.kind,)
@@ -372,7 +374,8 @@ def _vector_findings(conn: apsw.Connection, indexed: _Indexed) -> tuple[list[str
     )
     if stale:
         findings.append(
-            f"{stale} embedding job(s) are for no {indexed.owner} (ref_id {_examples(some, stale)})"
+            f"{stale} embedding job(s) are for no {indexed.owner} "
+            f"(ref_id {_examples(some, stale)})"
         )
     return findings, int(vectors), int(jobs), int(failed)
 
@@ -388,7 +391,9 @@ def _has_embedder(conn: apsw.Connection) -> bool:
 
 
 def _registered(conn: apsw.Connection, kind: str) -> bool:
-    return bool(conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall())
+    return bool(
+        conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall()
+    )
 
 
 def _queued(conn: apsw.Connection, kind: str) -> int:
