@@ -33,8 +33,8 @@ from abathur import (
     InvalidInputError,
 )
 from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.queue import SQL_READY_JOBS
 from abathur.embeddings import EmbedResult
-from abathur.embeddings.queue import SQL_READY_JOBS
 from abathur.embeddings.queue import content_hash as text_hash
 from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.ops.integrity import run_checks

@@ -83,8 +83,9 @@ import structlog
 from abathur import audit, documents, memory, search, sessions, tasks
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.queue import SQL_READY_JOBS
 from abathur.config import Settings
-from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
+from abathur.embeddings.queue import recorded_embedder
 from abathur.errors import (
     AbathurError,
     AlreadyExistsError,

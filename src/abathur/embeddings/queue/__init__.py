@@ -20,21 +20,17 @@ from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer
 from abathur.embeddings.queue.worker import (
     HELD_NOT_BEFORE,
     MAX_EMBED_CHARS,
-    SQL_HELD_JOBS,
-    SQL_READY_JOBS,
     EmbeddingService,
-    JobSelect,
     cancel,
     content_hash,
     enqueue,
     recorded_embedder,
 )
+from abathur.stores.queue import JobSelect
 
 __all__ = [
     "HELD_NOT_BEFORE",
     "MAX_EMBED_CHARS",
-    "SQL_HELD_JOBS",
-    "SQL_READY_JOBS",
     "BudgetGate",
     "EmbeddingService",
     "JobSelect",

@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import secrets
 import time
@@ -55,14 +54,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import apsw
 import numpy as np
 import structlog
 
 from abathur import search
-from abathur.backends.sqlite import Database
 from abathur.embeddings.base import Embedder
 from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer, charge
 from abathur.errors import (
@@ -76,14 +73,13 @@ from abathur.errors import (
 from abathur.models import CompactReport, DrainReport, EmbeddingStatus
 from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
-from abathur.stores import Transaction
+from abathur.stores import Backend, Transaction
+from abathur.stores.queue import JobRef, JobSelect, RecordedEmbedder
 from abathur.stores.usage import Scope, UsageRow
 
 __all__ = [
     "HELD_NOT_BEFORE",
     "MAX_EMBED_CHARS",
-    "SQL_HELD_JOBS",
-    "SQL_READY_JOBS",
     "EmbeddingService",
     "cancel",
     "content_hash",
@@ -96,8 +92,6 @@ log = structlog.get_logger(__name__)
 # Embedders read a few hundred tokens at most; sending more only costs time.
 MAX_EMBED_CHARS = 8192
 
-_META_NAME = "embedder.name"
-_META_DIMS = "embedder.dims"
 
 # Worker pacing. A failed call is retried after 1 s, then 2, 4... up to 5 min.
 _BACKOFF_START_S = 1.0
@@ -112,64 +106,11 @@ _BUDGET_RECHECK_S = 60.0
 # A fresh search embeds at most this many batches inline (embed_batch_size each).
 _INLINE_MAX_BATCHES = 1000
 
-#: ``(SQL, named params)`` naming queued jobs: rows ``(id, kind, ref_id,
-#: content_hash)``, with a ``:limit`` parameter (see ``EmbeddingService.embed_now``).
-JobSelect = tuple[str, dict[str, Any]]
-
-# ---------------------------------------------------------------------------
-# SQL
-# ---------------------------------------------------------------------------
-
-SQL_RECORDED = "SELECT key, value FROM meta WHERE key IN ('embedder.name', 'embedder.dims')"
-SQL_RECORD = (
-    "INSERT INTO meta (key, value) VALUES (?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
-SQL_ENQUEUE = (
-    "INSERT INTO embedding_queue (kind, ref_id, content_hash, enqueued_at, not_before) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, ref_id) DO NOTHING"
-)
-SQL_CANCEL = "DELETE FROM embedding_queue WHERE kind = ? AND ref_id = ?"
-# The worker's next batch: index embedding_queue_ready. Params: now, max id, limit.
-SQL_READY_JOBS = (
-    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
-    "WHERE failed_at IS NULL AND not_before <= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
-)
 # A probe's jobs (Abathur.open(probe=True), abathur smoke) wait at HELD_NOT_BEFORE,
 # where no worker's ready_before reaches: only a probe's drain takes them.
-# Params: HELD_NOT_BEFORE, max id, limit (index embedding_queue_ready).
 HELD_NOT_BEFORE = 1e18
 # What drain() takes: every job, also those in backoff, but not a probe's.
 _ANY_BUT_HELD = HELD_NOT_BEFORE / 2
-SQL_HELD_JOBS = (
-    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
-    "WHERE failed_at IS NULL AND not_before >= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
-)
-SQL_CACHED = (
-    "SELECT content_hash FROM embedding_cache "
-    "WHERE model = ? AND content_hash IN (SELECT value FROM json_each(?))"
-)
-SQL_CACHE_PUT = (
-    "INSERT INTO embedding_cache (model, content_hash, dims, vector, created_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, content_hash) DO NOTHING"
-)
-# A batch names its jobs by (id, kind, ref_id), never by id alone: job ids are
-# rowids, so once another worker has finished a job its id may be reused by the
-# next job queued, and a batch that embedded the old one must not touch it.
-_SQL_THE_JOB = "id = :id AND kind = :kind AND ref_id = :ref_id"
-SQL_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}"
-SQL_JOB_RETRY = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
-    f"not_before = :not_before WHERE {_SQL_THE_JOB}"
-)
-SQL_JOB_FAILED = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
-    f"failed_at = :failed_at WHERE {_SQL_THE_JOB}"
-)
-SQL_JOB_WAIT = f"UPDATE embedding_queue SET not_before = :not_before WHERE {_SQL_THE_JOB}"
-SQL_QUEUE_STATS = (
-    "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
-)
 
 
 # ---------------------------------------------------------------------------
@@ -188,32 +129,28 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def recorded_embedder(conn: apsw.Connection) -> tuple[str, int] | None:
-    """The (name, dims) recorded in ``meta``; dims is 0 until first known; None if none."""
-    values = dict(conn.execute(SQL_RECORDED).fetchall())
-    if _META_NAME not in values:
-        return None
-    return values[_META_NAME], int(values.get(_META_DIMS) or 0)
+def recorded_embedder(tx: Transaction) -> RecordedEmbedder | None:
+    """The (name, dims) recorded for the file; dims is 0 until first known; None if none."""
+    return tx.queue.recorded_embedder()
 
 
 def enqueue(
-    conn: apsw.Connection, kind: str, ref_id: int, text_hash: str, now: float, *, held: bool = False
+    tx: Transaction, kind: str, ref_id: int, text_hash: str, now: float, *, held: bool = False
 ) -> None:
     """Queue item ``ref_id`` of ``kind`` for embedding (no-op if already queued).
 
     ``held``: a probe's job, which only a probe's drain takes (:data:`HELD_NOT_BEFORE`).
     """
-    conn.execute(SQL_ENQUEUE, (kind, ref_id, text_hash, now, HELD_NOT_BEFORE if held else now))
+    tx.queue.enqueue(kind, ref_id, text_hash, now=now, not_before=HELD_NOT_BEFORE if held else now)
 
 
-def cancel(conn: apsw.Connection, kind: str, ref_id: int) -> bool:
+def cancel(tx: Transaction, kind: str, ref_id: int) -> bool:
     """Drop the job of an item version that is no longer live; True if there was one."""
-    conn.execute(SQL_CANCEL, (kind, ref_id))
-    return conn.changes() > 0
+    return tx.queue.cancel(kind, ref_id)
 
 
-def _has_pending_deletes(conn: apsw.Connection) -> bool:
-    return bool(conn.execute("SELECT 1 FROM vector_deletes LIMIT 1").fetchall())
+def _has_pending_deletes(tx: Transaction) -> bool:
+    return tx.queue.has_pending_vector_deletes()
 
 
 def _mismatch(path: Path, recorded: tuple[str, int], name: str, dims: int) -> str:
@@ -239,9 +176,9 @@ class _Job(NamedTuple):
     text_hash: str
 
     @property
-    def key(self) -> dict[str, object]:
-        """The named parameters of ``_SQL_THE_JOB``: this job and no other."""
-        return {"id": self.id, "kind": self.kind.name, "ref_id": self.ref_id}
+    def ref(self) -> JobRef:
+        """This job and no other (job ids are reused)."""
+        return JobRef(self.id, self.kind.name, self.ref_id)
 
 
 @dataclass
@@ -305,7 +242,7 @@ class EmbeddingService:
 
     def __init__(
         self,
-        db: Database,
+        db: Backend,
         embedder: Embedder | None,
         kinds: Sequence[IndexKind],
         *,
@@ -314,6 +251,7 @@ class EmbeddingService:
         probe: bool = False,
     ) -> None:
         self._db = db
+        self._path = db.settings.db  # the file: for messages, and the vector mirrors' key
         self.embedder = embedder
         # A probe (abathur smoke) embeds only its own held jobs, writes no
         # usage rows, is not gated by budgets and leaves others' pending
@@ -358,29 +296,29 @@ class EmbeddingService:
             return
         name, dims = embedder.name, int(embedder.dims or 0)
 
-        def setup(conn: apsw.Connection) -> None:
+        def setup(tx: Transaction) -> None:
             now = time.time()
-            recorded = recorded_embedder(conn)
+            recorded = recorded_embedder(tx)
             if recorded is not None and self._differs(recorded, name, dims):
                 if not reindex:
-                    raise EmbedderMismatchError(_mismatch(self._db.path, recorded, name, dims))
+                    raise EmbedderMismatchError(_mismatch(self._path, recorded, name, dims))
                 log.info("embeddings.switch", old=recorded[0], new=name)
-                self._reset(conn)
+                self._reset(tx)
                 recorded = None
             if recorded is None:
-                self._record(conn, name, dims, now)
+                self._record(tx, name, dims, now)
 
         recorded = await self._db.read(recorded_embedder)
         if recorded is None or self._differs(recorded, name, dims):
             await self._db.write(setup)  # re-checks inside: another process may have won
         if self._db.settings.embed_worker:
-            self._task = asyncio.create_task(self._run(), name=f"abathur-embed {self._db.path}")
+            self._task = asyncio.create_task(self._run(), name=f"abathur-embed {self._path}")
 
     @staticmethod
     def _differs(recorded: tuple[str, int], name: str, dims: int) -> bool:
         return recorded[0] != name or bool(dims and recorded[1] and recorded[1] != dims)
 
-    def _record(self, conn: apsw.Connection, name: str, dims: int, now: float) -> None:
+    def _record(self, tx: Transaction, name: str, dims: int, now: float) -> None:
         """Record the embedder (with dims once known) and queue every live item.
 
         Called when the file has no embedder recorded (or only its name), so no
@@ -392,29 +330,29 @@ class EmbeddingService:
                 f"embedder {name!r} makes {dims}-dimensional vectors; abathur's binary index "
                 "needs a multiple of 8"
             )
-        conn.execute(SQL_RECORD, (_META_NAME, name))
-        if dims:
-            conn.execute(SQL_RECORD, (_META_DIMS, str(dims)))
+        tx.queue.record_embedder(name, dims)
         for kind in self._kinds.values():
-            for item in kind.live(conn):
-                enqueue(conn, kind.name, item.id, content_hash(item.text), now)
+            for item in kind.live(tx):
+                enqueue(tx, kind.name, item.id, content_hash(item.text), now)
 
-    def _ensure_tables(self, conn: apsw.Connection, dims: int, now: float) -> None:
+    def _ensure_tables(self, tx: Transaction, dims: int, now: float) -> None:
         chunk_size = self._db.settings.vector_chunk_size
         for kind in self._kinds.values():
-            search.create_vector_table(conn, kind, dims, chunk_size, now=now)
+            search.create_vector_table(tx, kind, dims, chunk_size, now=now)
 
-    def _reset(self, conn: apsw.Connection) -> None:
+    def _reset(self, tx: Transaction) -> None:
         """Forget the recorded embedder: drop every vector table and every job."""
-        tables = [name for (name,) in conn.execute("SELECT name FROM vector_tables")]
+        # TRANSITION (issue 13): the vector-table SQL below belongs to lane
+        # "memory"'s SearchIndex (abathur.search has no "drop every table" yet).
+        tables = [name for (name,) in tx.execute("SELECT name FROM vector_tables")]
         for kind in self._kinds.values():
-            search.drop_vector_table(conn, kind)
+            search.drop_vector_table(tx, kind)
         for name in tables:
             # Tables of kinds this process does not know: dropped only under a name we make.
-            conn.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
-        conn.execute("DELETE FROM vector_tables")
-        conn.execute("DELETE FROM embedding_queue")
-        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_META_NAME, _META_DIMS))
+            tx.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
+        tx.execute("DELETE FROM vector_tables")
+        tx.queue.clear()
+        tx.queue.forget_embedder()
         self._queries.clear()
 
     async def embed_query(
@@ -605,20 +543,20 @@ class EmbeddingService:
 
     def _read_batch(
         self,
-        conn: apsw.Connection,
+        tx: Transaction,
         *,
         ready_before: float,
         max_id: float,
         limit: int,
         select: JobSelect | None = None,
     ) -> tuple[list[_Job], set[str]]:
+        queue = tx.queue
         if select is not None:  # fresh=True: the jobs of one search's scope
-            sql, params = select
-            rows = conn.execute(sql, {**params, "limit": limit}).fetchall()
+            rows = queue.selected_jobs(select, limit)
         elif self.is_probe:
-            rows = conn.execute(SQL_HELD_JOBS, (HELD_NOT_BEFORE, max_id, limit)).fetchall()
+            rows = queue.held_jobs(held_from=HELD_NOT_BEFORE, max_id=max_id, limit=limit)
         else:
-            rows = conn.execute(SQL_READY_JOBS, (ready_before, max_id, limit)).fetchall()
+            rows = queue.ready_jobs(ready_before=ready_before, max_id=max_id, limit=limit)
         now = time.time()
         by_kind: dict[str, list[tuple[int, int, str]]] = {}
         for job_id, kind, ref_id, text_hash in rows:
@@ -628,7 +566,7 @@ class EmbeddingService:
             kind = self._kinds.get(kind_name)
             if kind is None:
                 continue  # a kind this abathur does not know: leave its jobs alone
-            items = {item.id: item for item in kind.load(conn, [e[1] for e in entries], now)}
+            items = {item.id: item for item in kind.load(tx, [e[1] for e in entries], now)}
             for job_id, ref_id, text_hash in entries:
                 item = items.get(ref_id)
                 jobs.append(
@@ -643,9 +581,7 @@ class EmbeddingService:
         cached: set[str] = set()
         hashes = sorted({job.text_hash for job in jobs if job.item is not None})
         if hashes and self.embedder is not None:
-            cached = {
-                h for (h,) in conn.execute(SQL_CACHED, (self.embedder.name, json.dumps(hashes)))
-            }
+            cached = queue.cached(self.embedder.name, hashes)
         return jobs, cached
 
     async def _step(
@@ -662,8 +598,8 @@ class EmbeddingService:
         assert embedder is not None
         async with self._lock:
             jobs, cached = await self._db.read(
-                lambda conn: self._read_batch(
-                    conn,
+                lambda tx: self._read_batch(
+                    tx,
                     ready_before=ready_before,
                     max_id=max_id,
                     limit=self._db.settings.embed_batch_size,
@@ -681,10 +617,10 @@ class EmbeddingService:
                 embedded = await self._embed_by_scope(jobs, misses)
             except EmbedderUnavailableError as exc:
                 message = self._last_error = exc.message
-                await self._db.write(lambda conn: self._postpone(conn, jobs, message))
+                await self._db.write(lambda tx: self._postpone(tx, jobs, message))
                 raise
             totals = await self._db.write(
-                lambda conn: self._apply(conn, embedder, jobs, cached, embedded)
+                lambda tx: self._apply(tx, embedder, jobs, cached, embedded)
             )
         if embedded.failures:
             self._last_error = next(iter(embedded.failures.values()))
@@ -766,24 +702,18 @@ class EmbeddingService:
             rows.append(self._ledger(part, scope, call_id=call_id))
         return rows
 
-    def _postpone(self, conn: apsw.Connection, jobs: list[_Job], error: str) -> None:
+    def _postpone(self, tx: Transaction, jobs: list[_Job], error: str) -> None:
         now = time.time()
-        attempts = dict(
-            conn.execute(
-                "SELECT id, attempts FROM embedding_queue WHERE id IN "
-                "(SELECT value FROM json_each(?))",
-                (json.dumps([job.id for job in jobs]),),
-            ).fetchall()
-        )
+        attempts = tx.queue.attempts([job.id for job in jobs])
         for job in jobs:
             delay = min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** attempts.get(job.id, 0))
             # A probe's job stays held, or another process's worker would take it.
             not_before = HELD_NOT_BEFORE if self.is_probe else now + delay
-            conn.execute(SQL_JOB_RETRY, {**job.key, "error": error, "not_before": not_before})
+            tx.queue.retry(job.ref, error=error, not_before=not_before)
 
     def _apply(
         self,
-        conn: apsw.Connection,
+        tx: Transaction,
         embedder: Embedder,
         jobs: list[_Job],
         cached: set[str],
@@ -791,44 +721,41 @@ class EmbeddingService:
     ) -> _Totals:
         now = time.time()
         name = embedder.name
-        recorded = recorded_embedder(conn)
+        recorded = recorded_embedder(tx)
         dims = embedded.dims or (recorded[1] if recorded else 0)
+        queue = tx.queue
         if not dims:
-            rows = conn.execute(
-                "SELECT dims FROM embedding_cache WHERE model = ? LIMIT 1", (name,)
-            ).fetchall()
-            dims = rows[0][0] if rows else 0
+            dims = queue.cached_dims(name) or 0
         if recorded is not None and self._differs(recorded, name, dims):
-            raise EmbedderMismatchError(_mismatch(self._db.path, recorded, name, dims))
+            raise EmbedderMismatchError(_mismatch(self._path, recorded, name, dims))
         if recorded is None or (dims and not recorded[1]):
             # The first answer of an embedder that learns its dims from it.
-            self._record(conn, name, dims, now)
+            self._record(tx, name, dims, now)
         if dims:
-            self._ensure_tables(conn, dims, now)
+            self._ensure_tables(tx, dims, now)
         if not self.is_probe:
-            search.apply_vector_deletes(conn)
+            search.apply_vector_deletes(tx)
         for text_hash, blob in embedded.vectors.items():
-            conn.execute(SQL_CACHE_PUT, (name, text_hash, dims, blob, now))
+            queue.cache_put(name, text_hash, dims, blob, now)
         totals = _Totals(calls=len(embedded.calls), jobs=len(jobs), blocked=embedded.blocked)
         hits: dict[Scope, int] = {}
         for job in jobs:
             if job.item is None:
-                conn.execute(SQL_JOB_DONE, job.key)
+                queue.finish(job.ref)
                 continue
             if job.text_hash in embedded.waiting:
-                conn.execute(SQL_JOB_WAIT, {**job.key, "not_before": now + _BUDGET_RECHECK_S})
+                queue.postpone(job.ref, not_before=now + _BUDGET_RECHECK_S)
                 totals.waiting += 1
                 continue
             failure = embedded.failures.get(job.text_hash)
             if failure is not None:
-                conn.execute(SQL_JOB_FAILED, {**job.key, "error": failure, "failed_at": now})
+                queue.fail(job.ref, error=failure, failed_at=now)
                 totals.failed += 1
                 continue
-            conn.execute(SQL_JOB_DONE, job.key)
-            if conn.changes() == 0:
+            if not queue.finish(job.ref):
                 continue  # cancelled by a newer write, or done by another worker
             if search.insert_vector(
-                conn, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
+                tx, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
                 totals.embedded += 1
                 if job.text_hash in cached:
@@ -857,15 +784,15 @@ class EmbeddingService:
                 at = len(usage) - 1
             usage[at] = replace(usage[at], cache_hits=count)
         if not self.is_probe:  # a probe's calls are not the application's spend
-            conn.usage.add(usage)
-        self._usage.flush(conn)
+            tx.usage.add(usage)
+        self._usage.flush(tx)
         return totals
 
-    def _settle(self, conn: Transaction) -> None:
+    def _settle(self, tx: Transaction) -> None:
         """Write buffered usage rows and apply pending vector deletes (not a probe's job)."""
-        self._usage.flush(conn)
+        self._usage.flush(tx)
         if not self.is_probe:
-            search.apply_vector_deletes(conn)
+            search.apply_vector_deletes(tx)
 
     # -- read-your-writes ----------------------------------------------------
 
@@ -984,7 +911,7 @@ class EmbeddingService:
                 await task
         if self._usage and not self._db.is_closed:
             await self._db.write(self._usage.flush)
-        search.forget_mirrors(self._db.path)
+        search.forget_mirrors(self._path)
 
     # TRANSITION (issue 13): the names memory.py, documents.py, transfer.py and
     # archival.py still call; removed at merge, once they call the public ones.
@@ -1026,10 +953,10 @@ class EmbeddingService:
             (None, 0, 0)
         """
 
-        def read(conn: apsw.Connection) -> EmbeddingStatus:
-            recorded = recorded_embedder(conn)
-            depth, failed, oldest, _ = conn.execute(SQL_QUEUE_STATS).fetchall()[0]
-            stats = search.vector_table_stats(conn)
+        def read(tx: Transaction) -> EmbeddingStatus:
+            recorded = recorded_embedder(tx)
+            depth, failed, oldest, _ = tx.queue.stats()
+            stats = search.vector_table_stats(tx)
             embedder = self.embedder
             return EmbeddingStatus(
                 embedder=None if embedder is None else embedder.name,
@@ -1086,11 +1013,9 @@ class EmbeddingService:
             (2, 0, 0)
         """
         if self._closed or self._db.is_closed:
-            raise ClosedError(f"database {str(self._db.path)!r} is closed")
+            raise ClosedError(f"database {str(self._path)!r} is closed")
         started = time.perf_counter()
-        depth, _, _, max_id = (
-            await self._db.read(lambda conn: conn.execute(SQL_QUEUE_STATS).fetchall())
-        )[0]
+        depth, _, _, max_id = await self._db.read(lambda tx: tx.queue.stats())
         totals = _Totals()
         if depth and self.embedder is None:
             raise EmbedderUnavailableError(
@@ -1108,9 +1033,7 @@ class EmbeddingService:
         self._paused_until = 0.0
         if totals.blocked is not None:
             raise totals.blocked
-        remaining = (await self._db.read(lambda conn: conn.execute(SQL_QUEUE_STATS).fetchall()))[0][
-            0
-        ]
+        remaining = (await self._db.read(lambda tx: tx.queue.stats())).depth
         return DrainReport(
             embedded=totals.embedded,
             cache_hits=totals.cache_hits,
@@ -1141,13 +1064,8 @@ class EmbeddingService:
             0
         """
 
-        def write(conn: apsw.Connection) -> int:
-            conn.execute(
-                "UPDATE embedding_queue SET failed_at = NULL, not_before = ? "
-                "WHERE failed_at IS NOT NULL",
-                (time.time(),),
-            )
-            return conn.changes()
+        def write(tx: Transaction) -> int:
+            return tx.queue.requeue_failed(time.time())
 
         count = await self._db.write(write)
         if count:
@@ -1196,10 +1114,10 @@ class EmbeddingService:
             )
         name, dims = embedder.name, int(embedder.dims or 0)
 
-        def write(conn: apsw.Connection) -> int:
-            self._reset(conn)
-            self._record(conn, name, dims, time.time())
-            return int(conn.execute("SELECT count(*) FROM embedding_queue").fetchall()[0][0])
+        def write(tx: Transaction) -> int:
+            self._reset(tx)
+            self._record(tx, name, dims, time.time())
+            return tx.queue.stats().depth
 
         async with self._lock:
             queued = await self._db.write(write)
@@ -1246,14 +1164,14 @@ class EmbeddingService:
         """
         chunk_size = self._db.settings.vector_chunk_size
 
-        def write(conn: apsw.Connection) -> list[CompactReport]:
+        def write(tx: Transaction) -> list[CompactReport]:
             reports = []
-            for stats in search.vector_table_stats(conn):
+            for stats in search.vector_table_stats(tx):
                 kind = self._kinds.get(stats.kind)
                 if kind is None:
                     continue
                 started = time.perf_counter()
-                live = search.compact_vector_table(conn, kind, chunk_size)
+                live = search.compact_vector_table(tx, kind, chunk_size)
                 reports.append(
                     CompactReport(
                         table=stats.name,
