@@ -2,9 +2,11 @@
 
 Three modules, one job each:
 
+* :mod:`abathur.embeddings.queue.jobs`: what services call inside their own
+  write transactions (:func:`enqueue`, :func:`cancel`, :func:`content_hash`);
 * :mod:`abathur.embeddings.queue.worker`: :class:`EmbeddingService`, the
-  queue's worker and its public face, and the functions services call inside
-  their own write transactions (:func:`enqueue`, :func:`cancel`);
+  worker that drains the queue through the embedding cache, and its public
+  face (``drain``, ``status``, ``reindex``, ``compact``);
 * :mod:`abathur.embeddings.queue.usage`: usage rows, the buffer of rows not
   yet written, and :class:`BudgetGate` (what the worker asks the cost service).
 
@@ -16,16 +18,16 @@ Example:
     '8f434346648f'
 """
 
-from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer
-from abathur.embeddings.queue.worker import (
+from abathur.embeddings.queue.jobs import (
     HELD_NOT_BEFORE,
     MAX_EMBED_CHARS,
-    EmbeddingService,
     cancel,
     content_hash,
     enqueue,
     recorded_embedder,
 )
+from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer
+from abathur.embeddings.queue.worker import EmbeddingService
 from abathur.stores.queue import JobSelect
 
 __all__ = [

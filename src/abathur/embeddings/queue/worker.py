@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import secrets
 import time
@@ -61,6 +60,13 @@ import structlog
 
 from abathur import search
 from abathur.embeddings.base import Embedder
+from abathur.embeddings.queue.jobs import (
+    HELD_NOT_BEFORE,
+    MAX_EMBED_CHARS,
+    content_hash,
+    enqueue,
+    recorded_embedder,
+)
 from abathur.embeddings.queue.usage import BudgetGate, UsageBuffer, charge
 from abathur.errors import (
     AbathurError,
@@ -74,24 +80,13 @@ from abathur.models import CompactReport, DrainReport, EmbeddingStatus
 from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
 from abathur.stores import Backend, Transaction
-from abathur.stores.queue import JobRef, JobSelect, RecordedEmbedder
+from abathur.stores.queue import JobRef, JobSelect
 from abathur.stores.usage import Scope, UsageRow
 
-__all__ = [
-    "HELD_NOT_BEFORE",
-    "MAX_EMBED_CHARS",
-    "EmbeddingService",
-    "cancel",
-    "content_hash",
-    "enqueue",
-    "recorded_embedder",
-]
+__all__ = ["EmbeddingService"]
 
-log = structlog.get_logger(__name__)
-
-# Embedders read a few hundred tokens at most; sending more only costs time.
-MAX_EMBED_CHARS = 8192
-
+# The name the worker logged under before the package split (log filters keep working).
+log = structlog.get_logger("abathur.embeddings.queue")
 
 # Worker pacing. A failed call is retried after 1 s, then 2, 4... up to 5 min.
 _BACKOFF_START_S = 1.0
@@ -105,48 +100,8 @@ _QUERY_CACHE_SIZE = 512
 _BUDGET_RECHECK_S = 60.0
 # A fresh search embeds at most this many batches inline (embed_batch_size each).
 _INLINE_MAX_BATCHES = 1000
-
-# A probe's jobs (Abathur.open(probe=True), abathur smoke) wait at HELD_NOT_BEFORE,
-# where no worker's ready_before reaches: only a probe's drain takes them.
-HELD_NOT_BEFORE = 1e18
-# What drain() takes: every job, also those in backoff, but not a probe's.
+# What drain() takes: every job, also those in backoff, but not a probe's (jobs).
 _ANY_BUT_HELD = HELD_NOT_BEFORE / 2
-
-
-# ---------------------------------------------------------------------------
-# Functions services call inside their own write transactions
-# ---------------------------------------------------------------------------
-
-
-def content_hash(text: str) -> str:
-    """The cache key of a text: sha256 of its UTF-8 bytes, hex.
-
-    Example:
-        >>> from abathur.embeddings.queue import content_hash
-        >>> content_hash("hi")[:12]
-        '8f434346648f'
-    """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def recorded_embedder(tx: Transaction) -> RecordedEmbedder | None:
-    """The (name, dims) recorded for the file; dims is 0 until first known; None if none."""
-    return tx.queue.recorded_embedder()
-
-
-def enqueue(
-    tx: Transaction, kind: str, ref_id: int, text_hash: str, now: float, *, held: bool = False
-) -> None:
-    """Queue item ``ref_id`` of ``kind`` for embedding (no-op if already queued).
-
-    ``held``: a probe's job, which only a probe's drain takes (:data:`HELD_NOT_BEFORE`).
-    """
-    tx.queue.enqueue(kind, ref_id, text_hash, now=now, not_before=HELD_NOT_BEFORE if held else now)
-
-
-def cancel(tx: Transaction, kind: str, ref_id: int) -> bool:
-    """Drop the job of an item version that is no longer live; True if there was one."""
-    return tx.queue.cancel(kind, ref_id)
 
 
 def _has_pending_deletes(tx: Transaction) -> bool:
