@@ -92,13 +92,9 @@ class Abathur:
         )
         self.documents = DocumentService(db, self.embeddings)
         self.sessions = SessionService(db)
-        self.memory = MemoryService(db, self.embeddings)
+        self.memory = MemoryService(db, self.embeddings, costs=self.costs, recorder=recorder)
         self.tasks = TaskService(db)
         self.audit = AuditLog(db)
-        # TRANSITION (issue 13): MemoryService (lane "memory") does not take
-        # these in its constructor yet.
-        self.memory._costs = self.costs
-        self.memory._recorder = recorder
         self.archival = ArchivalService(db, self.embeddings)
         self.transfer = TransferService(db, self.embeddings)
         if not probe:

@@ -514,8 +514,8 @@ class EmbeddingService:
             rows = queue.ready_jobs(ready_before=ready_before, max_id=max_id, limit=limit)
         now = time.time()
         by_kind: dict[str, list[tuple[int, int, str]]] = {}
-        for job_id, kind, ref_id, text_hash in rows:
-            by_kind.setdefault(kind, []).append((job_id, ref_id, text_hash))
+        for row in rows:
+            by_kind.setdefault(row.kind, []).append((row.id, row.ref_id, row.content_hash))
         jobs: list[_Job] = []
         for kind_name, entries in by_kind.items():
             kind = self._kinds.get(kind_name)
@@ -821,7 +821,7 @@ class EmbeddingService:
             await self._idle()
 
     async def _idle(self) -> None:
-        if self._usage or await self._db.read(_has_pending_deletes):
+        if bool(self._usage) or await self._db.read(_has_pending_deletes):
             await self._db.write(self._settle)
         if time.time() >= self._next_compact_check:
             self._next_compact_check = time.time() + _COMPACT_EVERY_S
