@@ -11,6 +11,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
+from abathur.backends.sqlite.usage import (
+    SQL_REPORT_BY,
+    SQL_SPEND_ALL,
+    SQL_SPEND_APP,
+    SQL_SPEND_USER,
+)
 from abathur.costs import attribute, parse_duration, period_start
 from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
@@ -334,3 +340,24 @@ async def test_context_refuses_a_bad_budget(ab: Abathur, max_tokens: object) -> 
         with pytest.raises(InvalidInputError) as ei:
             await ab.memory.context("user:alice", "v", max_tokens)  # type: ignore[arg-type]
     assert ei.value.code == "invalid_input" and "max_tokens" in ei.value.message
+
+
+# -- query plans ------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite ledger queries")
+@pytest.mark.parametrize(
+    ("sql", "params", "index"),
+    [
+        (SQL_SPEND_ALL, (0.0,), "usage_by_time (at>?)"),
+        (SQL_SPEND_APP, ("helpdesk", 0.0), "usage_by_app (app=? AND at>?)"),
+        (SQL_SPEND_USER, ("alice", 0.0), "usage_by_user (user=? AND at>?)"),
+        (SQL_REPORT_BY["model"], (0.0, 1.0), "usage_by_time (at>? AND at<?)"),
+    ],
+    ids=["spend_all", "spend_app", "spend_user", "report"],
+)
+async def test_ledger_queries_use_their_indexes(
+    ab: Abathur, sql: str, params: tuple, index: str
+) -> None:
+    plan = " | ".join(str(row[-1]) for row in await rows(ab, "EXPLAIN QUERY PLAN " + sql, params))
+    assert f"INDEX {index}" in plan, plan
