@@ -1,8 +1,10 @@
-"""The embedding queue, its worker, and the embedding cache: ``ab.embeddings``.
+"""``EmbeddingService``: the embedding queue's worker and the embedding cache: ``ab.embeddings``.
 
 Writes never wait for an embedder (DESIGN.md §5). A service that writes an
-item calls :func:`enqueue` (and :func:`cancel` for the version it replaces)
-inside its own write transaction; :class:`EmbeddingService` drains the queue:
+item calls :func:`~abathur.embeddings.queue.jobs.enqueue` (and
+:func:`~abathur.embeddings.queue.jobs.cancel` for the version it replaces)
+inside its own write transaction; :class:`EmbeddingService` drains the queue
+through the stores (``tx.queue``, ``tx.usage``):
 
 1. read a batch of ready jobs (``Settings.embed_batch_size``) and the live
    items they point at (:class:`~abathur.search.IndexKind` ``load``);
