@@ -84,8 +84,8 @@ from abathur.values import check_duration
 
 __all__ = [
     "CONTEXT_OPERATION",
+    "BudgetCounter",
     "CostService",
-    "Counter",
     "Scope",
     "attribute",
     "estimate_tokens",
@@ -108,7 +108,7 @@ BUDGET_NEAR = 0.8
 _ACTION_RANK = {"warn": 0, "degrade": 1, "block": 2}
 
 
-class Counter(Protocol):
+class BudgetCounter(Protocol):
     """Where the cost service counts ``budget.warn`` calls (an analytics ``CallRecorder``)."""
 
     def count(self, name: str, n: int = 1) -> None:
@@ -280,7 +280,7 @@ class CostService:
         self,
         db: Backend,
         usage: UsageBuffer,
-        recorder: Counter | None = None,
+        recorder: BudgetCounter | None = None,
     ) -> None:
         self._db = db
         self._usage = usage
