@@ -143,9 +143,10 @@ class CallRecorder:
         (4, 100.0, True)
     """
 
-    def __init__(self, flush_s: float = 60.0) -> None:
+    def __init__(self, flush_s: float = 60.0, *, on_due: Callable[[], None] | None = None) -> None:
+        """``on_due`` is called (once) by the first call recorded after ``flush_s``."""
         self.flush_s = flush_s
-        self.on_due: Callable[[], None] | None = None
+        self._on_due = on_due
         self._calls: dict[str, _Histogram] = {}
         self._access: dict[str, dict[str, int]] = {"reads": {}, "writes": {}}
         self._counters: dict[str, int] = {}
@@ -158,9 +159,9 @@ class CallRecorder:
         if hist is None:
             hist = self._calls[name] = _Histogram()
         hist.add(seconds * 1000.0, ok)
-        if self.on_due is not None and time.monotonic() >= self._next_flush:
+        if self._on_due is not None and time.monotonic() >= self._next_flush:
             self._next_flush = math.inf  # until the flush that is now due has run
-            self.on_due()
+            self._on_due()
 
     def access(self, namespace: str, *, is_write: bool) -> None:
         """Count one read or write of ``namespace``.
@@ -353,7 +354,8 @@ class AnalyticsService:
     """Counts, growth, sizes and call latencies: ``ab.analytics``.
 
     Attributes:
-        recorder: the :class:`CallRecorder` the service wrappers write to.
+        recorder: the :class:`CallRecorder` the service wrappers write to
+            (made here, flushed every ``Settings.metrics_flush_s``).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -370,14 +372,16 @@ class AnalyticsService:
         (1, ['memory.get', 'memory.put'], [('user:alice:prefs', 1)])
     """
 
-    def __init__(self, db: Backend, recorder: CallRecorder) -> None:
+    def __init__(self, db: Backend) -> None:
         self._db = db
-        self.recorder = recorder
+        self.recorder = CallRecorder(db.settings.metrics_flush_s, on_due=self._schedule_flush)
         self._flush_task: asyncio.Task[None] | None = None
         self._has_table = False
-        recorder.on_due = self._schedule_flush
+        self._closed = False
 
     def _schedule_flush(self) -> None:
+        if self._closed:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - services are only called from a loop
@@ -441,7 +445,7 @@ class AnalyticsService:
 
     async def close(self) -> None:
         """Flush what is recorded (when the database is still open). Idempotent."""
-        self.recorder.on_due = None
+        self._closed = True  # no more flushes scheduled by calls
         task, self._flush_task = self._flush_task, None
         if task is not None:
             with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from abathur import audit
-from abathur.analytics import AnalyticsService, CallRecorder, instrument
+from abathur.analytics import AnalyticsService, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.backends.sqlite import Database, Versions
@@ -77,9 +77,9 @@ class Abathur:
         self.settings = db.settings
         self.is_probe = probe
         # Issue 4. Every public method of the services below is timed in
-        # memory (abathur.analytics); the recorder flushes once a minute.
-        recorder = CallRecorder(db.settings.metrics_flush_s)
-        self.analytics = AnalyticsService(db, recorder)
+        # memory by the analytics service's recorder, which flushes once a minute.
+        self.analytics = AnalyticsService(db)
+        recorder = self.analytics.recorder
         # Usage rows made outside a write (search queries, cache hits,
         # context), shared by the two services below. A probe's keeps none:
         # its calls are not the application's, no budget counters either.
