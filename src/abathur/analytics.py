@@ -38,16 +38,15 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import apsw
 import structlog
 
-from abathur.backends.sqlite import Database
 from abathur.costs import parse_duration
 from abathur.errors import InvalidInputError
 from abathur.models import CallStats, GrowthSeries, NamedCount, Stats
+from abathur.stores import Backend, Transaction
+from abathur.stores.metrics import MemoryGrowth, MetricRow, MetricWindow, StorageSizes, TableStats
 
 __all__ = [
-    "SQL_METRICS_SINCE",
     "AnalyticsService",
     "CallRecorder",
     "instrument",
@@ -62,47 +61,6 @@ _TOP_PER_WINDOW = 100  # namespaces written per window and kind
 _OTHER = "(other)"
 _MAX_LABEL = 512  # characters of a namespace kept in a metrics row
 _SPARKS = "▁▂▃▄▅▆▇█"
-
-# ---------------------------------------------------------------------------
-# SQL
-# ---------------------------------------------------------------------------
-
-SQL_METRICS_INSERT = (
-    "INSERT INTO metrics (at, seconds, kind, name, count, errors, total_ms, max_ms, histogram) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SQL_METRICS_PRUNE = "DELETE FROM metrics WHERE at < ?"
-# stats: the windows of a period (index metrics_by_time).
-SQL_METRICS_SINCE = (
-    "SELECT kind, name, count, errors, total_ms, max_ms, histogram FROM metrics WHERE at >= ?"
-)
-_LIVE = "is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
-_SQL_MEMORIES_BY_TYPE = f"SELECT type, count(*) FROM memories WHERE {_LIVE} GROUP BY type"
-_SQL_NAMESPACES = (
-    f"SELECT namespace, count(*), sum(first_created_at >= ?) FROM memories WHERE {_LIVE} "
-    "GROUP BY namespace"
-)
-_SQL_MEMORY_GROWTH = (
-    "SELECT CAST(first_created_at / 86400 AS INTEGER), type, count(*) FROM memories "
-    "WHERE is_current = 1 AND first_created_at >= ? GROUP BY 1, 2"
-)
-_SQL_SESSION_GROWTH = (
-    "SELECT CAST(created_at / 86400 AS INTEGER), count(*) FROM sessions "
-    "WHERE created_at >= ? GROUP BY 1"
-)
-_SQL_EVENT_GROWTH = (
-    "SELECT CAST(timestamp / 86400 AS INTEGER), count(*) FROM events "
-    "WHERE timestamp >= ? GROUP BY 1"
-)
-_SQL_SESSIONS_BY_STATUS = "SELECT status, count(*) FROM sessions GROUP BY status"
-_SQL_EVENTS_PER_SESSION = "SELECT count(*) FROM events GROUP BY session_id"
-_SQL_QUEUE = "SELECT count(*), count(failed_at), min(enqueued_at) FROM embedding_queue"
-_SQL_ARCHIVE = "SELECT kind, count(*) FROM archive GROUP BY kind"
-_SQL_ARCHIVE_PAGES = (
-    "SELECT coalesce(sum(pgsize), 0) FROM dbstat('main', 1) "
-    "WHERE name IN ('archive', 'archive_by_ref', 'archive_dicts')"
-)
-
 
 # ---------------------------------------------------------------------------
 # Recording calls
@@ -185,9 +143,10 @@ class CallRecorder:
         (4, 100.0, True)
     """
 
-    def __init__(self, flush_s: float = 60.0) -> None:
+    def __init__(self, flush_s: float = 60.0, *, on_due: Callable[[], None] | None = None) -> None:
+        """``on_due`` is called (once) by the first call recorded after ``flush_s``."""
         self.flush_s = flush_s
-        self.on_due: Callable[[], None] | None = None
+        self._on_due = on_due
         self._calls: dict[str, _Histogram] = {}
         self._access: dict[str, dict[str, int]] = {"reads": {}, "writes": {}}
         self._counters: dict[str, int] = {}
@@ -200,9 +159,9 @@ class CallRecorder:
         if hist is None:
             hist = self._calls[name] = _Histogram()
         hist.add(seconds * 1000.0, ok)
-        if self.on_due is not None and time.monotonic() >= self._next_flush:
+        if self._on_due is not None and time.monotonic() >= self._next_flush:
             self._next_flush = math.inf  # until the flush that is now due has run
-            self.on_due()
+            self._on_due()
 
     def access(self, namespace: str, *, is_write: bool) -> None:
         """Count one read or write of ``namespace``.
@@ -240,23 +199,23 @@ class CallRecorder:
         """Reads and writes per namespace since the last flush."""
         return self._access
 
-    def take(self) -> list[tuple[Any, ...]]:
+    def take(self) -> list[MetricRow]:
         """Rows for the ``metrics`` table, and a fresh window."""
         now = time.time()
         seconds = max(0.0, now - self._started)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[MetricRow] = []
         for name, h in self._calls.items():
             rows.append(
-                (
-                    now,
-                    seconds,
-                    "call",
-                    name,
-                    h.count,
-                    h.errors,
-                    h.total_ms,
-                    h.max_ms,
-                    json.dumps({str(b): n for b, n in sorted(h.buckets.items())}),
+                MetricRow(
+                    at=now,
+                    seconds=seconds,
+                    kind="call",
+                    name=name,
+                    count=h.count,
+                    errors=h.errors,
+                    total_ms=h.total_ms,
+                    max_ms=h.max_ms,
+                    histogram=json.dumps({str(b): n for b, n in sorted(h.buckets.items())}),
                 )
             )
         for kind, counts in self._access.items():
@@ -264,11 +223,8 @@ class CallRecorder:
             top, rest = ranked[:_TOP_PER_WINDOW], ranked[_TOP_PER_WINDOW:]
             if rest:
                 top.append((_OTHER, sum(n for _, n in rest)))
-            rows += [(now, seconds, kind, name, n, 0, 0.0, 0.0, None) for name, n in top]
-        rows += [
-            (now, seconds, "counter", name, n, 0, 0.0, 0.0, None)
-            for name, n in self._counters.items()
-        ]
+            rows += [MetricRow(now, seconds, kind, name, n) for name, n in top]
+        rows += [MetricRow(now, seconds, "counter", name, n) for name, n in self._counters.items()]
         self._calls, self._counters = {}, {}
         self._access = {"reads": {}, "writes": {}}
         self._started = now
@@ -398,7 +354,8 @@ class AnalyticsService:
     """Counts, growth, sizes and call latencies: ``ab.analytics``.
 
     Attributes:
-        recorder: the :class:`CallRecorder` the service wrappers write to.
+        recorder: the :class:`CallRecorder` the service wrappers write to
+            (made here, flushed every ``Settings.metrics_flush_s``).
 
     Example:
         >>> import asyncio, tempfile, pathlib
@@ -415,14 +372,16 @@ class AnalyticsService:
         (1, ['memory.get', 'memory.put'], [('user:alice:prefs', 1)])
     """
 
-    def __init__(self, db: Database, recorder: CallRecorder) -> None:
+    def __init__(self, db: Backend) -> None:
         self._db = db
-        self.recorder = recorder
+        self.recorder = CallRecorder(db.settings.metrics_flush_s, on_due=self._schedule_flush)
         self._flush_task: asyncio.Task[None] | None = None
         self._has_table = False
-        recorder.on_due = self._schedule_flush
+        self._closed = False
 
     def _schedule_flush(self) -> None:
+        if self._closed:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - services are only called from a loop
@@ -459,22 +418,22 @@ class AnalyticsService:
         cutoff = time.time() - self._db.settings.metrics_retention_days * 86400
         if rows and not self._has_table:
             # A file opened without migrating (abathur info) may predate the table.
-            sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'metrics'"
-            self._has_table = bool(await self._db.read(lambda c: c.execute(sql).fetchall()))
+            self._has_table = await self._db.read(lambda tx: tx.metrics.has_metrics())
             if not self._has_table:
                 return 0
 
-        def write(conn: apsw.Connection) -> int:
-            conn.execute(SQL_METRICS_PRUNE, (cutoff,))
+        def write(tx: Transaction) -> int:
+            metrics = tx.metrics
+            metrics.prune(cutoff)
             written = 0
             # Row by row: one record SQLite cannot bind (a value out of its
             # range, text that is not UTF-8) is skipped, never the window.
             for row in rows:
                 try:
-                    conn.execute(SQL_METRICS_INSERT, row)
+                    metrics.add(row)
                 except (ValueError, TypeError, OverflowError) as exc:
                     log.warning(
-                        "analytics.record_skipped", kind=row[2], name=row[3], error=repr(exc)
+                        "analytics.record_skipped", kind=row.kind, name=row.name, error=repr(exc)
                     )
                     continue
                 written += 1
@@ -486,7 +445,7 @@ class AnalyticsService:
 
     async def close(self) -> None:
         """Flush what is recorded (when the database is still open). Idempotent."""
-        self.recorder.on_due = None
+        self._closed = True  # no more flushes scheduled by calls
         task, self._flush_task = self._flush_task, None
         if task is not None:
             with contextlib.suppress(Exception):
@@ -542,72 +501,52 @@ class AnalyticsService:
         today = int(now // 86400)
         first_day = today - days + 1
 
-        def read(conn: apsw.Connection) -> dict[str, Any]:
-            page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
-            free = conn.execute("PRAGMA freelist_count").fetchall()[0][0] * page_size
-            return {
-                "by_type": dict(conn.execute(_SQL_MEMORIES_BY_TYPE, (now,)).fetchall()),
-                "versions": conn.execute("SELECT count(*) FROM memories").fetchall()[0][0],
-                "namespaces": conn.execute(_SQL_NAMESPACES, (now - 7 * 86400, now)).fetchall(),
-                "memory_growth": conn.execute(
-                    _SQL_MEMORY_GROWTH, (first_day * 86400.0,)
-                ).fetchall(),
-                "session_growth": conn.execute(
-                    _SQL_SESSION_GROWTH, (first_day * 86400.0,)
-                ).fetchall(),
-                "event_growth": conn.execute(_SQL_EVENT_GROWTH, (first_day * 86400.0,)).fetchall(),
-                "statuses": dict(conn.execute(_SQL_SESSIONS_BY_STATUS).fetchall()),
-                "per_session": sorted(n for (n,) in conn.execute(_SQL_EVENTS_PER_SESSION)),
-                "queue": conn.execute(_SQL_QUEUE).fetchall()[0],
-                "archive": dict(conn.execute(_SQL_ARCHIVE).fetchall()),
-                "archive_bytes": conn.execute(_SQL_ARCHIVE_PAGES).fetchall()[0][0],
-                "free": free,
-                "metrics": conn.execute(SQL_METRICS_SINCE, (calls_since,)).fetchall(),
-            }
+        def read(tx: Transaction) -> tuple[TableStats, StorageSizes, list[MetricWindow]]:
+            metrics = tx.metrics
+            tables = metrics.table_stats(
+                now, growth_since=first_day * 86400.0, new_since=now - 7 * 86400
+            )
+            return tables, metrics.sizes(), metrics.windows(calls_since)
 
-        data = await self._db.read(read)
-        wal = self._db.path.with_name(self._db.path.name + "-wal")
-        per_session = data["per_session"]
+        data, sizes, windows = await self._db.read(read)
+        per_session = data.events_per_session
         depth_groups: dict[str, list[int]] = {}
-        for namespace, count, new in data["namespaces"]:
+        for namespace, count, new in data.namespaces:
             group = depth_groups.setdefault(_group(namespace, depth), [0, 0])
             group[0] += count
-            group[1] += new or 0
+            group[1] += new
         namespaces = sorted(depth_groups.items(), key=lambda item: (-item[1][0], item[0]))[:top]
         day_names = [
             time.strftime("%Y-%m-%d", time.gmtime(d * 86400)) for d in range(first_day, today + 1)
         ]
         growth = [
-            _series(
-                "memories", day_names, first_day, _sum_by_day(data["memory_growth"], lambda r: True)
-            ),
-            _series("sessions", day_names, first_day, dict(data["session_growth"])),
-            _series("events", day_names, first_day, dict(data["event_growth"])),
+            _series("memories", day_names, first_day, _sum_by_day(data.memory_growth)),
+            _series("sessions", day_names, first_day, data.session_growth),
+            _series("events", day_names, first_day, data.event_growth),
         ]
         growth += [
             _series(
                 f"memories:{t}",
                 day_names,
                 first_day,
-                _sum_by_day(data["memory_growth"], lambda r, t=t: r[1] == t),
+                _sum_by_day(data.memory_growth, t),
             )
             for t in ("semantic", "episodic", "procedural")
         ]
-        calls, reads, writes = self._merge_calls(data["metrics"])
-        depth_q, failed, oldest = data["queue"]
+        calls, reads, writes = self._merge_calls(windows)
+        oldest = data.queue_oldest
+        by_type = data.memories_by_type
         return Stats(
             generated_at=now,
-            db_bytes=self._db.path.stat().st_size,
-            wal_bytes=wal.stat().st_size if wal.exists() else 0,
-            archive_bytes=int(data["archive_bytes"]),
-            free_bytes=int(data["free"]),
-            memories=sum(data["by_type"].values()),
-            versions=data["versions"],
-            memories_by_type={
-                t: data["by_type"].get(t, 0) for t in ("semantic", "episodic", "procedural")
-            },
+            db_bytes=sizes.db_bytes,
+            wal_bytes=sizes.wal_bytes,
+            archive_bytes=sizes.archive_bytes,
+            free_bytes=sizes.free_bytes,
+            memories=sum(by_type.values()),
+            versions=data.versions,
+            memories_by_type={t: by_type.get(t, 0) for t in ("semantic", "episodic", "procedural")},
             namespaces=[NamedCount(name=n, count=c, new_7d=new) for n, (c, new) in namespaces],
-            sessions_by_status=data["statuses"],
+            sessions_by_status=data.sessions_by_status,
             events=sum(per_session),
             events_per_session={
                 "mean": round(sum(per_session) / len(per_session), 2) if per_session else 0.0,
@@ -615,10 +554,10 @@ class AnalyticsService:
                 "p95": _percentile(per_session, 0.95),
                 "max": float(per_session[-1]) if per_session else 0.0,
             },
-            queue_depth=depth_q,
-            queue_failed=failed,
+            queue_depth=data.queue_depth,
+            queue_failed=data.queue_failed,
             queue_oldest_age_s=None if oldest is None else round(max(0.0, now - oldest), 3),
-            archive_entries=data["archive"],
+            archive_entries=data.archive_entries,
             growth=growth,
             calls=calls,
             top_reads=_top(reads, top),
@@ -627,16 +566,18 @@ class AnalyticsService:
         )
 
     def _merge_calls(
-        self, rows: Iterable[tuple[Any, ...]]
+        self, rows: Iterable[MetricWindow]
     ) -> tuple[list[CallStats], dict[str, int], dict[str, int]]:
         calls: dict[str, _Histogram] = {}
         access: dict[str, dict[str, int]] = {"reads": {}, "writes": {}}
-        for kind, name, count, errors, total_ms, max_ms, histogram in rows:
-            if kind == "call":
-                buckets = {int(b): n for b, n in json.loads(histogram or "{}").items()}
-                calls.setdefault(name, _Histogram()).merge(count, errors, total_ms, max_ms, buckets)
-            elif kind in access:
-                access[kind][name] = access[kind].get(name, 0) + count
+        for w in rows:
+            if w.kind == "call":
+                buckets = {int(b): n for b, n in json.loads(w.histogram or "{}").items()}
+                calls.setdefault(w.name, _Histogram()).merge(
+                    w.count, w.errors, w.total_ms, w.max_ms, buckets
+                )
+            elif w.kind in access:
+                access[w.kind][w.name] = access[w.kind].get(w.name, 0) + w.count
         for name, h in self.recorder.snapshot().items():
             calls.setdefault(name, _Histogram()).merge(
                 h.count, h.errors, h.total_ms, h.max_ms, h.buckets
@@ -648,13 +589,12 @@ class AnalyticsService:
         return stats, access["reads"], access["writes"]
 
 
-def _sum_by_day(
-    rows: Iterable[tuple[int, str, int]], keep: Callable[[tuple[int, str, int]], bool]
-) -> dict[int, int]:
+def _sum_by_day(rows: Iterable[MemoryGrowth], type_: str | None = None) -> dict[int, int]:
+    """Memories per day, of one type (or all)."""
     out: dict[int, int] = {}
     for row in rows:
-        if keep(row):
-            out[row[0]] = out.get(row[0], 0) + row[2]
+        if type_ is None or row.type == type_:
+            out[row.day] = out.get(row.day, 0) + row.memories
     return out
 
 

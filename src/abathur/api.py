@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from abathur import audit
-from abathur.analytics import AnalyticsService, CallRecorder, instrument
+from abathur.analytics import AnalyticsService, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.backends.sqlite import Database, Versions
@@ -20,7 +20,7 @@ from abathur.config import Settings
 from abathur.costs import CostService
 from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
-from abathur.embeddings.queue import EmbeddingService
+from abathur.embeddings.queue import EmbeddingService, UsageBuffer
 from abathur.errors import InvalidInputError
 from abathur.memory import MEMORY_KIND, MemoryService
 from abathur.sessions import SessionService
@@ -78,20 +78,25 @@ class Abathur:
         self.db = db
         self.settings = db.settings
         self.is_probe = probe
-        self.embeddings = EmbeddingService(db, embedder, [MEMORY_KIND, CHUNK_KIND], probe=probe)
+        # Issue 4. Every public method of the services below is timed in
+        # memory by the analytics service's recorder, which flushes once a minute.
+        self.analytics = AnalyticsService(db)
+        recorder = self.analytics.recorder
+        # Usage rows made outside a write (search queries, cache hits,
+        # context), shared by the two services below. A probe's keeps none:
+        # its calls are not the application's, no budget counters either.
+        usage = UsageBuffer(probe=probe)
+        self.costs = CostService(db, usage, None if probe else recorder)
+        # The embedding pipeline asks the cost service (its budget gate)
+        # before each call.
+        self.embeddings = EmbeddingService(
+            db, embedder, [MEMORY_KIND, CHUNK_KIND], budget=self.costs, usage=usage, probe=probe
+        )
         self.documents = DocumentService(db, self.embeddings)
         self.sessions = SessionService(db)
-        self.memory = MemoryService(db, self.embeddings)
+        self.memory = MemoryService(db, self.embeddings, costs=self.costs, recorder=recorder)
         self.tasks = TaskService(db)
         self.audit = AuditLog(db)
-        # Issue 4. Every public method of the services below is timed in
-        # memory (abathur.analytics); the recorder flushes once a minute.
-        recorder = CallRecorder(db.settings.metrics_flush_s)
-        self.analytics = AnalyticsService(db, recorder)
-        # A probe's calls are not the application's: no budget counters either.
-        self.costs = CostService(db, self.embeddings, None if probe else recorder)
-        self.memory._costs = self.costs
-        self.memory._recorder = recorder
         self.archival = ArchivalService(
             db, self.embeddings, reclaim_space=partial(reclaim_space, db.path, db.settings)
         )
@@ -240,7 +245,7 @@ class _Opening:
                 await db.write(audit.upgrade)
             if await db.schema_version() >= _SEARCH_SCHEMA:
                 await ab.memory._prepare()
-                await ab.embeddings._start(reindex=self._reindex)
+                await ab.embeddings.start(reindex=self._reindex)
         except BaseException:
             await ab.close()
             raise

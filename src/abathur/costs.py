@@ -62,28 +62,29 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal, NamedTuple, Protocol, get_args
 from urllib.parse import unquote
 
-import apsw
 import structlog
 
-from abathur.backends.sqlite import Database
 from abathur.config import Budget
+from abathur.embeddings.queue.usage import UsageBuffer
 from abathur.errors import BudgetExceededError, InvalidInputError
 from abathur.models import BudgetStatus, CostAdvice, CostLine, CostReport
+from abathur.stores import Backend, Transaction
+from abathur.stores.usage import (
+    ContextUsage,
+    QueryRepeats,
+    Scope,
+    UsageGroup,
+    UsageLedger,
+    UsageRow,
+)
 from abathur.values import check_duration
-
-if TYPE_CHECKING:
-    from abathur.analytics import CallRecorder
-    from abathur.embeddings.queue import EmbeddingService
 
 __all__ = [
     "CONTEXT_OPERATION",
-    "SQL_REPORT_BY",
-    "SQL_SPEND_ALL",
-    "SQL_SPEND_APP",
-    "SQL_SPEND_USER",
+    "BudgetCounter",
     "CostService",
     "Scope",
     "attribute",
@@ -94,8 +95,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Scope = tuple[str | None, str | None]
-"""(app, user) a usage row is charged to; ``None`` where the namespace names none."""
+ReportBy = Literal["app", "user", "model"]
 
 CONTEXT_OPERATION = "context"
 # Texts longer than this many characters per text (about 256 tokens) are cut
@@ -107,72 +107,13 @@ LOW_HIT_RATE_MIN_TEXTS = 200
 BUDGET_NEAR = 0.8
 _ACTION_RANK = {"warn": 0, "degrade": 1, "block": 2}
 
-# ---------------------------------------------------------------------------
-# SQL
-# ---------------------------------------------------------------------------
 
-# Budgets: spend since the start of the period. Context rows serve tokens, they
-# cost nothing and are not embedder calls. Indexes usage_by_time / _by_app / _by_user.
-SQL_SPEND_ALL = (
-    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
-    "WHERE at >= ? AND operation != 'context'"
-)
-SQL_SPEND_APP = (
-    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
-    "WHERE app = ? AND at >= ? AND operation != 'context'"
-)
-SQL_SPEND_USER = (
-    "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_usd), 0.0) FROM usage_ledger "
-    "WHERE user = ? AND at >= ? AND operation != 'context'"
-)
-# Budgets with no name: every app (or user) with spend in the period.
-_SQL_SPENDERS = {
-    "app": "SELECT DISTINCT app FROM usage_ledger WHERE at >= ? AND app IS NOT NULL",
-    "user": "SELECT DISTINCT user FROM usage_ledger WHERE at >= ? AND user IS NOT NULL",
-}
+class BudgetCounter(Protocol):
+    """Where the cost service counts ``budget.warn`` calls (an analytics ``CallRecorder``)."""
 
-# cost report: one row per (group, provider, model, operation) in [since, until).
-# The group expressions are ours, chosen by --by, never a caller's text.
-_GROUP_KEYS = {
-    "app": "coalesce(app, '-')",
-    "user": "coalesce(user, '-')",
-    "model": "provider || '/' || model",
-}
-SQL_REPORT_BY = {
-    by: (
-        f"SELECT {expr}, provider, model, operation, sum(inputs), sum(tokens), "
-        "max(is_estimate), sum(chars), sum(duration_ms), sum(cache_hits), sum(cost_usd), "
-        "sum(inputs > 0 AND call_id IS NULL) + count(DISTINCT call_id) "
-        "FROM usage_ledger WHERE at >= ? AND at < ? GROUP BY 1, 2, 3, 4"
-    )
-    for by, expr in _GROUP_KEYS.items()
-}
-# Calls in [since, until): whole rows, and each split call once.
-_SQL_CALLS = (
-    "SELECT coalesce(sum(inputs > 0 AND call_id IS NULL), 0) + count(DISTINCT call_id) "
-    "FROM usage_ledger WHERE at >= ? AND at < ? AND operation != 'context'"
-)
-# Tokens per text of each model over the whole ledger: what a cache hit saved.
-_SQL_TOKENS_PER_TEXT = (
-    "SELECT provider, model, sum(tokens) * 1.0 / sum(inputs) FROM usage_ledger "
-    "WHERE operation != 'context' AND inputs > 0 GROUP BY provider, model"
-)
-_SQL_REPEATED_QUERIES = (
-    "SELECT count(*), count(*) - count(DISTINCT text_hash) FROM usage_ledger "
-    "WHERE operation = 'embed.query' AND at >= ? AND at < ? AND text_hash IS NOT NULL"
-)
-_SQL_CONTEXT = (
-    "SELECT count(*), coalesce(sum(tokens), 0), coalesce(sum(inputs), 0) FROM usage_ledger "
-    "WHERE operation = 'context' AND at >= ? AND at < ?"
-)
-# Memories whose embedded text runs past what the embedder reads (~4 chars a token).
-_SQL_OVERSIZED_MEMORIES = (
-    "SELECT count(*) FROM memories WHERE is_current = 1 AND status = 'live' AND length(value) > ?"
-)
-_SQL_DUPLICATE_VALUES = (
-    "SELECT count(*) - count(DISTINCT value) FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
-)
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        ...
 
 
 # ---------------------------------------------------------------------------
@@ -259,6 +200,19 @@ def _budget_applies(budget: Budget, scope: Scope) -> str | None:
     return who
 
 
+class _Ledger(NamedTuple):
+    """What the cost report reads from the ledger (and the tables its advice counts)."""
+
+    groups: list[UsageGroup]
+    calls: int
+    per_text: dict[tuple[str, str], float]
+    queries: QueryRepeats
+    context: ContextUsage
+    oversized: int
+    duplicates: int
+    long_chunks: int | None
+
+
 class _Line:
     """Running totals of one report group."""
 
@@ -269,32 +223,18 @@ class _Line:
         self.cost = self.duration = self.saved_tokens = self.saved_usd = 0.0
         self.embed_texts = 0  # worker texts, for the hit rate
 
-    def add(self, row: tuple[Any, ...], saved_tokens: float, price: float | None) -> None:
-        (
-            _key,
-            _provider,
-            _model,
-            operation,
-            texts,
-            tokens,
-            estimate,
-            _chars,
-            ms,
-            hits,
-            cost,
-            calls,
-        ) = row
-        self.calls += calls
-        self.texts += texts
-        self.tokens += tokens
-        self.estimates = self.estimates or bool(estimate)
-        self.duration += ms
-        self.cache_hits += hits
-        self.cost += cost
+    def add(self, group: UsageGroup, saved_tokens: float, price: float | None) -> None:
+        self.calls += group.calls
+        self.texts += group.inputs
+        self.tokens += group.tokens
+        self.estimates = self.estimates or group.is_estimate
+        self.duration += group.duration_ms
+        self.cache_hits += group.cache_hits
+        self.cost += group.cost_usd
         self.saved_tokens += saved_tokens
         self.saved_usd += saved_tokens * (price or 0.0) / 1e6
-        if operation == "embed":
-            self.embed_texts += texts
+        if group.operation == "embed":
+            self.embed_texts += group.inputs
 
     def line(self) -> CostLine:
         seen = self.embed_texts + self.cache_hits
@@ -316,6 +256,12 @@ class _Line:
 class CostService:
     """Prices, attribution, budgets and the cost report: ``ab.costs``.
 
+    It is the embedding pipeline's
+    :class:`~abathur.embeddings.queue.usage.BudgetGate`. ``usage`` is the
+    buffer of usage rows not yet written, shared with the embedding service:
+    budgets count them and reports write them first. ``recorder`` counts
+    ``budget.warn`` calls (None: not counted).
+
     Example:
         >>> import asyncio, tempfile, pathlib
         >>> from abathur import Abathur
@@ -332,17 +278,16 @@ class CostService:
 
     def __init__(
         self,
-        db: Database,
-        embeddings: EmbeddingService,
-        recorder: CallRecorder | None = None,
+        db: Backend,
+        usage: UsageBuffer,
+        recorder: BudgetCounter | None = None,
     ) -> None:
         self._db = db
-        self._embeddings = embeddings
+        self._usage = usage
         self._recorder = recorder
         self._warned: set[tuple[str, str, float]] = set()
-        embeddings.costs = self
 
-    # -- hooks the embedding pipeline calls ----------------------------------
+    # -- the budget gate the embedding pipeline calls (BudgetGate) -----------
 
     def attribute(self, namespace: str) -> Scope:
         """The (app, user) ``namespace`` is charged to: :func:`attribute`."""
@@ -402,7 +347,7 @@ class CostService:
         if not budgets:
             return None
         statuses = await self._db.read(
-            lambda conn: self._statuses(conn, budgets, scope, time.time())
+            lambda tx: self._statuses(tx.usage, budgets, scope, time.time())
         )
         worst: tuple[Budget, BudgetStatus] | None = None
         for budget, status in statuses:
@@ -446,54 +391,50 @@ class CostService:
         self, prefix: str, *, memories: int, tokens: int, chars: int, duration_ms: float
     ) -> None:
         """Record tokens served by ``memory.context`` (written with the next usage rows)."""
-        if self._embeddings.is_probe:
-            return  # a probe's calls are not the application's usage
         app, user = attribute(prefix)
-        self._embeddings._usage.append(
-            (
-                time.time(),
-                "abathur",
-                "context",
-                CONTEXT_OPERATION,
-                memories,
-                tokens,
-                1,
-                chars,
-                round(duration_ms, 3),
-                0,
-                app,
-                user,
-                None,
-                None,
-                0.0,
-                0,
+        # A probe's buffer keeps nothing: its calls are not the application's usage.
+        self._usage.add(
+            UsageRow(
+                at=time.time(),
+                provider="abathur",
+                model="context",
+                operation=CONTEXT_OPERATION,
+                inputs=memories,
+                tokens=tokens,
+                is_estimate=True,
+                chars=chars,
+                duration_ms=round(duration_ms, 3),
+                app=app,
+                user=user,
+                call_id=0,
             )
         )
 
     # -- budgets -------------------------------------------------------------
 
     def _spend(
-        self, conn: apsw.Connection, budget: Budget, who: str, since: float
+        self, ledger: UsageLedger, budget: Budget, who: str, since: float
     ) -> tuple[int, float]:
         if budget.scope == "all":
-            tokens, usd = conn.execute(SQL_SPEND_ALL, (since,)).fetchall()[0]
+            tokens, usd = ledger.spend(since)
+        elif budget.scope == "app":
+            tokens, usd = ledger.spend(since, app=who)
         else:
-            sql = SQL_SPEND_APP if budget.scope == "app" else SQL_SPEND_USER
-            tokens, usd = conn.execute(sql, (who, since)).fetchall()[0]
+            tokens, usd = ledger.spend(since, user=who)
         # Query usage this process has not written yet counts too.
-        column = 10 if budget.scope == "app" else 11
-        for row in self._embeddings._usage:
+        for row in self._usage.rows:
+            payer = row.app if budget.scope == "app" else row.user
             if (
-                row[0] >= since
-                and row[3] != CONTEXT_OPERATION
-                and (budget.scope == "all" or row[column] == who)
+                row.at >= since
+                and row.operation != CONTEXT_OPERATION
+                and (budget.scope == "all" or payer == who)
             ):
-                tokens += row[5]
-                usd += row[14]
+                tokens += row.tokens
+                usd += row.cost_usd
         return int(tokens), float(usd)
 
-    def _status(self, conn: apsw.Connection, budget: Budget, who: str, now: float) -> BudgetStatus:
-        tokens, usd = self._spend(conn, budget, who, period_start(budget.period, now))
+    def _status(self, ledger: UsageLedger, budget: Budget, who: str, now: float) -> BudgetStatus:
+        tokens, usd = self._spend(ledger, budget, who, period_start(budget.period, now))
         # Both limits may be set: the one closest to used up speaks for the budget.
         options: list[tuple[Literal["usd", "tokens"], float, float]] = []
         if budget.max_tokens is not None:
@@ -517,13 +458,13 @@ class CostService:
         )
 
     def _statuses(
-        self, conn: apsw.Connection, budgets: Sequence[Budget], scope: Scope, now: float
+        self, ledger: UsageLedger, budgets: Sequence[Budget], scope: Scope, now: float
     ) -> list[tuple[Budget, BudgetStatus]]:
         found = []
         for budget in budgets:
             who = _budget_applies(budget, scope)
             if who is not None:
-                found.append((budget, self._status(conn, budget, who, now)))
+                found.append((budget, self._status(ledger, budget, who, now)))
         return found
 
     async def budgets(self) -> list[BudgetStatus]:
@@ -549,19 +490,21 @@ class CostService:
             ('all/month', 0.0, False)
         """
         budgets = self._db.settings.budgets
-        if budgets and self._embeddings._usage and not self._db.is_closed:
-            await self._db.write(self._embeddings._flush_usage)
+        if budgets and self._usage and not self._db.is_closed:
+            await self._db.write(self._usage.flush)
 
-        def read(conn: apsw.Connection) -> list[BudgetStatus]:
+        def read(tx: Transaction) -> list[BudgetStatus]:
+            ledger = tx.usage
             now = time.time()
             out = []
             for budget in budgets:
-                if budget.scope == "all" or budget.name is not None:
-                    out.append(self._status(conn, budget, budget.name or "", now))
+                scope = budget.scope
+                if scope == "all" or budget.name is not None:
+                    out.append(self._status(ledger, budget, budget.name or "", now))
                     continue
                 since = period_start(budget.period, now)
-                names = sorted(n for (n,) in conn.execute(_SQL_SPENDERS[budget.scope], (since,)))
-                out += [self._status(conn, budget, name, now) for name in names]
+                names = sorted(ledger.spenders(since, by=scope))
+                out += [self._status(ledger, budget, name, now) for name in names]
             return out
 
         return await self._db.read(read)
@@ -572,7 +515,7 @@ class CostService:
         self,
         *,
         since: str | float | timedelta = "7d",
-        by: Literal["app", "user", "model"] = "model",
+        by: ReportBy = "model",
     ) -> CostReport:
         """Spend, calls, tokens, cache savings, budgets and advice since ``since``.
 
@@ -617,48 +560,44 @@ class CostService:
                 raise InvalidInputError(f"since must be a positive duration, got {since!r}")
         else:
             seconds = check_duration(since, "since")
-        if by not in SQL_REPORT_BY:
+        if by not in get_args(ReportBy):
             raise InvalidInputError(f"by {by!r} is not one of app, user, model")
-        if self._embeddings._usage and not self._db.is_closed:
-            await self._db.write(self._embeddings._flush_usage)
+        if self._usage and not self._db.is_closed:
+            await self._db.write(self._usage.flush)
         until = time.time()
         start = until - seconds
 
-        def read(conn: apsw.Connection) -> dict[str, Any]:
-            return {
-                "rows": conn.execute(SQL_REPORT_BY[by], (start, until)).fetchall(),
-                "calls": conn.execute(_SQL_CALLS, (start, until)).fetchall()[0][0],
-                "per_text": {
-                    (p, m): t for p, m, t in conn.execute(_SQL_TOKENS_PER_TEXT).fetchall()
-                },
-                "queries": conn.execute(_SQL_REPEATED_QUERIES, (start, until)).fetchall()[0],
-                "context": conn.execute(_SQL_CONTEXT, (start, until)).fetchall()[0],
-                "oversized": conn.execute(_SQL_OVERSIZED_MEMORIES, (OVERSIZED_CHARS,)).fetchall()[
-                    0
-                ][0],
-                "duplicates": conn.execute(_SQL_DUPLICATE_VALUES, (until,)).fetchall()[0][0],
-                "long_chunks": _long_chunks(conn),
-            }
+        def read(tx: Transaction) -> _Ledger:
+            ledger = tx.usage
+            return _Ledger(
+                groups=ledger.groups(start, until, by=by),
+                calls=ledger.calls(start, until),
+                per_text=ledger.tokens_per_text(),
+                queries=ledger.query_repeats(start, until),
+                context=ledger.context_usage(start, until),
+                oversized=ledger.oversized_memories(OVERSIZED_CHARS),
+                duplicates=ledger.duplicate_memory_values(until),
+                long_chunks=ledger.long_chunks(OVERSIZED_TOKENS),
+            )
 
         data = await self._db.read(read)
         budgets = await self.budgets()
         total = _Line("total")
         groups: dict[str, _Line] = {}
         unpriced: set[str] = set()
-        for row in data["rows"]:
-            key, provider, model, operation = row[:4]
-            if operation == CONTEXT_OPERATION:
+        for group in data.groups:
+            if group.operation == CONTEXT_OPERATION:
                 continue
-            price = self.price(provider, model)
-            if price is None and row[4]:
-                unpriced.add(f"{provider}/{model}")
-            saved = row[9] * (data["per_text"].get((provider, model)) or 0.0)
-            total.add(row, saved, price)
-            groups.setdefault(key, _Line(key)).add(row, saved, price)
+            price = self.price(group.provider, group.model)
+            if price is None and group.inputs:
+                unpriced.add(f"{group.provider}/{group.model}")
+            saved = group.cache_hits * (data.per_text.get((group.provider, group.model)) or 0.0)
+            total.add(group, saved, price)
+            groups.setdefault(group.key, _Line(group.key)).add(group, saved, price)
         # A call split between payers counts once in each group, once in the total.
-        total.calls = data["calls"]
-        query_calls, repeated = data["queries"]
-        context_calls, context_tokens, context_memories = data["context"]
+        total.calls = data.calls
+        query_calls, repeated = data.queries
+        context_calls, context_tokens, context_memories = data.context
         lines = sorted((g.line() for g in groups.values()), key=lambda g: (-g.cost_usd, -g.tokens))
         report = CostReport(
             since=start,
@@ -682,21 +621,7 @@ def _who(status: BudgetStatus) -> str:
     return status.budget if status.name is None else status.budget.replace("*", status.name)
 
 
-def _long_chunks(conn: apsw.Connection) -> int | None:
-    """Document chunks longer than the bundled model reads, if documents exist."""
-    has = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'chunks'"
-    ).fetchall()
-    if not has:
-        return None
-    return int(
-        conn.execute(
-            "SELECT count(*) FROM chunks WHERE tokens > ?", (OVERSIZED_TOKENS,)
-        ).fetchall()[0][0]
-    )
-
-
-def _advise(report: CostReport, data: dict[str, Any]) -> list[CostAdvice]:
+def _advise(report: CostReport, data: _Ledger) -> list[CostAdvice]:
     """Concrete suggestions, each computed from the ledger or the tables."""
     advice = []
     if report.repeated_queries:
@@ -709,30 +634,30 @@ def _advise(report: CostReport, data: dict[str, Any]) -> list[CostAdvice]:
                 "vectors, so keep one long-lived Abathur per worker rather than one per request",
             )
         )
-    if data["duplicates"]:
+    if data.duplicates:
         advice.append(
             CostAdvice(
                 code="duplicate_memories",
-                message=f"{data['duplicates']} live memories hold the same value as another one: "
+                message=f"{data.duplicates} live memories hold the same value as another one: "
                 "they are embedded once (the cache), but they crowd search results and storage; "
                 "run ab.memory.consolidate(prefix) to supersede the duplicates",
             )
         )
-    if data["oversized"]:
+    if data.oversized:
         advice.append(
             CostAdvice(
                 code="oversized_texts",
-                message=f"{data['oversized']} live memories have values over "
+                message=f"{data.oversized} live memories have values over "
                 f"{OVERSIZED_CHARS} characters (~{OVERSIZED_TOKENS} tokens): the bundled model "
                 "reads 256 word pieces and cuts the rest, so you pay for words the vector "
                 "never sees; split them into smaller memories",
             )
         )
-    if data["long_chunks"]:
+    if data.long_chunks:
         advice.append(
             CostAdvice(
                 code="oversized_chunks",
-                message=f"{data['long_chunks']} document chunks are over {OVERSIZED_TOKENS} tokens "
+                message=f"{data.long_chunks} document chunks are over {OVERSIZED_TOKENS} tokens "
                 "and are truncated when embedded: lower the chunk size of documents.sync",
             )
         )

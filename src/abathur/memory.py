@@ -1066,11 +1066,18 @@ class MemoryService:
         (1, {'value': 'fr'})
     """
 
-    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embeddings: EmbeddingService | None = None,
+        *,
+        costs: CostService | None = None,
+        recorder: CallRecorder | None = None,
+    ) -> None:
         self._db = db
         self._embeddings = embeddings
-        self._costs: CostService | None = None  # set by Abathur: context() reports to it
-        self._recorder: CallRecorder | None = None  # set by Abathur: purge() clears its counts
+        self._costs = costs  # context() reports the tokens it served to it
+        self._recorder = recorder  # purge() clears its pending namespace counts
 
     def _indexing(self, conn: apsw.Connection) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured

@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abathur import Abathur, Event, InvalidInputError
-from abathur.analytics import SQL_METRICS_SINCE, CallRecorder, instrument, sparkline
+from abathur.analytics import CallRecorder, instrument, sparkline
+from abathur.backends.sqlite.metrics import SQL_METRICS_SINCE
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 def test_percentiles_are_within_a_bucket_of_the_truth() -> None:
@@ -40,8 +42,8 @@ def test_sparkline() -> None:
     assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▂▃▄▅▅▆▇█"
 
 
-async def test_instrumented_calls_errors_and_namespaces(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder="none") as ab:
+async def test_instrumented_calls_errors_and_namespaces(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.put("user:alice:prefs", "lang", "fr")
         await ab.memory.put("user:alice:prefs", "tea", "green")
         await ab.memory.get("user:alice:prefs", "lang")
@@ -65,10 +67,11 @@ async def test_instrumented_calls_errors_and_namespaces(db_path: Path) -> None:
     ]
 
 
+@pytest.mark.sqlite_only("reads and writes the metrics table with SQL")
 async def test_windows_flush_to_the_metrics_table_and_merge_across_processes(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
-    async with Abathur.open(db_path, embedder="none", metrics_flush_s=0.05) as ab:
+    async with backend.open(embedder="none", metrics_flush_s=0.05) as ab:
         for i in range(20):
             await ab.memory.put("user:alice", f"k{i}", i)
             await asyncio.sleep(0.005)
@@ -79,7 +82,7 @@ async def test_windows_flush_to_the_metrics_table_and_merge_across_processes(
             "WHERE kind = 'call' AND name = 'memory.put'",
         )
         assert flushed[0][0] >= 2, "the recorder flushed more than one window by itself"
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.get("user:alice", "k1")
         stats = await ab.analytics.stats(since="1h")
         calls = {c.name: c.calls for c in stats.calls}
@@ -87,10 +90,11 @@ async def test_windows_flush_to_the_metrics_table_and_merge_across_processes(
         assert stats.top_writes[0].count == 20
 
 
-async def test_old_windows_are_pruned(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder="none", metrics_retention_days=1) as ab:
+@pytest.mark.sqlite_only("reads and writes the metrics table with SQL")
+async def test_old_windows_are_pruned(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none", metrics_retention_days=1) as ab:
         await ab.db.write(
-            lambda c: c.execute(
+            lambda tx: tx.conn.execute(
                 "INSERT INTO metrics (at, seconds, kind, name, count) VALUES (?, 60, 'call', "
                 "'memory.get', 5)",
                 (time.time() - 3 * 86400,),
@@ -121,8 +125,9 @@ async def test_the_wrapper_costs_microseconds(ab: Abathur) -> None:
     assert extra < 10e-6, f"{extra * 1e6:.1f} µs per call"
 
 
-async def test_counts_growth_and_sizes(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder="none") as ab:
+@pytest.mark.sqlite_only("reads and writes the metrics table with SQL")
+async def test_counts_growth_and_sizes(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         for i in range(6):
             await ab.memory.put(f"user:u{i % 2}:notes", f"k{i}", i)
         await ab.memory.put("user:u0:notes", "k0", "v2")
@@ -136,7 +141,7 @@ async def test_counts_growth_and_sizes(db_path: Path) -> None:
         await ab.sessions.terminate(s.id)
         # Two memories and a session written 3 days ago, for the growth series.
         await ab.db.write(
-            lambda c: c.execute(
+            lambda tx: tx.conn.execute(
                 "UPDATE memories SET first_created_at = first_created_at - 3 * 86400 "
                 "WHERE key IN ('k2', 'k3')"
             )

@@ -5,14 +5,20 @@ memory.context packs memories under a token budget."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
+from abathur.backends.sqlite.usage import (
+    SQL_REPORT_BY,
+    SQL_SPEND_ALL,
+    SQL_SPEND_APP,
+    SQL_SPEND_USER,
+)
 from abathur.costs import attribute, parse_duration, period_start
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -20,12 +26,13 @@ from tests.unit.test_embedding_queue import WordHashEmbedder
 NINE_TOKENS = "w1 w2 w3 w4 w5 w6 w7 w8"
 
 
-def opener(path: Path, embedder: WordHashEmbedder | str = "none", **settings: Any):
-    return Abathur.open(path, embedder=embedder, embed_worker=False, **settings)
+def opener(backend: BackendHandle, embedder: WordHashEmbedder | str = "none", **settings: Any):
+    return backend.open(embedder=embedder, embed_worker=False, **settings)
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 def budget(action: str, **kw: Any) -> list[dict[str, Any]]:
@@ -63,9 +70,10 @@ def test_durations_and_periods() -> None:
     assert period_start("month", at) == datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 
 
-async def test_usage_rows_carry_who_pays_the_price_and_the_cost(db_path: Path) -> None:
+@pytest.mark.sqlite_only("reads the usage_ledger and metrics tables with SQL")
+async def test_usage_rows_carry_who_pays_the_price_and_the_cost(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, prices={"test/word-hash": 2.0}) as ab:
+    async with opener(backend, embedder, prices={"test/word-hash": 2.0}) as ab:
         await ab.memory.put("adk.helpdesk:alice:notes", "k", NINE_TOKENS)
         await ab.memory.put("user:bob", "k", "one two")
         await ab.memory.put("docs:faq", "k", "three")
@@ -105,13 +113,13 @@ async def test_usage_rows_carry_who_pays_the_price_and_the_cost(db_path: Path) -
     assert {g.key: g.calls for g in report.groups} == {"alice": 1, "bob": 2, "-": 1}
 
 
-async def test_prices_by_model_then_provider_and_none_for_unknown(db_path: Path) -> None:
+async def test_prices_by_model_then_provider_and_none_for_unknown(backend: BackendHandle) -> None:
     prices = {"openai/text-embedding-3-small": 0.02, "openai/*": 0.13}
-    async with opener(db_path, prices=prices) as ab:
+    async with opener(backend, prices=prices) as ab:
         assert ab.costs.price("openai", "text-embedding-3-small") == 0.02
         assert ab.costs.price("openai", "other") == 0.13
         assert ab.costs.price("bundled", "all-MiniLM-L6-v2") is None  # replaced defaults
-    async with opener(db_path) as ab:
+    async with opener(backend) as ab:
         assert ab.costs.price("bundled", "all-MiniLM-L6-v2") == 0.0
         assert ab.costs.price("ollama", "nomic-embed-text") == 0.0
 
@@ -126,9 +134,11 @@ async def _spend_nine(ab: Abathur) -> None:
     assert (status.spent, status.limit, status.is_exceeded) == (9, 10, False)
 
 
-async def test_block_allows_the_call_below_the_limit_and_refuses_at_it(db_path: Path) -> None:
+async def test_block_allows_the_call_below_the_limit_and_refuses_at_it(
+    backend: BackendHandle,
+) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, budgets=budget("block")) as ab:
+    async with opener(backend, embedder, budgets=budget("block")) as ab:
         await _spend_nine(ab)
         # 9 of 10: allowed; this one-token query brings spend to exactly 10.
         found = await ab.memory.search("w1", prefix="user:alice", mode="vector")
@@ -160,9 +170,9 @@ async def test_block_allows_the_call_below_the_limit_and_refuses_at_it(db_path: 
         assert embedder.texts[-1] == "k: bob words"
 
 
-async def test_degrade_falls_back_to_keyword_and_the_queue_waits(db_path: Path) -> None:
+async def test_degrade_falls_back_to_keyword_and_the_queue_waits(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, budgets=budget("degrade")) as ab:
+    async with opener(backend, embedder, budgets=budget("degrade")) as ab:
         await _spend_nine(ab)
         assert (await ab.memory.search("w1", prefix="user:alice", mode="vector")).mode == ("vector")
         found = await ab.memory.search("w1", prefix="user:alice", mode="vector")
@@ -175,14 +185,17 @@ async def test_degrade_falls_back_to_keyword_and_the_queue_waits(db_path: Path) 
         assert (report.embedded, report.waiting, report.remaining) == (0, 1, 1)
         assert embedder.calls == calls
     # A higher limit (or the next day) lets the waiting job through.
-    async with opener(db_path, embedder, budgets=budget("degrade", max_tokens=100)) as ab:
+    async with opener(backend, embedder, budgets=budget("degrade", max_tokens=100)) as ab:
         report = await ab.embeddings.drain()
         assert (report.embedded, report.waiting, report.remaining) == (1, 0, 0)
 
 
-async def test_warn_logs_once_counts_every_call_and_lets_calls_through(db_path: Path) -> None:
+@pytest.mark.sqlite_only("reads the usage_ledger and metrics tables with SQL")
+async def test_warn_logs_once_counts_every_call_and_lets_calls_through(
+    backend: BackendHandle,
+) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, budgets=budget("warn", max_tokens=9)) as ab:
+    async with opener(backend, embedder, budgets=budget("warn", max_tokens=9)) as ab:
         await ab.memory.put("user:alice", "k", NINE_TOKENS)
         await ab.embeddings.drain()
         with capture_logs() as logs:
@@ -199,7 +212,7 @@ async def test_warn_logs_once_counts_every_call_and_lets_calls_through(db_path: 
         assert counter == [(3,)]
 
 
-async def test_money_budgets_per_app_and_overall(db_path: Path) -> None:
+async def test_money_budgets_per_app_and_overall(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
     budgets = [
         {"scope": "app", "max_usd": 10.0, "action": "block"},  # every app on its own
@@ -207,7 +220,7 @@ async def test_money_budgets_per_app_and_overall(db_path: Path) -> None:
     ]
     # One dollar a token makes the arithmetic visible.
     async with opener(
-        db_path, embedder, budgets=budgets, prices={"test/word-hash": 1_000_000.0}
+        backend, embedder, budgets=budgets, prices={"test/word-hash": 1_000_000.0}
     ) as ab:
         await ab.memory.put("app:helpdesk:faq", "k", NINE_TOKENS)
         await ab.embeddings.drain()
@@ -229,9 +242,9 @@ async def test_money_budgets_per_app_and_overall(db_path: Path) -> None:
 # -- the report -------------------------------------------------------------------------
 
 
-async def test_report_adds_up_by_model_user_and_app(db_path: Path) -> None:
+async def test_report_adds_up_by_model_user_and_app(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, prices={"test/word-hash": 100.0}) as ab:
+    async with opener(backend, embedder, prices={"test/word-hash": 100.0}) as ab:
         await ab.memory.put("user:alice", "note", "the same words")
         await ab.embeddings.drain()
         await ab.memory.put("user:bob", "note", "the same words")  # vector from the cache
@@ -257,18 +270,18 @@ async def test_report_adds_up_by_model_user_and_app(db_path: Path) -> None:
     assert by_model.unpriced == [] and by_model.by == "model"
 
 
-async def test_report_advice_comes_from_the_data(db_path: Path) -> None:
+async def test_report_advice_comes_from_the_data(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with opener(db_path, embedder, budgets=budget("warn", max_tokens=5000)) as ab:
+    async with opener(backend, embedder, budgets=budget("warn", max_tokens=5000)) as ab:
         for i in range(210):
             await ab.memory.put("user:alice", f"k{i}", f"fact number {i}")
         await ab.memory.put("user:alice", "dup", "fact number 7")  # same value as k7
         await ab.memory.put("user:alice", "long", "word " * 300)
         await ab.embeddings.drain()
     for _ in range(2):  # the same query from two processes: embedded twice
-        async with opener(db_path, embedder) as ab:
+        async with opener(backend, embedder) as ab:
             await ab.memory.search("fact", prefix="user:alice", mode="vector")
-    async with opener(db_path, embedder, budgets=budget("warn", max_tokens=800)) as ab:
+    async with opener(backend, embedder, budgets=budget("warn", max_tokens=800)) as ab:
         report = await ab.costs.report(since="1d", by="user")
     codes = {a.code: a.message for a in report.advice}
     assert (report.query_calls, report.repeated_queries) == (2, 1)
@@ -296,8 +309,10 @@ async def test_report_refuses_bad_arguments(ab: Abathur) -> None:
 # -- memory.context ---------------------------------------------------------------------
 
 
-async def test_context_packs_the_most_relevant_memories_under_the_budget(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+async def test_context_packs_the_most_relevant_memories_under_the_budget(
+    backend: BackendHandle,
+) -> None:
+    async with opener(backend) as ab:
         await ab.memory.put("user:alice:prefs", "language", "Alice speaks French at work")
         await ab.memory.put("user:alice:prefs", "essay", "French grammar notes " * 50)
         await ab.memory.put("user:alice:prefs", "drink", "green tea, French press coffee")
@@ -325,3 +340,24 @@ async def test_context_refuses_a_bad_budget(ab: Abathur, max_tokens: object) -> 
         with pytest.raises(InvalidInputError) as ei:
             await ab.memory.context("user:alice", "v", max_tokens)  # type: ignore[arg-type]
     assert ei.value.code == "invalid_input" and "max_tokens" in ei.value.message
+
+
+# -- query plans ------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite ledger queries")
+@pytest.mark.parametrize(
+    ("sql", "params", "index"),
+    [
+        (SQL_SPEND_ALL, (0.0,), "usage_by_time (at>?)"),
+        (SQL_SPEND_APP, ("helpdesk", 0.0), "usage_by_app (app=? AND at>?)"),
+        (SQL_SPEND_USER, ("alice", 0.0), "usage_by_user (user=? AND at>?)"),
+        (SQL_REPORT_BY["model"], (0.0, 1.0), "usage_by_time (at>? AND at<?)"),
+    ],
+    ids=["spend_all", "spend_app", "spend_user", "report"],
+)
+async def test_ledger_queries_use_their_indexes(
+    ab: Abathur, sql: str, params: tuple, index: str
+) -> None:
+    plan = " | ".join(str(row[-1]) for row in await rows(ab, "EXPLAIN QUERY PLAN " + sql, params))
+    assert f"INDEX {index}" in plan, plan

@@ -33,11 +33,12 @@ from abathur import (
     InvalidInputError,
 )
 from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite.queue import SQL_READY_JOBS
 from abathur.embeddings import EmbedResult
-from abathur.embeddings.queue import SQL_READY_JOBS
 from abathur.embeddings.queue import content_hash as text_hash
 from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.ops.integrity import run_checks
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
 _WORD = re.compile(r"\w+")
@@ -99,14 +100,15 @@ def embedder() -> WordHashEmbedder:
 
 
 @pytest.fixture
-async def eab(db_path: Path, embedder: WordHashEmbedder):
+async def eab(backend: BackendHandle, embedder: WordHashEmbedder):
     """An Abathur with the test double and no background worker: tests drain explicitly."""
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as opened:
+    async with backend.open(embedder=embedder, embed_worker=False) as opened:
         yield opened
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:
@@ -119,6 +121,7 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:
 # --------------------------------------------------------------------------- write path
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_a_write_queues_a_job_in_its_own_transaction(eab: Abathur, embedder) -> None:
     m = await eab.memory.put("user:alice", "lang", "Alice speaks French")
     jobs = await rows(eab, "SELECT kind, content_hash, attempts FROM embedding_queue")
@@ -145,6 +148,7 @@ async def test_a_failed_write_queues_nothing(eab: Abathur) -> None:
     assert ei.value.code == "invalid_input"
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_a_newer_version_cancels_the_older_job(eab: Abathur, embedder) -> None:
     await eab.memory.put("user:alice", "lang", "first text")
     await eab.memory.put("user:alice", "lang", "second text")
@@ -171,6 +175,7 @@ async def test_the_cache_embeds_a_text_once(eab: Abathur, embedder) -> None:
     assert cache == [("test:word-hash", text_hash("note: the same words"), 64, 64 * 4)]
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_usage_rows_one_per_call_with_cache_hits(eab: Abathur, embedder) -> None:
     await eab.memory.put("user:a", "k1", "alpha beta")
     await eab.memory.put("user:a", "k2", "gamma")
@@ -198,8 +203,11 @@ async def test_query_embeddings_are_recorded_too(eab: Abathur, embedder) -> None
     assert ops == [("embed", 1), ("embed.query", 1)]
 
 
-async def test_embedder_none_keeps_no_queue_and_keyword_search_works(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder="none") as ab:
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
+async def test_embedder_none_keeps_no_queue_and_keyword_search_works(
+    backend: BackendHandle,
+) -> None:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.put("user:alice", "lang", "Alice speaks French")
         assert await rows(ab, "SELECT * FROM embedding_queue") == []
         found = await ab.memory.search("french", prefix="user:alice")
@@ -213,13 +221,13 @@ async def test_embedder_none_keeps_no_queue_and_keyword_search_works(db_path: Pa
 
 
 async def test_first_embedder_on_an_old_file_queues_every_live_memory(
-    db_path: Path, embedder
+    backend: BackendHandle, embedder
 ) -> None:
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.put("user:alice", "a", "one")
         await ab.memory.put("user:alice", "b", "two")
         await ab.memory.delete("user:alice", "b")
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         assert (await ab.embeddings.status()).queue_depth == 1
         await ab.embeddings.drain()
         assert embedder.texts == ["a: one"]
@@ -244,8 +252,8 @@ async def test_memories_from_schema_2_are_indexed_on_open(db_path: Path, embedde
 # --------------------------------------------------------------------------- the worker
 
 
-async def test_the_worker_drains_in_the_background(db_path: Path, embedder) -> None:
-    async with Abathur.open(db_path, embedder=embedder) as ab:
+async def test_the_worker_drains_in_the_background(backend: BackendHandle, embedder) -> None:
+    async with backend.open(embedder=embedder) as ab:
         for i in range(5):
             await ab.memory.put("user:alice", f"k{i}", f"text number {i}")
 
@@ -257,6 +265,7 @@ async def test_the_worker_drains_in_the_background(db_path: Path, embedder) -> N
         assert (status.queue_depth, status.is_worker_running) == (0, True)
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_embedder_down_writes_succeed_search_falls_back_queue_catches_up(
     eab: Abathur, embedder
 ) -> None:
@@ -286,9 +295,11 @@ async def test_embedder_down_writes_succeed_search_falls_back_queue_catches_up(
     assert found.hits[0].key == "drink"
 
 
-async def test_the_worker_retries_after_the_embedder_returns(db_path: Path, embedder) -> None:
+async def test_the_worker_retries_after_the_embedder_returns(
+    backend: BackendHandle, embedder
+) -> None:
     embedder.available = False
-    async with Abathur.open(db_path, embedder=embedder) as ab:
+    async with backend.open(embedder=embedder) as ab:
         await ab.memory.put("user:alice", "lang", "French")
         await wait_for(lambda: _attempted(ab))
         embedder.available = True
@@ -303,6 +314,7 @@ async def _attempted(ab: Abathur) -> bool:
     return bool(await rows(ab, "SELECT 1 FROM embedding_queue WHERE attempts > 0"))
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_a_permanent_error_fails_only_the_bad_text(eab: Abathur, embedder) -> None:
     embedder.fail_on = {"poison"}
     await eab.memory.put("user:a", "good1", "fine words")
@@ -343,6 +355,7 @@ async def test_a_wrong_answer_to_a_batch_is_retried_text_by_text(eab: Abathur, e
     ],
     ids=["nan", "dims", "junk", "raises", "none"],
 )
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_a_misbehaving_embedder_fails_its_jobs_with_a_typed_error(
     eab: Abathur, embedder, answer, message
 ) -> None:
@@ -359,7 +372,7 @@ async def test_a_misbehaving_embedder_fails_its_jobs_with_a_typed_error(
 
 
 async def test_an_embedder_learning_its_dims_is_recorded_at_its_first_answer(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
     embedder = WordHashEmbedder(dims=16)
     embedder.dims = 0  # like OllamaEmbedder before the server's first answer
@@ -369,7 +382,7 @@ async def test_an_embedder_learning_its_dims_is_recorded_at_its_first_answer(
         return await WordHashEmbedder.embed_with_usage(embedder, texts)
 
     embedder.embed_with_usage = learn
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:a", "k", "words")
         status = await ab.embeddings.status()
         assert (status.recorded_embedder, status.recorded_dims, status.vectors) == (
@@ -410,13 +423,13 @@ async def test_opening_with_another_embedder_is_a_clear_error(db_path: Path, emb
         assert (await ab.embeddings.drain()).embedded == 1
 
 
-async def test_reindex_switches_embedder(db_path: Path, embedder) -> None:
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+async def test_reindex_switches_embedder(backend: BackendHandle, embedder) -> None:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:a", "k1", "alpha words")
         await ab.memory.put("user:a", "k2", "beta words")
         await ab.embeddings.drain()
     other = WordHashEmbedder(dims=128, model="bigger")
-    async with Abathur.open(db_path, embedder=other, reindex=True, embed_worker=False) as ab:
+    async with backend.open(embedder=other, reindex=True, embed_worker=False) as ab:
         status = await ab.embeddings.status()
         assert (status.recorded_embedder, status.recorded_dims) == ("test:bigger", 128)
         assert (status.vectors, status.queue_depth) == (0, 2)
@@ -424,7 +437,7 @@ async def test_reindex_switches_embedder(db_path: Path, embedder) -> None:
         assert (report.embedded, report.cache_hits) == (2, 0)
         found = await ab.memory.search("alpha", prefix="user:a", mode="vector")
         assert found.hits[0].key == "k1"
-    async with Abathur.open(db_path, embedder=embedder, reindex=True, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, reindex=True, embed_worker=False) as ab:
         report = await ab.embeddings.drain()
         assert (report.embedded, report.cache_hits, report.calls) == (2, 2, 0)
 
@@ -450,6 +463,7 @@ async def _no_vectors(path: Path) -> bool:
 # --------------------------------------------------------------------------- dead rows
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_compact_reclaims_dead_rows(eab: Abathur) -> None:
     for i in range(20):
         await eab.memory.put("user:a", f"k{i}", f"first text {i}")
@@ -473,8 +487,11 @@ async def test_compact_reclaims_dead_rows(eab: Abathur) -> None:
     assert after.hits == before.hits
 
 
-async def test_many_pending_deletes_are_applied_by_the_writes(db_path: Path, embedder) -> None:
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
+async def test_many_pending_deletes_are_applied_by_the_writes(
+    backend: BackendHandle, embedder
+) -> None:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         for i in range(300):
             await ab.memory.put("user:a", f"k{i}", f"text {i}")
         await ab.embeddings.drain()
@@ -488,6 +505,7 @@ async def test_many_pending_deletes_are_applied_by_the_writes(db_path: Path, emb
 # --------------------------------------------------------------------------- query plans
 
 
+@pytest.mark.sqlite_only("reads or sets up SQLite tables directly")
 async def test_queue_and_keyword_queries_use_their_indexes(eab: Abathur) -> None:
     def plan(conn, sql, params):
         return " | ".join(
@@ -512,11 +530,11 @@ async def test_queue_and_keyword_queries_use_their_indexes(eab: Abathur) -> None
 # --------------------------------------------------------------------------- close
 
 
-async def test_close_with_a_busy_worker_is_clean(db_path: Path, embedder) -> None:
+async def test_close_with_a_busy_worker_is_clean(backend: BackendHandle, embedder) -> None:
     embedder.delay_s = 30.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ab = await Abathur.open(db_path, embedder=embedder)
+        ab = await backend.open(embedder=embedder)
         await ab.memory.put("user:a", "k", "words")
         await asyncio.wait_for(embedder.started.wait(), 5)
         started = time.monotonic()
@@ -526,12 +544,12 @@ async def test_close_with_a_busy_worker_is_clean(db_path: Path, embedder) -> Non
         gc.collect()
     pending = [t for t in asyncio.all_tasks() if "abathur-embed" in t.get_name()]
     assert pending == []
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as again:
+    async with backend.open(embedder=embedder, embed_worker=False) as again:
         assert (await again.embeddings.status()).queue_depth == 1, "the job is still queued"
 
 
-async def test_drain_after_close_is_a_typed_error(db_path: Path, embedder) -> None:
-    ab = await Abathur.open(db_path, embedder=embedder, embed_worker=False)
+async def test_drain_after_close_is_a_typed_error(backend: BackendHandle, embedder) -> None:
+    ab = await backend.open(embedder=embedder, embed_worker=False)
     await ab.close()
     with pytest.raises(Exception) as ei:
         await ab.embeddings.drain()
@@ -549,7 +567,7 @@ async def test_drain_report_is_exported() -> None:
 
 
 async def test_ollama_down_then_back_with_dims_learned_from_its_first_answer(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
     from abathur.embeddings.ollama import OllamaEmbedder
     from tests.ollama_server import OllamaServer
@@ -558,7 +576,7 @@ async def test_ollama_down_then_back_with_dims_learned_from_its_first_answer(
         ollama = OllamaEmbedder(
             "nomic-embed-text", host=server.url, retries=0, timeout_s=2.0, backoff_s=0.001
         )
-        async with Abathur.open(db_path, embedder=ollama, embed_worker=False) as ab:
+        async with backend.open(embedder=ollama, embed_worker=False) as ab:
             server.fail_next(5, status=503, error="loading model")
             await ab.memory.put("user:alice", "drink", "green tea")
             await ab.memory.put("user:alice", "pet", "a cat named Felix")

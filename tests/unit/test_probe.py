@@ -13,7 +13,8 @@ import apsw
 import pytest
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
-from abathur.embeddings.queue import HELD_NOT_BEFORE, SQL_HELD_JOBS
+from abathur.backends.sqlite.queue import SQL_HELD_JOBS
+from abathur.embeddings.queue import HELD_NOT_BEFORE
 from abathur.memory import VEC_TABLE
 from abathur.search import drop_empty_partition, partition_of
 

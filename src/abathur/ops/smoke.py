@@ -83,6 +83,7 @@ from abathur import audit, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite.plans import HotQuery, plan_problems
+from abathur.backends.sqlite.queue import SQL_READY_JOBS
 from abathur.backends.sqlite.sessions import (
     SQL_EVENTS_AFTER,
     SQL_LAST_EVENTS,
@@ -90,10 +91,15 @@ from abathur.backends.sqlite.sessions import (
     SQL_SESSION_BY_ID,
 )
 from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
+from abathur.backends.sqlite.usage import (
+    SQL_REPORT_BY,
+    SQL_SPEND_ALL,
+    SQL_SPEND_APP,
+    SQL_SPEND_USER,
+)
 from abathur.config import Settings
-from abathur.costs import SQL_REPORT_BY, SQL_SPEND_ALL, SQL_SPEND_APP, SQL_SPEND_USER
 from abathur.documents import SQL_CHUNKS_OF_DOCUMENT, SQL_DOCUMENT_BY_PATH, SQL_ROOT_BY_PATH
-from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
+from abathur.embeddings.queue import recorded_embedder
 from abathur.errors import (
     AbathurError,
     AlreadyExistsError,

@@ -1,15 +1,165 @@
 """``QueueStore``: the embedding queue, the embedding cache and the embedder's record.
 
 The protocol every backend implements; reach it inside a transaction as
-``tx.queue`` (see :mod:`abathur.stores`).
+``tx.queue`` (see :mod:`abathur.stores`). A queued job is a
+:class:`QueuedJob`; a job is finished, retried, failed or postponed by its
+:class:`JobRef` (id, kind and item), never by id alone.
+
+Example:
+    >>> from abathur.stores.queue import JobRef, QueuedJob
+    >>> job = QueuedJob(id=7, kind="memory", ref_id=3, content_hash="ab12")
+    >>> job.ref
+    JobRef(id=7, kind='memory', ref_id=3)
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
 
-__all__ = ["QueueStore"]
+__all__ = [
+    "JobRef",
+    "JobSelect",
+    "QueueStats",
+    "QueueStore",
+    "QueuedJob",
+    "RecordedEmbedder",
+]
+
+JobSelect = tuple[str, Mapping[str, object]]
+"""TRANSITION (issue 13): ``(query, named params)`` naming the queued jobs of one
+search's scope, built by the memory and document services for ``fresh=True``;
+rows ``(id, kind, ref_id, content_hash)`` with a ``:limit`` parameter. It
+becomes a backend-neutral scope filter when those services move onto the stores."""
+
+
+class JobRef(NamedTuple):
+    """One job and no other: job ids are reused once a job is done."""
+
+    id: int
+    kind: str
+    ref_id: int
+
+
+class QueuedJob(NamedTuple):
+    """A job waiting in the queue: the item (``kind``, ``ref_id``) and its text's hash."""
+
+    id: int
+    kind: str
+    ref_id: int
+    content_hash: str
+
+    @property
+    def ref(self) -> JobRef:
+        """The :class:`JobRef` naming this job."""
+        return JobRef(self.id, self.kind, self.ref_id)
+
+
+class QueueStats(NamedTuple):
+    """Jobs queued, how many failed, when the oldest was queued, the highest job id."""
+
+    depth: int
+    failed: int
+    oldest: float | None
+    max_id: int | None
+
+
+class RecordedEmbedder(NamedTuple):
+    """The embedder the file's vectors come from; ``dims`` is 0 until first known."""
+
+    name: str
+    dims: int
 
 
 class QueueStore(Protocol):
     """The embedding queue, the embedding cache and the embedder's record."""
+
+    # -- the queue
+
+    def enqueue(
+        self, kind: str, ref_id: int, content_hash: str, *, now: float, not_before: float
+    ) -> None:
+        """Queue item ``ref_id`` of ``kind``, due at ``not_before`` (no-op if already queued)."""
+        ...
+
+    def cancel(self, kind: str, ref_id: int) -> bool:
+        """Drop the job of item ``ref_id`` of ``kind``; True if there was one."""
+        ...
+
+    def ready_jobs(self, *, ready_before: float, max_id: float, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs not failed, due by ``ready_before``, id <= ``max_id``; due first."""
+        ...
+
+    def held_jobs(self, *, held_from: float, max_id: float, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
+        ...
+
+    def selected_jobs(self, select: JobSelect, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs that ``select`` names (see :data:`JobSelect`)."""
+        ...
+
+    def stats(self) -> QueueStats:
+        """Depth, failed jobs, oldest job and highest id of the queue."""
+        ...
+
+    def attempts(self, job_ids: Sequence[int]) -> dict[int, int]:
+        """Attempts made so far of each job of ``job_ids`` still queued."""
+        ...
+
+    def finish(self, job: JobRef) -> bool:
+        """Remove a done job; False if it was gone (cancelled, or done by another worker)."""
+        ...
+
+    def retry(self, job: JobRef, *, error: str, not_before: float) -> None:
+        """Count a failed attempt; try again at ``not_before``."""
+        ...
+
+    def fail(self, job: JobRef, *, error: str, failed_at: float) -> None:
+        """Count a failed attempt and mark the job failed (left until re-queued)."""
+        ...
+
+    def postpone(self, job: JobRef, *, not_before: float) -> None:
+        """Try the job again at ``not_before`` (no attempt counted)."""
+        ...
+
+    def requeue_failed(self, now: float) -> int:
+        """Make every failed job due at ``now`` again; how many there were."""
+        ...
+
+    def clear(self) -> int:
+        """Drop every job; how many there were."""
+        ...
+
+    # -- the embedding cache
+
+    def cached(self, model: str, content_hashes: Sequence[str]) -> set[str]:
+        """Those of ``content_hashes`` the cache holds a vector of, for ``model``."""
+        ...
+
+    def cache_put(
+        self, model: str, content_hash: str, dims: int, vector: bytes, now: float
+    ) -> None:
+        """Keep ``vector`` (float32 little-endian) of a text (no-op if already kept)."""
+        ...
+
+    def cached_dims(self, model: str) -> int | None:
+        """Dimensions of ``model``'s cached vectors, or None if it has none."""
+        ...
+
+    # -- the embedder's record
+
+    def recorded_embedder(self) -> RecordedEmbedder | None:
+        """The embedder recorded for the file, or None."""
+        ...
+
+    def record_embedder(self, name: str, dims: int) -> None:
+        """Record the embedder (``dims`` 0: not known yet, left as it is)."""
+        ...
+
+    def forget_embedder(self) -> None:
+        """Forget the recorded embedder."""
+        ...
+
+    def has_pending_vector_deletes(self) -> bool:
+        """True when vector deletes wait for a worker to apply them."""
+        ...
