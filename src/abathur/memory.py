@@ -55,7 +55,6 @@ import numpy as np
 import structlog
 
 from abathur import audit
-from abathur.backends.sqlite import Database
 from abathur.costs import estimate_tokens
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
@@ -100,6 +99,8 @@ from abathur.search import (
     term_coverage,
     vector_search,
 )
+from abathur.stores import Backend, Transaction
+from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
 from abathur.values import (
     INT64_MAX,
     INT64_MIN,
@@ -122,19 +123,12 @@ __all__ = [
     "MAX_NAMESPACE_LENGTH",
     "MAX_SEARCH_K",
     "MEMORY_KIND",
-    "SQL_CURRENT_MEMORY",
     "SQL_KEYWORD_SEARCH",
-    "SQL_LIST_PREFIX",
-    "SQL_LIST_PREFIX_ANY_STATUS",
-    "SQL_MEMORY_VERSION",
-    "SQL_NAMESPACE_COUNTS_ALL",
-    "SQL_NAMESPACE_COUNTS_PREFIX",
     "MemoryService",
     "check_namespace",
     "index",
     "keyword_params",
     "memory_text",
-    "prefix_params",
     "rebuild_keyword_index",
     "unindex",
 ]
@@ -162,7 +156,8 @@ _SEP = ":"
 _AFTER_SEP = chr(ord(_SEP) + 1)
 
 # ---------------------------------------------------------------------------
-# SQL. Column order of every SELECT matches _Row.
+# SQL still to move behind the seam (keyword search, indexes, purge; issue 13).
+# Column order of every SELECT matches MemoryRow.
 # ---------------------------------------------------------------------------
 
 _COLUMNS = (
@@ -170,85 +165,9 @@ _COLUMNS = (
     "superseded_by_key, first_created_at, created_at, expires_at, id"
 )
 
-# memory.get and every write's read of the current version: index memories_current.
-SQL_CURRENT_MEMORY = (
-    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND is_current = 1"
-)
-
-# memory.history: the UNIQUE (namespace, key, version) index, oldest first.
-SQL_HISTORY = f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? ORDER BY version"
-
-SQL_RETIRE_CURRENT = (
-    "UPDATE memories SET is_current = 0 WHERE namespace = ? AND key = ? AND is_current = 1"
-)
-
-SQL_INSERT_VERSION = (
-    "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
-    "superseded_by_namespace, superseded_by_key, first_created_at, created_at, expires_at, "
-    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
-)
-
-# memory.list / consolidate: live, unexpired current versions under a prefix.
-# Params: prefix, prefix + ';', prefix, prefix + ':', now, type, type, then one
-# _SQL_METADATA_MATCH group per filter entry, then limit, offset.
-_SQL_LIST_WHERE = (
-    f"SELECT {_COLUMNS} FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
-# memory.list(include_deleted=True): the same, whatever the current version's
-# status (live, deleted, superseded); expired ones still never. Same params.
-_SQL_LIST_ANY_STATUS_WHERE = (
-    f"SELECT {_COLUMNS} FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
 # json_type tells JSON null from a missing key and true from 1, which
 # json_extract alone cannot. Params: path, type, other type, path, value.
 _SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
-_SQL_LIST_END = " ORDER BY namespace, key LIMIT ? OFFSET ?"
-SQL_LIST_PREFIX = _SQL_LIST_WHERE + _SQL_LIST_END
-SQL_LIST_PREFIX_ANY_STATUS = _SQL_LIST_ANY_STATUS_WHERE + _SQL_LIST_END
-
-# memory.namespaces. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
-SQL_NAMESPACES_PREFIX = (
-    "SELECT DISTINCT namespace FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "ORDER BY namespace LIMIT ?"
-)
-SQL_NAMESPACES_ALL = (
-    "SELECT DISTINCT namespace FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "ORDER BY namespace LIMIT ?"
-)
-
-# memory.namespace_counts: live, unexpired memories per namespace. Index
-# memories_current gives the range and the namespace order, so the GROUP BY
-# needs no sort. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
-SQL_NAMESPACE_COUNTS_PREFIX = (
-    "SELECT namespace, count(*) FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "GROUP BY namespace ORDER BY namespace LIMIT ?"
-)
-SQL_NAMESPACE_COUNTS_ALL = (
-    "SELECT namespace, count(*) FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "GROUP BY namespace ORDER BY namespace LIMIT ?"
-)
-
-# memory.get_version: one version, through the UNIQUE (namespace, key, version) index.
-SQL_MEMORY_VERSION = (
-    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND version = ?"
-)
-
 
 # memory.search, keyword ranking: FTS5 finds the prefix (scope_match) and the
 # words, the join keeps live, unexpired current versions of the right type and
@@ -265,20 +184,6 @@ _SQL_KEYWORD_WHERE = (
 )
 _SQL_KEYWORD_END = " ORDER BY score DESC, m.id LIMIT ?"
 SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
-
-# memory.search, vector ranking: the ids a namespace deeper than its partition
-# allows (index memories_current). Params: range, now, type, type.
-_SQL_ALLOWED_IDS = (
-    "SELECT id FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
-
-# memory.search, vector ranking: the candidates that pass a metadata filter.
-# Params: JSON array of ids, then one _SQL_METADATA_MATCH group per entry.
-_SQL_ACCEPTED_IDS = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_each(?))"
 
 # memory.search(fresh=True): the embedding jobs of the current versions under a
 # prefix, and how many there are (SearchResult.pending). The queue is read
@@ -298,32 +203,7 @@ SQL_PENDING_JOBS = (
 )
 SQL_PENDING_COUNT = "SELECT count(*) " + _SQL_PENDING_WHERE
 
-SQL_MEMORIES_BY_ID = f"SELECT {_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))"
-
-
-class _Row(NamedTuple):
-    namespace: str
-    key: str
-    version: int
-    type: str
-    value: str
-    metadata: str
-    status: str
-    superseded_by_namespace: str | None
-    superseded_by_key: str | None
-    first_created_at: float
-    created_at: float
-    expires_at: float | None
-    id: int
-
-    def is_absent(self, now: float) -> bool:
-        return self.status != "live" or self.is_expired(now)
-
-    def is_expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
-
-
-def _memory(row: tuple[Any, ...]) -> Memory:
+def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
     # skipping validation is safe, and it is most of a get's cost otherwise.
     (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
@@ -345,14 +225,9 @@ def _memory(row: tuple[Any, ...]) -> Memory:
     )
 
 
-def _current(conn: apsw.Connection, namespace: str, key: str) -> _Row | None:
-    rows = conn.execute(SQL_CURRENT_MEMORY, (namespace, key)).fetchall()
-    return _Row(*rows[0]) if rows else None
-
-
 def _write_version(
-    conn: apsw.Connection,
-    current: _Row | None,
+    tx: Transaction,
+    current: MemoryRow | None,
     index: _Indexing,
     *,
     namespace: str,
@@ -376,19 +251,18 @@ def _write_version(
     version = 1 if current is None else current.version + 1
     first_created_at = now if current is None else current.first_created_at
     if current is not None:
-        conn.execute(SQL_RETIRE_CURRENT, (namespace, key))
-    row = (
+        tx.memories.retire_current(namespace, key)
+    row = MemoryVersion(
         namespace, key, version, type_, value, metadata, status,
         None if superseded_by is None else superseded_by.namespace,
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
+    conn: Any = tx  # TRANSITION (issue 13): audit and the indexes still take a connection.
     seq = audit.next_seq(conn)
-    conn.execute(SQL_INSERT_VERSION, (*row, seq))
-    # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
-    new_id = conn.last_insert_rowid()
+    new_id = tx.memories.insert_current(row, audit_seq=seq)
     audit.append(conn, action, "memory", _entity(namespace, key),
-                 {"version": version, **(detail or {})}, at=now, content=("memories", row))
+                 {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
         index.remove(conn, current.id)
@@ -553,7 +427,7 @@ class _Indexing:
 
 
 def _check_expected(
-    namespace: str, key: str, expected: int | None, current: _Row | None, now: float
+    namespace: str, key: str, expected: int | None, current: MemoryRow | None, now: float
 ) -> None:
     """Optimistic concurrency: ``expected`` must name the current version.
 
@@ -578,44 +452,6 @@ def _range_params(prefix: str) -> tuple[str, str, str, str]:
 def _scope_params(prefix: str) -> dict[str, str]:
     """Named parameters of the prefix range (as _range_params, for named SQL)."""
     return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
-
-
-def _list_query(
-    prefix: str,
-    type_: str | None,
-    metadata_params: list[Any],
-    limit: int,
-    offset: int,
-    now: float,
-    *,
-    include_deleted: bool = False,
-) -> tuple[str, tuple[Any, ...]]:
-    where = _SQL_LIST_ANY_STATUS_WHERE if include_deleted else _SQL_LIST_WHERE
-    sql = where + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
-    params = (*_range_params(prefix), now, type_, type_, *metadata_params, limit, offset)
-    return sql, params
-
-
-def prefix_params(
-    prefix: str,
-    *,
-    type: MemoryType | None = None,
-    limit: int = 100,
-    offset: int = 0,
-    now: float | None = None,
-) -> tuple[Any, ...]:
-    """The parameters :meth:`MemoryService.list` binds to :data:`SQL_LIST_PREFIX`.
-
-    For a call without ``filter`` (a filter adds one metadata match per entry),
-    so a test can ``EXPLAIN QUERY PLAN`` the exact query that ships.
-
-    Example:
-        >>> from abathur.memory import prefix_params
-        >>> prefix_params("user:al", now=0.0)
-        ('user:al', 'user:al;', 'user:al', 'user:al:', 0.0, None, None, 100, 0)
-    """
-    when = time.time() if now is None else now
-    return _list_query(prefix, type, [], limit, offset, when)[1]
 
 
 def _keyword_query(
@@ -783,7 +619,7 @@ def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> Purge
     has_vectors = _has_table(conn, VEC_TABLE)
     used = _cache_in_use(conn, set(item_ids))
     cache = {"hashes": json.dumps(sorted(texts)), "used": json.dumps(used)}
-    pointing_in = [_Row(*r) for r in conn.execute(_SQL_PURGE_POINTING_IN, ranges + ranges)]
+    pointing_in = [MemoryRow(*r) for r in conn.execute(_SQL_PURGE_POINTING_IN, ranges + ranges)]
     fts_ids = [i for (i,) in conn.execute(_SQL_PURGE_FTS_IDS, (ids,))]
 
     def count(sql: str, params: Any) -> int:
@@ -955,15 +791,15 @@ def _encode_metadata(metadata: object, limit: int) -> str:
     return encode(dict(metadata), what="metadata", limit=limit)
 
 
-def _metadata_params(filter_: object) -> list[Any]:
-    """Bound parameters for one _SQL_METADATA_MATCH per filter entry."""
+def _check_filter(filter_: object) -> dict[str, MetadataValue]:
+    """``filter_`` as a metadata filter (key -> value) a store can match, or raise."""
     if filter_ is None:
-        return []
+        return {}
     if not isinstance(filter_, Mapping):
         raise InvalidInputError(
             f"filter must be a dict of metadata key -> value, got {_kind(filter_)}"
         )
-    params: list[Any] = []
+    checked: dict[str, MetadataValue] = {}
     for key, value in filter_.items():
         if not isinstance(key, str):
             raise InvalidInputError(f"filter key {key!r} must be a string, got {_kind(key)}")
@@ -973,13 +809,8 @@ def _metadata_params(filter_: object) -> list[Any]:
                 f"filter key {key!r} contains a double quote, which a metadata filter cannot "
                 "name"
             )
-        # A quoted JSON-path label, escaped the JSON way (backslashes, control
-        # characters), so '.', '[' or '$' in a key are literal, never path syntax.
-        path = '$."' + json.dumps(key, ensure_ascii=False)[1:-1] + '"'
-        if value is None:
-            types: tuple[str, str] = ("null", "null")
-        elif isinstance(value, bool):
-            types = ("true", "true") if value else ("false", "false")
+        if value is None or isinstance(value, bool):
+            pass
         elif isinstance(value, int | float | str):
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidInputError(f"filter value for {key!r} must be finite, got {value!r}")
@@ -991,13 +822,32 @@ def _metadata_params(filter_: object) -> list[Any]:
                 )
             if isinstance(value, str):
                 check_text(value, f"filter value for {key!r}")
-            # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
-            types = ("text", "text") if isinstance(value, str) else ("integer", "real")
         else:
             raise InvalidInputError(
                 f"filter value for {key!r} must be a str, int, float, bool or None, "
                 f"got {_kind(value)}"
             )
+        checked[key] = value
+    return checked
+
+
+def _metadata_params(checked: Mapping[str, MetadataValue]) -> list[Any]:
+    """Bound parameters for one _SQL_METADATA_MATCH per entry of a checked filter.
+
+    TRANSITION (issue 13): for the keyword query, until it moves behind the seam.
+    """
+    params: list[Any] = []
+    for key, value in checked.items():
+        # A quoted JSON-path label, escaped the JSON way (backslashes, control
+        # characters), so '.', '[' or '$' in a key are literal, never path syntax.
+        path = '$."' + json.dumps(key, ensure_ascii=False)[1:-1] + '"'
+        if value is None:
+            types: tuple[str, str] = ("null", "null")
+        elif isinstance(value, bool):
+            types = ("true", "true") if value else ("false", "false")
+        else:
+            # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
+            types = ("text", "text") if isinstance(value, str) else ("integer", "real")
         params += [path, *types, path, value]
     return params
 
@@ -1009,27 +859,23 @@ def _metadata_params(filter_: object) -> list[Any]:
 
 class _Plan(NamedTuple):
     examined: int
-    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]]  # reason, loser, winner
+    # reason, loser, winner
+    actions: list[tuple[Literal["duplicate", "conflict"], MemoryRow, MemoryRow]]
 
 
-def _newest_first(row: _Row) -> tuple[float, str, str]:
+def _newest_first(row: MemoryRow) -> tuple[float, str, str]:
     return (-row.created_at, row.namespace, row.key)
 
 
-def _plan_consolidation(conn: apsw.Connection, prefix: str, now: float) -> _Plan:
-    rows = [
-        _Row(*r)
-        for r in conn.execute(
-            SQL_LIST_PREFIX, (*_range_params(prefix), now, None, None, -1, 0)
-        ).fetchall()
-    ]
-    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]] = []
+def _plan_consolidation(tx: Transaction, prefix: str, now: float) -> _Plan:
+    rows = tx.memories.list_current(prefix, now=now)
+    actions: list[tuple[Literal["duplicate", "conflict"], MemoryRow, MemoryRow]] = []
 
-    duplicates: dict[tuple[str, str], list[_Row]] = {}
+    duplicates: dict[tuple[str, str], list[MemoryRow]] = {}
     for row in rows:
         canonical = json.dumps(decode(row.value), sort_keys=True, ensure_ascii=False)
         duplicates.setdefault((row.type, canonical), []).append(row)
-    survivors: list[_Row] = []
+    survivors: list[MemoryRow] = []
     for group in duplicates.values():
         winner, *losers = sorted(group, key=_newest_first)
         survivors.append(winner)
@@ -1037,7 +883,7 @@ def _plan_consolidation(conn: apsw.Connection, prefix: str, now: float) -> _Plan
 
     # After step 1 no two survivors of one type share a value, so every other
     # member of a (key, type) group holds a different value: a conflict.
-    conflicts: dict[tuple[str, str], list[_Row]] = {}
+    conflicts: dict[tuple[str, str], list[MemoryRow]] = {}
     for row in survivors:
         conflicts.setdefault((row.key, row.type), []).append(row)
     for group in conflicts.values():
@@ -1066,16 +912,16 @@ class MemoryService:
         (1, {'value': 'fr'})
     """
 
-    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(self, db: Backend, embeddings: EmbeddingService | None = None) -> None:
         self._db = db
         self._embeddings = embeddings
         self._costs: CostService | None = None  # set by Abathur: context() reports to it
         self._recorder: CallRecorder | None = None  # set by Abathur: purge() clears its counts
 
-    def _indexing(self, conn: apsw.Connection) -> _Indexing:
+    def _indexing(self, tx: Transaction) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
         held = self._embeddings is not None and self._embeddings.is_probe
-        return _Indexing(conn, configured=configured, held=held)
+        return _Indexing(tx, configured=configured, held=held)
 
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:
@@ -1150,13 +996,13 @@ class MemoryService:
         if expected_version is not None:
             _check_int(expected_version, "expected_version", minimum=0)
 
-        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing]:
+        def write(tx: Transaction) -> tuple[Memory, _Indexing]:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             _check_expected(namespace, key, expected_version, current, now)
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             memory = _write_version(
-                conn, current, index, namespace=namespace, key=key, type_=type_,
+                tx, current, index, namespace=namespace, key=key, type_=type_,
                 value=value_json, metadata=metadata_json, status="live", now=now,
                 expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
@@ -1195,13 +1041,8 @@ class MemoryService:
         """
         check_namespace(namespace)
         check_id(key, "memory key")
-        params = (namespace, key)
-        rows = await self._db.read(lambda conn: conn.execute(SQL_CURRENT_MEMORY, params).fetchall())
-        if not rows:
-            return None
-        row = rows[0]
-        # status and expires_at: columns 6 and 11 of _COLUMNS.
-        if row[6] != "live" or (row[11] is not None and row[11] <= time.time()):
+        row = await self._db.read(lambda tx: tx.memories.current(namespace, key))
+        if row is None or row.is_absent(time.time()):
             return None
         return _memory(row)
 
@@ -1239,9 +1080,8 @@ class MemoryService:
         """
         check_namespace(namespace)
         check_id(key, "memory key")
-        params = (namespace, key)
-        rows = await self._db.read(lambda conn: conn.execute(SQL_HISTORY, params).fetchall())
-        if not rows or _Row(*rows[-1]).is_expired(time.time()):
+        rows = await self._db.read(lambda tx: tx.memories.history(namespace, key))
+        if not rows or rows[-1].is_expired(time.time()):
             return []
         return [_memory(row) for row in rows]
 
@@ -1307,18 +1147,18 @@ class MemoryService:
         """
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
-        metadata_params = _metadata_params(filter)
+        metadata = _check_filter(filter)
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         _check_int(offset, "offset", minimum=0)
         if not isinstance(include_deleted, bool):
             raise InvalidInputError(
                 f"include_deleted must be a bool, got {_kind(include_deleted)}"
             )
-        sql, params = _list_query(
-            prefix, type_, metadata_params, limit, offset, time.time(),
+        now = time.time()
+        rows = await self._db.read(lambda tx: tx.memories.list_current(
+            prefix, now=now, type=type_, metadata=metadata, limit=limit, offset=offset,
             include_deleted=include_deleted,
-        )
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        ))
         return [_memory(row) for row in rows]
 
     async def delete(
@@ -1363,9 +1203,9 @@ class MemoryService:
         if expected_version is not None:
             _check_int(expected_version, "expected_version", minimum=0)
 
-        def write(conn: apsw.Connection) -> Memory:
+        def write(tx: Transaction) -> Memory:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             _check_expected(namespace, key, expected_version, current, now)
             if current is None or current.is_absent(now):
                 raise MemoryNotFoundError(
@@ -1373,7 +1213,7 @@ class MemoryService:
                     "superseded or expired)"
                 )
             tombstone = _write_version(
-                conn, current, self._indexing(conn), namespace=namespace, key=key,
+                tx, current, self._indexing(tx), namespace=namespace, key=key,
                 type_=current.type, value=current.value, metadata=current.metadata,
                 status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
@@ -1416,9 +1256,9 @@ class MemoryService:
         check_namespace(namespace)
         check_id(key, "memory key")
 
-        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing | None]:
+        def write(tx: Transaction) -> tuple[Memory, _Indexing | None]:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             if current is None:
                 raise MemoryNotFoundError(f"memory {namespace!r}/{key!r} never existed")
             if current.is_expired(now):
@@ -1428,9 +1268,9 @@ class MemoryService:
                 )
             if current.status == "live":
                 return _memory(current), None
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             restored = _write_version(
-                conn, current, index, namespace=namespace, key=key, type_=current.type,
+                tx, current, index, namespace=namespace, key=key, type_=current.type,
                 value=current.value, metadata=current.metadata, status="live", now=now,
                 expires_at=current.expires_at, action="memory.restore",
                 detail={"from": current.status},
@@ -1482,13 +1322,10 @@ class MemoryService:
         now = time.time()
         # Cutting names to max_depth can merge them and change their order
         # ('a:b!x' < 'a:b:c' but 'a:b' < 'a:b!x'), so the limit is applied after.
-        sql_limit = limit if max_depth is None else -1
-        if prefix is None:
-            sql, params = SQL_NAMESPACES_ALL, (now, sql_limit)
-        else:
-            sql, params = SQL_NAMESPACES_PREFIX, (*_range_params(prefix), now, sql_limit)
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
-        names = [name for (name,) in rows]
+        sql_limit = limit if max_depth is None else None
+        names = await self._db.read(
+            lambda tx: tx.memories.namespaces(prefix, now=now, limit=sql_limit)
+        )
         if max_depth is not None:
             names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
         return names[:limit]
@@ -1534,11 +1371,9 @@ class MemoryService:
             check_namespace(prefix, "prefix")
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         now = time.time()
-        if prefix is None:
-            sql, params = SQL_NAMESPACE_COUNTS_ALL, (now, limit)
-        else:
-            sql, params = SQL_NAMESPACE_COUNTS_PREFIX, (*_range_params(prefix), now, limit)
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        rows = await self._db.read(
+            lambda tx: tx.memories.namespace_counts(prefix, now=now, limit=limit)
+        )
         return [NamedCount(name=name, count=count) for name, count in rows]
 
     async def get_version(self, namespace: str, key: str, version: int) -> Memory | None:
@@ -1578,15 +1413,15 @@ class MemoryService:
         check_id(key, "memory key")
         _check_int(version, "version", minimum=1)
 
-        def read(conn: apsw.Connection) -> tuple[_Row | None, list[Any]]:
+        def read(tx: Transaction) -> tuple[MemoryRow | None, MemoryRow | None]:
             # Both in one read transaction: the current version says whether it expired.
-            rows = conn.execute(SQL_MEMORY_VERSION, (namespace, key, version)).fetchall()
-            return _current(conn, namespace, key), rows
+            found = tx.memories.version(namespace, key, version)
+            return tx.memories.current(namespace, key), found
 
-        current, rows = await self._db.read(read)
-        if not rows or current is None or current.is_expired(time.time()):
+        current, found = await self._db.read(read)
+        if found is None or current is None or current.is_expired(time.time()):
             return None
-        return _memory(rows[0])
+        return _memory(found)
 
     async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
         """Resolve duplicates and conflicts among the live memories under ``prefix``.
@@ -1655,18 +1490,18 @@ class MemoryService:
             )
 
         if dry_run:
-            plan = await self._db.read(lambda conn: _plan_consolidation(conn, prefix, time.time()))
+            plan = await self._db.read(lambda tx: _plan_consolidation(tx, prefix, time.time()))
             return report(plan, [0] * len(plan.actions))
 
-        def write(conn: apsw.Connection) -> ConsolidationReport:
+        def write(tx: Transaction) -> ConsolidationReport:
             now = time.time()
-            plan = _plan_consolidation(conn, prefix, now)
+            plan = _plan_consolidation(tx, prefix, now)
             versions = []
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             for reason, loser, winner in plan.actions:
                 winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
                 superseded = _write_version(
-                    conn, loser, index, namespace=loser.namespace, key=loser.key,
+                    tx, loser, index, namespace=loser.namespace, key=loser.key,
                     type_=loser.type,
                     value=loser.value, metadata=loser.metadata, status="superseded", now=now,
                     expires_at=loser.expires_at, superseded_by=winner_ref,
@@ -1868,7 +1703,7 @@ class MemoryService:
         check_query(query)
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
-        metadata_params = _metadata_params(filter)
+        metadata = _check_filter(filter)
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -1890,17 +1725,20 @@ class MemoryService:
         embedder = None if embeddings is None else embeddings.embedder
         model = None if embedder is None else embedder.name
 
-        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
+        def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
+            conn: Any = tx  # TRANSITION (issue 13): search still takes a connection.
             now = time.time()
             used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
-                built = _keyword_query(query, prefix, type_, metadata_params, depth, now)
+                built = _keyword_query(
+                    query, prefix, type_, _metadata_params(metadata), depth, now
+                )
                 rankings.append(conn.execute(*built).fetchall() if built else [])
             if used in ("vector", "hybrid"):
                 assert vector is not None
-                where = _vector_filter(conn, prefix, type_, metadata_params, now)
+                where = _vector_filter(tx, prefix, type_, metadata, now)
                 rankings.append(vector_search(
                     conn, VEC_TABLE, vector, n=depth,
                     candidates=k * settings.search_oversample, where=where,
@@ -1912,16 +1750,13 @@ class MemoryService:
                 )[:k]
             else:
                 ranked = rankings[0][:k]
-            rows = conn.execute(
-                SQL_MEMORIES_BY_ID, (json.dumps([item for item, _ in ranked]),)
-            ).fetchall()
-            by_id = {row[12]: row for row in rows}
+            by_id = {row.id: row for row in tx.memories.rows_by_id([item for item, _ in ranked])}
             # The indexes hold only current live versions; this keeps it so
             # even if one of them ever drifted.
             found = [
-                (_Row(*by_id[item]), score)
+                (by_id[item], score)
                 for item, score in ranked
-                if item in by_id and not _Row(*by_id[item]).is_absent(now)
+                if item in by_id and not by_id[item].is_absent(now)
             ]
             cosine = dict(rankings[-1]) if used != "keyword" else {}
             relevance = _relevance(conn, used, query, vector, model, found, cosine)
@@ -2093,7 +1928,7 @@ def _relevance(
     query: str,
     vector: np.ndarray | None,
     model: str | None,
-    found: list[tuple[_Row, float]],
+    found: list[tuple[MemoryRow, float]],
     cosine: dict[int, float],
 ) -> list[float]:
     """The ``relevance`` of each hit (see :class:`~abathur.models.SearchHit`).
@@ -2103,7 +1938,7 @@ def _relevance(
     with no vector at all (not embedded yet) gets its keyword relevance.
     Keyword: the share of the query's words in the key and the value's words.
     """
-    def text(row: _Row) -> str:
+    def text(row: MemoryRow) -> str:
         return f"{row.key} {memory_text(decode(row.value))}"
 
     if used == "keyword":
@@ -2129,8 +1964,8 @@ def _relevance(
     return [0.0 if value is None else value for value in out]
 
 
-def _hit(row: _Row | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:
-    memory = row if isinstance(row, _Row) else _Row(*row)
+def _hit(row: MemoryRow | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:
+    memory = row if isinstance(row, MemoryRow) else MemoryRow(*row)
     return SearchHit.model_construct(
         namespace=memory.namespace,
         key=memory.key,
@@ -2144,10 +1979,10 @@ def _hit(row: _Row | tuple[Any, ...], score: float, relevance: float = 0.0) -> S
 
 
 def _vector_filter(
-    conn: apsw.Connection,
+    tx: Transaction,
     prefix: str,
     type_: str | None,
-    metadata_params: list[Any],
+    metadata: Mapping[str, MetadataValue],
     now: float,
 ) -> VectorFilter:
     """Partition, type, allowed ids and metadata predicate for a vector search under ``prefix``.
@@ -2161,14 +1996,12 @@ def _vector_filter(
     depth = prefix.count(_SEP) + 1
     allowed: list[int] | None = None
     if depth > 2:
-        params = (*_range_params(prefix), now, type_, type_)
-        allowed = [item for (item,) in conn.execute(_SQL_ALLOWED_IDS, params)]
+        allowed = tx.memories.ids_under(prefix, now=now, type=type_)
     accept = None
-    if metadata_params:
-        sql = _SQL_ACCEPTED_IDS + _SQL_METADATA_MATCH * (len(metadata_params) // 5)
+    if metadata:
 
-        def accept(conn: apsw.Connection, ids: list[int]) -> set[int]:
-            return {item for (item,) in conn.execute(sql, (json.dumps(ids), *metadata_params))}
+        def accept(_conn: object, ids: list[int]) -> set[int]:
+            return tx.memories.ids_matching(ids, metadata)
 
     return VectorFilter(
         now=now,

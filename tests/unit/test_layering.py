@@ -71,7 +71,6 @@ BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
     "abathur.costs",
     "abathur.documents",
     "abathur.embeddings.queue",
-    "abathur.memory",
     "abathur.sessions",
     "abathur.tasks",
     "abathur.transfer",

@@ -23,7 +23,7 @@ from abathur import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from abathur.memory import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, prefix_params
+from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, list_params
 from tests.conftest import assert_unchanged
 
 TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
@@ -748,7 +748,7 @@ async def test_every_write_leaves_an_audit_record(ab: Abathur) -> None:
 
 
 async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
-    def plan(sql: str, params: tuple) -> str:
+    def plan(sql: str, params: tuple | dict) -> str:
         async def run() -> str:
             rows = await ab.db.read(
                 lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -759,6 +759,6 @@ async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
 
     current = await plan(SQL_CURRENT_MEMORY, ("user:a", "k"))
     assert "SEARCH memories USING INDEX memories_current (namespace=? AND key=?)" in current
-    listing = await plan(SQL_LIST_PREFIX, prefix_params("user:alice"))
+    listing = await plan(SQL_LIST_PREFIX, list_params("user:alice", now=0.0))
     assert "SEARCH memories USING INDEX memories_current (namespace>? AND namespace<?)" in listing
     assert "TEMP B-TREE" not in listing  # the index already gives (namespace, key) order

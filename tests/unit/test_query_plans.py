@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 import apsw
 import pytest
 
-from abathur import Abathur, memory, sessions, tasks
+from abathur import Abathur, sessions, tasks
+from abathur.backends.sqlite import memories as sqlite_memories
 
 
-def plan(conn: apsw.Connection, sql: str, params: tuple) -> str:
+def plan(conn: apsw.Connection, sql: str, params: tuple | dict) -> str:
     rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     return " | ".join(str(row[-1]) for row in rows)
 
 
-def memory_prefix_params() -> tuple:
-    return memory.prefix_params("user:alice")  # the exact params list() binds
+def memory_prefix_params() -> dict:
+    return sqlite_memories.list_params("user:alice", now=time.time())  # what list() binds
 
 
 HOT_QUERIES = [
@@ -44,13 +47,13 @@ HOT_QUERIES = [
     ),
     (
         "memory current version",
-        lambda: memory.SQL_CURRENT_MEMORY,
+        lambda: sqlite_memories.SQL_CURRENT_MEMORY,
         lambda: ("user:a", "k"),
         "USING INDEX memories_current (namespace=? AND key=?)",
     ),
     (
         "namespace prefix listing",
-        lambda: memory.SQL_LIST_PREFIX,
+        lambda: sqlite_memories.SQL_LIST_PREFIX,
         memory_prefix_params,
         "USING INDEX memories_current (namespace>? AND namespace<?)",
     ),

@@ -82,6 +82,7 @@ import structlog
 
 from abathur import audit, documents, memory, search, sessions, tasks
 from abathur.api import Abathur
+from abathur.backends.sqlite import memories as sqlite_memories
 from abathur.backends.sqlite import migrations
 from abathur.config import Settings
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
@@ -884,14 +885,14 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     ),
     HotQuery(
         "memory current version",
-        lambda: memory.SQL_CURRENT_MEMORY,
+        lambda: sqlite_memories.SQL_CURRENT_MEMORY,
         lambda: ("ns", "k"),
         "memories_current",
     ),
     HotQuery(
         "namespace prefix listing",
-        lambda: memory.SQL_LIST_PREFIX,
-        lambda: memory.prefix_params("user:alice"),
+        lambda: sqlite_memories.SQL_LIST_PREFIX,
+        lambda: sqlite_memories.list_params("user:alice", now=time.time()),
         "memories_current",
     ),
     HotQuery(

@@ -2,14 +2,144 @@
 
 The protocol every backend implements; reach it inside a transaction as
 ``tx.memories`` (see :mod:`abathur.stores`).
+
+A memory ``(namespace, key)`` is a chain of versions; exactly one of them is
+*current*. Rules (validation, version numbers, ``expected_version``, TTL,
+consolidation) belong to :mod:`abathur.memory`: a store stores and finds rows.
+A namespace *prefix* selects whole segments: ``"user:al"`` is ``user:al``
+itself and every ``user:al:...``, never ``user:alice``.
+
+Example:
+    >>> from abathur.stores.memories import MemoryRow
+    >>> row = MemoryRow("user:a", "k", 1, "semantic", '"x"', "{}", "live",
+    ...                 None, None, 0.0, 0.0, 5.0, 1)
+    >>> row.is_expired(now=10.0), row.is_absent(now=1.0)
+    (True, False)
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryRow", "MemoryStore", "MemoryVersion", "MetadataValue"]
+
+#: A value a metadata filter compares with (``None`` matches JSON null).
+MetadataValue = str | int | float | bool | None
+
+
+class MemoryVersion(NamedTuple):
+    """What one version holds, as written: the columns a write sets.
+
+    ``value`` and ``metadata`` are JSON text; times are epoch seconds.
+    """
+
+    namespace: str
+    key: str
+    version: int
+    type: str
+    value: str
+    metadata: str
+    status: str
+    superseded_by_namespace: str | None
+    superseded_by_key: str | None
+    first_created_at: float
+    created_at: float
+    expires_at: float | None
+
+
+class MemoryRow(NamedTuple):
+    """One stored version: :class:`MemoryVersion` plus its row ``id``."""
+
+    namespace: str
+    key: str
+    version: int
+    type: str
+    value: str
+    metadata: str
+    status: str
+    superseded_by_namespace: str | None
+    superseded_by_key: str | None
+    first_created_at: float
+    created_at: float
+    expires_at: float | None
+    id: int
+
+    def is_absent(self, now: float) -> bool:
+        """True when the version reads as no memory: not live, or expired."""
+        return self.status != "live" or self.is_expired(now)
+
+    def is_expired(self, now: float) -> bool:
+        """True when its TTL ran out at or before ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class MemoryStore(Protocol):
     """Versioned memories (every version a row) and their namespaces."""
+
+    def current(self, namespace: str, key: str) -> MemoryRow | None:
+        """The current version of ``(namespace, key)``, whatever its status or expiry."""
+        ...
+
+    def history(self, namespace: str, key: str) -> list[MemoryRow]:
+        """Every version of ``(namespace, key)``, oldest first."""
+        ...
+
+    def version(self, namespace: str, key: str, version: int) -> MemoryRow | None:
+        """One version of ``(namespace, key)``, or None if there is no such version."""
+        ...
+
+    def retire_current(self, namespace: str, key: str) -> None:
+        """Make the current version of ``(namespace, key)`` no longer current."""
+        ...
+
+    def insert_current(self, row: MemoryVersion, *, audit_seq: int) -> int:
+        """Store ``row`` as the current version (retire the old one first); return its id.
+
+        ``audit_seq`` is the audit record that covers the row.
+        """
+        ...
+
+    def list_current(
+        self,
+        prefix: str,
+        *,
+        now: float,
+        type: str | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> list[MemoryRow]:
+        """Unexpired current versions under ``prefix``, by (namespace, key).
+
+        Live ones only unless ``include_deleted``; ``type`` and every
+        ``metadata`` entry (key equals value, JSON types compared as
+        ``==`` does: ``1`` matches ``1.0``, not ``true``) must match.
+        ``limit`` None: all of them.
+        """
+        ...
+
+    def namespaces(self, prefix: str | None, *, now: float, limit: int | None) -> list[str]:
+        """Namespaces (under ``prefix``; None: all) holding a live, unexpired memory, sorted."""
+        ...
+
+    def namespace_counts(
+        self, prefix: str | None, *, now: float, limit: int
+    ) -> list[tuple[str, int]]:
+        """:meth:`namespaces` with each one's count of live, unexpired memories."""
+        ...
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[MemoryRow]:
+        """The versions with these row ids (those that exist), in no given order."""
+        ...
+
+    def ids_under(self, prefix: str, *, now: float, type: str | None = None) -> list[int]:
+        """Ids of the live, unexpired current versions under ``prefix`` (of ``type``)."""
+        ...
+
+    def ids_matching(
+        self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]
+    ) -> set[int]:
+        """The ids among ``ids`` whose metadata matches every entry of ``metadata``."""
+        ...
