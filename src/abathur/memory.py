@@ -41,7 +41,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
@@ -50,7 +49,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
-import apsw
 import numpy as np
 import structlog
 
@@ -84,23 +82,17 @@ from abathur.search import (
     IndexItem,
     IndexKind,
     VectorFilter,
-    cached_similarity,
     check_min_score,
     check_query,
-    defer_vector_delete,
-    delete_vector,
-    fts_query,
-    insert_vector,
     partition_of,
+    query_words,
     resolve_mode,
     rrf,
-    scope_match,
-    scope_tokens,
     term_coverage,
-    vector_search,
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
+from abathur.stores.search import MemoryText
 from abathur.values import (
     INT64_MAX,
     INT64_MIN,
@@ -123,11 +115,9 @@ __all__ = [
     "MAX_NAMESPACE_LENGTH",
     "MAX_SEARCH_K",
     "MEMORY_KIND",
-    "SQL_KEYWORD_SEARCH",
     "MemoryService",
     "check_namespace",
     "index",
-    "keyword_params",
     "memory_text",
     "rebuild_keyword_index",
     "unindex",
@@ -164,26 +154,6 @@ _COLUMNS = (
     "namespace, key, version, type, value, metadata, status, superseded_by_namespace, "
     "superseded_by_key, first_created_at, created_at, expires_at, id"
 )
-
-# json_type tells JSON null from a missing key and true from 1, which
-# json_extract alone cannot. Params: path, type, other type, path, value.
-_SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
-
-# memory.search, keyword ranking: FTS5 finds the prefix (scope_match) and the
-# words, the join keeps live, unexpired current versions of the right type and
-# metadata. No window: every match passing the filters is ranked. Params: the
-# MATCH expression, now, prefix, prefix + ';', prefix, prefix + ':', type,
-# type, one _SQL_METADATA_MATCH group per filter entry, limit.
-_SQL_KEYWORD_WHERE = (
-    "SELECT m.id, -bm25(memories_fts, 1.0, 1.0, 0.0) AS score "
-    "FROM memories_fts JOIN memories AS m ON m.id = memories_fts.rowid "
-    "WHERE memories_fts MATCH ? AND m.is_current = 1 AND m.status = 'live' "
-    "AND (m.expires_at IS NULL OR m.expires_at > ?) "
-    "AND m.namespace >= ? AND m.namespace < ? AND (m.namespace = ? OR m.namespace >= ?) "
-    "AND (? IS NULL OR m.type = ?)"
-)
-_SQL_KEYWORD_END = " ORDER BY score DESC, m.id LIMIT ?"
-SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
 
 # memory.search(fresh=True): the embedding jobs of the current versions under a
 # prefix, and how many there are (SearchResult.pending). The queue is read
@@ -258,16 +228,16 @@ def _write_version(
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
-    conn: Any = tx  # TRANSITION (issue 13): audit and the indexes still take a connection.
+    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
     seq = audit.next_seq(conn)
     new_id = tx.memories.insert_current(row, audit_seq=seq)
     audit.append(conn, action, "memory", _entity(namespace, key),
                  {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
-        index.remove(conn, current.id)
+        index.remove(tx, current.id)
     if status == "live":
-        index.add(conn, new_id, namespace, key, type_, decode(value), expires_at, now)
+        index.add(tx, new_id, namespace, key, type_, decode(value), expires_at, now)
     return _memory(row)
 
 
@@ -277,19 +247,6 @@ def _write_version(
 
 TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(MEMORY_TYPES)}
 
-SQL_FTS_INSERT = "INSERT INTO memories_fts (rowid, key, text, scope) VALUES (?, ?, ?, ?)"
-SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
-# Per write: the recorded embedder, and whether its vector table exists yet.
-SQL_INDEX_STATE = (
-    "SELECT (SELECT value FROM meta WHERE key = 'embedder.name'), "
-    "EXISTS (SELECT 1 FROM vector_tables WHERE name = 'memories_vec')"
-)
-_SQL_INDEX_ITEMS = (
-    "SELECT id, namespace, key, value, type, expires_at FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
-)
-SQL_INDEX_ITEMS_BY_ID = _SQL_INDEX_ITEMS + " AND id IN (SELECT value FROM json_each(?))"
-SQL_LIVE_INDEX_ITEMS = _SQL_INDEX_ITEMS + " ORDER BY id"
 VEC_TABLE = "memories_vec"
 
 
@@ -331,36 +288,33 @@ def _index_item(
     )
 
 
-def _items(rows: list[tuple[Any, ...]]) -> list[IndexItem]:
-    return [
-        _index_item(item_id, namespace, key, type_, memory_text(decode(value)), expires_at)
-        for item_id, namespace, key, value, type_, expires_at in rows
-    ]
+def _item(row: MemoryRow) -> IndexItem:
+    text = memory_text(decode(row.value))
+    return _index_item(row.id, row.namespace, row.key, row.type, text, row.expires_at)
 
 
-def _load_items(conn: apsw.Connection, ids: Sequence[int], now: float) -> list[IndexItem]:
-    return _items(conn.execute(SQL_INDEX_ITEMS_BY_ID, (now, json.dumps(list(ids)))).fetchall())
+def _load_items(tx: Transaction, ids: Sequence[int], now: float) -> list[IndexItem]:
+    return [_item(row) for row in tx.memories.current_live(now=now, ids=ids)]
 
 
-def _live_items(conn: apsw.Connection) -> Iterator[IndexItem]:
-    cursor = conn.execute(SQL_LIVE_INDEX_ITEMS, (time.time(),))
-    while rows := list(itertools.islice(cursor, 1000)):
-        yield from _items(rows)
+def _live_items(tx: Transaction) -> Iterator[IndexItem]:
+    for row in tx.memories.current_live(now=time.time()):
+        yield _item(row)
 
 
 MEMORY_KIND = IndexKind(name="memory", vec_table=VEC_TABLE, load=_load_items, live=_live_items)
 
 
-def unindex(conn: apsw.Connection, item_id: int) -> None:
+def unindex(tx: Transaction, item_id: int) -> None:
     """Take the live version ``memories.id = item_id`` out of every search index.
 
     For code that removes or archives memory rows outside MemoryService (a
     sweeper, archival): call it in the same transaction, before the row goes.
     """
-    _Indexing(conn, configured=False).remove(conn, item_id)
+    _Indexing(tx, configured=False).remove(tx, item_id)
 
 
-def index(conn: apsw.Connection, item_id: int) -> bool:
+def index(tx: Transaction, item_id: int) -> bool:
     """Put the current live version ``memories.id = item_id`` back in every search index.
 
     The reverse of :func:`unindex`, for code that puts memory rows back
@@ -368,16 +322,14 @@ def index(conn: apsw.Connection, item_id: int) -> bool:
     embedding job was queued (wake the worker); False when the cache already
     had the vector, the file keeps no vectors, or the row is not current and live.
     """
-    rows = conn.execute(
-        "SELECT namespace, key, type, value, expires_at FROM memories "
-        "WHERE id = ? AND is_current = 1 AND status = 'live'",
-        (item_id,),
-    ).fetchall()
-    if not rows:
+    row = next(iter(tx.memories.current_live(ids=[item_id])), None)
+    if row is None:
         return False
-    namespace, key, type_, value, expires_at = rows[0]
-    indexing = _Indexing(conn, configured=False)
-    indexing.add(conn, item_id, namespace, key, type_, decode(value), expires_at, time.time())
+    indexing = _Indexing(tx, configured=False)
+    indexing.add(
+        tx, item_id, row.namespace, row.key, row.type, decode(row.value), row.expires_at,
+        time.time(),
+    )
     return indexing.enqueued > 0
 
 
@@ -391,34 +343,36 @@ class _Indexing:
 
     __slots__ = ("cached", "enqueued", "has_table", "held", "model", "vectors")
 
-    def __init__(self, conn: apsw.Connection, *, configured: bool, held: bool = False) -> None:
-        ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
-        self.model: str | None = model
-        self.has_table = bool(has_table) and model is not None
-        self.vectors = configured or model is not None
+    def __init__(self, tx: Transaction, *, configured: bool, held: bool = False) -> None:
+        state = tx.search.vector_index_state(VEC_TABLE)
+        self.model: str | None = state.model
+        self.has_table = state.has_table and state.keeps_vectors
+        self.vectors = configured or state.keeps_vectors
         self.held = held  # a probe's write: its jobs wait for the probe's own drain
         self.enqueued = 0
         self.cached: list[str] = []  # namespaces whose vector came from the cache (issue 4)
 
-    def remove(self, conn: apsw.Connection, item_id: int) -> None:
-        conn.execute(SQL_FTS_DELETE, (item_id,))
+    def remove(self, tx: Transaction, item_id: int) -> None:
+        tx.search.remove_memory_text(item_id)
+        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         # A version has a queued job or a vector, never both.
         if self.vectors and not cancel(conn, MEMORY_KIND.name, item_id) and self.has_table:
-            defer_vector_delete(conn, VEC_TABLE, item_id)
+            tx.search.defer_vector_delete(VEC_TABLE, item_id)
 
     def add(
-        self, conn: apsw.Connection, item_id: int, namespace: str, key: str, type_: str,
+        self, tx: Transaction, item_id: int, namespace: str, key: str, type_: str,
         value: Any, expires_at: float | None, now: float,
     ) -> None:
         text = memory_text(value)
-        conn.execute(SQL_FTS_INSERT, (item_id, key, text, scope_tokens(namespace)))
+        tx.search.add_memory_text(MemoryText(item_id, namespace, key, text))
+        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         if not self.vectors:
             return
         item = _index_item(item_id, namespace, key, type_, text, expires_at)
         text_hash = content_hash(item.text)
         # A text embedded before (a restore, an unchanged value) needs no job.
-        if self.has_table and insert_vector(
-            conn, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
+        if self.has_table and tx.search.insert_vector(
+            VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
             self.cached.append(namespace)
             return
@@ -445,81 +399,21 @@ def _check_expected(
     raise VersionConflictError(namespace, key, expected, actual)
 
 
-def _range_params(prefix: str) -> tuple[str, str, str, str]:
-    return prefix, prefix + _AFTER_SEP, prefix, prefix + _SEP
-
-
 def _scope_params(prefix: str) -> dict[str, str]:
-    """Named parameters of the prefix range (as _range_params, for named SQL)."""
+    """Named parameters of the prefix range (SQL_PENDING_JOBS, SQL_PENDING_COUNT)."""
     return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
-def _keyword_query(
-    query: str,
-    prefix: str,
-    type_: str | None,
-    metadata_params: list[Any],
-    limit: int,
-    now: float,
-) -> tuple[str, tuple[Any, ...]] | None:
-    words = fts_query(query, columns=("key", "text"))
-    if words is None:
-        return None
-    sql = (
-        _SQL_KEYWORD_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_KEYWORD_END
-    )
-    match = f"{words} AND {scope_match(prefix)}"
-    params = (match, now, *_range_params(prefix), type_, type_, *metadata_params, limit)
-    return sql, params
-
-
-def keyword_params(
-    query: str, prefix: str, *, type: MemoryType | None = None, k: int = 10,
-    now: float | None = None,
-) -> tuple[Any, ...]:
-    """The parameters :meth:`MemoryService.search` binds to :data:`SQL_KEYWORD_SEARCH`.
-
-    For a call without ``filter``, so a test can ``EXPLAIN QUERY PLAN`` the
-    exact keyword query that ships.
-
-    Example:
-        >>> from abathur.memory import keyword_params
-        >>> keyword_params("tea time", "user:al", now=0.0)[0].startswith('{key text} : ("tea"')
-        True
-    """
-    when = time.time() if now is None else now
-    built = _keyword_query(query, prefix, type, [], k, when)
-    if built is None:
-        raise InvalidInputError(f"query {query!r} has no word to search for")
-    return built[1]
-
-
-def rebuild_keyword_index(conn: apsw.Connection) -> int:
+def rebuild_keyword_index(tx: Transaction) -> int:
     """Rebuild ``memories_fts`` from the current live memories; return the rows indexed.
 
     Runs in the caller's write transaction. ``memories_fts`` is contentless,
     so FTS5's own ``'rebuild'`` cannot be used: this is the way to repair it.
     """
-    conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')")
-    cursor = conn.execute(
-        "SELECT id, namespace, key, value FROM memories WHERE is_current = 1 AND status = 'live'"
+    return tx.search.rebuild_memory_text(
+        MemoryText(row.id, row.namespace, row.key, memory_text(decode(row.value)))
+        for row in tx.memories.current_live()
     )
-    count = 0
-    while rows := list(itertools.islice(cursor, 1000)):
-        conn.executemany(
-            SQL_FTS_INSERT,
-            [
-                (item_id, key, memory_text(decode(value)), scope_tokens(namespace))
-                for item_id, namespace, key, value in rows
-            ],
-        )
-        count += len(rows)
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('search.memories_fts', 'built') "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    )
-    return count
-
 
 def _entity(namespace: str, key: str) -> str:
     return f"{namespace}/{key}"
@@ -530,134 +424,49 @@ def _entity(namespace: str, key: str) -> str:
 # Ranges bind like memory.list: lo, hi, eq, ge (whole segments).
 # ---------------------------------------------------------------------------
 
-_RANGE = "{col} >= ? AND {col} < ? AND ({col} = ? OR {col} >= ?)"
-# Every version, through the UNIQUE (namespace, key, version) index.
-_SQL_PURGE_ROWS = (
-    "SELECT id, namespace, key, type, value, status, is_current, expires_at FROM memories "
-    "WHERE " + _RANGE.format(col="namespace")
-)
-_SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
-_SQL_PURGE_ARCHIVE = (
-    "FROM archive WHERE kind IN ('memory', 'versions') AND " + _RANGE.format(col="namespace")
-)
-# stats' top namespaces name them: the metrics rows of reads and writes.
-_SQL_PURGE_METRICS = (
-    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _RANGE.format(col="name")
-)
-# Versions outside the prefix superseded by a memory inside it (consolidate
-# across tenants): their superseded_by names what is purged. No index: a scan.
-_SQL_PURGE_POINTING_IN = (
-    f"SELECT {_COLUMNS} FROM memories WHERE "
-    + _RANGE.format(col="superseded_by_namespace")
-    + " AND NOT ("
-    + _RANGE.format(col="namespace")
-    + ")"
-)
-_SQL_PURGE_UNPOINT = (
-    "UPDATE memories SET superseded_by_namespace = NULL, superseded_by_key = NULL, "
-    "audit_seq = ? WHERE id = ?"
-)
-# The versions the keyword index holds (its docsize shadow table: one row each).
-_SQL_PURGE_FTS_IDS = (
-    "SELECT id FROM memories_fts_docsize WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQL_PURGE_JOBS = (
-    "FROM embedding_queue WHERE kind = 'memory' AND ref_id IN (SELECT value FROM json_each(?))"
-)
-_SQL_PURGE_PENDING = (
-    "DELETE FROM vector_deletes WHERE vec_table = ? AND item_id IN (SELECT value FROM json_each(?))"
-)
-# The vec0 tables whose rows point at embedding_cache (ours: memories and chunks).
-_VECTOR_TABLES = (VEC_TABLE, "chunks_vec")
-_SQL_PURGE_CACHE = (
-    "FROM embedding_cache WHERE content_hash IN (SELECT value FROM json_each(:hashes)) "
-    "AND id NOT IN (SELECT value FROM json_each(:used)) "
-    "AND content_hash NOT IN (SELECT content_hash FROM embedding_queue)"
-)
 # Beyond every namespace (at most MAX_NAMESPACE_LENGTH characters): purge everything.
 _TOP = chr(0x10FFFF) * (MAX_NAMESPACE_LENGTH + 1)
 
 
-def _purge_ranges(prefix: str | None) -> tuple[tuple[str, ...], tuple[str, str, str, str]]:
-    """The namespace range of ``prefix`` (None: all) and the audit entity_id bounds."""
+def _audit_bounds(prefix: str | None) -> tuple[str, str, str, str]:
+    """The audit entity_id bounds of the memories under ``prefix`` (None: all)."""
     if prefix is None:
-        return ("", _TOP, "", ""), ("", _TOP, "", _TOP)
-    return _range_params(prefix), (prefix + "/", prefix + "0", prefix + _SEP, prefix + _AFTER_SEP)
+        return ("", _TOP, "", _TOP)
+    return (prefix + "/", prefix + "0", prefix + _SEP, prefix + _AFTER_SEP)
 
 
-def _has_table(conn: apsw.Connection, name: str) -> bool:
-    sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
-    return bool(conn.execute(sql, (name,)).fetchall())
-
-
-def _cache_in_use(conn: apsw.Connection, purged: set[int]) -> list[int]:
-    """Cache rows a vector other than the purged memories' points at."""
-    used: set[int] = set()
-    for table in _VECTOR_TABLES:
-        if _has_table(conn, table):
-            # Our own constant names; vec0 gives no index on a metadata column.
-            for item_id, cache_id in conn.execute(f'SELECT item_id, cache_id FROM "{table}"'):
-                if table != VEC_TABLE or item_id not in purged:
-                    used.add(cache_id)
-    return sorted(used)
-
-
-def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> PurgeReport:
+def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport:
     """Erase every version under ``prefix`` and all that names it, in the caller's transaction.
 
     In a dry run (a read transaction) it only counts.
     """
-    ranges, bounds = _purge_ranges(prefix)
-    rows = conn.execute(_SQL_PURGE_ROWS, ranges).fetchall()
-    item_ids = [r[0] for r in rows]
-    ids = json.dumps(item_ids)
+    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
+    rows = tx.memories.versions_under(prefix)
+    item_ids = [row.id for row in rows]
     # What each version embedded (or would have): the cache keys it may have left.
-    texts = {
-        content_hash(_index_item(i, ns, k, t, memory_text(decode(v)), e).text)
-        for i, ns, k, t, v, _, _, e in rows
-    }
-    has_vectors = _has_table(conn, VEC_TABLE)
-    used = _cache_in_use(conn, set(item_ids))
-    cache = {"hashes": json.dumps(sorted(texts)), "used": json.dumps(used)}
-    pointing_in = [MemoryRow(*r) for r in conn.execute(_SQL_PURGE_POINTING_IN, ranges + ranges)]
-    fts_ids = [i for (i,) in conn.execute(_SQL_PURGE_FTS_IDS, (ids,))]
-
-    def count(sql: str, params: Any) -> int:
-        return int(conn.execute("SELECT count(*) " + sql, params).fetchall()[0][0])
-
+    texts = sorted({content_hash(_item(row).text) for row in rows})
+    pointing_in = tx.memories.pointing_into(prefix)
+    found = tx.memories.purge_counts(prefix, item_ids, texts)
     counts = {
         "memories": len(rows),
-        "memories_fts": len(fts_ids),
-        "vectors": sum(
-            len(conn.execute(f'SELECT 1 FROM "{VEC_TABLE}" WHERE item_id = ?', (i,)).fetchall())
-            for i in (item_ids if has_vectors else [])
-        ),
-        "embedding_queue": count(_SQL_PURGE_JOBS, (ids,)),
-        "embedding_cache": count(_SQL_PURGE_CACHE, cache),
-        "archive": count(_SQL_PURGE_ARCHIVE, ranges),
-        "metrics": count(_SQL_PURGE_METRICS, ranges),
+        "memories_fts": found.keyword_rows,
+        "vectors": found.vectors,
+        "embedding_queue": found.embedding_jobs,
+        "embedding_cache": found.cached_vectors,
+        "archive": found.archived,
+        "metrics": found.metrics,
         "versions_unlinked": len(pointing_in),
     }
-    records = audit.memory_records(conn, bounds)
+    records = audit.memory_records(conn, _audit_bounds(prefix))
     if dry_run:
         return PurgeReport(scope="memory", is_dry_run=True, counts=counts, redacted=len(records))
-    for item_id in fts_ids:
-        conn.execute(SQL_FTS_DELETE, (item_id,))
-    for item_id in item_ids if has_vectors else []:
-        delete_vector(conn, VEC_TABLE, item_id)
-    if has_vectors:
-        conn.execute(_SQL_PURGE_PENDING, (VEC_TABLE, ids))
-    conn.execute("DELETE " + _SQL_PURGE_JOBS, (ids,))
-    conn.execute(_SQL_PURGE_DELETE, (ids,))
-    conn.execute("DELETE " + _SQL_PURGE_ARCHIVE, ranges)
-    conn.execute("DELETE " + _SQL_PURGE_METRICS, ranges)
-    conn.execute("DELETE " + _SQL_PURGE_CACHE, cache)
+    tx.memories.erase(prefix, item_ids, texts)
     now = time.time()
     for row in pointing_in:
         # The version keeps its status; only the name of the purged winner goes,
         # under a new record covering the row as it is now.
         seq = audit.next_seq(conn)
-        conn.execute(_SQL_PURGE_UNPOINT, (seq, row.id))
+        tx.memories.unlink(row.id, audit_seq=seq)
         content = (*row[:7], None, None, row.first_created_at, row.created_at, row.expires_at)
         audit.append(
             conn,
@@ -668,16 +477,9 @@ def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> Purge
             at=now,
             content=("memories", content),
         )
-    if counts["memories_fts"]:
-        # Deleted rows of a contentless FTS5 table leave their words in the
-        # index segments until a merge: 'optimize' rewrites them without.
-        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
     # A record a surviving row still names stays: only an odd '/' in a
     # namespace could make an entity_id fall in the range without being purged.
-    kept = {s for (s,) in conn.execute(
-        "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(records)),),
-    )}
+    kept = tx.memories.audit_seqs_in_use(records)
     redacted, seq = audit.record_purge(
         conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
     )
@@ -829,27 +631,6 @@ def _check_filter(filter_: object) -> dict[str, MetadataValue]:
             )
         checked[key] = value
     return checked
-
-
-def _metadata_params(checked: Mapping[str, MetadataValue]) -> list[Any]:
-    """Bound parameters for one _SQL_METADATA_MATCH per entry of a checked filter.
-
-    TRANSITION (issue 13): for the keyword query, until it moves behind the seam.
-    """
-    params: list[Any] = []
-    for key, value in checked.items():
-        # A quoted JSON-path label, escaped the JSON way (backslashes, control
-        # characters), so '.', '[' or '$' in a key are literal, never path syntax.
-        path = '$."' + json.dumps(key, ensure_ascii=False)[1:-1] + '"'
-        if value is None:
-            types: tuple[str, str] = ("null", "null")
-        elif isinstance(value, bool):
-            types = ("true", "true") if value else ("false", "false")
-        else:
-            # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
-            types = ("text", "text") if isinstance(value, str) else ("integer", "real")
-        params += [path, *types, path, value]
-    return params
 
 
 # ---------------------------------------------------------------------------
@@ -1578,16 +1359,16 @@ class MemoryService:
                 raise InvalidInputError("give a prefix or everything=True, not both")
             scope = check_namespace(prefix, "prefix")
         if dry_run:
-            return await self._db.read(lambda conn: _purge(conn, scope, dry_run=True))
+            return await self._db.read(lambda tx: _purge(tx, scope, dry_run=True))
 
-        def write(conn: apsw.Connection) -> PurgeReport:
-            # Deleted cells and freed pages are overwritten with zeros, so the
-            # erased bytes do not linger in the file or the WAL.
-            conn.execute("PRAGMA secure_delete = ON")
+        def write(tx: Transaction) -> PurgeReport:
+            # Deleted content is overwritten, so the erased bytes do not linger
+            # in the file or the WAL.
+            tx.memories.overwrite_deleted(True)
             try:
-                return _purge(conn, scope, dry_run=False)
+                return _purge(tx, scope, dry_run=False)
             finally:
-                conn.execute("PRAGMA secure_delete = FAST")
+                tx.memories.overwrite_deleted(False)
 
         report = await self._db.write(write)
         if self._recorder is not None:
@@ -1726,21 +1507,20 @@ class MemoryService:
         model = None if embedder is None else embedder.name
 
         def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
-            conn: Any = tx  # TRANSITION (issue 13): search still takes a connection.
             now = time.time()
-            used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
+            used, why = resolve_mode(tx, VEC_TABLE, mode, vector, reason)
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
-                built = _keyword_query(
-                    query, prefix, type_, _metadata_params(metadata), depth, now
-                )
-                rankings.append(conn.execute(*built).fetchall() if built else [])
+                rankings.append(tx.search.memory_keyword_ranking(
+                    query_words(query), prefix, now=now, type=type_, metadata=metadata,
+                    limit=depth,
+                ))
             if used in ("vector", "hybrid"):
                 assert vector is not None
                 where = _vector_filter(tx, prefix, type_, metadata, now)
-                rankings.append(vector_search(
-                    conn, VEC_TABLE, vector, n=depth,
+                rankings.append(tx.search.vector_search(
+                    VEC_TABLE, vector, n=depth,
                     candidates=k * settings.search_oversample, where=where,
                 ))
             if used == "hybrid":
@@ -1759,7 +1539,7 @@ class MemoryService:
                 if item in by_id and not by_id[item].is_absent(now)
             ]
             cosine = dict(rankings[-1]) if used != "keyword" else {}
-            relevance = _relevance(conn, used, query, vector, model, found, cosine)
+            relevance = _relevance(tx, used, query, vector, model, found, cosine)
             hits = [
                 _hit(row, score, rel)
                 for (row, score), rel in zip(found, relevance, strict=True)
@@ -1767,6 +1547,8 @@ class MemoryService:
             ]
             pending = 0
             if mode != "keyword":
+                # TRANSITION (issue 13): the queue's SQL, until its store can count this.
+                conn: Any = tx
                 pending = conn.execute(
                     SQL_PENDING_COUNT, {"kind": MEMORY_KIND.name, **_scope_params(prefix)}
                 ).fetchall()[0][0]
@@ -1911,19 +1693,18 @@ class MemoryService:
 
     async def _prepare(self) -> None:
         """Index memories written before migration 003 (once per file)."""
-        sql = "SELECT 1 FROM meta WHERE key = 'search.memories_fts'"
-        if await self._db.read(lambda conn: conn.execute(sql).fetchall()):
+        if await self._db.read(lambda tx: tx.search.memory_text_built()):
             return
 
-        def write(conn: apsw.Connection) -> None:
-            if not conn.execute(sql).fetchall():
-                rebuild_keyword_index(conn)
+        def write(tx: Transaction) -> None:
+            if not tx.search.memory_text_built():
+                rebuild_keyword_index(tx)
 
         await self._db.write(write)
 
 
 def _relevance(
-    conn: apsw.Connection,
+    tx: Transaction,
     used: SearchMode,
     query: str,
     vector: np.ndarray | None,
@@ -1942,7 +1723,7 @@ def _relevance(
         return f"{row.key} {memory_text(decode(row.value))}"
 
     if used == "keyword":
-        return term_coverage(conn, query, [text(row) for row, _ in found])
+        return term_coverage(tx, query, [text(row) for row, _ in found])
     out: list[float | None] = [cosine.get(row.id) for row, _ in found]
     missing = [i for i, value in enumerate(out) if value is None]
     if missing and vector is not None and model is not None:
@@ -1953,12 +1734,12 @@ def _relevance(
             words = memory_text(decode(row.value))
             item = _index_item(0, row.namespace, row.key, row.type, words, None)
             hashes[i] = content_hash(item.text)
-        similar = cached_similarity(conn, model, vector, list(hashes.values()))
+        similar = tx.search.cached_similarity(model, vector, list(hashes.values()))
         for i, text_hash in hashes.items():
             out[i] = similar.get(text_hash)
     missing = [i for i, value in enumerate(out) if value is None]
     if missing:
-        coverage = term_coverage(conn, query, [text(found[i][0]) for i in missing])
+        coverage = term_coverage(tx, query, [text(found[i][0]) for i in missing])
         for i, value in zip(missing, coverage, strict=True):
             out[i] = value
     return [0.0 if value is None else value for value in out]
@@ -2000,7 +1781,7 @@ def _vector_filter(
     accept = None
     if metadata:
 
-        def accept(_conn: object, ids: list[int]) -> set[int]:
+        def accept(ids: list[int]) -> set[int]:
             return tx.memories.ids_matching(ids, metadata)
 
     return VectorFilter(

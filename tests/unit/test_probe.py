@@ -13,9 +13,10 @@ import apsw
 import pytest
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
+from abathur.backends.sqlite.vectors import drop_empty_partition
 from abathur.embeddings.queue import HELD_NOT_BEFORE, SQL_HELD_JOBS
 from abathur.memory import VEC_TABLE
-from abathur.search import drop_empty_partition, partition_of
+from abathur.search import partition_of
 
 
 def count(path: Path, sql: str, *params: object) -> int:

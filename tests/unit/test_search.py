@@ -30,17 +30,11 @@ from abathur import (
     SearchHit,
     SearchResult,
 )
+from abathur.backends.sqlite.search import scope_tokens
+from abathur.backends.sqlite.vectors import SQL_CHUNKS_OF_PARTITION, vector_candidates
 from abathur.embeddings.bundled import BundledEmbedder
 from abathur.memory import MEMORY_KIND, _Indexing, _write_version
-from abathur.search import (
-    SQL_CHUNKS_OF_PARTITION,
-    VectorFilter,
-    fts_query,
-    partition_of,
-    rrf,
-    scope_tokens,
-    vector_candidates,
-)
+from abathur.search import VectorFilter, fts_query, partition_of, rrf
 from tests.conftest import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -556,7 +550,7 @@ async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
     embedder = WordHashEmbedder()
     asked: list[int] = []
 
-    def accept(conn, ids: list[int]) -> set[int]:
+    def accept(ids: list[int]) -> set[int]:
         asked.extend(ids)
         return {i for i in ids if i % every == 0}
 

@@ -62,7 +62,7 @@ import numpy as np
 import structlog
 
 from abathur import search
-from abathur.backends.sqlite import Database
+from abathur.backends.sqlite import Database, vectors
 from abathur.embeddings.base import Embedder
 from abathur.errors import (
     AbathurError,
@@ -981,7 +981,7 @@ class EmbeddingService:
                 await task
         if self._usage and not self._db.is_closed:
             await self._db.write(self._flush_usage)
-        search.forget_mirrors(self._db.path)
+        vectors.forget_mirrors(self._db.path)
 
     # -- public --------------------------------------------------------------
 

@@ -26,7 +26,7 @@ Safe on a production database, after every deploy:
   events, tasks) and its memories too (``memory.purge``: every version,
   tombstone, keyword row, vector, queued job and embedding-cache entry), and
   the vec0 chunks of its own vector partition are dropped with the dead
-  slots they held (:func:`abathur.search.drop_empty_partition`).
+  slots they held (:func:`abathur.backends.sqlite.vectors.drop_empty_partition`).
   :class:`Cleanup` reports it, and a run whose cleanup leaves a row is not ok.
 
 What stays, by design, is in the audit log only: it is a hash chain, so the
@@ -83,7 +83,8 @@ import structlog
 from abathur import audit, documents, memory, search, sessions, tasks
 from abathur.api import Abathur
 from abathur.backends.sqlite import memories as sqlite_memories
-from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite import migrations, vectors
+from abathur.backends.sqlite import search as sqlite_search
 from abathur.config import Settings
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
 from abathur.errors import (
@@ -897,8 +898,10 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     ),
     HotQuery(
         "keyword search",
-        lambda: memory.SQL_KEYWORD_SEARCH,
-        lambda: memory.keyword_params("green tea", "user:alice"),
+        lambda: sqlite_search.SQL_KEYWORD_SEARCH,
+        lambda: sqlite_search.keyword_params(
+            search.query_words("green tea"), "user:alice", now=time.time()
+        ),
         "SCAN memories_fts VIRTUAL TABLE INDEX 0:M",
     ),
     HotQuery(
@@ -1315,7 +1318,7 @@ def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> tup
 def _drop_partition(conn: apsw.Connection, partition: str, dead: int) -> int:
     if not schema.table_exists(conn, memory.VEC_TABLE):
         return 0
-    return search.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
+    return vectors.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
 
 
 # What is left of a run. Params: app, user, then the namespace range

@@ -19,10 +19,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["MemoryRow", "MemoryStore", "MemoryVersion", "MetadataValue"]
+__all__ = ["MemoryRow", "MemoryStore", "MemoryVersion", "MetadataValue", "PurgeCounts"]
 
 #: A value a metadata filter compares with (``None`` matches JSON null).
 MetadataValue = str | int | float | bool | None
@@ -72,6 +72,17 @@ class MemoryRow(NamedTuple):
     def is_expired(self, now: float) -> bool:
         """True when its TTL ran out at or before ``now``."""
         return self.expires_at is not None and self.expires_at <= now
+
+
+class PurgeCounts(NamedTuple):
+    """What a purge of a prefix erases besides the versions themselves."""
+
+    keyword_rows: int  # versions the keyword index holds
+    vectors: int  # versions with a vector
+    embedding_jobs: int  # queued embedding jobs of the versions
+    cached_vectors: int  # cached vectors only these versions used
+    archived: int  # archive entries of memories under the prefix
+    metrics: int  # read and write counters naming namespaces under it
 
 
 class MemoryStore(Protocol):
@@ -142,4 +153,54 @@ class MemoryStore(Protocol):
         self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]
     ) -> set[int]:
         """The ids among ``ids`` whose metadata matches every entry of ``metadata``."""
+        ...
+
+    def current_live(
+        self, *, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> Iterator[MemoryRow]:
+        """Current live versions by id: unexpired at ``now`` if given, among ``ids`` if given.
+
+        What the search indexes hold; streamed, for a rebuild over every memory.
+        """
+        ...
+
+    # -- purge: every version under a prefix (None: all), and all that names it --
+
+    def versions_under(self, prefix: str | None) -> list[MemoryRow]:
+        """Every version (any status, current or not) under ``prefix``; None: all."""
+        ...
+
+    def pointing_into(self, prefix: str | None) -> list[MemoryRow]:
+        """Versions outside ``prefix`` whose ``superseded_by`` names a memory inside it."""
+        ...
+
+    def purge_counts(
+        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
+    ) -> PurgeCounts:
+        """What :meth:`erase` would remove besides versions ``ids`` (those under ``prefix``).
+
+        ``text_hashes`` are the content hashes of the texts those versions
+        embedded (or would have); a cached vector goes only if nothing else uses it.
+        """
+        ...
+
+    def erase(
+        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
+    ) -> None:
+        """Remove what :meth:`purge_counts` counts, and versions ``ids``."""
+        ...
+
+    def overwrite_deleted(self, enabled: bool) -> None:
+        """From now on, overwrite what is deleted (True) or just free it (False, the default).
+
+        A backend whose deletes leave nothing readable may ignore it.
+        """
+        ...
+
+    def unlink(self, item_id: int, *, audit_seq: int) -> None:
+        """Clear the ``superseded_by`` of version ``item_id``, now covered by ``audit_seq``."""
+        ...
+
+    def audit_seqs_in_use(self, seqs: Iterable[int]) -> set[int]:
+        """The audit records among ``seqs`` that a stored version still names."""
         ...

@@ -15,14 +15,17 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apsw
 
+from abathur.backends.sqlite import vectors
+from abathur.backends.sqlite.connection import scalar_int, table_exists
 from abathur.backends.sqlite.context import SqliteContext
-from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
+from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue, PurgeCounts
 
 __all__ = [
     "SQL_CURRENT_MEMORY",
@@ -144,7 +147,84 @@ SQL_IDS_UNDER = (
 
 # memory.search, vector ranking: the candidates that pass a metadata filter
 # (primary key), then one metadata_match group per entry.
+# The versions the search indexes hold (primary key order): all of them for a
+# rebuild, those of some ids for the embedding queue and a restore.
+_SQL_CURRENT_LIVE = (
+    f"SELECT {_COLUMNS} FROM memories WHERE is_current = 1 AND status = 'live' "
+    "AND (:now IS NULL OR expires_at IS NULL OR expires_at > :now)"
+)
+SQL_CURRENT_LIVE_BY_ID = _SQL_CURRENT_LIVE + " AND id IN (SELECT value FROM json_each(:ids))"
+SQL_CURRENT_LIVE = _SQL_CURRENT_LIVE + " ORDER BY id"
+
 SQL_IDS_MATCHING = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_each(:ids))"
+
+
+# ---------------------------------------------------------------------------
+# Purge (issue 11): every version under a prefix, and everything naming it.
+# :prefix, :after, :below as everywhere (range_params); purge everything:
+# the range ['', _TOP) with below = '' (every name is >= '').
+# ---------------------------------------------------------------------------
+
+_PURGE_RANGE = (
+    "{col} >= :prefix AND {col} < :after AND ({col} = :prefix OR {col} >= :below)"
+)
+# Beyond every namespace (at most 512 characters): purge everything.
+_TOP = chr(0x10FFFF) * 513
+# Every version, through the UNIQUE (namespace, key, version) index.
+SQL_PURGE_ROWS = f"SELECT {_COLUMNS} FROM memories WHERE " + _PURGE_RANGE.format(col="namespace")
+_SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(:ids))"
+_SQL_PURGE_ARCHIVE = (
+    "FROM archive WHERE kind IN ('memory', 'versions') AND "
+    + _PURGE_RANGE.format(col="namespace")
+)
+# stats' top namespaces name them: the metrics rows of reads and writes.
+_SQL_PURGE_METRICS = (
+    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _PURGE_RANGE.format(col="name")
+)
+# Versions outside the prefix superseded by a memory inside it (consolidate
+# across tenants): their superseded_by names what is purged. No index: a scan.
+SQL_PURGE_POINTING_IN = (
+    f"SELECT {_COLUMNS} FROM memories WHERE "
+    + _PURGE_RANGE.format(col="superseded_by_namespace")
+    + " AND NOT ("
+    + _PURGE_RANGE.format(col="namespace")
+    + ")"
+)
+_SQL_PURGE_UNPOINT = (
+    "UPDATE memories SET superseded_by_namespace = NULL, superseded_by_key = NULL, "
+    "audit_seq = :seq WHERE id = :id"
+)
+# The versions the keyword index holds (its docsize shadow table: one row each).
+_SQL_PURGE_FTS_IDS = (
+    "SELECT id FROM memories_fts_docsize WHERE id IN (SELECT value FROM json_each(:ids))"
+)
+_SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
+# Deleted rows of a contentless FTS5 table leave their words in the index
+# segments until a merge: 'optimize' rewrites them without.
+_SQL_FTS_OPTIMIZE = "INSERT INTO memories_fts (memories_fts) VALUES ('optimize')"
+_SQL_PURGE_JOBS = (
+    "FROM embedding_queue WHERE kind = 'memory' "
+    "AND ref_id IN (SELECT value FROM json_each(:ids))"
+)
+_SQL_PURGE_PENDING = (
+    "DELETE FROM vector_deletes WHERE vec_table = :table "
+    "AND item_id IN (SELECT value FROM json_each(:ids))"
+)
+_VEC_TABLE = "memories_vec"
+# The vec0 tables whose rows point at embedding_cache (ours: memories and chunks).
+_VECTOR_TABLES = (_VEC_TABLE, "chunks_vec")
+_SQL_PURGE_CACHE = (
+    "FROM embedding_cache WHERE content_hash IN (SELECT value FROM json_each(:hashes)) "
+    "AND id NOT IN (SELECT value FROM json_each(:used)) "
+    "AND content_hash NOT IN (SELECT content_hash FROM embedding_queue)"
+)
+_SQL_SEQS_IN_USE = (
+    "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(:seqs))"
+)
+
+
+def _purge_range(prefix: str | None) -> dict[str, str]:
+    return {"prefix": "", "after": _TOP, "below": ""} if prefix is None else range_params(prefix)
 
 
 def range_params(prefix: str) -> dict[str, str]:
@@ -310,3 +390,103 @@ class SqliteMemoryStore:
         params["ids"] = json.dumps(list(ids))
         return {item for (item,) in self._conn.execute(SQL_IDS_MATCHING + match, params)}
 
+    def current_live(
+        self, *, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> Iterator[MemoryRow]:
+        """Current live versions by id: unexpired at ``now`` if given, among ``ids`` if given."""
+        if ids is not None:
+            params = {"now": now, "ids": json.dumps(list(ids))}
+            yield from self._rows(SQL_CURRENT_LIVE_BY_ID, params)
+            return
+        cursor = self._conn.execute(SQL_CURRENT_LIVE, {"now": now})
+        while rows := list(itertools.islice(cursor, 1000)):
+            yield from (MemoryRow(*row) for row in rows)
+
+    # -- purge -------------------------------------------------------------------
+
+    def versions_under(self, prefix: str | None) -> list[MemoryRow]:
+        """Every version (any status, current or not) under ``prefix``; None: all."""
+        return self._rows(SQL_PURGE_ROWS, _purge_range(prefix))
+
+    def pointing_into(self, prefix: str | None) -> list[MemoryRow]:
+        """Versions outside ``prefix`` whose ``superseded_by`` names a memory inside it."""
+        return self._rows(SQL_PURGE_POINTING_IN, _purge_range(prefix))
+
+    def _cache_in_use(self, purged: set[int]) -> list[int]:
+        """Cache rows a vector other than the purged memories' points at."""
+        used: set[int] = set()
+        for table in _VECTOR_TABLES:
+            if table_exists(self._conn, table):
+                # Our own constant names; vec0 gives no index on a metadata column.
+                for item_id, cache_id in self._conn.execute(
+                    f'SELECT item_id, cache_id FROM "{table}"'
+                ):
+                    if table != _VEC_TABLE or item_id not in purged:
+                        used.add(cache_id)
+        return sorted(used)
+
+    def _purge_params(
+        self, ids: Sequence[int], text_hashes: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        cache = {
+            "hashes": json.dumps(sorted(set(text_hashes))),
+            "used": json.dumps(self._cache_in_use(set(ids))),
+        }
+        return {"ids": json.dumps(list(ids))}, cache
+
+    def purge_counts(
+        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
+    ) -> PurgeCounts:
+        """What :meth:`erase` would remove besides versions ``ids``."""
+        by_id, cache = self._purge_params(ids, text_hashes)
+        ranges = _purge_range(prefix)
+        vector_ids = 0
+        if table_exists(self._conn, _VEC_TABLE):
+            vector_ids = sum(
+                len(self._conn.execute(
+                    f'SELECT 1 FROM "{_VEC_TABLE}" WHERE item_id = ?', (i,)
+                ).fetchall())
+                for i in ids
+            )
+        return PurgeCounts(
+            keyword_rows=len(self._conn.execute(_SQL_PURGE_FTS_IDS, by_id).fetchall()),
+            vectors=vector_ids,
+            embedding_jobs=scalar_int(self._conn, "SELECT count(*) " + _SQL_PURGE_JOBS, by_id),
+            cached_vectors=scalar_int(self._conn, "SELECT count(*) " + _SQL_PURGE_CACHE, cache),
+            archived=scalar_int(self._conn, "SELECT count(*) " + _SQL_PURGE_ARCHIVE, ranges),
+            metrics=scalar_int(self._conn, "SELECT count(*) " + _SQL_PURGE_METRICS, ranges),
+        )
+
+    def erase(
+        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
+    ) -> None:
+        """Remove versions ``ids`` and what :meth:`purge_counts` counts."""
+        by_id, cache = self._purge_params(ids, text_hashes)
+        ranges = _purge_range(prefix)
+        fts_ids = [i for (i,) in self._conn.execute(_SQL_PURGE_FTS_IDS, by_id)]
+        for item_id in fts_ids:
+            self._conn.execute(_SQL_FTS_DELETE, (item_id,))
+        if table_exists(self._conn, _VEC_TABLE):
+            for item_id in ids:
+                vectors.delete_vector(self._conn, _VEC_TABLE, item_id)
+            self._conn.execute(_SQL_PURGE_PENDING, {"table": _VEC_TABLE, **by_id})
+        self._conn.execute("DELETE " + _SQL_PURGE_JOBS, by_id)
+        self._conn.execute(_SQL_PURGE_DELETE, by_id)
+        self._conn.execute("DELETE " + _SQL_PURGE_ARCHIVE, ranges)
+        self._conn.execute("DELETE " + _SQL_PURGE_METRICS, ranges)
+        self._conn.execute("DELETE " + _SQL_PURGE_CACHE, cache)
+        if fts_ids:
+            self._conn.execute(_SQL_FTS_OPTIMIZE)
+
+    def overwrite_deleted(self, enabled: bool) -> None:
+        """Deleted cells and freed pages overwritten with zeros (ON) or not (FAST)."""
+        self._conn.execute(f"PRAGMA secure_delete = {'ON' if enabled else 'FAST'}")
+
+    def unlink(self, item_id: int, *, audit_seq: int) -> None:
+        """Clear the ``superseded_by`` of version ``item_id``, now covered by ``audit_seq``."""
+        self._conn.execute(_SQL_PURGE_UNPOINT, {"seq": audit_seq, "id": item_id})
+
+    def audit_seqs_in_use(self, seqs: Iterable[int]) -> set[int]:
+        """The audit records among ``seqs`` that a stored version still names."""
+        params = {"seqs": json.dumps(sorted(seqs))}
+        return {int(seq) for (seq,) in self._conn.execute(_SQL_SEQS_IN_USE, params)}
