@@ -92,7 +92,6 @@ MAX_QUERY_CHARS = 8192
 _SEP = ":"
 
 
-
 # ---------------------------------------------------------------------------
 # Keyword
 # ---------------------------------------------------------------------------
@@ -189,7 +188,6 @@ def query_words(text: str) -> list[str]:
     return kept[:MAX_QUERY_TERMS]
 
 
-
 def term_coverage(tx: Transaction, query: str, texts: Sequence[str]) -> list[float]:
     """Keyword relevance: the share of the query's words each text contains, in [0, 1].
 
@@ -228,7 +226,6 @@ def cached_similarity(
     embedded yet, is missing from the answer).
     """
     return tx.search.cached_similarity(model, query, hashes)
-
 
 
 def check_min_score(value: object) -> float | None:
@@ -272,9 +269,6 @@ def _bare(word: str) -> str:
     while end > start and not word[end - 1].isalnum():
         end -= 1
     return word[start:end].lower()
-
-
-
 
 
 def rrf(rankings: Iterable[Sequence[int]], *, k: int = 60) -> list[tuple[int, float]]:

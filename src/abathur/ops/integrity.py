@@ -41,6 +41,8 @@ from abathur.archival import verify_archive
 from abathur.audit import verify as verify_audit
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite.connection import translate_errors
+from abathur.backends.sqlite.context import SqliteContext
+from abathur.backends.sqlite.transaction import SqliteTransaction
 from abathur.config import Settings
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
@@ -566,7 +568,9 @@ def _select(only: Sequence[str] | None) -> tuple[Check, ...]:
     return tuple(c for c in CHECKS if c.name in set(only))
 
 
-Rebuilder = Callable[[apsw.Connection], int]
+# Handed the connection as a SqliteTransaction, so a service's rebuilder
+# (abathur.memory.rebuild_keyword_index) reaches its stores.
+Rebuilder = Callable[[SqliteTransaction], int]
 
 
 def rebuild_derived_indexes(
@@ -621,7 +625,8 @@ def rebuild_derived_indexes(
             try:
                 for name, contentless in _fts_tables(conn):
                     if name in rebuilders:
-                        rebuilt[name] = rebuilders[name](conn)
+                        tx = SqliteTransaction(conn, SqliteContext(path, settings or Settings()))
+                        rebuilt[name] = rebuilders[name](tx)
                     elif contentless:
                         raise InvalidInputError(
                             f"FTS5 table {name!r} is contentless: only the code that fills it "

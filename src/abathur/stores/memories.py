@@ -149,9 +149,7 @@ class MemoryStore(Protocol):
         """Ids of the live, unexpired current versions under ``prefix`` (of ``type``)."""
         ...
 
-    def ids_matching(
-        self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]
-    ) -> set[int]:
+    def ids_matching(self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]) -> set[int]:
         """The ids among ``ids`` whose metadata matches every entry of ``metadata``."""
         ...
 
@@ -184,9 +182,7 @@ class MemoryStore(Protocol):
         """
         ...
 
-    def erase(
-        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
-    ) -> None:
+    def erase(self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]) -> None:
         """Remove what :meth:`purge_counts` counts, and versions ``ids``."""
         ...
 

@@ -203,9 +203,7 @@ class SearchIndex(Protocol):
         """Drop vector table ``table`` and everything pending for it."""
         ...
 
-    def insert_vector(
-        self, table: str, item: IndexItem, *, model: str, content_hash: str
-    ) -> bool:
+    def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""
         ...
 

@@ -165,21 +165,18 @@ SQL_IDS_MATCHING = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_
 # the range ['', _TOP) with below = '' (every name is >= '').
 # ---------------------------------------------------------------------------
 
-_PURGE_RANGE = (
-    "{col} >= :prefix AND {col} < :after AND ({col} = :prefix OR {col} >= :below)"
-)
+_PURGE_RANGE = "{col} >= :prefix AND {col} < :after AND ({col} = :prefix OR {col} >= :below)"
 # Beyond every namespace (at most 512 characters): purge everything.
 _TOP = chr(0x10FFFF) * 513
 # Every version, through the UNIQUE (namespace, key, version) index.
 SQL_PURGE_ROWS = f"SELECT {_COLUMNS} FROM memories WHERE " + _PURGE_RANGE.format(col="namespace")
 _SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(:ids))"
-_SQL_PURGE_ARCHIVE = (
-    "FROM archive WHERE kind IN ('memory', 'versions') AND "
-    + _PURGE_RANGE.format(col="namespace")
+_SQL_PURGE_ARCHIVE = "FROM archive WHERE kind IN ('memory', 'versions') AND " + _PURGE_RANGE.format(
+    col="namespace"
 )
 # stats' top namespaces name them: the metrics rows of reads and writes.
-_SQL_PURGE_METRICS = (
-    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _PURGE_RANGE.format(col="name")
+_SQL_PURGE_METRICS = "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _PURGE_RANGE.format(
+    col="name"
 )
 # Versions outside the prefix superseded by a memory inside it (consolidate
 # across tenants): their superseded_by names what is purged. No index: a scan.
@@ -203,8 +200,7 @@ _SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
 # segments until a merge: 'optimize' rewrites them without.
 _SQL_FTS_OPTIMIZE = "INSERT INTO memories_fts (memories_fts) VALUES ('optimize')"
 _SQL_PURGE_JOBS = (
-    "FROM embedding_queue WHERE kind = 'memory' "
-    "AND ref_id IN (SELECT value FROM json_each(:ids))"
+    "FROM embedding_queue WHERE kind = 'memory' AND ref_id IN (SELECT value FROM json_each(:ids))"
 )
 _SQL_PURGE_PENDING = (
     "DELETE FROM vector_deletes WHERE vec_table = :table "
@@ -382,9 +378,7 @@ class SqliteMemoryStore:
         params = {**range_params(prefix), "now": now, "type": type}
         return [item for (item,) in self._conn.execute(SQL_IDS_UNDER, params)]
 
-    def ids_matching(
-        self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]
-    ) -> set[int]:
+    def ids_matching(self, ids: Sequence[int], metadata: Mapping[str, MetadataValue]) -> set[int]:
         """The ids among ``ids`` whose metadata matches every entry of ``metadata``."""
         match, params = metadata_match(metadata)
         params["ids"] = json.dumps(list(ids))
@@ -443,9 +437,11 @@ class SqliteMemoryStore:
         vector_ids = 0
         if table_exists(self._conn, _VEC_TABLE):
             vector_ids = sum(
-                len(self._conn.execute(
-                    f'SELECT 1 FROM "{_VEC_TABLE}" WHERE item_id = ?', (i,)
-                ).fetchall())
+                len(
+                    self._conn.execute(
+                        f'SELECT 1 FROM "{_VEC_TABLE}" WHERE item_id = ?', (i,)
+                    ).fetchall()
+                )
                 for i in ids
             )
         return PurgeCounts(
@@ -457,9 +453,7 @@ class SqliteMemoryStore:
             metrics=scalar_int(self._conn, "SELECT count(*) " + _SQL_PURGE_METRICS, ranges),
         )
 
-    def erase(
-        self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]
-    ) -> None:
+    def erase(self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]) -> None:
         """Remove versions ``ids`` and what :meth:`purge_counts` counts."""
         by_id, cache = self._purge_params(ids, text_hashes)
         ranges = _purge_range(prefix)

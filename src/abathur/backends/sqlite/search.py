@@ -254,7 +254,8 @@ class SqliteSearchIndex:
     def vector_index_state(self, table: str) -> VectorIndexState:
         """The recorded embedder and whether vector table ``table`` exists."""
         ((model, has_table),) = self._conn.execute(SQL_INDEX_STATE, {"table": table}).fetchall()
-        return VectorIndexState(model=model, has_table=bool(has_table))
+        recorded = None if model is None else str(model)
+        return VectorIndexState(model=recorded, has_table=bool(has_table))
 
     def vector_dims(self, table: str) -> int | None:
         """The dims of vector table ``table``; None when nothing was embedded yet."""
@@ -270,9 +271,7 @@ class SqliteSearchIndex:
         """Drop vec0 table ``table`` and everything pending for it."""
         vectors.drop_vector_table(self._conn, table)
 
-    def insert_vector(
-        self, table: str, item: IndexItem, *, model: str, content_hash: str
-    ) -> bool:
+    def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""
         return vectors.insert_vector(
             self._conn, table, item, model=model, content_hash=content_hash

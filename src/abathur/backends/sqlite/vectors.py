@@ -49,6 +49,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import apsw
 import numpy as np
@@ -90,9 +91,14 @@ _SEP = ":"
 Accept = Callable[[list[int]], set[int]]
 
 
+def _execute(conn: apsw.Connection, sql: str, params: apsw.Bindings | None = None) -> Any:
+    """``conn.execute``, its rows typed as the schema makes them (the caller knows)."""
+    return conn.execute(sql, params)
+
+
 def vector_dims(conn: apsw.Connection, table: str) -> int | None:
     """The dims of vector table ``table``, or None when it does not exist yet."""
-    rows = conn.execute("SELECT dims FROM vector_tables WHERE name = ?", (table,)).fetchall()
+    rows = _execute(conn, "SELECT dims FROM vector_tables WHERE name = ?", (table,)).fetchall()
     return int(rows[0][0]) if rows else None
 
 
@@ -107,7 +113,8 @@ def cached_similarity(
     """
     if not hashes:
         return {}
-    rows = conn.execute(
+    rows = _execute(
+        conn,
         "SELECT content_hash, vector FROM embedding_cache "
         "WHERE model = ? AND content_hash IN (SELECT value FROM json_each(?))",
         (model, json.dumps(sorted(set(hashes)))),
@@ -122,7 +129,6 @@ def cached_similarity(
         norm = float(np.linalg.norm(vector)) or 1.0
         out[text_hash] = float(vector @ target) / (norm * target_norm)
     return out
-
 
 
 # Names are our own constants (IndexKind.vec_table), never from a caller.
@@ -175,9 +181,10 @@ def create_vector_table(
     if table_exists(conn, table):
         return
     for statement in vector_table_statements(table, dims, chunk_size):
-        conn.execute(statement)
+        _execute(conn, statement)
     check_vector_layout(conn, table)
-    conn.execute(
+    _execute(
+        conn,
         "INSERT INTO vector_tables (name, kind, dims, chunk_size, generation, dead_rows, "
         "created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
         (table, kind, dims, chunk_size, secrets.randbits(62), now),
@@ -187,9 +194,9 @@ def create_vector_table(
 def drop_vector_table(conn: apsw.Connection, table: str) -> None:
     """Drop vec0 table ``table`` (its shadow tables go with it) and unregister it."""
     table = known_vector_table(table)
-    conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-    conn.execute("DELETE FROM vector_tables WHERE name = ?", (table,))
-    conn.execute("DELETE FROM vector_deletes WHERE vec_table = ?", (table,))
+    _execute(conn, f'DROP TABLE IF EXISTS "{table}"')
+    _execute(conn, "DELETE FROM vector_tables WHERE name = ?", (table,))
+    _execute(conn, "DELETE FROM vector_deletes WHERE vec_table = ?", (table,))
 
 
 def check_vector_layout(conn: apsw.Connection, table: str) -> None:
@@ -201,7 +208,7 @@ def check_vector_layout(conn: apsw.Connection, table: str) -> None:
     for pattern, wanted in _LAYOUT.items():
         name = pattern.format(table=table)
         # PRAGMA table_info takes no placeholder; the name is our own.
-        have = {row[1] for row in conn.execute(f'PRAGMA main.table_info("{name}")')}
+        have = {row[1] for row in _execute(conn, f'PRAGMA main.table_info("{name}")')}
         if not wanted <= have:
             raise SchemaError(
                 f"vector table {table!r}: shadow table {name!r} lacks {sorted(wanted - have)}; "
@@ -216,10 +223,11 @@ def insert_vector(
     """Add ``item``'s vector from ``embedding_cache``; False if the cache has none yet."""
     # An id can come back (rows archived at the top of a table): settle its old
     # vector first, or the insert would collide with it.
-    conn.execute(SQL_PENDING_DELETE_DONE, (table, item.id))
+    _execute(conn, SQL_PENDING_DELETE_DONE, (table, item.id))
     if conn.changes():
         delete_vector(conn, table, item.id)
-    conn.execute(
+    _execute(
+        conn,
         _SQL_INSERT_FROM_CACHE.format(table=table),
         (item.id, item.scope, item.type_code, float(item.expires), model, content_hash),
     )
@@ -228,10 +236,10 @@ def insert_vector(
 
 def delete_vector(conn: apsw.Connection, table: str, item_id: int) -> bool:
     """Remove an item's vector now (if it has one); count the slot vec0 leaves dead."""
-    conn.execute(_SQL_DELETE.format(table=table), (item_id,))
+    _execute(conn, _SQL_DELETE.format(table=table), (item_id,))
     if conn.changes() == 0:
         return False
-    conn.execute(_SQL_COUNT_DEAD, (table,))
+    _execute(conn, _SQL_COUNT_DEAD, (table,))
     return True
 
 
@@ -253,9 +261,9 @@ def defer_vector_delete(conn: apsw.Connection, table: str, item_id: int) -> None
     writes defer it. Past :data:`PENDING_DELETES_MAX` pending ids (no worker
     running) the write applies them all, so the list search reads stays short.
     """
-    conn.execute(SQL_PENDING_DELETE, (table, item_id))
-    (pending,) = conn.execute(
-        "SELECT count(*) FROM vector_deletes WHERE vec_table = ?", (table,)
+    _execute(conn, SQL_PENDING_DELETE, (table, item_id))
+    (pending,) = _execute(
+        conn, "SELECT count(*) FROM vector_deletes WHERE vec_table = ?", (table,)
     ).fetchall()[0]
     if pending > PENDING_DELETES_MAX:
         apply_vector_deletes(conn, table)
@@ -264,27 +272,27 @@ def defer_vector_delete(conn: apsw.Connection, table: str, item_id: int) -> None
 def apply_vector_deletes(conn: apsw.Connection, table: str | None = None) -> int:
     """Delete the pending vectors of ``table`` (all tables if None); return how many."""
     if table is None:
-        rows = conn.execute("SELECT vec_table, item_id FROM vector_deletes").fetchall()
+        rows = _execute(conn, "SELECT vec_table, item_id FROM vector_deletes").fetchall()
     else:
-        rows = [(table, i) for (i,) in conn.execute(SQL_PENDING_IDS, (table,)).fetchall()]
+        rows = [(table, i) for (i,) in _execute(conn, SQL_PENDING_IDS, (table,)).fetchall()]
     for name, item_id in rows:
         if table_exists(conn, name):
             delete_vector(conn, name, item_id)
-        conn.execute(SQL_PENDING_DELETE_DONE, (name, item_id))
+        _execute(conn, SQL_PENDING_DELETE_DONE, (name, item_id))
     return len(rows)
 
 
 def vector_table_stats(conn: apsw.Connection) -> list[VectorTableStats]:
     """Every registered vector table with its row counts."""
     stats = []
-    for name, kind, dims, dead in conn.execute(
-        "SELECT name, kind, dims, dead_rows FROM vector_tables ORDER BY name"
+    for name, kind, dims, dead in _execute(
+        conn, "SELECT name, kind, dims, dead_rows FROM vector_tables ORDER BY name"
     ).fetchall():
         # vec0 keeps one row per stored vector in its rowids shadow table.
         table = known_vector_table(name)
-        (stored,) = conn.execute(f'SELECT count(*) FROM "{table}_rowids"').fetchall()[0]
-        (pending,) = conn.execute(
-            "SELECT count(*) FROM vector_deletes WHERE vec_table = ?", (name,)
+        (stored,) = _execute(conn, f'SELECT count(*) FROM "{table}_rowids"').fetchall()[0]
+        (pending,) = _execute(
+            conn, "SELECT count(*) FROM vector_deletes WHERE vec_table = ?", (name,)
         ).fetchall()[0]
         stats.append(VectorTableStats(name, kind, dims, stored - pending, dead, pending))
     return stats
@@ -304,26 +312,31 @@ def drop_empty_partition(conn: apsw.Connection, table: str, partition: str, *, d
     in the partition it changes nothing and returns 0.
     """
     table = known_vector_table(table)
-    rows = conn.execute(SQL_CHUNKS_OF_PARTITION.format(table=table), (partition,)).fetchall()
+    rows = _execute(conn, SQL_CHUNKS_OF_PARTITION.format(table=table), (partition,)).fetchall()
     if any(any(valid) for _, _, valid in rows):
         return 0
     ids = json.dumps([chunk_id for chunk_id, _, _ in rows])
-    (pointing,) = conn.execute(
+    (pointing,) = _execute(
+        conn,
         f'SELECT count(*) FROM "{table}_rowids" WHERE chunk_id IN (SELECT value FROM json_each(?))',
         (ids,),
     ).fetchall()[0]
     if pointing:
         return 0
     for shadow in ("vector_chunks00", "metadatachunks00", "metadatachunks01", "metadatachunks02"):
-        conn.execute(
+        _execute(
+            conn,
             f'DELETE FROM "{table}_{shadow}" WHERE rowid IN (SELECT value FROM json_each(?))',
             (ids,),
         )
-    conn.execute(
-        f'DELETE FROM "{table}_chunks" WHERE chunk_id IN (SELECT value FROM json_each(?))', (ids,)
+    _execute(
+        conn,
+        f'DELETE FROM "{table}_chunks" WHERE chunk_id IN (SELECT value FROM json_each(?))',
+        (ids,),
     )
     if dead > 0:
-        conn.execute(
+        _execute(
+            conn,
             "UPDATE vector_tables SET dead_rows = max(0, dead_rows - ?), generation = ? "
             "WHERE name = ?",
             (int(dead), secrets.randbits(62), table),
@@ -340,21 +353,25 @@ def compact_vector_table(conn: apsw.Connection, table: str, kind: str, chunk_siz
     """
     table = known_vector_table(table)
     apply_vector_deletes(conn, table)
-    (dims,) = conn.execute("SELECT dims FROM vector_tables WHERE name = ?", (table,)).fetchall()[0]
-    created = conn.execute(
-        "SELECT created_at FROM vector_tables WHERE name = ?", (table,)
+    (dims,) = _execute(conn, "SELECT dims FROM vector_tables WHERE name = ?", (table,)).fetchall()[
+        0
+    ]
+    created = _execute(
+        conn, "SELECT created_at FROM vector_tables WHERE name = ?", (table,)
     ).fetchall()[0][0]
-    conn.execute(
+    _execute(
+        conn,
         "CREATE TEMP TABLE abathur_compact AS "
-        f'SELECT item_id, scope, type, expires, cache_id FROM "{table}"'
+        f'SELECT item_id, scope, type, expires, cache_id FROM "{table}"',
     )
     try:
         drop_vector_table(conn, table)
         create_vector_table(conn, table, kind, dims, chunk_size, now=created)
-        rows = conn.execute(
+        rows = _execute(
+            conn,
             "SELECT k.item_id, k.scope, c.vector, k.type, k.expires, k.cache_id "
             "FROM temp.abathur_compact AS k JOIN embedding_cache AS c ON c.id = k.cache_id "
-            "ORDER BY k.scope, k.item_id"
+            "ORDER BY k.scope, k.item_id",
         )
         # Row by row: a multi-row INSERT ... SELECT loses the bit subtype of
         # vec_quantize_binary on the way through the sorter.
@@ -363,9 +380,9 @@ def compact_vector_table(conn: apsw.Connection, table: str, kind: str, chunk_siz
             "VALUES (?, ?, vec_quantize_binary(?), ?, ?, ?)",
             rows,
         )
-        (live,) = conn.execute(f'SELECT count(*) FROM "{table}_rowids"').fetchall()[0]
+        (live,) = _execute(conn, f'SELECT count(*) FROM "{table}_rowids"').fetchall()[0]
     finally:
-        conn.execute("DROP TABLE IF EXISTS temp.abathur_compact")
+        _execute(conn, "DROP TABLE IF EXISTS temp.abathur_compact")
     return int(live)
 
 
@@ -411,7 +428,7 @@ class _Mirror:
             "valid": ((size,), np.bool_),
         }
         for name, (shape, dtype) in layout.items():
-            grown = np.zeros((capacity, *shape), dtype=dtype)
+            grown: np.ndarray = np.zeros((capacity, *shape), dtype=dtype)
             if self.count:
                 grown[: self.count] = getattr(self, name)[: self.count]
             setattr(self, name, grown)
@@ -428,8 +445,8 @@ class _Mirror:
         ]
         if unchecked:
             size = self.size
-            for chunk_id, rowids, cache_ids in conn.execute(
-                SQL_CHUNK_SLOTS.format(table=table), (json.dumps(unchecked),)
+            for chunk_id, rowids, cache_ids in _execute(
+                conn, SQL_CHUNK_SLOTS.format(table=table), (json.dumps(unchecked),)
             ):
                 block = self.block[chunk_id]
                 if np.array_equal(
@@ -442,17 +459,18 @@ class _Mirror:
                     stale.add(chunk_id)
         if not stale:
             return
-        rows = conn.execute(
-            SQL_CHUNK_BLOBS.format(table=table), (json.dumps(sorted(stale)),)
+        rows = _execute(
+            conn, SQL_CHUNK_BLOBS.format(table=table), (json.dumps(sorted(stale)),)
         ).fetchall()
         size, width = self.size, self.width
         for chunk_id, valid, ids, codes, types, expires, cache_ids in rows:
-            block = self.block.get(chunk_id)
-            if block is None:
+            found = self.block.get(chunk_id)
+            if found is None:
                 if self.count == len(self.ids):
                     self._grow(2 * self.count)
-                block = self.block[chunk_id] = self.count
+                found = self.block[chunk_id] = self.count
                 self.count += 1
+            block = found
             self.valid[block] = np.unpackbits(
                 np.frombuffer(valid, dtype=np.uint8), bitorder="little"
             )[:size].astype(bool)
@@ -522,24 +540,25 @@ def vector_candidates(
     """
     if where.allowed_ids is not None and len(where.allowed_ids) == 0:
         return []
-    ((generation, dims, chunk_size, dead_rows),) = conn.execute(
+    ((generation, dims, chunk_size, dead_rows),) = _execute(
+        conn,
         "SELECT generation, dims, chunk_size, dead_rows FROM vector_tables WHERE name = ?",
         (table,),
     ).fetchall()
     if where.partition is not None:
-        listed = conn.execute(SQL_CHUNKS_OF_PARTITION.format(table=table), (where.partition,))
+        listed = _execute(conn, SQL_CHUNKS_OF_PARTITION.format(table=table), (where.partition,))
     else:
         prefix = where.partition_prefix
         sql = _SQL_CHUNK_LIST if prefix is None else SQL_CHUNKS_OF_PARTITION_RANGE
         params = () if prefix is None else (prefix, prefix + chr(ord(_SEP) + 1))
-        listed = conn.execute(sql.format(table=table), params)
+        listed = _execute(conn, sql.format(table=table), params)
     prefix = where.partition_prefix
     chunks = [
         (chunk_id, valid)
         for chunk_id, partition, valid in listed
         if prefix is None or partition == prefix or partition.startswith(prefix + _SEP)
     ]
-    pending = [item_id for (item_id,) in conn.execute(SQL_PENDING_IDS, (table,))]
+    pending = [item_id for (item_id,) in _execute(conn, SQL_PENDING_IDS, (table,))]
     if not chunks:
         return []
     with _MIRRORS_LOCK:
@@ -630,9 +649,7 @@ def _nearest(
     return near[np.lexsort((ids_at(near), distance[near]))][:count]
 
 
-def _walk_accepted(
-    ids: np.ndarray, distance: np.ndarray, n: int, accept: Accept
-) -> np.ndarray:
+def _walk_accepted(ids: np.ndarray, distance: np.ndarray, n: int, accept: Accept) -> np.ndarray:
     """The first ``n`` rows, nearest first, that ``accept`` passes, asking window by window."""
     chosen: list[np.ndarray] = []
     found = asked = 0
@@ -679,12 +696,13 @@ def vector_search(
         ``(item_id, cosine similarity)`` pairs, best first, ties by smaller id.
     """
     query = np.asarray(query, dtype=np.float32)
-    ((bits,),) = conn.execute("SELECT vec_quantize_binary(?)", (query.tobytes(),)).fetchall()
+    ((bits,),) = _execute(conn, "SELECT vec_quantize_binary(?)", (query.tobytes(),)).fetchall()
     found = vector_candidates(conn, table, bits, max(n, candidates), where)
     if not found:
         return []
     cache_ids = sorted({cache_id for _, cache_id in found})
-    rows = conn.execute(
+    rows = _execute(
+        conn,
         "SELECT id, vector FROM embedding_cache WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(cache_ids),),
     ).fetchall()
