@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import time
@@ -1065,7 +1066,7 @@ class MemoryService:
 
     async def namespaces(
         self, prefix: str | None = None, *, max_depth: int | None = None, limit: int = 1000
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Namespaces holding at least one live, unexpired memory, sorted.
 
         Args:
@@ -1113,7 +1114,7 @@ class MemoryService:
 
     async def namespace_counts(
         self, prefix: str | None = None, *, limit: int = 1000
-    ) -> list[NamedCount]:
+    ) -> builtins.list[NamedCount]:
         """Namespaces holding live, unexpired memories, each with how many, sorted by name.
 
         What :meth:`namespaces` lists, with the number of memories that
