@@ -147,32 +147,24 @@ _SEP = ":"
 _AFTER_SEP = chr(ord(_SEP) + 1)
 
 # ---------------------------------------------------------------------------
-# SQL still to move behind the seam (keyword search, indexes, purge; issue 13).
-# Column order of every SELECT matches MemoryRow.
+# TRANSITION (issue 13): memory.search(fresh=True) hands the embedding queue
+# the SQL of the jobs to run now (EmbeddingService._embed_now takes a query);
+# it moves behind the seam when the queue's store can select jobs by scope.
+# The jobs of the current versions under a prefix: the queue is read through
+# its (kind, ref_id) key, each memory by its id (see SqliteMemoryStore.awaiting_vectors).
 # ---------------------------------------------------------------------------
 
-_COLUMNS = (
-    "namespace, key, version, type, value, metadata, status, superseded_by_namespace, "
-    "superseded_by_key, first_created_at, created_at, expires_at, id"
-)
-
-# memory.search(fresh=True): the embedding jobs of the current versions under a
-# prefix, and how many there are (SearchResult.pending). The queue is read
-# through its (kind, ref_id) key, each memory by its id.
-_SQL_PENDING_WHERE = (
+SQL_PENDING_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
     # CROSS JOIN keeps the queue outside: it is small when the worker keeps
     # up, while a tenant's range of memories may be 100k rows.
     "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
     "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
     "AND m.namespace >= :prefix AND m.namespace < :after "
-    "AND (m.namespace = :prefix OR m.namespace >= :below)"
+    "AND (m.namespace = :prefix OR m.namespace >= :below) "
+    "ORDER BY q.id LIMIT :limit"
 )
-SQL_PENDING_JOBS = (
-    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
-    + _SQL_PENDING_WHERE
-    + " ORDER BY q.id LIMIT :limit"
-)
-SQL_PENDING_COUNT = "SELECT count(*) " + _SQL_PENDING_WHERE
+
 
 def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
@@ -401,7 +393,7 @@ def _check_expected(
 
 
 def _scope_params(prefix: str) -> dict[str, str]:
-    """Named parameters of the prefix range (SQL_PENDING_JOBS, SQL_PENDING_COUNT)."""
+    """Named parameters of the prefix range of SQL_PENDING_JOBS."""
     return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
@@ -1548,11 +1540,7 @@ class MemoryService:
             ]
             pending = 0
             if mode != "keyword":
-                # TRANSITION (issue 13): the queue's SQL, until its store can count this.
-                conn: Any = tx
-                pending = conn.execute(
-                    SQL_PENDING_COUNT, {"kind": MEMORY_KIND.name, **_scope_params(prefix)}
-                ).fetchall()[0][0]
+                pending = tx.memories.awaiting_vectors(prefix)
             return used, why, pending, hits
 
         used, why, pending, hits = await self._db.read(read)

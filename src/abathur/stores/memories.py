@@ -162,6 +162,10 @@ class MemoryStore(Protocol):
         """
         ...
 
+    def awaiting_vectors(self, prefix: str) -> int:
+        """Current live versions under ``prefix`` still waiting for their vector (not failed)."""
+        ...
+
     # -- purge: every version under a prefix (None: all), and all that names it --
 
     def versions_under(self, prefix: str | None) -> list[MemoryRow]:

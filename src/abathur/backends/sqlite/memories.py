@@ -156,6 +156,19 @@ _SQL_CURRENT_LIVE = (
 SQL_CURRENT_LIVE_BY_ID = _SQL_CURRENT_LIVE + " AND id IN (SELECT value FROM json_each(:ids))"
 SQL_CURRENT_LIVE = _SQL_CURRENT_LIVE + " ORDER BY id"
 
+# memory.search: how many current versions under a prefix wait for their
+# vector (SearchResult.pending). The queue is read through its (kind, ref_id)
+# key, each memory by its id.
+SQL_AWAITING_VECTORS = (
+    "SELECT count(*) "
+    # CROSS JOIN keeps the queue outside: it is small when the worker keeps
+    # up, while a tenant's range of memories may be 100k rows.
+    "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
+    "WHERE q.kind = 'memory' AND q.failed_at IS NULL AND m.is_current = 1 "
+    "AND m.status = 'live' AND m.namespace >= :prefix AND m.namespace < :after "
+    "AND (m.namespace = :prefix OR m.namespace >= :below)"
+)
+
 SQL_IDS_MATCHING = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_each(:ids))"
 
 
@@ -395,6 +408,10 @@ class SqliteMemoryStore:
         cursor = self._conn.execute(SQL_CURRENT_LIVE, {"now": now})
         while rows := list(itertools.islice(cursor, 1000)):
             yield from (MemoryRow(*row) for row in rows)
+
+    def awaiting_vectors(self, prefix: str) -> int:
+        """Current live versions under ``prefix`` still waiting for their vector."""
+        return scalar_int(self._conn, SQL_AWAITING_VECTORS, range_params(prefix))
 
     # -- purge -------------------------------------------------------------------
 
