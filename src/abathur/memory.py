@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from abathur import audit
 from abathur.costs import estimate_tokens
@@ -78,6 +79,9 @@ from abathur.models import (
     SearchMode,
     SearchResult,
 )
+
+# HYBRID_DEPTH: documents still imports it from here (TRANSITION, issue 13).
+from abathur.search import HYBRID_DEPTH as HYBRID_DEPTH
 from abathur.search import (
     SEARCH_MODES,
     IndexItem,
@@ -87,9 +91,9 @@ from abathur.search import (
     check_query,
     partition_of,
     query_words,
+    rank,
+    relevance,
     resolve_mode,
-    rrf,
-    term_coverage,
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
@@ -129,8 +133,6 @@ log = structlog.get_logger(__name__)
 MAX_NAMESPACE_LENGTH = 512
 MAX_LIMIT = 10_000
 MAX_SEARCH_K = 1000
-# Hybrid search fuses this many (or 2k) results of each ranking.
-HYBRID_DEPTH = 50
 #: The relevance floor ``memory.context`` applies by default (``min_score="auto"``),
 #: per mode used: a cosine similarity for vector and hybrid (bundled MiniLM), a
 #: share of the query's words for keyword. Chosen on LoCoMo (dev half) by
@@ -1502,27 +1504,15 @@ class MemoryService:
         def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
             now = time.time()
             used, why = resolve_mode(tx, VEC_TABLE, mode, vector, reason)
-            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
-            rankings: list[list[tuple[int, float]]] = []
-            if used in ("keyword", "hybrid"):
-                rankings.append(tx.search.memory_keyword_ranking(
+            ranked, cosine = rank(
+                tx, used, k=k, vector=vector, vec_table=VEC_TABLE,
+                keyword=lambda depth: tx.search.memory_keyword_ranking(
                     query_words(query), prefix, now=now, type=type_, metadata=metadata,
                     limit=depth,
-                ))
-            if used in ("vector", "hybrid"):
-                assert vector is not None
-                where = _vector_filter(tx, prefix, type_, metadata, now)
-                rankings.append(tx.search.vector_search(
-                    VEC_TABLE, vector, n=depth,
-                    candidates=k * settings.search_oversample, where=where,
-                ))
-            if used == "hybrid":
-                ranked = rrf(
-                    [[item for item, _ in ranking] for ranking in rankings],
-                    k=settings.search_rrf_k,
-                )[:k]
-            else:
-                ranked = rankings[0][:k]
+                ),
+                where=lambda: _vector_filter(tx, prefix, type_, metadata, now),
+                oversample=settings.search_oversample, rrf_k=settings.search_rrf_k,
+            )
             by_id = {row.id: row for row in tx.memories.rows_by_id([item for item, _ in ranked])}
             # The indexes hold only current live versions; this keeps it so
             # even if one of them ever drifted.
@@ -1531,11 +1521,10 @@ class MemoryService:
                 for item, score in ranked
                 if item in by_id and not by_id[item].is_absent(now)
             ]
-            cosine = dict(rankings[-1]) if used != "keyword" else {}
-            relevance = _relevance(tx, used, query, vector, model, found, cosine)
+            relevances = _relevance(tx, used, query, vector, model, found, cosine)
             hits = [
                 _hit(row, score, rel)
-                for (row, score), rel in zip(found, relevance, strict=True)
+                for (row, score), rel in zip(found, relevances, strict=True)
                 if floor is None or rel >= floor
             ]
             pending = 0
@@ -1696,42 +1685,27 @@ def _relevance(
     tx: Transaction,
     used: SearchMode,
     query: str,
-    vector: np.ndarray | None,
+    vector: NDArray[np.float32] | None,
     model: str | None,
     found: list[tuple[MemoryRow, float]],
     cosine: dict[int, float],
 ) -> list[float]:
-    """The ``relevance`` of each hit (see :class:`~abathur.models.SearchHit`).
+    """The ``relevance`` of each hit (:func:`abathur.search.relevance`).
 
-    Vector: its score, the cosine. Hybrid: the cosine from the vector ranking,
-    or from the embedding cache for a hit only the keyword side ranked; a hit
-    with no vector at all (not embedded yet) gets its keyword relevance.
-    Keyword: the share of the query's words in the key and the value's words.
+    Keyword relevance reads the key and the value's words; the text embedded
+    for a memory is its index item's (key included).
     """
-    def text(row: MemoryRow) -> str:
-        return f"{row.key} {memory_text(decode(row.value))}"
+    rows = [row for row, _ in found]
 
-    if used == "keyword":
-        return term_coverage(tx, query, [text(row) for row, _ in found])
-    out: list[float | None] = [cosine.get(row.id) for row, _ in found]
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing and vector is not None and model is not None:
-        # The text embedded for a memory is its index item's (key included).
-        hashes = {}
-        for i in missing:
-            row = found[i][0]
-            words = memory_text(decode(row.value))
-            item = _index_item(0, row.namespace, row.key, row.type, words, None)
-            hashes[i] = content_hash(item.text)
-        similar = tx.search.cached_similarity(model, vector, list(hashes.values()))
-        for i, text_hash in hashes.items():
-            out[i] = similar.get(text_hash)
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing:
-        coverage = term_coverage(tx, query, [text(found[i][0]) for i in missing])
-        for i, value in zip(missing, coverage, strict=True):
-            out[i] = value
-    return [0.0 if value is None else value for value in out]
+    def embedded_hash(i: int) -> str:
+        return content_hash(_item(rows[i]).text)
+
+    return relevance(
+        tx, used, query, vector, model,
+        texts=[f"{row.key} {memory_text(decode(row.value))}" for row in rows],
+        cosines=[cosine.get(row.id) for row in rows],
+        embedded_hash=embedded_hash,
+    )
 
 
 def _hit(row: MemoryRow | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:

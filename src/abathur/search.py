@@ -52,6 +52,7 @@ from abathur.stores.search import (
 from abathur.values import check_text
 
 __all__ = [
+    "HYBRID_DEPTH",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
     "SEARCH_MODES",
@@ -60,6 +61,7 @@ __all__ = [
     "Accept",
     "IndexItem",
     "IndexKind",
+    "Ranking",
     "SearchMode",
     "VectorFilter",
     "VectorTableStats",
@@ -77,6 +79,8 @@ __all__ = [
     "known_vector_table",
     "partition_of",
     "query_words",
+    "rank",
+    "relevance",
     "resolve_mode",
     "rrf",
     "term_coverage",
@@ -320,6 +324,95 @@ def resolve_mode(
     if dims != vector.shape[0]:
         return "keyword", f"the query vector has {vector.shape[0]} dims, the index {dims}"
     return requested, None
+
+
+# ---------------------------------------------------------------------------
+# One search, for every kind of item (memories; documents to adopt it)
+# ---------------------------------------------------------------------------
+
+#: Hybrid search fuses this many (or 2k) results of each ranking.
+HYBRID_DEPTH = 50
+
+# One ranking: (item id, score) best first.
+Ranking = list[tuple[int, float]]
+
+
+def rank(
+    tx: Transaction,
+    used: SearchMode,
+    *,
+    k: int,
+    keyword: Callable[[int], Ranking],
+    vector: NDArray[np.float32] | None,
+    vec_table: str,
+    where: Callable[[], VectorFilter],
+    oversample: int,
+    rrf_k: int,
+) -> tuple[Ranking, dict[int, float]]:
+    """The ``k`` best items of a search in mode ``used`` (see :func:`resolve_mode`).
+
+    Keyword: ``keyword(depth)``, the kind's own keyword ranking (its filters
+    are its own). Vector: ``tx.search.vector_search`` over ``vec_table``,
+    filtered by ``where()``, with a first pass of ``k x oversample``.
+    Hybrid: both, :data:`HYBRID_DEPTH` (or ``2k``) deep, fused by :func:`rrf`.
+
+    Returns:
+        ``(ranked, cosine)``: ``(id, score)`` best first, at most ``k``, and
+        the cosine similarity of every item the vector side ranked.
+    """
+    depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
+    rankings: list[Ranking] = []
+    if used in ("keyword", "hybrid"):
+        rankings.append(keyword(depth))
+    if used in ("vector", "hybrid"):
+        assert vector is not None
+        rankings.append(
+            tx.search.vector_search(
+                vec_table, vector, n=depth, candidates=k * oversample, where=where()
+            )
+        )
+    if used == "hybrid":
+        ranked = rrf([[item for item, _ in ranking] for ranking in rankings], k=rrf_k)[:k]
+    else:
+        ranked = rankings[0][:k]
+    cosine = dict(rankings[-1]) if used != "keyword" else {}
+    return ranked, cosine
+
+
+def relevance(
+    tx: Transaction,
+    used: SearchMode,
+    query: str,
+    vector: NDArray[np.float32] | None,
+    model: str | None,
+    *,
+    texts: Sequence[str],
+    cosines: Sequence[float | None],
+    embedded_hash: Callable[[int], str],
+) -> list[float]:
+    """The ``relevance`` of each hit (see :class:`~abathur.models.SearchHit`).
+
+    Vector: its cosine (``cosines[i]``, from the vector ranking). Hybrid: that
+    cosine, or for a hit only the keyword side ranked the cosine of its cached
+    vector (``embedded_hash(i)``: the content hash of the text embedded for
+    hit ``i``); a hit with no vector at all (not embedded yet) gets its
+    keyword relevance. Keyword: :func:`term_coverage` of ``texts[i]``.
+    """
+    if used == "keyword":
+        return term_coverage(tx, query, texts)
+    out: list[float | None] = list(cosines)
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing and vector is not None and model is not None:
+        hashes = {i: embedded_hash(i) for i in missing}
+        similar = tx.search.cached_similarity(model, vector, list(hashes.values()))
+        for i, text_hash in hashes.items():
+            out[i] = similar.get(text_hash)
+    missing = [i for i, value in enumerate(out) if value is None]
+    if missing:
+        coverage = term_coverage(tx, query, [texts[i] for i in missing])
+        for i, value in zip(missing, coverage, strict=True):
+            out[i] = value
+    return [0.0 if value is None else value for value in out]
 
 
 # ---------------------------------------------------------------------------
