@@ -24,6 +24,7 @@ from abathur import (
     VersionConflictError,
 )
 from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, list_params
+from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
 
 TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
@@ -267,8 +268,8 @@ async def test_put_rejects_bad_arguments(ab: Abathur, kwargs, error, code, messa
     assert message in str(ei.value)
 
 
-async def test_put_rejects_a_value_over_the_size_limit(db_path: Path) -> None:
-    async with Abathur.open(db_path, max_value_bytes=100) as ab:
+async def test_put_rejects_a_value_over_the_size_limit(backend: BackendHandle) -> None:
+    async with backend.open(max_value_bytes=100) as ab:
         await ab.memory.put("ns", "k", "x" * 90)
         async with assert_unchanged(ab):
             with pytest.raises(ValueTooLargeError) as ei:
@@ -693,8 +694,8 @@ async def test_superseded_memories_read_as_absent_until_restored(ab: Abathur) ->
 # --------------------------------------------------------------------------- durability, audit
 
 
-async def test_a_reopened_database_returns_the_same_data(db_path: Path) -> None:
-    async with Abathur.open(db_path) as ab:
+async def test_a_reopened_database_returns_the_same_data(backend: BackendHandle) -> None:
+    async with backend.open() as ab:
         await ab.memory.put("user:alice", "lang", "fr", metadata={"s": 1}, ttl=3600)
         await ab.memory.put("user:alice", "lang", "en")
         await ab.memory.put("user:alice:x", "gone", 1)
@@ -706,7 +707,7 @@ async def test_a_reopened_database_returns_the_same_data(db_path: Path) -> None:
             await ab.memory.list("user"),
             await ab.memory.namespaces(),
         )
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         after = (
             await ab.memory.get("user:alice", "lang"),
             await ab.memory.history("user:alice", "lang"),
