@@ -3,7 +3,7 @@
 On the corpus of benchmarks/build_corpus.py (build it first), prints the p50 of:
 
 * the vector search in parts, on one read connection: the binary first pass
-  alone (``search.vector_candidates``) and the whole ``search.vector_search``
+  alone (``vectors.vector_candidates``) and the whole ``vectors.vector_search``
   (first pass + reading 200 float32 vectors + exact rescoring), unfiltered and
   within one tenant;
 * the keyword query of one tenant as it ships (stop words left out) and with
@@ -28,9 +28,10 @@ import numpy as np
 
 from abathur import Abathur, logs
 from abathur.backends.sqlite.connection import connect
+from abathur.backends.sqlite.search import SQL_KEYWORD_SEARCH, keyword_params
+from abathur.backends.sqlite.vectors import vector_candidates, vector_search
 from abathur.config import Settings
-from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
-from abathur.search import VectorFilter, vector_candidates, vector_search
+from abathur.search import VectorFilter, query_words
 from benchmarks import build_corpus
 from benchmarks.build_corpus import USERS, CachedEmbedder, namespace
 
@@ -83,13 +84,15 @@ def parts(path: str, claims: list[str], vectors: np.ndarray) -> None:
         print(f"vector, {scope}: first pass {first} ms, first pass + rescoring {whole} ms")
     shipped = p50_ms(
         lambda i: conn.execute(
-            SQL_KEYWORD_SEARCH, keyword_params(claims[i], namespace(i % USERS), k=100, now=now)
+            SQL_KEYWORD_SEARCH,
+            keyword_params(query_words(claims[i]), namespace(i % USERS), limit=100, now=now),
         ).fetchall()
     )
 
     def all_words(i: int) -> object:
-        params = list(keyword_params(claims[i], namespace(i % USERS), k=100, now=now))
-        params[0] = every_word(claims[i]) + " AND " + params[0].split(" AND ", 1)[1]
+        params = keyword_params(query_words(claims[i]), namespace(i % USERS), limit=100, now=now)
+        assert params is not None
+        params["match"] = every_word(claims[i]) + " AND " + params["match"].split(" AND ", 1)[1]
         return conn.execute(SQL_KEYWORD_SEARCH, params).fetchall()
 
     print(f"keyword, one tenant, depth 100: {shipped} ms as shipped, "

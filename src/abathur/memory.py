@@ -41,7 +41,7 @@ Example:
 
 from __future__ import annotations
 
-import itertools
+import builtins
 import json
 import math
 import time
@@ -50,12 +50,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
-import apsw
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from abathur import audit
-from abathur.backends.sqlite import Database
 from abathur.costs import estimate_tokens
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
@@ -80,26 +79,25 @@ from abathur.models import (
     SearchMode,
     SearchResult,
 )
+
+# HYBRID_DEPTH: documents still imports it from here (TRANSITION, issue 13).
+from abathur.search import HYBRID_DEPTH as HYBRID_DEPTH
 from abathur.search import (
     SEARCH_MODES,
     IndexItem,
     IndexKind,
     VectorFilter,
-    cached_similarity,
     check_min_score,
     check_query,
-    defer_vector_delete,
-    delete_vector,
-    fts_query,
-    insert_vector,
     partition_of,
+    query_words,
+    rank,
+    relevance,
     resolve_mode,
-    rrf,
-    scope_match,
-    scope_tokens,
-    term_coverage,
-    vector_search,
 )
+from abathur.stores import Backend, Transaction
+from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
+from abathur.stores.search import MemoryText
 from abathur.values import (
     INT64_MAX,
     INT64_MIN,
@@ -122,19 +120,10 @@ __all__ = [
     "MAX_NAMESPACE_LENGTH",
     "MAX_SEARCH_K",
     "MEMORY_KIND",
-    "SQL_CURRENT_MEMORY",
-    "SQL_KEYWORD_SEARCH",
-    "SQL_LIST_PREFIX",
-    "SQL_LIST_PREFIX_ANY_STATUS",
-    "SQL_MEMORY_VERSION",
-    "SQL_NAMESPACE_COUNTS_ALL",
-    "SQL_NAMESPACE_COUNTS_PREFIX",
     "MemoryService",
     "check_namespace",
     "index",
-    "keyword_params",
     "memory_text",
-    "prefix_params",
     "rebuild_keyword_index",
     "unindex",
 ]
@@ -144,8 +133,6 @@ log = structlog.get_logger(__name__)
 MAX_NAMESPACE_LENGTH = 512
 MAX_LIMIT = 10_000
 MAX_SEARCH_K = 1000
-# Hybrid search fuses this many (or 2k) results of each ranking.
-HYBRID_DEPTH = 50
 #: The relevance floor ``memory.context`` applies by default (``min_score="auto"``),
 #: per mode used: a cosine similarity for vector and hybrid (bundled MiniLM), a
 #: share of the query's words for keyword. Chosen on LoCoMo (dev half) by
@@ -162,168 +149,26 @@ _SEP = ":"
 _AFTER_SEP = chr(ord(_SEP) + 1)
 
 # ---------------------------------------------------------------------------
-# SQL. Column order of every SELECT matches _Row.
+# TRANSITION (issue 13): memory.search(fresh=True) hands the embedding queue
+# the SQL of the jobs to run now (EmbeddingService._embed_now takes a query);
+# it moves behind the seam when the queue's store can select jobs by scope.
+# The jobs of the current versions under a prefix: the queue is read through
+# its (kind, ref_id) key, each memory by its id (see SqliteMemoryStore.awaiting_vectors).
 # ---------------------------------------------------------------------------
 
-_COLUMNS = (
-    "namespace, key, version, type, value, metadata, status, superseded_by_namespace, "
-    "superseded_by_key, first_created_at, created_at, expires_at, id"
-)
-
-# memory.get and every write's read of the current version: index memories_current.
-SQL_CURRENT_MEMORY = (
-    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND is_current = 1"
-)
-
-# memory.history: the UNIQUE (namespace, key, version) index, oldest first.
-SQL_HISTORY = f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? ORDER BY version"
-
-SQL_RETIRE_CURRENT = (
-    "UPDATE memories SET is_current = 0 WHERE namespace = ? AND key = ? AND is_current = 1"
-)
-
-SQL_INSERT_VERSION = (
-    "INSERT INTO memories (namespace, key, version, type, value, metadata, status, "
-    "superseded_by_namespace, superseded_by_key, first_created_at, created_at, expires_at, "
-    "is_current, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
-)
-
-# memory.list / consolidate: live, unexpired current versions under a prefix.
-# Params: prefix, prefix + ';', prefix, prefix + ':', now, type, type, then one
-# _SQL_METADATA_MATCH group per filter entry, then limit, offset.
-_SQL_LIST_WHERE = (
-    f"SELECT {_COLUMNS} FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
-# memory.list(include_deleted=True): the same, whatever the current version's
-# status (live, deleted, superseded); expired ones still never. Same params.
-_SQL_LIST_ANY_STATUS_WHERE = (
-    f"SELECT {_COLUMNS} FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
-# json_type tells JSON null from a missing key and true from 1, which
-# json_extract alone cannot. Params: path, type, other type, path, value.
-_SQL_METADATA_MATCH = " AND json_type(metadata, ?) IN (?, ?) AND json_extract(metadata, ?) IS ?"
-_SQL_LIST_END = " ORDER BY namespace, key LIMIT ? OFFSET ?"
-SQL_LIST_PREFIX = _SQL_LIST_WHERE + _SQL_LIST_END
-SQL_LIST_PREFIX_ANY_STATUS = _SQL_LIST_ANY_STATUS_WHERE + _SQL_LIST_END
-
-# memory.namespaces. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
-SQL_NAMESPACES_PREFIX = (
-    "SELECT DISTINCT namespace FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "ORDER BY namespace LIMIT ?"
-)
-SQL_NAMESPACES_ALL = (
-    "SELECT DISTINCT namespace FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "ORDER BY namespace LIMIT ?"
-)
-
-# memory.namespace_counts: live, unexpired memories per namespace. Index
-# memories_current gives the range and the namespace order, so the GROUP BY
-# needs no sort. Params: prefix, prefix + ';', prefix, prefix + ':', now, limit.
-SQL_NAMESPACE_COUNTS_PREFIX = (
-    "SELECT namespace, count(*) FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "GROUP BY namespace ORDER BY namespace LIMIT ?"
-)
-SQL_NAMESPACE_COUNTS_ALL = (
-    "SELECT namespace, count(*) FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "GROUP BY namespace ORDER BY namespace LIMIT ?"
-)
-
-# memory.get_version: one version, through the UNIQUE (namespace, key, version) index.
-SQL_MEMORY_VERSION = (
-    f"SELECT {_COLUMNS} FROM memories WHERE namespace = ? AND key = ? AND version = ?"
-)
-
-
-# memory.search, keyword ranking: FTS5 finds the prefix (scope_match) and the
-# words, the join keeps live, unexpired current versions of the right type and
-# metadata. No window: every match passing the filters is ranked. Params: the
-# MATCH expression, now, prefix, prefix + ';', prefix, prefix + ':', type,
-# type, one _SQL_METADATA_MATCH group per filter entry, limit.
-_SQL_KEYWORD_WHERE = (
-    "SELECT m.id, -bm25(memories_fts, 1.0, 1.0, 0.0) AS score "
-    "FROM memories_fts JOIN memories AS m ON m.id = memories_fts.rowid "
-    "WHERE memories_fts MATCH ? AND m.is_current = 1 AND m.status = 'live' "
-    "AND (m.expires_at IS NULL OR m.expires_at > ?) "
-    "AND m.namespace >= ? AND m.namespace < ? AND (m.namespace = ? OR m.namespace >= ?) "
-    "AND (? IS NULL OR m.type = ?)"
-)
-_SQL_KEYWORD_END = " ORDER BY score DESC, m.id LIMIT ?"
-SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
-
-# memory.search, vector ranking: the ids a namespace deeper than its partition
-# allows (index memories_current). Params: range, now, type, type.
-_SQL_ALLOWED_IDS = (
-    "SELECT id FROM memories "
-    "WHERE is_current = 1 AND namespace >= ? AND namespace < ? "
-    "AND (namespace = ? OR namespace >= ?) "
-    "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-    "AND (? IS NULL OR type = ?)"
-)
-
-# memory.search, vector ranking: the candidates that pass a metadata filter.
-# Params: JSON array of ids, then one _SQL_METADATA_MATCH group per entry.
-_SQL_ACCEPTED_IDS = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_each(?))"
-
-# memory.search(fresh=True): the embedding jobs of the current versions under a
-# prefix, and how many there are (SearchResult.pending). The queue is read
-# through its (kind, ref_id) key, each memory by its id.
-_SQL_PENDING_WHERE = (
+SQL_PENDING_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
     # CROSS JOIN keeps the queue outside: it is small when the worker keeps
     # up, while a tenant's range of memories may be 100k rows.
     "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
     "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
     "AND m.namespace >= :prefix AND m.namespace < :after "
-    "AND (m.namespace = :prefix OR m.namespace >= :below)"
+    "AND (m.namespace = :prefix OR m.namespace >= :below) "
+    "ORDER BY q.id LIMIT :limit"
 )
-SQL_PENDING_JOBS = (
-    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
-    + _SQL_PENDING_WHERE
-    + " ORDER BY q.id LIMIT :limit"
-)
-SQL_PENDING_COUNT = "SELECT count(*) " + _SQL_PENDING_WHERE
-
-SQL_MEMORIES_BY_ID = f"SELECT {_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))"
 
 
-class _Row(NamedTuple):
-    namespace: str
-    key: str
-    version: int
-    type: str
-    value: str
-    metadata: str
-    status: str
-    superseded_by_namespace: str | None
-    superseded_by_key: str | None
-    first_created_at: float
-    created_at: float
-    expires_at: float | None
-    id: int
-
-    def is_absent(self, now: float) -> bool:
-        return self.status != "live" or self.is_expired(now)
-
-    def is_expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
-
-
-def _memory(row: tuple[Any, ...]) -> Memory:
+def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
     # skipping validation is safe, and it is most of a get's cost otherwise.
     (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
@@ -345,14 +190,9 @@ def _memory(row: tuple[Any, ...]) -> Memory:
     )
 
 
-def _current(conn: apsw.Connection, namespace: str, key: str) -> _Row | None:
-    rows = conn.execute(SQL_CURRENT_MEMORY, (namespace, key)).fetchall()
-    return _Row(*rows[0]) if rows else None
-
-
 def _write_version(
-    conn: apsw.Connection,
-    current: _Row | None,
+    tx: Transaction,
+    current: MemoryRow | None,
     index: _Indexing,
     *,
     namespace: str,
@@ -376,24 +216,23 @@ def _write_version(
     version = 1 if current is None else current.version + 1
     first_created_at = now if current is None else current.first_created_at
     if current is not None:
-        conn.execute(SQL_RETIRE_CURRENT, (namespace, key))
-    row = (
+        tx.memories.retire_current(namespace, key)
+    row = MemoryVersion(
         namespace, key, version, type_, value, metadata, status,
         None if superseded_by is None else superseded_by.namespace,
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
+    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
     seq = audit.next_seq(conn)
-    conn.execute(SQL_INSERT_VERSION, (*row, seq))
-    # Read before any other statement: FTS5 and vec0 writes move last_insert_rowid.
-    new_id = conn.last_insert_rowid()
+    new_id = tx.memories.insert_current(row, audit_seq=seq)
     audit.append(conn, action, "memory", _entity(namespace, key),
-                 {"version": version, **(detail or {})}, at=now, content=("memories", row))
+                 {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
-        index.remove(conn, current.id)
+        index.remove(tx, current.id)
     if status == "live":
-        index.add(conn, new_id, namespace, key, type_, decode(value), expires_at, now)
+        index.add(tx, new_id, namespace, key, type_, decode(value), expires_at, now)
     return _memory(row)
 
 
@@ -403,19 +242,6 @@ def _write_version(
 
 TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(MEMORY_TYPES)}
 
-SQL_FTS_INSERT = "INSERT INTO memories_fts (rowid, key, text, scope) VALUES (?, ?, ?, ?)"
-SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
-# Per write: the recorded embedder, and whether its vector table exists yet.
-SQL_INDEX_STATE = (
-    "SELECT (SELECT value FROM meta WHERE key = 'embedder.name'), "
-    "EXISTS (SELECT 1 FROM vector_tables WHERE name = 'memories_vec')"
-)
-_SQL_INDEX_ITEMS = (
-    "SELECT id, namespace, key, value, type, expires_at FROM memories "
-    "WHERE is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > ?)"
-)
-SQL_INDEX_ITEMS_BY_ID = _SQL_INDEX_ITEMS + " AND id IN (SELECT value FROM json_each(?))"
-SQL_LIVE_INDEX_ITEMS = _SQL_INDEX_ITEMS + " ORDER BY id"
 VEC_TABLE = "memories_vec"
 
 
@@ -457,36 +283,33 @@ def _index_item(
     )
 
 
-def _items(rows: list[tuple[Any, ...]]) -> list[IndexItem]:
-    return [
-        _index_item(item_id, namespace, key, type_, memory_text(decode(value)), expires_at)
-        for item_id, namespace, key, value, type_, expires_at in rows
-    ]
+def _item(row: MemoryRow) -> IndexItem:
+    text = memory_text(decode(row.value))
+    return _index_item(row.id, row.namespace, row.key, row.type, text, row.expires_at)
 
 
-def _load_items(conn: apsw.Connection, ids: Sequence[int], now: float) -> list[IndexItem]:
-    return _items(conn.execute(SQL_INDEX_ITEMS_BY_ID, (now, json.dumps(list(ids)))).fetchall())
+def _load_items(tx: Transaction, ids: Sequence[int], now: float) -> list[IndexItem]:
+    return [_item(row) for row in tx.memories.current_live(now=now, ids=ids)]
 
 
-def _live_items(conn: apsw.Connection) -> Iterator[IndexItem]:
-    cursor = conn.execute(SQL_LIVE_INDEX_ITEMS, (time.time(),))
-    while rows := list(itertools.islice(cursor, 1000)):
-        yield from _items(rows)
+def _live_items(tx: Transaction) -> Iterator[IndexItem]:
+    for row in tx.memories.current_live(now=time.time()):
+        yield _item(row)
 
 
 MEMORY_KIND = IndexKind(name="memory", vec_table=VEC_TABLE, load=_load_items, live=_live_items)
 
 
-def unindex(conn: apsw.Connection, item_id: int) -> None:
+def unindex(tx: Transaction, item_id: int) -> None:
     """Take the live version ``memories.id = item_id`` out of every search index.
 
     For code that removes or archives memory rows outside MemoryService (a
     sweeper, archival): call it in the same transaction, before the row goes.
     """
-    _Indexing(conn, configured=False).remove(conn, item_id)
+    _Indexing(tx, configured=False).remove(tx, item_id)
 
 
-def index(conn: apsw.Connection, item_id: int) -> bool:
+def index(tx: Transaction, item_id: int) -> bool:
     """Put the current live version ``memories.id = item_id`` back in every search index.
 
     The reverse of :func:`unindex`, for code that puts memory rows back
@@ -494,16 +317,14 @@ def index(conn: apsw.Connection, item_id: int) -> bool:
     embedding job was queued (wake the worker); False when the cache already
     had the vector, the file keeps no vectors, or the row is not current and live.
     """
-    rows = conn.execute(
-        "SELECT namespace, key, type, value, expires_at FROM memories "
-        "WHERE id = ? AND is_current = 1 AND status = 'live'",
-        (item_id,),
-    ).fetchall()
-    if not rows:
+    row = next(iter(tx.memories.current_live(ids=[item_id])), None)
+    if row is None:
         return False
-    namespace, key, type_, value, expires_at = rows[0]
-    indexing = _Indexing(conn, configured=False)
-    indexing.add(conn, item_id, namespace, key, type_, decode(value), expires_at, time.time())
+    indexing = _Indexing(tx, configured=False)
+    indexing.add(
+        tx, item_id, row.namespace, row.key, row.type, decode(row.value), row.expires_at,
+        time.time(),
+    )
     return indexing.enqueued > 0
 
 
@@ -517,34 +338,36 @@ class _Indexing:
 
     __slots__ = ("cached", "enqueued", "has_table", "held", "model", "vectors")
 
-    def __init__(self, conn: apsw.Connection, *, configured: bool, held: bool = False) -> None:
-        ((model, has_table),) = conn.execute(SQL_INDEX_STATE).fetchall()
-        self.model: str | None = model
-        self.has_table = bool(has_table) and model is not None
-        self.vectors = configured or model is not None
+    def __init__(self, tx: Transaction, *, configured: bool, held: bool = False) -> None:
+        state = tx.search.vector_index_state(VEC_TABLE)
+        self.model: str | None = state.model
+        self.has_table = state.has_table and state.keeps_vectors
+        self.vectors = configured or state.keeps_vectors
         self.held = held  # a probe's write: its jobs wait for the probe's own drain
         self.enqueued = 0
         self.cached: list[str] = []  # namespaces whose vector came from the cache (issue 4)
 
-    def remove(self, conn: apsw.Connection, item_id: int) -> None:
-        conn.execute(SQL_FTS_DELETE, (item_id,))
+    def remove(self, tx: Transaction, item_id: int) -> None:
+        tx.search.remove_memory_text(item_id)
+        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         # A version has a queued job or a vector, never both.
         if self.vectors and not cancel(conn, MEMORY_KIND.name, item_id) and self.has_table:
-            defer_vector_delete(conn, VEC_TABLE, item_id)
+            tx.search.defer_vector_delete(VEC_TABLE, item_id)
 
     def add(
-        self, conn: apsw.Connection, item_id: int, namespace: str, key: str, type_: str,
+        self, tx: Transaction, item_id: int, namespace: str, key: str, type_: str,
         value: Any, expires_at: float | None, now: float,
     ) -> None:
         text = memory_text(value)
-        conn.execute(SQL_FTS_INSERT, (item_id, key, text, scope_tokens(namespace)))
+        tx.search.add_memory_text(MemoryText(item_id, namespace, key, text))
+        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         if not self.vectors:
             return
         item = _index_item(item_id, namespace, key, type_, text, expires_at)
         text_hash = content_hash(item.text)
         # A text embedded before (a restore, an unchanged value) needs no job.
-        if self.has_table and insert_vector(
-            conn, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
+        if self.has_table and tx.search.insert_vector(
+            VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
             self.cached.append(namespace)
             return
@@ -553,7 +376,7 @@ class _Indexing:
 
 
 def _check_expected(
-    namespace: str, key: str, expected: int | None, current: _Row | None, now: float
+    namespace: str, key: str, expected: int | None, current: MemoryRow | None, now: float
 ) -> None:
     """Optimistic concurrency: ``expected`` must name the current version.
 
@@ -571,119 +394,21 @@ def _check_expected(
     raise VersionConflictError(namespace, key, expected, actual)
 
 
-def _range_params(prefix: str) -> tuple[str, str, str, str]:
-    return prefix, prefix + _AFTER_SEP, prefix, prefix + _SEP
-
-
 def _scope_params(prefix: str) -> dict[str, str]:
-    """Named parameters of the prefix range (as _range_params, for named SQL)."""
+    """Named parameters of the prefix range of SQL_PENDING_JOBS."""
     return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
-def _list_query(
-    prefix: str,
-    type_: str | None,
-    metadata_params: list[Any],
-    limit: int,
-    offset: int,
-    now: float,
-    *,
-    include_deleted: bool = False,
-) -> tuple[str, tuple[Any, ...]]:
-    where = _SQL_LIST_ANY_STATUS_WHERE if include_deleted else _SQL_LIST_WHERE
-    sql = where + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_LIST_END
-    params = (*_range_params(prefix), now, type_, type_, *metadata_params, limit, offset)
-    return sql, params
-
-
-def prefix_params(
-    prefix: str,
-    *,
-    type: MemoryType | None = None,
-    limit: int = 100,
-    offset: int = 0,
-    now: float | None = None,
-) -> tuple[Any, ...]:
-    """The parameters :meth:`MemoryService.list` binds to :data:`SQL_LIST_PREFIX`.
-
-    For a call without ``filter`` (a filter adds one metadata match per entry),
-    so a test can ``EXPLAIN QUERY PLAN`` the exact query that ships.
-
-    Example:
-        >>> from abathur.memory import prefix_params
-        >>> prefix_params("user:al", now=0.0)
-        ('user:al', 'user:al;', 'user:al', 'user:al:', 0.0, None, None, 100, 0)
-    """
-    when = time.time() if now is None else now
-    return _list_query(prefix, type, [], limit, offset, when)[1]
-
-
-def _keyword_query(
-    query: str,
-    prefix: str,
-    type_: str | None,
-    metadata_params: list[Any],
-    limit: int,
-    now: float,
-) -> tuple[str, tuple[Any, ...]] | None:
-    words = fts_query(query, columns=("key", "text"))
-    if words is None:
-        return None
-    sql = (
-        _SQL_KEYWORD_WHERE + _SQL_METADATA_MATCH * (len(metadata_params) // 5) + _SQL_KEYWORD_END
-    )
-    match = f"{words} AND {scope_match(prefix)}"
-    params = (match, now, *_range_params(prefix), type_, type_, *metadata_params, limit)
-    return sql, params
-
-
-def keyword_params(
-    query: str, prefix: str, *, type: MemoryType | None = None, k: int = 10,
-    now: float | None = None,
-) -> tuple[Any, ...]:
-    """The parameters :meth:`MemoryService.search` binds to :data:`SQL_KEYWORD_SEARCH`.
-
-    For a call without ``filter``, so a test can ``EXPLAIN QUERY PLAN`` the
-    exact keyword query that ships.
-
-    Example:
-        >>> from abathur.memory import keyword_params
-        >>> keyword_params("tea time", "user:al", now=0.0)[0].startswith('{key text} : ("tea"')
-        True
-    """
-    when = time.time() if now is None else now
-    built = _keyword_query(query, prefix, type, [], k, when)
-    if built is None:
-        raise InvalidInputError(f"query {query!r} has no word to search for")
-    return built[1]
-
-
-def rebuild_keyword_index(conn: apsw.Connection) -> int:
+def rebuild_keyword_index(tx: Transaction) -> int:
     """Rebuild ``memories_fts`` from the current live memories; return the rows indexed.
 
     Runs in the caller's write transaction. ``memories_fts`` is contentless,
     so FTS5's own ``'rebuild'`` cannot be used: this is the way to repair it.
     """
-    conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')")
-    cursor = conn.execute(
-        "SELECT id, namespace, key, value FROM memories WHERE is_current = 1 AND status = 'live'"
+    return tx.search.rebuild_memory_text(
+        MemoryText(row.id, row.namespace, row.key, memory_text(decode(row.value)))
+        for row in tx.memories.current_live()
     )
-    count = 0
-    while rows := list(itertools.islice(cursor, 1000)):
-        conn.executemany(
-            SQL_FTS_INSERT,
-            [
-                (item_id, key, memory_text(decode(value)), scope_tokens(namespace))
-                for item_id, namespace, key, value in rows
-            ],
-        )
-        count += len(rows)
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('search.memories_fts', 'built') "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    )
-    return count
-
 
 def _entity(namespace: str, key: str) -> str:
     return f"{namespace}/{key}"
@@ -694,134 +419,49 @@ def _entity(namespace: str, key: str) -> str:
 # Ranges bind like memory.list: lo, hi, eq, ge (whole segments).
 # ---------------------------------------------------------------------------
 
-_RANGE = "{col} >= ? AND {col} < ? AND ({col} = ? OR {col} >= ?)"
-# Every version, through the UNIQUE (namespace, key, version) index.
-_SQL_PURGE_ROWS = (
-    "SELECT id, namespace, key, type, value, status, is_current, expires_at FROM memories "
-    "WHERE " + _RANGE.format(col="namespace")
-)
-_SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(?))"
-_SQL_PURGE_ARCHIVE = (
-    "FROM archive WHERE kind IN ('memory', 'versions') AND " + _RANGE.format(col="namespace")
-)
-# stats' top namespaces name them: the metrics rows of reads and writes.
-_SQL_PURGE_METRICS = (
-    "FROM metrics WHERE kind IN ('reads', 'writes') AND " + _RANGE.format(col="name")
-)
-# Versions outside the prefix superseded by a memory inside it (consolidate
-# across tenants): their superseded_by names what is purged. No index: a scan.
-_SQL_PURGE_POINTING_IN = (
-    f"SELECT {_COLUMNS} FROM memories WHERE "
-    + _RANGE.format(col="superseded_by_namespace")
-    + " AND NOT ("
-    + _RANGE.format(col="namespace")
-    + ")"
-)
-_SQL_PURGE_UNPOINT = (
-    "UPDATE memories SET superseded_by_namespace = NULL, superseded_by_key = NULL, "
-    "audit_seq = ? WHERE id = ?"
-)
-# The versions the keyword index holds (its docsize shadow table: one row each).
-_SQL_PURGE_FTS_IDS = (
-    "SELECT id FROM memories_fts_docsize WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQL_PURGE_JOBS = (
-    "FROM embedding_queue WHERE kind = 'memory' AND ref_id IN (SELECT value FROM json_each(?))"
-)
-_SQL_PURGE_PENDING = (
-    "DELETE FROM vector_deletes WHERE vec_table = ? AND item_id IN (SELECT value FROM json_each(?))"
-)
-# The vec0 tables whose rows point at embedding_cache (ours: memories and chunks).
-_VECTOR_TABLES = (VEC_TABLE, "chunks_vec")
-_SQL_PURGE_CACHE = (
-    "FROM embedding_cache WHERE content_hash IN (SELECT value FROM json_each(:hashes)) "
-    "AND id NOT IN (SELECT value FROM json_each(:used)) "
-    "AND content_hash NOT IN (SELECT content_hash FROM embedding_queue)"
-)
 # Beyond every namespace (at most MAX_NAMESPACE_LENGTH characters): purge everything.
 _TOP = chr(0x10FFFF) * (MAX_NAMESPACE_LENGTH + 1)
 
 
-def _purge_ranges(prefix: str | None) -> tuple[tuple[str, ...], tuple[str, str, str, str]]:
-    """The namespace range of ``prefix`` (None: all) and the audit entity_id bounds."""
+def _audit_bounds(prefix: str | None) -> tuple[str, str, str, str]:
+    """The audit entity_id bounds of the memories under ``prefix`` (None: all)."""
     if prefix is None:
-        return ("", _TOP, "", ""), ("", _TOP, "", _TOP)
-    return _range_params(prefix), (prefix + "/", prefix + "0", prefix + _SEP, prefix + _AFTER_SEP)
+        return ("", _TOP, "", _TOP)
+    return (prefix + "/", prefix + "0", prefix + _SEP, prefix + _AFTER_SEP)
 
 
-def _has_table(conn: apsw.Connection, name: str) -> bool:
-    sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
-    return bool(conn.execute(sql, (name,)).fetchall())
-
-
-def _cache_in_use(conn: apsw.Connection, purged: set[int]) -> list[int]:
-    """Cache rows a vector other than the purged memories' points at."""
-    used: set[int] = set()
-    for table in _VECTOR_TABLES:
-        if _has_table(conn, table):
-            # Our own constant names; vec0 gives no index on a metadata column.
-            for item_id, cache_id in conn.execute(f'SELECT item_id, cache_id FROM "{table}"'):
-                if table != VEC_TABLE or item_id not in purged:
-                    used.add(cache_id)
-    return sorted(used)
-
-
-def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> PurgeReport:
+def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport:
     """Erase every version under ``prefix`` and all that names it, in the caller's transaction.
 
     In a dry run (a read transaction) it only counts.
     """
-    ranges, bounds = _purge_ranges(prefix)
-    rows = conn.execute(_SQL_PURGE_ROWS, ranges).fetchall()
-    item_ids = [r[0] for r in rows]
-    ids = json.dumps(item_ids)
+    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
+    rows = tx.memories.versions_under(prefix)
+    item_ids = [row.id for row in rows]
     # What each version embedded (or would have): the cache keys it may have left.
-    texts = {
-        content_hash(_index_item(i, ns, k, t, memory_text(decode(v)), e).text)
-        for i, ns, k, t, v, _, _, e in rows
-    }
-    has_vectors = _has_table(conn, VEC_TABLE)
-    used = _cache_in_use(conn, set(item_ids))
-    cache = {"hashes": json.dumps(sorted(texts)), "used": json.dumps(used)}
-    pointing_in = [_Row(*r) for r in conn.execute(_SQL_PURGE_POINTING_IN, ranges + ranges)]
-    fts_ids = [i for (i,) in conn.execute(_SQL_PURGE_FTS_IDS, (ids,))]
-
-    def count(sql: str, params: Any) -> int:
-        return int(conn.execute("SELECT count(*) " + sql, params).fetchall()[0][0])
-
+    texts = sorted({content_hash(_item(row).text) for row in rows})
+    pointing_in = tx.memories.pointing_into(prefix)
+    found = tx.memories.purge_counts(prefix, item_ids, texts)
     counts = {
         "memories": len(rows),
-        "memories_fts": len(fts_ids),
-        "vectors": sum(
-            len(conn.execute(f'SELECT 1 FROM "{VEC_TABLE}" WHERE item_id = ?', (i,)).fetchall())
-            for i in (item_ids if has_vectors else [])
-        ),
-        "embedding_queue": count(_SQL_PURGE_JOBS, (ids,)),
-        "embedding_cache": count(_SQL_PURGE_CACHE, cache),
-        "archive": count(_SQL_PURGE_ARCHIVE, ranges),
-        "metrics": count(_SQL_PURGE_METRICS, ranges),
+        "memories_fts": found.keyword_rows,
+        "vectors": found.vectors,
+        "embedding_queue": found.embedding_jobs,
+        "embedding_cache": found.cached_vectors,
+        "archive": found.archived,
+        "metrics": found.metrics,
         "versions_unlinked": len(pointing_in),
     }
-    records = audit.memory_records(conn, bounds)
+    records = audit.memory_records(conn, _audit_bounds(prefix))
     if dry_run:
         return PurgeReport(scope="memory", is_dry_run=True, counts=counts, redacted=len(records))
-    for item_id in fts_ids:
-        conn.execute(SQL_FTS_DELETE, (item_id,))
-    for item_id in item_ids if has_vectors else []:
-        delete_vector(conn, VEC_TABLE, item_id)
-    if has_vectors:
-        conn.execute(_SQL_PURGE_PENDING, (VEC_TABLE, ids))
-    conn.execute("DELETE " + _SQL_PURGE_JOBS, (ids,))
-    conn.execute(_SQL_PURGE_DELETE, (ids,))
-    conn.execute("DELETE " + _SQL_PURGE_ARCHIVE, ranges)
-    conn.execute("DELETE " + _SQL_PURGE_METRICS, ranges)
-    conn.execute("DELETE " + _SQL_PURGE_CACHE, cache)
+    tx.memories.erase(prefix, item_ids, texts)
     now = time.time()
     for row in pointing_in:
         # The version keeps its status; only the name of the purged winner goes,
         # under a new record covering the row as it is now.
         seq = audit.next_seq(conn)
-        conn.execute(_SQL_PURGE_UNPOINT, (seq, row.id))
+        tx.memories.unlink(row.id, audit_seq=seq)
         content = (*row[:7], None, None, row.first_created_at, row.created_at, row.expires_at)
         audit.append(
             conn,
@@ -832,16 +472,9 @@ def _purge(conn: apsw.Connection, prefix: str | None, *, dry_run: bool) -> Purge
             at=now,
             content=("memories", content),
         )
-    if counts["memories_fts"]:
-        # Deleted rows of a contentless FTS5 table leave their words in the
-        # index segments until a merge: 'optimize' rewrites them without.
-        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
     # A record a surviving row still names stays: only an odd '/' in a
     # namespace could make an entity_id fall in the range without being purged.
-    kept = {s for (s,) in conn.execute(
-        "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(records)),),
-    )}
+    kept = tx.memories.audit_seqs_in_use(records)
     redacted, seq = audit.record_purge(
         conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
     )
@@ -955,15 +588,15 @@ def _encode_metadata(metadata: object, limit: int) -> str:
     return encode(dict(metadata), what="metadata", limit=limit)
 
 
-def _metadata_params(filter_: object) -> list[Any]:
-    """Bound parameters for one _SQL_METADATA_MATCH per filter entry."""
+def _check_filter(filter_: object) -> dict[str, MetadataValue]:
+    """``filter_`` as a metadata filter (key -> value) a store can match, or raise."""
     if filter_ is None:
-        return []
+        return {}
     if not isinstance(filter_, Mapping):
         raise InvalidInputError(
             f"filter must be a dict of metadata key -> value, got {_kind(filter_)}"
         )
-    params: list[Any] = []
+    checked: dict[str, MetadataValue] = {}
     for key, value in filter_.items():
         if not isinstance(key, str):
             raise InvalidInputError(f"filter key {key!r} must be a string, got {_kind(key)}")
@@ -973,13 +606,8 @@ def _metadata_params(filter_: object) -> list[Any]:
                 f"filter key {key!r} contains a double quote, which a metadata filter cannot "
                 "name"
             )
-        # A quoted JSON-path label, escaped the JSON way (backslashes, control
-        # characters), so '.', '[' or '$' in a key are literal, never path syntax.
-        path = '$."' + json.dumps(key, ensure_ascii=False)[1:-1] + '"'
-        if value is None:
-            types: tuple[str, str] = ("null", "null")
-        elif isinstance(value, bool):
-            types = ("true", "true") if value else ("false", "false")
+        if value is None or isinstance(value, bool):
+            pass
         elif isinstance(value, int | float | str):
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidInputError(f"filter value for {key!r} must be finite, got {value!r}")
@@ -991,15 +619,13 @@ def _metadata_params(filter_: object) -> list[Any]:
                 )
             if isinstance(value, str):
                 check_text(value, f"filter value for {key!r}")
-            # A number matches a number: filter 1 finds metadata 1 and 1.0, like ==.
-            types = ("text", "text") if isinstance(value, str) else ("integer", "real")
         else:
             raise InvalidInputError(
                 f"filter value for {key!r} must be a str, int, float, bool or None, "
                 f"got {_kind(value)}"
             )
-        params += [path, *types, path, value]
-    return params
+        checked[key] = value
+    return checked
 
 
 # ---------------------------------------------------------------------------
@@ -1009,27 +635,23 @@ def _metadata_params(filter_: object) -> list[Any]:
 
 class _Plan(NamedTuple):
     examined: int
-    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]]  # reason, loser, winner
+    # reason, loser, winner
+    actions: list[tuple[Literal["duplicate", "conflict"], MemoryRow, MemoryRow]]
 
 
-def _newest_first(row: _Row) -> tuple[float, str, str]:
+def _newest_first(row: MemoryRow) -> tuple[float, str, str]:
     return (-row.created_at, row.namespace, row.key)
 
 
-def _plan_consolidation(conn: apsw.Connection, prefix: str, now: float) -> _Plan:
-    rows = [
-        _Row(*r)
-        for r in conn.execute(
-            SQL_LIST_PREFIX, (*_range_params(prefix), now, None, None, -1, 0)
-        ).fetchall()
-    ]
-    actions: list[tuple[Literal["duplicate", "conflict"], _Row, _Row]] = []
+def _plan_consolidation(tx: Transaction, prefix: str, now: float) -> _Plan:
+    rows = tx.memories.list_current(prefix, now=now)
+    actions: list[tuple[Literal["duplicate", "conflict"], MemoryRow, MemoryRow]] = []
 
-    duplicates: dict[tuple[str, str], list[_Row]] = {}
+    duplicates: dict[tuple[str, str], list[MemoryRow]] = {}
     for row in rows:
         canonical = json.dumps(decode(row.value), sort_keys=True, ensure_ascii=False)
         duplicates.setdefault((row.type, canonical), []).append(row)
-    survivors: list[_Row] = []
+    survivors: list[MemoryRow] = []
     for group in duplicates.values():
         winner, *losers = sorted(group, key=_newest_first)
         survivors.append(winner)
@@ -1037,7 +659,7 @@ def _plan_consolidation(conn: apsw.Connection, prefix: str, now: float) -> _Plan
 
     # After step 1 no two survivors of one type share a value, so every other
     # member of a (key, type) group holds a different value: a conflict.
-    conflicts: dict[tuple[str, str], list[_Row]] = {}
+    conflicts: dict[tuple[str, str], list[MemoryRow]] = {}
     for row in survivors:
         conflicts.setdefault((row.key, row.type), []).append(row)
     for group in conflicts.values():
@@ -1068,7 +690,7 @@ class MemoryService:
 
     def __init__(
         self,
-        db: Database,
+        db: Backend,
         embeddings: EmbeddingService | None = None,
         *,
         costs: CostService | None = None,
@@ -1079,10 +701,10 @@ class MemoryService:
         self._costs = costs  # context() reports the tokens it served to it
         self._recorder = recorder  # purge() clears its pending namespace counts
 
-    def _indexing(self, conn: apsw.Connection) -> _Indexing:
+    def _indexing(self, tx: Transaction) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
         held = self._embeddings is not None and self._embeddings.is_probe
-        return _Indexing(conn, configured=configured, held=held)
+        return _Indexing(tx, configured=configured, held=held)
 
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:
@@ -1157,13 +779,13 @@ class MemoryService:
         if expected_version is not None:
             _check_int(expected_version, "expected_version", minimum=0)
 
-        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing]:
+        def write(tx: Transaction) -> tuple[Memory, _Indexing]:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             _check_expected(namespace, key, expected_version, current, now)
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             memory = _write_version(
-                conn, current, index, namespace=namespace, key=key, type_=type_,
+                tx, current, index, namespace=namespace, key=key, type_=type_,
                 value=value_json, metadata=metadata_json, status="live", now=now,
                 expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
@@ -1202,13 +824,8 @@ class MemoryService:
         """
         check_namespace(namespace)
         check_id(key, "memory key")
-        params = (namespace, key)
-        rows = await self._db.read(lambda conn: conn.execute(SQL_CURRENT_MEMORY, params).fetchall())
-        if not rows:
-            return None
-        row = rows[0]
-        # status and expires_at: columns 6 and 11 of _COLUMNS.
-        if row[6] != "live" or (row[11] is not None and row[11] <= time.time()):
+        row = await self._db.read(lambda tx: tx.memories.current(namespace, key))
+        if row is None or row.is_absent(time.time()):
             return None
         return _memory(row)
 
@@ -1246,9 +863,8 @@ class MemoryService:
         """
         check_namespace(namespace)
         check_id(key, "memory key")
-        params = (namespace, key)
-        rows = await self._db.read(lambda conn: conn.execute(SQL_HISTORY, params).fetchall())
-        if not rows or _Row(*rows[-1]).is_expired(time.time()):
+        rows = await self._db.read(lambda tx: tx.memories.history(namespace, key))
+        if not rows or rows[-1].is_expired(time.time()):
             return []
         return [_memory(row) for row in rows]
 
@@ -1314,18 +930,18 @@ class MemoryService:
         """
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
-        metadata_params = _metadata_params(filter)
+        metadata = _check_filter(filter)
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         _check_int(offset, "offset", minimum=0)
         if not isinstance(include_deleted, bool):
             raise InvalidInputError(
                 f"include_deleted must be a bool, got {_kind(include_deleted)}"
             )
-        sql, params = _list_query(
-            prefix, type_, metadata_params, limit, offset, time.time(),
+        now = time.time()
+        rows = await self._db.read(lambda tx: tx.memories.list_current(
+            prefix, now=now, type=type_, metadata=metadata, limit=limit, offset=offset,
             include_deleted=include_deleted,
-        )
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        ))
         return [_memory(row) for row in rows]
 
     async def delete(
@@ -1370,9 +986,9 @@ class MemoryService:
         if expected_version is not None:
             _check_int(expected_version, "expected_version", minimum=0)
 
-        def write(conn: apsw.Connection) -> Memory:
+        def write(tx: Transaction) -> Memory:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             _check_expected(namespace, key, expected_version, current, now)
             if current is None or current.is_absent(now):
                 raise MemoryNotFoundError(
@@ -1380,7 +996,7 @@ class MemoryService:
                     "superseded or expired)"
                 )
             tombstone = _write_version(
-                conn, current, self._indexing(conn), namespace=namespace, key=key,
+                tx, current, self._indexing(tx), namespace=namespace, key=key,
                 type_=current.type, value=current.value, metadata=current.metadata,
                 status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
@@ -1423,9 +1039,9 @@ class MemoryService:
         check_namespace(namespace)
         check_id(key, "memory key")
 
-        def write(conn: apsw.Connection) -> tuple[Memory, _Indexing | None]:
+        def write(tx: Transaction) -> tuple[Memory, _Indexing | None]:
             now = time.time()
-            current = _current(conn, namespace, key)
+            current = tx.memories.current(namespace, key)
             if current is None:
                 raise MemoryNotFoundError(f"memory {namespace!r}/{key!r} never existed")
             if current.is_expired(now):
@@ -1435,9 +1051,9 @@ class MemoryService:
                 )
             if current.status == "live":
                 return _memory(current), None
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             restored = _write_version(
-                conn, current, index, namespace=namespace, key=key, type_=current.type,
+                tx, current, index, namespace=namespace, key=key, type_=current.type,
                 value=current.value, metadata=current.metadata, status="live", now=now,
                 expires_at=current.expires_at, action="memory.restore",
                 detail={"from": current.status},
@@ -1451,7 +1067,7 @@ class MemoryService:
 
     async def namespaces(
         self, prefix: str | None = None, *, max_depth: int | None = None, limit: int = 1000
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Namespaces holding at least one live, unexpired memory, sorted.
 
         Args:
@@ -1489,20 +1105,17 @@ class MemoryService:
         now = time.time()
         # Cutting names to max_depth can merge them and change their order
         # ('a:b!x' < 'a:b:c' but 'a:b' < 'a:b!x'), so the limit is applied after.
-        sql_limit = limit if max_depth is None else -1
-        if prefix is None:
-            sql, params = SQL_NAMESPACES_ALL, (now, sql_limit)
-        else:
-            sql, params = SQL_NAMESPACES_PREFIX, (*_range_params(prefix), now, sql_limit)
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
-        names = [name for (name,) in rows]
+        sql_limit = limit if max_depth is None else None
+        names = await self._db.read(
+            lambda tx: tx.memories.namespaces(prefix, now=now, limit=sql_limit)
+        )
         if max_depth is not None:
             names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
         return names[:limit]
 
     async def namespace_counts(
         self, prefix: str | None = None, *, limit: int = 1000
-    ) -> list[NamedCount]:
+    ) -> builtins.list[NamedCount]:
         """Namespaces holding live, unexpired memories, each with how many, sorted by name.
 
         What :meth:`namespaces` lists, with the number of memories that
@@ -1541,11 +1154,9 @@ class MemoryService:
             check_namespace(prefix, "prefix")
         _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         now = time.time()
-        if prefix is None:
-            sql, params = SQL_NAMESPACE_COUNTS_ALL, (now, limit)
-        else:
-            sql, params = SQL_NAMESPACE_COUNTS_PREFIX, (*_range_params(prefix), now, limit)
-        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
+        rows = await self._db.read(
+            lambda tx: tx.memories.namespace_counts(prefix, now=now, limit=limit)
+        )
         return [NamedCount(name=name, count=count) for name, count in rows]
 
     async def get_version(self, namespace: str, key: str, version: int) -> Memory | None:
@@ -1585,15 +1196,15 @@ class MemoryService:
         check_id(key, "memory key")
         _check_int(version, "version", minimum=1)
 
-        def read(conn: apsw.Connection) -> tuple[_Row | None, list[Any]]:
+        def read(tx: Transaction) -> tuple[MemoryRow | None, MemoryRow | None]:
             # Both in one read transaction: the current version says whether it expired.
-            rows = conn.execute(SQL_MEMORY_VERSION, (namespace, key, version)).fetchall()
-            return _current(conn, namespace, key), rows
+            found = tx.memories.version(namespace, key, version)
+            return tx.memories.current(namespace, key), found
 
-        current, rows = await self._db.read(read)
-        if not rows or current is None or current.is_expired(time.time()):
+        current, found = await self._db.read(read)
+        if found is None or current is None or current.is_expired(time.time()):
             return None
-        return _memory(rows[0])
+        return _memory(found)
 
     async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
         """Resolve duplicates and conflicts among the live memories under ``prefix``.
@@ -1662,18 +1273,18 @@ class MemoryService:
             )
 
         if dry_run:
-            plan = await self._db.read(lambda conn: _plan_consolidation(conn, prefix, time.time()))
+            plan = await self._db.read(lambda tx: _plan_consolidation(tx, prefix, time.time()))
             return report(plan, [0] * len(plan.actions))
 
-        def write(conn: apsw.Connection) -> ConsolidationReport:
+        def write(tx: Transaction) -> ConsolidationReport:
             now = time.time()
-            plan = _plan_consolidation(conn, prefix, now)
+            plan = _plan_consolidation(tx, prefix, now)
             versions = []
-            index = self._indexing(conn)
+            index = self._indexing(tx)
             for reason, loser, winner in plan.actions:
                 winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
                 superseded = _write_version(
-                    conn, loser, index, namespace=loser.namespace, key=loser.key,
+                    tx, loser, index, namespace=loser.namespace, key=loser.key,
                     type_=loser.type,
                     value=loser.value, metadata=loser.metadata, status="superseded", now=now,
                     expires_at=loser.expires_at, superseded_by=winner_ref,
@@ -1750,16 +1361,16 @@ class MemoryService:
                 raise InvalidInputError("give a prefix or everything=True, not both")
             scope = check_namespace(prefix, "prefix")
         if dry_run:
-            return await self._db.read(lambda conn: _purge(conn, scope, dry_run=True))
+            return await self._db.read(lambda tx: _purge(tx, scope, dry_run=True))
 
-        def write(conn: apsw.Connection) -> PurgeReport:
-            # Deleted cells and freed pages are overwritten with zeros, so the
-            # erased bytes do not linger in the file or the WAL.
-            conn.execute("PRAGMA secure_delete = ON")
+        def write(tx: Transaction) -> PurgeReport:
+            # Deleted content is overwritten, so the erased bytes do not linger
+            # in the file or the WAL.
+            tx.memories.overwrite_deleted(True)
             try:
-                return _purge(conn, scope, dry_run=False)
+                return _purge(tx, scope, dry_run=False)
             finally:
-                conn.execute("PRAGMA secure_delete = FAST")
+                tx.memories.overwrite_deleted(False)
 
         report = await self._db.write(write)
         if self._recorder is not None:
@@ -1875,7 +1486,7 @@ class MemoryService:
         check_query(query)
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
-        metadata_params = _metadata_params(filter)
+        metadata = _check_filter(filter)
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -1897,51 +1508,35 @@ class MemoryService:
         embedder = None if embeddings is None else embeddings.embedder
         model = None if embedder is None else embedder.name
 
-        def read(conn: apsw.Connection) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
+        def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
             now = time.time()
-            used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
-            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
-            rankings: list[list[tuple[int, float]]] = []
-            if used in ("keyword", "hybrid"):
-                built = _keyword_query(query, prefix, type_, metadata_params, depth, now)
-                rankings.append(conn.execute(*built).fetchall() if built else [])
-            if used in ("vector", "hybrid"):
-                assert vector is not None
-                where = _vector_filter(conn, prefix, type_, metadata_params, now)
-                rankings.append(vector_search(
-                    conn, VEC_TABLE, vector, n=depth,
-                    candidates=k * settings.search_oversample, where=where,
-                ))
-            if used == "hybrid":
-                ranked = rrf(
-                    [[item for item, _ in ranking] for ranking in rankings],
-                    k=settings.search_rrf_k,
-                )[:k]
-            else:
-                ranked = rankings[0][:k]
-            rows = conn.execute(
-                SQL_MEMORIES_BY_ID, (json.dumps([item for item, _ in ranked]),)
-            ).fetchall()
-            by_id = {row[12]: row for row in rows}
+            used, why = resolve_mode(tx, VEC_TABLE, mode, vector, reason)
+            ranked, cosine = rank(
+                tx, used, k=k, vector=vector, vec_table=VEC_TABLE,
+                keyword=lambda depth: tx.search.memory_keyword_ranking(
+                    query_words(query), prefix, now=now, type=type_, metadata=metadata,
+                    limit=depth,
+                ),
+                where=lambda: _vector_filter(tx, prefix, type_, metadata, now),
+                oversample=settings.search_oversample, rrf_k=settings.search_rrf_k,
+            )
+            by_id = {row.id: row for row in tx.memories.rows_by_id([item for item, _ in ranked])}
             # The indexes hold only current live versions; this keeps it so
             # even if one of them ever drifted.
             found = [
-                (_Row(*by_id[item]), score)
+                (by_id[item], score)
                 for item, score in ranked
-                if item in by_id and not _Row(*by_id[item]).is_absent(now)
+                if item in by_id and not by_id[item].is_absent(now)
             ]
-            cosine = dict(rankings[-1]) if used != "keyword" else {}
-            relevance = _relevance(conn, used, query, vector, model, found, cosine)
+            relevances = _relevance(tx, used, query, vector, model, found, cosine)
             hits = [
                 _hit(row, score, rel)
-                for (row, score), rel in zip(found, relevance, strict=True)
+                for (row, score), rel in zip(found, relevances, strict=True)
                 if floor is None or rel >= floor
             ]
             pending = 0
             if mode != "keyword":
-                pending = conn.execute(
-                    SQL_PENDING_COUNT, {"kind": MEMORY_KIND.name, **_scope_params(prefix)}
-                ).fetchall()[0][0]
+                pending = tx.memories.awaiting_vectors(prefix)
             return used, why, pending, hits
 
         used, why, pending, hits = await self._db.read(read)
@@ -2083,61 +1678,45 @@ class MemoryService:
 
     async def _prepare(self) -> None:
         """Index memories written before migration 003 (once per file)."""
-        sql = "SELECT 1 FROM meta WHERE key = 'search.memories_fts'"
-        if await self._db.read(lambda conn: conn.execute(sql).fetchall()):
+        if await self._db.read(lambda tx: tx.search.memory_text_built()):
             return
 
-        def write(conn: apsw.Connection) -> None:
-            if not conn.execute(sql).fetchall():
-                rebuild_keyword_index(conn)
+        def write(tx: Transaction) -> None:
+            if not tx.search.memory_text_built():
+                rebuild_keyword_index(tx)
 
         await self._db.write(write)
 
 
 def _relevance(
-    conn: apsw.Connection,
+    tx: Transaction,
     used: SearchMode,
     query: str,
-    vector: np.ndarray | None,
+    vector: NDArray[np.float32] | None,
     model: str | None,
-    found: list[tuple[_Row, float]],
+    found: list[tuple[MemoryRow, float]],
     cosine: dict[int, float],
 ) -> list[float]:
-    """The ``relevance`` of each hit (see :class:`~abathur.models.SearchHit`).
+    """The ``relevance`` of each hit (:func:`abathur.search.relevance`).
 
-    Vector: its score, the cosine. Hybrid: the cosine from the vector ranking,
-    or from the embedding cache for a hit only the keyword side ranked; a hit
-    with no vector at all (not embedded yet) gets its keyword relevance.
-    Keyword: the share of the query's words in the key and the value's words.
+    Keyword relevance reads the key and the value's words; the text embedded
+    for a memory is its index item's (key included).
     """
-    def text(row: _Row) -> str:
-        return f"{row.key} {memory_text(decode(row.value))}"
+    rows = [row for row, _ in found]
 
-    if used == "keyword":
-        return term_coverage(conn, query, [text(row) for row, _ in found])
-    out: list[float | None] = [cosine.get(row.id) for row, _ in found]
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing and vector is not None and model is not None:
-        # The text embedded for a memory is its index item's (key included).
-        hashes = {}
-        for i in missing:
-            row = found[i][0]
-            words = memory_text(decode(row.value))
-            item = _index_item(0, row.namespace, row.key, row.type, words, None)
-            hashes[i] = content_hash(item.text)
-        similar = cached_similarity(conn, model, vector, list(hashes.values()))
-        for i, text_hash in hashes.items():
-            out[i] = similar.get(text_hash)
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing:
-        coverage = term_coverage(conn, query, [text(found[i][0]) for i in missing])
-        for i, value in zip(missing, coverage, strict=True):
-            out[i] = value
-    return [0.0 if value is None else value for value in out]
+    def embedded_hash(i: int) -> str:
+        return content_hash(_item(rows[i]).text)
+
+    return relevance(
+        tx, used, query, vector, model,
+        texts=[f"{row.key} {memory_text(decode(row.value))}" for row in rows],
+        cosines=[cosine.get(row.id) for row in rows],
+        embedded_hash=embedded_hash,
+    )
 
 
-def _hit(row: _Row | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:
-    memory = row if isinstance(row, _Row) else _Row(*row)
+def _hit(row: MemoryRow | tuple[Any, ...], score: float, relevance: float = 0.0) -> SearchHit:
+    memory = row if isinstance(row, MemoryRow) else MemoryRow(*row)
     return SearchHit.model_construct(
         namespace=memory.namespace,
         key=memory.key,
@@ -2151,10 +1730,10 @@ def _hit(row: _Row | tuple[Any, ...], score: float, relevance: float = 0.0) -> S
 
 
 def _vector_filter(
-    conn: apsw.Connection,
+    tx: Transaction,
     prefix: str,
     type_: str | None,
-    metadata_params: list[Any],
+    metadata: Mapping[str, MetadataValue],
     now: float,
 ) -> VectorFilter:
     """Partition, type, allowed ids and metadata predicate for a vector search under ``prefix``.
@@ -2168,14 +1747,12 @@ def _vector_filter(
     depth = prefix.count(_SEP) + 1
     allowed: list[int] | None = None
     if depth > 2:
-        params = (*_range_params(prefix), now, type_, type_)
-        allowed = [item for (item,) in conn.execute(_SQL_ALLOWED_IDS, params)]
+        allowed = tx.memories.ids_under(prefix, now=now, type=type_)
     accept = None
-    if metadata_params:
-        sql = _SQL_ACCEPTED_IDS + _SQL_METADATA_MATCH * (len(metadata_params) // 5)
+    if metadata:
 
-        def accept(conn: apsw.Connection, ids: list[int]) -> set[int]:
-            return {item for (item,) in conn.execute(sql, (json.dumps(ids), *metadata_params))}
+        def accept(ids: list[int]) -> set[int]:
+            return tx.memories.ids_matching(ids, metadata)
 
     return VectorFilter(
         now=now,

@@ -1185,7 +1185,7 @@ def _apply_memory(
             ),
         )
     # The keyword index and the embedding queue, as memory.put leaves them.
-    if record.versions[-1][4] == "live" and memory.index(tx.conn, current_id):
+    if record.versions[-1][4] == "live" and memory.index(tx, current_id):
         applied.queued = True
     applied.imported.memories += 1
     applied.imported.versions += len(record.versions)

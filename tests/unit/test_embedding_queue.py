@@ -34,9 +34,9 @@ from abathur import (
 )
 from abathur.backends.sqlite import migrations
 from abathur.backends.sqlite.queue import SQL_READY_JOBS
+from abathur.backends.sqlite.search import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.embeddings import EmbedResult
 from abathur.embeddings.queue import content_hash as text_hash
-from abathur.memory import SQL_KEYWORD_SEARCH, keyword_params
 from abathur.ops.integrity import run_checks
 from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
@@ -521,7 +521,9 @@ async def test_queue_and_keyword_queries_use_their_indexes(eab: Abathur) -> None
     )
     assert "USING COVERING INDEX sqlite_autoindex_embedding_cache_1" in cache, cache
     keyword = await eab.db.read(
-        lambda c: plan(c, SQL_KEYWORD_SEARCH, keyword_params("tea", "user:alice"))
+        lambda c: plan(
+            c, SQL_KEYWORD_SEARCH, keyword_params(["tea"], "user:alice", now=time.time())
+        )
     )
     assert "SCAN memories_fts VIRTUAL TABLE INDEX" in keyword, keyword
     assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in keyword, keyword

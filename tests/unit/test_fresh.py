@@ -17,6 +17,7 @@ import pytest
 
 from abathur import Abathur, InvalidInputError
 from abathur.ops.integrity import run_checks
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import GatedEmbedder, WordHashEmbedder, rows
 
@@ -25,10 +26,11 @@ def keys(result) -> list[str]:
     return [hit.key for hit in result]
 
 
-async def test_fresh_finds_a_memory_written_a_moment_ago_by_vector(db_path: Path) -> None:
+@pytest.mark.sqlite_only("reads SQLite tables (the queue, the vec0 table) to check the work")
+async def test_fresh_finds_a_memory_written_a_moment_ago_by_vector(backend: BackendHandle) -> None:
     # The worker is off: without fresh the new memory stays invisible to the
     # vector ranking for as long as the worker is behind (about 2 s in real use).
-    async with Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as ab:
+    async with backend.open(embedder=WordHashEmbedder(), embed_worker=False) as ab:
         await ab.memory.put("user:alice", "old", "Alice likes green tea")
         await ab.embeddings.drain()
         await ab.memory.put("user:alice", "new", "Alice adopted a zebra named Zed")
@@ -44,9 +46,10 @@ async def test_fresh_finds_a_memory_written_a_moment_ago_by_vector(db_path: Path
         assert await rows(ab, "SELECT count(*) FROM memories_vec") == [(2,)]
 
 
-async def test_fresh_embeds_only_the_searched_scope(db_path: Path) -> None:
+@pytest.mark.sqlite_only("reads SQLite tables (the queue, the vec0 table) to check the work")
+async def test_fresh_embeds_only_the_searched_scope(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:alice:notes", "a", "Alice plays chess")
         await ab.memory.put("user:alicia", "b", "Alicia plays chess")
         await ab.memory.put("user:bob", "c", "Bob plays chess")
@@ -61,20 +64,22 @@ async def test_fresh_embeds_only_the_searched_scope(db_path: Path) -> None:
         assert waiting == [("b",), ("c",)]
 
 
-async def test_fresh_keyword_search_embeds_nothing(db_path: Path) -> None:
+async def test_fresh_keyword_search_embeds_nothing(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:alice", "a", "Alice plays chess")
         found = await ab.memory.search("chess", prefix="user:alice", mode="keyword", fresh=True)
         assert keys(found) == ["a"] and found.pending == 0
         assert embedder.calls == 0
 
 
-async def test_the_first_search_of_a_new_file_does_not_degrade_silently(db_path: Path) -> None:
+async def test_the_first_search_of_a_new_file_does_not_degrade_silently(
+    backend: BackendHandle,
+) -> None:
     # Real bundled model. Nothing is embedded yet: a plain search falls back to
     # keyword and says why and how many memories it could not see; fresh waits
     # for the model instead and searches by vector.
-    async with Abathur.open(db_path, embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         await ab.memory.put("user:bob", "pet", "Bob has a cat named Tom")
         await ab.memory.put("user:bob", "car", "Bob drives a red Tesla")
         plain = await ab.memory.search("does he own an animal", prefix="user:bob", mode="vector")
@@ -87,9 +92,9 @@ async def test_the_first_search_of_a_new_file_does_not_degrade_silently(db_path:
         assert keys(fresh)[0] == "pet"
 
 
-async def test_fresh_with_the_embedder_down_searches_what_it_can(db_path: Path) -> None:
+async def test_fresh_with_the_embedder_down_searches_what_it_can(backend: BackendHandle) -> None:
     embedder = WordHashEmbedder()
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:alice", "a", "Alice plays chess")
         await ab.embeddings.drain()
         await ab.memory.put("user:alice", "b", "Alice plays go")
@@ -112,14 +117,15 @@ async def test_fresh_must_be_a_bool(ab: Abathur, fresh: object) -> None:
             await ab.memory.search("x", prefix="user:alice", fresh=fresh)  # type: ignore[arg-type]
 
 
-async def test_fresh_racing_a_worker_that_holds_the_same_job(db_path: Path) -> None:
+@pytest.mark.sqlite_only("runs the SQLite integrity checks on the file")
+async def test_fresh_racing_a_worker_that_holds_the_same_job(backend: BackendHandle) -> None:
     # Another process's worker has read the job and is mid-embed when a fresh
     # search embeds the same memory inline. Only the first to finish the job
     # (by id, kind and ref_id) inserts the vector: one vector, never a UNIQUE error.
     gated = GatedEmbedder()
     async with (
-        Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as reader,
-        Abathur.open(db_path, embedder=gated, embed_worker=False) as worker,
+        backend.open(embedder=WordHashEmbedder(), embed_worker=False) as reader,
+        backend.open(embedder=gated, embed_worker=False) as worker,
     ):
         await reader.memory.put("user:alice", "x", "Alice adopted a zebra")
         held = asyncio.create_task(worker.embeddings.drain())
@@ -131,16 +137,17 @@ async def test_fresh_racing_a_worker_that_holds_the_same_job(db_path: Path) -> N
         assert report.embedded == 0, "the held batch must not insert the vector again"
         assert await rows(reader, "SELECT count(*) FROM memories_vec") == [(1,)]
         assert await rows(reader, "SELECT count(*) FROM embedding_queue") == [(0,)]
-    assert run_checks(db_path).is_ok
+    assert run_checks(backend.target).is_ok
 
 
-async def test_a_held_fresh_search_racing_a_worker(db_path: Path) -> None:
+@pytest.mark.sqlite_only("runs the SQLite integrity checks on the file")
+async def test_a_held_fresh_search_racing_a_worker(backend: BackendHandle) -> None:
     # The other way round: the fresh search is mid-embed when a worker embeds
     # the same memories and finishes first.
     gated = GatedEmbedder()
     async with (
-        Abathur.open(db_path, embedder=gated, embed_worker=False) as searcher,
-        Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as worker,
+        backend.open(embedder=gated, embed_worker=False) as searcher,
+        backend.open(embedder=WordHashEmbedder(), embed_worker=False) as worker,
     ):
         for n in range(5):
             await worker.memory.put("user:alice", f"k{n}", f"Alice fact number {n}")
@@ -154,13 +161,14 @@ async def test_a_held_fresh_search_racing_a_worker(db_path: Path) -> None:
         assert found.mode == "vector" and found.pending == 0
         assert sorted(keys(found)) == [f"k{n}" for n in range(5)]
         assert await rows(worker, "SELECT count(*) FROM memories_vec") == [(5,)]
-    assert run_checks(db_path).is_ok
+    assert run_checks(backend.target).is_ok
 
 
-async def test_fresh_and_a_running_worker_on_many_writes(db_path: Path) -> None:
+@pytest.mark.sqlite_only("runs the SQLite integrity checks on the file")
+async def test_fresh_and_a_running_worker_on_many_writes(backend: BackendHandle) -> None:
     # The background worker runs while fresh searches keep embedding inline:
     # every memory ends with exactly one vector.
-    async with Abathur.open(db_path, embedder=WordHashEmbedder()) as ab:
+    async with backend.open(embedder=WordHashEmbedder()) as ab:
         for n in range(40):
             await ab.memory.put("user:alice", f"k{n}", f"note {n} about tea")
             found = await ab.memory.search(
@@ -169,15 +177,17 @@ async def test_fresh_and_a_running_worker_on_many_writes(db_path: Path) -> None:
             assert found.pending == 0 and f"k{n}" in keys(found)
         await ab.embeddings.drain()
         assert await rows(ab, "SELECT count(*) FROM memories_vec") == [(40,)]
-    assert run_checks(db_path).is_ok
+    assert run_checks(backend.target).is_ok
 
 
-async def test_documents_search_fresh_finds_chunks_synced_a_moment_ago(tmp_path: Path) -> None:
+async def test_documents_search_fresh_finds_chunks_synced_a_moment_ago(
+    tmp_path: Path, backend: BackendHandle
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "tea.md").write_text("# Tea\n\nSteep green tea for two minutes.\n")
-    async with Abathur.open(
-        tmp_path / "d.db", embedder=WordHashEmbedder(), embed_worker=False
+    async with backend.open(
+        embedder=WordHashEmbedder(), embed_worker=False
     ) as ab:
         await ab.documents.sync(docs)
         await ab.embeddings.drain()

@@ -8,8 +8,8 @@ import apsw
 import pytest
 import sqlite_vec
 
-from abathur import Abathur, DatabaseError, InvalidInputError, search
-from abathur.backends.sqlite import migrations
+from abathur import Abathur, DatabaseError, InvalidInputError
+from abathur.backends.sqlite import migrations, vectors
 from abathur.memory import rebuild_keyword_index
 from abathur.ops import schema
 from abathur.ops.integrity import CHECKS, rebuild_derived_indexes, run_checks
@@ -140,7 +140,7 @@ def test_a_file_behind_the_migrations_is_told_to_migrate(tmp_path: Path) -> None
 async def test_a_vec0_table_made_at_run_time_is_not_drift(populated: Path) -> None:
     conn = schema.open_existing(populated, readonly=False)
     try:
-        for statement in search.vector_table_statements("memories_vec", 384, 256):
+        for statement in vectors.vector_table_statements("memories_vec", 384, 256):
             conn.execute(statement)
     finally:
         conn.close()

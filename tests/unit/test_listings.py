@@ -21,11 +21,13 @@ from abathur import (
     NamedCount,
     SessionNotFoundError,
 )
-from abathur.memory import (
+from abathur.backends.sqlite.memories import (
     SQL_LIST_PREFIX_ANY_STATUS,
     SQL_MEMORY_VERSION,
     SQL_NAMESPACE_COUNTS_ALL,
     SQL_NAMESPACE_COUNTS_PREFIX,
+    list_params,
+    range_params,
 )
 from tests.helpers import assert_unchanged
 
@@ -88,18 +90,18 @@ async def test_namespace_counts_rejects_bad_input(
 
 
 async def test_namespace_counts_walk_the_current_index_without_sorting(ab: Abathur) -> None:
-    async def plan(sql: str, params: tuple[Any, ...]) -> str:
+    async def plan(sql: str, params: tuple[Any, ...] | dict[str, Any]) -> str:
         rows = await ab.db.read(lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
         return " | ".join(str(r[-1]) for r in rows)
 
-    prefixed = await plan(SQL_NAMESPACE_COUNTS_PREFIX, ("u", "u;", "u", "u:", 0.0, 10))
+    prefixed = await plan(
+        SQL_NAMESPACE_COUNTS_PREFIX, {**range_params("u"), "now": 0.0, "limit": 10}
+    )
     assert "USING INDEX memories_current (namespace>? AND namespace<?)" in prefixed, prefixed
     assert "TEMP B-TREE" not in prefixed, prefixed
-    everything = await plan(SQL_NAMESPACE_COUNTS_ALL, (0.0, 10))
+    everything = await plan(SQL_NAMESPACE_COUNTS_ALL, {"now": 0.0, "limit": 10})
     assert "memories_current" in everything and "TEMP B-TREE" not in everything, everything
-    any_status = await plan(
-        SQL_LIST_PREFIX_ANY_STATUS, ("u", "u;", "u", "u:", 0.0, None, None, 10, 0)
-    )
+    any_status = await plan(SQL_LIST_PREFIX_ANY_STATUS, list_params("u", now=0.0, limit=10))
     assert "USING INDEX memories_current (namespace>? AND namespace<?)" in any_status, any_status
     assert "TEMP B-TREE" not in any_status, any_status
     one = await plan(SQL_MEMORY_VERSION, ("u", "k", 1))

@@ -23,7 +23,8 @@ from abathur import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from abathur.memory import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, prefix_params
+from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, list_params
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
 TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
@@ -267,8 +268,8 @@ async def test_put_rejects_bad_arguments(ab: Abathur, kwargs, error, code, messa
     assert message in str(ei.value)
 
 
-async def test_put_rejects_a_value_over_the_size_limit(db_path: Path) -> None:
-    async with Abathur.open(db_path, max_value_bytes=100) as ab:
+async def test_put_rejects_a_value_over_the_size_limit(backend: BackendHandle) -> None:
+    async with backend.open(max_value_bytes=100) as ab:
         await ab.memory.put("ns", "k", "x" * 90)
         async with assert_unchanged(ab):
             with pytest.raises(ValueTooLargeError) as ei:
@@ -693,8 +694,8 @@ async def test_superseded_memories_read_as_absent_until_restored(ab: Abathur) ->
 # --------------------------------------------------------------------------- durability, audit
 
 
-async def test_a_reopened_database_returns_the_same_data(db_path: Path) -> None:
-    async with Abathur.open(db_path) as ab:
+async def test_a_reopened_database_returns_the_same_data(backend: BackendHandle) -> None:
+    async with backend.open() as ab:
         await ab.memory.put("user:alice", "lang", "fr", metadata={"s": 1}, ttl=3600)
         await ab.memory.put("user:alice", "lang", "en")
         await ab.memory.put("user:alice:x", "gone", 1)
@@ -706,7 +707,7 @@ async def test_a_reopened_database_returns_the_same_data(db_path: Path) -> None:
             await ab.memory.list("user"),
             await ab.memory.namespaces(),
         )
-    async with Abathur.open(db_path) as ab:
+    async with backend.open() as ab:
         after = (
             await ab.memory.get("user:alice", "lang"),
             await ab.memory.history("user:alice", "lang"),
@@ -748,7 +749,7 @@ async def test_every_write_leaves_an_audit_record(ab: Abathur) -> None:
 
 
 async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
-    def plan(sql: str, params: tuple) -> str:
+    def plan(sql: str, params: tuple | dict) -> str:
         async def run() -> str:
             rows = await ab.db.read(
                 lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -759,6 +760,6 @@ async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
 
     current = await plan(SQL_CURRENT_MEMORY, ("user:a", "k"))
     assert "SEARCH memories USING INDEX memories_current (namespace=? AND key=?)" in current
-    listing = await plan(SQL_LIST_PREFIX, prefix_params("user:alice"))
+    listing = await plan(SQL_LIST_PREFIX, list_params("user:alice", now=0.0))
     assert "SEARCH memories USING INDEX memories_current (namespace>? AND namespace<?)" in listing
     assert "TEMP B-TREE" not in listing  # the index already gives (namespace, key) order

@@ -14,9 +14,10 @@ import pytest
 
 from abathur import Abathur, BudgetExceededError, InvalidInputError
 from abathur.backends.sqlite.queue import SQL_HELD_JOBS
+from abathur.backends.sqlite.vectors import drop_empty_partition
 from abathur.embeddings.queue import HELD_NOT_BEFORE
 from abathur.memory import VEC_TABLE
-from abathur.search import drop_empty_partition, partition_of
+from abathur.search import partition_of
 
 
 def count(path: Path, sql: str, *params: object) -> int:

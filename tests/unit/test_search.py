@@ -30,17 +30,12 @@ from abathur import (
     SearchHit,
     SearchResult,
 )
+from abathur.backends.sqlite.search import scope_tokens
+from abathur.backends.sqlite.vectors import SQL_CHUNKS_OF_PARTITION, vector_candidates
 from abathur.embeddings.bundled import BundledEmbedder
 from abathur.memory import MEMORY_KIND, _Indexing, _write_version
-from abathur.search import (
-    SQL_CHUNKS_OF_PARTITION,
-    VectorFilter,
-    fts_query,
-    partition_of,
-    rrf,
-    scope_tokens,
-    vector_candidates,
-)
+from abathur.search import VectorFilter, fts_query, partition_of, rrf
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -53,8 +48,8 @@ def embedder() -> WordHashEmbedder:
 
 
 @pytest.fixture
-async def sab(db_path: Path, embedder):
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as opened:
+async def sab(backend: BackendHandle, embedder):
+    async with backend.open(embedder=embedder, embed_worker=False) as opened:
         yield opened
 
 
@@ -149,8 +144,8 @@ async def test_rrf_fuses_rankings() -> None:
 # --------------------------------------------------------------------------- degradation
 
 
-async def test_no_embedder_falls_back_to_keyword_and_says_so(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder="none") as ab:
+async def test_no_embedder_falls_back_to_keyword_and_says_so(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         await put_all(ab, FACTS)
         for mode in ("vector", "hybrid"):
             found = await ab.memory.search("green tea", prefix="user:alice", mode=mode)
@@ -556,7 +551,7 @@ async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
     embedder = WordHashEmbedder()
     asked: list[int] = []
 
-    def accept(conn, ids: list[int]) -> set[int]:
+    def accept(ids: list[int]) -> set[int]:
         asked.extend(ids)
         return {i for i in ids if i % every == 0}
 
@@ -635,8 +630,8 @@ async def test_scope_tokens_cover_every_prefix() -> None:
 # --------------------------------------------------------------------------- real model
 
 
-async def test_bundled_model_finds_meaning_not_just_words(db_path: Path) -> None:
-    async with Abathur.open(db_path, embedder=BundledEmbedder(), embed_worker=False) as ab:
+async def test_bundled_model_finds_meaning_not_just_words(backend: BackendHandle) -> None:
+    async with backend.open(embedder=BundledEmbedder(), embed_worker=False) as ab:
         await put_all(ab, FACTS)
         found = await ab.memory.search(
             "which beverage does she like", prefix="user:alice", mode="vector", k=1
@@ -646,6 +641,7 @@ async def test_bundled_model_finds_meaning_not_just_words(db_path: Path) -> None
         assert (found.mode, keys(found)) == ("hybrid", ["language"])
 
 
+@pytest.mark.sqlite_only("reads the FTS5 and vec0 tables behind the search")
 async def test_unindex_takes_a_version_out_of_every_index(sab: Abathur) -> None:
     from abathur.memory import unindex
 

@@ -18,6 +18,7 @@ import pytest
 
 from abathur import Abathur, InvalidInputError
 from abathur.memory import CONTEXT_MIN_SCORE
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -30,8 +31,8 @@ BOB = {
 
 
 @pytest.fixture
-async def hashed(db_path: Path):
-    async with Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as ab:
+async def hashed(backend: BackendHandle):
+    async with backend.open(embedder=WordHashEmbedder(), embed_worker=False) as ab:
         yield ab
 
 
@@ -74,8 +75,8 @@ async def test_hybrid_relevance_is_the_cosine_even_for_a_hit_only_keyword_ranked
         assert math.isclose(hit.relevance, cosine[hit.key], abs_tol=1e-6), hit.key
 
 
-async def test_keyword_relevance_is_the_share_of_query_words(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "k.db", embedder="none") as ab:
+async def test_keyword_relevance_is_the_share_of_query_words(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.put("user:bob", "nvda", "NVIDIA stocks rose")
         await ab.memory.put("user:bob", "soup", "Bob paid a fair price for soup")
         found = await ab.memory.search("stock price of nvidia", prefix="user:bob")
@@ -109,12 +110,14 @@ async def test_a_bad_floor_is_refused(ab: Abathur, min_score: object, message: s
                 await call
 
 
-async def test_documents_search_takes_a_floor(tmp_path: Path) -> None:
+async def test_documents_search_takes_a_floor(
+    tmp_path: Path, backend: BackendHandle
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "restore.md").write_text("# Restore\n\nVerify the backup copy, then swap the file.\n")
     (docs / "tea.md").write_text("# Tea\n\nSteep green tea for two minutes.\n")
-    async with Abathur.open(tmp_path / "d.db", embedder=WordHashEmbedder()) as ab:
+    async with backend.open(embedder=WordHashEmbedder()) as ab:
         await ab.documents.sync(docs)
         await ab.embeddings.drain()
         for mode in ("vector", "hybrid"):
@@ -131,9 +134,9 @@ async def test_documents_search_takes_a_floor(tmp_path: Path) -> None:
         }
 
 
-async def test_context_packs_nothing_for_an_unrelated_prompt(db_path: Path) -> None:
+async def test_context_packs_nothing_for_an_unrelated_prompt(backend: BackendHandle) -> None:
     # The issue's case, bundled MiniLM: three unrelated memories used to be packed.
-    async with Abathur.open(db_path, embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         for key, text in BOB.items():
             await ab.memory.put("user:bob", key, text)
         await ab.embeddings.drain()
@@ -152,8 +155,8 @@ async def test_context_packs_nothing_for_an_unrelated_prompt(db_path: Path) -> N
         assert all(m.relevance >= CONTEXT_MIN_SCORE["hybrid"] for m in ctx)
 
 
-async def test_context_uses_the_keyword_floor_after_a_fallback(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "k.db", embedder="none") as ab:
+async def test_context_uses_the_keyword_floor_after_a_fallback(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         await ab.memory.put("user:bob", "nvda", "NVIDIA stock closed higher")
         await ab.memory.put("user:bob", "soup", "Bob paid a fair price for soup")
         # stock, price, nvidia, shares, today: nvda has 2 of the 5 words, soup 1.
@@ -187,11 +190,11 @@ UNRELATED = ["stock price of nvidia", "weather in Tokyo tomorrow", "how to fix a
 
 
 async def test_the_default_floor_keeps_relevant_facts_and_drops_unrelated_ones(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
     # The default was chosen on chat turns (LoCoMo); it must not hide the short
     # facts agents store, whose cosines to a question are lower (bundled MiniLM).
-    async with Abathur.open(db_path, embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         for key, value in FACTS.items():
             await ab.memory.put("user:ann", key, value)
         await ab.embeddings.drain()

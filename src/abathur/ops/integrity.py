@@ -571,7 +571,9 @@ def _select(only: Sequence[str] | None) -> tuple[Check, ...]:
     return tuple(c for c in CHECKS if c.name in set(only))
 
 
-Rebuilder = Callable[[apsw.Connection], int]
+# Handed the connection as a SqliteTransaction, so a service's rebuilder
+# (abathur.memory.rebuild_keyword_index) reaches its stores.
+Rebuilder = Callable[[SqliteTransaction], int]
 
 
 def rebuild_derived_indexes(
@@ -626,7 +628,8 @@ def rebuild_derived_indexes(
             try:
                 for name, contentless in _fts_tables(conn):
                     if name in rebuilders:
-                        rebuilt[name] = rebuilders[name](conn)
+                        tx = SqliteTransaction(conn, SqliteContext(path, settings or Settings()))
+                        rebuilt[name] = rebuilders[name](tx)
                     elif contentless:
                         raise InvalidInputError(
                             f"FTS5 table {name!r} is contentless: only the code that fills it "

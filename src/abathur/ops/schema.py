@@ -33,7 +33,7 @@ import apsw
 import sqlite_vec
 
 from abathur import search
-from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite import migrations, vectors
 from abathur.backends.sqlite.connection import connect, translate_errors
 from abathur.config import Settings
 from abathur.errors import DatabaseError
@@ -179,7 +179,7 @@ def _runtime_tables(have: Mapping[str, SchemaObject]) -> tuple[list[RuntimeTable
     """The file's vec0 tables that abathur would have made, and problems with the others.
 
     A vec0 table is accepted only under one of our names and with exactly the
-    statement :func:`abathur.search.vector_table_statements` writes, so the
+    statement :func:`abathur.backends.sqlite.vectors.vector_table_statements` writes, so the
     reference schema can be rebuilt from our own SQL, never from the file's.
     """
     tables, problems = [], []
@@ -190,7 +190,7 @@ def _runtime_tables(have: Mapping[str, SchemaObject]) -> tuple[list[RuntimeTable
         chunk = re.search(r"\bchunk_size=(\d{1,6})\b", obj.sql)
         if name in search.VECTOR_TABLE_NAMES and dims and chunk:
             table = RuntimeTable(name, int(dims[1]), int(chunk[1]))
-            ours = search.vector_table_statements(table.name, table.dims, table.chunk_size)[0]
+            ours = vectors.vector_table_statements(table.name, table.dims, table.chunk_size)[0]
             if _normal(ours) == obj.sql:
                 tables.append(table)
                 continue
@@ -213,7 +213,7 @@ def expected(version: int, runtime: tuple[RuntimeTable, ...] = ()) -> Mapping[st
             conn.load_extension(sqlite_vec.loadable_path())
             migrations.apply(conn, [m for m in migrations.available() if m.version <= version])
             for table in runtime:
-                for statement in search.vector_table_statements(
+                for statement in vectors.vector_table_statements(
                     table.name, table.dims, table.chunk_size
                 ):
                     conn.execute(statement)

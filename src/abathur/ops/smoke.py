@@ -26,7 +26,7 @@ Safe on a production database, after every deploy:
   events, tasks) and its memories too (``memory.purge``: every version,
   tombstone, keyword row, vector, queued job and embedding-cache entry), and
   the vec0 chunks of its own vector partition are dropped with the dead
-  slots they held (:func:`abathur.search.drop_empty_partition`).
+  slots they held (:func:`abathur.backends.sqlite.vectors.drop_empty_partition`).
   :class:`Cleanup` reports it, and a run whose cleanup leaves a row is not ok.
 
 What stays, by design, is in the audit log only: it is a hash chain, so the
@@ -81,9 +81,11 @@ import structlog
 
 from abathur import audit, memory, search
 from abathur.api import Abathur
-from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite import migrations, vectors
+from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX
 from abathur.backends.sqlite.plans import HotQuery, plan_problems
 from abathur.backends.sqlite.queue import SQL_READY_JOBS
+from abathur.backends.sqlite.search import SQL_KEYWORD_SEARCH
 from abathur.backends.sqlite.sessions import (
     SQL_EVENTS_AFTER,
     SQL_LAST_EVENTS,
@@ -112,7 +114,6 @@ from abathur.errors import (
     ValueNotSerializableError,
     VersionConflictError,
 )
-from abathur.memory import SQL_CURRENT_MEMORY, SQL_KEYWORD_SEARCH, SQL_LIST_PREFIX
 from abathur.models import Event, Memory, SearchMode, Session, SyncReport, Task
 from abathur.ops import schema
 
@@ -1290,7 +1291,7 @@ def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> tup
 def _drop_partition(conn: apsw.Connection, partition: str, dead: int) -> int:
     if not schema.table_exists(conn, memory.VEC_TABLE):
         return 0
-    return search.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
+    return vectors.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
 
 
 # What is left of a run. Params: app, user, then the namespace range

@@ -28,7 +28,7 @@ import aiosqlite
 import apsw
 import structlog
 
-from abathur.backends.sqlite import migrations
+from abathur.backends.sqlite import migrations, vectors
 from abathur.backends.sqlite.connection import (
     Versions,
     check_environment,
@@ -343,6 +343,8 @@ class Database:
         self._writer, self._readers = None, []
         for worker in workers:
             await worker.close()
+        # This process's numpy copy of the file's vector chunks goes with it.
+        vectors.forget_mirrors(self.path)
 
     @classmethod
     async def plan_migrations(cls, path: str | Path) -> MigrationPlan:

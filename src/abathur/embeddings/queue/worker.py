@@ -868,7 +868,6 @@ class EmbeddingService:
                 await task
         if self._usage and not self._db.is_closed:
             await self._db.write(self._usage.flush)
-        search.forget_mirrors(self._path)
 
     # TRANSITION (issue 13): the names memory.py, documents.py, transfer.py and
     # archival.py still call; removed at merge, once they call the public ones.
