@@ -35,10 +35,10 @@ from abathur.documents import (
     SQL_DOCUMENT_BY_PATH,
     SQL_DOCUMENTS_OF_ROOT,
     SQL_ROOT_BY_PATH,
-    _load_tokenizer,
     chunk_markdown,
     keyword_search_params,
 )
+from abathur.documents.tokens import _load_tokenizer
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from tests.conftest import assert_unchanged
