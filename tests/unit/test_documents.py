@@ -27,20 +27,23 @@ from abathur import (
     NotFoundError,
     SyncReport,
 )
-from abathur.documents import (
-    CHUNK_OVERLAP_TOKENS,
-    EMBED_TOKENS,
+from abathur.backends.sqlite.documents import (
     SQL_CHUNK_KEYWORD_SEARCH,
     SQL_CHUNKS_OF_DOCUMENT,
     SQL_DOCUMENT_BY_PATH,
     SQL_DOCUMENTS_OF_ROOT,
     SQL_ROOT_BY_PATH,
+)
+from abathur.documents import (
+    CHUNK_OVERLAP_TOKENS,
+    EMBED_TOKENS,
     chunk_markdown,
     keyword_search_params,
 )
 from abathur.documents.tokens import _load_tokenizer
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
+from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -51,9 +54,9 @@ def embedder() -> WordHashEmbedder:
 
 
 @pytest.fixture
-async def dab(db_path: Path, embedder: WordHashEmbedder):
+async def dab(backend: BackendHandle, embedder: WordHashEmbedder):
     """An Abathur with the countable test embedder and no worker: tests drain explicitly."""
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as opened:
+    async with backend.open(embedder=embedder, embed_worker=False) as opened:
         yield opened
 
 
@@ -201,6 +204,7 @@ def test_neighbouring_chunks_of_a_section_overlap() -> None:
 # --------------------------------------------------------------------------- sync basics
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_sync_indexes_files_and_a_second_sync_embeds_nothing(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -228,6 +232,7 @@ async def test_sync_indexes_files_and_a_second_sync_embeds_nothing(
     assert await count(dab, "usage_ledger") == usage_before
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_resync_after_touching_files_rereads_but_writes_no_chunk(
     dab: Abathur, docs: Path
 ) -> None:
@@ -273,6 +278,7 @@ async def test_an_old_file_with_unchanged_size_and_mtime_is_not_read(
     assert (report.unchanged, report.changed) == (1, [])  # the fast pre-check, by design
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_changed_file_re_embeds_only_its_changed_chunks(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -301,6 +307,7 @@ async def test_a_changed_file_re_embeds_only_its_changed_chunks(
     assert kept <= set(await rows(dab, "SELECT item_id, cache_id FROM chunks_vec"))
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_section_moved_keeps_its_chunk_and_order_follows_the_file(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -316,6 +323,7 @@ async def test_a_section_moved_keeps_its_chunk_and_order_follows_the_file(
     assert (await dab.embeddings.drain()).embedded == 0 and embedder.texts == []
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_deleted_files_lose_chunks_fts_rows_jobs_and_vectors(
     dab: Abathur, docs: Path
 ) -> None:
@@ -393,6 +401,7 @@ async def test_two_roots_are_kept_apart(dab: Abathur, tmp_path: Path) -> None:
     assert [(h.root, h.path) for h in hits] == [(str(two.resolve()), "a.md")]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_many_files_are_written_in_small_transactions(dab: Abathur, docs: Path) -> None:
     for i in range(100):
         write(docs, f"f{i:03}.md", f"# File {i}\n\nbody {i}\n")
@@ -419,6 +428,7 @@ async def test_a_sync_that_changes_nothing_writes_nothing(dab: Abathur, docs: Pa
 # --------------------------------------------------------------------------- bad files
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_bad_files_are_reported_and_skipped(dab: Abathur, docs: Path, tmp_path: Path) -> None:
     good = write(docs, "good.md", "# Good\n\nfine text\n")
     os.utime(good, (time.time() - 3600, time.time() - 3600))  # no re-hash on the next sync
@@ -557,6 +567,7 @@ async def test_unreadable_files_and_directories_are_reported(dab: Abathur) -> No
         shutil.rmtree(docs)
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_file_that_turns_bad_loses_its_chunks_and_comes_back_when_fixed(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -578,6 +589,7 @@ async def test_a_file_that_turns_bad_loses_its_chunks_and_comes_back_when_fixed(
     ]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_bom_and_crlf_line_ends_are_read_as_text(dab: Abathur, docs: Path) -> None:
     (docs / "win.md").write_bytes("\ufeff# Title\r\n\r\nWindows text\r\n".encode())
     await dab.documents.sync(docs)
@@ -703,9 +715,9 @@ async def test_vector_and_hybrid_apply_filters_before_ranking(dab: Abathur, docs
         assert result.mode == mode
 
 
-async def test_search_degrades_to_keyword_and_says_why(db_path: Path, docs: Path) -> None:
+async def test_search_degrades_to_keyword_and_says_why(backend: BackendHandle, docs: Path) -> None:
     write(docs, "a.md", "# Backups\n\nnightly backup\n")
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         await ab.documents.sync(docs)
         result = await ab.documents.search("backup", mode="hybrid")
     assert (result.mode, result.requested_mode, result.is_degraded) == ("keyword", "hybrid", True)
@@ -713,7 +725,9 @@ async def test_search_degrades_to_keyword_and_says_why(db_path: Path, docs: Path
     assert [h.path for h in result.hits] == ["a.md"]
 
 
-async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: Path) -> None:
+async def test_the_bundled_model_finds_a_chunk_by_meaning(
+    backend: BackendHandle, docs: Path
+) -> None:
     write(
         docs,
         "ops/restore.md",
@@ -723,7 +737,7 @@ async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: P
     write(docs, "kitchen/tea.md", "# Tea\n\nSteep green leaves in hot water for two minutes.\n")
     write(docs, "sport/cycling.md", "# Cycling\n\nPump the tyres before riding uphill.\n")
     write(docs, "pets/cats.md", "# Cats\n\nFeed the kitten twice daily and brush its fur.\n")
-    async with Abathur.open(db_path, embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         report = await ab.documents.sync(docs)
         assert report.embeddings_queued == 4
         drained = await ab.embeddings.drain()
@@ -738,14 +752,15 @@ async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: P
         assert (hybrid.mode, hybrid.hits[0].path) == ("hybrid", "ops/restore.md")
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_chunks_synced_without_an_embedder_are_embedded_once_one_is_used(
-    db_path: Path, docs: Path, embedder: WordHashEmbedder
+    backend: BackendHandle, docs: Path, embedder: WordHashEmbedder
 ) -> None:
     write(docs, "a.md", THREE_SECTIONS)
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         report = await ab.documents.sync(docs)
         assert report.embeddings_queued == 0 and await count(ab, "embedding_queue") == 0
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         assert await count(ab, "embedding_queue") == 3  # queued when the embedder was recorded
         assert (await ab.embeddings.drain()).embedded == 3
         reindexed = await ab.embeddings.reindex()
@@ -754,9 +769,11 @@ async def test_chunks_synced_without_an_embedder_are_embedded_once_one_is_used(
         assert found.hits[0].heading == "Operations > Rollback"
 
 
-async def test_the_background_worker_embeds_synced_chunks(db_path: Path, docs: Path) -> None:
+async def test_the_background_worker_embeds_synced_chunks(
+    backend: BackendHandle, docs: Path
+) -> None:
     write(docs, "a.md", THREE_SECTIONS)
-    async with Abathur.open(db_path, embedder=WordHashEmbedder()) as ab:
+    async with backend.open(embedder=WordHashEmbedder()) as ab:
         await ab.documents.sync(docs)
         deadline = time.monotonic() + 10
         while (await ab.embeddings.status()).queue_depth:
@@ -765,6 +782,7 @@ async def test_the_background_worker_embeds_synced_chunks(db_path: Path, docs: P
         assert (await ab.embeddings.status()).vectors == 3
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_check_passes_and_fix_rebuilds_chunks_fts(dab: Abathur, docs: Path) -> None:
     write(docs, "a.md", THREE_SECTIONS)
     await dab.documents.sync(docs)
@@ -825,11 +843,11 @@ async def test_watch_syncs_changes_within_a_bounded_time(dab: Abathur, docs: Pat
 
 
 async def test_watch_survives_a_failing_sync_and_stops_on_close(
-    db_path: Path, tmp_path: Path
+    backend: BackendHandle, tmp_path: Path
 ) -> None:
     docs = tmp_path / "watched"
     write(docs, "a.md", "# A\n\nalpha\n")
-    ab = await Abathur.open(db_path, embedder="none")
+    ab = await backend.open(embedder="none")
     watch = await ab.documents.watch(docs, debounce_ms=50)
     shutil.rmtree(docs)
     await wait_until(lambda: watch.last_error is not None)
@@ -853,6 +871,7 @@ def plan(conn, sql: str, params: tuple) -> str:
     return " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_hot_document_queries_use_their_indexes(ab: Abathur) -> None:
     def plans(conn) -> dict[str, str]:
         return {
@@ -893,6 +912,7 @@ def test_public_methods_are_documented_with_examples() -> None:
 # --------------------------------------------------------------------------- forget
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_forget_takes_a_root_out_of_the_index_and_leaves_others(
     dab: Abathur, docs: Path, tmp_path: Path
 ) -> None:
@@ -931,6 +951,7 @@ async def test_forget_takes_a_root_out_of_the_index_and_leaves_others(
     assert again.added == ["ops/tea.md", "restore.md"]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_forget_works_when_the_directory_is_gone_and_jobs_are_pending(
     dab: Abathur, docs: Path
 ) -> None:

@@ -45,13 +45,6 @@ Example:
     (['backup.md'], 1, 'Backups')
 """
 
-from abathur.backends.sqlite.documents import (
-    SQL_CHUNK_KEYWORD_SEARCH,
-    SQL_CHUNKS_OF_DOCUMENT,
-    SQL_DOCUMENT_BY_PATH,
-    SQL_DOCUMENTS_OF_ROOT,
-    SQL_ROOT_BY_PATH,
-)
 from abathur.documents.chunking import (
     CHUNK_OVERLAP_TOKENS,
     CHUNK_TOKENS,
@@ -59,14 +52,13 @@ from abathur.documents.chunking import (
     Chunk,
     chunk_markdown,
 )
-from abathur.documents.search import keyword_search_params
+from abathur.documents.search import CHUNK_KIND, keyword_search_params
 from abathur.documents.service import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_PATTERNS,
     DocumentService,
 )
 from abathur.documents.watch import DocumentWatch
-from abathur.documents.writes import CHUNK_KIND
 
 __all__ = [
     "CHUNK_KIND",
@@ -75,11 +67,6 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "DEFAULT_PATTERNS",
     "EMBED_TOKENS",
-    "SQL_CHUNKS_OF_DOCUMENT",
-    "SQL_CHUNK_KEYWORD_SEARCH",
-    "SQL_DOCUMENTS_OF_ROOT",
-    "SQL_DOCUMENT_BY_PATH",
-    "SQL_ROOT_BY_PATH",
     "Chunk",
     "DocumentService",
     "DocumentWatch",

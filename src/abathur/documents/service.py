@@ -3,57 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-import apsw
 import numpy as np
 import structlog
 
 from abathur import audit
-from abathur.backends.sqlite import Database
-from abathur.backends.sqlite.documents import (
-    SQL_ALLOWED_CHUNKS,
-    SQL_CHUNK_KEYWORD_SEARCH,
-    SQL_DOCUMENTS_OF_ROOT,
-    SQL_HITS,
-    SQL_PENDING_CHUNK_JOBS,
-    SQL_PENDING_CHUNKS,
-    SQL_ROOT_BY_PATH,
-    SQL_ROOT_FORGET,
-    SQL_ROOT_INSERT,
-    SQL_ROOT_SYNCED,
-)
 from abathur.documents.globs import _check_patterns, _glob_regex, _reach
 from abathur.documents.paths import _check_prefix, _check_root, _check_utf8_root
-from abathur.documents.search import _prefix_params, _relevance
-from abathur.documents.walk import _examine_batch, _Examined, _Known, _walk
-from abathur.documents.watch import DocumentWatch
-from abathur.documents.writes import (
-    KIND_NAME,
-    VEC_TABLE,
-    _has_chunks_table,
-    _Indexing,
-    _remove_document,
-    _Tally,
-    _write_document,
+from abathur.documents.search import (
+    ChunkIndexing,
+    keyword_ranking,
+    pending_chunk_jobs,
+    pending_chunks,
+    relevance,
+    search_mode,
+    vector_ranking,
 )
+from abathur.documents.walk import _examine_batch, _Examined, _walk
+from abathur.documents.watch import DocumentWatch
+from abathur.documents.writes import Tally, remove_document, write_document
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
 from abathur.memory import HYBRID_DEPTH, MAX_SEARCH_K
 from abathur.models import DocumentHit, DocumentSearchResult, SearchMode, SyncReport
-from abathur.search import (
-    SEARCH_MODES,
-    VectorFilter,
-    check_min_score,
-    check_query,
-    fts_query,
-    resolve_mode,
-    rrf,
-    vector_search,
-)
+from abathur.search import SEARCH_MODES, check_min_score, check_query, rrf
+from abathur.stores import Backend, Transaction
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
@@ -93,12 +70,12 @@ class DocumentService:
         ['a.md']
     """
 
-    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(self, db: Backend, embeddings: EmbeddingService | None = None) -> None:
         self._db = db
         self._embeddings = embeddings
         self._lock = asyncio.Lock()
         self._watches: set[DocumentWatch] = set()
-        path = os.path.realpath(db.path)
+        path = os.path.realpath(db.settings.db)
         # The database's own files: never synced, and never a reason to sync.
         self._own_files = frozenset(path + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 
@@ -176,15 +153,12 @@ class DocumentService:
         if progress is not None and not callable(progress):
             raise InvalidInputError(f"progress must be callable, got {type(progress).__name__}")
         if self._db.is_closed:
-            raise ClosedError(f"database {str(self._db.path)!r} is closed")
+            raise ClosedError(f"database {str(self._db.settings.db)!r} is closed")
         root_text = str(resolved)
         async with self._lock:
             root_id = await self._root_id(root_text)
             known = await self._db.read(
-                lambda conn: {
-                    path: _Known(*rest)
-                    for path, *rest in conn.execute(SQL_DOCUMENTS_OF_ROOT, (root_id,))
-                }
+                lambda tx: {known.path: known for known in tx.documents.documents_of_root(root_id)}
             )
             walk = await asyncio.to_thread(
                 _walk,
@@ -194,7 +168,7 @@ class DocumentService:
                 [_glob_regex(p) for p in excluded],
                 self._own_files,
             )
-            tally = _Tally(failed=list(walk.failed))
+            tally = Tally(failed=list(walk.failed))
             total = len(walk.files)
             done = 0
             if progress is not None:
@@ -285,31 +259,28 @@ class DocumentService:
         started = time.perf_counter()
         root_text = str(_check_root(root, must_exist=False))
         if self._db.is_closed:
-            raise ClosedError(f"database {str(self._db.path)!r} is closed")
+            raise ClosedError(f"database {str(self._db.settings.db)!r} is closed")
         async with self._lock:
-            rows = await self._db.read(
-                lambda conn: conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
-            )
-            if not rows:
+            found = await self._db.read(lambda tx: tx.documents.root_id(root_text))
+            if found is None:
                 raise NotFoundError(
                     f"root {root_text!r} was never synced into this database (nothing to forget)"
                 )
-            root_id = int(rows[0][0])
+            root_id = found
             paths = await self._db.read(
-                lambda conn: sorted(
-                    path for (path, *_) in conn.execute(SQL_DOCUMENTS_OF_ROOT, (root_id,))
-                )
+                lambda tx: sorted(known.path for known in tx.documents.documents_of_root(root_id))
             )
-            tally = _Tally()
+            tally = Tally()
             for batch in _batched(paths, _BATCH_REMOVALS):
                 tally.add(await self._remove(root_id, root_text, batch))
 
-            def write(conn: apsw.Connection) -> None:
-                conn.execute(SQL_ROOT_FORGET, (root_id,))
-                if conn.changes():
+            def write(tx: Transaction) -> None:
+                if tx.documents.forget_root(root_id):
                     counts = {"documents": len(paths), "chunks_removed": tally.chunks_removed}
+                    # TRANSITION (issue 13): audit.append takes the connection until
+                    # lane "audit" lands.
                     audit.append(
-                        conn,
+                        tx,  # type: ignore[arg-type]
                         "documents.forget",
                         "document_root",
                         root_text,
@@ -329,55 +300,63 @@ class DocumentService:
         return report
 
     async def _root_id(self, root: str) -> int:
-        rows = await self._db.read(lambda conn: conn.execute(SQL_ROOT_BY_PATH, (root,)).fetchall())
-        if rows:
-            return int(rows[0][0])
+        found = await self._db.read(lambda tx: tx.documents.root_id(root))
+        if found is not None:
+            return found
 
-        def write(conn: apsw.Connection) -> int:
-            rows = conn.execute(SQL_ROOT_BY_PATH, (root,)).fetchall()
-            if rows:
-                return int(rows[0][0])
+        def write(tx: Transaction) -> int:
+            found = tx.documents.root_id(root)
+            if found is not None:
+                return found
             now = time.time()
-            ((root_id,),) = conn.execute(SQL_ROOT_INSERT, (root, now)).fetchall()
-            audit.append(conn, "documents.add_root", "document_root", root, {}, at=now)
-            return int(root_id)
+            root_id = tx.documents.insert_root(root, created_at=now)
+            # TRANSITION (issue 13): audit.append takes the connection until lane "audit" lands.
+            audit.append(
+                tx,  # type: ignore[arg-type]
+                "documents.add_root",
+                "document_root",
+                root,
+                {},
+                at=now,
+            )
+            return root_id
 
         return await self._db.write(write)
 
     def _configured(self) -> bool:
         return self._embeddings is not None and self._embeddings.is_configured
 
-    async def _write(self, root_id: int, root: str, items: list[_Examined]) -> _Tally:
+    async def _write(self, root_id: int, root: str, items: list[_Examined]) -> Tally:
         configured = self._configured()
         held = self._embeddings is not None and self._embeddings.is_probe
 
-        def write(conn: apsw.Connection) -> _Tally:
+        def write(tx: Transaction) -> Tally:
             now = time.time()
-            tally = _Tally()
-            index = _Indexing(conn, configured=configured, held=held)
+            tally = Tally()
+            index = ChunkIndexing(tx, configured=configured, held=held)
             wrote = False
             for item in items:
-                wrote = _write_document(conn, index, tally, root_id, item, now) or wrote
+                wrote = write_document(tx, index, tally, root_id, item, now) or wrote
             if wrote:
-                conn.execute(SQL_ROOT_SYNCED, (now, root_id))
-                audit.append(conn, "documents.sync", "document_root", root, tally.counts(), at=now)
+                tx.documents.mark_root_synced(root_id, at=now)
+                _audit_sync(tx, root, tally, now)
             return tally
 
         return await self._db.write(write)
 
-    async def _remove(self, root_id: int, root: str, paths: list[str]) -> _Tally:
+    async def _remove(self, root_id: int, root: str, paths: list[str]) -> Tally:
         configured = self._configured()
 
-        def write(conn: apsw.Connection) -> _Tally:
+        def write(tx: Transaction) -> Tally:
             now = time.time()
-            tally = _Tally()
-            index = _Indexing(conn, configured=configured)
+            tally = Tally()
+            index = ChunkIndexing(tx, configured=configured)
             wrote = False
             for path in paths:
-                wrote = _remove_document(conn, index, tally, root_id, path) or wrote
+                wrote = remove_document(tx, index, tally, root_id, path) or wrote
             if wrote:
-                conn.execute(SQL_ROOT_SYNCED, (now, root_id))
-                audit.append(conn, "documents.sync", "document_root", root, tally.counts(), at=now)
+                tx.documents.mark_root_synced(root_id, at=now)
+                _audit_sync(tx, root, tally, now)
             return tally
 
         return await self._db.write(write)
@@ -486,56 +465,34 @@ class DocumentService:
         embedder = None if self._embeddings is None else self._embeddings.embedder
         model = None if embedder is None else embedder.name
 
-        def read(
-            conn: apsw.Connection,
-        ) -> tuple[SearchMode, str | None, int, list[DocumentHit]]:
-            used, why = resolve_mode(conn, VEC_TABLE, mode, vector, reason)
+        def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[DocumentHit]]:
+            used, why = search_mode(tx, mode, vector, reason)
             root_id: int | None = None
             if root_text is not None:
-                rows = conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
-                if not rows:
+                root_id = tx.documents.root_id(root_text)
+                if root_id is None:
                     return used, why, 0, []
-                root_id = int(rows[0][0])
             pending = 0
-            if mode != "keyword" and _has_chunks_table(conn):
-                params = {"kind": KIND_NAME, "root_id": root_id}
-                pending = conn.execute(SQL_PENDING_CHUNKS, params).fetchall()[0][0]
+            if mode != "keyword" and tx.documents.is_ready():
+                pending = pending_chunks(tx, root_id)
             depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
             rankings: list[list[tuple[int, float]]] = []
             if used in ("keyword", "hybrid"):
-                words = fts_query(query)
-                rankings.append(
-                    conn.execute(
-                        SQL_CHUNK_KEYWORD_SEARCH,
-                        (words, root_id, root_id, *_prefix_params(prefix), depth),
-                    ).fetchall()
-                    if words is not None
-                    else []
-                )
+                rankings.append(keyword_ranking(tx, query, root_id, prefix, depth))
             if used in ("vector", "hybrid"):
                 assert vector is not None
                 allowed: list[int] | None = None
                 if prefix is not None:
-                    allowed = [
-                        chunk_id
-                        for (chunk_id,) in conn.execute(
-                            SQL_ALLOWED_CHUNKS,
-                            (root_id, root_id, *_prefix_params(prefix)[1:]),
-                        )
-                    ]
-                where = VectorFilter(
-                    now=time.time(),
-                    partition=None if root_id is None else str(root_id),
-                    allowed_ids=allowed,
-                )
+                    allowed = tx.documents.chunk_ids_under(root_id, prefix)
                 rankings.append(
-                    vector_search(
-                        conn,
-                        VEC_TABLE,
+                    vector_ranking(
+                        tx,
                         vector,
-                        n=depth,
+                        root_id=root_id,
+                        allowed=allowed,
+                        now=time.time(),
+                        depth=depth,
                         candidates=k * settings.search_oversample,
-                        where=where,
                     )
                 )
             if used == "hybrid":
@@ -545,25 +502,22 @@ class DocumentService:
                 )[:k]
             else:
                 ranked = rankings[0][:k]
-            rows = conn.execute(SQL_HITS, (json.dumps([item for item, _ in ranked]),)).fetchall()
-            by_id = {row[0]: row for row in rows}
+            by_id = {hit.id: hit for hit in tx.documents.chunk_hits([item for item, _ in ranked])}
             # A chunk removed since it was indexed (a pending vector delete) is left out.
             found = [(by_id[item], score) for item, score in ranked if item in by_id]
             cosine = dict(rankings[-1]) if used != "keyword" else {}
-            relevance = _relevance(conn, used, query, vector, model, found, cosine)
+            relevances = relevance(tx, used, query, vector, model, [h for h, _ in found], cosine)
             hits = []
-            for ((_, heading, text, ordinal, path, root_path), score), rel in zip(
-                found, relevance, strict=True
-            ):
+            for (hit, score), rel in zip(found, relevances, strict=True):
                 if floor is not None and rel < floor:
                     continue
                 hits.append(
                     DocumentHit.model_construct(
-                        root=root_path,
-                        path=path,
-                        heading=heading,
-                        text=text,
-                        ordinal=ordinal,
+                        root=hit.root,
+                        path=hit.path,
+                        heading=hit.heading,
+                        text=hit.text,
+                        ordinal=hit.ordinal,
                         score=float(score),
                         relevance=rel,
                     )
@@ -588,20 +542,19 @@ class DocumentService:
         what is embedded and ``pending`` says how many it could not see.
         """
 
-        def root_of(conn: apsw.Connection) -> int | Literal[False] | None:
-            if not _has_chunks_table(conn):
+        def root_of(tx: Transaction) -> int | Literal[False] | None:
+            if not tx.documents.is_ready():
                 return False
             if root_text is None:
                 return None
-            rows = conn.execute(SQL_ROOT_BY_PATH, (root_text,)).fetchall()
-            return int(rows[0][0]) if rows else False
+            found = tx.documents.root_id(root_text)
+            return False if found is None else found
 
         root_id = await self._db.read(root_of)
         if root_id is False:
             return  # nothing synced there: nothing waits
-        select = (SQL_PENDING_CHUNK_JOBS, {"kind": KIND_NAME, "root_id": root_id})
         try:
-            await embeddings._embed_now(select)
+            await embeddings._embed_now(pending_chunk_jobs(root_id))
         except EmbedderError as exc:
             log.warning("documents.fresh_failed", error=exc.message)
 
@@ -701,3 +654,15 @@ def _batched(items: Sequence[str], size: int) -> Iterable[list[str]]:
 
 def _under_any(path: str, directories: Sequence[str]) -> bool:
     return any(d == "." or path.startswith(d + "/") for d in directories)
+
+
+def _audit_sync(tx: Transaction, root: str, tally: Tally, now: float) -> None:
+    # TRANSITION (issue 13): audit.append takes the connection until lane "audit" lands.
+    audit.append(
+        tx,  # type: ignore[arg-type]
+        "documents.sync",
+        "document_root",
+        root,
+        tally.counts(),
+        at=now,
+    )

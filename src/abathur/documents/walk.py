@@ -9,28 +9,17 @@ import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from abathur.documents.chunking import Chunk, _chunk_texts
 from abathur.documents.globs import _may_hold, _Reach
 from abathur.documents.paths import _not_utf8, _printable, _why
 from abathur.models import SyncFailure
+from abathur.stores.documents import DocumentState
 
 # A stored size and mtime are trusted only when the file was last modified at
 # least this long before it was read (file systems with coarse timestamps can
 # give a file rewritten in the same tick the same mtime: git's "racy clean").
 _RACY_NS = 2_000_000_000
-
-
-class _Known(NamedTuple):
-    """What the database holds about one file."""
-
-    content_hash: str
-    size: int
-    mtime_ns: int
-    status: str
-    error: str | None
-    synced_at: float
 
 
 @dataclass
@@ -107,7 +96,7 @@ class _Examined:
     chunks: list[Chunk] = field(default_factory=list)
 
 
-def _examine(root: str, rel: str, known: _Known | None, max_bytes: int) -> _Examined:
+def _examine(root: str, rel: str, known: DocumentState | None, max_bytes: int) -> _Examined:
     """Stat, pre-check, read, hash and decode one file (chunking comes after)."""
     full = os.path.join(root, *rel.split("/"))
     try:
@@ -195,7 +184,7 @@ def _examine(root: str, rel: str, known: _Known | None, max_bytes: int) -> _Exam
 
 
 def _examine_batch(
-    root: str, paths: list[str], known: dict[str, _Known], max_bytes: int
+    root: str, paths: list[str], known: dict[str, DocumentState], max_bytes: int
 ) -> list[_Examined]:
     examined = [_examine(root, rel, known.get(rel), max_bytes) for rel in paths]
     readable = [e for e in examined if e.outcome == "content"]

@@ -80,8 +80,9 @@ from typing import Any
 import apsw
 import structlog
 
-from abathur import audit, documents, memory, search, sessions, tasks
+from abathur import audit, memory, search, sessions, tasks
 from abathur.api import Abathur
+from abathur.backends.sqlite import documents as sqlite_documents
 from abathur.backends.sqlite import migrations
 from abathur.config import Settings
 from abathur.embeddings.queue import SQL_READY_JOBS, recorded_embedder
@@ -911,19 +912,19 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     ),
     HotQuery(
         "document root by path",
-        lambda: documents.SQL_ROOT_BY_PATH,
+        lambda: sqlite_documents.SQL_ROOT_BY_PATH,
         lambda: ("/r",),
         "sqlite_autoindex_document_roots_1",
     ),
     HotQuery(
         "document by path",
-        lambda: documents.SQL_DOCUMENT_BY_PATH,
+        lambda: sqlite_documents.SQL_DOCUMENT_BY_PATH,
         lambda: (1, "a.md"),
         "sqlite_autoindex_documents_1",
     ),
     HotQuery(
         "chunks of a document",
-        lambda: documents.SQL_CHUNKS_OF_DOCUMENT,
+        lambda: sqlite_documents.SQL_CHUNKS_OF_DOCUMENT,
         lambda: (1,),
         "chunks_by_document",
     ),

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+
 import apsw
 
+from abathur.backends.sqlite.connection import table_exists
 from abathur.backends.sqlite.context import SqliteContext
+from abathur.stores.documents import (
+    ChunkEntry,
+    ChunkHit,
+    ChunkRef,
+    DocumentFile,
+    DocumentRow,
+    DocumentState,
+)
 
 __all__ = ["SqliteDocumentStore"]
 
@@ -76,9 +89,11 @@ SQL_CHUNK_KEYWORD_SEARCH = (
     "ORDER BY score DESC, c.id LIMIT ?"
 )
 # documents.search, vector ranking under a path prefix: the chunk ids allowed.
+# ':upper' is the prefix + '0', the character after '/'.
 SQL_ALLOWED_CHUNKS = (
     "SELECT c.id FROM documents AS d JOIN chunks AS c ON c.document_id = d.id "
-    "WHERE (? IS NULL OR d.root_id = ?) AND (d.path = ? OR (d.path >= ? AND d.path < ?))"
+    "WHERE (:root_id IS NULL OR d.root_id = :root_id) "
+    "AND (d.path = :prefix OR (d.path >= :lower AND d.path < :upper))"
 )
 # documents.search(fresh=True): the embedding jobs of chunks (of one root, or
 # of every root when :root_id is NULL), and how many wait
@@ -110,3 +125,126 @@ class SqliteDocumentStore:
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self._conn = conn
         self._context = context
+
+    def is_ready(self) -> bool:
+        """True if the ``chunks`` table exists (a file not migrated yet has none)."""
+        return table_exists(self._conn, "chunks")
+
+    def root_id(self, path: str) -> int | None:
+        """The id of the root synced from ``path``, or None."""
+        for (root_id,) in self._conn.execute(SQL_ROOT_BY_PATH, (path,)):
+            return _int(root_id)
+        return None
+
+    def insert_root(self, path: str, *, created_at: float) -> int:
+        """Record a new root; returns its id."""
+        ((root_id,),) = self._conn.execute(SQL_ROOT_INSERT, (path, created_at)).fetchall()
+        return _int(root_id)
+
+    def mark_root_synced(self, root_id: int, *, at: float) -> None:
+        """Set when the root was last written to by a sync."""
+        self._conn.execute(SQL_ROOT_SYNCED, (at, root_id))
+
+    def forget_root(self, root_id: int) -> bool:
+        """Delete the root if no document of it is left; True if it was deleted."""
+        self._conn.execute(SQL_ROOT_FORGET, (root_id,))
+        return bool(self._conn.changes())
+
+    def documents_of_root(self, root_id: int) -> list[DocumentState]:
+        """What is stored of every file of a root."""
+        return [
+            DocumentState(*row) for row in self._conn.execute(SQL_DOCUMENTS_OF_ROOT, (root_id,))
+        ]
+
+    def document_by_path(self, root_id: int, path: str) -> DocumentRow | None:
+        """The document at ``path`` (relative to the root), or None."""
+        for row in self._conn.execute(SQL_DOCUMENT_BY_PATH, (root_id, path)):
+            return DocumentRow(*row)
+        return None
+
+    def insert_document(self, root_id: int, path: str, file: DocumentFile) -> int:
+        """Record a new document; returns its id."""
+        ((document_id,),) = self._conn.execute(
+            SQL_DOCUMENT_INSERT, (root_id, path, *file)
+        ).fetchall()
+        return _int(document_id)
+
+    def update_document(self, document_id: int, file: DocumentFile) -> None:
+        """Replace what is stored about a document's file."""
+        self._conn.execute(SQL_DOCUMENT_UPDATE, (*file, document_id))
+
+    def touch_document(
+        self, document_id: int, *, size: int, mtime_ns: int, synced_at: float
+    ) -> None:
+        """Record that a document was read again and found unchanged."""
+        self._conn.execute(SQL_DOCUMENT_TOUCH, (size, mtime_ns, synced_at, document_id))
+
+    def delete_document(self, document_id: int) -> None:
+        """Delete a document (its chunks must be deleted first)."""
+        self._conn.execute(SQL_DOCUMENT_DELETE, (document_id,))
+
+    def chunks_of_document(self, document_id: int) -> list[ChunkRef]:
+        """A document's chunks, in order."""
+        return [
+            ChunkRef(*row) for row in self._conn.execute(SQL_CHUNKS_OF_DOCUMENT, (document_id,))
+        ]
+
+    def insert_chunk(
+        self,
+        document_id: int,
+        *,
+        ordinal: int,
+        heading: str,
+        text: str,
+        content_hash: str,
+        tokens: int,
+    ) -> int:
+        """Store one chunk (``chunks_fts`` follows by trigger); returns its id."""
+        ((chunk_id,),) = self._conn.execute(
+            SQL_CHUNK_INSERT, (document_id, ordinal, heading, text, content_hash, tokens)
+        ).fetchall()
+        return _int(chunk_id)
+
+    def set_chunk_ordinal(self, chunk_id: int, ordinal: int) -> None:
+        """Move a kept chunk to its new place in the document."""
+        self._conn.execute(SQL_CHUNK_ORDINAL, (ordinal, chunk_id))
+
+    def delete_chunk(self, chunk_id: int) -> None:
+        """Delete one chunk (``chunks_fts`` follows by trigger)."""
+        self._conn.execute(SQL_CHUNK_DELETE, (chunk_id,))
+
+    def chunk_entries(self, ids: Sequence[int]) -> list[ChunkEntry]:
+        """The chunks among ``ids`` that still exist."""
+        if not self.is_ready():
+            return []
+        rows = self._conn.execute(SQL_CHUNK_ITEMS_BY_ID, (json.dumps(list(ids)),))
+        return [ChunkEntry(*row) for row in rows]
+
+    def live_chunk_entries(self) -> Iterator[ChunkEntry]:
+        """Every chunk, by id, a thousand rows at a time."""
+        if not self.is_ready():
+            return
+        cursor = self._conn.execute(SQL_LIVE_CHUNK_ITEMS)
+        while rows := list(itertools.islice(cursor, 1000)):
+            yield from (ChunkEntry(*row) for row in rows)
+
+    def chunk_hits(self, ids: Sequence[int]) -> list[ChunkHit]:
+        """The chunks among ``ids`` that still exist, with their document and root paths."""
+        return [ChunkHit(*row) for row in self._conn.execute(SQL_HITS, (json.dumps(list(ids)),))]
+
+    def chunk_ids_under(self, root_id: int | None, path_prefix: str) -> list[int]:
+        """Ids of the chunks of documents at or under ``path_prefix`` (of one root, or all)."""
+        params = {
+            "root_id": root_id,
+            "prefix": path_prefix,
+            "lower": path_prefix + "/",
+            "upper": path_prefix + "0",
+        }
+        return [int(chunk_id) for (chunk_id,) in self._conn.execute(SQL_ALLOWED_CHUNKS, params)]
+
+
+def _int(value: object) -> int:
+    # An id from RETURNING or a SELECT of an INTEGER PRIMARY KEY.
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer id, got {type(value).__name__}")
+    return value
