@@ -40,7 +40,7 @@ from abathur.documents import (
     chunk_markdown,
     keyword_search_params,
 )
-from abathur.documents.tokens import _load_tokenizer
+from abathur.documents.tokens import load_tokenizer
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from tests.backends import BackendHandle
@@ -143,7 +143,7 @@ def test_empty_sections_and_documents_make_no_chunk() -> None:
 
 
 def test_every_chunk_fits_the_model_and_the_text_is_covered() -> None:
-    tokenizer = _load_tokenizer()
+    tokenizer = load_tokenizer()
     assert tokenizer is not None, "the bundled tokenizer must load"
     sentence = "The operator restores the verified backup before traffic returns. "
     long_title = " ".join(f"Chapter{i}" for i in range(80))

@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from abathur.documents.tokens import _pieces
+from abathur.documents.tokens import pieces
 from abathur.embeddings.bundled import MAX_TOKENS
 from abathur.errors import InvalidInputError
 
@@ -20,6 +20,8 @@ __all__ = [
     "HEADING_TOKENS",
     "Chunk",
     "chunk_markdown",
+    "chunk_texts",
+    "embedded_text",
 ]
 
 # Word pieces a chunk's embedded text (heading path + text) may hold: the
@@ -51,10 +53,11 @@ class Chunk(NamedTuple):
     @property
     def embedded(self) -> str:
         """What the embedder reads: the heading path, a blank line, the text."""
-        return _embedded(self.heading, self.text)
+        return embedded_text(self.heading, self.text)
 
 
-def _embedded(heading: str, text: str) -> str:
+def embedded_text(heading: str, text: str) -> str:
+    """What the embedder reads of a chunk: the heading path, a blank line, the text."""
     return f"{heading}\n\n{text}" if heading else text
 
 
@@ -179,7 +182,7 @@ def _heading(titles: list[str]) -> str:
     titles = [t for t in titles if t]
     while titles:
         heading = _HEADING_SEP.join(titles)
-        spans = _pieces([heading])[0]
+        spans = pieces([heading])[0]
         if len(spans) <= HEADING_TOKENS:
             return heading
         if len(titles) == 1:
@@ -188,7 +191,7 @@ def _heading(titles: list[str]) -> str:
     return ""
 
 
-def _chunk_texts(texts: Sequence[str]) -> list[list[Chunk]]:
+def chunk_texts(texts: Sequence[str]) -> list[list[Chunk]]:
     """:func:`chunk_markdown` of many documents, with one tokenizer call for all."""
     sections = [_sections(text.replace("\r\n", "\n").replace("\r", "\n")) for text in texts]
     headings: dict[tuple[str, ...], str] = {}
@@ -198,14 +201,14 @@ def _chunk_texts(texts: Sequence[str]) -> list[list[Chunk]]:
     keys = list(headings)
     # Most heading paths fit; only the few that do not are cut one by one.
     for key, spans in zip(
-        keys, _pieces([_HEADING_SEP.join(t for t in k if t) for k in keys]), strict=True
+        keys, pieces([_HEADING_SEP.join(t for t in k if t) for k in keys]), strict=True
     ):
         joined = _HEADING_SEP.join(t for t in key if t)
         headings[key] = joined if len(spans) <= HEADING_TOKENS else _heading(list(key))
     heading_tokens = dict(
-        zip(headings.values(), map(len, _pieces(list(headings.values()))), strict=True)
+        zip(headings.values(), map(len, pieces(list(headings.values()))), strict=True)
     )
-    bodies = _pieces([body for document in sections for _, body in document])
+    bodies = pieces([body for document in sections for _, body in document])
     position = 0
     chunked: list[list[Chunk]] = []
     for document in sections:
@@ -231,7 +234,7 @@ def _chunk_texts(texts: Sequence[str]) -> list[list[Chunk]]:
 def _fit(heading: str, text: str) -> tuple[str, int]:
     """Count a chunk cut inside a word again, and shorten it if it no longer fits."""
     while True:
-        tokens = len(_pieces([_embedded(heading, text)])[0])
+        tokens = len(pieces([embedded_text(heading, text)])[0])
         if tokens <= EMBED_TOKENS or len(text) <= 1:
             return text, tokens
         text = text[: max(1, len(text) * EMBED_TOKENS // tokens - 1)]
@@ -263,4 +266,4 @@ def chunk_markdown(text: str) -> list[Chunk]:
     """
     if not isinstance(text, str):
         raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
-    return _chunk_texts([text])[0]
+    return chunk_texts([text])[0]

@@ -10,10 +10,19 @@ from typing import NamedTuple
 from abathur.errors import InvalidInputError
 from abathur.values import check_text
 
+__all__ = [
+    "MAX_PATTERNS",
+    "GlobReach",
+    "check_patterns",
+    "glob_reach",
+    "glob_regex",
+    "may_hold",
+]
+
 MAX_PATTERNS = 256
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
     """A glob over '/'-separated relative paths: ``**`` spans directories, ``*`` and
     ``?`` stay within one, ``[...]`` is a character class."""
     out: list[str] = []
@@ -48,21 +57,22 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-class _Reach(NamedTuple):
+class GlobReach(NamedTuple):
     """Where a glob can match: in ``base`` ('' for the root) and, if ``deep``, below it."""
 
     base: str
     deep: bool
 
 
-def _reach(pattern: str) -> _Reach:
+def glob_reach(pattern: str) -> GlobReach:
+    """Where ``pattern`` can match: its literal leading directories, and whether below them."""
     parts = pattern.split("/")
     literal = list(itertools.takewhile(lambda part: not set(part) & set("*?["), parts[:-1]))
     rest = parts[len(literal) :]
-    return _Reach("/".join(literal), len(rest) > 1 or "**" in rest[0])
+    return GlobReach("/".join(literal), len(rest) > 1 or "**" in rest[0])
 
 
-def _may_hold(directory: str, reaches: Sequence[_Reach]) -> bool:
+def may_hold(directory: str, reaches: Sequence[GlobReach]) -> bool:
     """True if some glob can match a file in ``directory`` or below it (walk pruning)."""
     for base, deep in reaches:
         if base == directory or base.startswith(directory + "/"):
@@ -72,7 +82,8 @@ def _may_hold(directory: str, reaches: Sequence[_Reach]) -> bool:
     return False
 
 
-def _check_patterns(value: object, what: str, *, allow_empty: bool) -> tuple[str, ...]:
+def check_patterns(value: object, what: str, *, allow_empty: bool) -> tuple[str, ...]:
+    """``value`` as a tuple of globs relative to a root; InvalidInputError says why not."""
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise InvalidInputError(
             f"{what} must be a list of glob strings such as ['**/*.md'], got {type(value).__name__}"

@@ -9,8 +9,17 @@ from pathlib import Path
 from abathur.errors import InvalidInputError, NotFoundError
 from abathur.values import check_text
 
+__all__ = [
+    "check_prefix",
+    "check_root",
+    "check_utf8_root",
+    "not_utf8",
+    "os_error_reason",
+    "printable",
+]
 
-def _check_root(root: object, *, must_exist: bool = True) -> Path:
+
+def check_root(root: object, *, must_exist: bool = True) -> Path:
     """The root as a resolved absolute path: an existing directory, unless ``must_exist`` is off.
 
     ``forget`` passes ``must_exist=False``: the directory may be gone, and it
@@ -23,7 +32,7 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
         raise InvalidInputError(f"root {text!r} is not a usable path")
     # Checked before resolving too: resolve() itself fails on a lone surrogate
     # that no byte decodes to, with a UnicodeEncodeError.
-    _check_utf8_root(text)
+    check_utf8_root(text)
     try:
         resolved = Path(text).resolve(strict=must_exist)
     except FileNotFoundError:
@@ -32,20 +41,22 @@ def _check_root(root: object, *, must_exist: bool = True) -> Path:
         raise InvalidInputError(f"root {text!r} cannot be resolved: {exc}") from None
     if must_exist and not resolved.is_dir():
         raise InvalidInputError(f"root {text!r} is not a directory")
-    _check_utf8_root(str(resolved))
+    check_utf8_root(str(resolved))
     return resolved
 
 
-def _check_utf8_root(path: str) -> None:
-    bad = _not_utf8(path)
+def check_utf8_root(path: str) -> None:
+    """Refuse a root whose path is not UTF-8 (it could not be stored as text)."""
+    bad = not_utf8(path)
     if bad is not None:
         # Paths are stored as UTF-8 text; this one cannot be, so it cannot be a root.
         raise InvalidInputError(
-            f"root '{_printable(path)}' is not valid UTF-8 ({bad}): rename the directory"
+            f"root '{printable(path)}' is not valid UTF-8 ({bad}): rename the directory"
         )
 
 
-def _check_prefix(prefix: object) -> str | None:
+def check_prefix(prefix: object) -> str | None:
+    """A search's ``path_prefix`` without its trailing '/', or None; refused if not relative."""
     if prefix is None:
         return None
     if not isinstance(prefix, str):
@@ -65,7 +76,7 @@ def _check_prefix(prefix: object) -> str | None:
     return trimmed
 
 
-def _not_utf8(name: str) -> str | None:
+def not_utf8(name: str) -> str | None:
     """Where a file name from the OS is not UTF-8 ("byte 0xff at offset 3"), or None if it is.
 
     Python hands such a name over surrogate-escaped; SQLite text, JSON and
@@ -86,7 +97,7 @@ def _not_utf8(name: str) -> str | None:
     return "it holds a lone surrogate"  # pragma: no cover - fsencode round-trips
 
 
-def _printable(name: str) -> str:
+def printable(name: str) -> str:
     """A name as valid UTF-8 for reports and messages: bytes that are not UTF-8 as ``\\xff``."""
     try:
         return os.fsencode(name).decode("utf-8", "backslashreplace")
@@ -94,7 +105,8 @@ def _printable(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _why(error: OSError) -> str:
+def os_error_reason(error: OSError) -> str:
+    """Why a file could not be read, in the words a sync report uses."""
     if isinstance(error, PermissionError):
         return "permission denied"
     if error.errno == errno.ELOOP:

@@ -24,7 +24,7 @@ from abathur.backends.sqlite.documents import (
     SQL_PENDING_CHUNK_JOBS,
     SQL_PENDING_CHUNKS,
 )
-from abathur.documents.chunking import Chunk, _embedded
+from abathur.documents.chunking import Chunk, embedded_text
 from abathur.embeddings.queue import cancel, content_hash, enqueue
 from abathur.errors import InvalidInputError
 from abathur.models import SearchMode
@@ -103,7 +103,7 @@ def _item(chunk_id: int, heading: str, text: str, root_id: int) -> IndexItem:
     # One vec0 partition per root: a search within a root reads only its chunks.
     return IndexItem(
         id=chunk_id,
-        text=_embedded(heading, text),
+        text=embedded_text(heading, text),
         scope=str(root_id),
         type_code=0,
         expires=math.inf,
@@ -200,7 +200,7 @@ def relevance(
     out: list[float | None] = [cosine.get(hit.id) for hit in found]
     missing = [i for i, value in enumerate(out) if value is None]
     if missing and vector is not None and model is not None:
-        hashes = {i: content_hash(_embedded(found[i].heading, found[i].text)) for i in missing}
+        hashes = {i: content_hash(embedded_text(found[i].heading, found[i].text)) for i in missing}
         similar = cached_similarity(tx, model, vector, list(hashes.values()))
         for i, text_hash in hashes.items():
             out[i] = similar.get(text_hash)

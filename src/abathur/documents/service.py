@@ -12,8 +12,8 @@ import numpy as np
 import structlog
 
 from abathur import audit
-from abathur.documents.globs import _check_patterns, _glob_regex, _reach
-from abathur.documents.paths import _check_prefix, _check_root, _check_utf8_root
+from abathur.documents.globs import check_patterns, glob_reach, glob_regex
+from abathur.documents.paths import check_prefix, check_root, check_utf8_root
 from abathur.documents.search import (
     ChunkIndexing,
     keyword_ranking,
@@ -23,7 +23,7 @@ from abathur.documents.search import (
     search_mode,
     vector_ranking,
 )
-from abathur.documents.walk import _examine_batch, _Examined, _walk
+from abathur.documents.walk import Examined, examine_batch, walk_root
 from abathur.documents.watch import DocumentWatch
 from abathur.documents.writes import Tally, remove_document, write_document
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
@@ -34,6 +34,13 @@ from abathur.stores import Backend, Transaction
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "DEFAULT_PATTERNS",
+    "MAX_FILE_BYTES_LIMIT",
+    "DocumentService",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -144,9 +151,9 @@ class DocumentService:
             (['ops/restore.md'], 'binary file (NUL byte at offset 0)', ['ops/restore.md'])
         """
         started = time.perf_counter()
-        resolved = _check_root(root)
-        patterns = _check_patterns(patterns, "patterns", allow_empty=False)
-        excluded = _check_patterns(exclude or (), "exclude", allow_empty=True)
+        resolved = check_root(root)
+        patterns = check_patterns(patterns, "patterns", allow_empty=False)
+        excluded = check_patterns(exclude or (), "exclude", allow_empty=True)
         max_bytes = _check_int(
             max_file_bytes, "max_file_bytes", minimum=1, maximum=MAX_FILE_BYTES_LIMIT
         )
@@ -161,11 +168,11 @@ class DocumentService:
                 lambda tx: {known.path: known for known in tx.documents.documents_of_root(root_id)}
             )
             walk = await asyncio.to_thread(
-                _walk,
+                walk_root,
                 root_text,
-                [_glob_regex(p) for p in patterns],
-                [_reach(p) for p in patterns],
-                [_glob_regex(p) for p in excluded],
+                [glob_regex(p) for p in patterns],
+                [glob_reach(p) for p in patterns],
+                [glob_regex(p) for p in excluded],
                 self._own_files,
             )
             tally = Tally(failed=list(walk.failed))
@@ -173,10 +180,10 @@ class DocumentService:
             done = 0
             if progress is not None:
                 progress(0, total)
-            pending: list[_Examined] = []
+            pending: list[Examined] = []
             for batch in _batched(walk.files, _BATCH_FILES):
                 examined = await asyncio.to_thread(
-                    _examine_batch, root_text, batch, known, max_bytes
+                    examine_batch, root_text, batch, known, max_bytes
                 )
                 for item in examined:
                     if item.outcome == "unchanged":
@@ -257,7 +264,7 @@ class DocumentService:
             (['tea.md'], 1, [])
         """
         started = time.perf_counter()
-        root_text = str(_check_root(root, must_exist=False))
+        root_text = str(check_root(root, must_exist=False))
         if self._db.is_closed:
             raise ClosedError(f"database {str(self._db.settings.db)!r} is closed")
         async with self._lock:
@@ -326,7 +333,7 @@ class DocumentService:
     def _configured(self) -> bool:
         return self._embeddings is not None and self._embeddings.is_configured
 
-    async def _write(self, root_id: int, root: str, items: list[_Examined]) -> Tally:
+    async def _write(self, root_id: int, root: str, items: list[Examined]) -> Tally:
         configured = self._configured()
         held = self._embeddings is not None and self._embeddings.is_probe
 
@@ -438,7 +445,7 @@ class DocumentService:
         _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
-        prefix = _check_prefix(path_prefix)
+        prefix = check_prefix(path_prefix)
         floor = check_min_score(min_score)
         if not isinstance(fresh, bool):
             raise InvalidInputError(f"fresh must be a bool, got {type(fresh).__name__}")
@@ -449,7 +456,7 @@ class DocumentService:
             raw = os.fspath(root)
             if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
                 raise InvalidInputError(f"root {raw!r} is not a usable path")
-            _check_utf8_root(raw)
+            check_utf8_root(raw)
             root_text = os.path.realpath(raw)
 
         vector: np.ndarray | None = None
@@ -606,9 +613,9 @@ class DocumentService:
             >>> asyncio.run(demo())
             ['new.md']
         """
-        resolved = _check_root(root)
-        checked = _check_patterns(patterns, "patterns", allow_empty=False)
-        excluded = _check_patterns(exclude or (), "exclude", allow_empty=True)
+        resolved = check_root(root)
+        checked = check_patterns(patterns, "patterns", allow_empty=False)
+        excluded = check_patterns(exclude or (), "exclude", allow_empty=True)
         max_bytes = _check_int(
             max_file_bytes, "max_file_bytes", minimum=1, maximum=MAX_FILE_BYTES_LIMIT
         )

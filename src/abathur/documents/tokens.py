@@ -17,6 +17,8 @@ import structlog
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+__all__ = ["load_tokenizer", "pieces"]
+
 log = structlog.get_logger(__name__)
 
 _tokenizer: Tokenizer | None = None
@@ -28,7 +30,8 @@ _tokenizer_lock = threading.Lock()
 _PSEUDO_PIECE = re.compile(r"[A-Za-z]{1,3}|\S")
 
 
-def _load_tokenizer() -> Tokenizer | None:
+def load_tokenizer() -> Tokenizer | None:
+    """The bundled MiniLM's tokenizer, loaded once; None if it cannot be (logged once)."""
     global _tokenizer, _tokenizer_failed
     if _tokenizer is None and not _tokenizer_failed:
         with _tokenizer_lock:
@@ -52,11 +55,11 @@ def _load_tokenizer() -> Tokenizer | None:
     return _tokenizer
 
 
-def _pieces(texts: list[str]) -> list[list[tuple[int, int]]]:
+def pieces(texts: list[str]) -> list[list[tuple[int, int]]]:
     """The character spans of each text's word pieces ([CLS]/[SEP] not included)."""
     if not texts:
         return []
-    tokenizer = _load_tokenizer()
+    tokenizer = load_tokenizer()
     if tokenizer is None:
         return [[m.span() for m in _PSEUDO_PIECE.finditer(text)] for text in texts]
     return [e.offsets for e in tokenizer.encode_batch(texts, add_special_tokens=False)]

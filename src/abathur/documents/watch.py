@@ -10,9 +10,11 @@ from pathlib import Path
 
 import structlog
 
-from abathur.documents.globs import _glob_regex
+from abathur.documents.globs import glob_regex
 from abathur.errors import ClosedError
 from abathur.models import SyncReport
+
+__all__ = ["DocumentWatch"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +63,8 @@ class DocumentWatch:
         self.last_report: SyncReport | None = first_report
         self.last_error: str | None = None
         self._stop = asyncio.Event()
-        self._compiled = [_glob_regex(p) for p in patterns]
-        self._excludes = [_glob_regex(p) for p in exclude]
+        self._compiled = [glob_regex(p) for p in patterns]
+        self._excludes = [glob_regex(p) for p in exclude]
         self._task: asyncio.Task[None] | None = asyncio.create_task(
             self._run(), name=f"abathur-watch {root}"
         )

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from abathur.documents.search import ChunkIndexing
-from abathur.documents.walk import _Examined
+from abathur.documents.walk import Examined
 from abathur.embeddings.queue import content_hash
 from abathur.models import SyncFailure, SyncReport
 from abathur.stores import Transaction
@@ -80,7 +80,7 @@ def write_document(
     index: ChunkIndexing,
     tally: Tally,
     root_id: int,
-    item: _Examined,
+    item: Examined,
     now: float,
 ) -> bool:
     """Bring one file's rows in line with what was read; False if nothing needed writing."""
