@@ -120,7 +120,22 @@ SQL_HITS = (
 
 
 class SqliteDocumentStore:
-    """:class:`~abathur.stores.documents.DocumentStore` on one apsw connection (its transaction)."""
+    """:class:`~abathur.stores.documents.DocumentStore` on one apsw connection (its transaction).
+
+    Example:
+        >>> import asyncio, tempfile, pathlib
+        >>> from abathur.backends.sqlite import Database
+        >>> async def demo():
+        ...     db = await Database.open(pathlib.Path(tempfile.mkdtemp()) / "x.db")
+        ...     try:
+        ...         made = await db.write(lambda tx: tx.documents.insert_root("/d", created_at=0.0))
+        ...         found = await db.read(lambda tx: tx.documents.root_id("/d"))
+        ...         return found == made, await db.read(lambda tx: tx.documents.root_id("/x"))
+        ...     finally:
+        ...         await db.close()
+        >>> asyncio.run(demo())
+        (True, None)
+    """
 
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self._conn = conn
