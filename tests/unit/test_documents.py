@@ -43,6 +43,14 @@ from abathur.documents import (
 from abathur.documents.tokens import load_tokenizer
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
+from abathur.stores.documents import (
+    ChunkEntry,
+    ChunkHit,
+    ChunkRef,
+    DocumentFile,
+    DocumentRow,
+    DocumentState,
+)
 from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
@@ -976,3 +984,73 @@ async def test_forget_of_an_unknown_or_bad_root_changes_nothing(
         for bad in (None, 3, "", "   ", "a\x00b"):
             with pytest.raises(InvalidInputError):
                 await dab.documents.forget(bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+async def test_the_document_store_keeps_roots_documents_and_chunks(ab: Abathur) -> None:
+    """tx.documents, as DocumentService uses it: ids in, typed rows out."""
+    file = DocumentFile("h1", 3, 7, "indexed", None, 1, 2.0)
+
+    def write(tx):
+        store = tx.documents
+        root = store.insert_root("/r", created_at=1.0)
+        doc = store.insert_document(root, "ops/a.md", file)
+        chunk = store.insert_chunk(
+            doc, ordinal=0, heading="A", text="alpha", content_hash="c1", tokens=2
+        )
+        store.mark_root_synced(root, at=3.0)
+        return root, doc, chunk
+
+    root, doc, chunk = await ab.db.write(write)
+
+    def read(tx):
+        store = tx.documents
+        return (
+            store.is_ready(),
+            store.root_id("/r"),
+            store.root_id("/elsewhere"),
+            store.documents_of_root(root),
+            store.document_by_path(root, "ops/a.md"),
+            store.document_by_path(root, "missing.md"),
+            store.chunks_of_document(doc),
+            store.chunk_entries([chunk, chunk + 1000]),
+            list(store.live_chunk_entries()),
+            store.chunk_hits([chunk]),
+            store.chunk_ids_under(root, "ops"),
+            store.chunk_ids_under(None, "op"),
+        )
+
+    found = await ab.db.read(read)
+    assert found == (
+        True,
+        root,
+        None,
+        [DocumentState("ops/a.md", "h1", 3, 7, "indexed", None, 2.0)],
+        DocumentRow(doc, "h1", "indexed", None, 3, 7),
+        None,
+        [ChunkRef(chunk, "c1", 0)],
+        [ChunkEntry(chunk, "A", "alpha", root)],
+        [ChunkEntry(chunk, "A", "alpha", root)],
+        [ChunkHit(chunk, "A", "alpha", 0, "ops/a.md", "/r")],
+        [chunk],
+        [],  # whole segments: 'op' does not cover 'ops/a.md'
+    )
+
+    def forget(tx):
+        store = tx.documents
+        kept = store.forget_root(root)  # a document is left: the root stays
+        store.set_chunk_ordinal(chunk, 5)
+        moved = store.chunks_of_document(doc)
+        store.touch_document(doc, size=4, mtime_ns=8, synced_at=9.0)
+        store.update_document(doc, file._replace(status="failed", error="gone", chunks=0))
+        changed = store.document_by_path(root, "ops/a.md")
+        store.delete_chunk(chunk)
+        store.delete_document(doc)
+        return kept, moved, changed, store.forget_root(root), store.root_id("/r")
+
+    kept, moved, changed, forgot, after = await ab.db.write(forget)
+    assert (kept, forgot, after) == (False, True, None)
+    assert moved == [ChunkRef(chunk, "c1", 5)]
+    assert changed == DocumentRow(doc, "h1", "failed", "gone", 3, 7)
