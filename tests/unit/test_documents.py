@@ -27,20 +27,31 @@ from abathur import (
     NotFoundError,
     SyncReport,
 )
-from abathur.documents import (
-    CHUNK_OVERLAP_TOKENS,
-    EMBED_TOKENS,
+from abathur.backends.sqlite.documents import (
     SQL_CHUNK_KEYWORD_SEARCH,
     SQL_CHUNKS_OF_DOCUMENT,
     SQL_DOCUMENT_BY_PATH,
     SQL_DOCUMENTS_OF_ROOT,
     SQL_ROOT_BY_PATH,
-    _load_tokenizer,
+)
+from abathur.documents import (
+    CHUNK_OVERLAP_TOKENS,
+    EMBED_TOKENS,
     chunk_markdown,
     keyword_search_params,
 )
+from abathur.documents.tokens import load_tokenizer
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
+from abathur.stores.documents import (
+    ChunkEntry,
+    ChunkHit,
+    ChunkRef,
+    DocumentFile,
+    DocumentRow,
+    DocumentState,
+)
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 from tests.unit.test_embedding_queue import WordHashEmbedder
 
@@ -51,9 +62,9 @@ def embedder() -> WordHashEmbedder:
 
 
 @pytest.fixture
-async def dab(db_path: Path, embedder: WordHashEmbedder):
+async def dab(backend: BackendHandle, embedder: WordHashEmbedder):
     """An Abathur with the countable test embedder and no worker: tests drain explicitly."""
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as opened:
+    async with backend.open(embedder=embedder, embed_worker=False) as opened:
         yield opened
 
 
@@ -140,7 +151,7 @@ def test_empty_sections_and_documents_make_no_chunk() -> None:
 
 
 def test_every_chunk_fits_the_model_and_the_text_is_covered() -> None:
-    tokenizer = _load_tokenizer()
+    tokenizer = load_tokenizer()
     assert tokenizer is not None, "the bundled tokenizer must load"
     sentence = "The operator restores the verified backup before traffic returns. "
     long_title = " ".join(f"Chapter{i}" for i in range(80))
@@ -201,6 +212,7 @@ def test_neighbouring_chunks_of_a_section_overlap() -> None:
 # --------------------------------------------------------------------------- sync basics
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_sync_indexes_files_and_a_second_sync_embeds_nothing(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -228,6 +240,7 @@ async def test_sync_indexes_files_and_a_second_sync_embeds_nothing(
     assert await count(dab, "usage_ledger") == usage_before
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_resync_after_touching_files_rereads_but_writes_no_chunk(
     dab: Abathur, docs: Path
 ) -> None:
@@ -273,6 +286,7 @@ async def test_an_old_file_with_unchanged_size_and_mtime_is_not_read(
     assert (report.unchanged, report.changed) == (1, [])  # the fast pre-check, by design
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_changed_file_re_embeds_only_its_changed_chunks(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -301,6 +315,7 @@ async def test_a_changed_file_re_embeds_only_its_changed_chunks(
     assert kept <= set(await rows(dab, "SELECT item_id, cache_id FROM chunks_vec"))
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_section_moved_keeps_its_chunk_and_order_follows_the_file(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -316,6 +331,7 @@ async def test_a_section_moved_keeps_its_chunk_and_order_follows_the_file(
     assert (await dab.embeddings.drain()).embedded == 0 and embedder.texts == []
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_deleted_files_lose_chunks_fts_rows_jobs_and_vectors(
     dab: Abathur, docs: Path
 ) -> None:
@@ -393,6 +409,7 @@ async def test_two_roots_are_kept_apart(dab: Abathur, tmp_path: Path) -> None:
     assert [(h.root, h.path) for h in hits] == [(str(two.resolve()), "a.md")]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_many_files_are_written_in_small_transactions(dab: Abathur, docs: Path) -> None:
     for i in range(100):
         write(docs, f"f{i:03}.md", f"# File {i}\n\nbody {i}\n")
@@ -419,6 +436,7 @@ async def test_a_sync_that_changes_nothing_writes_nothing(dab: Abathur, docs: Pa
 # --------------------------------------------------------------------------- bad files
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_bad_files_are_reported_and_skipped(dab: Abathur, docs: Path, tmp_path: Path) -> None:
     good = write(docs, "good.md", "# Good\n\nfine text\n")
     os.utime(good, (time.time() - 3600, time.time() - 3600))  # no re-hash on the next sync
@@ -557,6 +575,7 @@ async def test_unreadable_files_and_directories_are_reported(dab: Abathur) -> No
         shutil.rmtree(docs)
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_file_that_turns_bad_loses_its_chunks_and_comes_back_when_fixed(
     dab: Abathur, docs: Path, embedder: WordHashEmbedder
 ) -> None:
@@ -578,6 +597,7 @@ async def test_a_file_that_turns_bad_loses_its_chunks_and_comes_back_when_fixed(
     ]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_a_bom_and_crlf_line_ends_are_read_as_text(dab: Abathur, docs: Path) -> None:
     (docs / "win.md").write_bytes("\ufeff# Title\r\n\r\nWindows text\r\n".encode())
     await dab.documents.sync(docs)
@@ -703,9 +723,9 @@ async def test_vector_and_hybrid_apply_filters_before_ranking(dab: Abathur, docs
         assert result.mode == mode
 
 
-async def test_search_degrades_to_keyword_and_says_why(db_path: Path, docs: Path) -> None:
+async def test_search_degrades_to_keyword_and_says_why(backend: BackendHandle, docs: Path) -> None:
     write(docs, "a.md", "# Backups\n\nnightly backup\n")
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         await ab.documents.sync(docs)
         result = await ab.documents.search("backup", mode="hybrid")
     assert (result.mode, result.requested_mode, result.is_degraded) == ("keyword", "hybrid", True)
@@ -713,7 +733,9 @@ async def test_search_degrades_to_keyword_and_says_why(db_path: Path, docs: Path
     assert [h.path for h in result.hits] == ["a.md"]
 
 
-async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: Path) -> None:
+async def test_the_bundled_model_finds_a_chunk_by_meaning(
+    backend: BackendHandle, docs: Path
+) -> None:
     write(
         docs,
         "ops/restore.md",
@@ -723,7 +745,7 @@ async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: P
     write(docs, "kitchen/tea.md", "# Tea\n\nSteep green leaves in hot water for two minutes.\n")
     write(docs, "sport/cycling.md", "# Cycling\n\nPump the tyres before riding uphill.\n")
     write(docs, "pets/cats.md", "# Cats\n\nFeed the kitten twice daily and brush its fur.\n")
-    async with Abathur.open(db_path, embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         report = await ab.documents.sync(docs)
         assert report.embeddings_queued == 4
         drained = await ab.embeddings.drain()
@@ -738,14 +760,15 @@ async def test_the_bundled_model_finds_a_chunk_by_meaning(db_path: Path, docs: P
         assert (hybrid.mode, hybrid.hits[0].path) == ("hybrid", "ops/restore.md")
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_chunks_synced_without_an_embedder_are_embedded_once_one_is_used(
-    db_path: Path, docs: Path, embedder: WordHashEmbedder
+    backend: BackendHandle, docs: Path, embedder: WordHashEmbedder
 ) -> None:
     write(docs, "a.md", THREE_SECTIONS)
-    async with Abathur.open(db_path, embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         report = await ab.documents.sync(docs)
         assert report.embeddings_queued == 0 and await count(ab, "embedding_queue") == 0
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         assert await count(ab, "embedding_queue") == 3  # queued when the embedder was recorded
         assert (await ab.embeddings.drain()).embedded == 3
         reindexed = await ab.embeddings.reindex()
@@ -754,9 +777,11 @@ async def test_chunks_synced_without_an_embedder_are_embedded_once_one_is_used(
         assert found.hits[0].heading == "Operations > Rollback"
 
 
-async def test_the_background_worker_embeds_synced_chunks(db_path: Path, docs: Path) -> None:
+async def test_the_background_worker_embeds_synced_chunks(
+    backend: BackendHandle, docs: Path
+) -> None:
     write(docs, "a.md", THREE_SECTIONS)
-    async with Abathur.open(db_path, embedder=WordHashEmbedder()) as ab:
+    async with backend.open(embedder=WordHashEmbedder()) as ab:
         await ab.documents.sync(docs)
         deadline = time.monotonic() + 10
         while (await ab.embeddings.status()).queue_depth:
@@ -765,6 +790,7 @@ async def test_the_background_worker_embeds_synced_chunks(db_path: Path, docs: P
         assert (await ab.embeddings.status()).vectors == 3
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_check_passes_and_fix_rebuilds_chunks_fts(dab: Abathur, docs: Path) -> None:
     write(docs, "a.md", THREE_SECTIONS)
     await dab.documents.sync(docs)
@@ -825,11 +851,11 @@ async def test_watch_syncs_changes_within_a_bounded_time(dab: Abathur, docs: Pat
 
 
 async def test_watch_survives_a_failing_sync_and_stops_on_close(
-    db_path: Path, tmp_path: Path
+    backend: BackendHandle, tmp_path: Path
 ) -> None:
     docs = tmp_path / "watched"
     write(docs, "a.md", "# A\n\nalpha\n")
-    ab = await Abathur.open(db_path, embedder="none")
+    ab = await backend.open(embedder="none")
     watch = await ab.documents.watch(docs, debounce_ms=50)
     shutil.rmtree(docs)
     await wait_until(lambda: watch.last_error is not None)
@@ -853,6 +879,7 @@ def plan(conn, sql: str, params: tuple) -> str:
     return " | ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_hot_document_queries_use_their_indexes(ab: Abathur) -> None:
     def plans(conn) -> dict[str, str]:
         return {
@@ -893,6 +920,7 @@ def test_public_methods_are_documented_with_examples() -> None:
 # --------------------------------------------------------------------------- forget
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_forget_takes_a_root_out_of_the_index_and_leaves_others(
     dab: Abathur, docs: Path, tmp_path: Path
 ) -> None:
@@ -931,6 +959,7 @@ async def test_forget_takes_a_root_out_of_the_index_and_leaves_others(
     assert again.added == ["ops/tea.md", "restore.md"]
 
 
+@pytest.mark.sqlite_only("reads the SQLite tables behind the documents")
 async def test_forget_works_when_the_directory_is_gone_and_jobs_are_pending(
     dab: Abathur, docs: Path
 ) -> None:
@@ -955,3 +984,73 @@ async def test_forget_of_an_unknown_or_bad_root_changes_nothing(
         for bad in (None, 3, "", "   ", "a\x00b"):
             with pytest.raises(InvalidInputError):
                 await dab.documents.forget(bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+async def test_the_document_store_keeps_roots_documents_and_chunks(ab: Abathur) -> None:
+    """tx.documents, as DocumentService uses it: ids in, typed rows out."""
+    file = DocumentFile("h1", 3, 7, "indexed", None, 1, 2.0)
+
+    def write(tx):
+        store = tx.documents
+        root = store.insert_root("/r", created_at=1.0)
+        doc = store.insert_document(root, "ops/a.md", file)
+        chunk = store.insert_chunk(
+            doc, ordinal=0, heading="A", text="alpha", content_hash="c1", tokens=2
+        )
+        store.mark_root_synced(root, at=3.0)
+        return root, doc, chunk
+
+    root, doc, chunk = await ab.db.write(write)
+
+    def read(tx):
+        store = tx.documents
+        return (
+            store.is_ready(),
+            store.root_id("/r"),
+            store.root_id("/elsewhere"),
+            store.documents_of_root(root),
+            store.document_by_path(root, "ops/a.md"),
+            store.document_by_path(root, "missing.md"),
+            store.chunks_of_document(doc),
+            store.chunk_entries([chunk, chunk + 1000]),
+            list(store.live_chunk_entries()),
+            store.chunk_hits([chunk]),
+            store.chunk_ids_under(root, "ops"),
+            store.chunk_ids_under(None, "op"),
+        )
+
+    found = await ab.db.read(read)
+    assert found == (
+        True,
+        root,
+        None,
+        [DocumentState("ops/a.md", "h1", 3, 7, "indexed", None, 2.0)],
+        DocumentRow(doc, "h1", "indexed", None, 3, 7),
+        None,
+        [ChunkRef(chunk, "c1", 0)],
+        [ChunkEntry(chunk, "A", "alpha", root)],
+        [ChunkEntry(chunk, "A", "alpha", root)],
+        [ChunkHit(chunk, "A", "alpha", 0, "ops/a.md", "/r")],
+        [chunk],
+        [],  # whole segments: 'op' does not cover 'ops/a.md'
+    )
+
+    def forget(tx):
+        store = tx.documents
+        kept = store.forget_root(root)  # a document is left: the root stays
+        store.set_chunk_ordinal(chunk, 5)
+        moved = store.chunks_of_document(doc)
+        store.touch_document(doc, size=4, mtime_ns=8, synced_at=9.0)
+        store.update_document(doc, file._replace(status="failed", error="gone", chunks=0))
+        changed = store.document_by_path(root, "ops/a.md")
+        store.delete_chunk(chunk)
+        store.delete_document(doc)
+        return kept, moved, changed, store.forget_root(root), store.root_id("/r")
+
+    kept, moved, changed, forgot, after = await ab.db.write(forget)
+    assert (kept, forgot, after) == (False, True, None)
+    assert moved == [ChunkRef(chunk, "c1", 5)]
+    assert changed == DocumentRow(doc, "h1", "failed", "gone", 3, 7)

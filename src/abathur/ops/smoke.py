@@ -82,6 +82,11 @@ import structlog
 from abathur import audit, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations, vectors
+from abathur.backends.sqlite.documents import (
+    SQL_CHUNKS_OF_DOCUMENT,
+    SQL_DOCUMENT_BY_PATH,
+    SQL_ROOT_BY_PATH,
+)
 from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX
 from abathur.backends.sqlite.plans import HotQuery, plan_problems
 from abathur.backends.sqlite.queue import SQL_READY_JOBS
@@ -100,7 +105,6 @@ from abathur.backends.sqlite.usage import (
     SQL_SPEND_USER,
 )
 from abathur.config import Settings
-from abathur.documents import SQL_CHUNKS_OF_DOCUMENT, SQL_DOCUMENT_BY_PATH, SQL_ROOT_BY_PATH
 from abathur.embeddings.queue import recorded_embedder
 from abathur.errors import (
     AbathurError,
