@@ -29,7 +29,8 @@ from abathur import (
     DatabaseInUseError,
     InvalidInputError,
 )
-from abathur.ops import schema, untrusted
+from abathur.backends.sqlite import untrusted
+from abathur.ops import schema
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from abathur.ops.restore import restore_backup

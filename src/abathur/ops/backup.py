@@ -67,6 +67,7 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from abathur import __version__
+from abathur.backends.sqlite import untrusted
 from abathur.backends.sqlite.connection import check_environment, connect, translate_errors
 from abathur.config import Settings
 from abathur.errors import (
@@ -76,7 +77,7 @@ from abathur.errors import (
     DatabaseError,
     InvalidInputError,
 )
-from abathur.ops import schema, untrusted
+from abathur.ops import schema
 from abathur.ops.backup_key import BackupKey, hmac_matches, load_backup_key, manifest_hmac
 from abathur.ops.tempfiles import owned_temp, remove_stale_temps
 
@@ -332,7 +333,7 @@ def _inspect_copy(path: Path, *, what: str) -> _Contents:
     """Check a copy (integrity, schema) and read what the manifest records of it.
 
     The copy may be hostile (a backup someone handed us), so it is read through
-    :func:`abathur.ops.untrusted.open_untrusted`: read-only, no extension, an
+    :func:`abathur.backends.sqlite.untrusted.open_untrusted`: read-only, no extension, an
     authorizer that denies everything but reads. Rows are counted only in the
     tables our migrations make, under names taken from the migrations; a table,
     index, trigger or view they do not make is a schema problem, never counted.

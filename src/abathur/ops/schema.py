@@ -23,20 +23,24 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import apsw
-import sqlite_vec
 
 from abathur import search
 from abathur.backends.sqlite import migrations
-from abathur.backends.sqlite.connection import connect, translate_errors
-from abathur.config import Settings
-from abathur.errors import DatabaseError
+from abathur.backends.sqlite.files import has_sqlite_header, open_existing, wal_path
+from abathur.backends.sqlite.schema import (
+    SchemaObject,
+    describe,
+    expected_objects,
+    normal_sql,
+    row_counts,
+    table_exists,
+    user_tables,
+)
 
 __all__ = [
     "RuntimeTable",
@@ -57,113 +61,6 @@ __all__ = [
 # Modules whose tables abathur creates at run time, not in a migration: a vec0
 # table's dimensions come from the embedder the file was created with.
 RUNTIME_MODULES = frozenset({"vec0"})
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-_USING = re.compile(r"^CREATE\s+VIRTUAL\s+TABLE\s+.*?\bUSING\s+(\w+)", re.IGNORECASE | re.DOTALL)
-
-
-def wal_path(path: Path) -> Path:
-    """The ``-wal`` file beside a database file."""
-    return path.with_name(path.name + "-wal")
-
-
-def open_existing(
-    path: Path, settings: Settings | None = None, *, readonly: bool = True
-) -> apsw.Connection:
-    """Open an isolated, prepared connection to a file that must already exist.
-
-    Raises:
-        DatabaseError: there is no file at ``path``, or it is not a database.
-    """
-    if not path.is_file():
-        raise DatabaseError(f"no database at {str(path)!r}")
-    # An empty file is a database SQLite has not written yet; anything else must say so.
-    if path.stat().st_size and not has_sqlite_header(path):
-        raise DatabaseError(f"{str(path)!r} is not an SQLite database (its header is wrong)")
-    return connect(path, settings or Settings(), readonly=readonly)
-
-
-def has_sqlite_header(path: Path) -> bool:
-    """True when the file starts with SQLite's magic string."""
-    with open(path, "rb") as f:
-        return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
-
-
-@dataclass(frozen=True)
-class SchemaObject:
-    """One table, virtual table, index, trigger or view, in comparable form.
-
-    ``shadow_of`` names the virtual table a shadow table belongs to (FTS5's
-    ``x_data``, vec0's ``x_chunks``...): those are compared by name only,
-    since their exact SQL is the module's business, not the migrations'.
-    """
-
-    type: str
-    name: str
-    table: str
-    sql: str
-    columns: tuple[tuple[object, ...], ...] = ()
-    module: str | None = None
-    shadow_of: str | None = None
-
-
-def _normal(sql: str | None) -> str:
-    return " ".join((sql or "").split())
-
-
-# SQLite's own objects: automatic indexes (no SQL) and its bookkeeping tables.
-# Anything else named sqlite_* in a file was put there by hand and is reported.
-_SQLITE_TABLES = frozenset(
-    {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
-)
-
-_SQL_SCHEMA = "SELECT type, name, tbl_name, sql FROM main.sqlite_schema"
-_SQL_COLUMNS = (
-    'SELECT cid, name, type, "notnull", dflt_value, pk, hidden '
-    "FROM pragma_table_xinfo(:table, 'main')"
-)
-
-
-def _is_sqlite_internal(kind: str, name: str, sql: str | None) -> bool:
-    if kind == "index" and sql is None and name.startswith("sqlite_autoindex_"):
-        return True
-    return kind == "table" and name in _SQLITE_TABLES
-
-
-def describe(conn: apsw.Connection) -> dict[str, SchemaObject]:
-    """Every schema object of the main database, by name, except SQLite's own.
-
-    Safe on a hostile file (see :mod:`abathur.ops.untrusted`): names are read
-    from ``sqlite_schema`` and only ever bound as parameters, never put in SQL.
-    A real table whose name starts with a virtual table's name and ``_`` is
-    reported as that table's shadow.
-    """
-    rows = [
-        (str(kind), str(name), str(table), sql)
-        for kind, name, table, sql in conn.execute(_SQL_SCHEMA).fetchall()
-    ]
-    virtual = [
-        name
-        for kind, name, _t, sql in rows
-        if kind == "table" and _normal(sql).upper().startswith("CREATE VIRTUAL TABLE")
-    ]
-    objects: dict[str, SchemaObject] = {}
-    for kind, name, table, sql in rows:
-        if _is_sqlite_internal(kind, name, sql):
-            continue
-        module = None
-        columns: tuple[tuple[object, ...], ...] = ()
-        shadow_of = next((v for v in virtual if kind == "table" and name.startswith(v + "_")), None)
-        if name in virtual:
-            match = _USING.search(sql or "")
-            module = match[1].lower() if match else None
-        elif kind == "table" and shadow_of is None:
-            columns = tuple(
-                tuple(row) for row in conn.execute(_SQL_COLUMNS, {"table": name}).fetchall()
-            )
-        objects[name] = SchemaObject(kind, name, table, _normal(sql), columns, module, shadow_of)
-    return objects
 
 
 @dataclass(frozen=True)
@@ -191,35 +88,25 @@ def _runtime_tables(have: Mapping[str, SchemaObject]) -> tuple[list[RuntimeTable
         if name in search.VECTOR_TABLE_NAMES and dims and chunk:
             table = RuntimeTable(name, int(dims[1]), int(chunk[1]))
             ours = search.vector_table_statements(table.name, table.dims, table.chunk_size)[0]
-            if _normal(ours) == obj.sql:
+            if normal_sql(ours) == obj.sql:
                 tables.append(table)
                 continue
         problems.append(f"{obj.module} table {name!r} is not one abathur creates")
     return tables, problems
 
 
-@functools.cache
 def expected(version: int, runtime: tuple[RuntimeTable, ...] = ()) -> Mapping[str, SchemaObject]:
     """The schema the migrations 1..``version`` build, plus ``runtime`` vec0 tables.
 
-    Built on a fresh in-memory database from our own migration files and our
-    own statements, so nothing read from a file under inspection shapes it.
+    Built from our own migration files and our own statements, so nothing read
+    from a file under inspection shapes it.
     """
-    with translate_errors("building the expected schema from the migrations"):
-        conn = apsw.Connection(":memory:")
-        try:
-            # A migration may create FTS5 or vec0 tables: load sqlite-vec as connect() does.
-            conn.enable_load_extension(True)
-            conn.load_extension(sqlite_vec.loadable_path())
-            migrations.apply(conn, [m for m in migrations.available() if m.version <= version])
-            for table in runtime:
-                for statement in search.vector_table_statements(
-                    table.name, table.dims, table.chunk_size
-                ):
-                    conn.execute(statement)
-            return describe(conn)
-        finally:
-            conn.close()
+    statements = tuple(
+        statement
+        for table in runtime
+        for statement in search.vector_table_statements(table.name, table.dims, table.chunk_size)
+    )
+    return expected_objects(version, statements)
 
 
 @dataclass(frozen=True)
@@ -309,37 +196,3 @@ def _columns(obj: SchemaObject) -> str:
     return ", ".join(f"{c[1]} {c[2]}".strip() for c in obj.columns)
 
 
-def table_exists(conn: apsw.Connection, name: str) -> bool:
-    """True when the main database has a table (real or virtual) called ``name``."""
-    rows = conn.execute(
-        "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (name,)
-    ).fetchall()
-    return bool(rows)
-
-
-def user_tables(conn: apsw.Connection) -> list[str]:
-    """The real tables holding data that the file's migrations made, sorted.
-
-    Names come from :func:`expected` (our own migration files), never from the
-    file: a table the migrations do not make is a finding of :func:`compare`,
-    not something to count.
-    """
-    version = min(migrations.current_version(conn), migrations.available()[-1].version)
-    if version == 0:
-        return []
-    present = {name for name, obj in describe(conn).items() if obj.type == "table"}
-    return sorted(
-        name
-        for name, obj in expected(version).items()
-        if obj.type == "table" and obj.module is None and obj.shadow_of is None and name in present
-    )
-
-
-def row_counts(conn: apsw.Connection) -> dict[str, int]:
-    """Rows in each of :func:`user_tables`."""
-    counts = {}
-    for table in user_tables(conn):
-        # An identifier of our own migrations (see user_tables), quoted all the same.
-        quoted = '"' + table.replace('"', '""') + '"'
-        counts[table] = int(conn.execute(f"SELECT count(*) FROM main.{quoted}").fetchall()[0][0])
-    return counts
