@@ -101,12 +101,14 @@ async def _run(path: Path) -> dict[str, Any]:
         )
 
         session = await ab.sessions.get(s.id, last_n=50)
+        language = await ab.memory.get(PREFERENCES, "language")
+        assert language is not None  # written above
         return {
             "path": str(path.absolute()),
             "session": session.model_dump(mode="json"),
             "user_state": await ab.sessions.get_user_state(app=APP, user=USER),
             "task": task.model_dump(mode="json"),
-            "memory": (await ab.memory.get(PREFERENCES, "language")).model_dump(mode="json"),
+            "memory": language.model_dump(mode="json"),
             "history": [
                 v.model_dump(mode="json") for v in await ab.memory.history(PREFERENCES, "language")
             ],

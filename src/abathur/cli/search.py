@@ -23,6 +23,7 @@ from abathur.config import Settings
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
 from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
 from abathur.memory import MEMORY_KIND
+from abathur.models import DocumentSearchResult, SearchResult
 from abathur.ops.files import plan_migrations
 
 __all__ = ["reindex", "search", "sync"]
@@ -335,6 +336,7 @@ def search(
         _require_file(db_path)
         await plan_migrations(db_path)
         async with Abathur.open(db_path, embed_worker=False) as ab:
+            result: DocumentSearchResult | SearchResult
             if is_docs:
                 result = await ab.documents.search(
                     query, k=k, mode=mode, path_prefix=prefix, min_score=min_score, fresh=fresh
@@ -442,7 +444,8 @@ def reindex(
       abathur reindex --db ./agent.db --compact
     """
     try:
-        settings = Settings(db=db_path, **({"embedder": embedder} if embedder else {}))
+        overrides: dict[str, Any] = {"embedder": embedder} if embedder else {}
+        settings = Settings(db=db_path, **overrides)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid settings: {exc}") from None
     choice = settings.embedder
@@ -453,7 +456,7 @@ def reindex(
             db_path, embedder="none", embed_worker=False, auto_migrate=not dry_run
         ) as ab:
             status = await ab.embeddings.status()
-            tables = await ab.db.read(search_core.vector_table_stats)
+            tables = await ab.db.read(lambda tx: search_core.vector_table_stats(tx.conn))
             items = await ab.db.read(_count_items) if not compact else {}
         return {
             "recorded_embedder": status.recorded_embedder,

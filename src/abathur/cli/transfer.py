@@ -108,7 +108,7 @@ def export(
     async def run() -> ExportReport:
         await plan_migrations(db_path)  # refuses a file newer than this abathur
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
-            target = click.get_binary_stream("stdout") if dest == _STDIO else Path(dest)
+            target = click.open_file("-", "wb") if dest == _STDIO else Path(dest)
             report = await ab.transfer.export_to(target, prefix=prefix, app=app, user=user)
             if dest == _STDIO:
                 sys.stdout.flush()
@@ -161,7 +161,7 @@ def import_(*, db_path: Path, out: Output, source: str, dry_run: bool) -> None:
         with tempfile.TemporaryDirectory(prefix="abathur-import-") as tmp:
             spooled = Path(tmp) / "stdin.jsonl"
             with spooled.open("wb") as f:
-                shutil.copyfileobj(click.get_binary_stream("stdin"), f)
+                shutil.copyfileobj(click.open_file("-", "rb"), f)
             report = asyncio.run(run(spooled))
     else:
         report = asyncio.run(run(Path(source)))

@@ -59,7 +59,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Final, Literal, cast
 
 import apsw
 import structlog
@@ -68,7 +68,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from abathur import __version__
 from abathur.backends.sqlite import untrusted
-from abathur.backends.sqlite.connection import check_environment, connect, translate_errors
+from abathur.backends.sqlite.connection import (
+    check_environment,
+    connect,
+    scalar_int,
+    translate_errors,
+)
 from abathur.config import Settings
 from abathur.errors import (
     BackupKeyError,
@@ -109,10 +114,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-FORMAT = "abathur-backup/1"
+FORMAT: Final = "abathur-backup/1"
 # Written only with a key, so an older abathur refuses what it cannot authenticate
 # instead of restoring it unchecked; /1 manifests are still read.
-FORMAT_AUTHENTICATED = "abathur-backup/2"
+FORMAT_AUTHENTICATED: Final = "abathur-backup/2"
 DATA_SUFFIX = ".db.zst"
 MANIFEST_SUFFIX = ".manifest.json"
 # A pin (issue 12): a sidecar, not a manifest field, so pinning and unpinning
@@ -363,10 +368,10 @@ def _inspect_copy(path: Path, *, what: str) -> _Contents:
             )
             return _Contents(
                 integrity=integrity,
-                user_version=int(conn.execute("PRAGMA user_version").fetchall()[0][0]),
-                page_size=int(conn.execute("PRAGMA page_size").fetchall()[0][0]),
+                user_version=scalar_int(conn, "PRAGMA user_version"),
+                page_size=scalar_int(conn, "PRAGMA page_size"),
                 row_counts=schema.row_counts(conn),
-                audit_head=(int(head[0][0]), str(head[0][1])) if head else (0, "0" * 64),
+                audit_head=(int(cast(int, head[0][0])), str(head[0][1])) if head else (0, "0" * 64),
             )
     finally:
         conn.close()
@@ -572,8 +577,10 @@ def _compress(raw: Path, out_path: Path) -> tuple[str, int, str, int]:
     raw_size = raw.stat().st_size
     compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True, threads=-1)
     with open(raw, "rb") as src, open(out_path, "wb") as out:
+        # _Hashing has the write/flush that stream_writer uses, not all of IO.
         hashing = _Hashing(out)
-        with compressor.stream_writer(hashing, size=raw_size, closefd=False) as writer:
+        sink = cast(IO[bytes], hashing)
+        with compressor.stream_writer(sink, size=raw_size, closefd=False) as writer:
             for chunk in iter(lambda: src.read(_CHUNK), b""):
                 raw_sha.update(chunk)
                 writer.write(chunk)

@@ -40,7 +40,7 @@ from abathur import search
 from abathur.archival import verify_archive
 from abathur.audit import verify as verify_audit
 from abathur.backends.sqlite import migrations
-from abathur.backends.sqlite.connection import translate_errors
+from abathur.backends.sqlite.connection import scalar_int, translate_errors
 from abathur.config import Settings
 from abathur.errors import InvalidInputError
 from abathur.ops import schema
@@ -212,10 +212,11 @@ def _json_columns(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
                 (_EXAMPLES + 1,),
             ).fetchall()
             if bad:
-                total = conn.execute(
+                total = scalar_int(
+                    conn,
                     f'SELECT count(*) FROM main."{table}" '
-                    f'WHERE "{column}" IS NOT NULL AND NOT json_valid("{column}")'
-                ).fetchall()[0][0]
+                    f'WHERE "{column}" IS NOT NULL AND NOT json_valid("{column}")',
+                )
                 rows = ", ".join(repr(r[0]) for r in bad[:_EXAMPLES])
                 more = ", ..." if total > _EXAMPLES else ""
                 findings.append(
@@ -246,8 +247,8 @@ def _set_difference(
     conn: apsw.Connection, sql: str, params: tuple[object, ...] = ()
 ) -> tuple[int, list[tuple[object, ...]]]:
     """(how many rows ``sql`` selects, the first few) without fetching them all."""
-    total = conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
-    return int(total), conn.execute(f"{sql} LIMIT ?", (*params, _EXAMPLES)).fetchall()
+    total = scalar_int(conn, f"SELECT count(*) FROM ({sql})", params)
+    return total, conn.execute(f"{sql} LIMIT ?", (*params, _EXAMPLES)).fetchall()
 
 
 def _fts_index(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
@@ -315,17 +316,19 @@ _CHUNKS = _Indexed(
 )
 
 
-def _vector_findings(
-    conn: apsw.Connection, indexed: _Indexed
-) -> tuple[list[str], int, int, int]:
+def _vector_findings(conn: apsw.Connection, indexed: _Indexed) -> tuple[list[str], int, int, int]:
     """Findings about ``indexed``'s vectors and jobs, and (vectors, jobs, failed jobs)."""
     registered = conn.execute(
         "SELECT name FROM main.vector_tables WHERE kind = ?", (indexed.kind,)
     ).fetchall()
-    jobs, failed = conn.execute(
-        "SELECT count(*), count(failed_at) FROM main.embedding_queue WHERE kind = ?",
+    jobs = scalar_int(
+        conn, "SELECT count(*) FROM main.embedding_queue WHERE kind = ?", (indexed.kind,)
+    )
+    failed = scalar_int(
+        conn,
+        "SELECT count(failed_at) FROM main.embedding_queue WHERE kind = ?",
         (indexed.kind,),
-    ).fetchall()[0]
+    )
     findings = []
     table = str(registered[0][0]) if registered else None
     if table is not None and table not in search.VECTOR_TABLE_NAMES:
@@ -351,7 +354,7 @@ def _vector_findings(
         )
     vectors = 0
     if table is not None:
-        vectors = conn.execute(f'SELECT count(*) FROM main."{table}"').fetchall()[0][0]
+        vectors = scalar_int(conn, f'SELECT count(*) FROM main."{table}"')
         orphans, some = _set_difference(
             conn,
             f'SELECT item_id FROM main."{table}" WHERE item_id NOT IN ({indexed.owners}) '
@@ -374,10 +377,9 @@ def _vector_findings(
     )
     if stale:
         findings.append(
-            f"{stale} embedding job(s) are for no {indexed.owner} "
-            f"(ref_id {_examples(some, stale)})"
+            f"{stale} embedding job(s) are for no {indexed.owner} (ref_id {_examples(some, stale)})"
         )
-    return findings, int(vectors), int(jobs), int(failed)
+    return findings, vectors, jobs, failed
 
 
 def _queue_summary(summary: str, failed: int) -> str:
@@ -391,14 +393,12 @@ def _has_embedder(conn: apsw.Connection) -> bool:
 
 
 def _registered(conn: apsw.Connection, kind: str) -> bool:
-    return bool(
-        conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall()
-    )
+    return bool(conn.execute("SELECT 1 FROM main.vector_tables WHERE kind = ?", (kind,)).fetchall())
 
 
 def _queued(conn: apsw.Connection, kind: str) -> int:
     sql = "SELECT count(*) FROM main.embedding_queue WHERE kind = ?"
-    return int(conn.execute(sql, (kind,)).fetchall()[0][0])
+    return scalar_int(conn, sql, (kind,))
 
 
 def _vectors(conn: apsw.Connection, quick: bool) -> tuple[list[str], str]:
