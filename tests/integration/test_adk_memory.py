@@ -24,6 +24,7 @@ from google.genai import types
 
 from abathur import Abathur, errors
 from abathur.integrations.adk import AbathurMemoryService, namespace_for
+from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -41,7 +42,8 @@ def memory(ab: Abathur) -> AbathurMemoryService:
 
 
 @pytest.fixture(params=["in-memory", "abathur"])
-def both(request: pytest.FixtureRequest) -> BaseMemoryService:
+def both(request: pytest.FixtureRequest, backend: BackendHandle) -> BaseMemoryService:
+    # ``backend`` named here so pytest parametrizes it before ``ab`` is requested below.
     if request.param == "in-memory":
         return InMemoryMemoryService()
     return AbathurMemoryService(request.getfixturevalue("ab"))

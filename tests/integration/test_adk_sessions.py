@@ -39,6 +39,7 @@ from pydantic import BaseModel
 import abathur
 from abathur import Abathur, errors
 from abathur.integrations.adk import EVENT_FORMAT, AbathurSessionService
+from tests.backends import BackendHandle
 from tests.conftest import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -50,8 +51,9 @@ def service(ab: Abathur) -> AbathurSessionService:
 
 
 @pytest.fixture(params=["in-memory", "abathur"])
-def both(request: pytest.FixtureRequest) -> BaseSessionService:
+def both(request: pytest.FixtureRequest, backend: BackendHandle) -> BaseSessionService:
     """ADK's in-memory service, then ours: a test using it must pass on each."""
+    # ``backend`` named here so pytest parametrizes it before ``ab`` is requested below.
     if request.param == "in-memory":
         return InMemorySessionService()
     return AbathurSessionService(request.getfixturevalue("ab"))

@@ -55,7 +55,10 @@ def available_migrations() -> list[Migration]:
 
 def ops_kit(path: Path) -> OpsKit:
     """The backend machinery of the operations kit for the storage at ``path`` (a SQLite file)."""
-    return SqliteOpsKit()
+    # Imported on use: the vec0 statements come from abathur.search (numpy).
+    from abathur.ops.schema import VECTOR_TABLES
+
+    return SqliteOpsKit(VECTOR_TABLES)
 
 
 def database_problem(path: Path) -> AbathurError | None:

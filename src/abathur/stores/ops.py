@@ -15,13 +15,25 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from abathur.config import Settings
 
-__all__ = ["HealthProbe", "MetricsProbe", "OpsKit", "QueueStats", "StorageLock"]
+__all__ = [
+    "CopyReport",
+    "HealthProbe",
+    "MetricsProbe",
+    "OpsKit",
+    "QueueStats",
+    "StorageFullError",
+    "StorageLock",
+]
+
+
+class StorageFullError(Exception):
+    """The storage ran out of space while writing a copy (a backup's temporary file)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,23 @@ class MetricsProbe:
     queue: QueueStats | None
 
 
+@dataclass(frozen=True)
+class CopyReport:
+    """A copy of the storage, checked: what a backup manifest records of it.
+
+    ``integrity`` is ``["ok"]`` for a sound copy, else its problems (then the
+    other fields are empty); ``schema_problems`` lists what the migrations do
+    not make (then nothing further is read).
+    """
+
+    integrity: list[str]
+    user_version: int
+    page_size: int
+    row_counts: dict[str, int]
+    audit_head: tuple[int, str]  # (seq, hash) of the audit chain's last record
+    schema_problems: list[str] = field(default_factory=list)
+
+
 class StorageLock(Protocol):
     """Exclusive hold on existing storage while a restore replaces it."""
 
@@ -82,4 +111,15 @@ class OpsKit(Protocol):
 
     def lock_exclusive(self, path: Path, timeout_ms: int) -> StorageLock:
         """Hold ``path`` exclusively; ``DatabaseInUseError`` while anything else has it open."""
+        ...
+
+    def copy_online(self, source: Path, target: Path, settings: Settings) -> None:
+        """Write one consistent snapshot of ``source`` to the new file ``target``.
+
+        Raises ``StorageFullError`` when the space runs out.
+        """
+        ...
+
+    def inspect_copy(self, path: Path, *, what: str) -> CopyReport:
+        """Check a copy (possibly hostile: read-only, reads only) and read its manifest fields."""
         ...

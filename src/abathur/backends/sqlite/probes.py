@@ -16,7 +16,8 @@ Example:
     ...     async with Abathur.open(path, embedder="none"):
     ...         pass
     >>> asyncio.run(create())
-    >>> probe = SqliteOpsKit().metrics_probe(path, Settings(), time.time())
+    >>> from abathur.ops.schema import VECTOR_TABLES
+    >>> probe = SqliteOpsKit(VECTOR_TABLES).metrics_probe(path, Settings(), time.time())
     >>> probe.schema_version > 0, probe.rows["memories"], dict(probe.sessions)
     (True, 0, {})
 """
@@ -27,12 +28,12 @@ from pathlib import Path
 
 import apsw
 
-from abathur.backends.sqlite import files, migrations
+from abathur.backends.sqlite import backup, files, migrations
 from abathur.backends.sqlite.connection import scalar_int, translate_errors
-from abathur.backends.sqlite.schema import row_counts, table_exists
+from abathur.backends.sqlite.schema import VectorTables, row_counts, table_exists
 from abathur.config import Settings
 from abathur.errors import DatabaseError, DatabaseInUseError
-from abathur.stores.ops import HealthProbe, MetricsProbe, QueueStats
+from abathur.stores.ops import CopyReport, HealthProbe, MetricsProbe, QueueStats
 
 __all__ = ["SqliteLock", "SqliteOpsKit", "queue_stats"]
 
@@ -76,7 +77,22 @@ def _number(value: apsw.SQLiteValue) -> float:
 
 
 class SqliteOpsKit:
-    """The operations kit's probes for one SQLite file (see the module doc)."""
+    """The operations kit's machinery for SQLite files (see the module doc).
+
+    ``vectors`` names the vec0 tables abathur makes at run time, so a copy's
+    schema can be compared with the migrations.
+    """
+
+    def __init__(self, vectors: VectorTables) -> None:
+        self._vectors = vectors
+
+    def copy_online(self, source: Path, target: Path, settings: Settings) -> None:
+        """One consistent snapshot of ``source`` in ``target``, by SQLite's online backup API."""
+        backup.copy_online(source, target, settings)
+
+    def inspect_copy(self, path: Path, *, what: str) -> CopyReport:
+        """Integrity, schema and manifest fields of a copy, read as a hostile file."""
+        return backup.inspect_copy(path, what=what, vectors=self._vectors)
 
     def check_readable(self, path: Path) -> None:
         """Return if a database can be read at ``path``; creates nothing."""
