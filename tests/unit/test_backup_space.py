@@ -24,6 +24,8 @@ from abathur.ops.backup import create_backup, verify_backup
 from abathur.stores.ops import StorageFullError
 from tests.unit.test_integrity import populate
 
+pytestmark = pytest.mark.sqlite_only("SQLITE_FULL and the space a SQLite file's backup needs")
+
 PAGE = 4096
 
 

@@ -37,6 +37,8 @@ from abathur.ops.restore import restore_backup
 from tests.unit import test_backup
 from tests.unit.test_backup import files_in, held_open
 
+pytestmark = pytest.mark.sqlite_only("hostile SQLite files: schema tricks, the authorizer")
+
 Mutation = Callable[[apsw.Connection, Path], None]
 
 # The fixtures of test_backup: live (a populated file) and made (its backup).
