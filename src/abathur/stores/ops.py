@@ -22,6 +22,7 @@ from typing import Protocol
 from abathur.config import Settings
 
 __all__ = [
+    "CheckSkipped",
     "CopyReport",
     "HealthProbe",
     "MetricsProbe",
@@ -30,6 +31,10 @@ __all__ = [
     "StorageFullError",
     "StorageLock",
 ]
+
+
+class CheckSkipped(Exception):
+    """Raised by an ``abathur check`` check that does not apply to this storage; says why."""
 
 
 class StorageFullError(Exception):
