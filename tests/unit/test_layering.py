@@ -41,7 +41,6 @@ APSW_OUTSIDE_BACKEND: set[str] = {
     "abathur.documents",
     "abathur.embeddings.queue",
     "abathur.memory",
-    "abathur.ops.schema",
     "abathur.ops.smoke",
     "abathur.search",
     "abathur.sessions",

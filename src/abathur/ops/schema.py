@@ -29,11 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import apsw
-
 from abathur import search
 from abathur.backends.sqlite import schema as _schema
-from abathur.backends.sqlite.files import has_sqlite_header, open_existing, wal_path
+from abathur.backends.sqlite.files import Connection, has_sqlite_header, open_existing, wal_path
 from abathur.backends.sqlite.schema import (
     RuntimeTable,
     SchemaDiff,
@@ -71,7 +69,7 @@ def expected(version: int, runtime: tuple[RuntimeTable, ...] = ()) -> Mapping[st
     return _schema.expected(version, runtime, VECTOR_TABLES)
 
 
-def compare(conn: apsw.Connection) -> SchemaDiff:
+def compare(conn: Connection) -> SchemaDiff:
     """Compare tables, columns, indexes, triggers, views and ``user_version`` with the migrations.
 
     See :func:`abathur.backends.sqlite.schema.compare`.
@@ -79,7 +77,7 @@ def compare(conn: apsw.Connection) -> SchemaDiff:
     return _schema.compare(conn, VECTOR_TABLES)
 
 
-def object_problems(conn: apsw.Connection) -> list[str]:
+def object_problems(conn: Connection) -> list[str]:
     """How the file's tables, indexes, triggers and views differ from its migrations.
 
     See :func:`abathur.backends.sqlite.schema.object_problems`.

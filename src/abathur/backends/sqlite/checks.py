@@ -22,13 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
 
 import apsw
 
 from abathur.backends.sqlite import migrations, schema
 from abathur.backends.sqlite.connection import scalar_int, translate_errors
-from abathur.backends.sqlite.files import open_existing
+from abathur.backends.sqlite.files import Connection, open_existing
 from abathur.backends.sqlite.schema import VectorTables
 from abathur.config import Settings
 from abathur.errors import InvalidInputError
@@ -49,10 +48,6 @@ __all__ = [
     "rebuild_fts",
     "schema_matches",
 ]
-
-#: An open connection to the file under check: what a check, and a service's
-#: own verification (the audit chain, archive payloads), reads through.
-Connection: TypeAlias = apsw.Connection
 
 #: Refills one contentless FTS5 table in the caller's write transaction; returns its rows.
 Rebuilder = Callable[[apsw.Connection], int]

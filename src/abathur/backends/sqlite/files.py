@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeAlias
 
 import apsw
 
@@ -25,7 +26,11 @@ from abathur.backends.sqlite.connection import connect, translate_errors
 from abathur.config import Settings
 from abathur.errors import DatabaseError
 
-__all__ = ["check_readable", "has_sqlite_header", "open_existing", "wal_path"]
+__all__ = ["Connection", "check_readable", "has_sqlite_header", "open_existing", "wal_path"]
+
+#: An open connection to a database file, as the operations kit holds one: it
+#: passes it, unopened, to backend functions and to services' own verifications.
+Connection: TypeAlias = apsw.Connection
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -46,7 +51,7 @@ def has_sqlite_header(path: Path) -> bool:
 
 def open_existing(
     path: Path, settings: Settings | None = None, *, readonly: bool = True
-) -> apsw.Connection:
+) -> Connection:
     """Open an isolated, prepared connection to a file that must already exist.
 
     Raises:
