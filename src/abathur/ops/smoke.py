@@ -1324,12 +1324,12 @@ def _drop_partition(tx: SqliteTransaction, partition: str, dead: int) -> int:
     return search.drop_empty_partition(tx.conn, memory.VEC_TABLE, partition, dead=dead)
 
 
-# What is left of a run. Params: app, user, then the namespace range
-# (prefix, prefix + ';', prefix, prefix + ':') as memory.list binds it.
+# What is left of a run: its sessions, and the memories in its namespace or
+# below it (the namespace range memory.list reads: ':' ends a segment, ';' follows it).
 _SQL_LEFT_SESSIONS = "SELECT count(*) FROM sessions WHERE app = ? AND user = ?"
 _SQL_LEFT_MEMORIES = (
-    "SELECT count(*) FROM memories "
-    "WHERE namespace >= ? AND namespace < ? AND (namespace = ? OR namespace >= ?)"
+    "SELECT count(*) FROM memories WHERE namespace >= :prefix AND namespace < :after "
+    "AND (namespace = :prefix OR namespace >= :children)"
 )
 # Unredacted records naming the run (none once its purges ran).
 _SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ? AND redacted = 0"
@@ -1343,7 +1343,7 @@ _SQL_LEFT_VECTOR_CHUNKS = 'SELECT count(*) FROM "{table}_chunks" WHERE partition
 def _leftovers(tx: SqliteTransaction, run: _Run) -> dict[str, int]:
     conn = tx.conn
     prefix = run.namespace
-    ranges = (prefix, prefix + ";", prefix, prefix + ":")
+    ranges = {"prefix": prefix, "after": prefix + ";", "children": prefix + ":"}
     sessions_left = scalar_int(conn, _SQL_LEFT_SESSIONS, (SMOKE_APP, run.user))
     versions = scalar_int(conn, _SQL_LEFT_MEMORIES, ranges)
     ours = (run.prefix, run.namespace)
