@@ -39,6 +39,8 @@ from abathur.ops.integrity import run_checks
 from abathur.ops.restore import is_in_use, restore_backup
 from tests.helpers import populate
 
+pytestmark = pytest.mark.sqlite_only("the online backup API, pages and PRAGMAs of a SQLite file")
+
 # -- helpers --------------------------------------------------------------------------
 
 

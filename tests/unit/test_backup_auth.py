@@ -25,6 +25,8 @@ from abathur.ops.restore import restore_backup
 from tests.helpers import populate
 from tests.unit.test_backup import files_in, read_manifest, write_manifest
 
+pytestmark = pytest.mark.sqlite_only("backups of a SQLite file: manifests signed over its copy")
+
 KEY = secrets.token_hex(32)
 OTHER_KEY = secrets.token_hex(32)
 

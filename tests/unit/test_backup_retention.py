@@ -30,6 +30,8 @@ from abathur.ops.backup import (
     verify_backup,
 )
 
+pytestmark = pytest.mark.sqlite_only("retention of backups of a SQLite file")
+
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 

@@ -18,9 +18,13 @@ import apsw
 import pytest
 
 from abathur import BackupSpaceError
-from abathur.ops import backup as backup_module
+from abathur.backends.sqlite.backup import copy_online
+from abathur.config import Settings
 from abathur.ops.backup import create_backup, verify_backup
+from abathur.stores.ops import StorageFullError
 from tests.helpers import populate
+
+pytestmark = pytest.mark.sqlite_only("SQLITE_FULL and the space a SQLite file's backup needs")
 
 PAGE = 4096
 
@@ -113,8 +117,8 @@ def test_sqlite_running_out_while_copying_is_no_space_too(db: Path, small_disk: 
     # up-front check that normally stops it first.
     disk = small_disk(db_bytes(db) // 2)
     raw = disk / ".agent-20261122T020000.000000Z.db.tmp"
-    with pytest.raises(backup_module._NoSpace):
-        backup_module._copy_online(db, raw, backup_module.Settings())
+    with pytest.raises(StorageFullError):
+        copy_online(db, raw, Settings())
 
 
 def test_cli_reports_no_space_with_its_code_and_sizes(db: Path, small_disk: Mount) -> None:

@@ -28,6 +28,8 @@ from abathur.ops.restore import restore_backup
 from abathur.ops.tempfiles import is_temp_name, owned_temp, remove_stale_temps
 from tests.helpers import populate
 
+pytestmark = pytest.mark.sqlite_only("temporary files beside a SQLite file and its backups")
+
 # 20,000 incompressible 1.5 KiB vectors: ~30 MiB, so a backup takes long enough
 # to be caught with its temporary files on disk.
 BULK = """

@@ -21,6 +21,8 @@ from abathur.errors import (
     SchemaError,
 )
 
+pytestmark = pytest.mark.sqlite_only("the SQLite Database: connections, pragmas, migrations, WAL")
+
 PRAGMAS = [
     "journal_mode",
     "synchronous",

@@ -17,6 +17,8 @@ from abathur.ops.health import Thresholds, health
 from abathur.ops.metrics import Metric, Sample, collect, render, write_textfile
 from tests.helpers import populate
 
+pytestmark = pytest.mark.sqlite_only("health and metrics read a SQLite file, its WAL and PRAGMAs")
+
 HOUR = 3600.0
 
 # -- a small parser for the Prometheus text exposition format (0.0.4) ------------------

@@ -29,12 +29,15 @@ from abathur import (
     DatabaseInUseError,
     InvalidInputError,
 )
-from abathur.ops import schema, untrusted
+from abathur.backends.sqlite import untrusted
+from abathur.ops import schema
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from abathur.ops.restore import restore_backup
 from tests.unit import test_backup
 from tests.unit.test_backup import files_in, held_open
+
+pytestmark = pytest.mark.sqlite_only("hostile SQLite files: schema tricks, the authorizer")
 
 Mutation = Callable[[apsw.Connection, Path], None]
 

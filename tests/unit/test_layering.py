@@ -30,30 +30,11 @@ LEAVES = {
     "abathur.logs",
 }
 
-# TRANSITION (issue 13): modules that still import apsw outside the SQLite
-# backend, each moving onto the stores. The test fails if one listed here no
-# longer imports apsw, so the list only shrinks; empty it to finish the issue.
-APSW_OUTSIDE_BACKEND: set[str] = {
-    "abathur.ops.backup",
-    "abathur.ops.health",
-    "abathur.ops.integrity",
-    "abathur.ops.restore",
-    "abathur.ops.schema",
-    "abathur.ops.smoke",
-    "abathur.ops.untrusted",
-}
+# Modules outside the SQLite backend allowed to import apsw: none.
+APSW_OUTSIDE_BACKEND: set[str] = set()
 
 # TRANSITION (issue 13): modules above the seam that still reach into a backend.
 BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
-    "abathur.cli.archive",
-    "abathur.cli.cost",
-    "abathur.cli.database",
-    "abathur.cli.demo",
-    "abathur.cli.options",
-    "abathur.cli.purge",
-    "abathur.cli.search",
-    "abathur.cli.stats",
-    "abathur.cli.transfer",
     "abathur.documents.search",
     "abathur.transfer",
 }

@@ -12,10 +12,10 @@ import click
 
 from abathur.api import Abathur
 from abathur.archival import ArchivalService
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
 from abathur.errors import DatabaseError
 from abathur.models import ArchiveEntry
+from abathur.ops.files import plan_migrations
 
 __all__ = ["archive"]
 
@@ -43,7 +43,7 @@ def _with_archival(db_path: Path, fn: Callable[[ArchivalService], Awaitable[T]])
         )
 
     async def run() -> T:
-        await Database.plan_migrations(db_path)  # refuses a file newer than this abathur
+        await plan_migrations(db_path)  # refuses a file newer than this abathur
         # No embedder: restored memories take their vector from the cache or
         # wait in the queue for the application's worker.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:

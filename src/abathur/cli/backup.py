@@ -217,7 +217,7 @@ def backup(
             assume_new_at=datetime.now(UTC),
         )
         data.update(backup=None, retention=plan.to_dict())
-        lines = [
+        lines: list[tuple[str, object]] = [
             ("database", data["path"]),
             ("backup", "dry run: none taken"),
             *_retention_lines(plan, dry_run=True),
@@ -229,9 +229,11 @@ def backup(
     if pin:
         made = pin_backup(made.manifest_path, label=label)
     seconds = time.perf_counter() - started
-    plan = None
+    pruned: RetentionPlan | None = None
     if not no_prune:
-        plan = prune_backups(directory, keep, database=db_path.name, protect=[made.manifest_path])
+        pruned = prune_backups(
+            directory, keep, database=db_path.name, protect=[made.manifest_path]
+        )
     m = made.manifest
     assert m is not None  # a backup just made always has its manifest
     data.update(
@@ -240,10 +242,10 @@ def backup(
         key_id=m.key_id,
         removed_temps=[str(p) for p in made.removed_temps],
         seconds=round(seconds, 3),
-        retention=None if plan is None else plan.to_dict(),
+        retention=None if pruned is None else pruned.to_dict(),
     )
     ratio = m.raw_bytes / m.compressed_bytes if m.compressed_bytes else 0.0
-    lines: list[tuple[str, object]] = [
+    lines = [
         ("database", data["path"]),
         ("backup", made.data_path),
         ("manifest", made.manifest_path),
@@ -261,7 +263,9 @@ def backup(
         ("took", f"{seconds:.2f} s"),
     ]
     lines += (
-        _retention_lines(plan, dry_run=False) if plan else [("retention", "skipped (--no-prune)")]
+        _retention_lines(pruned, dry_run=False)
+        if pruned
+        else [("retention", "skipped (--no-prune)")]
     )
     out.result(data, format_pairs(lines))
 

@@ -10,10 +10,10 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
 from abathur.errors import DatabaseError
 from abathur.models import CostLine, CostReport
+from abathur.ops.files import plan_migrations
 
 __all__ = ["cost", "format_report"]
 
@@ -28,7 +28,7 @@ def _load(db_path: Path, since: str, by: str) -> CostReport:
         )
 
     async def run() -> CostReport:
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             return await ab.costs.report(since=since, by=by)  # type: ignore[arg-type]
 

@@ -10,10 +10,9 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite import migrations
-from abathur.backends.sqlite.database import Database, MigrationPlan
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
 from abathur.errors import DatabaseError
+from abathur.ops.files import Migration, MigrationPlan, available_migrations, plan_migrations
 
 __all__ = ["info", "init", "migrate"]
 
@@ -22,7 +21,7 @@ def _versions_line(versions: dict[str, str]) -> str:
     return ", ".join(f"{name.replace('_', '-')} {v}" for name, v in versions.items())
 
 
-def _migration_name(m: migrations.Migration) -> str:
+def _migration_name(m: Migration) -> str:
     return f"{m.version:03d}_{m.name}"
 
 
@@ -45,7 +44,7 @@ def init(*, db_path: Path, out: Output) -> None:
     async def run() -> dict[str, Any]:
         # Refuse a file newer than this abathur before opening it: opening
         # would already switch its journal mode to WAL.
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         async with Abathur.open(db_path) as ab:
             return {
                 "path": str(db_path.absolute()),
@@ -107,7 +106,7 @@ def migrate(*, db_path: Path, out: Output, dry_run: bool) -> None:
       abathur migrate --db ./agent.db
       abathur migrate --db ./agent.db --json | jq '.applied'
     """
-    plan = asyncio.run(Database.plan_migrations(db_path))
+    plan = asyncio.run(plan_migrations(db_path))
     data = {
         **_plan_data(plan),
         "dry_run": dry_run,
@@ -133,7 +132,7 @@ def migrate(*, db_path: Path, out: Output, dry_run: bool) -> None:
         if migrated_from is not None:
             data["applied"] = [
                 {"version": m.version, "name": m.name}
-                for m in migrations.available()
+                for m in available_migrations()
                 if migrated_from < m.version <= version
             ]
         data["backup"], data["schema_version"] = backup, version

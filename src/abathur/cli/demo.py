@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.cost import format_report
 from abathur.cli.options import (
     EXIT_FINDINGS,
@@ -27,6 +26,7 @@ from abathur.cli.smoke import format_report as format_smoke
 from abathur.cli.stats import format_stats
 from abathur.errors import EmbedderError
 from abathur.models import CostReport, Event, Stats
+from abathur.ops.files import plan_migrations
 from abathur.ops.smoke import run_smoke
 
 __all__ = ["demo"]
@@ -50,7 +50,7 @@ CONVERSATION: list[tuple[str, str, dict[str, Any]]] = [
 
 async def _run(path: Path) -> dict[str, Any]:
     # Refuse a file newer than this abathur before opening (and so touching) it.
-    await Database.plan_migrations(path)
+    await plan_migrations(path)
     async with Abathur.open(path) as ab:
         # A fresh session each run: sessions are conversations, not settings.
         s = await ab.sessions.create(
@@ -101,12 +101,14 @@ async def _run(path: Path) -> dict[str, Any]:
         )
 
         session = await ab.sessions.get(s.id, last_n=50)
+        language = await ab.memory.get(PREFERENCES, "language")
+        assert language is not None  # written above
         return {
             "path": str(path.absolute()),
             "session": session.model_dump(mode="json"),
             "user_state": await ab.sessions.get_user_state(app=APP, user=USER),
             "task": task.model_dump(mode="json"),
-            "memory": (await ab.memory.get(PREFERENCES, "language")).model_dump(mode="json"),
+            "memory": language.model_dump(mode="json"),
             "history": [
                 v.model_dump(mode="json") for v in await ab.memory.history(PREFERENCES, "language")
             ],

@@ -8,8 +8,9 @@ whole with ``--json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -82,7 +83,10 @@ def _namespaces(db_path: Path, out: Output, *, prefix: str | None, limit: int) -
     out.result(data, human)
 
 
-def _limit_option(default: int, what: str) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _limit_option(default: int, what: str) -> Callable[[F], F]:
     return click.option(
         "--limit",
         type=click.IntRange(1, _MAX_SHOWN),
@@ -213,8 +217,8 @@ def list_(
         if offset:
             human += f" past the first {offset}"
     else:
-        header = ("namespace", "key", "type", "version", "updated", "value")
-        rows = [
+        header: tuple[str, ...] = ("namespace", "key", "type", "version", "updated", "value")
+        rows: list[tuple[object, ...]] = [
             (
                 m.namespace,
                 shorten(m.key, 40),

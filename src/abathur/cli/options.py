@@ -166,7 +166,7 @@ def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
     # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
     # which `abathur --help` (this module's importer) never needs.
-    from abathur.backends.sqlite.database import check_db_path
+    from abathur.ops.files import check_db_path
 
     try:
         check_db_path(db_path)
@@ -182,19 +182,9 @@ def database_problem(db_path: Path) -> AbathurError | None:
     file or one that is not a database is an operational error, exit 3, for
     every command. Opens read-only; creates nothing.
     """
-    from abathur.backends.sqlite.connection import translate_errors
-    from abathur.ops import schema
+    from abathur.ops import files
 
-    try:
-        conn = schema.open_existing(db_path)
-        try:
-            with translate_errors(f"reading {db_path}"):
-                conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchall()
-        finally:
-            conn.close()
-    except AbathurError as exc:
-        return exc
-    return None
+    return files.database_problem(db_path)
 
 
 def _check_paths(arguments: Mapping[str, Any]) -> None:
@@ -369,7 +359,7 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     """
     # Imported here: options is imported by every command, even `--version`.
     from abathur.api import Abathur
-    from abathur.backends.sqlite.database import Database
+    from abathur.ops.files import plan_migrations
 
     if not db_path.is_file():
         raise DatabaseError(
@@ -378,7 +368,7 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
         )
 
     async def run() -> T:
-        plan = await Database.plan_migrations(db_path)  # refuses a newer file
+        plan = await plan_migrations(db_path)  # refuses a newer file
         if plan.pending:
             raise SchemaError(
                 f"{json.dumps(str(db_path), ensure_ascii=False)} is at schema version "

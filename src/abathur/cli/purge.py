@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_table, standard_options
 from abathur.errors import DatabaseError
 from abathur.models import PurgeReport
+from abathur.ops.files import plan_migrations
 
 __all__ = ["purge"]
 
@@ -31,7 +31,7 @@ def _run(
         )
 
     async def run() -> list[PurgeReport]:
-        await Database.plan_migrations(db_path)  # refuses a file newer than this abathur
+        await plan_migrations(db_path)  # refuses a file newer than this abathur
         reports = []
         # No embedder: a purge deletes vectors, it never computes one.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from abathur import search as search_core
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import (
     Output,
     format_pairs,
@@ -24,6 +23,8 @@ from abathur.config import Settings
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
 from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
 from abathur.memory import MEMORY_KIND
+from abathur.models import DocumentSearchResult, SearchResult
+from abathur.ops.files import plan_migrations
 
 __all__ = ["reindex", "search", "sync"]
 
@@ -153,7 +154,7 @@ def sync(
     """
 
     async def run() -> dict[str, Any]:
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         show = _stderr_is_tty()
         async with Abathur.open(db_path, embed_worker=False) as ab:
             bar = _Bar("syncing", enabled=show)
@@ -203,7 +204,7 @@ def unsync(*, db_path: Path, out: Output, directory: Path) -> None:
     """
 
     async def run() -> dict[str, Any]:
-        if not (await Database.plan_migrations(db_path)).exists:
+        if not (await plan_migrations(db_path)).exists:
             # Opening would create it; there is nothing to take out of a new file.
             _require_file(db_path)  # db.error, as every command says it (issue 12)
         async with Abathur.open(db_path, embed_worker=False) as ab:
@@ -333,8 +334,9 @@ def search(
 
     async def run() -> dict[str, Any]:
         _require_file(db_path)
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         async with Abathur.open(db_path, embed_worker=False) as ab:
+            result: DocumentSearchResult | SearchResult
             if is_docs:
                 result = await ab.documents.search(
                     query, k=k, mode=mode, path_prefix=prefix, min_score=min_score, fresh=fresh
@@ -442,7 +444,8 @@ def reindex(
       abathur reindex --db ./agent.db --compact
     """
     try:
-        settings = Settings(db=db_path, **({"embedder": embedder} if embedder else {}))
+        overrides: dict[str, Any] = {"embedder": embedder} if embedder else {}
+        settings = Settings(db=db_path, **overrides)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid settings: {exc}") from None
     choice = settings.embedder
@@ -463,7 +466,7 @@ def reindex(
 
     async def run() -> dict[str, Any]:
         _require_file(db_path)
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         before = await inspect()
         data: dict[str, Any] = {
             "path": str(db_path.absolute()),

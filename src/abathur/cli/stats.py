@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
 from abathur.errors import DatabaseError
 from abathur.models import Stats
+from abathur.ops.files import plan_migrations
 
 __all__ = ["format_stats", "stats"]
 
@@ -32,7 +32,7 @@ def _load(db_path: Path, since: str, days: int, depth: int, top: int) -> Stats:
         )
 
     async def run() -> Stats:
-        await Database.plan_migrations(db_path)
+        await plan_migrations(db_path)
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             return await ab.analytics.stats(since=since, days=days, depth=depth, top=top)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.backends.sqlite.database import Database
 from abathur.cli.options import Output, format_pairs, standard_options
 from abathur.errors import DatabaseError, InvalidInputError
 from abathur.models import ExportReport, ImportReport, TransferCounts
+from abathur.ops.files import plan_migrations
 
 __all__ = ["export", "import_"]
 
@@ -106,9 +106,9 @@ def export(
         )
 
     async def run() -> ExportReport:
-        await Database.plan_migrations(db_path)  # refuses a file newer than this abathur
+        await plan_migrations(db_path)  # refuses a file newer than this abathur
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
-            target = click.get_binary_stream("stdout") if dest == _STDIO else Path(dest)
+            target = click.open_file("-", "wb") if dest == _STDIO else Path(dest)
             report = await ab.transfer.export_to(target, prefix=prefix, app=app, user=user)
             if dest == _STDIO:
                 sys.stdout.flush()
@@ -148,7 +148,7 @@ def import_(*, db_path: Path, out: Output, source: str, dry_run: bool) -> None:
 
     async def run(path: Path) -> ImportReport:
         if db_path.is_file():
-            await Database.plan_migrations(db_path)  # refuses a file newer than this abathur
+            await plan_migrations(db_path)  # refuses a file newer than this abathur
         # No embedder: imported memories are queued for the application's worker.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             return await ab.transfer.import_from(path, dry_run=dry_run)
@@ -161,7 +161,7 @@ def import_(*, db_path: Path, out: Output, source: str, dry_run: bool) -> None:
         with tempfile.TemporaryDirectory(prefix="abathur-import-") as tmp:
             spooled = Path(tmp) / "stdin.jsonl"
             with spooled.open("wb") as f:
-                shutil.copyfileobj(click.get_binary_stream("stdin"), f)
+                shutil.copyfileobj(click.open_file("-", "rb"), f)
             report = asyncio.run(run(spooled))
     else:
         report = asyncio.run(run(Path(source)))

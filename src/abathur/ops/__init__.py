@@ -2,6 +2,8 @@
 
 One module per concept:
 
+- :mod:`~abathur.ops.files`: the database file before it is opened (path checks, migration
+  plans, readability) and :func:`~abathur.ops.files.ops_kit`, the backend's machinery;
 - :mod:`~abathur.ops.schema`: what a file holds, compared with what the migrations build;
 - :mod:`~abathur.ops.integrity`: ``abathur check``, a list of small checks;
 - :mod:`~abathur.ops.backup`: online backup, manifest, list, verify and retention;
@@ -12,9 +14,16 @@ One module per concept:
   database (it drives the public API, so it is the one module here that opens an
   :class:`~abathur.api.Abathur`, and it removes what it wrote when it ends).
 
-Everything here works on its own isolated connections (made by
-:func:`abathur.backends.sqlite.connection.connect`), never on the pool of a
-:class:`~abathur.backends.sqlite.Database`, so it can run beside a live
+These modules keep the orchestration: reports, thresholds, retention,
+manifests, HMAC, temporary files, formats. What they ask of the storage
+(snapshots for health and metrics, the online copy, the exclusive lock of a
+restore, the SQL of the checks) is the backend's: the protocol is
+:class:`abathur.stores.ops.OpsKit`, and the SQLite machinery lives in
+:mod:`abathur.backends.sqlite` (``probes``, ``backup``, ``checks``, ``schema``,
+``untrusted``, ``files``).
+
+Everything here works on its own isolated connections, never on the pool of
+an open :class:`~abathur.api.Abathur`, so it can run beside a live
 application. The functions block: from async code, call them with
 ``asyncio.to_thread``.
 """

@@ -59,15 +59,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Final, Literal, cast
 
-import apsw
 import structlog
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from abathur import __version__
-from abathur.backends.sqlite.connection import check_environment, connect, translate_errors
+from abathur.backends.sqlite.connection import check_environment
+from abathur.backends.sqlite.files import wal_path
 from abathur.config import Settings
 from abathur.errors import (
     BackupKeyError,
@@ -76,9 +76,10 @@ from abathur.errors import (
     DatabaseError,
     InvalidInputError,
 )
-from abathur.ops import schema, untrusted
 from abathur.ops.backup_key import BackupKey, hmac_matches, load_backup_key, manifest_hmac
+from abathur.ops.files import ops_kit
 from abathur.ops.tempfiles import owned_temp, remove_stale_temps
+from abathur.stores.ops import CopyReport, StorageFullError
 
 __all__ = [
     "DATA_SUFFIX",
@@ -108,10 +109,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-FORMAT = "abathur-backup/1"
+FORMAT: Final = "abathur-backup/1"
 # Written only with a key, so an older abathur refuses what it cannot authenticate
 # instead of restoring it unchecked; /1 manifests are still read.
-FORMAT_AUTHENTICATED = "abathur-backup/2"
+FORMAT_AUTHENTICATED: Final = "abathur-backup/2"
 DATA_SUFFIX = ".db.zst"
 MANIFEST_SUFFIX = ".manifest.json"
 # A pin (issue 12): a sidecar, not a manifest field, so pinning and unpinning
@@ -257,7 +258,7 @@ def _remove(*paths: Path) -> None:
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
-    return schema.wal_path(path), path.with_name(path.name + "-shm")
+    return wal_path(path), path.with_name(path.name + "-shm")
 
 
 def _stamp(now: datetime) -> str:
@@ -278,12 +279,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class _NoSpace(Exception):
-    """SQLite ran out of space (SQLITE_FULL) while writing a temporary copy."""
-
-
 def _is_no_space(exc: BaseException) -> bool:
-    return isinstance(exc, _NoSpace) or (isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS)
+    if isinstance(exc, StorageFullError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS
 
 
 def _free_bytes(directory: Path) -> int | None:
@@ -316,59 +315,6 @@ def _require_space(directory: Path, needed: int, what: str) -> None:
             needed=needed,
             free=free,
         )
-
-
-@dataclass(frozen=True)
-class _Contents:
-    integrity: list[str]
-    user_version: int
-    page_size: int
-    row_counts: dict[str, int]
-    audit_head: tuple[int, str]
-    schema_problems: list[str] = field(default_factory=list)
-
-
-def _inspect_copy(path: Path, *, what: str) -> _Contents:
-    """Check a copy (integrity, schema) and read what the manifest records of it.
-
-    The copy may be hostile (a backup someone handed us), so it is read through
-    :func:`abathur.ops.untrusted.open_untrusted`: read-only, no extension, an
-    authorizer that denies everything but reads. Rows are counted only in the
-    tables our migrations make, under names taken from the migrations; a table,
-    index, trigger or view they do not make is a schema problem, never counted.
-    A copy that cannot even be opened as a database fails ``integrity`` too.
-    """
-    if not schema.has_sqlite_header(path):
-        return _Contents([f"{what} is not an SQLite database"], 0, 0, {}, (0, ""))
-    conn = untrusted.open_untrusted(path)
-    try:
-        with translate_errors(f"checking {what}"):
-            try:
-                integrity = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
-            except apsw.Error as exc:
-                # Damage bad enough that the check itself stops is still its answer.
-                integrity = [f"{type(exc).__name__}: {exc}"]
-            if integrity != ["ok"]:
-                # Counting rows of a damaged file may fail or mislead; stop here.
-                return _Contents(integrity, 0, 0, {}, (0, ""))
-            problems = schema.object_problems(conn)
-            if problems:
-                # Not the schema we know: nothing in it is read any further.
-                return _Contents(integrity, 0, 0, {}, (0, ""), problems)
-            head = (
-                conn.execute("SELECT seq, hash FROM main.audit_head WHERE id = 1").fetchall()
-                if schema.table_exists(conn, "audit_head")
-                else []
-            )
-            return _Contents(
-                integrity=integrity,
-                user_version=int(conn.execute("PRAGMA user_version").fetchall()[0][0]),
-                page_size=int(conn.execute("PRAGMA page_size").fetchall()[0][0]),
-                row_counts=schema.row_counts(conn),
-                audit_head=(int(head[0][0]), str(head[0][1])) if head else (0, "0" * 64),
-            )
-    finally:
-        conn.close()
 
 
 def create_backup(
@@ -425,9 +371,10 @@ def create_backup(
         removed += tuple(remove_stale_temps(db_path.absolute().parent))
     # The raw copy is as large as the file and its WAL; the compressed file
     # comes on top, but how much smaller it is cannot be known before.
-    source_bytes = _file_size(db_path) + _file_size(schema.wal_path(db_path))
+    source_bytes = _file_size(db_path) + _file_size(wal_path(db_path))
     _require_space(directory, source_bytes, f"a copy of {db_path.name}")
 
+    kit = ops_kit(db_path)
     started = time.perf_counter()
     now = datetime.now(UTC)
     name = f"{db_path.stem}-{_stamp(now)}"
@@ -442,8 +389,8 @@ def create_backup(
             owned_temp(directory / f".{name}{DATA_SUFFIX}.tmp") as data_tmp,
         ):
             try:
-                _copy_online(db_path, raw, settings)
-                contents = _inspect_copy(raw, what=f"the copy of {db_path}")
+                kit.copy_online(db_path, raw, settings)
+                contents = kit.inspect_copy(raw, what=f"the copy of {db_path}")
                 if contents.integrity != ["ok"]:
                     raise DatabaseError(
                         f"the backup copy of {db_path} fails integrity_check, so the database "
@@ -458,7 +405,7 @@ def create_backup(
                         + "; ".join(contents.schema_problems)
                     )
                 raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
-            except (OSError, _NoSpace) as exc:
+            except (OSError, StorageFullError) as exc:
                 if _is_no_space(exc):
                     written = _file_size(raw) + _file_size(data_tmp)
                 raise
@@ -486,7 +433,7 @@ def create_backup(
         )
         # The manifest last: a backup exists exactly when its manifest does.
         _write_atomically(manifest_path, _manifest_bytes(manifest))
-    except (OSError, _NoSpace) as exc:
+    except (OSError, StorageFullError) as exc:
         _remove(data_path)
         if _is_no_space(exc):
             free = _free_bytes(directory) or 0
@@ -546,33 +493,15 @@ def _sign(manifest: Manifest, key: BackupKey | None) -> Manifest:
     return Manifest.model_validate({**fields, "hmac": manifest_hmac(key, fields)})
 
 
-def _copy_online(db_path: Path, raw: Path, settings: Settings) -> None:
-    source = connect(db_path, settings, readonly=True)
-    try:
-        with translate_errors(f"copying {db_path}"):
-            target = apsw.Connection(str(raw))
-            try:
-                with target.backup("main", source, "main") as copy:
-                    # One step copies every page under one read transaction: a
-                    # consistent snapshot. Stepping page by page would restart
-                    # after every commit of a busy writer and might never finish.
-                    copy.step(-1)
-            except apsw.FullError:
-                # SQLITE_FULL says "database or disk is full": the caller knows which.
-                raise _NoSpace(f"no space left writing {raw.name}") from None
-            finally:
-                target.close()
-    finally:
-        source.close()
-
-
 def _compress(raw: Path, out_path: Path) -> tuple[str, int, str, int]:
     raw_sha = hashlib.sha256()
     raw_size = raw.stat().st_size
     compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True, threads=-1)
     with open(raw, "rb") as src, open(out_path, "wb") as out:
+        # _Hashing has the write/flush that stream_writer uses, not all of IO.
         hashing = _Hashing(out)
-        with compressor.stream_writer(hashing, size=raw_size, closefd=False) as writer:
+        sink = cast(IO[bytes], hashing)
+        with compressor.stream_writer(sink, size=raw_size, closefd=False) as writer:
             for chunk in iter(lambda: src.read(_CHUNK), b""):
                 raw_sha.update(chunk)
                 writer.write(chunk)
@@ -927,7 +856,7 @@ def _check_compressed(data_path: Path, manifest: Manifest) -> None:
         )
 
 
-def _check_contents(contents: _Contents, manifest: Manifest, name: str) -> None:
+def _check_contents(contents: CopyReport, manifest: Manifest, name: str) -> None:
     differences = []
     if contents.user_version != manifest.user_version:
         differences.append(
@@ -1060,7 +989,7 @@ def verified_copy(
                 f"{out_path.parent}): {exc}"
             ) from exc
         try:
-            contents = _inspect_copy(out_path, what=f"backup {data_path.name}")
+            contents = ops_kit(out_path).inspect_copy(out_path, what=f"backup {data_path.name}")
         except DatabaseError as exc:
             raise CorruptBackupError(
                 f"backup {data_path.name} cannot be read as a database: {exc.message}",

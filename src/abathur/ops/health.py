@@ -29,17 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import apsw
-
 from abathur import __version__
-from abathur.backends.sqlite import migrations
-from abathur.backends.sqlite.connection import check_environment, translate_errors
+from abathur.backends.sqlite.connection import check_environment
+from abathur.backends.sqlite.files import wal_path
 from abathur.config import Settings
 from abathur.errors import AbathurError
-from abathur.ops import schema
 from abathur.ops.backup import backup_dir_for, list_backups
+from abathur.ops.files import ops_kit
 
-__all__ = ["HealthItem", "HealthReport", "Status", "Thresholds", "health", "queue_stats"]
+__all__ = ["HealthItem", "HealthReport", "Status", "Thresholds", "health"]
 
 Status = Literal["ok", "warn", "fail"]
 _RANK = {"ok": 0, "warn": 1, "fail": 2}
@@ -120,70 +118,37 @@ def _age(seconds: float) -> str:
     return f"{seconds / (24 * _HOUR):.1f} days"
 
 
-def queue_stats(conn: apsw.Connection, now: float) -> tuple[int, float] | None:
-    """(depth, age of the oldest job in seconds) of ``embedding_queue``, or ``None`` if absent."""
-    if not schema.table_exists(conn, "embedding_queue"):
-        return None
-    columns = {row[1] for row in conn.execute("PRAGMA main.table_xinfo(embedding_queue)")}
-    stamp = next((c for c in ("enqueued_at", "created_at", "queued_at") if c in columns), None)
-    if stamp is None:
-        depth = conn.execute("SELECT count(*) FROM main.embedding_queue").fetchall()[0][0]
-        return int(depth), 0.0
-    # The column name is one of our own constants above.
-    depth, oldest = conn.execute(
-        f"SELECT count(*), min({stamp}) FROM main.embedding_queue"
-    ).fetchall()[0]
-    return int(depth), (max(0.0, now - float(oldest)) if oldest is not None else 0.0)
-
-
 def _database_items(
     path: Path, settings: Settings, t: Thresholds, now: float
 ) -> tuple[list[HealthItem], float | None]:
     """The items that need the file open; also when data was first written (audit seq 1)."""
     started = time.perf_counter()
     try:
-        conn = schema.open_existing(path, settings)
+        probe = ops_kit(path).health_probe(path, settings, now)
     except AbathurError as exc:
         return [HealthItem("database", "fail", None, exc.message)], None
+    ms = (time.perf_counter() - started) * 1000
+    version, latest = probe.schema_version, probe.latest_schema_version
     items: list[HealthItem] = []
-    first_write: float | None = None
-    try:
-        with translate_errors(f"reading {path}"):
-            conn.execute("BEGIN")
-            version = migrations.current_version(conn)
-            conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchall()
-            latest = migrations.available()[-1].version
-            ms = (time.perf_counter() - started) * 1000
-            if version == latest:
-                items.append(
-                    HealthItem(
-                        "database",
-                        "ok",
-                        version,
-                        f"reachable in {ms:.1f} ms, schema version {version}",
-                    )
-                )
-            else:
-                items.append(
-                    HealthItem(
-                        "database",
-                        "warn",
-                        version,
-                        f"reachable, but schema version "
-                        f"{version} is not this abathur's {latest} (run 'abathur migrate')",
-                    )
-                )
-            if schema.table_exists(conn, "audit_log"):
-                row = conn.execute("SELECT at FROM main.audit_log ORDER BY seq LIMIT 1").fetchall()
-                first_write = float(row[0][0]) if row else None
-            queue = queue_stats(conn, now)
-            conn.execute("COMMIT")
-    except AbathurError as exc:
-        return [HealthItem("database", "fail", None, exc.message)], None
-    finally:
-        conn.close()
+    if version == latest:
+        items.append(
+            HealthItem(
+                "database", "ok", version, f"reachable in {ms:.1f} ms, schema version {version}"
+            )
+        )
+    else:
+        items.append(
+            HealthItem(
+                "database",
+                "warn",
+                version,
+                f"reachable, but schema version "
+                f"{version} is not this abathur's {latest} (run 'abathur migrate')",
+            )
+        )
+    queue = probe.queue
     if queue is not None:
-        depth, age = queue
+        depth, age = queue.depth, queue.oldest_age_s
         status = max(
             _grade(depth, t.queue_warn_depth, t.queue_fail_depth),
             _grade(age, t.queue_warn_age_s, t.queue_fail_age_s),
@@ -191,11 +156,11 @@ def _database_items(
         )
         detail = f"{depth} job(s) waiting" + (f", oldest {_age(age)} old" if depth else "")
         items.append(HealthItem("queue", status, depth, detail))
-    return items, first_write
+    return items, probe.first_write
 
 
 def _wal_item(path: Path, t: Thresholds) -> HealthItem:
-    wal = schema.wal_path(path)
+    wal = wal_path(path)
     size = wal.stat().st_size if wal.exists() else 0
     return HealthItem(
         "wal", _grade(size, t.wal_warn_bytes, t.wal_fail_bytes), size, f"{size / _MIB:.1f} MiB"

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from abathur import __version__
-from abathur.backends.sqlite.connection import check_environment, translate_errors
+from abathur.backends.sqlite.connection import check_environment
+from abathur.backends.sqlite.files import wal_path
 from abathur.config import Settings
 from abathur.errors import AbathurError, InvalidInputError
 from abathur.models import MemoryType, SessionStatus
-from abathur.ops import schema
 from abathur.ops.backup import backup_dir_for, fsync_dir, list_backups
-from abathur.ops.health import queue_stats
+from abathur.ops.files import ops_kit
 
 __all__ = ["Metric", "Sample", "collect", "render", "write_textfile"]
 
@@ -166,7 +166,7 @@ def collect(
             name, help_, "gauge", [Sample(v, {**db, label: k}) for k, v in sorted(values.items())]
         )
 
-    wal = schema.wal_path(path)
+    wal = wal_path(path)
     sizes = [
         one(
             "abathur_database_size_bytes",
@@ -244,39 +244,20 @@ def collect(
 
 
 def _read(path: Path, settings: Settings, now: float) -> dict[str, Any]:
-    conn = schema.open_existing(path, settings)
-    try:
-        with translate_errors(f"reading metrics of {path}"):
-            conn.execute("BEGIN")
-            try:
-                sessions = dict.fromkeys(get_args(SessionStatus), 0)
-                sessions.update(
-                    conn.execute(
-                        "SELECT status, count(*) FROM main.sessions GROUP BY status"
-                    ).fetchall()
-                )
-                memories = dict.fromkeys(get_args(MemoryType), 0)
-                memories.update(
-                    conn.execute(
-                        "SELECT type, count(*) FROM main.memories WHERE is_current = 1 "
-                        "AND status = 'live' AND (expires_at IS NULL OR expires_at > ?) "
-                        "GROUP BY type",
-                        (now,),
-                    ).fetchall()
-                )
-                rows = schema.row_counts(conn)
-                return {
-                    "user_version": int(conn.execute("PRAGMA user_version").fetchall()[0][0]),
-                    "rows": rows,
-                    "sessions": sessions,
-                    "memories": memories,
-                    "audit": rows.get("audit_log", 0),
-                    "queue": queue_stats(conn, now),
-                }
-            finally:
-                conn.execute("COMMIT")
-    finally:
-        conn.close()
+    probe = ops_kit(path).metrics_probe(path, settings, now)
+    sessions = dict.fromkeys(get_args(SessionStatus), 0)
+    sessions.update(probe.sessions)
+    memories = dict.fromkeys(get_args(MemoryType), 0)
+    memories.update(probe.memories)
+    queue = probe.queue
+    return {
+        "user_version": probe.schema_version,
+        "rows": dict(probe.rows),
+        "sessions": sessions,
+        "memories": memories,
+        "audit": probe.rows.get("audit_log", 0),
+        "queue": (queue.depth, queue.oldest_age_s) if queue is not None else None,
+    }
 
 
 def write_textfile(path: str | Path, text: str) -> Path:

@@ -54,15 +54,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import apsw
 import structlog
 
+from abathur.backends.sqlite.files import wal_path
 from abathur.config import Settings
 from abathur.errors import DatabaseError, DatabaseInUseError, InvalidInputError
-from abathur.ops import schema
 from abathur.ops.backup import Backup, Manifest, fsync_dir, verified_copy
+from abathur.ops.files import ops_kit
 from abathur.ops.integrity import CheckReport, run_checks
 from abathur.ops.tempfiles import remove_stale_temps
+from abathur.stores.ops import StorageLock
 
 __all__ = ["RestoreResult", "is_in_use", "restore_backup"]
 
@@ -101,68 +102,6 @@ class RestoreResult:
         }
 
 
-def _lock(target: Path, timeout_ms: int) -> apsw.Connection:
-    """A connection holding an EXCLUSIVE lock on ``target`` until it is closed.
-
-    Taking the lock changes nothing in the file: ``locking_mode=EXCLUSIVE``
-    and ``BEGIN EXCLUSIVE`` only read. In WAL mode every open connection keeps
-    a SHARED lock on the database file from its first read until it closes, so
-    this is refused exactly when another connection (in this process or
-    another) has the file open.
-
-    Raises:
-        DatabaseInUseError: another connection has the file open.
-        DatabaseError: the file is not a database.
-    """
-    try:
-        conn = apsw.Connection(str(target), flags=apsw.SQLITE_OPEN_READWRITE)
-    except apsw.Error as exc:
-        raise DatabaseError(f"cannot open {str(target)!r}: {exc}") from exc
-    try:
-        conn.set_busy_timeout(timeout_ms)
-        # Closing the last connection of a WAL file checkpoints it and deletes
-        # the -wal: not while a restore may still be refused. _settle does it.
-        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-        # Must come before the first read: only then does SQLite keep the lock
-        # (and use heap memory, not the shared -shm, for the WAL index).
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE").fetchall()
-        conn.execute("BEGIN EXCLUSIVE")
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        conn.execute("COMMIT")
-    except (apsw.BusyError, apsw.LockedError):
-        conn.close()
-        raise DatabaseInUseError(
-            f"{str(target)!r} is open in another process (or connection): stop the "
-            "application first, or pass --force to replace the file anyway"
-        ) from None
-    except apsw.Error as exc:
-        conn.close()
-        raise DatabaseError(
-            f"{str(target)!r} is not a usable SQLite database ({type(exc).__name__}: {exc}); "
-            "pass --force to replace it anyway"
-        ) from None
-    return conn
-
-
-def _settle(lock: apsw.Connection, target: Path) -> None:
-    """Under the lock, fold the WAL into the file and remove ``-wal`` and ``-shm``.
-
-    The file kept aside is then complete on its own, and no stale WAL is left
-    to be mistaken for the new file's. Done only once the backup has verified:
-    a refused restore leaves the target byte for byte as it was.
-    """
-    try:
-        mode = lock.execute("PRAGMA journal_mode = DELETE").fetchall()[0][0]
-    except apsw.Error as exc:
-        raise DatabaseError(
-            f"cannot checkpoint {str(target)!r} before replacing it: {exc}"
-        ) from None
-    if mode != "delete":
-        raise DatabaseError(
-            f"{str(target)!r} stayed in journal mode {mode!r}; nothing was replaced"
-        )
-
-
 def is_in_use(path: str | Path, *, timeout_ms: int = 0) -> bool:
     """True when another connection has the database at ``path`` open.
 
@@ -181,7 +120,7 @@ def is_in_use(path: str | Path, *, timeout_ms: int = 0) -> bool:
         (True, False)
     """
     try:
-        _lock(Path(path), timeout_ms).close()
+        ops_kit(Path(path)).lock_exclusive(Path(path), timeout_ms).close()
     except DatabaseInUseError:
         return True
     return False
@@ -215,9 +154,9 @@ def _set_aside(target: Path, replaced: Path) -> None:
 
 def _move_sidecars(target: Path, replaced: Path) -> None:
     """Move a stale (or forced-over) ``-wal`` aside with the old file; drop its ``-shm``."""
-    wal, shm = schema.wal_path(target), target.with_name(target.name + "-shm")
+    wal, shm = wal_path(target), target.with_name(target.name + "-shm")
     if wal.exists():
-        os.replace(wal, schema.wal_path(replaced))
+        os.replace(wal, wal_path(replaced))
     with contextlib.suppress(FileNotFoundError):
         shm.unlink()
 
@@ -273,13 +212,13 @@ def restore_backup(
     tmp = target.with_name(f".{target.name}.restore-{stamp}.tmp")
     replaced: Path | None = None
     forced = False
-    lock: apsw.Connection | None = None
+    lock: StorageLock | None = None
     # Lock first, before a single byte is written beside the target: a database
     # in use is refused without decompressing anything, and no process can open
     # it between the verification and the swap.
     if target.exists():
         try:
-            lock = _lock(target, lock_timeout_ms)
+            lock = ops_kit(target).lock_exclusive(target, lock_timeout_ms)
         except DatabaseError:
             if not force:
                 raise
@@ -289,7 +228,7 @@ def restore_backup(
             try:
                 if target.exists():
                     if lock is not None:
-                        _settle(lock, target)
+                        lock.settle()
                     replaced = target.with_name(f"{target.name}.replaced-{stamp}")
                     _set_aside(target, replaced)
                     # Under the lock the switch to DELETE mode removed them; with

@@ -6,6 +6,10 @@ from them. Objects that abathur creates at run time rather than in a
 migration (a sqlite-vec ``vec0`` table sized by the embedder's dims, and its
 shadow tables) are reported as such, not as findings.
 
+The comparison lives in :mod:`abathur.backends.sqlite.schema`; this module
+binds it to the vec0 tables :mod:`abathur.search` makes (:data:`VECTOR_TABLES`)
+for the operations kit.
+
 Example:
     >>> import asyncio, tempfile, pathlib
     >>> from abathur import Abathur
@@ -23,22 +27,25 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import apsw
-import sqlite_vec
-
-from abathur import search
-from abathur.backends.sqlite import migrations, vectors
-from abathur.backends.sqlite.connection import connect, translate_errors
-from abathur.config import Settings
-from abathur.errors import DatabaseError
+from abathur.backends.sqlite import schema as _schema
+from abathur.backends.sqlite.files import Connection, has_sqlite_header, open_existing, wal_path
+from abathur.backends.sqlite.schema import (
+    RuntimeTable,
+    SchemaDiff,
+    SchemaObject,
+    VectorTables,
+    describe,
+    row_counts,
+    table_exists,
+    user_tables,
+)
+from abathur.backends.sqlite.vectors import vector_table_statements
+from abathur.stores.search import VECTOR_TABLE_NAMES
 
 __all__ = [
+    "VECTOR_TABLES",
     "RuntimeTable",
     "SchemaDiff",
     "SchemaObject",
@@ -54,292 +61,26 @@ __all__ = [
     "wal_path",
 ]
 
-# Modules whose tables abathur creates at run time, not in a migration: a vec0
-# table's dimensions come from the embedder the file was created with.
-RUNTIME_MODULES = frozenset({"vec0"})
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-_USING = re.compile(r"^CREATE\s+VIRTUAL\s+TABLE\s+.*?\bUSING\s+(\w+)", re.IGNORECASE | re.DOTALL)
+#: The vec0 tables abathur creates at run time, and the statements that make them.
+VECTOR_TABLES = VectorTables(VECTOR_TABLE_NAMES, vector_table_statements)
 
 
-def wal_path(path: Path) -> Path:
-    """The ``-wal`` file beside a database file."""
-    return path.with_name(path.name + "-wal")
-
-
-def open_existing(
-    path: Path, settings: Settings | None = None, *, readonly: bool = True
-) -> apsw.Connection:
-    """Open an isolated, prepared connection to a file that must already exist.
-
-    Raises:
-        DatabaseError: there is no file at ``path``, or it is not a database.
-    """
-    if not path.is_file():
-        raise DatabaseError(f"no database at {str(path)!r}")
-    # An empty file is a database SQLite has not written yet; anything else must say so.
-    if path.stat().st_size and not has_sqlite_header(path):
-        raise DatabaseError(f"{str(path)!r} is not an SQLite database (its header is wrong)")
-    return connect(path, settings or Settings(), readonly=readonly)
-
-
-def has_sqlite_header(path: Path) -> bool:
-    """True when the file starts with SQLite's magic string."""
-    with open(path, "rb") as f:
-        return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
-
-
-@dataclass(frozen=True)
-class SchemaObject:
-    """One table, virtual table, index, trigger or view, in comparable form.
-
-    ``shadow_of`` names the virtual table a shadow table belongs to (FTS5's
-    ``x_data``, vec0's ``x_chunks``...): those are compared by name only,
-    since their exact SQL is the module's business, not the migrations'.
-    """
-
-    type: str
-    name: str
-    table: str
-    sql: str
-    columns: tuple[tuple[object, ...], ...] = ()
-    module: str | None = None
-    shadow_of: str | None = None
-
-
-def _normal(sql: str | None) -> str:
-    return " ".join((sql or "").split())
-
-
-# SQLite's own objects: automatic indexes (no SQL) and its bookkeeping tables.
-# Anything else named sqlite_* in a file was put there by hand and is reported.
-_SQLITE_TABLES = frozenset(
-    {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
-)
-
-_SQL_SCHEMA = "SELECT type, name, tbl_name, sql FROM main.sqlite_schema"
-_SQL_COLUMNS = (
-    'SELECT cid, name, type, "notnull", dflt_value, pk, hidden '
-    "FROM pragma_table_xinfo(:table, 'main')"
-)
-
-
-def _is_sqlite_internal(kind: str, name: str, sql: str | None) -> bool:
-    if kind == "index" and sql is None and name.startswith("sqlite_autoindex_"):
-        return True
-    return kind == "table" and name in _SQLITE_TABLES
-
-
-def describe(conn: apsw.Connection) -> dict[str, SchemaObject]:
-    """Every schema object of the main database, by name, except SQLite's own.
-
-    Safe on a hostile file (see :mod:`abathur.ops.untrusted`): names are read
-    from ``sqlite_schema`` and only ever bound as parameters, never put in SQL.
-    A real table whose name starts with a virtual table's name and ``_`` is
-    reported as that table's shadow.
-    """
-    rows = [
-        (str(kind), str(name), str(table), sql)
-        for kind, name, table, sql in conn.execute(_SQL_SCHEMA).fetchall()
-    ]
-    virtual = [
-        name
-        for kind, name, _t, sql in rows
-        if kind == "table" and _normal(sql).upper().startswith("CREATE VIRTUAL TABLE")
-    ]
-    objects: dict[str, SchemaObject] = {}
-    for kind, name, table, sql in rows:
-        if _is_sqlite_internal(kind, name, sql):
-            continue
-        module = None
-        columns: tuple[tuple[object, ...], ...] = ()
-        shadow_of = next((v for v in virtual if kind == "table" and name.startswith(v + "_")), None)
-        if name in virtual:
-            match = _USING.search(sql or "")
-            module = match[1].lower() if match else None
-        elif kind == "table" and shadow_of is None:
-            columns = tuple(
-                tuple(row) for row in conn.execute(_SQL_COLUMNS, {"table": name}).fetchall()
-            )
-        objects[name] = SchemaObject(kind, name, table, _normal(sql), columns, module, shadow_of)
-    return objects
-
-
-@dataclass(frozen=True)
-class RuntimeTable:
-    """A vec0 table abathur creates at run time, as a file declares it."""
-
-    name: str
-    dims: int
-    chunk_size: int
-
-
-def _runtime_tables(have: Mapping[str, SchemaObject]) -> tuple[list[RuntimeTable], list[str]]:
-    """The file's vec0 tables that abathur would have made, and problems with the others.
-
-    A vec0 table is accepted only under one of our names and with exactly the
-    statement :func:`abathur.backends.sqlite.vectors.vector_table_statements` writes, so the
-    reference schema can be rebuilt from our own SQL, never from the file's.
-    """
-    tables, problems = [], []
-    for name, obj in sorted(have.items()):
-        if obj.module not in RUNTIME_MODULES:
-            continue
-        dims = re.search(r"\bBIT\[(\d{1,5})\]", obj.sql)
-        chunk = re.search(r"\bchunk_size=(\d{1,6})\b", obj.sql)
-        if name in search.VECTOR_TABLE_NAMES and dims and chunk:
-            table = RuntimeTable(name, int(dims[1]), int(chunk[1]))
-            ours = vectors.vector_table_statements(table.name, table.dims, table.chunk_size)[0]
-            if _normal(ours) == obj.sql:
-                tables.append(table)
-                continue
-        problems.append(f"{obj.module} table {name!r} is not one abathur creates")
-    return tables, problems
-
-
-@functools.cache
 def expected(version: int, runtime: tuple[RuntimeTable, ...] = ()) -> Mapping[str, SchemaObject]:
-    """The schema the migrations 1..``version`` build, plus ``runtime`` vec0 tables.
-
-    Built on a fresh in-memory database from our own migration files and our
-    own statements, so nothing read from a file under inspection shapes it.
-    """
-    with translate_errors("building the expected schema from the migrations"):
-        conn = apsw.Connection(":memory:")
-        try:
-            # A migration may create FTS5 or vec0 tables: load sqlite-vec as connect() does.
-            conn.enable_load_extension(True)
-            conn.load_extension(sqlite_vec.loadable_path())
-            migrations.apply(conn, [m for m in migrations.available() if m.version <= version])
-            for table in runtime:
-                for statement in vectors.vector_table_statements(
-                    table.name, table.dims, table.chunk_size
-                ):
-                    conn.execute(statement)
-            return describe(conn)
-        finally:
-            conn.close()
+    """The schema the migrations 1..``version`` build, plus ``runtime`` vec0 tables."""
+    return _schema.expected(version, runtime, VECTOR_TABLES)
 
 
-@dataclass(frozen=True)
-class SchemaDiff:
-    """How a file's schema differs from its migrations; empty ``problems`` means it matches."""
-
-    user_version: int
-    latest_version: int
-    problems: list[str] = field(default_factory=list)
-    runtime_objects: list[str] = field(default_factory=list)
-
-
-def compare(conn: apsw.Connection) -> SchemaDiff:
+def compare(conn: Connection) -> SchemaDiff:
     """Compare tables, columns, indexes, triggers, views and ``user_version`` with the migrations.
 
-    A file behind the latest migration is compared with the schema of its own
-    version, and the pending migrations are reported, so the message says
-    "run abathur migrate" rather than listing every missing table.
+    See :func:`abathur.backends.sqlite.schema.compare`.
     """
-    version = migrations.current_version(conn)
-    latest = migrations.available()[-1].version
-    diff = SchemaDiff(version, latest)
-    if version == 0:
-        diff.problems.append("user_version is 0: this file holds no abathur schema")
-        return diff
-    if version > latest:
-        diff.problems.append(
-            f"user_version is {version} but this abathur knows migrations up to {latest}: "
-            "upgrade abathur"
-        )
-    elif version < latest:
-        diff.problems.append(
-            f"user_version is {version}: {latest - version} migration(s) pending "
-            "(run 'abathur migrate')"
-        )
-    problems, runtime = _object_problems(conn, min(version, latest))
-    diff.problems.extend(problems)
-    diff.runtime_objects.extend(runtime)
-    return diff
+    return _schema.compare(conn, VECTOR_TABLES)
 
 
-def object_problems(conn: apsw.Connection) -> list[str]:
+def object_problems(conn: Connection) -> list[str]:
     """How the file's tables, indexes, triggers and views differ from its migrations.
 
-    Unlike :func:`compare`, a file behind the latest migration is not a
-    problem here (an older backup restores, then migrates), but a file ahead
-    of this abathur's migrations is: there is nothing to compare it with.
+    See :func:`abathur.backends.sqlite.schema.object_problems`.
     """
-    version = migrations.current_version(conn)
-    latest = migrations.available()[-1].version
-    if version == 0:
-        return ["user_version is 0: this file holds no abathur schema"]
-    if version > latest:
-        return [f"user_version is {version} but this abathur knows migrations up to {latest}"]
-    return _object_problems(conn, version)[0]
-
-
-def _object_problems(conn: apsw.Connection, version: int) -> tuple[list[str], list[str]]:
-    """(problems, names of the runtime vec0 tables) of the file against migrations 1..version."""
-    have = describe(conn)
-    runtime, problems = _runtime_tables(have)
-    want = expected(version, tuple(runtime))
-    for name in sorted(want.keys() - have.keys()):
-        problems.append(f"{want[name].type} {name!r} is missing")
-    for name in sorted(have.keys() - want.keys()):
-        obj = have[name]
-        if obj.module in RUNTIME_MODULES:
-            continue  # reported by _runtime_tables
-        problems.append(f"{obj.type} {name!r} is not in the migrations")
-    for name in sorted(want.keys() & have.keys()):
-        w, h = want[name], have[name]
-        if w.type != h.type or w.shadow_of != h.shadow_of:
-            problems.append(f"{name!r} is a {h.type}, the migrations make a {w.type}")
-        elif w.shadow_of is not None:
-            continue  # the module's own table: its name is what we can vouch for
-        elif w.columns != h.columns:
-            problems.append(
-                f"table {name!r} columns differ: expected {_columns(w)}, found {_columns(h)}"
-            )
-        elif w.sql != h.sql:
-            problems.append(f"{w.type} {name!r} differs: expected {w.sql!r}, found {h.sql!r}")
-    return problems, [t.name for t in runtime]
-
-
-def _columns(obj: SchemaObject) -> str:
-    # table_xinfo rows: cid, name, type, notnull, dflt_value, pk, hidden.
-    return ", ".join(f"{c[1]} {c[2]}".strip() for c in obj.columns)
-
-
-def table_exists(conn: apsw.Connection, name: str) -> bool:
-    """True when the main database has a table (real or virtual) called ``name``."""
-    rows = conn.execute(
-        "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (name,)
-    ).fetchall()
-    return bool(rows)
-
-
-def user_tables(conn: apsw.Connection) -> list[str]:
-    """The real tables holding data that the file's migrations made, sorted.
-
-    Names come from :func:`expected` (our own migration files), never from the
-    file: a table the migrations do not make is a finding of :func:`compare`,
-    not something to count.
-    """
-    version = min(migrations.current_version(conn), migrations.available()[-1].version)
-    if version == 0:
-        return []
-    present = {name for name, obj in describe(conn).items() if obj.type == "table"}
-    return sorted(
-        name
-        for name, obj in expected(version).items()
-        if obj.type == "table" and obj.module is None and obj.shadow_of is None and name in present
-    )
-
-
-def row_counts(conn: apsw.Connection) -> dict[str, int]:
-    """Rows in each of :func:`user_tables`."""
-    counts = {}
-    for table in user_tables(conn):
-        # An identifier of our own migrations (see user_tables), quoted all the same.
-        quoted = '"' + table.replace('"', '""') + '"'
-        counts[table] = int(conn.execute(f"SELECT count(*) FROM main.{quoted}").fetchall()[0][0])
-    return counts
+    return _schema.object_problems(conn, VECTOR_TABLES)

@@ -76,12 +76,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import apsw
 import structlog
+from pydantic import JsonValue
 
 from abathur import audit, memory, search
 from abathur.api import Abathur
 from abathur.backends.sqlite import migrations, vectors
+from abathur.backends.sqlite.connection import scalar_int
 from abathur.backends.sqlite.documents import (
     SQL_CHUNKS_OF_DOCUMENT,
     SQL_DOCUMENT_BY_PATH,
@@ -98,6 +99,7 @@ from abathur.backends.sqlite.sessions import (
     SQL_SESSION_BY_ID,
 )
 from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
+from abathur.backends.sqlite.transaction import SqliteTransaction
 from abathur.backends.sqlite.usage import (
     SQL_REPORT_BY,
     SQL_SPEND_ALL,
@@ -457,14 +459,16 @@ class _Run:
                     expected_revision=s.revision,
                 )
             self.made["reads_session"] = s
-        return self.made["reads_session"]
+        session: Session = self.made["reads_session"]
+        return session
 
     async def reads_memory(self) -> Memory:
         if "reads_memory" not in self.made:
             self.made["reads_memory"] = await self.put(
                 f"{self.namespace}:reads", "fact", {"text": "a memory read for latency"}
             )
-        return self.made["reads_memory"]
+        found: Memory = self.made["reads_memory"]
+        return found
 
     async def corpus(self) -> None:
         """Write the corpus and embed it; fail with the reason if vectors are impossible."""
@@ -506,13 +510,12 @@ class _Run:
         return report
 
 
-def _recorded_embedder(conn: apsw.Connection) -> tuple[str, int] | None:
-    return recorded_embedder(conn) if schema.table_exists(conn, "meta") else None
+def _recorded_embedder(tx: SqliteTransaction) -> tuple[str, int] | None:
+    return recorded_embedder(tx) if schema.table_exists(tx.conn, "meta") else None
 
 
-def _audit_head(conn: apsw.Connection) -> int:
-    rows = conn.execute("SELECT max(seq) FROM audit_log").fetchall()
-    return int(rows[0][0] or 0)
+def _audit_head(tx: SqliteTransaction) -> int:
+    return scalar_int(tx.conn, "SELECT coalesce(max(seq), 0) FROM audit_log")
 
 
 async def _latencies(n: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
@@ -560,20 +563,21 @@ def _case(category: str, name: str) -> Callable[[Callable[[_Run], Awaitable[str]
 async def _connects(run: _Run) -> str:
     ab = await run.ab()
 
-    def read(conn: apsw.Connection) -> tuple[str, str, int]:
-        (row,) = conn.execute("SELECT sqlite_version(), vec_version()").fetchall()
-        return row[0], row[1], migrations.current_version(conn)
+    def read(tx: SqliteTransaction) -> tuple[str, str, int]:
+        (row,) = tx.conn.execute("SELECT sqlite_version(), vec_version()").fetchall()
+        return str(row[0]), str(row[1]), migrations.current_version(tx.conn)
 
     sqlite, vec, version = await ab.db.read(read)
     embedder = ab.embeddings.embedder.name if ab.embeddings.embedder else "none"
     return f"SQLite {sqlite}, sqlite-vec {vec}, schema v{version}, embedder {embedder}"
 
 
-def _schema_now(conn: apsw.Connection) -> tuple[int, dict[str, schema.SchemaObject], list[str]]:
+def _schema_now(tx: SqliteTransaction) -> tuple[int, dict[str, schema.SchemaObject], list[str]]:
+    conn = tx.conn
     version = migrations.current_version(conn)
-    vec_tables = []
+    vec_tables: list[str] = []
     if schema.table_exists(conn, "vector_tables"):
-        vec_tables = [name for (name,) in conn.execute("SELECT name FROM vector_tables")]
+        vec_tables = [str(name) for (name,) in conn.execute("SELECT name FROM vector_tables")]
     return version, schema.describe(conn), vec_tables
 
 
@@ -620,7 +624,9 @@ async def _all_indexes(run: _Run) -> str:
 @_case("connectivity", "integrity_check")
 async def _integrity(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(lambda c: [r[0] for r in c.execute("PRAGMA integrity_check(20)")])
+    rows = await ab.db.read(
+        lambda tx: [str(r[0]) for r in tx.conn.execute("PRAGMA integrity_check(20)")]
+    )
     _expect(rows == ["ok"], f"integrity_check: {'; '.join(rows[:3])}")
     return "integrity_check: ok"
 
@@ -628,7 +634,7 @@ async def _integrity(run: _Run) -> str:
 @_case("connectivity", "foreign_key_check")
 async def _foreign_keys(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(lambda c: c.execute("PRAGMA foreign_key_check").fetchall())
+    rows = await ab.db.read(lambda tx: tx.conn.execute("PRAGMA foreign_key_check").fetchall())
     tables = Counter(row[0] for row in rows)
     _expect(
         not rows,
@@ -653,7 +659,7 @@ async def _create_session(run: _Run) -> str:
 async def _append_event(run: _Run) -> str:
     s: Session = run.need("core_session", 6)
     ab = await run.ab()
-    content = {"text": "smoke test event"}
+    content: dict[str, JsonValue] = {"text": "smoke test event"}
     after = await ab.sessions.append_event(
         s.id, Event(author="abathur-smoke", content=content), expected_revision=s.revision
     )
@@ -671,7 +677,7 @@ async def _append_event(run: _Run) -> str:
 async def _update_state(run: _Run) -> str:
     s: Session = run.need("core_session", 7)
     ab = await run.ab()
-    delta = {"step": "state updated", "counter": 2, "smoke_run": None}
+    delta: dict[str, JsonValue] = {"step": "state updated", "counter": 2, "smoke_run": None}
     after = await ab.sessions.append_event(
         s.id, Event(author="abathur-smoke", state_delta=delta), expected_revision=s.revision
     )
@@ -1234,7 +1240,7 @@ async def _cleanup(run: _Run) -> Cleanup:
             if run.synced:
                 documents_removed = len((await ab.documents.forget(run.docs_dir)).removed)
                 done, seq = await ab.db.write(
-                    lambda conn: _purge_root_records(conn, root, documents_removed)
+                    lambda tx: _purge_root_records(tx, root, documents_removed)
                 )
                 redacted += done
                 purge_records.append(seq)
@@ -1262,14 +1268,14 @@ async def _cleanup(run: _Run) -> Cleanup:
         # The run's partition is its own: drop its vec0 chunks and the dead
         # slots the purge just counted, so the table is as it was.
         dead = report.counts.get("vectors", 0)
-        await ab.db.write(lambda conn: _drop_partition(conn, run.partition, dead))
+        await ab.db.write(lambda tx: _drop_partition(tx, run.partition, dead))
 
     await step("documents", documents)
     await step("sessions", purge_sessions)
     await step("memories", purge_memories)
     live_left: dict[str, int] = {}
     try:
-        live_left = await ab.db.read(lambda conn: _leftovers(conn, run))
+        live_left = await ab.db.read(lambda tx: _leftovers(tx, run))
     except Exception as exc:
         errors.append(f"counting what is left: {exc}")
     return Cleanup(
@@ -1282,58 +1288,60 @@ async def _cleanup(run: _Run) -> Cleanup:
     )
 
 
-def _purge_root_records(conn: apsw.Connection, root: str, documents: int) -> tuple[int, int]:
+def _purge_root_records(tx: SqliteTransaction, root: str, documents: int) -> tuple[int, int]:
     """Redact the records of the run's forgotten document root; (records redacted, purge seq).
 
     They name only the run's temporary directory, but they are the run's:
     redacted, under one ``documents.purge`` record, like its sessions and memories.
     """
-    seqs = audit.root_records(conn, root)
-    return audit.record_purge(conn, "documents.purge", root, {"documents": documents}, seqs)
+    seqs = audit.root_records(tx, root)
+    return audit.record_purge(tx, "documents.purge", root, {"documents": documents}, seqs)
 
 
-def _drop_partition(conn: apsw.Connection, partition: str, dead: int) -> int:
-    if not schema.table_exists(conn, memory.VEC_TABLE):
+def _drop_partition(tx: SqliteTransaction, partition: str, dead: int) -> int:
+    if not schema.table_exists(tx.conn, memory.VEC_TABLE):
         return 0
-    return vectors.drop_empty_partition(conn, memory.VEC_TABLE, partition, dead=dead)
+    return vectors.drop_empty_partition(tx.conn, memory.VEC_TABLE, partition, dead=dead)
 
 
-# What is left of a run. Params: app, user, then the namespace range
-# (prefix, prefix + ';', prefix, prefix + ':') as memory.list binds it.
+# What is left of a run: its sessions, and the memories in its namespace or
+# below it (the namespace range memory.list reads: ':' ends a segment, ';' follows it).
 _SQL_LEFT_SESSIONS = "SELECT count(*) FROM sessions WHERE app = ? AND user = ?"
 _SQL_LEFT_MEMORIES = (
-    "SELECT count(*) FROM memories "
-    "WHERE namespace >= ? AND namespace < ? AND (namespace = ? OR namespace >= ?)"
+    "SELECT count(*) FROM memories WHERE namespace >= :prefix AND namespace < :after "
+    "AND (namespace = :prefix OR namespace >= :children)"
 )
 # Unredacted records naming the run (none once its purges ran).
 _SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ? AND redacted = 0"
-_SQL_LEFT_ROOT = (
-    "SELECT count(*), (SELECT count(*) FROM documents WHERE root_id = r.id) "
-    "FROM document_roots AS r WHERE path = ?"
+_SQL_LEFT_ROOTS = "SELECT count(*) FROM document_roots WHERE path = ?"
+_SQL_LEFT_ROOT_DOCUMENTS = (
+    "SELECT count(*) FROM documents WHERE root_id IN (SELECT id FROM document_roots WHERE path = ?)"
 )
 _SQL_LEFT_VECTOR_CHUNKS = 'SELECT count(*) FROM "{table}_chunks" WHERE partition00 = ?'
 
 
-def _leftovers(conn: apsw.Connection, run: _Run) -> dict[str, int]:
+def _leftovers(tx: SqliteTransaction, run: _Run) -> dict[str, int]:
+    conn = tx.conn
     prefix = run.namespace
-    ranges = (prefix, prefix + ";", prefix, prefix + ":")
-    (sessions_left,) = conn.execute(_SQL_LEFT_SESSIONS, (SMOKE_APP, run.user)).fetchall()[0]
-    (versions,) = conn.execute(_SQL_LEFT_MEMORIES, ranges).fetchall()[0]
+    ranges = {"prefix": prefix, "after": prefix + ";", "children": prefix + ":"}
+    sessions_left = scalar_int(conn, _SQL_LEFT_SESSIONS, (SMOKE_APP, run.user))
+    versions = scalar_int(conn, _SQL_LEFT_MEMORIES, ranges)
     ours = (run.prefix, run.namespace)
     root = str(run.docs_dir) if run.docs_dir is not None else None
-    named = [entity_id for (entity_id,) in conn.execute(_SQL_LEFT_AUDIT, (run.audit_start,))]
+    named = [str(e) for (e,) in conn.execute(_SQL_LEFT_AUDIT, (run.audit_start,))]
     roots = documents_left = chunks = 0
     if root is not None:
-        roots, documents_left = conn.execute(_SQL_LEFT_ROOT, (root,)).fetchall()[0]
+        roots = scalar_int(conn, _SQL_LEFT_ROOTS, (root,))
+        documents_left = scalar_int(conn, _SQL_LEFT_ROOT_DOCUMENTS, (root,))
     if schema.table_exists(conn, memory.VEC_TABLE):
         sql = _SQL_LEFT_VECTOR_CHUNKS.format(table=memory.VEC_TABLE)
-        (chunks,) = conn.execute(sql, (run.partition,)).fetchall()[0]
+        chunks = scalar_int(conn, sql, (run.partition,))
     return {
-        "sessions": int(sessions_left),
-        "memories": int(versions),
-        "documents": int(documents_left or 0),
-        "document_roots": int(roots),
-        "vector_chunks": int(chunks),
+        "sessions": sessions_left,
+        "memories": versions,
+        "documents": documents_left,
+        "document_roots": roots,
+        "vector_chunks": chunks,
         "audit_records_naming_the_run": sum(e.startswith(ours) or e == root for e in named),
     }
 

@@ -75,7 +75,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from google.adk.events.event import Event
@@ -87,7 +87,7 @@ from google.genai import types
 from abathur import errors
 from abathur.api import Abathur
 from abathur.config import Settings
-from abathur.models import SearchHit
+from abathur.models import MemoryType, SearchHit
 from abathur.search import MAX_QUERY_CHARS
 from abathur.values import check_id
 
@@ -196,12 +196,15 @@ def _entry(hit: SearchHit) -> MemoryEntry:
         # Written into the namespace through abathur's own API: its value is the text.
         said = hit.value if isinstance(hit.value, str) else json.dumps(hit.value)
         content = types.Content(parts=[types.Part(text=said)])
-    return MemoryEntry(
-        id=hit.key,
-        content=content,
-        author=meta.get("author"),
-        timestamp=meta.get("timestamp"),
-        custom_metadata=dict(meta.get("custom_metadata") or {}),
+    # Our own metadata, written by add_session_to_memory; MemoryEntry validates it.
+    return MemoryEntry.model_validate(
+        {
+            "id": hit.key,
+            "content": content,
+            "author": meta.get("author"),
+            "timestamp": meta.get("timestamp"),
+            "custom_metadata": dict(cast(dict[str, Any], meta.get("custom_metadata") or {})),
+        }
     )
 
 
@@ -409,7 +412,7 @@ class AbathurMemoryService(BaseMemoryService):
         items = []
         for event in events:
             said = _text(event.content)
-            if not said:
+            if not said or event.content is None:  # no text: nothing to remember
                 continue
             check_id(event.id, "event id")
             items.append(
@@ -500,7 +503,7 @@ class AbathurMemoryService(BaseMemoryService):
         namespace: str,
         items: list[tuple[str, str, dict[str, Any]]],
         *,
-        type_: str,
+        type_: MemoryType,
         ttl: float | None,
         replace: bool = False,
     ) -> None:

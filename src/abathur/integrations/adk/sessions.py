@@ -66,7 +66,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import Any, cast, overload
 
 from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -110,6 +110,10 @@ def _is_id(value: object) -> bool:
     return True
 
 
+@overload
+def _strip(session_id: str) -> str: ...
+@overload
+def _strip(session_id: None) -> None: ...
 def _strip(session_id: str | None) -> str | None:
     # What ADK's in-memory service does to every session id it is handed.
     return session_id.strip() if isinstance(session_id, str) else session_id
@@ -129,7 +133,8 @@ def _adk_event(event: abathur.Event) -> Event:
     return Event(
         id=event.id,
         author=event.author,
-        timestamp=event.timestamp,
+        # A stored event always has its time (set at append when not given).
+        timestamp=cast(float, event.timestamp),
         content=content,
         actions=EventActions(state_delta=dict(event.state_delta)),
         custom_metadata=dict(event.metadata) or None,
@@ -160,7 +165,8 @@ def _revision(session: Session) -> int | None:
 
 def _json_state(state: dict[str, Any]) -> dict[str, Any]:
     try:
-        return to_jsonable_python(state)
+        jsonable: dict[str, Any] = to_jsonable_python(state)
+        return jsonable
     except PydanticSerializationError as exc:
         raise errors.ValueNotSerializableError(f"state is not JSON-serialisable: {exc}") from None
 

@@ -878,7 +878,7 @@ class AbathurStore(BaseStore):
         if plain and any(tuple(c.path) != literal[: len(c.path)] for c in conditions):
             return []
         depth = 1 + op.max_depth if plain and op.max_depth is not None else None
-        names = await ab.memory.namespaces(
+        names: list[str] = await ab.memory.namespaces(
             to_namespace(literal, root=self.root), max_depth=depth, limit=MAX_NAMESPACES
         )
         if len(names) >= MAX_NAMESPACES:

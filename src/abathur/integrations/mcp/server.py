@@ -33,7 +33,7 @@ from abathur.errors import (
 )
 from abathur.integrations.mcp.scope import Grant
 from abathur.memory import MAX_NAMESPACE_LENGTH, memory_text
-from abathur.models import Event
+from abathur.models import Event, NamedCount
 from abathur.values import MAX_ID_LENGTH, check_id, check_int
 
 if TYPE_CHECKING:
@@ -436,7 +436,7 @@ def build_server(
     async def stats() -> str:
         """This connection's scope: its namespaces, how many memories each holds, and the limits."""
         g = srv.grant(None)
-        counts = await srv.ab.memory.namespace_counts(g.scope, limit=1000)
+        counts: list[NamedCount] = await srv.ab.memory.namespace_counts(g.scope, limit=1000)
         kept = [c for c in counts if g.contains(c.name)]
         data = {
             "scope": g.scope,

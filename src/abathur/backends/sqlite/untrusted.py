@@ -21,7 +21,7 @@ loaded); integrity_check still checks its shadow tables' b-trees.
 
 Example:
     >>> import apsw, tempfile, pathlib
-    >>> from abathur.ops.untrusted import open_untrusted
+    >>> from abathur.backends.sqlite.untrusted import open_untrusted
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.db"
     >>> setup = apsw.Connection(str(path)); _ = setup.execute("CREATE TABLE t(a)"); setup.close()
     >>> conn = open_untrusted(path)
