@@ -61,9 +61,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from abathur import audit, memory
-from abathur.backends.sqlite import Database
-from abathur.backends.sqlite.transaction import SqliteTransaction
-from abathur.backends.sqlite.transfer import SqliteTransferStore
 from abathur.errors import (
     AbathurError,
     ImportConflictError,
@@ -73,6 +70,8 @@ from abathur.errors import (
 from abathur.memory import MEMORY_TYPES, check_namespace
 from abathur.models import ExportReport, ImportReport, TransferCounts
 from abathur.sessions import STATUSES as SESSION_STATUSES
+from abathur.stores import Backend, Transaction
+from abathur.stores.transfer import TransferStore
 from abathur.tasks import STATUSES as TASK_STATUSES
 from abathur.values import check_id, decode, encode
 
@@ -166,16 +165,11 @@ class _Writer:
             self._parts, self._size = [], 0
 
 
-def _store(tx: SqliteTransaction) -> SqliteTransferStore:
-    # TRANSITION (issue 13): see abathur.backends.sqlite.transfer.
-    return SqliteTransferStore(tx.conn, tx.context)
-
-
 def _export(
-    tx: SqliteTransaction, sink: Callable[[bytes], object], scope: _Scope, now: float
+    tx: Transaction, sink: Callable[[bytes], object], scope: _Scope, now: float
 ) -> tuple[TransferCounts, int, int]:
     """Write the whole export on ``sink``; return counts, expired memories left out, archived."""
-    store = _store(tx)
+    store = tx.transfer
     out = _Writer(sink)
     counts = _Counter()
     archived = 0
@@ -931,7 +925,7 @@ class _DryRun(Exception):
 
 
 def _apply(
-    tx: SqliteTransaction,
+    tx: Transaction,
     path: Path,
     checked: list[_Record] | None,
     limit: int,
@@ -945,7 +939,7 @@ def _apply(
     enough to keep them (:data:`_KEEP_BYTES`); otherwise the file is read and
     parsed again, and its digest must match the one the checking pass saw.
     """
-    store = _store(tx)
+    store = tx.transfer
     applied = _Applied()
     digest = hashlib.sha256()
     name = path.name
@@ -999,8 +993,8 @@ def _apply(
 
 
 def _apply_state(
-    tx: SqliteTransaction,
-    store: SqliteTransferStore,
+    tx: Transaction,
+    store: TransferStore,
     record: _AppState | _UserState,
     applied: _Applied,
     now: float,
@@ -1032,8 +1026,8 @@ def _apply_state(
 
 
 def _apply_session(
-    tx: SqliteTransaction,
-    store: SqliteTransferStore,
+    tx: Transaction,
+    store: TransferStore,
     record: _Session,
     applied: _Applied,
     now: float,
@@ -1067,8 +1061,8 @@ def _apply_session(
 
 
 def _apply_event(
-    tx: SqliteTransaction,
-    store: SqliteTransferStore,
+    tx: Transaction,
+    store: TransferStore,
     record: _Event,
     applied: _Applied,
     inserting: bool | None,
@@ -1099,7 +1093,7 @@ def _apply_event(
 
 
 def _apply_task(
-    tx: SqliteTransaction, store: SqliteTransferStore, record: _Task, applied: _Applied, now: float
+    tx: Transaction, store: TransferStore, record: _Task, applied: _Applied, now: float
 ) -> None:
     found = store.task_row(record.id)
     if found is not None:
@@ -1131,8 +1125,8 @@ def _apply_task(
 
 
 def _apply_memory(
-    tx: SqliteTransaction,
-    store: SqliteTransferStore,
+    tx: Transaction,
+    store: TransferStore,
     record: _Memory,
     applied: _Applied,
     now: float,
@@ -1234,7 +1228,7 @@ class TransferService:
         (1, ['header', 'session', 'end'])
     """
 
-    def __init__(self, db: Database, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(self, db: Backend, embeddings: EmbeddingService | None = None) -> None:
         self._db = db
         self._embeddings = embeddings
 

@@ -47,6 +47,7 @@ from abathur.stores.queue import QueueStore
 from abathur.stores.search import SearchIndex
 from abathur.stores.sessions import SessionStore
 from abathur.stores.tasks import TaskStore
+from abathur.stores.transfer import TransferStore
 from abathur.stores.usage import UsageLedger
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "SessionStore",
     "TaskStore",
     "Transaction",
+    "TransferStore",
     "UsageLedger",
 ]
 
@@ -93,6 +95,8 @@ class Transaction(Protocol):
     def sessions(self) -> SessionStore: ...
     @property
     def tasks(self) -> TaskStore: ...
+    @property
+    def transfer(self) -> TransferStore: ...
     @property
     def usage(self) -> UsageLedger: ...
 

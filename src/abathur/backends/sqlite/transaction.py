@@ -25,6 +25,7 @@ from abathur.backends.sqlite.queue import SqliteQueueStore
 from abathur.backends.sqlite.search import SqliteSearchIndex
 from abathur.backends.sqlite.sessions import SqliteSessionStore
 from abathur.backends.sqlite.tasks import SqliteTaskStore
+from abathur.backends.sqlite.transfer import SqliteTransferStore
 from abathur.backends.sqlite.usage import SqliteUsageLedger
 
 __all__ = ["SqliteTransaction"]
@@ -87,6 +88,10 @@ class SqliteTransaction:
     @cached_property
     def tasks(self) -> SqliteTaskStore:
         return SqliteTaskStore(self.conn, self.context)
+
+    @cached_property
+    def transfer(self) -> SqliteTransferStore:
+        return SqliteTransferStore(self.conn, self.context)
 
     @cached_property
     def usage(self) -> SqliteUsageLedger:

@@ -1,10 +1,8 @@
-"""SQLite's reads and writes for ``abathur export`` / ``abathur import`` (:mod:`abathur.transfer`).
+"""SQLite's :class:`~abathur.stores.transfer.TransferStore`: the rows of export and import.
 
-TRANSITION (issue 13): transfer reads and writes the rows of sessions,
-events, tasks, state and memories, the concepts of other stores. Until it is
-decided whether these become a ``TransferStore`` protocol or methods of those
-stores, :class:`SqliteTransferStore` holds the SQL and :mod:`abathur.transfer`
-builds one on the transaction's connection.
+Transfer copies whole rows of sessions, events, tasks, state and memories in
+the export format's column order (see the protocol), so it has its own store
+rather than borrowing those concepts' typed rows.
 
 Export reads one snapshot (one read transaction); import runs in one write
 transaction. Rows travel as tuples in the column order of each query.
@@ -127,8 +125,8 @@ class SqliteTransferStore:
         ...         async with Abathur.open(pathlib.Path(tmp) / "a.db", embedder="none") as ab:
         ...             await ab.sessions.create(app="helpdesk", user="alice", session_id="s1")
         ...             return await ab.db.read(
-        ...                 lambda tx: [r[:3] for r in SqliteTransferStore(tx.conn, tx.context)
-        ...                             .export_sessions(app="helpdesk", user=None)]
+        ...                 lambda tx: [r[:3] for r in
+        ...                             tx.transfer.export_sessions(app="helpdesk", user=None)]
         ...             )
         >>> asyncio.run(demo())
         [('s1', 'helpdesk', 'alice')]
