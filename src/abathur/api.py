@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from abathur import audit
+from abathur import audit, memory
 from abathur.analytics import AnalyticsService, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
@@ -244,7 +244,7 @@ class _Opening:
             if await db.read(audit.needs_upgrade):
                 await db.write(audit.upgrade)
             if await db.schema_version() >= _SEARCH_SCHEMA:
-                await ab.memory._prepare()
+                await memory.build_keyword_index(db)
                 await ab.embeddings.start(reindex=self._reindex)
         except BaseException:
             await ab.close()

@@ -121,6 +121,7 @@ __all__ = [
     "MAX_SEARCH_K",
     "MEMORY_KIND",
     "MemoryService",
+    "build_keyword_index",
     "check_namespace",
     "index",
     "memory_text",
@@ -1676,17 +1677,24 @@ class MemoryService:
             text=text,
         )
 
-    async def _prepare(self) -> None:
-        """Index memories written before migration 003 (once per file)."""
-        if await self._db.read(lambda tx: tx.search.memory_text_built()):
-            return
 
-        def write(tx: Transaction) -> None:
-            if not tx.search.memory_text_built():
-                rebuild_keyword_index(tx)
 
-        await self._db.write(write)
 
+async def build_keyword_index(db: Backend) -> None:
+    """Index the memories of a file written before migration 003 (once per file).
+
+    ``Abathur.open`` calls it; it does nothing once the keyword index is built.
+    A function, not a service method: it is the opening's work, not a call an
+    application makes (service methods are timed into ``abathur stats``).
+    """
+    if await db.read(lambda tx: tx.search.memory_text_built()):
+        return
+
+    def write(tx: Transaction) -> None:
+        if not tx.search.memory_text_built():
+            rebuild_keyword_index(tx)
+
+    await db.write(write)
 
 def _relevance(
     tx: Transaction,

@@ -41,10 +41,16 @@ class Embedder(Protocol):
         dims: length of every vector.
     """
 
-    name: str
-    provider: str
-    model: str
-    dims: int
+    # Read-only properties: a provider may compute them (Ollama learns its
+    # dims from the first call) or set them as plain attributes.
+    @property
+    def name(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def dims(self) -> int: ...
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in input order (unit-normalised for cosine search)."""

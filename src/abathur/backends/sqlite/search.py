@@ -65,7 +65,7 @@ _TOKENIZER = ("porter", ["unicode61", "remove_diacritics", "2"])
 SQL_FTS_INSERT = "INSERT INTO memories_fts (rowid, key, text, scope) VALUES (?, ?, ?, ?)"
 SQL_FTS_DELETE = "DELETE FROM memories_fts WHERE rowid = ?"
 _SQL_FTS_DELETE_ALL = "INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')"
-# Written once memories_fts holds every current live memory (MemoryService._prepare).
+# Written once memories_fts holds every current live memory (abathur.memory.build_keyword_index).
 _SQL_FTS_BUILT = "SELECT 1 FROM meta WHERE key = 'search.memories_fts'"
 _SQL_FTS_MARK_BUILT = (
     "INSERT INTO meta (key, value) VALUES ('search.memories_fts', 'built') "
