@@ -8,15 +8,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from abathur import audit, memory
 from abathur.analytics import AnalyticsService, instrument
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.backends.sqlite import Database, Versions
 from abathur.backends.sqlite.archive import reclaim_space
-from abathur.config import Settings
+from abathur.config import Settings, load_settings
 from abathur.costs import CostService
 from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
@@ -314,11 +312,5 @@ def _resolve_settings(
     if settings is not None and not overrides:
         return settings
     base = settings.model_dump() if settings is not None else {}
-    try:
-        # Re-validate rather than model_copy(update=...), which would skip validation.
-        return Settings(**{**base, **overrides})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise InvalidInputError(f"invalid settings: {problems}") from None
+    # Re-validate rather than model_copy(update=...), which would skip validation.
+    return load_settings(**{**base, **overrides})

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ArchivePolicy", "Budget", "Settings", "settings_table"]
+from abathur.errors import InvalidInputError
+
+__all__ = ["ArchivePolicy", "Budget", "Settings", "load_settings", "settings_table"]
 
 
 class ArchivePolicy(BaseModel):
@@ -302,6 +304,30 @@ class Settings(BaseSettings):
     metrics_retention_days: float = Field(
         default=30.0, gt=0, description="Metrics windows older than this are deleted."
     )
+
+
+def load_settings(**values: Any) -> Settings:
+    """:class:`Settings` from ``values`` and the environment, or one clear error.
+
+    The one place a pydantic ``ValidationError`` about settings becomes
+    abathur's :class:`~abathur.errors.InvalidInputError`, naming each bad
+    setting and why.
+
+    Example:
+        >>> load_settings(readers=2).readers
+        2
+        >>> load_settings(readers=0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: invalid settings: readers: Input should be ...
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise InvalidInputError(f"invalid settings: {problems}") from None
 
 
 def settings_table() -> str:

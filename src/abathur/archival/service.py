@@ -37,7 +37,7 @@ from abathur.models import (
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.archive import EntryRow, StoredRow
-from abathur.values import INT64_MAX, check_text, show_number
+from abathur.values import check_int, check_text
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
@@ -289,9 +289,9 @@ class ArchivalService:
             check_text(ref, "ref")
         if ref is not None and kind is None:
             raise InvalidInputError("ref needs kind: a session id and a memory can look alike")
-        _check_int(limit, "limit", 1, _MAX_LIST)
+        check_int(limit, "limit", minimum=1, maximum=_MAX_LIST)
         if before is not None:
-            _check_int(before, "before", 1, None)
+            check_int(before, "before", minimum=1)
         rows = await self._db.read(
             lambda tx: tx.archive.entries(kind=kind, ref=ref, before=before, limit=limit)
         )
@@ -330,7 +330,7 @@ class ArchivalService:
             >>> asyncio.run(demo())
             ('user:alice/lang', ['live', 'deleted'])
         """
-        _check_int(entry_id, "archive entry id", 1, None)
+        check_int(entry_id, "archive entry id", minimum=1)
 
         def read(tx: Transaction) -> ArchivedItem:
             row, stored = _one(tx, entry_id)
@@ -397,7 +397,7 @@ class ArchivalService:
             >>> asyncio.run(demo())
             (0, 1, ['lang'])
         """
-        _check_int(entry_id, "archive entry id", 1, None)
+        check_int(entry_id, "archive entry id", minimum=1)
         started = time.perf_counter()
 
         def write(tx: Transaction) -> tuple[ArchiveRestoreReport, bool]:
@@ -442,16 +442,6 @@ def _chunk_note(tx: Transaction) -> list[str]:
         "chunks: nothing to archive, documents.sync deletes a vanished file's chunks "
         "with it (their dead vector slots are reclaimed by compaction)"
     ]
-
-
-def _check_int(value: object, what: str, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise InvalidInputError(f"{what} must be {bound}, got {value}")
-    if value > INT64_MAX:  # no id or bound past SQLite's integers can be bound
-        raise InvalidInputError(f"{what} must be at most {INT64_MAX}, got {show_number(value)}")
 
 
 def _one(tx: Transaction, entry_id: int) -> tuple[EntryRow, StoredRow]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from abathur.cli.options import (
     EXIT_FINDINGS,
@@ -18,7 +17,7 @@ from abathur.cli.options import (
     format_table,
     standard_options,
 )
-from abathur.config import Settings
+from abathur.config import Settings, load_settings
 from abathur.errors import CorruptBackupError, InvalidInputError
 from abathur.ops.backup import (
     Backup,
@@ -84,13 +83,7 @@ def _removed_line(removed: tuple[Path, ...]) -> list[tuple[str, object]]:
 
 def _min_age_setting() -> float:
     """``Settings.backup_min_age_days`` ($ABATHUR_BACKUP_MIN_AGE_DAYS), checked."""
-    try:
-        return Settings().backup_min_age_days
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise InvalidInputError(f"invalid settings: {problems}") from None
+    return load_settings().backup_min_age_days
 
 
 def _retention_lines(plan: RetentionPlan, *, dry_run: bool) -> list[tuple[str, object]]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
-from pydantic import ValidationError
 
 from abathur import search as search_core
 from abathur.api import Abathur
@@ -19,7 +18,7 @@ from abathur.cli.options import (
     json_text,
     standard_options,
 )
-from abathur.config import Settings
+from abathur.config import Settings, load_settings
 from abathur.documents import CHUNK_KIND, DEFAULT_MAX_FILE_BYTES, DEFAULT_PATTERNS
 from abathur.errors import DatabaseError, EmbedderError, InvalidInputError
 from abathur.memory import MEMORY_KIND
@@ -443,11 +442,8 @@ def reindex(
       abathur reindex --db ./agent.db --embedder ollama --json
       abathur reindex --db ./agent.db --compact
     """
-    try:
-        overrides: dict[str, Any] = {"embedder": embedder} if embedder else {}
-        settings = Settings(db=db_path, **overrides)
-    except ValidationError as exc:
-        raise InvalidInputError(f"invalid settings: {exc}") from None
+    overrides: dict[str, Any] = {"embedder": embedder} if embedder else {}
+    settings = load_settings(db=db_path, **overrides)
     choice = settings.embedder
 
     async def inspect() -> dict[str, Any]:
