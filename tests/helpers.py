@@ -6,6 +6,7 @@ fixtures and hooks only).
   the tests of the operations kit (check, backup, health, scripts, smoke).
 - :func:`execute`: change a file behind abathur's back; :func:`digest` proves
   a file was not written at all.
+- :func:`rows`: the rows of a query on a SQLite file, through the library's reader.
 - :func:`snapshot` and :class:`assert_unchanged`: prove a failed call left the
   database exactly as it was, on any registered backend (tests/backends.py).
 """
@@ -21,7 +22,7 @@ import apsw
 from abathur import Abathur, Event
 from tests.backends import backend_of
 
-__all__ = ["assert_unchanged", "digest", "execute", "populate", "snapshot"]
+__all__ = ["assert_unchanged", "digest", "execute", "populate", "rows", "snapshot"]
 
 
 async def populate(path: Path) -> None:
@@ -77,3 +78,8 @@ class assert_unchanged:
         after = await snapshot(self.ab)
         assert after == self.before, "the failed call changed the database"
         return False
+
+
+async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
+    """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())

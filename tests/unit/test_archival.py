@@ -34,8 +34,8 @@ from abathur.backends.sqlite.archive import (
 from abathur.ops.integrity import run_checks
 from tests.archiving import opener
 from tests.backends import BackendHandle
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged, snapshot
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:

@@ -19,8 +19,8 @@ from abathur.backends.sqlite.usage import (
 )
 from abathur.costs import attribute, parse_duration, period_start
 from tests.backends import BackendHandle
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 # WordHashEmbedder counts one token per word; "k: w1 ... w8" is 9 of them.
 NINE_TOKENS = "w1 w2 w3 w4 w5 w6 w7 w8"

@@ -52,8 +52,8 @@ from abathur.stores.documents import (
     DocumentState,
 )
 from tests.backends import BackendHandle
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 
 @pytest.fixture

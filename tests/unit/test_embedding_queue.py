@@ -2,26 +2,18 @@
 usage is recorded, the embedder is recorded and checked, reindex switches, compaction
 reclaims dead vectors, an embedder that is down only delays vectors, close is clean.
 
-``WordHashEmbedder`` is a TEST DOUBLE of the Embedder protocol (abathur ships the
-bundled MiniLM and the Ollama provider, never this): bag-of-words hashed into a few
-dimensions, deterministic, fast, countable, and switchable off. tests/unit/test_search.py
-uses it through the same ``embedder`` fixture, so those tests can run on the bundled
-model by changing the fixture.
+The test doubles (``WordHashEmbedder``, ``GatedEmbedder``) live in tests/embedders.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import re
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import apsw
-import numpy as np
 import pytest
 
 from abathur import (
@@ -39,59 +31,8 @@ from abathur.embeddings import EmbedResult
 from abathur.embeddings.queue import content_hash as text_hash
 from abathur.ops.integrity import run_checks
 from tests.backends import BackendHandle
-from tests.helpers import assert_unchanged
-
-_WORD = re.compile(r"\w+")
-
-
-class WordHashEmbedder:
-    """TEST DOUBLE: hashed bag of words; ``available``/``fail_on``/``delay_s`` simulate trouble.
-
-    Texts sharing words get similar vectors, so search results are predictable.
-    ``calls`` and ``texts`` record every call, to prove what was (not) embedded.
-    """
-
-    provider = "test"
-
-    def __init__(self, *, dims: int = 64, model: str = "word-hash") -> None:
-        self.model = model
-        self.name = f"test:{model}"
-        self.dims = dims
-        self.available = True
-        self.fail_on: set[str] = set()  # a text containing one of these fails for good
-        self.delay_s = 0.0
-        self.calls = 0
-        self.texts: list[str] = []
-        self.started = asyncio.Event()
-
-    def vector(self, text: str) -> list[float]:
-        v = np.zeros(self.dims, dtype=np.float64)
-        for word in _WORD.findall(text.lower()):
-            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-            v[digest[0] % self.dims] += 1.0 if digest[1] & 1 else -1.0
-            v[digest[2] % self.dims] += 0.5 if digest[3] & 1 else -0.5
-        norm = np.linalg.norm(v)
-        return (v / norm if norm else np.full(self.dims, self.dims**-0.5)).tolist()
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return (await self.embed_with_usage(texts)).vectors
-
-    async def embed_with_usage(self, texts: Sequence[str]) -> EmbedResult:
-        self.started.set()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if not self.available:
-            raise EmbedderUnavailableError("test embedder switched off")
-        bad = [t for t in texts if any(marker in t for marker in self.fail_on)]
-        if bad:
-            raise EmbedderError(f"test embedder refuses {bad[0]!r}")
-        self.calls += 1
-        self.texts += list(texts)
-        return EmbedResult(
-            vectors=[self.vector(t) for t in texts],
-            tokens=sum(len(_WORD.findall(t)) for t in texts),
-            is_token_estimate=True,
-        )
+from tests.embedders import GatedEmbedder, WordHashEmbedder
+from tests.helpers import assert_unchanged, rows
 
 
 @pytest.fixture
@@ -104,11 +45,6 @@ async def eab(backend: BackendHandle, embedder: WordHashEmbedder):
     """An Abathur with the test double and no background worker: tests drain explicitly."""
     async with backend.open(embedder=embedder, embed_worker=False) as opened:
         yield opened
-
-
-async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
-    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:
@@ -603,19 +539,6 @@ async def test_ollama_down_then_back_with_dims_learned_from_its_first_answer(
 
 def keys_of(result) -> list[str]:
     return [hit.key for hit in result.hits]
-
-
-class GatedEmbedder(WordHashEmbedder):
-    """TEST DOUBLE: answers only once ``gate`` is set, so a batch can be held mid-embed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-
-    async def embed_with_usage(self, texts: Sequence[str]) -> EmbedResult:
-        self.started.set()
-        await self.gate.wait()
-        return await super().embed_with_usage(texts)
 
 
 async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> None:

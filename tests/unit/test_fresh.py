@@ -18,8 +18,8 @@ import pytest
 from abathur import Abathur, InvalidInputError
 from abathur.ops.integrity import run_checks
 from tests.backends import BackendHandle
-from tests.helpers import assert_unchanged
-from tests.unit.test_embedding_queue import GatedEmbedder, WordHashEmbedder, rows
+from tests.embedders import GatedEmbedder, WordHashEmbedder
+from tests.helpers import assert_unchanged, rows
 
 
 def keys(result) -> list[str]:

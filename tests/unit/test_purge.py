@@ -22,8 +22,8 @@ from abathur import (
     InvalidNamespaceError,
 )
 from abathur.ops.integrity import run_checks
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged, snapshot
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 ARCHIVE_ALL = [
     {"kind": "sessions", "after_days": 0},

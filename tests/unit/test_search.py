@@ -36,8 +36,8 @@ from abathur.embeddings.bundled import BundledEmbedder
 from abathur.memory import MEMORY_KIND, _Indexing, _write_version
 from abathur.search import VectorFilter, fts_query, partition_of, rrf
 from tests.backends import BackendHandle
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 MODES = ("keyword", "vector", "hybrid")
 

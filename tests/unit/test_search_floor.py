@@ -19,8 +19,8 @@ import pytest
 from abathur import Abathur, InvalidInputError
 from abathur.memory import CONTEXT_MIN_SCORE
 from tests.backends import BackendHandle
+from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
-from tests.unit.test_embedding_queue import WordHashEmbedder
 
 BOB = {
     "pet": "Bob has a cat named Tom",

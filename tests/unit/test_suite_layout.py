@@ -30,15 +30,8 @@ FROM_OTHER_TEST_MODULES: set[tuple[str, str]] = {
     ("tests.integration.test_langgraph_graph", "tests.integration.test_langgraph_store"),
     ("tests.integration.test_langgraph_search", "tests.integration.test_langgraph_store"),
     ("tests.smoke.test_smoke", "tests.integration.test_cli"),
-    ("tests.unit.test_archival", "tests.unit.test_embedding_queue"),
     ("tests.unit.test_backup_auth", "tests.unit.test_backup"),
-    ("tests.unit.test_costs", "tests.unit.test_embedding_queue"),
-    ("tests.unit.test_documents", "tests.unit.test_embedding_queue"),
-    ("tests.unit.test_fresh", "tests.unit.test_embedding_queue"),
     ("tests.unit.test_hostile_files", "tests.unit.test_backup"),
-    ("tests.unit.test_purge", "tests.unit.test_embedding_queue"),
-    ("tests.unit.test_search", "tests.unit.test_embedding_queue"),
-    ("tests.unit.test_search_floor", "tests.unit.test_embedding_queue"),
 }
 
 
