@@ -6,6 +6,8 @@ fixtures and hooks only).
   the tests of the operations kit (check, backup, health, scripts, smoke).
 - :func:`execute`: change a file behind abathur's back; :func:`digest` proves
   a file was not written at all.
+- :func:`abathur` runs the command line in a subprocess, :func:`ok_json` reads
+  its one JSON document.
 - :func:`rows`: the rows of a query on a SQLite file, through the library's reader.
 - :func:`snapshot` and :class:`assert_unchanged`: prove a failed call left the
   database exactly as it was, on any registered backend (tests/backends.py).
@@ -14,6 +16,10 @@ fixtures and hooks only).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,16 @@ import apsw
 from abathur import Abathur, Event
 from tests.backends import backend_of
 
-__all__ = ["assert_unchanged", "digest", "execute", "populate", "rows", "snapshot"]
+__all__ = [
+    "abathur",
+    "assert_unchanged",
+    "digest",
+    "execute",
+    "ok_json",
+    "populate",
+    "rows",
+    "snapshot",
+]
 
 
 async def populate(path: Path) -> None:
@@ -83,3 +98,24 @@ class assert_unchanged:
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
     """The rows of ``sql`` on the SQLite file (tests that use it are sqlite_only)."""
     return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
+
+
+def abathur(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``abathur`` command in a subprocess, without the caller's ABATHUR_* settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "abathur", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok_json(done: subprocess.CompletedProcess[str]) -> Any:
+    """The one JSON document a successful ``--json`` command printed."""
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # exactly one document, or this raises

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,34 +12,12 @@ import pytest
 
 from abathur.backends.sqlite import migrations
 from abathur.cli import main
+from tests.helpers import abathur, digest, ok_json
 
 LATEST = migrations.available()[-1].version
 # list_commands/get_command, not main.commands: the group imports a command when used.
 COMMANDS = main.list_commands(click.Context(main))
 COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}
-
-
-def abathur(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ABATHUR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "abathur", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def ok_json(done: subprocess.CompletedProcess) -> dict:
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # exactly one document, or this raises
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def user_version(path: Path) -> int:

@@ -19,7 +19,7 @@ from benchmarks.build_100k import build
 
 from abathur import Abathur
 from abathur.ops.integrity import run_checks
-from tests.integration.test_cli import abathur, ok_json
+from tests.helpers import abathur, ok_json
 
 HOT_TABLES = ("sessions", "events", "memories")
 

@@ -18,7 +18,7 @@ import pytest
 from abathur import Abathur, Event
 from abathur.backends.sqlite import migrations
 from tests.fuzz.strategies import fingerprint
-from tests.integration.test_cli import abathur, digest, ok_json
+from tests.helpers import abathur, digest, ok_json
 
 FRENCH = {"value": "Français 🇫🇷", "note": "l'été"}
 # A large nested value: wider than any table cell, deeper than a one-liner reads.

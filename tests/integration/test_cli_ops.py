@@ -9,8 +9,7 @@ import apsw
 import pytest
 
 from abathur.ops.backup import Backup
-from tests.helpers import populate
-from tests.integration.test_cli import abathur, digest, ok_json
+from tests.helpers import abathur, digest, ok_json, populate
 from tests.unit.test_backup import held_open
 from tests.unit.test_backup_auth import tamper_with_a_memory
 from tests.unit.test_health_metrics import parse_exposition, value, values

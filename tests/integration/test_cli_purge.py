@@ -11,7 +11,7 @@ import apsw
 import pytest
 
 from abathur import Abathur, Event
-from tests.integration.test_cli import abathur, digest, ok_json
+from tests.helpers import abathur, digest, ok_json
 
 
 async def fill(path: Path) -> None:

@@ -16,7 +16,7 @@ import apsw
 import pytest
 
 from abathur import Abathur
-from tests.integration.test_cli import abathur, ok_json
+from tests.helpers import abathur, ok_json
 from tests.ollama_server import OllamaServer
 
 RESTORE = """# Restore

@@ -15,7 +15,7 @@ import apsw
 import pytest
 
 from abathur import Abathur
-from tests.integration.test_cli import abathur, ok_json
+from tests.helpers import abathur, ok_json
 from tests.transfer_files import HEADER, end, fill, memory_line
 
 TABLES = ("memories", "sessions", "events", "tasks", "app_state", "user_state", "audit_log")

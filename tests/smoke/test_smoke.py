@@ -15,8 +15,7 @@ import pytest
 from abathur import Abathur, InvalidInputError
 from abathur.ops.integrity import run_checks
 from abathur.ops.smoke import CASES, CATEGORIES, SMOKE_APP, SMOKE_ROOT, run_smoke
-from tests.helpers import execute, populate
-from tests.integration.test_cli import abathur
+from tests.helpers import abathur, execute, populate
 
 # The issue's list, in its order: the table an operator reads must say exactly this.
 ISSUE_CASES = [

@@ -18,18 +18,11 @@ TESTS = Path(__file__).resolve().parents[1]
 # remove the pair; the test fails if a pair listed here is gone, so the list
 # only shrinks.
 FROM_OTHER_TEST_MODULES: set[tuple[str, str]] = {
-    ("tests.integration.test_cli_archive_cost_stats", "tests.integration.test_cli"),
-    ("tests.integration.test_cli_data", "tests.integration.test_cli"),
-    ("tests.integration.test_cli_ops", "tests.integration.test_cli"),
     ("tests.integration.test_cli_ops", "tests.unit.test_backup"),
     ("tests.integration.test_cli_ops", "tests.unit.test_backup_auth"),
     ("tests.integration.test_cli_ops", "tests.unit.test_health_metrics"),
-    ("tests.integration.test_cli_purge", "tests.integration.test_cli"),
-    ("tests.integration.test_cli_search", "tests.integration.test_cli"),
-    ("tests.integration.test_cli_transfer", "tests.integration.test_cli"),
     ("tests.integration.test_langgraph_graph", "tests.integration.test_langgraph_store"),
     ("tests.integration.test_langgraph_search", "tests.integration.test_langgraph_store"),
-    ("tests.smoke.test_smoke", "tests.integration.test_cli"),
     ("tests.unit.test_backup_auth", "tests.unit.test_backup"),
     ("tests.unit.test_hostile_files", "tests.unit.test_backup"),
 }
