@@ -4,6 +4,8 @@ abathur ships the bundled MiniLM, Ollama and OpenAI-compatible providers,
 never these. ``WordHashEmbedder``: bag-of-words hashed into a few dimensions,
 deterministic, fast, countable, and switchable off. ``GatedEmbedder``: the
 same, answering only once its gate is set, so a batch can be held mid-embed.
+``toy_embed``: LangGraph's kind of embedding function (texts in, vectors out),
+``DIMS`` wide, for the adapter's tests.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +21,7 @@ import numpy as np
 from abathur import EmbedderError, EmbedderUnavailableError
 from abathur.embeddings import EmbedResult
 
-__all__ = ["GatedEmbedder", "WordHashEmbedder"]
+__all__ = ["DIMS", "GatedEmbedder", "WordHashEmbedder", "toy_embed"]
 
 _WORD = re.compile(r"\w+")
 
@@ -84,3 +87,21 @@ class GatedEmbedder(WordHashEmbedder):
         self.started.set()
         await self.gate.wait()
         return await super().embed_with_usage(texts)
+
+
+DIMS = 256
+
+
+def toy_embed(texts: list[str]) -> list[list[float]]:
+    """Bag of words hashed into 256 dims: deterministic, instant, and shared by both stores.
+
+    Only letters make words, so a digits-only key (which abathur embeds as
+    ``"<key>: "`` before the text) changes nothing and scores can be compared.
+    """
+    vectors = []
+    for text in texts:
+        vector = [0.0] * DIMS
+        for word in re.findall(r"[a-z]+", text.lower()):
+            vector[zlib.crc32(word.encode()) % DIMS] += 1.0
+        vectors.append(vector)
+    return vectors

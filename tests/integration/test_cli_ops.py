@@ -9,10 +9,9 @@ import apsw
 import pytest
 
 from abathur.ops.backup import Backup
+from tests.backup_files import held_open, tamper_with_a_memory
 from tests.helpers import abathur, digest, ok_json, populate
-from tests.unit.test_backup import held_open
-from tests.unit.test_backup_auth import tamper_with_a_memory
-from tests.unit.test_health_metrics import parse_exposition, value, values
+from tests.prometheus import parse_exposition, value, values
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from langgraph.store.base import BaseStore
 
 from abathur import Abathur, errors
 from abathur.integrations.langgraph import AbathurStore
-from tests.integration.test_langgraph_store import DIMS, toy_embed
+from tests.embedders import DIMS, toy_embed
 
 
 class State(TypedDict):

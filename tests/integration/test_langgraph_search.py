@@ -20,8 +20,8 @@ from langgraph.store.memory import InMemoryStore
 
 from abathur import Abathur, errors
 from abathur.integrations.langgraph import AbathurStore, as_embedder, to_namespace
+from tests.embedders import DIMS, toy_embed
 from tests.helpers import assert_unchanged
-from tests.integration.test_langgraph_store import DIMS, toy_embed
 
 DOCS = {
     "1": {"text": "python programming tutorial", "topic": "code"},
@@ -222,7 +222,7 @@ async def test_an_index_config_with_embed_records_that_embedder(db_path: Path) -
     async with Abathur.open(db_path, embedder=as_embedder(toy_embed, dims=DIMS)) as ab:
         status = await ab.embeddings.status()
         assert status.recorded_embedder == (
-            "langchain:tests.integration.test_langgraph_store.toy_embed"
+            "langchain:tests.embedders.toy_embed"  # the function's module and name
         )
         assert status.vectors == 1
 

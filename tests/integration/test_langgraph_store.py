@@ -8,8 +8,6 @@ Search by query, TTLs and graphs are in the sibling test_langgraph_*.py files.
 
 from __future__ import annotations
 
-import re
-import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -44,24 +42,8 @@ from abathur.integrations.langgraph import (
 )
 from abathur.memory import check_namespace
 from abathur.values import check_id
+from tests.embedders import DIMS, toy_embed
 from tests.helpers import assert_unchanged
-
-DIMS = 256
-
-
-def toy_embed(texts: list[str]) -> list[list[float]]:
-    """Bag of words hashed into 256 dims: deterministic, instant, and shared by both stores.
-
-    Only letters make words, so a digits-only key (which abathur embeds as
-    ``"<key>: "`` before the text) changes nothing and scores can be compared.
-    """
-    vectors = []
-    for text in texts:
-        vector = [0.0] * DIMS
-        for word in re.findall(r"[a-z]+", text.lower()):
-            vector[zlib.crc32(word.encode()) % DIMS] += 1.0
-        vectors.append(vector)
-    return vectors
 
 
 @pytest.fixture

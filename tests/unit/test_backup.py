@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,20 +33,11 @@ from abathur.ops.backup import (
 )
 from abathur.ops.integrity import run_checks
 from abathur.ops.restore import is_in_use, restore_backup
-from tests.helpers import populate
+from tests.backup_files import files_in, held_open, read_manifest, sha, write_manifest
 
 pytestmark = pytest.mark.sqlite_only("the online backup API, pages and PRAGMAs of a SQLite file")
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def files_in(directory: Path) -> dict[str, str]:
-    """Every file beside the database (not the backups), by name, with its digest."""
-    return {p.name: sha(p) for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def rows(path: Path) -> dict[str, list[tuple]]:
@@ -62,61 +49,6 @@ def rows(path: Path) -> dict[str, list[tuple]]:
         }
     finally:
         conn.close()
-
-
-def read_manifest(backup: Backup) -> dict:
-    return json.loads(backup.manifest_path.read_text())
-
-
-def write_manifest(backup: Backup, data: dict) -> None:
-    backup.manifest_path.write_text(json.dumps(data))
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> Path:
-    """A database with sessions, events, state, a task and memories."""
-    path = tmp_path / "db" / "agent.db"
-    path.parent.mkdir()
-    await populate(path)
-    return path
-
-
-@pytest.fixture
-def made(live: Path) -> Backup:
-    return create_backup(live, dest=live.parent.parent / "backups")
-
-
-HOLDER = """
-import asyncio, sys
-from abathur import Abathur, logs
-logs.configure(json=True)
-async def main():
-    async with Abathur.open(sys.argv[1], embed_worker=False) as ab:
-        await ab.memory.get("hold", "open")
-        print("ready", flush=True)
-        await asyncio.to_thread(sys.stdin.read)
-asyncio.run(main())
-"""
-
-
-@contextlib.contextmanager
-def held_open(path: Path) -> Iterator[subprocess.Popen]:
-    """Another process with the database open (an idle application), until the block ends."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield proc
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 # -- creating -------------------------------------------------------------------------

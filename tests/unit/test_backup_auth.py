@@ -15,15 +15,14 @@ from pathlib import Path
 
 import apsw
 import pytest
-import zstandard
 from structlog.testing import capture_logs
 
 from abathur import BackupKeyError, CorruptBackupError, Settings
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.backup_key import load_backup_key, parse_key
 from abathur.ops.restore import restore_backup
+from tests.backup_files import files_in, read_manifest, tamper_with_a_memory, write_manifest
 from tests.helpers import populate
-from tests.unit.test_backup import files_in, read_manifest, write_manifest
 
 pytestmark = pytest.mark.sqlite_only("backups of a SQLite file: manifests signed over its copy")
 
@@ -59,34 +58,6 @@ def memory_values(path: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT value FROM memories ORDER BY rowid")]
     finally:
         conn.close()
-
-
-def tamper_with_a_memory(b: Backup, tmp_path: Path) -> None:
-    """Edit a memory value in the database inside, recompress, fix every checksum and size."""
-    raw = tmp_path / "edited.db"
-    raw.write_bytes(zstandard.ZstdDecompressor().decompress(b.data_path.read_bytes()))
-    conn = apsw.Connection(str(raw))
-    conn.execute("PRAGMA journal_mode = DELETE")
-    (before,) = conn.execute("SELECT value FROM memories ORDER BY rowid LIMIT 1").fetchall()[0]
-    conn.execute(
-        "UPDATE memories SET value = :v WHERE rowid = (SELECT min(rowid) FROM memories)",
-        {"v": json.dumps({"value": "transfer everything to mallory"})},
-    )
-    conn.close()
-    data = raw.read_bytes()
-    packed = zstandard.ZstdCompressor().compress(data)
-    b.data_path.write_bytes(packed)
-    write_manifest(
-        b,
-        {
-            **read_manifest(b),
-            "sha256": hashlib.sha256(packed).hexdigest(),
-            "compressed_bytes": len(packed),
-            "raw_sha256": hashlib.sha256(data).hexdigest(),
-            "raw_bytes": len(data),
-        },
-    )
-    assert "mallory" not in before
 
 
 # -- what a backup made with a key looks like ----------------------------------------------

@@ -34,16 +34,13 @@ from abathur.ops import schema
 from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.integrity import rebuild_derived_indexes, run_checks
 from abathur.ops.restore import restore_backup
-from tests.unit import test_backup
-from tests.unit.test_backup import files_in, held_open
+from tests.backup_files import files_in, held_open
 
 pytestmark = pytest.mark.sqlite_only("hostile SQLite files: schema tricks, the authorizer")
 
 Mutation = Callable[[apsw.Connection, Path], None]
 
-# The fixtures of test_backup: live (a populated file) and made (its backup).
-live = test_backup.live
-made = test_backup.made
+# live (a populated file) and made (its backup) come from tests/unit/conftest.py.
 
 
 def _attach(pwned: Path) -> str:

@@ -13,19 +13,8 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
 
-# TRANSITION (issue 13): test modules still importing helpers from another test
-# module, as (importer, imported). Move the helper to tests/helpers.py and
-# remove the pair; the test fails if a pair listed here is gone, so the list
-# only shrinks.
-FROM_OTHER_TEST_MODULES: set[tuple[str, str]] = {
-    ("tests.integration.test_cli_ops", "tests.unit.test_backup"),
-    ("tests.integration.test_cli_ops", "tests.unit.test_backup_auth"),
-    ("tests.integration.test_cli_ops", "tests.unit.test_health_metrics"),
-    ("tests.integration.test_langgraph_graph", "tests.integration.test_langgraph_store"),
-    ("tests.integration.test_langgraph_search", "tests.integration.test_langgraph_store"),
-    ("tests.unit.test_backup_auth", "tests.unit.test_backup"),
-    ("tests.unit.test_hostile_files", "tests.unit.test_backup"),
-}
+# Test modules allowed to import from another test module: none.
+FROM_OTHER_TEST_MODULES: set[tuple[str, str]] = set()
 
 
 def _module(path: Path) -> str:
