@@ -34,7 +34,7 @@ SRC = ROOT / "src" / "abathur"
 # Files that exist only as package data: the bundled model, the migrations.
 DATA = sorted(
     [p.relative_to(SRC.parent).as_posix() for p in (SRC / "embeddings" / "model").iterdir()]
-    + [p.relative_to(SRC.parent).as_posix() for p in (SRC / "db" / "migrations").glob("*.sql")]
+    + [p.relative_to(SRC.parent).as_posix() for p in (SRC / "backends" / "sqlite" / "migrations").glob("*.sql")]
     + ["abathur/py.typed"]
 )
 
