@@ -150,7 +150,7 @@ _AFTER_SEP = chr(ord(_SEP) + 1)
 
 # ---------------------------------------------------------------------------
 # TRANSITION (issue 13): memory.search(fresh=True) hands the embedding queue
-# the SQL of the jobs to run now (EmbeddingService._embed_now takes a query);
+# the SQL of the jobs to run now (EmbeddingService.embed_now takes a query);
 # it moves behind the seam when the queue's store can select jobs by scope.
 # The jobs of the current versions under a prefix: the queue is read through
 # its (kind, ref_id) key, each memory by its id (see SqliteMemoryStore.awaiting_vectors).
@@ -708,9 +708,9 @@ class MemoryService:
 
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         if index.cached and index.model and self._embeddings is not None:
-            self._embeddings._note_cache_hits(index.model, index.cached)
+            self._embeddings.note_cache_hits(index.model, index.cached)
 
     async def put(
         self,
@@ -1503,7 +1503,7 @@ class MemoryService:
             else:
                 if fresh and embeddings.is_configured:
                     await self._embed_scope(embeddings, prefix)
-                vector, reason = await embeddings._embed_query(query, namespace=prefix)
+                vector, reason = await embeddings.embed_query(query, namespace=prefix)
         settings = self._db.settings
         embedder = None if embeddings is None else embeddings.embedder
         model = None if embedder is None else embedder.name
@@ -1558,7 +1558,7 @@ class MemoryService:
         """
         select = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
         try:
-            await embeddings._embed_now(select)
+            await embeddings.embed_now(select)
         except EmbedderError as exc:
             log.warning("memory.fresh_failed", error=exc.message)
 

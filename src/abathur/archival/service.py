@@ -431,7 +431,7 @@ class ArchivalService:
 
         report, queued = await self._db.write(write)
         if queued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         return report
 
 

@@ -209,7 +209,7 @@ class DocumentService:
             for batch in _batched(gone, _BATCH_REMOVALS):
                 tally.add(await self._remove(root_id, root_text, batch))
         if tally.queued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         report = tally.report(root_text, started)
         log.info(
             "documents.synced",
@@ -464,7 +464,7 @@ class DocumentService:
             else:
                 if fresh and self._embeddings.is_configured:
                     await self._embed_scope(self._embeddings, root_text)
-                vector, reason = await self._embeddings._embed_query(query)
+                vector, reason = await self._embeddings.embed_query(query)
         settings = self._db.settings
         embedder = None if self._embeddings is None else self._embeddings.embedder
         model = None if embedder is None else embedder.name
@@ -558,7 +558,7 @@ class DocumentService:
         if root_id is False:
             return  # nothing synced there: nothing waits
         try:
-            await embeddings._embed_now(pending_chunk_jobs(root_id))
+            await embeddings.embed_now(pending_chunk_jobs(root_id))
         except EmbedderError as exc:
             log.warning("documents.fresh_failed", error=exc.message)
 

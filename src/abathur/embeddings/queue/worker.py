@@ -869,22 +869,6 @@ class EmbeddingService:
         if self._usage and not self._db.is_closed:
             await self._db.write(self._usage.flush)
 
-    # TRANSITION (issue 13): the names memory.py, documents.py, transfer.py and
-    # archival.py still call; removed at merge, once they call the public ones.
-    def _notify(self) -> None:
-        self.notify()
-
-    def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
-        self.note_cache_hits(model_name, namespaces)
-
-    async def _embed_query(
-        self, text: str, *, namespace: str | None = None
-    ) -> tuple[np.ndarray | None, str | None]:
-        return await self.embed_query(text, namespace=namespace)
-
-    async def _embed_now(self, select: JobSelect) -> int:
-        return await self.embed_now(select)
-
     # -- public --------------------------------------------------------------
 
     async def status(self) -> EmbeddingStatus:
