@@ -223,10 +223,9 @@ def _write_version(
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
-    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
-    seq = audit.next_seq(conn)
+    seq = audit.next_seq(tx)
     new_id = tx.memories.insert_current(row, audit_seq=seq)
-    audit.append(conn, action, "memory", _entity(namespace, key),
+    audit.append(tx, action, "memory", _entity(namespace, key),
                  {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
@@ -349,9 +348,8 @@ class _Indexing:
 
     def remove(self, tx: Transaction, item_id: int) -> None:
         tx.search.remove_memory_text(item_id)
-        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         # A version has a queued job or a vector, never both.
-        if self.vectors and not cancel(conn, MEMORY_KIND.name, item_id) and self.has_table:
+        if self.vectors and not cancel(tx, MEMORY_KIND.name, item_id) and self.has_table:
             tx.search.defer_vector_delete(VEC_TABLE, item_id)
 
     def add(
@@ -360,7 +358,6 @@ class _Indexing:
     ) -> None:
         text = memory_text(value)
         tx.search.add_memory_text(MemoryText(item_id, namespace, key, text))
-        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         if not self.vectors:
             return
         item = _index_item(item_id, namespace, key, type_, text, expires_at)
@@ -371,7 +368,7 @@ class _Indexing:
         ):
             self.cached.append(namespace)
             return
-        enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now, held=self.held)
+        enqueue(tx, MEMORY_KIND.name, item_id, text_hash, now, held=self.held)
         self.enqueued += 1
 
 
@@ -435,7 +432,6 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
 
     In a dry run (a read transaction) it only counts.
     """
-    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
     rows = tx.memories.versions_under(prefix)
     item_ids = [row.id for row in rows]
     # What each version embedded (or would have): the cache keys it may have left.
@@ -452,7 +448,7 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
         "metrics": found.metrics,
         "versions_unlinked": len(pointing_in),
     }
-    records = audit.memory_records(conn, _audit_bounds(prefix))
+    records = audit.memory_records(tx, _audit_bounds(prefix))
     if dry_run:
         return PurgeReport(scope="memory", is_dry_run=True, counts=counts, redacted=len(records))
     tx.memories.erase(prefix, item_ids, texts)
@@ -460,11 +456,11 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
     for row in pointing_in:
         # The version keeps its status; only the name of the purged winner goes,
         # under a new record covering the row as it is now.
-        seq = audit.next_seq(conn)
+        seq = audit.next_seq(tx)
         tx.memories.unlink(row.id, audit_seq=seq)
         content = (*row[:7], None, None, row.first_created_at, row.created_at, row.expires_at)
         audit.append(
-            conn,
+            tx,
             "memory.unlink",
             "memory",
             _entity(row.namespace, row.key),
@@ -476,7 +472,7 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
     # namespace could make an entity_id fall in the range without being purged.
     kept = tx.memories.audit_seqs_in_use(records)
     redacted, seq = audit.record_purge(
-        conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
+        tx, "memory.purge", "" if prefix is None else prefix, counts, records - kept
     )
     return PurgeReport(
         scope="memory", is_dry_run=False, counts=counts, redacted=redacted, audit_seq=seq

@@ -24,7 +24,6 @@ from abathur.archival.runs import (
     file_sizes,
     finish_run,
     start_run,
-    untyped,
 )
 from abathur.errors import ArchiveNotFoundError, InvalidInputError
 from abathur.models import (
@@ -233,9 +232,9 @@ class ArchivalService:
         return report
 
     async def _reclaim_vectors(self) -> list[CompactReport]:
-        await self._db.write(lambda tx: search.apply_vector_deletes(untyped(tx)))
+        await self._db.write(lambda tx: search.apply_vector_deletes(tx))
         ratio = self._db.settings.vector_compact_ratio
-        stats = await self._db.read(lambda tx: search.vector_table_stats(untyped(tx)))
+        stats = await self._db.read(lambda tx: search.vector_table_stats(tx))
         if (
             self._embeddings is None
             or not ratio
@@ -413,7 +412,7 @@ class ArchivalService:
                 restore_versions(tx, tables)
             tx.archive.delete_entry(entry_id)
             audit.append(
-                untyped(tx),
+                tx,
                 "archive.restore",
                 "archive",
                 str(entry_id),
