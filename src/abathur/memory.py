@@ -79,9 +79,6 @@ from abathur.models import (
     SearchMode,
     SearchResult,
 )
-
-# HYBRID_DEPTH: documents still imports it from here (TRANSITION, issue 13).
-from abathur.search import HYBRID_DEPTH as HYBRID_DEPTH
 from abathur.search import (
     SEARCH_MODES,
     IndexItem,

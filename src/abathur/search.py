@@ -13,10 +13,6 @@ backend's (:class:`abathur.stores.SearchIndex`, for SQLite FTS5 and vec0 in
   :func:`resolve_mode`, which falls back to keyword when vectors cannot serve.
 * **Kinds**: :class:`IndexKind`, how the embedding queue reaches one kind of item.
 
-TRANSITION (issue 13): the functions under "Stores, for callers still handed
-a transaction" take the ``tx`` of ``db.write``/``db.read`` and call
-``tx.search``; callers should call ``tx.search`` themselves.
-
 Example:
     >>> from abathur.search import fts_query, partition_of, rrf
     >>> fts_query("tea NEAR(x* -milk")
@@ -65,17 +61,10 @@ __all__ = [
     "SearchMode",
     "VectorFilter",
     "VectorTableStats",
-    "apply_vector_deletes",
     "cached_similarity",
     "check_min_score",
     "check_query",
-    "compact_vector_table",
-    "create_vector_table",
-    "defer_vector_delete",
-    "delete_vector",
-    "drop_vector_table",
     "fts_query",
-    "insert_vector",
     "known_vector_table",
     "partition_of",
     "query_words",
@@ -84,8 +73,6 @@ __all__ = [
     "resolve_mode",
     "rrf",
     "term_coverage",
-    "vector_search",
-    "vector_table_stats",
 ]
 
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -451,66 +438,3 @@ def partition_of(namespace: str) -> str:
         ('user:alice', 'user:alice', 'docs')
     """
     return _SEP.join(namespace.split(_SEP, 2)[:2])
-
-
-# ---------------------------------------------------------------------------
-# Stores, for callers still handed a transaction (TRANSITION, issue 13):
-# each is one call of tx.search, which those callers should make themselves.
-# ---------------------------------------------------------------------------
-
-
-def create_vector_table(
-    tx: Transaction, kind: IndexKind, dims: int, chunk_size: int, *, now: float
-) -> None:
-    """Create the vector table of ``kind`` if missing (``tx.search.create_vector_table``)."""
-    tx.search.create_vector_table(kind.vec_table, kind.name, dims, chunk_size, now=now)
-
-
-def drop_vector_table(tx: Transaction, kind: IndexKind) -> None:
-    """Drop the vector table of ``kind`` (``tx.search.drop_vector_table``)."""
-    tx.search.drop_vector_table(kind.vec_table)
-
-
-def insert_vector(
-    tx: Transaction, table: str, item: IndexItem, *, model: str, content_hash: str
-) -> bool:
-    """Add ``item``'s cached vector; False if not cached yet (``tx.search.insert_vector``)."""
-    return tx.search.insert_vector(table, item, model=model, content_hash=content_hash)
-
-
-def delete_vector(tx: Transaction, table: str, item_id: int) -> bool:
-    """Remove an item's vector now (``tx.search.delete_vector``)."""
-    return tx.search.delete_vector(table, item_id)
-
-
-def defer_vector_delete(tx: Transaction, table: str, item_id: int) -> None:
-    """Note that an item's vector must go (``tx.search.defer_vector_delete``)."""
-    tx.search.defer_vector_delete(table, item_id)
-
-
-def apply_vector_deletes(tx: Transaction, table: str | None = None) -> int:
-    """Carry out deferred vector deletes (``tx.search.apply_vector_deletes``)."""
-    return tx.search.apply_vector_deletes(table)
-
-
-def vector_table_stats(tx: Transaction) -> list[VectorTableStats]:
-    """Every vector table with its row counts (``tx.search.vector_table_stats``)."""
-    return tx.search.vector_table_stats()
-
-
-def compact_vector_table(tx: Transaction, kind: IndexKind, chunk_size: int) -> int:
-    """Rebuild ``kind``'s vector table from its live rows (``tx.search.compact_vector_table``)."""
-    return tx.search.compact_vector_table(kind.vec_table, kind.name, chunk_size)
-
-
-def vector_search(
-    tx: Transaction,
-    table: str,
-    query: NDArray[np.float32],
-    *,
-    n: int,
-    candidates: int,
-    where: VectorFilter,
-) -> list[tuple[int, float]]:
-    """The ``n`` items most similar to ``query`` (``tx.search.vector_search``)."""
-    return tx.search.vector_search(table, query, n=n, candidates=candidates, where=where)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from abathur import audit, search
+from abathur import audit
 from abathur.archival.codecs import Codecs
 from abathur.archival.payload import MAX_RAW_BYTES, Rows, Stored, open_payload
 from abathur.archival.restore import restore_memory, restore_session, restore_versions
@@ -232,9 +232,9 @@ class ArchivalService:
         return report
 
     async def _reclaim_vectors(self) -> list[CompactReport]:
-        await self._db.write(lambda tx: search.apply_vector_deletes(tx))
+        await self._db.write(lambda tx: tx.search.apply_vector_deletes())
         ratio = self._db.settings.vector_compact_ratio
-        stats = await self._db.read(lambda tx: search.vector_table_stats(tx))
+        stats = await self._db.read(lambda tx: tx.search.vector_table_stats())
         if (
             self._embeddings is None
             or not ratio

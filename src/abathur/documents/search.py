@@ -33,12 +33,9 @@ from abathur.search import (
     IndexKind,
     VectorFilter,
     cached_similarity,
-    defer_vector_delete,
     fts_query,
-    insert_vector,
     resolve_mode,
     term_coverage,
-    vector_search,
 )
 from abathur.stores import Transaction
 from abathur.stores.documents import ChunkEntry, ChunkHit
@@ -85,8 +82,8 @@ class ChunkIndexing:
             return False
         item = _item(chunk_id, chunk.heading, chunk.text, root_id)
         # A text embedded before (a renamed file, an edit undone) needs no job.
-        if self.has_table and insert_vector(
-            tx, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
+        if self.has_table and tx.search.insert_vector(
+            VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
             return False
         enqueue(tx, KIND_NAME, chunk_id, text_hash, now, held=self.held)
@@ -96,7 +93,7 @@ class ChunkIndexing:
         """Drop the job or the vector of a chunk about to be deleted."""
         # A chunk has a queued job or a vector, never both.
         if self.vectors and not cancel(tx, KIND_NAME, chunk_id) and self.has_table:
-            defer_vector_delete(tx, VEC_TABLE, chunk_id)
+            tx.search.defer_vector_delete(VEC_TABLE, chunk_id)
 
 
 def _item(chunk_id: int, heading: str, text: str, root_id: int) -> IndexItem:
@@ -176,7 +173,7 @@ def vector_ranking(
         partition=None if root_id is None else str(root_id),
         allowed_ids=allowed,
     )
-    return vector_search(tx, VEC_TABLE, vector, n=depth, candidates=candidates, where=where)
+    return tx.search.vector_search(VEC_TABLE, vector, n=depth, candidates=candidates, where=where)
 
 
 def relevance(

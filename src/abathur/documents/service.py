@@ -27,9 +27,9 @@ from abathur.documents.walk import Examined, examine_batch, walk_root
 from abathur.documents.watch import DocumentWatch
 from abathur.documents.writes import Tally, remove_document, write_document
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
-from abathur.memory import HYBRID_DEPTH, MAX_SEARCH_K
+from abathur.memory import MAX_SEARCH_K
 from abathur.models import DocumentHit, DocumentSearchResult, SearchMode, SyncReport
-from abathur.search import SEARCH_MODES, check_min_score, check_query, rrf
+from abathur.search import HYBRID_DEPTH, SEARCH_MODES, check_min_score, check_query, rrf
 from abathur.stores import Backend, Transaction
 
 if TYPE_CHECKING:

@@ -295,7 +295,7 @@ class EmbeddingService:
     def _ensure_tables(self, tx: Transaction, dims: int, now: float) -> None:
         chunk_size = self._db.settings.vector_chunk_size
         for kind in self._kinds.values():
-            search.create_vector_table(tx, kind, dims, chunk_size, now=now)
+            tx.search.create_vector_table(kind.vec_table, kind.name, dims, chunk_size, now=now)
 
     def _reset(self, tx: Transaction) -> None:
         """Forget the recorded embedder: drop every vector table and every job."""
@@ -303,7 +303,7 @@ class EmbeddingService:
         # "memory"'s SearchIndex (abathur.search has no "drop every table" yet).
         tables = [name for (name,) in tx.execute("SELECT name FROM vector_tables")]
         for kind in self._kinds.values():
-            search.drop_vector_table(tx, kind)
+            tx.search.drop_vector_table(kind.vec_table)
         for name in tables:
             # Tables of kinds this process does not know: dropped only under a name we make.
             tx.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
@@ -691,7 +691,7 @@ class EmbeddingService:
         if dims:
             self._ensure_tables(tx, dims, now)
         if not self.is_probe:
-            search.apply_vector_deletes(tx)
+            tx.search.apply_vector_deletes()
         for text_hash, blob in embedded.vectors.items():
             queue.cache_put(name, text_hash, dims, blob, now)
         totals = _Totals(calls=len(embedded.calls), jobs=len(jobs), blocked=embedded.blocked)
@@ -711,8 +711,8 @@ class EmbeddingService:
                 continue
             if not queue.finish(job.ref):
                 continue  # cancelled by a newer write, or done by another worker
-            if search.insert_vector(
-                tx, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
+            if tx.search.insert_vector(
+                job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
                 totals.embedded += 1
                 if job.text_hash in cached:
@@ -749,7 +749,7 @@ class EmbeddingService:
         """Write buffered usage rows and apply pending vector deletes (not a probe's job)."""
         self._usage.flush(tx)
         if not self.is_probe:
-            search.apply_vector_deletes(tx)
+            tx.search.apply_vector_deletes()
 
     # -- read-your-writes ----------------------------------------------------
 
@@ -836,7 +836,7 @@ class EmbeddingService:
         ratio = self._db.settings.vector_compact_ratio
         if not ratio or self.is_probe:  # the application's workers maintain its tables
             return
-        stats = await self._db.read(search.vector_table_stats)
+        stats = await self._db.read(lambda tx: tx.search.vector_table_stats())
         if any(s.dead_rows > max(_COMPACT_MIN_DEAD, ratio * s.live_rows) for s in stats):
             await self.compact()
 
@@ -896,7 +896,7 @@ class EmbeddingService:
         def read(tx: Transaction) -> EmbeddingStatus:
             recorded = recorded_embedder(tx)
             depth, failed, oldest, _ = tx.queue.stats()
-            stats = search.vector_table_stats(tx)
+            stats = tx.search.vector_table_stats()
             embedder = self.embedder
             return EmbeddingStatus(
                 embedder=None if embedder is None else embedder.name,
@@ -1106,12 +1106,12 @@ class EmbeddingService:
 
         def write(tx: Transaction) -> list[CompactReport]:
             reports = []
-            for stats in search.vector_table_stats(tx):
+            for stats in tx.search.vector_table_stats():
                 kind = self._kinds.get(stats.kind)
                 if kind is None:
                     continue
                 started = time.perf_counter()
-                live = search.compact_vector_table(tx, kind, chunk_size)
+                live = tx.search.compact_vector_table(kind.vec_table, kind.name, chunk_size)
                 reports.append(
                     CompactReport(
                         table=stats.name,
