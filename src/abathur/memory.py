@@ -94,6 +94,7 @@ from abathur.search import (
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
+from abathur.stores.queue import JobQuery, QueuedJob, QueueStore
 from abathur.stores.search import MemoryText
 from abathur.values import (
     INT64_MAX,
@@ -1549,7 +1550,11 @@ class MemoryService:
         An embedder that fails leaves them waiting: the search then runs on
         what is embedded and ``pending`` says how many it could not see.
         """
-        select = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
+        query: JobQuery = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
+
+        def select(queue: QueueStore, limit: int) -> list[QueuedJob]:
+            return queue.selected_jobs(query, limit)
+
         try:
             await embeddings.embed_now(select)
         except EmbedderError as exc:

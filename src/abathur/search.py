@@ -117,10 +117,8 @@ def check_query(query: object) -> str:
 def fts_query(text: str, *, columns: Sequence[str] = ()) -> str | None:
     """The one way user text becomes an FTS5 query: every term quoted, terms ORed.
 
-    TRANSITION (issue 13): for :mod:`abathur.documents`' keyword query until it
-    moves onto :class:`~abathur.stores.SearchIndex`, whose SQLite backend
-    quotes :func:`query_words` the same way
-    (:func:`abathur.backends.sqlite.search.fts_match`).
+    A keyword index quotes :func:`query_words` the same way (SQLite:
+    :func:`abathur.backends.sqlite.search.fts_match`).
 
     Terms are the whitespace-separated words of ``text`` (control characters
     count as spaces); a term without any letter or digit is dropped, as the
@@ -314,7 +312,7 @@ def resolve_mode(
 
 
 # ---------------------------------------------------------------------------
-# One search, for every kind of item (memories; documents to adopt it)
+# One search, for every kind of item (memories, document chunks)
 # ---------------------------------------------------------------------------
 
 #: Hybrid search fuses this many (or 2k) results of each ranking.

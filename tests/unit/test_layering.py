@@ -35,7 +35,6 @@ APSW_OUTSIDE_BACKEND: set[str] = set()
 
 # TRANSITION (issue 13): modules above the seam that still reach into a backend.
 BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
-    "abathur.documents.search",
     "abathur.transfer",
 }
 

@@ -14,10 +14,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "JobQuery",
     "JobRef",
     "JobSelect",
     "QueueStats",
@@ -26,11 +27,15 @@ __all__ = [
     "RecordedEmbedder",
 ]
 
-JobSelect = tuple[str, Mapping[str, object]]
+JobQuery = tuple[str, Mapping[str, object]]
 """TRANSITION (issue 13): ``(query, named params)`` naming the queued jobs of one
-search's scope, built by the memory and document services for ``fresh=True``;
-rows ``(id, kind, ref_id, content_hash)`` with a ``:limit`` parameter. It
-becomes a backend-neutral scope filter when those services move onto the stores."""
+search's scope, built by the memory service for ``fresh=True``; rows ``(id,
+kind, ref_id, content_hash)`` with a ``:limit`` parameter. It goes when the
+memory service asks the store by scope, as documents does (:meth:`QueueStore.chunk_jobs`)."""
+
+JobSelect = Callable[["QueueStore", int], "list[QueuedJob]"]
+"""How ``fresh=True`` names the queued jobs of one search's scope:
+``select(tx.queue, limit)`` returns up to ``limit`` of them, oldest first."""
 
 
 class JobRef(NamedTuple):
@@ -94,8 +99,17 @@ class QueueStore(Protocol):
         """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
         ...
 
-    def selected_jobs(self, select: JobSelect, limit: int) -> list[QueuedJob]:
-        """Up to ``limit`` jobs that ``select`` names (see :data:`JobSelect`)."""
+    def selected_jobs(self, select: JobQuery, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs that ``select`` names (see :data:`JobQuery`)."""
+        ...
+
+    def chunk_jobs(self, kind: str, root_id: int | None, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of kind ``kind``, not failed, whose chunk is in document
+        root ``root_id`` (every root if None), oldest first."""
+        ...
+
+    def pending_chunks(self, kind: str, root_id: int | None) -> int:
+        """How many jobs :meth:`chunk_jobs` would find, with no limit: chunks awaiting a vector."""
         ...
 
     def stats(self) -> QueueStats:

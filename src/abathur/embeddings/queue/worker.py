@@ -509,7 +509,7 @@ class EmbeddingService:
     ) -> tuple[list[_Job], set[str]]:
         queue = tx.queue
         if select is not None:  # fresh=True: the jobs of one search's scope
-            rows = queue.selected_jobs(select, limit)
+            rows = select(queue, limit)
         elif self.is_probe:
             rows = queue.held_jobs(held_from=HELD_NOT_BEFORE, max_id=max_id, limit=limit)
         else:
@@ -756,9 +756,9 @@ class EmbeddingService:
     async def embed_now(self, select: JobSelect) -> int:
         """Embed the jobs ``select`` names now, inline, batch after batch (``fresh=True``).
 
-        ``select`` is ``(SQL, named params)`` of a query returning ``(id, kind,
-        ref_id, content_hash)`` rows of queued jobs, with a ``:limit``; a service
-        builds it for the items of one search's scope. Jobs in backoff are tried
+        ``select(tx.queue, limit)`` returns up to ``limit`` queued jobs (see
+        :data:`~abathur.stores.queue.JobSelect`); a service builds it for the
+        items of one search's scope. Jobs in backoff are tried
         at once; failed ones are left.
 
         Safe beside a worker (of this or another process) embedding the same
