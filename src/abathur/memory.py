@@ -94,7 +94,7 @@ from abathur.search import (
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
-from abathur.stores.queue import JobQuery, QueuedJob, QueueStore
+from abathur.stores.queue import QueuedJob, QueueStore
 from abathur.stores.search import MemoryText
 from abathur.values import (
     INT64_MAX,
@@ -145,26 +145,6 @@ _SEP = ":"
 # The character right after ':' in code-point (and UTF-8 byte) order: every
 # namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
 _AFTER_SEP = chr(ord(_SEP) + 1)
-
-# ---------------------------------------------------------------------------
-# TRANSITION (issue 13): memory.search(fresh=True) hands the embedding queue
-# the SQL of the jobs to run now (EmbeddingService.embed_now takes a query);
-# it moves behind the seam when the queue's store can select jobs by scope.
-# The jobs of the current versions under a prefix: the queue is read through
-# its (kind, ref_id) key, each memory by its id (see SqliteMemoryStore.awaiting_vectors).
-# ---------------------------------------------------------------------------
-
-SQL_PENDING_JOBS = (
-    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
-    # CROSS JOIN keeps the queue outside: it is small when the worker keeps
-    # up, while a tenant's range of memories may be 100k rows.
-    "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
-    "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
-    "AND m.namespace >= :prefix AND m.namespace < :after "
-    "AND (m.namespace = :prefix OR m.namespace >= :below) "
-    "ORDER BY q.id LIMIT :limit"
-)
-
 
 def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
@@ -387,11 +367,6 @@ def _check_expected(
     if expected == 0 and (current is None or current.is_absent(now)):
         return
     raise VersionConflictError(namespace, key, expected, actual)
-
-
-def _scope_params(prefix: str) -> dict[str, str]:
-    """Named parameters of the prefix range of SQL_PENDING_JOBS."""
-    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
 def rebuild_keyword_index(tx: Transaction) -> int:
@@ -1550,10 +1525,9 @@ class MemoryService:
         An embedder that fails leaves them waiting: the search then runs on
         what is embedded and ``pending`` says how many it could not see.
         """
-        query: JobQuery = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
 
         def select(queue: QueueStore, limit: int) -> list[QueuedJob]:
-            return queue.selected_jobs(query, limit)
+            return queue.memory_jobs(MEMORY_KIND.name, prefix, limit)
 
         try:
             await embeddings.embed_now(select)

@@ -14,11 +14,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 __all__ = [
-    "JobQuery",
     "JobRef",
     "JobSelect",
     "QueueStats",
@@ -26,12 +25,6 @@ __all__ = [
     "QueuedJob",
     "RecordedEmbedder",
 ]
-
-JobQuery = tuple[str, Mapping[str, object]]
-"""TRANSITION (issue 13): ``(query, named params)`` naming the queued jobs of one
-search's scope, built by the memory service for ``fresh=True``; rows ``(id,
-kind, ref_id, content_hash)`` with a ``:limit`` parameter. It goes when the
-memory service asks the store by scope, as documents does (:meth:`QueueStore.chunk_jobs`)."""
 
 JobSelect = Callable[["QueueStore", int], "list[QueuedJob]"]
 """How ``fresh=True`` names the queued jobs of one search's scope:
@@ -99,8 +92,9 @@ class QueueStore(Protocol):
         """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
         ...
 
-    def selected_jobs(self, select: JobQuery, limit: int) -> list[QueuedJob]:
-        """Up to ``limit`` jobs that ``select`` names (see :data:`JobQuery`)."""
+    def memory_jobs(self, kind: str, prefix: str, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of kind ``kind``, not failed, whose memory is a current live
+        version in namespace ``prefix`` or under ``prefix:``, oldest first."""
         ...
 
     def chunk_jobs(self, kind: str, root_id: int | None, limit: int) -> list[QueuedJob]:
