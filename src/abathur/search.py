@@ -29,7 +29,7 @@ import math
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -419,9 +419,8 @@ class IndexKind:
 
     name: str
     vec_table: str
-    # Any: the embedding queue still hands its loaders a connection (TRANSITION, issue 13).
-    load: Callable[[Any, Sequence[int], float], list[IndexItem]]
-    live: Callable[[Any], Iterable[IndexItem]]
+    load: Callable[[Transaction, Sequence[int], float], list[IndexItem]]
+    live: Callable[[Transaction], Iterable[IndexItem]]
 
     def __post_init__(self) -> None:
         known_vector_table(self.vec_table)
