@@ -216,6 +216,10 @@ class SearchIndex(Protocol):
         """Drop vector table ``table`` and everything pending for it."""
         ...
 
+    def drop_vector_tables(self) -> None:
+        """Drop every vector table, of whatever kind, and everything pending for them."""
+        ...
+
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""
         ...

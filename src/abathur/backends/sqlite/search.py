@@ -41,6 +41,7 @@ from abathur.stores.search import (
     VectorFilter,
     VectorIndexState,
     VectorTableStats,
+    known_vector_table,
 )
 
 __all__ = [
@@ -110,6 +111,9 @@ SQL_CHUNK_KEYWORD_SEARCH = (
     "AND (:prefix IS NULL OR d.path = :prefix OR (d.path >= :lower AND d.path < :upper)) "
     "ORDER BY score DESC, c.id LIMIT :limit"
 )
+
+# Every registered vector table (vector_tables' primary key).
+SQL_VECTOR_TABLE_NAMES = "SELECT name FROM vector_tables"
 
 
 def fts_match(words: Sequence[str], *, columns: Sequence[str] = ()) -> str | None:
@@ -322,6 +326,15 @@ class SqliteSearchIndex:
     def drop_vector_table(self, table: str) -> None:
         """Drop vec0 table ``table`` and everything pending for it."""
         vectors.drop_vector_table(self._conn, table)
+
+    def drop_vector_tables(self) -> None:
+        """Drop every vec0 table in the ``vector_tables`` registry and everything pending for it.
+
+        A registered name that is not one abathur makes raises
+        :class:`~abathur.errors.SchemaError` (nothing is dropped under it).
+        """
+        for (name,) in self._conn.execute(SQL_VECTOR_TABLE_NAMES).fetchall():
+            vectors.drop_vector_table(self._conn, known_vector_table(name))
 
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""

@@ -60,7 +60,6 @@ from typing import NamedTuple
 import numpy as np
 import structlog
 
-from abathur import search
 from abathur.embeddings.base import Embedder
 from abathur.embeddings.queue.jobs import (
     HELD_NOT_BEFORE,
@@ -299,15 +298,11 @@ class EmbeddingService:
 
     def _reset(self, tx: Transaction) -> None:
         """Forget the recorded embedder: drop every vector table and every job."""
-        # TRANSITION (issue 13): the vector-table SQL below belongs to lane
-        # "memory"'s SearchIndex (abathur.search has no "drop every table" yet).
-        tables = [name for (name,) in tx.execute("SELECT name FROM vector_tables")]
         for kind in self._kinds.values():
             tx.search.drop_vector_table(kind.vec_table)
-        for name in tables:
-            # Tables of kinds this process does not know: dropped only under a name we make.
-            tx.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
-        tx.execute("DELETE FROM vector_tables")
+        # Tables of kinds this process does not know too (a registered name
+        # that is not one abathur makes raises: nothing is dropped under it).
+        tx.search.drop_vector_tables()
         tx.queue.clear()
         tx.queue.forget_embedder()
         self._queries.clear()
