@@ -73,6 +73,7 @@ __all__ = [
     "resolve_mode",
     "rrf",
     "term_coverage",
+    "vector_search",
 ]
 
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -352,9 +353,7 @@ def rank(
     if used in ("vector", "hybrid"):
         assert vector is not None
         rankings.append(
-            tx.search.vector_search(
-                vec_table, vector, n=depth, candidates=k * oversample, where=where()
-            )
+            vector_search(tx, vec_table, vector, n=depth, candidates=k * oversample, where=where())
         )
     if used == "hybrid":
         ranked = rrf([[item for item, _ in ranking] for ranking in rankings], k=rrf_k)[:k]
@@ -362,6 +361,24 @@ def rank(
         ranked = rankings[0][:k]
     cosine = dict(rankings[-1]) if used != "keyword" else {}
     return ranked, cosine
+
+
+def vector_search(
+    tx: Transaction,
+    table: str,
+    query: NDArray[np.float32],
+    *,
+    n: int,
+    candidates: int,
+    where: VectorFilter,
+) -> list[tuple[int, float]]:
+    """The vector ranking: the ``n`` items of ``table`` most similar to ``query``, best first.
+
+    ``(id, cosine)``, filtered by ``where`` before ranking; ``candidates``
+    (>= n) sizes the index's approximate first pass
+    (:meth:`~abathur.stores.search.SearchIndex.vector_search`).
+    """
+    return tx.search.vector_search(table, query, n=n, candidates=candidates, where=where)
 
 
 def relevance(
