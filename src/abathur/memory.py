@@ -79,9 +79,6 @@ from abathur.models import (
     SearchMode,
     SearchResult,
 )
-
-# HYBRID_DEPTH: documents still imports it from here (TRANSITION, issue 13).
-from abathur.search import HYBRID_DEPTH as HYBRID_DEPTH
 from abathur.search import (
     SEARCH_MODES,
     IndexItem,
@@ -97,6 +94,7 @@ from abathur.search import (
 )
 from abathur.stores import Backend, Transaction
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue
+from abathur.stores.queue import QueuedJob, QueueStore
 from abathur.stores.search import MemoryText
 from abathur.values import (
     INT64_MAX,
@@ -148,26 +146,6 @@ _SEP = ":"
 # The character right after ':' in code-point (and UTF-8 byte) order: every
 # namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
 _AFTER_SEP = chr(ord(_SEP) + 1)
-
-# ---------------------------------------------------------------------------
-# TRANSITION (issue 13): memory.search(fresh=True) hands the embedding queue
-# the SQL of the jobs to run now (EmbeddingService._embed_now takes a query);
-# it moves behind the seam when the queue's store can select jobs by scope.
-# The jobs of the current versions under a prefix: the queue is read through
-# its (kind, ref_id) key, each memory by its id (see SqliteMemoryStore.awaiting_vectors).
-# ---------------------------------------------------------------------------
-
-SQL_PENDING_JOBS = (
-    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
-    # CROSS JOIN keeps the queue outside: it is small when the worker keeps
-    # up, while a tenant's range of memories may be 100k rows.
-    "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
-    "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
-    "AND m.namespace >= :prefix AND m.namespace < :after "
-    "AND (m.namespace = :prefix OR m.namespace >= :below) "
-    "ORDER BY q.id LIMIT :limit"
-)
-
 
 def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
@@ -224,10 +202,9 @@ def _write_version(
         None if superseded_by is None else superseded_by.key,
         first_created_at, now, expires_at,
     )
-    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
-    seq = audit.next_seq(conn)
+    seq = audit.next_seq(tx)
     new_id = tx.memories.insert_current(row, audit_seq=seq)
-    audit.append(conn, action, "memory", _entity(namespace, key),
+    audit.append(tx, action, "memory", _entity(namespace, key),
                  {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
@@ -350,9 +327,8 @@ class _Indexing:
 
     def remove(self, tx: Transaction, item_id: int) -> None:
         tx.search.remove_memory_text(item_id)
-        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         # A version has a queued job or a vector, never both.
-        if self.vectors and not cancel(conn, MEMORY_KIND.name, item_id) and self.has_table:
+        if self.vectors and not cancel(tx, MEMORY_KIND.name, item_id) and self.has_table:
             tx.search.defer_vector_delete(VEC_TABLE, item_id)
 
     def add(
@@ -361,7 +337,6 @@ class _Indexing:
     ) -> None:
         text = memory_text(value)
         tx.search.add_memory_text(MemoryText(item_id, namespace, key, text))
-        conn: Any = tx  # TRANSITION (issue 13): the queue still takes a connection.
         if not self.vectors:
             return
         item = _index_item(item_id, namespace, key, type_, text, expires_at)
@@ -372,7 +347,7 @@ class _Indexing:
         ):
             self.cached.append(namespace)
             return
-        enqueue(conn, MEMORY_KIND.name, item_id, text_hash, now, held=self.held)
+        enqueue(tx, MEMORY_KIND.name, item_id, text_hash, now, held=self.held)
         self.enqueued += 1
 
 
@@ -393,11 +368,6 @@ def _check_expected(
     if expected == 0 and (current is None or current.is_absent(now)):
         return
     raise VersionConflictError(namespace, key, expected, actual)
-
-
-def _scope_params(prefix: str) -> dict[str, str]:
-    """Named parameters of the prefix range of SQL_PENDING_JOBS."""
-    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
 def rebuild_keyword_index(tx: Transaction) -> int:
@@ -436,7 +406,6 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
 
     In a dry run (a read transaction) it only counts.
     """
-    conn: Any = tx  # TRANSITION (issue 13): audit still takes a connection.
     rows = tx.memories.versions_under(prefix)
     item_ids = [row.id for row in rows]
     # What each version embedded (or would have): the cache keys it may have left.
@@ -453,7 +422,7 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
         "metrics": found.metrics,
         "versions_unlinked": len(pointing_in),
     }
-    records = audit.memory_records(conn, _audit_bounds(prefix))
+    records = audit.memory_records(tx, _audit_bounds(prefix))
     if dry_run:
         return PurgeReport(scope="memory", is_dry_run=True, counts=counts, redacted=len(records))
     tx.memories.erase(prefix, item_ids, texts)
@@ -461,11 +430,11 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
     for row in pointing_in:
         # The version keeps its status; only the name of the purged winner goes,
         # under a new record covering the row as it is now.
-        seq = audit.next_seq(conn)
+        seq = audit.next_seq(tx)
         tx.memories.unlink(row.id, audit_seq=seq)
         content = (*row[:7], None, None, row.first_created_at, row.created_at, row.expires_at)
         audit.append(
-            conn,
+            tx,
             "memory.unlink",
             "memory",
             _entity(row.namespace, row.key),
@@ -477,7 +446,7 @@ def _purge(tx: Transaction, prefix: str | None, *, dry_run: bool) -> PurgeReport
     # namespace could make an entity_id fall in the range without being purged.
     kept = tx.memories.audit_seqs_in_use(records)
     redacted, seq = audit.record_purge(
-        conn, "memory.purge", "" if prefix is None else prefix, counts, records - kept
+        tx, "memory.purge", "" if prefix is None else prefix, counts, records - kept
     )
     return PurgeReport(
         scope="memory", is_dry_run=False, counts=counts, redacted=redacted, audit_seq=seq
@@ -709,9 +678,9 @@ class MemoryService:
 
     def _wrote(self, index: _Indexing) -> None:
         if index.enqueued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         if index.cached and index.model and self._embeddings is not None:
-            self._embeddings._note_cache_hits(index.model, index.cached)
+            self._embeddings.note_cache_hits(index.model, index.cached)
 
     async def put(
         self,
@@ -1504,7 +1473,7 @@ class MemoryService:
             else:
                 if fresh and embeddings.is_configured:
                     await self._embed_scope(embeddings, prefix)
-                vector, reason = await embeddings._embed_query(query, namespace=prefix)
+                vector, reason = await embeddings.embed_query(query, namespace=prefix)
         settings = self._db.settings
         embedder = None if embeddings is None else embeddings.embedder
         model = None if embedder is None else embedder.name
@@ -1557,9 +1526,12 @@ class MemoryService:
         An embedder that fails leaves them waiting: the search then runs on
         what is embedded and ``pending`` says how many it could not see.
         """
-        select = (SQL_PENDING_JOBS, {"kind": MEMORY_KIND.name, **_scope_params(prefix)})
+
+        def select(queue: QueueStore, limit: int) -> list[QueuedJob]:
+            return queue.memory_jobs(MEMORY_KIND.name, prefix, limit)
+
         try:
-            await embeddings._embed_now(select)
+            await embeddings.embed_now(select)
         except EmbedderError as exc:
             log.warning("memory.fresh_failed", error=exc.message)
 

@@ -13,10 +13,6 @@ backend's (:class:`abathur.stores.SearchIndex`, for SQLite FTS5 and vec0 in
   :func:`resolve_mode`, which falls back to keyword when vectors cannot serve.
 * **Kinds**: :class:`IndexKind`, how the embedding queue reaches one kind of item.
 
-TRANSITION (issue 13): the functions under "Stores, for callers still handed
-a transaction" take the ``tx`` of ``db.write``/``db.read`` and call
-``tx.search``; callers should call ``tx.search`` themselves.
-
 Example:
     >>> from abathur.search import fts_query, partition_of, rrf
     >>> fts_query("tea NEAR(x* -milk")
@@ -33,7 +29,7 @@ import math
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,17 +61,10 @@ __all__ = [
     "SearchMode",
     "VectorFilter",
     "VectorTableStats",
-    "apply_vector_deletes",
     "cached_similarity",
     "check_min_score",
     "check_query",
-    "compact_vector_table",
-    "create_vector_table",
-    "defer_vector_delete",
-    "delete_vector",
-    "drop_vector_table",
     "fts_query",
-    "insert_vector",
     "known_vector_table",
     "partition_of",
     "query_words",
@@ -85,7 +74,6 @@ __all__ = [
     "rrf",
     "term_coverage",
     "vector_search",
-    "vector_table_stats",
 ]
 
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -130,10 +118,8 @@ def check_query(query: object) -> str:
 def fts_query(text: str, *, columns: Sequence[str] = ()) -> str | None:
     """The one way user text becomes an FTS5 query: every term quoted, terms ORed.
 
-    TRANSITION (issue 13): for :mod:`abathur.documents`' keyword query until it
-    moves onto :class:`~abathur.stores.SearchIndex`, whose SQLite backend
-    quotes :func:`query_words` the same way
-    (:func:`abathur.backends.sqlite.search.fts_match`).
+    A keyword index quotes :func:`query_words` the same way (SQLite:
+    :func:`abathur.backends.sqlite.search.fts_match`).
 
     Terms are the whitespace-separated words of ``text`` (control characters
     count as spaces); a term without any letter or digit is dropped, as the
@@ -327,7 +313,7 @@ def resolve_mode(
 
 
 # ---------------------------------------------------------------------------
-# One search, for every kind of item (memories; documents to adopt it)
+# One search, for every kind of item (memories, document chunks)
 # ---------------------------------------------------------------------------
 
 #: Hybrid search fuses this many (or 2k) results of each ranking.
@@ -367,9 +353,7 @@ def rank(
     if used in ("vector", "hybrid"):
         assert vector is not None
         rankings.append(
-            tx.search.vector_search(
-                vec_table, vector, n=depth, candidates=k * oversample, where=where()
-            )
+            vector_search(tx, vec_table, vector, n=depth, candidates=k * oversample, where=where())
         )
     if used == "hybrid":
         ranked = rrf([[item for item, _ in ranking] for ranking in rankings], k=rrf_k)[:k]
@@ -377,6 +361,24 @@ def rank(
         ranked = rankings[0][:k]
     cosine = dict(rankings[-1]) if used != "keyword" else {}
     return ranked, cosine
+
+
+def vector_search(
+    tx: Transaction,
+    table: str,
+    query: NDArray[np.float32],
+    *,
+    n: int,
+    candidates: int,
+    where: VectorFilter,
+) -> list[tuple[int, float]]:
+    """The vector ranking: the ``n`` items of ``table`` most similar to ``query``, best first.
+
+    ``(id, cosine)``, filtered by ``where`` before ranking; ``candidates``
+    (>= n) sizes the index's approximate first pass
+    (:meth:`~abathur.stores.search.SearchIndex.vector_search`).
+    """
+    return tx.search.vector_search(table, query, n=n, candidates=candidates, where=where)
 
 
 def relevance(
@@ -434,9 +436,8 @@ class IndexKind:
 
     name: str
     vec_table: str
-    # Any: the embedding queue still hands its loaders a connection (TRANSITION, issue 13).
-    load: Callable[[Any, Sequence[int], float], list[IndexItem]]
-    live: Callable[[Any], Iterable[IndexItem]]
+    load: Callable[[Transaction, Sequence[int], float], list[IndexItem]]
+    live: Callable[[Transaction], Iterable[IndexItem]]
 
     def __post_init__(self) -> None:
         known_vector_table(self.vec_table)
@@ -451,66 +452,3 @@ def partition_of(namespace: str) -> str:
         ('user:alice', 'user:alice', 'docs')
     """
     return _SEP.join(namespace.split(_SEP, 2)[:2])
-
-
-# ---------------------------------------------------------------------------
-# Stores, for callers still handed a transaction (TRANSITION, issue 13):
-# each is one call of tx.search, which those callers should make themselves.
-# ---------------------------------------------------------------------------
-
-
-def create_vector_table(
-    tx: Transaction, kind: IndexKind, dims: int, chunk_size: int, *, now: float
-) -> None:
-    """Create the vector table of ``kind`` if missing (``tx.search.create_vector_table``)."""
-    tx.search.create_vector_table(kind.vec_table, kind.name, dims, chunk_size, now=now)
-
-
-def drop_vector_table(tx: Transaction, kind: IndexKind) -> None:
-    """Drop the vector table of ``kind`` (``tx.search.drop_vector_table``)."""
-    tx.search.drop_vector_table(kind.vec_table)
-
-
-def insert_vector(
-    tx: Transaction, table: str, item: IndexItem, *, model: str, content_hash: str
-) -> bool:
-    """Add ``item``'s cached vector; False if not cached yet (``tx.search.insert_vector``)."""
-    return tx.search.insert_vector(table, item, model=model, content_hash=content_hash)
-
-
-def delete_vector(tx: Transaction, table: str, item_id: int) -> bool:
-    """Remove an item's vector now (``tx.search.delete_vector``)."""
-    return tx.search.delete_vector(table, item_id)
-
-
-def defer_vector_delete(tx: Transaction, table: str, item_id: int) -> None:
-    """Note that an item's vector must go (``tx.search.defer_vector_delete``)."""
-    tx.search.defer_vector_delete(table, item_id)
-
-
-def apply_vector_deletes(tx: Transaction, table: str | None = None) -> int:
-    """Carry out deferred vector deletes (``tx.search.apply_vector_deletes``)."""
-    return tx.search.apply_vector_deletes(table)
-
-
-def vector_table_stats(tx: Transaction) -> list[VectorTableStats]:
-    """Every vector table with its row counts (``tx.search.vector_table_stats``)."""
-    return tx.search.vector_table_stats()
-
-
-def compact_vector_table(tx: Transaction, kind: IndexKind, chunk_size: int) -> int:
-    """Rebuild ``kind``'s vector table from its live rows (``tx.search.compact_vector_table``)."""
-    return tx.search.compact_vector_table(kind.vec_table, kind.name, chunk_size)
-
-
-def vector_search(
-    tx: Transaction,
-    table: str,
-    query: NDArray[np.float32],
-    *,
-    n: int,
-    candidates: int,
-    where: VectorFilter,
-) -> list[tuple[int, float]]:
-    """The ``n`` items most similar to ``query`` (``tx.search.vector_search``)."""
-    return tx.search.vector_search(table, query, n=n, candidates=candidates, where=where)

@@ -1422,7 +1422,7 @@ class TransferService:
         except OSError as exc:
             raise _os_error(exc, f"reading {str(path)!r}") from None
         if applied.queued and not dry_run and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         return ImportReport(
             format=FORMAT,
             file=str(path),

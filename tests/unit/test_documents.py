@@ -28,17 +28,16 @@ from abathur import (
     SyncReport,
 )
 from abathur.backends.sqlite.documents import (
-    SQL_CHUNK_KEYWORD_SEARCH,
     SQL_CHUNKS_OF_DOCUMENT,
     SQL_DOCUMENT_BY_PATH,
     SQL_DOCUMENTS_OF_ROOT,
     SQL_ROOT_BY_PATH,
 )
+from abathur.backends.sqlite.search import SQL_CHUNK_KEYWORD_SEARCH, chunk_keyword_params
 from abathur.documents import (
     CHUNK_OVERLAP_TOKENS,
     EMBED_TOKENS,
     chunk_markdown,
-    keyword_search_params,
 )
 from abathur.documents.tokens import load_tokenizer
 from abathur.memory import rebuild_keyword_index
@@ -890,7 +889,9 @@ async def test_hot_document_queries_use_their_indexes(ab: Abathur) -> None:
             "keyword": plan(
                 conn,
                 SQL_CHUNK_KEYWORD_SEARCH,
-                keyword_search_params("restore backup", path_prefix="runbooks"),
+                chunk_keyword_params(
+                    ["restore", "backup"], root_id=None, path_prefix="runbooks", limit=5
+                ),
             ),
         }
 

@@ -33,12 +33,10 @@ LEAVES = {
 # Modules outside the SQLite backend allowed to import apsw: none.
 APSW_OUTSIDE_BACKEND: set[str] = set()
 
-# TRANSITION (issue 13): modules above the seam that still reach into a backend.
-BACKEND_IMPORTS_ABOVE_SEAM: set[str] = {
-    "abathur.documents.search",
-}
+# Modules above the seam allowed to reach into a backend: none.
+BACKEND_IMPORTS_ABOVE_SEAM: set[str] = set()
 
-# TRANSITION (issue 13): import cycles still present, as sorted module tuples.
+# Import cycles allowed, as sorted module tuples: none.
 CYCLES: set[tuple[str, ...]] = set()
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from abathur import memory
 from abathur.archival.payload import Rows
-from abathur.archival.runs import untyped
 from abathur.errors import AlreadyExistsError, MemoryNotFoundError
 from abathur.stores import Transaction
 
@@ -57,7 +56,7 @@ def restore_memory(tx: Transaction, tables: dict[str, Rows]) -> tuple[int, bool]
             current_id = new_id
     if current_id is None or not tx.archive.is_live_memory(current_id):
         return 0, False
-    return 1, memory.index(untyped(tx), current_id)
+    return 1, memory.index(tx, current_id)
 
 
 def _insert_version(tx: Transaction, memories: Rows, row: tuple[Any, ...]) -> int:

@@ -39,24 +39,12 @@ __all__ = [
     "file_sizes",
     "finish_run",
     "start_run",
-    "untyped",
 ]
 
 # Current memories examined per transaction, at most: a batch stops earlier
 # once it has moved archive_batch_size items.
 _EXAMINE_PER_BATCH = 2000
 POLICY_KINDS = ("sessions", "memories", "tombstones", "versions", "chunks")
-
-
-def untyped(tx: Transaction) -> Any:
-    """``tx`` for the functions of other services that still take a connection.
-
-    TRANSITION (issue 13): ``audit.append``, ``memory.index``/``unindex`` and
-    ``search``'s vector upkeep take an apsw connection until their lanes move
-    them onto ``tx.audit``, ``tx.memories`` and ``tx.search``; the SQLite
-    transaction forwards to its connection meanwhile.
-    """
-    return tx
 
 
 @dataclass(frozen=True)
@@ -152,7 +140,7 @@ def start_run(tx: Transaction) -> tuple[int, int | None]:
     now = time.time()
     run_id, interrupted = tx.archive.start_run(now)
     audit.append(
-        untyped(tx), "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now
+        tx, "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now
     )
     return run_id, interrupted
 
@@ -164,7 +152,7 @@ def finish_run(
     now = time.time()
     tx.archive.finish_run(run_id, now, json.dumps(detail))
     audit.append(
-        untyped(tx),
+        tx,
         "archive.finish",
         "archive_run",
         str(run_id),
@@ -224,7 +212,7 @@ class Batches:
             rows = sum(m.rows for m in batch.moves)
             tx.archive.count_batch(plan.run_id, len(batch.moves), rows)
             audit.append(
-                untyped(tx),
+                tx,
                 "archive.batch",
                 "archive_run",
                 str(plan.run_id),
@@ -302,7 +290,7 @@ class Batches:
                     continue
                 if not plan.is_dry_run:
                     if status == "live":
-                        memory.unindex(untyped(tx), item_id)
+                        memory.unindex(tx, item_id)
                     tx.archive.delete_memory(namespace, key)
                 batch.moves.append(
                     Move("memory", ref, whole, len(versions), raw, namespace=namespace)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from abathur import audit, search
+from abathur import audit
 from abathur.archival.codecs import Codecs
 from abathur.archival.payload import MAX_RAW_BYTES, Rows, Stored, open_payload
 from abathur.archival.restore import restore_memory, restore_session, restore_versions
@@ -24,7 +24,6 @@ from abathur.archival.runs import (
     file_sizes,
     finish_run,
     start_run,
-    untyped,
 )
 from abathur.errors import ArchiveNotFoundError, InvalidInputError
 from abathur.models import (
@@ -233,9 +232,9 @@ class ArchivalService:
         return report
 
     async def _reclaim_vectors(self) -> list[CompactReport]:
-        await self._db.write(lambda tx: search.apply_vector_deletes(untyped(tx)))
+        await self._db.write(lambda tx: tx.search.apply_vector_deletes())
         ratio = self._db.settings.vector_compact_ratio
-        stats = await self._db.read(lambda tx: search.vector_table_stats(untyped(tx)))
+        stats = await self._db.read(lambda tx: tx.search.vector_table_stats())
         if (
             self._embeddings is None
             or not ratio
@@ -413,7 +412,7 @@ class ArchivalService:
                 restore_versions(tx, tables)
             tx.archive.delete_entry(entry_id)
             audit.append(
-                untyped(tx),
+                tx,
                 "archive.restore",
                 "archive",
                 str(entry_id),
@@ -431,7 +430,7 @@ class ArchivalService:
 
         report, queued = await self._db.write(write)
         if queued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         return report
 
 

@@ -452,7 +452,7 @@ def reindex(
             db_path, embedder="none", embed_worker=False, auto_migrate=not dry_run
         ) as ab:
             status = await ab.embeddings.status()
-            tables = await ab.db.read(search_core.vector_table_stats)
+            tables = await ab.db.read(lambda tx: tx.search.vector_table_stats())
             items = await ab.db.read(_count_items) if not compact else {}
         return {
             "recorded_embedder": status.recorded_embedder,

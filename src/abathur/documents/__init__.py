@@ -52,7 +52,7 @@ from abathur.documents.chunking import (
     Chunk,
     chunk_markdown,
 )
-from abathur.documents.search import CHUNK_KIND, keyword_search_params
+from abathur.documents.search import CHUNK_KIND
 from abathur.documents.service import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_PATTERNS,
@@ -71,5 +71,4 @@ __all__ = [
     "DocumentService",
     "DocumentWatch",
     "chunk_markdown",
-    "keyword_search_params",
 ]

@@ -1,47 +1,33 @@
-"""Documents and the search index: chunk vectors, embedding jobs, rankings, relevance.
+"""Documents and the search index: chunk vectors, embedding jobs, keyword ranking, relevance.
 
-TRANSITION (issue 13): :mod:`abathur.search` and
-:mod:`abathur.embeddings.queue` still take the raw connection, and the
-chunks' keyword query and embedding-job queries are SQL of theirs. This
-module is the one place where documents hands them its transaction; it goes
-(or shrinks to the ``SearchIndex`` calls) when lane "memory"'s
-:class:`~abathur.stores.search.SearchIndex` and lane "usage"'s queue store
-land. Everything else in :mod:`abathur.documents` reaches storage through
-``tx.documents``.
+The rules of search are :mod:`abathur.search`'s (:func:`~abathur.search.rank`,
+:func:`~abathur.search.relevance`); this module says how chunks look to it:
+what is embedded for a chunk, its vector partition (its root), its keyword
+ranking (``tx.search.chunk_keyword_ranking``) and its queued jobs
+(``tx.queue.chunk_jobs``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
-from abathur.backends.sqlite.documents import (
-    SQL_CHUNK_KEYWORD_SEARCH,
-    SQL_INDEX_STATE,
-    SQL_PENDING_CHUNK_JOBS,
-    SQL_PENDING_CHUNKS,
-)
 from abathur.documents.chunking import Chunk, embedded_text
-from abathur.embeddings.queue import cancel, content_hash, enqueue
-from abathur.errors import InvalidInputError
+from abathur.embeddings.queue import JobSelect, cancel, content_hash, enqueue
 from abathur.models import SearchMode
 from abathur.search import (
     IndexItem,
     IndexKind,
     VectorFilter,
-    cached_similarity,
-    defer_vector_delete,
-    fts_query,
-    insert_vector,
+    query_words,
     resolve_mode,
-    term_coverage,
-    vector_search,
 )
+from abathur.search import relevance as search_relevance
 from abathur.stores import Transaction
 from abathur.stores.documents import ChunkEntry, ChunkHit
+from abathur.stores.queue import QueuedJob, QueueStore
 
 __all__ = [
     "CHUNK_KIND",
@@ -49,12 +35,11 @@ __all__ = [
     "VEC_TABLE",
     "ChunkIndexing",
     "keyword_ranking",
-    "keyword_search_params",
     "pending_chunk_jobs",
     "pending_chunks",
     "relevance",
     "search_mode",
-    "vector_ranking",
+    "vector_filter",
 ]
 
 KIND_NAME = "chunk"
@@ -71,10 +56,10 @@ class ChunkIndexing:
     """
 
     def __init__(self, tx: Transaction, *, configured: bool, held: bool = False) -> None:
-        ((model, has_table),) = tx.execute(SQL_INDEX_STATE).fetchall()
-        self.model: str | None = model
-        self.has_table = bool(has_table) and model is not None
-        self.vectors = configured or model is not None
+        state = tx.search.vector_index_state(VEC_TABLE)
+        self.model: str | None = state.model
+        self.has_table = state.has_table and state.keeps_vectors
+        self.vectors = configured or state.keeps_vectors
         self.held = held  # a probe's write: its jobs wait for the probe's own drain
 
     def added(
@@ -85,8 +70,8 @@ class ChunkIndexing:
             return False
         item = _item(chunk_id, chunk.heading, chunk.text, root_id)
         # A text embedded before (a renamed file, an edit undone) needs no job.
-        if self.has_table and insert_vector(
-            tx, VEC_TABLE, item, model=self.model or "", content_hash=text_hash
+        if self.has_table and tx.search.insert_vector(
+            VEC_TABLE, item, model=self.model or "", content_hash=text_hash
         ):
             return False
         enqueue(tx, KIND_NAME, chunk_id, text_hash, now, held=self.held)
@@ -96,7 +81,7 @@ class ChunkIndexing:
         """Drop the job or the vector of a chunk about to be deleted."""
         # A chunk has a queued job or a vector, never both.
         if self.vectors and not cancel(tx, KIND_NAME, chunk_id) and self.has_table:
-            defer_vector_delete(tx, VEC_TABLE, chunk_id)
+            tx.search.defer_vector_delete(VEC_TABLE, chunk_id)
 
 
 def _item(chunk_id: int, heading: str, text: str, root_id: int) -> IndexItem:
@@ -135,48 +120,39 @@ def search_mode(
 
 def pending_chunks(tx: Transaction, root_id: int | None) -> int:
     """Chunks (of one root, or of all) still waiting to be embedded."""
-    return int(
-        tx.execute(SQL_PENDING_CHUNKS, {"kind": KIND_NAME, "root_id": root_id}).fetchall()[0][0]
-    )
+    return tx.queue.pending_chunks(KIND_NAME, root_id)
 
 
-def pending_chunk_jobs(root_id: int | None) -> tuple[str, dict[str, Any]]:
-    """The embedding jobs of chunks (of one root, or all) as the queue selects them inline."""
-    return SQL_PENDING_CHUNK_JOBS, {"kind": KIND_NAME, "root_id": root_id}
+def pending_chunk_jobs(root_id: int | None) -> JobSelect:
+    """The embedding jobs of chunks (of one root, or all), as the queue selects them inline."""
+
+    def select(queue: QueueStore, limit: int) -> list[QueuedJob]:
+        return queue.chunk_jobs(KIND_NAME, root_id, limit)
+
+    return select
 
 
 def keyword_ranking(
     tx: Transaction, query: str, root_id: int | None, prefix: str | None, depth: int
 ) -> list[tuple[int, float]]:
     """Chunk ids and BM25 scores, best first, for ``query`` (keyword mode)."""
-    words = fts_query(query)
-    if words is None:
-        return []
-    return [
-        (int(chunk_id), float(score))
-        for chunk_id, score in tx.execute(
-            SQL_CHUNK_KEYWORD_SEARCH, (words, root_id, root_id, *_prefix_params(prefix), depth)
-        ).fetchall()
-    ]
+    return tx.search.chunk_keyword_ranking(
+        query_words(query), root_id=root_id, path_prefix=prefix, limit=depth
+    )
 
 
-def vector_ranking(
-    tx: Transaction,
-    vector: np.ndarray,
-    *,
-    root_id: int | None,
-    allowed: list[int] | None,
-    now: float,
-    depth: int,
-    candidates: int,
-) -> list[tuple[int, float]]:
-    """Chunk ids and cosines, best first (vector mode)."""
-    where = VectorFilter(
+def vector_filter(
+    tx: Transaction, *, root_id: int | None, prefix: str | None, now: float
+) -> VectorFilter:
+    """What a vector ranking of chunks may return: one root's, under a path prefix."""
+    allowed: list[int] | None = None
+    if prefix is not None:
+        allowed = tx.documents.chunk_ids_under(root_id, prefix)
+    return VectorFilter(
         now=now,
         partition=None if root_id is None else str(root_id),
         allowed_ids=allowed,
     )
-    return vector_search(tx, VEC_TABLE, vector, n=depth, candidates=candidates, where=where)
 
 
 def relevance(
@@ -188,49 +164,22 @@ def relevance(
     found: list[ChunkHit],
     cosine: dict[int, float],
 ) -> list[float]:
-    """Each hit's ``relevance``, as :func:`abathur.memory._relevance` does for memories.
+    """Each hit's ``relevance`` (:func:`abathur.search.relevance`).
 
-    Vector: the cosine. Hybrid: the cosine from the vector ranking or the
-    embedding cache, else (not embedded yet) the keyword relevance. Keyword:
-    the share of the query's words in the chunk's heading and text.
+    Keyword relevance reads the chunk's heading and text; the text embedded
+    for a chunk is :func:`~abathur.documents.chunking.embedded_text`.
     """
-    texts = [f"{hit.heading} {hit.text}" for hit in found]
-    if used == "keyword":
-        return term_coverage(tx, query, texts)
-    out: list[float | None] = [cosine.get(hit.id) for hit in found]
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing and vector is not None and model is not None:
-        hashes = {i: content_hash(embedded_text(found[i].heading, found[i].text)) for i in missing}
-        similar = cached_similarity(tx, model, vector, list(hashes.values()))
-        for i, text_hash in hashes.items():
-            out[i] = similar.get(text_hash)
-    missing = [i for i, value in enumerate(out) if value is None]
-    if missing:
-        coverage = term_coverage(tx, query, [texts[i] for i in missing])
-        for i, value in zip(missing, coverage, strict=True):
-            out[i] = value
-    return [0.0 if value is None else value for value in out]
 
+    def embedded_hash(i: int) -> str:
+        return content_hash(embedded_text(found[i].heading, found[i].text))
 
-def _prefix_params(prefix: str | None) -> tuple[str | None, str | None, str | None, str | None]:
-    if prefix is None:
-        return None, None, None, None
-    return prefix, prefix, prefix + "/", prefix + "0"
-
-
-def keyword_search_params(
-    query: str, *, root_id: int | None = None, path_prefix: str | None = None, k: int = 5
-) -> tuple[Any, ...]:
-    """The parameters :meth:`DocumentService.search` binds to :data:`SQL_CHUNK_KEYWORD_SEARCH`.
-
-    So a test can ``EXPLAIN QUERY PLAN`` the exact keyword query that ships.
-
-    Example:
-        >>> from abathur.documents import keyword_search_params
-        >>> keyword_search_params("restore backup", path_prefix="runbooks", k=3)
-        ('"restore" OR "backup"', None, None, 'runbooks', 'runbooks', 'runbooks/', 'runbooks0', 3)
-    """
-    words = fts_query(query)
-    if words is None:
-        raise InvalidInputError(f"query {query!r} has no word to search for")
-    return (words, root_id, root_id, *_prefix_params(path_prefix), k)
+    return search_relevance(
+        tx,
+        used,
+        query,
+        vector,
+        model,
+        texts=[f"{hit.heading} {hit.text}" for hit in found],
+        cosines=[cosine.get(hit.id) for hit in found],
+        embedded_hash=embedded_hash,
+    )

@@ -15,21 +15,22 @@ from abathur import audit
 from abathur.documents.globs import check_patterns, glob_reach, glob_regex
 from abathur.documents.paths import check_prefix, check_root, check_utf8_root
 from abathur.documents.search import (
+    VEC_TABLE,
     ChunkIndexing,
     keyword_ranking,
     pending_chunk_jobs,
     pending_chunks,
     relevance,
     search_mode,
-    vector_ranking,
+    vector_filter,
 )
 from abathur.documents.walk import Examined, examine_batch, walk_root
 from abathur.documents.watch import DocumentWatch
 from abathur.documents.writes import Tally, remove_document, write_document
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
-from abathur.memory import HYBRID_DEPTH, MAX_SEARCH_K
+from abathur.memory import MAX_SEARCH_K
 from abathur.models import DocumentHit, DocumentSearchResult, SearchMode, SyncReport
-from abathur.search import SEARCH_MODES, check_min_score, check_query, rrf
+from abathur.search import SEARCH_MODES, check_min_score, check_query, rank
 from abathur.stores import Backend, Transaction
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class DocumentService:
             for batch in _batched(gone, _BATCH_REMOVALS):
                 tally.add(await self._remove(root_id, root_text, batch))
         if tally.queued and self._embeddings is not None:
-            self._embeddings._notify()
+            self._embeddings.notify()
         report = tally.report(root_text, started)
         log.info(
             "documents.synced",
@@ -464,7 +465,7 @@ class DocumentService:
             else:
                 if fresh and self._embeddings.is_configured:
                     await self._embed_scope(self._embeddings, root_text)
-                vector, reason = await self._embeddings._embed_query(query)
+                vector, reason = await self._embeddings.embed_query(query)
         settings = self._db.settings
         embedder = None if self._embeddings is None else self._embeddings.embedder
         model = None if embedder is None else embedder.name
@@ -479,37 +480,20 @@ class DocumentService:
             pending = 0
             if mode != "keyword" and tx.documents.is_ready():
                 pending = pending_chunks(tx, root_id)
-            depth = k if used != "hybrid" else max(HYBRID_DEPTH, 2 * k)
-            rankings: list[list[tuple[int, float]]] = []
-            if used in ("keyword", "hybrid"):
-                rankings.append(keyword_ranking(tx, query, root_id, prefix, depth))
-            if used in ("vector", "hybrid"):
-                assert vector is not None
-                allowed: list[int] | None = None
-                if prefix is not None:
-                    allowed = tx.documents.chunk_ids_under(root_id, prefix)
-                rankings.append(
-                    vector_ranking(
-                        tx,
-                        vector,
-                        root_id=root_id,
-                        allowed=allowed,
-                        now=time.time(),
-                        depth=depth,
-                        candidates=k * settings.search_oversample,
-                    )
-                )
-            if used == "hybrid":
-                ranked = rrf(
-                    [[item for item, _ in ranking] for ranking in rankings],
-                    k=settings.search_rrf_k,
-                )[:k]
-            else:
-                ranked = rankings[0][:k]
+            ranked, cosine = rank(
+                tx,
+                used,
+                k=k,
+                keyword=lambda depth: keyword_ranking(tx, query, root_id, prefix, depth),
+                vector=vector,
+                vec_table=VEC_TABLE,
+                where=lambda: vector_filter(tx, root_id=root_id, prefix=prefix, now=time.time()),
+                oversample=settings.search_oversample,
+                rrf_k=settings.search_rrf_k,
+            )
             by_id = {hit.id: hit for hit in tx.documents.chunk_hits([item for item, _ in ranked])}
             # A chunk removed since it was indexed (a pending vector delete) is left out.
             found = [(by_id[item], score) for item, score in ranked if item in by_id]
-            cosine = dict(rankings[-1]) if used != "keyword" else {}
             relevances = relevance(tx, used, query, vector, model, [h for h, _ in found], cosine)
             hits = []
             for (hit, score), rel in zip(found, relevances, strict=True):
@@ -558,7 +542,7 @@ class DocumentService:
         if root_id is False:
             return  # nothing synced there: nothing waits
         try:
-            await embeddings._embed_now(pending_chunk_jobs(root_id))
+            await embeddings.embed_now(pending_chunk_jobs(root_id))
         except EmbedderError as exc:
             log.warning("documents.fresh_failed", error=exc.message)
 

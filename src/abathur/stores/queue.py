@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 __all__ = [
@@ -26,11 +26,9 @@ __all__ = [
     "RecordedEmbedder",
 ]
 
-JobSelect = tuple[str, Mapping[str, object]]
-"""TRANSITION (issue 13): ``(query, named params)`` naming the queued jobs of one
-search's scope, built by the memory and document services for ``fresh=True``;
-rows ``(id, kind, ref_id, content_hash)`` with a ``:limit`` parameter. It
-becomes a backend-neutral scope filter when those services move onto the stores."""
+JobSelect = Callable[["QueueStore", int], "list[QueuedJob]"]
+"""How ``fresh=True`` names the queued jobs of one search's scope:
+``select(tx.queue, limit)`` returns up to ``limit`` of them, oldest first."""
 
 
 class JobRef(NamedTuple):
@@ -94,8 +92,18 @@ class QueueStore(Protocol):
         """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
         ...
 
-    def selected_jobs(self, select: JobSelect, limit: int) -> list[QueuedJob]:
-        """Up to ``limit`` jobs that ``select`` names (see :data:`JobSelect`)."""
+    def memory_jobs(self, kind: str, prefix: str, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of kind ``kind``, not failed, whose memory is a current live
+        version in namespace ``prefix`` or under ``prefix:``, oldest first."""
+        ...
+
+    def chunk_jobs(self, kind: str, root_id: int | None, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of kind ``kind``, not failed, whose chunk is in document
+        root ``root_id`` (every root if None), oldest first."""
+        ...
+
+    def pending_chunks(self, kind: str, root_id: int | None) -> int:
+        """How many jobs :meth:`chunk_jobs` would find, with no limit: chunks awaiting a vector."""
         ...
 
     def stats(self) -> QueueStats:

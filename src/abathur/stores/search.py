@@ -179,6 +179,19 @@ class SearchIndex(Protocol):
         """
         ...
 
+    # -- keyword index of document chunks ---------------------------------------
+
+    def chunk_keyword_ranking(
+        self, words: Sequence[str], *, root_id: int | None, path_prefix: str | None, limit: int
+    ) -> list[tuple[int, float]]:
+        """Document chunks matching any of ``words``: ``(id, score)`` best first, at most ``limit``.
+
+        Only chunks of document root ``root_id`` (any root if None) whose
+        document's path is ``path_prefix`` or under ``path_prefix/`` (any if None).
+        A chunk's heading weighs more than its text.
+        """
+        ...
+
     def word_coverage(self, words: Sequence[str], texts: Sequence[str]) -> list[float]:
         """For each text, the share of ``words`` it contains, as the keyword index sees words."""
         ...
@@ -201,6 +214,10 @@ class SearchIndex(Protocol):
 
     def drop_vector_table(self, table: str) -> None:
         """Drop vector table ``table`` and everything pending for it."""
+        ...
+
+    def drop_vector_tables(self) -> None:
+        """Drop every vector table, of whatever kind, and everything pending for them."""
         ...
 
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:

@@ -301,7 +301,7 @@ def _vector_findings(
             conn,
             f'SELECT item_id FROM main."{table}" WHERE item_id NOT IN ({indexed.owners}) '
             # A deferred delete is not an orphan: search skips it already and
-            # the worker's next batch removes it (search.defer_vector_delete).
+            # the worker's next batch removes it (tx.search.defer_vector_delete).
             "AND item_id NOT IN (SELECT item_id FROM main.vector_deletes WHERE vec_table = ?) "
             "ORDER BY item_id",
             (table,),

@@ -62,12 +62,6 @@ SQL_CHUNK_INSERT = (
 SQL_CHUNK_ORDINAL = "UPDATE chunks SET ordinal = ? WHERE id = ?"
 SQL_CHUNK_DELETE = "DELETE FROM chunks WHERE id = ?"
 
-# Per write: the recorded embedder, and whether the chunks' vector table exists yet.
-SQL_INDEX_STATE = (
-    "SELECT (SELECT value FROM meta WHERE key = 'embedder.name'), "
-    "EXISTS (SELECT 1 FROM vector_tables WHERE name = 'chunks_vec')"
-)
-
 _SQL_CHUNK_ITEMS = (
     "SELECT c.id, c.heading, c.text, d.root_id FROM chunks AS c "
     "JOIN documents AS d ON d.id = c.document_id"
@@ -75,19 +69,6 @@ _SQL_CHUNK_ITEMS = (
 SQL_CHUNK_ITEMS_BY_ID = _SQL_CHUNK_ITEMS + " WHERE c.id IN (SELECT value FROM json_each(?))"
 SQL_LIVE_CHUNK_ITEMS = _SQL_CHUNK_ITEMS + " ORDER BY c.id"
 
-# documents.search, keyword ranking: FTS5 finds the words, the joins apply the
-# root and path-prefix filters; no window, every match passing them is ranked.
-# The heading counts twice: it names what the chunk is about. Params: the
-# MATCH expression, root id, root id, prefix, prefix, prefix + '/', prefix +
-# '0' ('0' is the character after '/'), limit. See keyword_search_params.
-SQL_CHUNK_KEYWORD_SEARCH = (
-    "SELECT c.id, -bm25(chunks_fts, 2.0, 1.0) AS score "
-    "FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid "
-    "JOIN documents AS d ON d.id = c.document_id "
-    "WHERE chunks_fts MATCH ? AND (? IS NULL OR d.root_id = ?) "
-    "AND (? IS NULL OR d.path = ? OR (d.path >= ? AND d.path < ?)) "
-    "ORDER BY score DESC, c.id LIMIT ?"
-)
 # documents.search, vector ranking under a path prefix: the chunk ids allowed.
 # ':upper' is the prefix + '0', the character after '/'.
 SQL_ALLOWED_CHUNKS = (
@@ -95,21 +76,6 @@ SQL_ALLOWED_CHUNKS = (
     "WHERE (:root_id IS NULL OR d.root_id = :root_id) "
     "AND (d.path = :prefix OR (d.path >= :lower AND d.path < :upper))"
 )
-# documents.search(fresh=True): the embedding jobs of chunks (of one root, or
-# of every root when :root_id is NULL), and how many wait
-# (DocumentSearchResult.pending). The queue is read first (CROSS JOIN): it is
-# small when the worker keeps up.
-_SQL_PENDING_WHERE = (
-    "FROM embedding_queue AS q CROSS JOIN chunks AS c ON c.id = q.ref_id "
-    "JOIN documents AS d ON d.id = c.document_id "
-    "WHERE q.kind = :kind AND q.failed_at IS NULL AND (:root_id IS NULL OR d.root_id = :root_id)"
-)
-SQL_PENDING_CHUNK_JOBS = (
-    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
-    + _SQL_PENDING_WHERE
-    + " ORDER BY q.id LIMIT :limit"
-)
-SQL_PENDING_CHUNKS = "SELECT count(*) " + _SQL_PENDING_WHERE
 
 SQL_HITS = (
     "SELECT c.id, c.heading, c.text, c.ordinal, d.path, r.path FROM chunks AS c "

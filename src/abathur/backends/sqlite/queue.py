@@ -10,10 +10,14 @@ from typing import cast
 import apsw
 
 from abathur.backends.sqlite.context import SqliteContext
-from abathur.stores.queue import JobRef, JobSelect, QueuedJob, QueueStats, RecordedEmbedder
+from abathur.backends.sqlite.memories import range_params
+from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [
     "SQL_HELD_JOBS",
+    "SQL_PENDING_CHUNKS",
+    "SQL_PENDING_CHUNK_JOBS",
+    "SQL_PENDING_MEMORY_JOBS",
     "SQL_READY_JOBS",
     "SqliteQueueStore",
 ]
@@ -44,6 +48,34 @@ SQL_HELD_JOBS = (
     "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
     "WHERE failed_at IS NULL AND not_before >= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
 )
+# memory.search(fresh=True): the jobs of the current versions under a prefix.
+# The queue is read through its (kind, ref_id) key, each memory by its id (see
+# SqliteMemoryStore.awaiting_vectors). Params: kind, range_params, limit.
+SQL_PENDING_MEMORY_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
+    # CROSS JOIN keeps the queue outside: it is small when the worker keeps
+    # up, while a tenant's range of memories may be 100k rows.
+    "FROM embedding_queue AS q CROSS JOIN memories AS m ON m.id = q.ref_id "
+    "WHERE q.kind = :kind AND q.failed_at IS NULL AND m.is_current = 1 AND m.status = 'live' "
+    "AND m.namespace >= :prefix AND m.namespace < :after "
+    "AND (m.namespace = :prefix OR m.namespace >= :below) "
+    "ORDER BY q.id LIMIT :limit"
+)
+# documents.search(fresh=True): the embedding jobs of chunks (of one root, or
+# of every root when :root_id is NULL), and how many wait
+# (DocumentSearchResult.pending). The queue is read first (CROSS JOIN): it is
+# small when the worker keeps up.
+_SQL_PENDING_WHERE = (
+    "FROM embedding_queue AS q CROSS JOIN chunks AS c ON c.id = q.ref_id "
+    "JOIN documents AS d ON d.id = c.document_id "
+    "WHERE q.kind = :kind AND q.failed_at IS NULL AND (:root_id IS NULL OR d.root_id = :root_id)"
+)
+SQL_PENDING_CHUNK_JOBS = (
+    "SELECT q.id, q.kind, q.ref_id, q.content_hash "
+    + _SQL_PENDING_WHERE
+    + " ORDER BY q.id LIMIT :limit"
+)
+SQL_PENDING_CHUNKS = "SELECT count(*) " + _SQL_PENDING_WHERE
 SQL_CACHED = (
     "SELECT content_hash FROM embedding_cache "
     "WHERE model = ? AND content_hash IN (SELECT value FROM json_each(?))"
@@ -133,11 +165,20 @@ class SqliteQueueStore:
         """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
         return _jobs(self._conn.execute(SQL_HELD_JOBS, (held_from, max_id, limit)))
 
-    def selected_jobs(self, select: JobSelect, limit: int) -> list[QueuedJob]:
-        """Up to ``limit`` jobs that ``select`` names."""
-        sql, params = select
-        bindings = cast("dict[str, apsw.SQLiteValue]", {**params, "limit": limit})
-        return _jobs(self._conn.execute(sql, bindings))
+    def memory_jobs(self, kind: str, prefix: str, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of ``kind`` not failed, of live current memories in ``prefix``."""
+        params = {"kind": kind, **range_params(prefix), "limit": limit}
+        return _jobs(self._conn.execute(SQL_PENDING_MEMORY_JOBS, params))
+
+    def chunk_jobs(self, kind: str, root_id: int | None, limit: int) -> list[QueuedJob]:
+        """Up to ``limit`` jobs of ``kind`` not failed, of chunks of root ``root_id`` (or all)."""
+        params = {"kind": kind, "root_id": root_id, "limit": limit}
+        return _jobs(self._conn.execute(SQL_PENDING_CHUNK_JOBS, params))
+
+    def pending_chunks(self, kind: str, root_id: int | None) -> int:
+        """Jobs of ``kind`` not failed, of chunks of root ``root_id`` (or all)."""
+        params = {"kind": kind, "root_id": root_id}
+        return cast(int, self._conn.execute(SQL_PENDING_CHUNKS, params).fetchall()[0][0])
 
     def stats(self) -> QueueStats:
         """Depth, failed jobs, oldest job and highest id of the queue."""

@@ -41,14 +41,17 @@ from abathur.stores.search import (
     VectorFilter,
     VectorIndexState,
     VectorTableStats,
+    known_vector_table,
 )
 
 __all__ = [
+    "SQL_CHUNK_KEYWORD_SEARCH",
     "SQL_FTS_DELETE",
     "SQL_FTS_INSERT",
     "SQL_INDEX_STATE",
     "SQL_KEYWORD_SEARCH",
     "SqliteSearchIndex",
+    "chunk_keyword_params",
     "fts_match",
     "keyword_params",
     "scope_match",
@@ -95,6 +98,22 @@ _SQL_KEYWORD_WHERE = (
 )
 _SQL_KEYWORD_END = " ORDER BY score DESC, m.id LIMIT :limit"
 SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
+
+# documents.search, keyword ranking: FTS5 finds the words, the joins apply the
+# root and path-prefix filters; no window, every match passing them is ranked.
+# The heading counts twice: it names what the chunk is about. ':upper' is the
+# prefix + '0' ('0' is the character after '/'). See chunk_keyword_params.
+SQL_CHUNK_KEYWORD_SEARCH = (
+    "SELECT c.id, -bm25(chunks_fts, 2.0, 1.0) AS score "
+    "FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid "
+    "JOIN documents AS d ON d.id = c.document_id "
+    "WHERE chunks_fts MATCH :match AND (:root_id IS NULL OR d.root_id = :root_id) "
+    "AND (:prefix IS NULL OR d.path = :prefix OR (d.path >= :lower AND d.path < :upper)) "
+    "ORDER BY score DESC, c.id LIMIT :limit"
+)
+
+# Every registered vector table (vector_tables' primary key).
+SQL_VECTOR_TABLE_NAMES = "SELECT name FROM vector_tables"
 
 
 def fts_match(words: Sequence[str], *, columns: Sequence[str] = ()) -> str | None:
@@ -186,6 +205,33 @@ def tokens(conn: apsw.Connection, text: str) -> set[str]:
     return {token for token in found if isinstance(token, str)}
 
 
+def chunk_keyword_params(
+    words: Sequence[str], *, root_id: int | None, path_prefix: str | None, limit: int
+) -> dict[str, Any] | None:
+    """The parameters :data:`SQL_CHUNK_KEYWORD_SEARCH` binds; None: no word.
+
+    So a test can ``EXPLAIN QUERY PLAN`` the exact keyword query that ships.
+
+    Example:
+        >>> from abathur.backends.sqlite.search import chunk_keyword_params
+        >>> params = chunk_keyword_params(
+        ...     ["restore", "backup"], root_id=None, path_prefix="runbooks", limit=3)
+        >>> params["match"], params["lower"], params["upper"]
+        ('"restore" OR "backup"', 'runbooks/', 'runbooks0')
+    """
+    match = fts_match(words)
+    if match is None:
+        return None
+    return {
+        "match": match,
+        "root_id": root_id,
+        "prefix": path_prefix,
+        "lower": None if path_prefix is None else path_prefix + "/",
+        "upper": None if path_prefix is None else path_prefix + "0",
+        "limit": limit,
+    }
+
+
 class SqliteSearchIndex:
     """:class:`~abathur.stores.search.SearchIndex` on one apsw connection, in its transaction."""
 
@@ -241,6 +287,16 @@ class SqliteSearchIndex:
         sql = _SQL_KEYWORD_WHERE + match + _SQL_KEYWORD_END
         return [(int(i), float(s)) for i, s in self._conn.execute(sql, params | match_params)]
 
+    def chunk_keyword_ranking(
+        self, words: Sequence[str], *, root_id: int | None, path_prefix: str | None, limit: int
+    ) -> list[tuple[int, float]]:
+        """Chunks (of root ``root_id``, under ``path_prefix``) matching any word, best first."""
+        params = chunk_keyword_params(words, root_id=root_id, path_prefix=path_prefix, limit=limit)
+        if params is None:
+            return []
+        rows = self._conn.execute(SQL_CHUNK_KEYWORD_SEARCH, params)
+        return [(int(i), float(s)) for i, s in rows]
+
     def word_coverage(self, words: Sequence[str], texts: Sequence[str]) -> list[float]:
         """For each text, the share of ``words`` it contains (FTS5's tokens: case, accents
         and English endings do not count)."""
@@ -270,6 +326,15 @@ class SqliteSearchIndex:
     def drop_vector_table(self, table: str) -> None:
         """Drop vec0 table ``table`` and everything pending for it."""
         vectors.drop_vector_table(self._conn, table)
+
+    def drop_vector_tables(self) -> None:
+        """Drop every vec0 table in the ``vector_tables`` registry and everything pending for it.
+
+        A registered name that is not one abathur makes raises
+        :class:`~abathur.errors.SchemaError` (nothing is dropped under it).
+        """
+        for (name,) in self._conn.execute(SQL_VECTOR_TABLE_NAMES).fetchall():
+            vectors.drop_vector_table(self._conn, known_vector_table(name))
 
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""

@@ -60,7 +60,6 @@ from typing import NamedTuple
 import numpy as np
 import structlog
 
-from abathur import search
 from abathur.embeddings.base import Embedder
 from abathur.embeddings.queue.jobs import (
     HELD_NOT_BEFORE,
@@ -295,19 +294,15 @@ class EmbeddingService:
     def _ensure_tables(self, tx: Transaction, dims: int, now: float) -> None:
         chunk_size = self._db.settings.vector_chunk_size
         for kind in self._kinds.values():
-            search.create_vector_table(tx, kind, dims, chunk_size, now=now)
+            tx.search.create_vector_table(kind.vec_table, kind.name, dims, chunk_size, now=now)
 
     def _reset(self, tx: Transaction) -> None:
         """Forget the recorded embedder: drop every vector table and every job."""
-        # TRANSITION (issue 13): the vector-table SQL below belongs to lane
-        # "memory"'s SearchIndex (abathur.search has no "drop every table" yet).
-        tables = [name for (name,) in tx.execute("SELECT name FROM vector_tables")]
         for kind in self._kinds.values():
-            search.drop_vector_table(tx, kind)
-        for name in tables:
-            # Tables of kinds this process does not know: dropped only under a name we make.
-            tx.execute(f'DROP TABLE IF EXISTS "{search.known_vector_table(name)}"')
-        tx.execute("DELETE FROM vector_tables")
+            tx.search.drop_vector_table(kind.vec_table)
+        # Tables of kinds this process does not know too (a registered name
+        # that is not one abathur makes raises: nothing is dropped under it).
+        tx.search.drop_vector_tables()
         tx.queue.clear()
         tx.queue.forget_embedder()
         self._queries.clear()
@@ -509,7 +504,7 @@ class EmbeddingService:
     ) -> tuple[list[_Job], set[str]]:
         queue = tx.queue
         if select is not None:  # fresh=True: the jobs of one search's scope
-            rows = queue.selected_jobs(select, limit)
+            rows = select(queue, limit)
         elif self.is_probe:
             rows = queue.held_jobs(held_from=HELD_NOT_BEFORE, max_id=max_id, limit=limit)
         else:
@@ -691,7 +686,7 @@ class EmbeddingService:
         if dims:
             self._ensure_tables(tx, dims, now)
         if not self.is_probe:
-            search.apply_vector_deletes(tx)
+            tx.search.apply_vector_deletes()
         for text_hash, blob in embedded.vectors.items():
             queue.cache_put(name, text_hash, dims, blob, now)
         totals = _Totals(calls=len(embedded.calls), jobs=len(jobs), blocked=embedded.blocked)
@@ -711,8 +706,8 @@ class EmbeddingService:
                 continue
             if not queue.finish(job.ref):
                 continue  # cancelled by a newer write, or done by another worker
-            if search.insert_vector(
-                tx, job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
+            if tx.search.insert_vector(
+                job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
                 totals.embedded += 1
                 if job.text_hash in cached:
@@ -749,16 +744,16 @@ class EmbeddingService:
         """Write buffered usage rows and apply pending vector deletes (not a probe's job)."""
         self._usage.flush(tx)
         if not self.is_probe:
-            search.apply_vector_deletes(tx)
+            tx.search.apply_vector_deletes()
 
     # -- read-your-writes ----------------------------------------------------
 
     async def embed_now(self, select: JobSelect) -> int:
         """Embed the jobs ``select`` names now, inline, batch after batch (``fresh=True``).
 
-        ``select`` is ``(SQL, named params)`` of a query returning ``(id, kind,
-        ref_id, content_hash)`` rows of queued jobs, with a ``:limit``; a service
-        builds it for the items of one search's scope. Jobs in backoff are tried
+        ``select(tx.queue, limit)`` returns up to ``limit`` queued jobs (see
+        :data:`~abathur.stores.queue.JobSelect`); a service builds it for the
+        items of one search's scope. Jobs in backoff are tried
         at once; failed ones are left.
 
         Safe beside a worker (of this or another process) embedding the same
@@ -836,7 +831,7 @@ class EmbeddingService:
         ratio = self._db.settings.vector_compact_ratio
         if not ratio or self.is_probe:  # the application's workers maintain its tables
             return
-        stats = await self._db.read(search.vector_table_stats)
+        stats = await self._db.read(lambda tx: tx.search.vector_table_stats())
         if any(s.dead_rows > max(_COMPACT_MIN_DEAD, ratio * s.live_rows) for s in stats):
             await self.compact()
 
@@ -869,22 +864,6 @@ class EmbeddingService:
         if self._usage and not self._db.is_closed:
             await self._db.write(self._usage.flush)
 
-    # TRANSITION (issue 13): the names memory.py, documents.py, transfer.py and
-    # archival.py still call; removed at merge, once they call the public ones.
-    def _notify(self) -> None:
-        self.notify()
-
-    def _note_cache_hits(self, model_name: str, namespaces: Sequence[str]) -> None:
-        self.note_cache_hits(model_name, namespaces)
-
-    async def _embed_query(
-        self, text: str, *, namespace: str | None = None
-    ) -> tuple[np.ndarray | None, str | None]:
-        return await self.embed_query(text, namespace=namespace)
-
-    async def _embed_now(self, select: JobSelect) -> int:
-        return await self.embed_now(select)
-
     # -- public --------------------------------------------------------------
 
     async def status(self) -> EmbeddingStatus:
@@ -912,7 +891,7 @@ class EmbeddingService:
         def read(tx: Transaction) -> EmbeddingStatus:
             recorded = recorded_embedder(tx)
             depth, failed, oldest, _ = tx.queue.stats()
-            stats = search.vector_table_stats(tx)
+            stats = tx.search.vector_table_stats()
             embedder = self.embedder
             return EmbeddingStatus(
                 embedder=None if embedder is None else embedder.name,
@@ -1122,12 +1101,12 @@ class EmbeddingService:
 
         def write(tx: Transaction) -> list[CompactReport]:
             reports = []
-            for stats in search.vector_table_stats(tx):
+            for stats in tx.search.vector_table_stats():
                 kind = self._kinds.get(stats.kind)
                 if kind is None:
                     continue
                 started = time.perf_counter()
-                live = search.compact_vector_table(tx, kind, chunk_size)
+                live = tx.search.compact_vector_table(kind.vec_table, kind.name, chunk_size)
                 reports.append(
                     CompactReport(
                         table=stats.name,
