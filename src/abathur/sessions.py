@@ -545,8 +545,8 @@ class SessionService:
                 )
             seq = tx.sessions.last_seq(session_id) + 1
             at = time.time() if stamp is None else float(stamp)
-            event_row = EventRow(seq, event_id, author, content_json, delta_json,
-                                 metadata_json, at)
+            event_row: EventRow = (seq, event_id, author, content_json, delta_json,
+                                   metadata_json, at)
             audit_seq = audit.next_seq(tx)
             tx.sessions.insert_event(session_id, event_row, audit_seq=audit_seq)
             audit.append(tx, "event.append", "event", session_id, {"seq": seq},

@@ -45,16 +45,12 @@ class SessionRow(NamedTuple):
     updated_at: float
 
 
-class EventRow(NamedTuple):
-    """One event as stored; ``content``, ``state_delta`` and ``metadata`` are JSON text."""
-
-    seq: int
-    id: str
-    author: str
-    content: str | None
-    state_delta: str
-    metadata: str
-    timestamp: float
+#: One event as stored, by position: ``(seq, id, author, content, state_delta,
+#: metadata, timestamp)``; ``content``, ``state_delta`` and ``metadata`` are JSON
+#: text. A plain typed tuple rather than a NamedTuple: ``sessions.get`` reads up to
+#: thousands of them per call, and building a NamedTuple for each cost 5% of a
+#: 50-event read (benchmarks/compare.py).
+EventRow = tuple[int, str, str, str | None, str, str, float]
 
 
 class PurgeCounts(NamedTuple):

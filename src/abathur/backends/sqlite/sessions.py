@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
+from typing import cast
 
 import apsw
 
@@ -211,17 +212,15 @@ class SqliteSessionStore:
 
     def last_events(self, session_id: str, n: int, /) -> list[EventRow]:
         """The newest ``n`` events (``-1``: all), newest first."""
-        return list(map(EventRow._make, self._conn.execute(SQL_LAST_EVENTS, (session_id, n))))
+        return _events(self._conn.execute(SQL_LAST_EVENTS, (session_id, n)))
 
     def events_after(self, session_id: str, after: float, /) -> list[EventRow]:
         """Every event with ``timestamp > after``, oldest first."""
-        rows = self._conn.execute(SQL_EVENTS_AFTER, (session_id, after))
-        return list(map(EventRow._make, rows))
+        return _events(self._conn.execute(SQL_EVENTS_AFTER, (session_id, after)))
 
     def last_events_after(self, session_id: str, after: float, n: int, /) -> list[EventRow]:
         """The newest ``n`` events with ``timestamp > after``, newest first."""
-        rows = self._conn.execute(SQL_LAST_EVENTS_AFTER, (session_id, after, n))
-        return list(map(EventRow._make, rows))
+        return _events(self._conn.execute(SQL_LAST_EVENTS_AFTER, (session_id, after, n)))
 
     def last_seq(self, session_id: str, /) -> int:
         """The highest event seq of the session; 0 when it has none."""
@@ -292,3 +291,8 @@ class SqliteSessionStore:
     def erase_securely(self, enabled: bool, /) -> None:
         """While enabled, deleted cells and freed pages are overwritten with zeros."""
         self._conn.execute(SQL_SECURE_DELETE_ON if enabled else SQL_SECURE_DELETE_FAST)
+
+
+def _events(cursor: apsw.Cursor) -> list[EventRow]:
+    # The event columns come back in EventRow's order, as the schema types them.
+    return cast(list[EventRow], cursor.fetchall())
