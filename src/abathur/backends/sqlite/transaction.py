@@ -41,11 +41,10 @@ class SqliteTransaction:
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self.conn = conn
         self.context = context
-        # TRANSITION (issue 13): services not yet moved onto the stores still
-        # take ``fn(conn)`` and call apsw methods on what they are handed.
-        # These two, and __getattr__ below, let them run unchanged; they go
-        # when the last service is on the stores (tests/unit/test_layering.py
-        # lists who still needs them).
+        # TRANSITION (issue 13): no module of the package calls apsw methods on
+        # a transaction any more (mypy checks it); tests of SQLite internals
+        # and the baselines of benchmarks/test_core.py still do, through these
+        # two and __getattr__ below. They go once those say ``tx.conn``.
         self.execute = conn.execute
         self.executemany = conn.executemany
 
