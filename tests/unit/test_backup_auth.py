@@ -22,7 +22,6 @@ from abathur.ops.backup import Backup, create_backup, verify_backup
 from abathur.ops.backup_key import load_backup_key, parse_key
 from abathur.ops.restore import restore_backup
 from tests.backup_files import files_in, read_manifest, tamper_with_a_memory, write_manifest
-from tests.helpers import populate
 
 pytestmark = pytest.mark.sqlite_only("backups of a SQLite file: manifests signed over its copy")
 
@@ -32,14 +31,6 @@ OTHER_KEY = secrets.token_hex(32)
 
 def keyed(key: str = KEY, **more: object) -> Settings:
     return Settings(backup_key=key, **more)
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> Path:
-    path = tmp_path / "db" / "agent.db"
-    path.parent.mkdir()
-    await populate(path)
-    return path
 
 
 @pytest.fixture
