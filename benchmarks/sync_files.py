@@ -93,7 +93,7 @@ async def measure(base: Path, files: int) -> dict[str, Any]:
         done = time.perf_counter()
         assert len(report.added) == files and not report.failed, report
         tokens = await ab.db.read(
-            lambda c: c.execute("SELECT avg(tokens), max(tokens) FROM chunks").fetchall()[0]
+            lambda c: c.conn.execute("SELECT avg(tokens), max(tokens) FROM chunks").fetchall()[0]
         )
         out["cold"] = {
             "sync_s": round(synced - started, 3),

@@ -397,7 +397,7 @@ def test_every_public_call_is_fuzzed() -> None:
 def _judge(fuzzed: Fuzzed, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     ab = fuzzed.ab
     service, method = name.split(".")
-    before = fuzzed.run(ab.db.read(fingerprint))
+    before = fuzzed.run(ab.db.read(lambda tx: fingerprint(tx.conn)))
 
     async def go() -> Any:
         root = fuzzed.path.parent
@@ -409,7 +409,7 @@ def _judge(fuzzed: Fuzzed, name: str, args: tuple[Any, ...], kwargs: dict[str, A
         fuzzed.run(go())
     except AbathurError as exc:
         outcome = type(exc).__name__
-        after = fuzzed.run(ab.db.read(fingerprint))
+        after = fuzzed.run(ab.db.read(lambda tx: fingerprint(tx.conn)))
         changed = [t for t in before if before[t] != after.get(t)]
         assert not changed, f"{name} failed ({exc.code}) but changed {changed}"
         exc.message.encode("utf-8")  # an error message is always printable text

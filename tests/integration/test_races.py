@@ -139,7 +139,7 @@ def test_two_processes_write_for_ten_seconds(tmp_path: Path) -> None:
             for report in reports:
                 label = report["label"]
                 rows = await ab.db.read(
-                    lambda c, label=label: c.execute(
+                    lambda c, label=label: c.conn.execute(
                         "SELECT count(*) FROM memories WHERE namespace = ?", (f"race:{label}",)
                     ).fetchall()
                 )

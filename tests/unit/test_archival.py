@@ -39,7 +39,7 @@ from tests.helpers import assert_unchanged, snapshot
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 async def memory_rows(ab: Abathur, namespace: str, key: str) -> list[tuple]:
@@ -327,7 +327,7 @@ async def test_a_run_that_was_cut_short_is_reported_and_finished(backend: Backen
         await ab.sessions.terminate(s.id)
         # What a killed run leaves: its row still 'running'.
         await ab.db.write(
-            lambda c: c.execute(
+            lambda c: c.conn.execute(
                 "INSERT INTO archive_runs (started_at, status) VALUES (?, 'running')",
                 (time.time(),),
             )
@@ -457,7 +457,7 @@ async def test_restore_refuses_what_would_collide_and_changes_nothing(
         # The memory itself archived later: its old versions have nothing to go under.
         await ab.memory.delete("user:alice", "note")
         await ab.db.write(
-            lambda c: c.execute(
+            lambda c: c.conn.execute(
                 "UPDATE memories SET expires_at = 1 WHERE namespace = 'user:alice' AND key = 'note'"
             )
         )

@@ -74,7 +74,9 @@ async def test_a_backup_is_a_compressed_copy_with_a_manifest(live: Path, made: B
     assert m.row_counts == {t: len(r) for t, r in rows(live).items()}
     assert m.row_counts["memories"] == 2
     async with Abathur.open(live, embed_worker=False) as ab:
-        head = await ab.db.read(lambda c: c.execute("SELECT seq, hash FROM audit_head").fetchall())
+        head = await ab.db.read(
+            lambda c: c.conn.execute("SELECT seq, hash FROM audit_head").fetchall()
+        )
     assert [(m.audit_head_seq, m.audit_head_hash)] == head
     assert abs(m.created_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert read_manifest(made)["format"] == "abathur-backup/1"
@@ -97,7 +99,7 @@ async def test_a_backup_taken_while_the_database_is_open_holds_its_rows(live: Pa
         await ab.memory.put("user:bob", "lang", {"value": "de"})
         made = await asyncio.to_thread(create_backup, live, dest=live.parent / "b")
         expected = await ab.db.read(
-            lambda c: c.execute("SELECT count(*) FROM memories").fetchall()[0][0]
+            lambda c: c.conn.execute("SELECT count(*) FROM memories").fetchall()[0][0]
         )
     assert made.manifest is not None and made.manifest.row_counts["memories"] == expected == 3
 

@@ -53,25 +53,29 @@ def read_pragmas(conn: apsw.Connection) -> dict[str, object]:
 
 async def test_pragmas_on_every_reader_and_the_writer(ab: Abathur) -> None:
     # Hold every reader at once so each pooled connection is checked, not one reused.
-    results = await asyncio.gather(*(ab.db.read(read_pragmas) for _ in range(ab.settings.readers)))
+    results = await asyncio.gather(
+        *(ab.db.read(lambda tx: read_pragmas(tx.conn)) for _ in range(ab.settings.readers))
+    )
     assert len(results) == ab.settings.readers
     for got in results:
         assert got == EXPECTED
-    assert await ab.db.write(read_pragmas) == EXPECTED
+    assert await ab.db.write(lambda tx: read_pragmas(tx.conn)) == EXPECTED
 
 
 async def test_synchronous_full_is_configurable(db_path: Path) -> None:
     async with Abathur.open(db_path, synchronous="FULL") as ab:
-        assert (await ab.db.read(read_pragmas))["synchronous"] == 2
+        assert (await ab.db.read(lambda tx: read_pragmas(tx.conn)))["synchronous"] == 2
 
 
 async def test_sqlite_vec_loaded_on_readers_and_writer(ab: Abathur) -> None:
     def vec(conn: apsw.Connection) -> str:
         return conn.execute("SELECT vec_version()").fetchall()[0][0]
 
-    readers = await asyncio.gather(*(ab.db.read(vec) for _ in range(ab.settings.readers)))
+    readers = await asyncio.gather(
+        *(ab.db.read(lambda tx: vec(tx.conn)) for _ in range(ab.settings.readers))
+    )
     assert set(readers) == {"v" + ab.versions.sqlite_vec}
-    assert await ab.db.write(vec) == "v" + ab.versions.sqlite_vec
+    assert await ab.db.write(lambda tx: vec(tx.conn)) == "v" + ab.versions.sqlite_vec
 
 
 def test_environment_versions() -> None:
@@ -100,7 +104,7 @@ def test_unloadable_sqlite_vec_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 async def test_readers_are_read_only(ab: Abathur) -> None:
     with pytest.raises(DatabaseError) as excinfo:
-        await ab.db.read(lambda c: c.execute("INSERT INTO meta VALUES ('k', 'v')"))
+        await ab.db.read(lambda c: c.conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
     assert excinfo.value.code == "db.error"
     assert isinstance(excinfo.value.__cause__, apsw.ReadOnlyError)
 
@@ -111,16 +115,18 @@ async def test_write_rolls_back_on_any_error(ab: Abathur) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        await ab.db.write(insert_then_fail)
-    rows = await ab.db.read(lambda c: c.execute("SELECT * FROM meta WHERE key = 'half'").fetchall())
+        await ab.db.write(lambda tx: insert_then_fail(tx.conn))
+    rows = await ab.db.read(
+        lambda c: c.conn.execute("SELECT * FROM meta WHERE key = 'half'").fetchall()
+    )
     assert rows == []
     # The writer is usable afterwards (no transaction left open).
-    await ab.db.write(lambda c: c.execute("INSERT INTO meta VALUES ('after', 'ok')"))
+    await ab.db.write(lambda c: c.conn.execute("INSERT INTO meta VALUES ('after', 'ok')"))
 
 
 async def test_raw_driver_errors_are_translated(ab: Abathur) -> None:
     with pytest.raises(DatabaseError) as excinfo:
-        await ab.db.write(lambda c: c.execute("INSERT INTO no_such_table VALUES (1)"))
+        await ab.db.write(lambda c: c.conn.execute("INSERT INTO no_such_table VALUES (1)"))
     assert not isinstance(excinfo.value, apsw.Error)
     assert "no_such_table" in str(excinfo.value)
 
@@ -131,12 +137,12 @@ async def test_busy_writer_elsewhere_is_a_typed_retryable_error(db_path: Path) -
         other.execute("BEGIN IMMEDIATE")
         try:
             with pytest.raises(DatabaseBusyError) as excinfo:
-                await ab.db.write(lambda c: c.execute("INSERT INTO meta VALUES ('x', 'y')"))
+                await ab.db.write(lambda c: c.conn.execute("INSERT INTO meta VALUES ('x', 'y')"))
             assert excinfo.value.retryable
         finally:
             other.execute("ROLLBACK")
             other.close()
-        await ab.db.write(lambda c: c.execute("INSERT INTO meta VALUES ('x', 'y')"))
+        await ab.db.write(lambda c: c.conn.execute("INSERT INTO meta VALUES ('x', 'y')"))
 
 
 def make_v1_file(path: Path) -> None:
@@ -155,14 +161,16 @@ async def test_upgrade_from_migration_1_keeps_data_and_backs_up(db_path: Path) -
     make_v1_file(db_path)
     async with Abathur.open(db_path) as ab:
         assert ab.db.migrated_from == 1
-        version = await ab.db.read(lambda c: c.execute("PRAGMA user_version").fetchall()[0][0])
+        version = await ab.db.read(lambda c: c.conn.execute("PRAGMA user_version").fetchall()[0][0])
         assert version == len(migrations.available())
         tasks = await ab.db.read(
-            lambda c: c.execute("SELECT name FROM sqlite_schema WHERE name = 'tasks'").fetchall()
+            lambda c: c.conn.execute(
+                "SELECT name FROM sqlite_schema WHERE name = 'tasks'"
+            ).fetchall()
         )
         assert tasks == [("tasks",)]
         row = await ab.db.read(
-            lambda c: c.execute("SELECT id, state, revision FROM sessions").fetchall()
+            lambda c: c.conn.execute("SELECT id, state, revision FROM sessions").fetchall()
         )
         assert row == [("s1", '{"k":1}', 3)]
         backup = ab.db.premigration_backup
@@ -250,17 +258,19 @@ async def test_closed_database_raises_closed_error(db_path: Path) -> None:
     await ab.close()  # idempotent
     assert ab.is_closed
     with pytest.raises(ClosedError) as excinfo:
-        await ab.db.read(lambda c: c.execute("SELECT 1").fetchall())
+        await ab.db.read(lambda c: c.conn.execute("SELECT 1").fetchall())
     assert excinfo.value.code == "closed"
     with pytest.raises(ClosedError):
-        await ab.db.write(lambda c: c.execute("SELECT 1").fetchall())
+        await ab.db.write(lambda c: c.conn.execute("SELECT 1").fetchall())
 
 
 async def test_close_lets_queued_writes_finish(db_path: Path) -> None:
     ab = await Abathur.open(db_path)
     writes = [
         asyncio.ensure_future(
-            ab.db.write(lambda c, i=i: c.execute("INSERT INTO meta VALUES (?, 'v')", (f"k{i}",)))
+            ab.db.write(
+                lambda c, i=i: c.conn.execute("INSERT INTO meta VALUES (?, 'v')", (f"k{i}",))
+            )
         )
         for i in range(20)
     ]
@@ -269,7 +279,7 @@ async def test_close_lets_queued_writes_finish(db_path: Path) -> None:
     await asyncio.gather(*writes)
     async with Abathur.open(db_path) as again:
         count = await again.db.read(
-            lambda c: c.execute("SELECT count(*) FROM meta WHERE key LIKE 'k%'").fetchall()
+            lambda c: c.conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'k%'").fetchall()
         )
     assert count == [(20,)]
 
@@ -284,8 +294,8 @@ async def test_unclosed_database_warns(db_path: Path) -> None:
 
 async def test_close_checkpoints_and_removes_the_wal(db_path: Path) -> None:
     async with Abathur.open(db_path) as ab:
-        await ab.db.write(lambda c: c.execute("INSERT INTO meta VALUES ('w', 'v')"))
-        await ab.db.read(lambda c: c.execute("SELECT 1").fetchall())
+        await ab.db.write(lambda c: c.conn.execute("INSERT INTO meta VALUES ('w', 'v')"))
+        await ab.db.read(lambda c: c.conn.execute("SELECT 1").fetchall())
         assert Path(f"{db_path}-wal").exists()
     assert not Path(f"{db_path}-wal").exists()
     assert not Path(f"{db_path}-shm").exists()

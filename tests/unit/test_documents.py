@@ -82,7 +82,7 @@ def write(root: Path, rel: str, text: str) -> Path:
 
 
 async def rows(ab: Abathur, sql: str, params: tuple = ()) -> list[tuple]:
-    return await ab.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return await ab.db.read(lambda tx: tx.conn.execute(sql, params).fetchall())
 
 
 async def count(ab: Abathur, table: str) -> int:
@@ -895,7 +895,7 @@ async def test_hot_document_queries_use_their_indexes(ab: Abathur) -> None:
             ),
         }
 
-    found = await ab.db.read(plans)
+    found = await ab.db.read(lambda tx: plans(tx.conn))
     assert "INDEX sqlite_autoindex_document_roots_1 (path=?)" in found["root"]
     assert "USING INDEX sqlite_autoindex_documents_1 (root_id=?)" in found["documents"]
     assert "USING INDEX sqlite_autoindex_documents_1 (root_id=? AND path=?)" in found["document"]

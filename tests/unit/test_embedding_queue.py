@@ -448,17 +448,19 @@ async def test_queue_and_keyword_queries_use_their_indexes(eab: Abathur) -> None
             str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         )
 
-    ready = await eab.db.read(lambda c: plan(c, SQL_READY_JOBS, (1.0, 10, 64)))
+    ready = await eab.db.read(lambda c: plan(c.conn, SQL_READY_JOBS, (1.0, 10, 64)))
     assert "USING INDEX embedding_queue_ready (not_before<?)" in ready, ready
     cache = await eab.db.read(
         lambda c: plan(
-            c, "SELECT id FROM embedding_cache WHERE model = ? AND content_hash = ?", ("m", "h")
+            c.conn,
+            "SELECT id FROM embedding_cache WHERE model = ? AND content_hash = ?",
+            ("m", "h"),
         )
     )
     assert "USING COVERING INDEX sqlite_autoindex_embedding_cache_1" in cache, cache
     keyword = await eab.db.read(
         lambda c: plan(
-            c, SQL_KEYWORD_SEARCH, keyword_params(["tea"], "user:alice", now=time.time())
+            c.conn, SQL_KEYWORD_SEARCH, keyword_params(["tea"], "user:alice", now=time.time())
         )
     )
     assert "SCAN memories_fts VIRTUAL TABLE INDEX" in keyword, keyword

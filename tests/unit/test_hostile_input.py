@@ -402,7 +402,7 @@ async def test_a_failed_hostile_call_leaves_the_session_usable(world: World) -> 
 
 async def metric_rows(ab: Abathur, kind: str) -> dict[str, int]:
     rows = await ab.db.read(
-        lambda conn: conn.execute(
+        lambda tx: tx.conn.execute(
             "SELECT name, sum(count) FROM metrics WHERE kind = ? GROUP BY name", (kind,)
         ).fetchall()
     )

@@ -91,7 +91,9 @@ async def test_namespace_counts_rejects_bad_input(
 
 async def test_namespace_counts_walk_the_current_index_without_sorting(ab: Abathur) -> None:
     async def plan(sql: str, params: tuple[Any, ...] | dict[str, Any]) -> str:
-        rows = await ab.db.read(lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+        rows = await ab.db.read(
+            lambda c: c.conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        )
         return " | ".join(str(r[-1]) for r in rows)
 
     prefixed = await plan(

@@ -373,7 +373,7 @@ async def test_ttl_is_enforced_on_every_read_path(ab: Abathur) -> None:
     assert await ab.memory.history("user:alice:notes", "short") == []
     assert await ab.memory.namespaces("user") == ["user:alice"]
     assert await ab.memory.namespaces() == ["user:alice"]
-    rows = await ab.db.read(lambda c: c.execute("SELECT count(*) FROM memories").fetchall())
+    rows = await ab.db.read(lambda c: c.conn.execute("SELECT count(*) FROM memories").fetchall())
     assert rows == [(2,)]
 
 
@@ -752,7 +752,7 @@ async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
     def plan(sql: str, params: tuple | dict) -> str:
         async def run() -> str:
             rows = await ab.db.read(
-                lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+                lambda c: c.conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
             )
             return " | ".join(str(r[-1]) for r in rows)
 

@@ -538,7 +538,7 @@ async def test_the_degraded_reason_and_the_queue_hide_an_echoed_credential(
         found = await ab.memory.search("tea", prefix="user:a")
         status = await ab.embeddings.status()
         queued = await ab.db.read(
-            lambda conn: conn.execute("SELECT last_error FROM embedding_queue").fetchall()
+            lambda tx: tx.conn.execute("SELECT last_error FROM embedding_queue").fetchall()
         )
     assert found.is_degraded and "***" in (found.degraded_reason or "")
     assert "***" in (status.last_error or "")

@@ -111,17 +111,20 @@ async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: P
                 "SELECT dead_rows, generation FROM vector_tables WHERE name = ?", (VEC_TABLE,)
             ).fetchall()[0]
 
-        dead0, gen0 = await ab.db.read(state)
+        dead0, gen0 = await ab.db.read(lambda tx: state(tx.conn))
         # A vector still in the partition: nothing changes.
         part = partition_of(gone)
-        assert await ab.db.write(lambda c: drop_empty_partition(c, VEC_TABLE, part, dead=3)) == 0
-        assert await ab.db.read(state) == (dead0, gen0)
+        dropped = await ab.db.write(
+            lambda c: drop_empty_partition(c.conn, VEC_TABLE, part, dead=3)
+        )
+        assert dropped == 0
+        assert await ab.db.read(lambda tx: state(tx.conn)) == (dead0, gen0)
         report = await ab.memory.purge(gone)
         assert report.counts["vectors"] == 3
-        assert (await ab.db.read(state))[0] == dead0 + 3
+        assert (await ab.db.read(lambda tx: state(tx.conn)))[0] == dead0 + 3
         dead = report.counts["vectors"]
-        await ab.db.write(lambda c: drop_empty_partition(c, VEC_TABLE, part, dead=dead))
-        dead1, gen1 = await ab.db.read(state)
+        await ab.db.write(lambda c: drop_empty_partition(c.conn, VEC_TABLE, part, dead=dead))
+        dead1, gen1 = await ab.db.read(lambda tx: state(tx.conn))
         assert dead1 == dead0 and gen1 != gen0
         after = await ab.memory.search("green tea", prefix="user:alice", mode="vector")
         assert [h.key for h in after.hits] == [h.key for h in before.hits] == ["k"]
@@ -130,7 +133,7 @@ async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: P
 async def test_a_probes_batch_query_uses_the_ready_index(tmp_path: Path) -> None:
     async with Abathur.open(tmp_path / "p.db", embed_worker=False) as ab:
         rows = await ab.db.read(
-            lambda c: c.execute(
+            lambda c: c.conn.execute(
                 "EXPLAIN QUERY PLAN " + SQL_HELD_JOBS, (HELD_NOT_BEFORE, 10, 64)
             ).fetchall()
         )

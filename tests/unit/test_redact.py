@@ -134,7 +134,7 @@ async def test_a_custom_embedders_error_is_redacted_and_capped_before_it_reaches
         found = await ab.memory.search("tea", prefix="user:a")
         status = await ab.embeddings.status()
         queued = await ab.db.read(
-            lambda conn: conn.execute("SELECT last_error FROM embedding_queue").fetchall()
+            lambda tx: tx.conn.execute("SELECT last_error FROM embedding_queue").fetchall()
         )
     with pytest.raises(RuntimeError, match="hunter22"):
         await leaky.embed(["x"])  # what the queue was given

@@ -522,7 +522,7 @@ async def test_vector_results_equal_exact_search_when_every_candidate_is_rescore
         ten_k, embedder=embedder, embed_worker=False, search_oversample=1000
     ) as ab:
         cache = await ab.db.read(
-            lambda c: c.execute(
+            lambda c: c.conn.execute(
                 "SELECT m.key, c.vector FROM memories_vec AS v "
                 "JOIN memories AS m ON m.id = v.item_id "
                 "JOIN embedding_cache AS c ON c.id = v.cache_id"
@@ -577,7 +577,7 @@ async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
             assert sorted(asked) == sorted(every_id), "a predicate passing none asks about all"
 
     for query in (QUERY, "quantum photon note"):
-        await tab.db.read(lambda c, q=query: compare(c, q))
+        await tab.db.read(lambda tx, q=query: compare(tx.conn, q))
 
 
 async def test_the_numpy_first_pass_returns_what_vec0_knn_returns(tab: Abathur) -> None:
@@ -611,12 +611,12 @@ async def test_the_numpy_first_pass_returns_what_vec0_knn_returns(tab: Abathur) 
 
     for query in (QUERY, "quantum photon note", "bridge"):
         for partition in (None, "user:u007"):
-            await tab.db.read(lambda c, q=query, p=partition: compare(c, q, p))
+            await tab.db.read(lambda tx, q=query, p=partition: compare(tx.conn, q, p))
 
 
 async def test_scoped_chunk_reads_use_the_partition_index(tab: Abathur) -> None:
     sql = "EXPLAIN QUERY PLAN " + SQL_CHUNKS_OF_PARTITION.format(table="memories_vec")
-    plan = await tab.db.read(lambda c: [r[-1] for r in c.execute(sql, ("user:u001",))])
+    plan = await tab.db.read(lambda c: [r[-1] for r in c.conn.execute(sql, ("user:u001",))])
     assert "USING INDEX memories_vec_by_partition (partition00=?)" in plan[0], plan
     assert all("SCAN" not in step for step in plan), plan
 
@@ -648,7 +648,7 @@ async def test_unindex_takes_a_version_out_of_every_index(sab: Abathur) -> None:
     await put_all(sab, FACTS)
     (item_id,) = (
         await sab.db.read(
-            lambda c: c.execute(
+            lambda c: c.conn.execute(
                 "SELECT id FROM memories WHERE key = 'drink' AND is_current = 1"
             ).fetchall()
         )

@@ -648,7 +648,7 @@ async def test_the_per_record_queries_use_their_indexes(target: Abathur) -> None
             for name, params in {**lookups, "SQL_EXPORT_MEMORIES": ()}.items()
         }
 
-    for name, plan in (await target.db.read(plans)).items():
+    for name, plan in (await target.db.read(lambda tx: plans(tx.conn))).items():
         text = " ".join(plan)
         assert "TEMP B-TREE" not in text, (name, plan)
         if name != "SQL_EXPORT_MEMORIES":

@@ -11,7 +11,6 @@ on the hot path is one attribute lookup.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
 
 import apsw
 
@@ -41,16 +40,6 @@ class SqliteTransaction:
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self.conn = conn
         self.context = context
-        # TRANSITION (issue 13): no module of the package calls apsw methods on
-        # a transaction any more (mypy checks it); tests of SQLite internals
-        # and the baselines of benchmarks/test_core.py still do, through these
-        # two and __getattr__ below. They go once those say ``tx.conn``.
-        self.execute = conn.execute
-        self.executemany = conn.executemany
-
-    def __getattr__(self, name: str) -> Any:
-        # TRANSITION (issue 13): see __init__.
-        return getattr(self.conn, name)
 
     @cached_property
     def archive(self) -> SqliteArchiveStore:
