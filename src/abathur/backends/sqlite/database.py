@@ -232,7 +232,8 @@ class Database:
         >>> async def demo():
         ...     path = pathlib.Path(tempfile.mkdtemp()) / "x.db"
         ...     db = await Database.open(path)
-        ...     n = await db.read(lambda c: c.execute("SELECT count(*) FROM sessions").fetchall())
+        ...     sql = "SELECT count(*) FROM sessions"
+        ...     n = await db.read(lambda tx: tx.conn.execute(sql).fetchall())
         ...     await db.close()
         ...     return n
         >>> asyncio.run(demo())
