@@ -38,16 +38,13 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def fresh_database(server_url: str) -> str:
-    """Create an empty database on the server (with pgvector), return its URL."""
+    """Create an empty database on the server, return its URL."""
     import psycopg
 
     name = f"t{os.getpid()}_{next(_counter)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # our own generated name
-    url = server_url.replace("/postgres?", f"/{name}?", 1)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    return url
+    return server_url.replace("/postgres?", f"/{name}?", 1)
 
 
 @pytest.fixture
@@ -66,11 +63,17 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def pg_conn(pg_url: str) -> Iterator[object]:
-    """A psycopg connection to a fresh database with every migration applied."""
+    """A psycopg connection to a fresh database with every migration applied.
+
+    In autocommit mode, with pgvector's adapters registered (numpy arrays bind
+    to ``vector`` columns), as the backend's pooled connections are.
+    """
     import psycopg
+    from pgvector.psycopg import register_vector
 
     from abathur.backends.postgres.migrations import migrate
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         migrate(conn)
+        register_vector(conn)
         yield conn
