@@ -7,9 +7,10 @@ Two sources:
   ``first_created_at``, ``sessions.created_at`` and ``events.timestamp``, so
   no snapshot job is needed), sessions per status, events per session, the
   embedding queue, archive entries, and the file, WAL, archive and free sizes.
-* **Service calls**, measured in the process that makes them. ``Abathur``
-  wraps each public coroutine method of its services (:func:`instrument`):
-  the wrapper adds the call's duration to an in-memory histogram
+* **Service calls**, measured in the process that makes them. Each public
+  coroutine method of the services is decorated with :func:`recorded`,
+  which names its metric and is given the recorder through the service's
+  constructor: the wrapper adds the call's duration to an in-memory histogram
   (:class:`CallRecorder`; log-spaced buckets, four per doubling, so a
   percentile is within about 9 % of the true value) and, for memory calls,
   counts a read or a write for the namespace. Every ``Settings.metrics_flush_s``
@@ -35,8 +36,8 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -49,7 +50,8 @@ from abathur.stores.metrics import MemoryGrowth, MetricRow, MetricWindow, Storag
 __all__ = [
     "AnalyticsService",
     "CallRecorder",
-    "instrument",
+    "Recorded",
+    "recorded",
     "sparkline",
 ]
 
@@ -253,69 +255,80 @@ def _label(name: str) -> str:
 AccessKind = Literal["read", "write"]
 
 
-def instrument(
-    service: object,
-    prefix: str,
-    recorder: CallRecorder,
-    *,
-    access: Mapping[str, AccessKind] | None = None,
-) -> None:
-    """Wrap every public coroutine method of ``service`` so its calls are recorded.
+class Recorded(Protocol):
+    """A service whose calls :func:`recorded` times: it holds the recorder, or ``None``."""
 
-    The wrappers are set on the instance (the class and its docstrings are
-    untouched); ``close`` is left alone. A method named in ``access`` also
-    counts a read or a write of the namespace it was given: its ``namespace``
-    or ``prefix`` argument, or its first positional argument.
+    recorder: CallRecorder | None
+
+
+S = TypeVar("S", bound=Recorded)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def recorded(
+    name: str, *, access: AccessKind | None = None
+) -> Callable[
+    [Callable[Concatenate[S, P], Awaitable[R]]], Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+]:
+    """Decorate a public coroutine method of a service so its calls are timed.
+
+    Each call adds its duration (and whether it raised) to the histogram
+    ``name`` of the service's ``recorder``; a service built without one (a
+    probe, :meth:`Abathur.open(probe=True) <abathur.Abathur.open>`) is not
+    timed. With ``access``, the call also counts a read or a write of the
+    namespace it was given: its ``namespace`` or ``prefix`` argument, or its
+    first positional argument. Services name their metrics here, at each
+    method, so ``stats`` lists exactly what the code declares.
 
     Example:
         >>> import asyncio
-        >>> from abathur.analytics import CallRecorder, instrument
+        >>> from abathur.analytics import CallRecorder, recorded
         >>> class Greeter:
+        ...     def __init__(self, recorder: CallRecorder | None) -> None:
+        ...         self.recorder = recorder
+        ...     @recorded("greeter.hello", access="read")
         ...     async def hello(self, namespace: str) -> str:
         ...         return f"hello {namespace}"
-        >>> recorder, greeter = CallRecorder(), Greeter()
-        >>> instrument(greeter, "greeter", recorder, access={"hello": "read"})
-        >>> asyncio.run(greeter.hello("user:alice"))
+        >>> recorder = CallRecorder()
+        >>> asyncio.run(Greeter(recorder).hello("user:alice"))
         'hello user:alice'
         >>> list(recorder.snapshot()), recorder.pending_access()["reads"]
         (['greeter.hello'], {'user:alice': 1})
     """
-    access = access or {}
-    for name, _ in inspect.getmembers(type(service), inspect.iscoroutinefunction):
-        if name.startswith("_") or name == "close":  # close runs after the last flush
-            continue
-        bound = getattr(service, name)
-        setattr(service, name, _wrap(bound, f"{prefix}.{name}", recorder, access.get(name)))
 
+    def decorate(
+        fn: Callable[Concatenate[S, P], Awaitable[R]],
+    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+        clock = time.perf_counter
+        # search(query, *, prefix=...) names its namespace by keyword; the others first.
+        positional = access is not None and "prefix" not in _keyword_only(fn)
+        is_write = access == "write"
 
-def _wrap(
-    fn: Callable[..., Coroutine[Any, Any, Any]],
-    name: str,
-    recorder: CallRecorder,
-    kind: AccessKind | None,
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    clock = time.perf_counter
-    # search(query, *, prefix=...) names its namespace by keyword; the others first.
-    positional = kind is not None and "prefix" not in _keyword_only(fn)
+        @functools.wraps(fn)
+        async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            recorder = self.recorder
+            if recorder is None:
+                return await fn(self, *args, **kwargs)
+            started = clock()
+            ok = False
+            try:
+                result = await fn(self, *args, **kwargs)
+                ok = True
+                return result
+            finally:
+                recorder.record(name, clock() - started, ok=ok)
+                if access is not None:
+                    ns = kwargs.get("namespace", kwargs.get("prefix"))
+                    if ns is None and positional and args:
+                        ns = args[0]
+                    if isinstance(ns, str):
+                        recorder.access(ns, is_write=is_write)
 
-    @functools.wraps(fn)
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        started = clock()
-        ok = False
-        try:
-            result = await fn(*args, **kwargs)
-            ok = True
-            return result
-        finally:
-            recorder.record(name, clock() - started, ok=ok)
-            if kind is not None:
-                ns = kwargs.get("namespace", kwargs.get("prefix"))
-                if ns is None and positional and args:
-                    ns = args[0]
-                if isinstance(ns, str):
-                    recorder.access(ns, is_write=kind == "write")
+        call.__recorded__ = name  # type: ignore[attr-defined]  # read by the suite's guard
+        return call
 
-    return call
+    return decorate
 
 
 def _keyword_only(fn: Callable[..., Any]) -> set[str]:

@@ -6,10 +6,10 @@ from collections.abc import Generator
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from abathur import audit, memory
-from abathur.analytics import AnalyticsService, instrument
+from abathur.analytics import AnalyticsService
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
 from abathur.backends.sqlite import Database, Versions
@@ -90,20 +90,18 @@ class Abathur:
         self.embeddings = EmbeddingService(
             db, embedder, [MEMORY_KIND, CHUNK_KIND], budget=self.costs, usage=usage, probe=probe
         )
-        self.documents = DocumentService(db, self.embeddings)
-        self.sessions = SessionService(db)
-        self.memory = MemoryService(db, self.embeddings, costs=self.costs, recorder=recorder)
-        self.tasks = TaskService(db)
+        # The services' public calls are timed into the recorder
+        # (analytics.recorded), except a probe's.
+        calls = None if probe else recorder
+        self.documents = DocumentService(db, self.embeddings, recorder=calls)
+        self.sessions = SessionService(db, recorder=calls)
+        self.memory = MemoryService(db, self.embeddings, costs=self.costs, recorder=calls)
+        self.tasks = TaskService(db, recorder=calls)
         self.audit = AuditLog(db)
         self.archival = ArchivalService(
             db, self.embeddings, reclaim_space=partial(reclaim_space, db.path, db.settings)
         )
         self.transfer = TransferService(db, self.embeddings)
-        if not probe:
-            instrument(self.sessions, "sessions", recorder)
-            instrument(self.memory, "memory", recorder, access=_MEMORY_ACCESS)
-            instrument(self.tasks, "tasks", recorder)
-            instrument(self.documents, "documents", recorder)
 
     @classmethod
     def open(
@@ -265,22 +263,6 @@ class _Opening:
         if self._opened is not None:
             await self._opened.close()
 
-
-# Memory calls that count as a read or a write of their namespace (stats: top namespaces).
-_MEMORY_ACCESS: dict[str, Literal["read", "write"]] = {
-    "put": "write",
-    "delete": "write",
-    "restore": "write",
-    "consolidate": "write",
-    "get": "read",
-    "history": "read",
-    "list": "read",
-    "namespaces": "read",
-    "namespace_counts": "read",
-    "get_version": "read",
-    "search": "read",
-    "context": "read",
-}
 
 # Migration 003 adds memories_fts, embedding_queue and the rest of issue 3's tables.
 _SEARCH_SCHEMA = 3

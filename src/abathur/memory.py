@@ -55,6 +55,7 @@ import structlog
 from numpy.typing import NDArray
 
 from abathur import audit
+from abathur.analytics import CallRecorder, recorded
 from abathur.costs import estimate_tokens
 from abathur.embeddings.queue import MAX_EMBED_CHARS, cancel, content_hash, enqueue
 from abathur.errors import (
@@ -108,7 +109,6 @@ from abathur.values import (
 )
 
 if TYPE_CHECKING:
-    from abathur.analytics import CallRecorder
     from abathur.costs import CostService
     from abathur.embeddings.queue import EmbeddingService
 
@@ -669,7 +669,9 @@ class MemoryService:
         self._db = db
         self._embeddings = embeddings
         self._costs = costs  # context() reports the tokens it served to it
-        self._recorder = recorder  # purge() clears its pending namespace counts
+        # Times each public call (analytics.recorded); purge() also clears its
+        # pending namespace counts.
+        self.recorder = recorder
 
     def _indexing(self, tx: Transaction) -> _Indexing:
         configured = self._embeddings is not None and self._embeddings.is_configured
@@ -682,6 +684,7 @@ class MemoryService:
         if index.cached and index.model and self._embeddings is not None:
             self._embeddings.note_cache_hits(index.model, index.cached)
 
+    @recorded("memory.put", access="write")
     async def put(
         self,
         namespace: str,
@@ -765,6 +768,7 @@ class MemoryService:
         self._wrote(index)
         return memory
 
+    @recorded("memory.get", access="read")
     async def get(self, namespace: str, key: str) -> Memory | None:
         """The current version of a memory, or ``None`` if it reads as absent.
 
@@ -799,6 +803,7 @@ class MemoryService:
             return None
         return _memory(row)
 
+    @recorded("memory.history", access="read")
     async def history(self, namespace: str, key: str) -> list[Memory]:
         """Every version of a memory, oldest first.
 
@@ -838,6 +843,7 @@ class MemoryService:
             return []
         return [_memory(row) for row in rows]
 
+    @recorded("memory.list", access="read")
     async def list(
         self,
         prefix: str,
@@ -914,6 +920,7 @@ class MemoryService:
         ))
         return [_memory(row) for row in rows]
 
+    @recorded("memory.delete", access="write")
     async def delete(
         self, namespace: str, key: str, *, expected_version: int | None = None
     ) -> Memory:
@@ -974,6 +981,7 @@ class MemoryService:
 
         return await self._db.write(write)
 
+    @recorded("memory.restore", access="write")
     async def restore(self, namespace: str, key: str) -> Memory:
         """Bring back a deleted or superseded memory as a new live version.
 
@@ -1035,6 +1043,7 @@ class MemoryService:
             self._wrote(index)
         return restored
 
+    @recorded("memory.namespaces", access="read")
     async def namespaces(
         self, prefix: str | None = None, *, max_depth: int | None = None, limit: int = 1000
     ) -> builtins.list[str]:
@@ -1083,6 +1092,7 @@ class MemoryService:
             names = sorted({_SEP.join(name.split(_SEP)[:max_depth]) for name in names})
         return names[:limit]
 
+    @recorded("memory.namespace_counts", access="read")
     async def namespace_counts(
         self, prefix: str | None = None, *, limit: int = 1000
     ) -> builtins.list[NamedCount]:
@@ -1129,6 +1139,7 @@ class MemoryService:
         )
         return [NamedCount(name=name, count=count) for name, count in rows]
 
+    @recorded("memory.get_version", access="read")
     async def get_version(self, namespace: str, key: str, version: int) -> Memory | None:
         """One version of a memory as it was written, whatever its status.
 
@@ -1176,6 +1187,7 @@ class MemoryService:
             return None
         return _memory(found)
 
+    @recorded("memory.consolidate", access="write")
     async def consolidate(self, prefix: str, *, dry_run: bool = False) -> ConsolidationReport:
         """Resolve duplicates and conflicts among the live memories under ``prefix``.
 
@@ -1266,6 +1278,7 @@ class MemoryService:
 
         return await self._db.write(write)
 
+    @recorded("memory.purge")
     async def purge(
         self, prefix: str | None, *, everything: bool = False, dry_run: bool = False
     ) -> PurgeReport:
@@ -1343,13 +1356,14 @@ class MemoryService:
                 tx.memories.overwrite_deleted(False)
 
         report = await self._db.write(write)
-        if self._recorder is not None:
+        if self.recorder is not None:
             # Access counts not flushed yet would write the names back.
-            self._recorder.forget_access(
+            self.recorder.forget_access(
                 lambda ns: scope is None or ns == scope or ns.startswith(scope + _SEP)
             )
         return report
 
+    @recorded("memory.search", access="read")
     async def search(
         self,
         query: str,
@@ -1535,6 +1549,7 @@ class MemoryService:
         except EmbedderError as exc:
             log.warning("memory.fresh_failed", error=exc.message)
 
+    @recorded("memory.context", access="read")
     async def context(
         self,
         prefix: str,

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from abathur import audit
+from abathur.analytics import CallRecorder, recorded
 from abathur.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -257,13 +258,15 @@ class SessionService:
         'created'
     """
 
-    def __init__(self, db: Backend) -> None:
+    def __init__(self, db: Backend, *, recorder: CallRecorder | None = None) -> None:
         self._db = db
+        self.recorder = recorder  # times each public call (analytics.recorded)
 
     @property
     def _limit(self) -> int:
         return self._db.settings.max_value_bytes
 
+    @recorded("sessions.create")
     async def create(self, *, app: str, user: str, state: dict[str, Any] | None = None,
                      session_id: str | None = None) -> Session:
         """Create a session of ``user`` in ``app``, status ``created``, revision 0.
@@ -325,6 +328,7 @@ class SessionService:
 
         return await self._db.write(write)
 
+    @recorded("sessions.get")
     async def get(self, session_id: str, *, last_n: int | None = None,
                   after: float | None = None) -> Session:
         """Read a session with its merged state and (a page of) its events.
@@ -392,6 +396,7 @@ class SessionService:
 
         return await self._db.read(read)
 
+    @recorded("sessions.list")
     async def list(self, *, app: str | None = None, user: str | None = None,
                    status: str | None = None, limit: int = 100) -> list[Session]:
         """Sessions of an app (or of every app), of one user or all, newest ``updated_at`` first.
@@ -456,6 +461,7 @@ class SessionService:
 
         return await self._db.read(read)
 
+    @recorded("sessions.append_event")
     async def append_event(self, session_id: str, event: Event, *,
                            expected_revision: int | None = None) -> Session:
         """Append ``event`` to the session's log and apply its ``state_delta``, atomically.
@@ -571,6 +577,7 @@ class SessionService:
 
         return await self._db.write(write)
 
+    @recorded("sessions.get_user_state")
     async def get_user_state(self, *, app: str, user: str) -> dict[str, Any]:
         """The state shared by every session of ``user`` in ``app``.
 
@@ -602,6 +609,7 @@ class SessionService:
 
         return await self._db.read(read)
 
+    @recorded("sessions.get_app_state")
     async def get_app_state(self, *, app: str) -> dict[str, Any]:
         """The state shared by every session of ``app``.
 
@@ -631,6 +639,7 @@ class SessionService:
 
         return await self._db.read(read)
 
+    @recorded("sessions.set_status")
     async def set_status(self, session_id: str, status: str, *,
                          expected_revision: int | None = None) -> Session:
         """Move the session along its lifecycle; bumps the revision.
@@ -689,6 +698,7 @@ class SessionService:
 
         return await self._db.write(write)
 
+    @recorded("sessions.terminate")
     async def terminate(self, session_id: str, *,
                         expected_revision: int | None = None) -> Session:
         """End the session: :meth:`set_status` to ``terminated``.
@@ -720,6 +730,7 @@ class SessionService:
         return await self.set_status(session_id, "terminated",
                                      expected_revision=expected_revision)
 
+    @recorded("sessions.delete")
     async def delete(self, session_id: str) -> None:
         """Delete the session with its events and tasks; app and user state stay.
 
@@ -760,6 +771,7 @@ class SessionService:
 
         await self._db.write(write)
 
+    @recorded("sessions.purge")
     async def purge(self, *, app: str, user: str, dry_run: bool = False) -> PurgeReport:
         """Erase every session of ``user`` in ``app`` completely; the audit keeps that it happened.
 

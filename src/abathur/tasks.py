@@ -27,6 +27,7 @@ import uuid
 from typing import Any, get_args
 
 from abathur import audit
+from abathur.analytics import CallRecorder, recorded
 from abathur.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -89,9 +90,11 @@ class TaskService:
         'pending'
     """
 
-    def __init__(self, db: Backend) -> None:
+    def __init__(self, db: Backend, *, recorder: CallRecorder | None = None) -> None:
         self._db = db
+        self.recorder = recorder  # times each public call (analytics.recorded)
 
+    @recorded("tasks.create")
     async def create(self, *, session_id: str, prompt: str,
                      metadata: dict[str, Any] | None = None,
                      task_id: str | None = None) -> Task:
@@ -159,6 +162,7 @@ class TaskService:
 
         return await self._db.write(write)
 
+    @recorded("tasks.get")
     async def get(self, task_id: str) -> Task:
         """Read one task.
 
@@ -193,6 +197,7 @@ class TaskService:
 
         return await self._db.read(read)
 
+    @recorded("tasks.update")
     async def update(self, task_id: str, *, status: str, result: Any = None,
                      error: str | None = None) -> Task:
         """Move a task along its lifecycle, recording its result or error.
@@ -269,6 +274,7 @@ class TaskService:
 
         return await self._db.write(write)
 
+    @recorded("tasks.list")
     async def list(self, *, session_id: str | None = None, status: str | None = None,
                    limit: int | None = None) -> list[Task]:
         """A session's tasks in creation order, or every session's tasks, newest first.

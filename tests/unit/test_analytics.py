@@ -4,6 +4,7 @@ processes, namespace access counted, and counts, growth and sizes read from the 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
 
@@ -11,8 +12,12 @@ import numpy as np
 import pytest
 
 from abathur import Abathur, Event, InvalidInputError
-from abathur.analytics import CallRecorder, instrument, sparkline
+from abathur.analytics import CallRecorder, recorded, sparkline
 from abathur.backends.sqlite.metrics import SQL_METRICS_SINCE
+from abathur.documents import DocumentService
+from abathur.memory import MemoryService
+from abathur.sessions import SessionService
+from abathur.tasks import TaskService
 from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
@@ -108,11 +113,14 @@ async def test_old_windows_are_pruned(backend: BackendHandle) -> None:
 
 async def test_the_wrapper_costs_microseconds(ab: Abathur) -> None:
     class Noop:
+        def __init__(self, recorder: CallRecorder | None) -> None:
+            self.recorder = recorder
+
+        @recorded("noop.call")
         async def call(self) -> None:
             return None
 
-    bare, wrapped = Noop(), Noop()
-    instrument(wrapped, "noop", CallRecorder())
+    bare, wrapped = Noop(None), Noop(CallRecorder())
 
     async def timed(obj: Noop) -> float:
         started = time.perf_counter()
@@ -123,6 +131,32 @@ async def test_the_wrapper_costs_microseconds(ab: Abathur) -> None:
     await timed(wrapped)
     extra = min([await timed(wrapped) - await timed(bare) for _ in range(3)]) / 20_000
     assert extra < 10e-6, f"{extra * 1e6:.1f} µs per call"
+    assert list(wrapped.recorder.snapshot()) == ["noop.call"]
+
+
+@pytest.mark.parametrize(
+    ("service", "prefix"),
+    [(SessionService, "sessions"), (TaskService, "tasks"), (MemoryService, "memory"),
+     (DocumentService, "documents")],
+)
+def test_every_public_call_is_recorded_under_its_name(service: type, prefix: str) -> None:
+    """A public coroutine method added without @recorded would be missing from stats."""
+    methods = [
+        (name, fn)
+        for name, fn in inspect.getmembers(service, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name != "close"  # close runs after the last flush
+    ]
+    assert methods
+    names = {name: getattr(fn, "__recorded__", None) for name, fn in methods}
+    assert names == {name: f"{prefix}.{name}" for name, _ in methods}
+
+
+async def test_a_probe_records_no_calls(backend: BackendHandle) -> None:
+    async with backend.open(embed_worker=False, probe=True) as ab:
+        await ab.memory.put("user:alice", "k", 1)
+        await ab.sessions.create(app="a", user="u")
+        assert ab.analytics.recorder.snapshot() == {}
+        assert ab.memory.recorder is None
 
 
 @pytest.mark.sqlite_only("reads and writes the metrics table with SQL")

@@ -12,6 +12,7 @@ import numpy as np
 import structlog
 
 from abathur import audit
+from abathur.analytics import CallRecorder, recorded
 from abathur.documents.globs import check_patterns, glob_reach, glob_regex
 from abathur.documents.paths import check_prefix, check_root, check_utf8_root
 from abathur.documents.search import (
@@ -78,8 +79,15 @@ class DocumentService:
         ['a.md']
     """
 
-    def __init__(self, db: Backend, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(
+        self,
+        db: Backend,
+        embeddings: EmbeddingService | None = None,
+        *,
+        recorder: CallRecorder | None = None,
+    ) -> None:
         self._db = db
+        self.recorder = recorder  # times each public call (analytics.recorded)
         self._embeddings = embeddings
         self._lock = asyncio.Lock()
         self._watches: set[DocumentWatch] = set()
@@ -87,6 +95,7 @@ class DocumentService:
         # The database's own files: never synced, and never a reason to sync.
         self._own_files = frozenset(path + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 
+    @recorded("documents.sync")
     async def sync(
         self,
         root: str | os.PathLike[str],
@@ -225,6 +234,7 @@ class DocumentService:
         )
         return report
 
+    @recorded("documents.forget")
     async def forget(self, root: str | os.PathLike[str]) -> SyncReport:
         """Take a synced directory out of the index: its documents, chunks, vectors and root.
 
@@ -366,6 +376,7 @@ class DocumentService:
 
         return await self._db.write(write)
 
+    @recorded("documents.search")
     async def search(
         self,
         query: str,
@@ -546,6 +557,7 @@ class DocumentService:
         except EmbedderError as exc:
             log.warning("documents.fresh_failed", error=exc.message)
 
+    @recorded("documents.watch")
     async def watch(
         self,
         root: str | os.PathLike[str],
