@@ -41,11 +41,11 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from abathur.costs import parse_duration
 from abathur.errors import InvalidInputError
 from abathur.models import CallStats, GrowthSeries, NamedCount, Stats
 from abathur.stores import Backend, Transaction
 from abathur.stores.metrics import MemoryGrowth, MetricRow, MetricWindow, StorageSizes, TableStats
+from abathur.values import check_since
 
 __all__ = [
     "AnalyticsService",
@@ -499,11 +499,7 @@ class AnalyticsService:
             >>> asyncio.run(demo())
             ({'terminated': 1}, 1)
         """
-        if isinstance(since, bool) or not isinstance(since, str | int | float):
-            raise InvalidInputError(f"since must be a duration like '7d' or seconds, got {since!r}")
-        window = parse_duration(since) if isinstance(since, str) else float(since)
-        if not math.isfinite(window) or window <= 0:
-            raise InvalidInputError(f"since must be a positive duration, got {since!r}")
+        window = check_since(since)
         for value, what, high in ((days, "days", 366), (depth, "depth", 16), (top, "top", 1000)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
                 raise InvalidInputError(

@@ -58,7 +58,6 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -80,7 +79,7 @@ from abathur.stores.usage import (
     UsageLedger,
     UsageRow,
 )
-from abathur.values import check_duration
+from abathur.values import check_since
 
 __all__ = [
     "CONTEXT_OPERATION",
@@ -89,7 +88,6 @@ __all__ = [
     "Scope",
     "attribute",
     "estimate_tokens",
-    "parse_duration",
     "period_start",
 ]
 
@@ -151,29 +149,6 @@ def estimate_tokens(text: str) -> int:
         (0, 2)
     """
     return math.ceil(len(text) / 4)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration like ``30m``, ``24h``, ``7d`` or ``2w``.
-
-    Raises:
-        InvalidInputError: not a number followed by s, m, h, d or w.
-
-    Example:
-        >>> from abathur.costs import parse_duration
-        >>> parse_duration("7d"), parse_duration("90m")
-        (604800.0, 5400.0)
-    """
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidInputError(
-            f"duration {text!r} is not a number followed by s, m, h, d or w (e.g. '7d')"
-        )
-    return float(match[1]) * _UNIT_S[match[2]]
 
 
 def period_start(period: Literal["day", "month"], now: float) -> float:
@@ -552,14 +527,7 @@ class CostService:
             >>> asyncio.run(demo())
             (1, 1, 'bundled/all-MiniLM-L6-v2')
         """
-        if isinstance(since, bool) or not isinstance(since, str | int | float | timedelta):
-            raise InvalidInputError(f"since must be a duration like '7d' or seconds, got {since!r}")
-        if isinstance(since, str):
-            seconds = parse_duration(since)
-            if not math.isfinite(seconds) or seconds <= 0:
-                raise InvalidInputError(f"since must be a positive duration, got {since!r}")
-        else:
-            seconds = check_duration(since, "since")
+        seconds = check_since(since)
         if by not in get_args(ReportBy):
             raise InvalidInputError(f"by {by!r} is not one of app, user, model")
         if self._usage and not self._db.is_closed:

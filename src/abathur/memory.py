@@ -520,12 +520,6 @@ def _check_type(value: object) -> str:
     return value
 
 
-def _check_int(value: object, what: str, *, minimum: int, maximum: int | None = None) -> int:
-    # No maximum still means one: SQLite's, past which the value cannot be bound.
-    top = INT64_MAX if maximum is None else maximum
-    return check_int(value, what, minimum=minimum, maximum=top)
-
-
 def _check_ttl(ttl: object) -> float | None:
     if ttl is None:
         return None
@@ -750,7 +744,7 @@ class MemoryService:
         metadata_json = _encode_metadata(metadata, limit)
         ttl_s = _check_ttl(ttl)
         if expected_version is not None:
-            _check_int(expected_version, "expected_version", minimum=0)
+            check_int(expected_version, "expected_version", minimum=0)
 
         def write(tx: Transaction) -> tuple[Memory, _Indexing]:
             now = time.time()
@@ -907,8 +901,8 @@ class MemoryService:
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata = _check_filter(filter)
-        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
-        _check_int(offset, "offset", minimum=0)
+        check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        check_int(offset, "offset", minimum=0)
         if not isinstance(include_deleted, bool):
             raise InvalidInputError(
                 f"include_deleted must be a bool, got {_kind(include_deleted)}"
@@ -961,7 +955,7 @@ class MemoryService:
         check_namespace(namespace)
         check_id(key, "memory key")
         if expected_version is not None:
-            _check_int(expected_version, "expected_version", minimum=0)
+            check_int(expected_version, "expected_version", minimum=0)
 
         def write(tx: Transaction) -> Memory:
             now = time.time()
@@ -1079,8 +1073,8 @@ class MemoryService:
         if prefix is not None:
             check_namespace(prefix, "prefix")
         if max_depth is not None:
-            _check_int(max_depth, "max_depth", minimum=1)
-        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+            check_int(max_depth, "max_depth", minimum=1)
+        check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         now = time.time()
         # Cutting names to max_depth can merge them and change their order
         # ('a:b!x' < 'a:b:c' but 'a:b' < 'a:b!x'), so the limit is applied after.
@@ -1132,7 +1126,7 @@ class MemoryService:
         """
         if prefix is not None:
             check_namespace(prefix, "prefix")
-        _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+        check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         now = time.time()
         rows = await self._db.read(
             lambda tx: tx.memories.namespace_counts(prefix, now=now, limit=limit)
@@ -1175,7 +1169,7 @@ class MemoryService:
         """
         check_namespace(namespace)
         check_id(key, "memory key")
-        _check_int(version, "version", minimum=1)
+        check_int(version, "version", minimum=1)
 
         def read(tx: Transaction) -> tuple[MemoryRow | None, MemoryRow | None]:
             # Both in one read transaction: the current version says whether it expired.
@@ -1471,7 +1465,7 @@ class MemoryService:
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata = _check_filter(filter)
-        _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
+        check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
         if not isinstance(mode, str) or mode not in SEARCH_MODES:
             raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
         floor = check_min_score(min_score)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "check_duration",
     "check_id",
     "check_int",
+    "check_since",
     "check_text",
     "decode",
     "encode",
@@ -138,6 +140,51 @@ def check_duration(value: object, what: str) -> float:
         shown = repr(value) if isinstance(value, timedelta) else show_number(value)
         raise InvalidInputError(f"{what} must be a positive duration, got {shown}")
     return seconds
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``30m``, ``24h``, ``7d`` or ``2w``.
+
+    Raises:
+        InvalidInputError: not a number followed by s, m, h, d or w.
+
+    Example:
+        >>> from abathur.values import parse_duration
+        >>> parse_duration("7d"), parse_duration("90m")
+        (604800.0, 5400.0)
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInputError(
+            f"duration {text!r} is not a number followed by s, m, h, d or w (e.g. '7d')"
+        )
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def check_since(value: object, what: str = "since") -> float:
+    """Seconds in a look-back window: a duration like ``'7d'``, seconds, or a timedelta.
+
+    Raises:
+        InvalidInputError: another type, or not a positive finite duration.
+
+    Example:
+        >>> from datetime import timedelta
+        >>> from abathur.values import check_since
+        >>> check_since("1h"), check_since(90), check_since(timedelta(days=1))
+        (3600.0, 90.0, 86400.0)
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float | timedelta):
+        raise InvalidInputError(f"{what} must be a duration like '7d' or seconds, got {value!r}")
+    if isinstance(value, str):
+        seconds = parse_duration(value)
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise InvalidInputError(f"{what} must be a positive duration, got {value!r}")
+        return seconds
+    return check_duration(value, what)
 
 
 def check_id(value: object, what: str) -> str:

@@ -17,7 +17,8 @@ from abathur.backends.sqlite.usage import (
     SQL_SPEND_APP,
     SQL_SPEND_USER,
 )
-from abathur.costs import attribute, parse_duration, period_start
+from abathur.costs import attribute, period_start
+from abathur.values import parse_duration
 from tests.backends import BackendHandle
 from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
