@@ -1,6 +1,6 @@
 """Every hot query uses the index that exists for it (EXPLAIN QUERY PLAN of the SQL that ships).
 
-The list is ``abathur.ops.smoke.HOT_QUERIES``, the one ``abathur smoke`` checks on
+The list is ``abathur.backends.sqlite.inspection.HOT_QUERIES``, the one ``abathur smoke`` checks on
 a live file; here each query is checked on a fresh one.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from abathur import Abathur
+from abathur.backends.sqlite.inspection import HOT_QUERIES
 from abathur.backends.sqlite.plans import HotQuery, query_plan, scans
-from abathur.ops.smoke import HOT_QUERIES
 
 pytestmark = pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite backend's SQL")
 

@@ -25,8 +25,9 @@ Safe on a production database, after every deploy:
   its files deleted, its sessions are purged (``sessions.purge``: sessions,
   events, tasks) and its memories too (``memory.purge``: every version,
   tombstone, keyword row, vector, queued job and embedding-cache entry), and
-  the vec0 chunks of its own vector partition are dropped with the dead
-  slots they held (:func:`abathur.backends.sqlite.vectors.drop_empty_partition`).
+  the storage of its own vector partition is freed
+  (``tx.search.drop_empty_partition``: on SQLite, the vec0 chunks with the
+  dead slots they held).
   :class:`Cleanup` reports it, and a run whose cleanup leaves a row is not ok.
 
 What stays, by design, is in the audit log only: it is a hash chain, so the
@@ -81,31 +82,6 @@ from pydantic import JsonValue
 
 from abathur import audit, memory, search
 from abathur.api import Abathur
-from abathur.backends.sqlite import migrations, vectors
-from abathur.backends.sqlite.connection import scalar_int
-from abathur.backends.sqlite.documents import (
-    SQL_CHUNKS_OF_DOCUMENT,
-    SQL_DOCUMENT_BY_PATH,
-    SQL_ROOT_BY_PATH,
-)
-from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX
-from abathur.backends.sqlite.plans import HotQuery, plan_problems
-from abathur.backends.sqlite.queue import SQL_READY_JOBS
-from abathur.backends.sqlite.search import SQL_KEYWORD_SEARCH
-from abathur.backends.sqlite.sessions import (
-    SQL_EVENTS_AFTER,
-    SQL_LAST_EVENTS,
-    SQL_LIST_SESSIONS,
-    SQL_SESSION_BY_ID,
-)
-from abathur.backends.sqlite.tasks import SQL_TASKS_OF_SESSION
-from abathur.backends.sqlite.transaction import SqliteTransaction
-from abathur.backends.sqlite.usage import (
-    SQL_REPORT_BY,
-    SQL_SPEND_ALL,
-    SQL_SPEND_APP,
-    SQL_SPEND_USER,
-)
 from abathur.config import Settings
 from abathur.embeddings.queue import recorded_embedder
 from abathur.errors import (
@@ -121,18 +97,17 @@ from abathur.errors import (
     VersionConflictError,
 )
 from abathur.models import Event, Memory, SearchMode, Session, SyncReport, Task
-from abathur.ops import schema
+from abathur.stores import Transaction
+from abathur.stores.checks import ObjectCheck
 
 __all__ = [
     "CASES",
     "CATEGORIES",
-    "HOT_QUERIES",
     "LIMITS",
     "SMOKE_APP",
     "SMOKE_ROOT",
     "CaseResult",
     "Cleanup",
-    "HotQuery",
     "SmokeCase",
     "SmokeReport",
     "run_smoke",
@@ -510,12 +485,14 @@ class _Run:
         return report
 
 
-def _recorded_embedder(tx: SqliteTransaction) -> tuple[str, int] | None:
-    return recorded_embedder(tx) if schema.table_exists(tx.conn, "meta") else None
+def _recorded_embedder(tx: Transaction) -> tuple[str, int] | None:
+    # The schema's first migration made the meta table that records it.
+    return recorded_embedder(tx) if tx.checks.engine().schema_version >= 1 else None
 
 
-def _audit_head(tx: SqliteTransaction) -> int:
-    return scalar_int(tx.conn, "SELECT coalesce(max(seq), 0) FROM audit_log")
+def _audit_head(tx: Transaction) -> int:
+    head = tx.audit.head()
+    return 0 if head is None else head.seq
 
 
 async def _latencies(n: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
@@ -563,84 +540,64 @@ def _case(category: str, name: str) -> Callable[[Callable[[_Run], Awaitable[str]
 async def _connects(run: _Run) -> str:
     ab = await run.ab()
 
-    def read(tx: SqliteTransaction) -> tuple[str, str, int]:
-        (row,) = tx.conn.execute("SELECT sqlite_version(), vec_version()").fetchall()
-        return str(row[0]), str(row[1]), migrations.current_version(tx.conn)
-
-    sqlite, vec, version = await ab.db.read(read)
+    engine = await ab.db.read(lambda tx: tx.checks.engine())
     embedder = ab.embeddings.embedder.name if ab.embeddings.embedder else "none"
-    return f"SQLite {sqlite}, sqlite-vec {vec}, schema v{version}, embedder {embedder}"
+    return f"{engine.description}, schema v{engine.schema_version}, embedder {embedder}"
 
 
-def _schema_now(tx: SqliteTransaction) -> tuple[int, dict[str, schema.SchemaObject], list[str]]:
-    conn = tx.conn
-    version = migrations.current_version(conn)
-    vec_tables: list[str] = []
-    if schema.table_exists(conn, "vector_tables"):
-        vec_tables = [str(name) for (name,) in conn.execute("SELECT name FROM vector_tables")]
-    return version, schema.describe(conn), vec_tables
-
-
-def _expected_objects(version: int, kind: str) -> dict[str, schema.SchemaObject]:
-    latest = migrations.available()[-1].version
+def _current(check: ObjectCheck) -> None:
     _expect(
-        version == latest,
-        f"schema version {version}, this abathur's is {latest}: run 'abathur migrate'",
+        check.is_current,
+        f"schema version {check.version}, this abathur's is {check.latest}: run 'abathur migrate'",
     )
-    # Shadow tables of FTS5 are the module's own: they are not counted as ours.
-    return {
-        n: o for n, o in schema.expected(latest).items() if o.type == kind and o.shadow_of is None
-    }
 
 
 @_case("connectivity", "all tables")
 async def _all_tables(run: _Run) -> str:
     ab = await run.ab()
-    version, have, vec_tables = await ab.db.read(_schema_now)
-    want = _expected_objects(version, "table")
-    missing = sorted(set(want) - set(have))
-    _expect(not missing, f"missing table(s): {', '.join(missing)}")
-    changed = sorted(n for n in want if have[n].columns != want[n].columns)
-    _expect(not changed, f"table(s) with other columns than the migrations: {', '.join(changed)}")
-    gone = sorted(t for t in vec_tables if t not in have)
-    _expect(not gone, f"vector table(s) registered but missing: {', '.join(gone)}")
-    return f"{len(want)} tables of schema v{version}" + (
-        f" + {len(vec_tables)} vector table(s)" if vec_tables else ""
+    check = await ab.db.read(lambda tx: tx.checks.schema_objects("table"))
+    _current(check)
+    _expect(not check.missing, f"missing table(s): {', '.join(check.missing)}")
+    _expect(
+        not check.changed,
+        f"table(s) with other columns than the migrations: {', '.join(check.changed)}",
+    )
+    _expect(
+        not check.runtime_missing,
+        f"vector table(s) registered but missing: {', '.join(check.runtime_missing)}",
+    )
+    return f"{check.expected} tables of schema v{check.version}" + (
+        f" + {check.runtime} vector table(s)" if check.runtime else ""
     )
 
 
 @_case("connectivity", "all indexes")
 async def _all_indexes(run: _Run) -> str:
     ab = await run.ab()
-    version, have, _ = await ab.db.read(_schema_now)
-    want = _expected_objects(version, "index")
-    missing = sorted(set(want) - set(have))
-    _expect(not missing, f"missing index(es): {', '.join(missing)}")
-    changed = sorted(n for n in want if have[n].sql != want[n].sql)
-    _expect(not changed, f"index(es) defined otherwise than the migrations: {', '.join(changed)}")
-    return f"{len(want)} indexes of schema v{version}"
+    check = await ab.db.read(lambda tx: tx.checks.schema_objects("index"))
+    _current(check)
+    _expect(not check.missing, f"missing index(es): {', '.join(check.missing)}")
+    _expect(
+        not check.changed,
+        f"index(es) defined otherwise than the migrations: {', '.join(check.changed)}",
+    )
+    return f"{check.expected} indexes of schema v{check.version}"
 
 
 @_case("connectivity", "integrity_check")
 async def _integrity(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(
-        lambda tx: [str(r[0]) for r in tx.conn.execute("PRAGMA integrity_check(20)")]
-    )
-    _expect(rows == ["ok"], f"integrity_check: {'; '.join(rows[:3])}")
-    return "integrity_check: ok"
+    findings, summary = await ab.db.read(lambda tx: tx.checks.integrity())
+    _expect(not findings, summary)
+    return summary
 
 
 @_case("connectivity", "foreign_key_check")
 async def _foreign_keys(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(lambda tx: tx.conn.execute("PRAGMA foreign_key_check").fetchall())
-    tables = Counter(row[0] for row in rows)
-    _expect(
-        not rows,
-        f"{len(rows)} violation(s): " + ", ".join(f"{t} {n}" for t, n in tables.most_common()),
-    )
-    return "no violations"
+    findings, summary = await ab.db.read(lambda tx: tx.checks.foreign_keys())
+    _expect(not findings, summary)
+    return summary
 
 
 # 2. Core operations ------------------------------------------------------------------
@@ -877,76 +834,12 @@ async def _perf_sync(run: _Run) -> str:
     return f"2 files added in {_ms(took)}"
 
 
-# The queries that must use an index, each the SQL constant that ships (imported,
-# never copied) and a step its plan must show. tests/unit/test_query_plans.py
-# checks the same list on a fresh file. When a constant moves, its import moves.
-HOT_QUERIES: tuple[HotQuery, ...] = (
-    HotQuery(
-        "session by id",
-        SQL_SESSION_BY_ID,
-        "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)",
-    ),
-    HotQuery("last N events", SQL_LAST_EVENTS, "SEARCH events USING PRIMARY KEY (session_id=?)"),
-    HotQuery(
-        "events after a time",
-        SQL_EVENTS_AFTER,
-        "USING INDEX events_by_time (session_id=? AND timestamp>?)",
-    ),
-    HotQuery(
-        "sessions of a user",
-        SQL_LIST_SESSIONS,
-        "USING INDEX sessions_by_app_user (app=? AND user=?)",
-    ),
-    HotQuery(
-        "memory current version",
-        SQL_CURRENT_MEMORY,
-        "USING INDEX memories_current (namespace=? AND key=?)",
-    ),
-    HotQuery(
-        "namespace prefix listing",
-        SQL_LIST_PREFIX,
-        "USING INDEX memories_current (namespace>? AND namespace<?)",
-    ),
-    HotQuery("keyword search", SQL_KEYWORD_SEARCH, "SCAN memories_fts VIRTUAL TABLE INDEX 0:M"),
-    HotQuery(
-        "tasks of a session",
-        SQL_TASKS_OF_SESSION,
-        "USING INDEX tasks_by_session (session_id=?)",
-    ),
-    HotQuery("embedding jobs ready", SQL_READY_JOBS, "USING INDEX embedding_queue_ready"),
-    HotQuery(
-        "document root by path",
-        SQL_ROOT_BY_PATH,
-        "USING COVERING INDEX sqlite_autoindex_document_roots_1 (path=?)",
-    ),
-    HotQuery(
-        "document by path",
-        SQL_DOCUMENT_BY_PATH,
-        "USING INDEX sqlite_autoindex_documents_1 (root_id=? AND path=?)",
-    ),
-    HotQuery(
-        "chunks of a document",
-        SQL_CHUNKS_OF_DOCUMENT,
-        "USING INDEX chunks_by_document (document_id=?)",
-    ),
-    # The usage ledger (migration 005): budgets read one period's spend of
-    # everyone, one app or one user; cost report reads a time range.
-    HotQuery("spend since", SQL_SPEND_ALL, "USING INDEX usage_by_time (at>?)"),
-    HotQuery("spend of an app", SQL_SPEND_APP, "USING INDEX usage_by_app (app=? AND at>?)"),
-    HotQuery("spend of a user", SQL_SPEND_USER, "USING INDEX usage_by_user (user=? AND at>?)"),
-    *(
-        HotQuery(f"cost report by {by}", sql, "USING INDEX usage_by_time (at>? AND at<?)")
-        for by, sql in sorted(SQL_REPORT_BY.items())
-    ),
-)
-
-
 @_case("performance", "hot queries use their indexes")
 async def _perf_plans(run: _Run) -> str:
     ab = await run.ab()
-    problems = await ab.db.read(lambda tx: plan_problems(tx.conn, HOT_QUERIES))
+    checked, problems = await ab.db.read(lambda tx: tx.checks.plan_problems())
     _expect(not problems, "; ".join(problems))
-    return f"{len(HOT_QUERIES)} queries, each on its index"
+    return f"{checked} queries, each on its index"
 
 
 # 4. Integration ----------------------------------------------------------------------
@@ -1288,7 +1181,7 @@ async def _cleanup(run: _Run) -> Cleanup:
     )
 
 
-def _purge_root_records(tx: SqliteTransaction, root: str, documents: int) -> tuple[int, int]:
+def _purge_root_records(tx: Transaction, root: str, documents: int) -> tuple[int, int]:
     """Redact the records of the run's forgotten document root; (records redacted, purge seq).
 
     They name only the run's temporary directory, but they are the run's:
@@ -1298,51 +1191,30 @@ def _purge_root_records(tx: SqliteTransaction, root: str, documents: int) -> tup
     return audit.record_purge(tx, "documents.purge", root, {"documents": documents}, seqs)
 
 
-def _drop_partition(tx: SqliteTransaction, partition: str, dead: int) -> int:
-    if not schema.table_exists(tx.conn, memory.VEC_TABLE):
-        return 0
-    return vectors.drop_empty_partition(tx.conn, memory.VEC_TABLE, partition, dead=dead)
+def _drop_partition(tx: Transaction, partition: str, dead: int) -> int:
+    return tx.search.drop_empty_partition(memory.VEC_TABLE, partition, dead=dead)
 
 
-# What is left of a run: its sessions, and the memories in its namespace or
-# below it (the namespace range memory.list reads: ':' ends a segment, ';' follows it).
-_SQL_LEFT_SESSIONS = "SELECT count(*) FROM sessions WHERE app = ? AND user = ?"
-_SQL_LEFT_MEMORIES = (
-    "SELECT count(*) FROM memories WHERE namespace >= :prefix AND namespace < :after "
-    "AND (namespace = :prefix OR namespace >= :children)"
-)
-# Unredacted records naming the run (none once its purges ran).
-_SQL_LEFT_AUDIT = "SELECT entity_id FROM audit_log WHERE seq > ? AND redacted = 0"
-_SQL_LEFT_ROOTS = "SELECT count(*) FROM document_roots WHERE path = ?"
-_SQL_LEFT_ROOT_DOCUMENTS = (
-    "SELECT count(*) FROM documents WHERE root_id IN (SELECT id FROM document_roots WHERE path = ?)"
-)
-_SQL_LEFT_VECTOR_CHUNKS = 'SELECT count(*) FROM "{table}_chunks" WHERE partition00 = ?'
-
-
-def _leftovers(tx: SqliteTransaction, run: _Run) -> dict[str, int]:
-    conn = tx.conn
-    prefix = run.namespace
-    ranges = {"prefix": prefix, "after": prefix + ";", "children": prefix + ":"}
-    sessions_left = scalar_int(conn, _SQL_LEFT_SESSIONS, (SMOKE_APP, run.user))
-    versions = scalar_int(conn, _SQL_LEFT_MEMORIES, ranges)
-    ours = (run.prefix, run.namespace)
+def _leftovers(tx: Transaction, run: _Run) -> dict[str, int]:
     root = str(run.docs_dir) if run.docs_dir is not None else None
-    named = [str(e) for (e,) in conn.execute(_SQL_LEFT_AUDIT, (run.audit_start,))]
-    roots = documents_left = chunks = 0
-    if root is not None:
-        roots = scalar_int(conn, _SQL_LEFT_ROOTS, (root,))
-        documents_left = scalar_int(conn, _SQL_LEFT_ROOT_DOCUMENTS, (root,))
-    if schema.table_exists(conn, memory.VEC_TABLE):
-        sql = _SQL_LEFT_VECTOR_CHUNKS.format(table=memory.VEC_TABLE)
-        chunks = scalar_int(conn, sql, (run.partition,))
+    left = tx.checks.run_leftovers(
+        app=SMOKE_APP,
+        user=run.user,
+        namespace=run.namespace,
+        audit_after=run.audit_start,
+        root=root,
+        partition=run.partition,
+    )
+    ours = (run.prefix, run.namespace)
     return {
-        "sessions": sessions_left,
-        "memories": versions,
-        "documents": documents_left,
-        "document_roots": roots,
-        "vector_chunks": chunks,
-        "audit_records_naming_the_run": sum(e.startswith(ours) or e == root for e in named),
+        "sessions": left.sessions,
+        "memories": left.memories,
+        "documents": left.documents,
+        "document_roots": left.document_roots,
+        "vector_chunks": left.vector_chunks,
+        "audit_records_naming_the_run": sum(
+            e.startswith(ours) or e == root for e in left.audit_entities
+        ),
     }
 
 

@@ -40,6 +40,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from abathur.config import Settings
 from abathur.stores.archive import ArchiveStore
 from abathur.stores.audit import AuditStore
+from abathur.stores.checks import CheckStore
 from abathur.stores.documents import DocumentStore
 from abathur.stores.memories import MemoryStore
 from abathur.stores.metrics import MetricsStore
@@ -54,6 +55,7 @@ __all__ = [
     "ArchiveStore",
     "AuditStore",
     "Backend",
+    "CheckStore",
     "DocumentStore",
     "MemoryStore",
     "MetricsStore",
@@ -81,6 +83,8 @@ class Transaction(Protocol):
     def archive(self) -> ArchiveStore: ...
     @property
     def audit(self) -> AuditStore: ...
+    @property
+    def checks(self) -> CheckStore: ...
     @property
     def documents(self) -> DocumentStore: ...
     @property

@@ -220,6 +220,15 @@ class SearchIndex(Protocol):
         """Drop every vector table, of whatever kind, and everything pending for them."""
         ...
 
+    def drop_empty_partition(self, table: str, partition: str, *, dead: int) -> int:
+        """Reclaim ``partition`` of ``table`` once it holds no vector (a smoke run's own).
+
+        ``dead`` is how many deletes were counted against the partition.
+        Returns the storage units (vec0 chunks on SQLite) freed; 0 when a
+        vector remains, or when the backend keeps no partitions.
+        """
+        ...
+
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""
         ...

@@ -2,7 +2,7 @@
 
 A :class:`HotQuery` names one SQL constant of the SQLite backend and a step its
 ``EXPLAIN QUERY PLAN`` must show. The list of them is
-:data:`abathur.ops.smoke.HOT_QUERIES`: ``abathur smoke`` checks it on a live
+:data:`abathur.backends.sqlite.inspection.HOT_QUERIES`: ``abathur smoke`` checks it on a live
 file and ``tests/unit/test_query_plans.py`` on a fresh one, both with
 :func:`plan_problems`.
 

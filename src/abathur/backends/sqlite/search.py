@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from abathur.backends.sqlite import vectors
+from abathur.backends.sqlite.connection import table_exists
 from abathur.backends.sqlite.context import SqliteContext
 from abathur.backends.sqlite.memories import metadata_match, range_params
 from abathur.stores.memories import MetadataValue
@@ -335,6 +336,12 @@ class SqliteSearchIndex:
         """
         for (name,) in self._conn.execute(SQL_VECTOR_TABLE_NAMES).fetchall():
             vectors.drop_vector_table(self._conn, known_vector_table(name))
+
+    def drop_empty_partition(self, table: str, partition: str, *, dead: int) -> int:
+        """vec0 chunks of ``partition`` freed (see :func:`vectors.drop_empty_partition`)."""
+        if not table_exists(self._conn, table):
+            return 0
+        return vectors.drop_empty_partition(self._conn, table, partition, dead=dead)
 
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""

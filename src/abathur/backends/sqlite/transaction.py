@@ -18,6 +18,7 @@ from abathur.backends.sqlite.archive import SqliteArchiveStore
 from abathur.backends.sqlite.audit import SqliteAuditStore
 from abathur.backends.sqlite.context import SqliteContext
 from abathur.backends.sqlite.documents import SqliteDocumentStore
+from abathur.backends.sqlite.inspection import SqliteCheckStore
 from abathur.backends.sqlite.memories import SqliteMemoryStore
 from abathur.backends.sqlite.metrics import SqliteMetricsStore
 from abathur.backends.sqlite.queue import SqliteQueueStore
@@ -48,6 +49,10 @@ class SqliteTransaction:
     @cached_property
     def audit(self) -> SqliteAuditStore:
         return SqliteAuditStore(self.conn, self.context)
+
+    @cached_property
+    def checks(self) -> SqliteCheckStore:
+        return SqliteCheckStore(self.conn, self.context)
 
     @cached_property
     def documents(self) -> SqliteDocumentStore:
