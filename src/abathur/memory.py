@@ -1343,11 +1343,8 @@ class MemoryService:
         def write(tx: Transaction) -> PurgeReport:
             # Deleted content is overwritten, so the erased bytes do not linger
             # in the file or the WAL.
-            tx.memories.overwrite_deleted(True)
-            try:
+            with tx.erase_securely():
                 return _purge(tx, scope, dry_run=False)
-            finally:
-                tx.memories.overwrite_deleted(False)
 
         report = await self._db.write(write)
         if self.recorder is not None:

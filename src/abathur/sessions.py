@@ -821,10 +821,7 @@ class SessionService:
 
         def write(tx: Transaction) -> PurgeReport:
             # What goes (rows, and the names in redacted records) is erased on disk.
-            tx.sessions.erase_securely(True)
-            try:
+            with tx.erase_securely():
                 return _purge(tx, app, user, dry_run=False)
-            finally:
-                tx.sessions.erase_securely(False)
 
         return await self._db.write(write)

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar, runtime_checkable
 
 from abathur.config import Settings
@@ -103,6 +104,15 @@ class Transaction(Protocol):
     def transfer(self) -> TransferStore: ...
     @property
     def usage(self) -> UsageLedger: ...
+
+    def erase_securely(self) -> AbstractContextManager[None]:
+        """Inside it, what this transaction deletes or overwrites is erased on disk.
+
+        A purge wraps its whole write (the deletes and the audit redaction) in
+        it. A backend does what its engine allows and documents it (SQLite
+        overwrites freed cells and pages with zeros).
+        """
+        ...
 
 
 @runtime_checkable

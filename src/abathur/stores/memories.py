@@ -190,13 +190,6 @@ class MemoryStore(Protocol):
         """Remove what :meth:`purge_counts` counts, and versions ``ids``."""
         ...
 
-    def overwrite_deleted(self, enabled: bool) -> None:
-        """From now on, overwrite what is deleted (True) or just free it (False, the default).
-
-        A backend whose deletes leave nothing readable may ignore it.
-        """
-        ...
-
     def unlink(self, item_id: int, *, audit_seq: int) -> None:
         """Clear the ``superseded_by`` of version ``item_id``, now covered by ``audit_seq``."""
         ...

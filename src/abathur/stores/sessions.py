@@ -166,11 +166,3 @@ class SessionStore(Protocol):
         """Delete these sessions with their events and tasks, the user's state in
         the app and archived sessions of (app, user)."""
         ...
-
-    def erase_securely(self, enabled: bool, /) -> None:
-        """While enabled, what this transaction deletes or overwrites is erased on disk.
-
-        A purge turns it on for its whole write (the deletes and the audit
-        redaction) and off again at the end, even on error.
-        """
-        ...

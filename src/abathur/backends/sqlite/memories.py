@@ -489,10 +489,6 @@ class SqliteMemoryStore:
         if fts_ids:
             self._conn.execute(_SQL_FTS_OPTIMIZE)
 
-    def overwrite_deleted(self, enabled: bool) -> None:
-        """Deleted cells and freed pages overwritten with zeros (ON) or not (FAST)."""
-        self._conn.execute(f"PRAGMA secure_delete = {'ON' if enabled else 'FAST'}")
-
     def unlink(self, item_id: int, *, audit_seq: int) -> None:
         """Clear the ``superseded_by`` of version ``item_id``, now covered by ``audit_seq``."""
         self._conn.execute(_SQL_PURGE_UNPOINT, {"seq": audit_seq, "id": item_id})

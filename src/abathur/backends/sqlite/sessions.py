@@ -131,9 +131,6 @@ SQL_PURGE = tuple(
     for part in (_PURGE_EVENTS, _PURGE_TASKS, _PURGE_SESSIONS, _PURGE_USER_STATE, _PURGE_ARCHIVE)
 )
 
-# A purge overwrites what it deletes (and the audit records it redacts) with zeros.
-SQL_SECURE_DELETE_ON = "PRAGMA secure_delete = ON"
-SQL_SECURE_DELETE_FAST = "PRAGMA secure_delete = FAST"
 
 
 def _purge_params(sql: str, ids: str, app: str, user: str) -> dict[str, str]:
@@ -287,10 +284,6 @@ class SqliteSessionStore:
         ids = json.dumps(list(session_ids))
         for sql in SQL_PURGE:
             self._conn.execute(sql, _purge_params(sql, ids, app, user))
-
-    def erase_securely(self, enabled: bool, /) -> None:
-        """While enabled, deleted cells and freed pages are overwritten with zeros."""
-        self._conn.execute(SQL_SECURE_DELETE_ON if enabled else SQL_SECURE_DELETE_FAST)
 
 
 def _events(cursor: apsw.Cursor) -> list[EventRow]:

@@ -10,6 +10,8 @@ on the hot path is one attribute lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 import apsw
@@ -30,6 +32,9 @@ from abathur.backends.sqlite.usage import SqliteUsageLedger
 
 __all__ = ["SqliteTransaction"]
 
+SQL_SECURE_DELETE_ON = "PRAGMA secure_delete = ON"
+SQL_SECURE_DELETE_FAST = "PRAGMA secure_delete = FAST"
+
 
 class SqliteTransaction:
     """One apsw connection seen as the stores of :mod:`abathur.stores`.
@@ -41,6 +46,16 @@ class SqliteTransaction:
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self.conn = conn
         self.context = context
+
+    @contextmanager
+    def erase_securely(self) -> Iterator[None]:
+        """``PRAGMA secure_delete = ON`` inside: freed cells and pages are zeroed, so a
+        purge's bytes do not linger in the file or the WAL; ``FAST`` again after."""
+        self.conn.execute(SQL_SECURE_DELETE_ON)
+        try:
+            yield
+        finally:
+            self.conn.execute(SQL_SECURE_DELETE_FAST)
 
     @cached_property
     def archive(self) -> SqliteArchiveStore:
