@@ -1,7 +1,7 @@
 -- 003: keyword index, embedding queue and cache, usage ledger (issue 3).
 --
 -- The vec0 vector tables are not created here: their shape depends on the
--- embedder's dims, so abathur.search.create_vector_table makes them at run
+-- embedder's dims, so the search index (SearchIndex.create_vector_table) makes them at run
 -- time when an embedder is first recorded in meta ('embedder.name',
 -- 'embedder.dims'), and registers each one in vector_tables.
 
