@@ -81,13 +81,15 @@ from abathur.models import (
     SearchResult,
 )
 from abathur.search import (
-    SEARCH_MODES,
+    MAX_SEARCH_K,
     IndexItem,
     IndexKind,
     VectorFilter,
     check_min_score,
-    check_query,
+    check_search_args,
+    outcome,
     partition_of,
+    query_vector,
     query_words,
     rank,
     relevance,
@@ -131,7 +133,6 @@ log = structlog.get_logger(__name__)
 
 MAX_NAMESPACE_LENGTH = 512
 MAX_LIMIT = 10_000
-MAX_SEARCH_K = 1000
 #: The relevance floor ``memory.context`` applies by default (``min_score="auto"``),
 #: per mode used: a cosine similarity for vector and hybrid (bundled MiniLM), a
 #: share of the query's words for keyword. Chosen on LoCoMo (dev half) by
@@ -1458,34 +1459,26 @@ class MemoryService:
             >>> asyncio.run(fresh())
             (0, ['pet'])
         """
-        check_query(query)
+        args = check_search_args(query, k=k, mode=mode, min_score=min_score, fresh=fresh)
         check_namespace(prefix, "prefix")
         type_ = None if type is None else _check_type(type)
         metadata = _check_filter(filter)
-        check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
-        if not isinstance(mode, str) or mode not in SEARCH_MODES:
-            raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
-        floor = check_min_score(min_score)
-        if not isinstance(fresh, bool):
-            raise InvalidInputError(f"fresh must be a bool, got {_kind(fresh)}")
-
-        vector: np.ndarray | None = None
-        reason: str | None = None
+        k, floor = args.k, args.floor
+        vector, reason = await query_vector(
+            args,
+            self._embeddings,
+            owner="memory service",
+            namespace=prefix,
+            embed_scope=lambda embeddings: self._embed_scope(embeddings, prefix),
+        )
         embeddings = self._embeddings
-        if mode != "keyword":
-            if embeddings is None:
-                reason = "no embedder is attached to this memory service"
-            else:
-                if fresh and embeddings.is_configured:
-                    await self._embed_scope(embeddings, prefix)
-                vector, reason = await embeddings.embed_query(query, namespace=prefix)
         settings = self._db.settings
         embedder = None if embeddings is None else embeddings.embedder
         model = None if embedder is None else embedder.name
 
         def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[SearchHit]]:
             now = time.time()
-            used, why = resolve_mode(tx, VEC_TABLE, mode, vector, reason)
+            used, why = resolve_mode(tx, VEC_TABLE, args.mode, vector, reason)
             ranked, cosine = rank(
                 tx, used, k=k, vector=vector, vec_table=VEC_TABLE,
                 keyword=lambda depth: tx.search.memory_keyword_ranking(
@@ -1510,20 +1503,12 @@ class MemoryService:
                 if floor is None or rel >= floor
             ]
             pending = 0
-            if mode != "keyword":
+            if args.mode != "keyword":
                 pending = tx.memories.awaiting_vectors(prefix)
             return used, why, pending, hits
 
         used, why, pending, hits = await self._db.read(read)
-        return SearchResult.model_construct(
-            query=query,
-            mode=used,
-            requested_mode=mode,
-            is_degraded=used != mode,
-            degraded_reason=why if used != mode else None,
-            pending=pending,
-            hits=hits,
-        )
+        return SearchResult.model_construct(**outcome(args, used, why), pending=pending, hits=hits)
 
     async def _embed_scope(self, embeddings: EmbeddingService, prefix: str) -> None:
         """Embed, inline, the memories of ``prefix`` still waiting (``fresh=True``).

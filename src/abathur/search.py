@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, Protocol, TypeVar, cast, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +45,7 @@ from abathur.stores.search import (
     VectorTableStats,
     known_vector_table,
 )
-from abathur.values import check_text
+from abathur.values import check_int, check_text
 
 __all__ = [
     "HYBRID_DEPTH",
@@ -81,7 +81,97 @@ SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 # FTS5 ORs the terms; past this many a query is a document, not a question.
 MAX_QUERY_TERMS = 64
 MAX_QUERY_CHARS = 8192
+# The most hits one search returns (memory and document search alike).
+MAX_SEARCH_K = 1000
 _SEP = ":"
+
+
+# ---------------------------------------------------------------------------
+# What every search checks, and how it embeds its query
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    """The arguments memory and document search check alike, checked."""
+
+    query: str
+    k: int
+    mode: SearchMode
+    floor: float | None
+    fresh: bool
+
+
+def check_search_args(
+    query: object, *, k: object, mode: object, min_score: object, fresh: object
+) -> SearchArgs:
+    """The arguments every search takes, checked (:class:`InvalidInputError` on a bad one).
+
+    Example:
+        >>> from abathur.search import check_search_args
+        >>> check_search_args("tea", k=5, mode="hybrid", min_score=None, fresh=False).k
+        5
+        >>> check_search_args("tea", k=5, mode="fuzzy", min_score=None, fresh=False)
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: mode 'fuzzy' is not one of keyword, vector, hybrid
+    """
+    text = check_query(query)
+    count = check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
+    if not isinstance(mode, str) or mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+    floor = check_min_score(min_score)
+    if not isinstance(fresh, bool):
+        raise InvalidInputError(f"fresh must be a bool, got {type(fresh).__name__}")
+    return SearchArgs(text, count, cast(SearchMode, mode), floor, fresh)
+
+
+class QueryEmbedder(Protocol):
+    """What a search needs of :class:`~abathur.embeddings.queue.EmbeddingService`."""
+
+    @property
+    def is_configured(self) -> bool: ...
+
+    async def embed_query(
+        self, text: str, *, namespace: str | None = None
+    ) -> tuple[NDArray[np.float32] | None, str | None]: ...
+
+
+E = TypeVar("E", bound=QueryEmbedder)
+
+
+async def query_vector(
+    args: SearchArgs,
+    embeddings: E | None,
+    *,
+    owner: str,
+    embed_scope: Callable[[E], Awaitable[None]],
+    namespace: str | None = None,
+) -> tuple[NDArray[np.float32] | None, str | None]:
+    """The query's vector for a vector or hybrid search, or ``(None, why)``.
+
+    With ``fresh``, ``embed_scope(embeddings)`` first embeds what waits in
+    the search's scope. ``owner`` names the service in the fallback reason.
+    """
+    if args.mode == "keyword":
+        return None, None
+    if embeddings is None:
+        return None, f"no embedder is attached to this {owner}"
+    if args.fresh and embeddings.is_configured:
+        await embed_scope(embeddings)
+    return await embeddings.embed_query(args.query, namespace=namespace)
+
+
+def outcome(args: SearchArgs, used: SearchMode, why: str | None) -> dict[str, Any]:
+    """The fields every search result shares: the query, the mode used and why it fell back."""
+    degraded = used != args.mode
+    return {
+        "query": args.query,
+        "mode": used,
+        "requested_mode": args.mode,
+        "is_degraded": degraded,
+        "degraded_reason": why if degraded else None,
+    }
 
 
 # ---------------------------------------------------------------------------

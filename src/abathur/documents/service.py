@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import structlog
 
 from abathur import audit
@@ -29,10 +28,10 @@ from abathur.documents.walk import Examined, examine_batch, walk_root
 from abathur.documents.watch import DocumentWatch
 from abathur.documents.writes import Tally, remove_document, write_document
 from abathur.errors import ClosedError, EmbedderError, InvalidInputError, NotFoundError
-from abathur.memory import MAX_SEARCH_K
 from abathur.models import DocumentHit, DocumentSearchResult, SearchMode, SyncReport
-from abathur.search import SEARCH_MODES, check_min_score, check_query, rank
+from abathur.search import check_search_args, outcome, query_vector, rank
 from abathur.stores import Backend, Transaction
+from abathur.values import check_int
 
 if TYPE_CHECKING:
     from abathur.embeddings.queue import EmbeddingService
@@ -54,14 +53,6 @@ MAX_FILE_BYTES_LIMIT = 1024 * 1024 * 1024
 _BATCH_FILES = 32
 _BATCH_CHUNKS = 512
 _BATCH_REMOVALS = 64
-
-
-def _check_int(value: object, what: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
-    if not minimum <= value <= maximum:
-        raise InvalidInputError(f"{what} must be between {minimum} and {maximum}, got {value}")
-    return value
 
 
 class DocumentService:
@@ -164,7 +155,7 @@ class DocumentService:
         resolved = check_root(root)
         patterns = check_patterns(patterns, "patterns", allow_empty=False)
         excluded = check_patterns(exclude or (), "exclude", allow_empty=True)
-        max_bytes = _check_int(
+        max_bytes = check_int(
             max_file_bytes, "max_file_bytes", minimum=1, maximum=MAX_FILE_BYTES_LIMIT
         )
         if progress is not None and not callable(progress):
@@ -450,14 +441,9 @@ class DocumentService:
             >>> asyncio.run(demo())
             ('hybrid', [('restore.md', 'Restore')])
         """
-        check_query(query)
-        _check_int(k, "k", minimum=1, maximum=MAX_SEARCH_K)
-        if not isinstance(mode, str) or mode not in SEARCH_MODES:
-            raise InvalidInputError(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+        args = check_search_args(query, k=k, mode=mode, min_score=min_score, fresh=fresh)
         prefix = check_prefix(path_prefix)
-        floor = check_min_score(min_score)
-        if not isinstance(fresh, bool):
-            raise InvalidInputError(f"fresh must be a bool, got {type(fresh).__name__}")
+        floor = args.floor
         root_text: str | None = None
         if root is not None:
             if not isinstance(root, str | os.PathLike):
@@ -468,28 +454,25 @@ class DocumentService:
             check_utf8_root(raw)
             root_text = os.path.realpath(raw)
 
-        vector: np.ndarray | None = None
-        reason: str | None = None
-        if mode != "keyword":
-            if self._embeddings is None:
-                reason = "no embedder is attached to this document service"
-            else:
-                if fresh and self._embeddings.is_configured:
-                    await self._embed_scope(self._embeddings, root_text)
-                vector, reason = await self._embeddings.embed_query(query)
+        vector, reason = await query_vector(
+            args,
+            self._embeddings,
+            owner="document service",
+            embed_scope=lambda embeddings: self._embed_scope(embeddings, root_text),
+        )
         settings = self._db.settings
         embedder = None if self._embeddings is None else self._embeddings.embedder
         model = None if embedder is None else embedder.name
 
         def read(tx: Transaction) -> tuple[SearchMode, str | None, int, list[DocumentHit]]:
-            used, why = search_mode(tx, mode, vector, reason)
+            used, why = search_mode(tx, args.mode, vector, reason)
             root_id: int | None = None
             if root_text is not None:
                 root_id = tx.documents.root_id(root_text)
                 if root_id is None:
                     return used, why, 0, []
             pending = 0
-            if mode != "keyword" and tx.documents.is_ready():
+            if args.mode != "keyword" and tx.documents.is_ready():
                 pending = pending_chunks(tx, root_id)
             ranked, cosine = rank(
                 tx,
@@ -525,13 +508,7 @@ class DocumentService:
 
         used, why, pending, hits = await self._db.read(read)
         return DocumentSearchResult.model_construct(
-            query=query,
-            mode=used,
-            requested_mode=mode,
-            is_degraded=used != mode,
-            degraded_reason=why if used != mode else None,
-            pending=pending,
-            hits=hits,
+            **outcome(args, used, why), pending=pending, hits=hits
         )
 
     async def _embed_scope(self, embeddings: EmbeddingService, root_text: str | None) -> None:
@@ -609,10 +586,10 @@ class DocumentService:
         resolved = check_root(root)
         checked = check_patterns(patterns, "patterns", allow_empty=False)
         excluded = check_patterns(exclude or (), "exclude", allow_empty=True)
-        max_bytes = _check_int(
+        max_bytes = check_int(
             max_file_bytes, "max_file_bytes", minimum=1, maximum=MAX_FILE_BYTES_LIMIT
         )
-        debounce = _check_int(debounce_ms, "debounce_ms", minimum=1, maximum=60_000)
+        debounce = check_int(debounce_ms, "debounce_ms", minimum=1, maximum=60_000)
         report = await self.sync(resolved, checked, exclude=excluded, max_file_bytes=max_bytes)
         handle = DocumentWatch(
             self.sync,
