@@ -209,8 +209,7 @@ SQL_DICT_INSERT = (
 
 SQL_RUNNING = "SELECT max(id) FROM archive_runs WHERE status = 'running'"
 SQL_INTERRUPT_RUNS = (
-    "UPDATE archive_runs SET status = 'interrupted', finished_at = %(now)s "
-    "WHERE status = 'running'"
+    "UPDATE archive_runs SET status = 'interrupted', finished_at = %(now)s WHERE status = 'running'"
 )
 SQL_START_RUN = (
     "INSERT INTO archive_runs (started_at, status) VALUES (%(now)s, 'running') RETURNING id"
