@@ -11,6 +11,7 @@ come back must be the ones that left.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -389,7 +390,8 @@ def test_stored_entries_stream_through_a_server_side_cursor(
     pg_conn: psycopg.Connection[Any], pg_url: str
 ) -> None:
     """More rows than one fetch, other queries between them, and an early stop."""
-    payloads = [bytes([n, 0, 255]) * (n + 1) for n in range(40)]
+    payloads = [bytes([n, 0, 255]) * (n + 1) for n in range(39)]
+    payloads.append(random.Random(7).randbytes(300_000))  # stored out of line (TOAST)
 
     def fn(tx: Any) -> tuple[list[int], list[bytes], list[int], list[int]]:
         store = tx.archive
@@ -419,6 +421,13 @@ def test_stored_entries_stream_through_a_server_side_cursor(
     ids, got, first, again = on_postgres(pg_conn, pg_url, fn)
     assert ids == list(range(1, 41)) and got == payloads
     assert first == [1, 2, 3] and again == ids
+    # Compressed bytes are stored as they are: TOAST never compresses them again.
+    storage = pg_conn.execute(
+        "SELECT attrelid::regclass::text, attstorage FROM pg_attribute "
+        "WHERE (attrelid, attname) IN (('archive'::regclass, 'payload'), "
+        "('archive_dicts'::regclass, 'dict')) ORDER BY 1"
+    ).fetchall()
+    assert storage == [("archive", "e"), ("archive_dicts", "e")]
 
 
 def test_insert_rows_refuses_names_not_ours(pg_conn: psycopg.Connection[Any], pg_url: str) -> None:
