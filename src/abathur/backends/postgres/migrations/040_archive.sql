@@ -38,3 +38,9 @@ CREATE TABLE archive_runs (
     rows         bigint  NOT NULL DEFAULT 0,
     detail       text COLLATE "C"    NOT NULL DEFAULT '{}'
 );
+
+-- Payloads and dictionaries are zstandard output already: TOAST keeps them
+-- out of line when large (so a listing's scan skips them, as SQLite's
+-- payload-last column order does) but does not try to compress them again.
+ALTER TABLE archive ALTER COLUMN payload SET STORAGE EXTERNAL;
+ALTER TABLE archive_dicts ALTER COLUMN dict SET STORAGE EXTERNAL;
