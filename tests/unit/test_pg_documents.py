@@ -150,7 +150,12 @@ def test_keyword_row_follows_the_chunk(pg_conn: Any) -> None:
             root, "a.md", DocumentFile("h", 1, 2, "indexed", None, 1, synced_at=3.0)
         )
         chunk = store.insert_chunk(
-            doc, ordinal=0, heading="Backups", text="Restoring databases", content_hash="c", tokens=3
+            doc,
+            ordinal=0,
+            heading="Backups",
+            text="Restoring databases",
+            content_hash="c",
+            tokens=3,
         )
         sql = (
             "SELECT id, ts_rank(tsv, to_tsquery('english', %(q)s), 0) > 0 FROM chunks "

@@ -73,9 +73,15 @@ SQL_RECORD = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 SQL_FORGET = "DELETE FROM meta WHERE key IN ('embedder.name', 'embedder.dims')"
+# ON CONFLICT alone would draw an id from the identity sequence before it
+# finds the conflict, so every no-op enqueue would leave a gap and later jobs
+# would get other ids than on SQLite. NOT EXISTS skips the draw when the job
+# is visibly queued; ON CONFLICT still settles a concurrent insert.
 SQL_ENQUEUE = (
     "INSERT INTO embedding_queue (kind, ref_id, content_hash, enqueued_at, not_before) "
-    "VALUES (%(kind)s, %(ref_id)s, %(content_hash)s, %(now)s, %(not_before)s) "
+    "SELECT %(kind)s, %(ref_id)s, %(content_hash)s, %(now)s, %(not_before)s "
+    "WHERE NOT EXISTS (SELECT 1 FROM embedding_queue "
+    "WHERE kind = %(kind)s AND ref_id = %(ref_id)s) "
     "ON CONFLICT (kind, ref_id) DO NOTHING"
 )
 SQL_CANCEL = "DELETE FROM embedding_queue WHERE kind = %(kind)s AND ref_id = %(ref_id)s"
@@ -128,9 +134,12 @@ SQL_CACHED = (
     "SELECT content_hash FROM embedding_cache "
     "WHERE model = %(model)s AND content_hash = ANY(%(hashes)s::text[])"
 )
+# NOT EXISTS: no identity value drawn for a text already cached (see SQL_ENQUEUE).
 SQL_CACHE_PUT = (
     "INSERT INTO embedding_cache (model, content_hash, dims, vector, created_at) "
-    "VALUES (%(model)s, %(content_hash)s, %(dims)s, %(vector)s, %(now)s) "
+    "SELECT %(model)s, %(content_hash)s, %(dims)s, %(vector)s, %(now)s "
+    "WHERE NOT EXISTS (SELECT 1 FROM embedding_cache "
+    "WHERE model = %(model)s AND content_hash = %(content_hash)s) "
     "ON CONFLICT (model, content_hash) DO NOTHING"
 )
 SQL_CACHED_DIMS = "SELECT dims FROM embedding_cache WHERE model = %(model)s LIMIT 1"
