@@ -189,21 +189,24 @@ def _serializable(conn: psycopg.Connection[tuple[Any, ...]], fn: Callable[[], T]
 
 def test_a_write_transaction_claims_its_jobs(pg_conn: Any, pg_url: str) -> None:
     _enqueue(pg_conn, 8)
-    with psycopg.connect(pg_url, autocommit=True) as other, psycopg.connect(pg_url) as reader:
-        with pg_conn.transaction():
-            _begin(pg_conn, "SERIALIZABLE")
-            mine = pg_queue(pg_conn).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
-            with other.transaction():
-                _begin(other, "SERIALIZABLE")
-                # Without SKIP LOCKED this waits for the first transaction: fail instead.
-                other.execute("SET LOCAL lock_timeout = '3s'")
-                theirs = pg_queue(other).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
-                held = pg_queue(other).held_jobs(held_from=2.0, max_id=math.inf, limit=3)
-                by_prefix = pg_queue(other).memory_jobs("memory", "x", 3)  # a join: locks q only
-            # A read (READ ONLY: no row locks allowed) sees every job, claimed or not.
-            _begin(reader, "REPEATABLE READ READ ONLY")
-            seen = pg_queue(reader).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
-            reader.rollback()
+    with (
+        psycopg.connect(pg_url, autocommit=True) as other,
+        psycopg.connect(pg_url) as reader,
+        pg_conn.transaction(),
+    ):
+        _begin(pg_conn, "SERIALIZABLE")
+        mine = pg_queue(pg_conn).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
+        with other.transaction():
+            _begin(other, "SERIALIZABLE")
+            # Without SKIP LOCKED this waits for the first transaction: fail instead.
+            other.execute("SET LOCAL lock_timeout = '3s'")
+            theirs = pg_queue(other).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
+            held = pg_queue(other).held_jobs(held_from=2.0, max_id=math.inf, limit=3)
+            by_prefix = pg_queue(other).memory_jobs("memory", "x", 3)  # a join: locks q only
+        # A read (READ ONLY: no row locks allowed) sees every job, claimed or not.
+        _begin(reader, "REPEATABLE READ READ ONLY")
+        seen = pg_queue(reader).ready_jobs(ready_before=100.0, max_id=math.inf, limit=3)
+        reader.rollback()
     assert [j.ref_id for j in mine] == [1, 2, 3]
     assert [j.ref_id for j in theirs] == [4, 5, 6]
     assert [j.ref_id for j in held] == [4, 5, 6]  # its own locks do not hide them from itself
