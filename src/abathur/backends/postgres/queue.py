@@ -10,10 +10,12 @@ Mirrors :mod:`abathur.backends.sqlite.queue`. What differs, and why:
   claimed is passed over (the LIMIT counts the jobs taken). PostgreSQL
   refuses row locks in a READ ONLY transaction, and today's worker reads
   its batch in one (``Backend.read``), so there the same statement runs
-  without the lock clause. Either way a job's vector is written once: the
-  worker's write finishes each job by deleting it (:meth:`PgQueueStore.finish`)
-  and inserts the vector only if that delete removed it; two writes deleting
-  the same job conflict, and the SERIALIZABLE retry finds it gone.
+  without the lock clause, and two workers may both read (and embed) the
+  same batch, as two processes may on SQLite. Either way a job's vector is
+  written once: the worker's write finishes each job by deleting it
+  (:meth:`PgQueueStore.finish`) and inserts the vector only if that delete
+  removed it; two writes deleting the same job conflict, and the
+  SERIALIZABLE retry finds it gone.
 * Job ids are identity values, never reused (SQLite reuses a finished job's
   rowid). :class:`~abathur.stores.queue.JobRef` still names a job by
   (id, kind, ref_id), as on SQLite.
