@@ -86,3 +86,41 @@ CREATE TABLE usage_ledger (
 CREATE INDEX usage_by_time ON usage_ledger (at);
 CREATE INDEX usage_by_app ON usage_ledger (app, at) WHERE app IS NOT NULL;
 CREATE INDEX usage_by_user ON usage_ledger ("user", at) WHERE "user" IS NOT NULL;
+
+-- sum() as SQLite computes it over REAL values. SQLite (3.43 and later) sums
+-- with Kahan-Babuska-Neumaier compensation: ten rows of 0.1 sum to 1.0 there
+-- but to 0.9999999999999999 with PostgreSQL's sum(double precision), and a
+-- budget compares its limit with that sum. The usage ledger's float sums use
+-- this aggregate instead: the same steps as SQLite's func.c
+-- (kahanBabuskaNeumaierStep, sumFinalize), NULLs skipped, NULL over no row.
+-- Fed in SQLite's scan order (ORDER BY at, id), it returns SQLite's float.
+-- The state is {sum, error, rows}.
+CREATE FUNCTION kbn_sum_step(state double precision[], r double precision)
+RETURNS double precision[] LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    s double precision := state[1];
+    t double precision := s + r;
+BEGIN
+    IF abs(s) > abs(r) THEN
+        RETURN ARRAY[t, state[2] + ((s - t) + r), state[3] + 1];
+    END IF;
+    RETURN ARRAY[t, state[2] + ((r - t) + s), state[3] + 1];
+END
+$$;
+
+CREATE FUNCTION kbn_sum_final(state double precision[])
+RETURNS double precision LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE
+        WHEN state[3] = 0 THEN NULL
+        -- SQLite leaves out an error term that overflowed (infinite or NaN).
+        WHEN abs(state[2]) < 'Infinity'::double precision THEN state[1] + state[2]
+        ELSE state[1]
+    END
+$$;
+
+CREATE AGGREGATE kbn_sum(double precision) (
+    SFUNC = kbn_sum_step,
+    STYPE = double precision[],
+    FINALFUNC = kbn_sum_final,
+    INITCOND = '{0, 0, 0}'
+);
