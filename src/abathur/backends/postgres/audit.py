@@ -11,10 +11,9 @@ What differs from SQLite, and why:
   updates that row, so audited writes are serialized by its row lock; see
   :meth:`PgAuditStore.insert` for how a concurrent writer gets a retryable
   serialization failure rather than a duplicate-key error.
-- ``json_extract(detail, '$.x')`` is ``detail::json ->> 'x'``. ``json``, not
-  ``jsonb``: it parses the text as it is (``jsonb`` refuses ``\\u0000``,
-  which the service's encoder may write). The extracted text gets
-  ``COLLATE "C"`` where it is compared by range, as every column is.
+- ``json_extract(detail, '$.x')`` is ``detail::json ->> 'x'`` (with a
+  ``\\u0000`` escape neutralised first: see ``_JSON``). The extracted text
+  gets ``COLLATE "C"`` where it is compared by range, as every column is.
 - Lists of ids or seqs travel as one array parameter (``= ANY(...)``) where
   SQLite passes JSON arrays to ``json_each``.
 - ``chain`` and ``covered_rows`` stream by keyset pages (a query per page on
@@ -81,12 +80,21 @@ SQL_REHASH = (
 )
 SQL_FIRST_FORMAT = "SELECT format FROM audit_log ORDER BY seq LIMIT 1"
 
-# The JSON of a record's detail, parsed only for the actions that need it (a
-# CASE fixes the order: the other records' detail is never parsed).
-_WINNER = (
-    "(CASE WHEN action = 'memory.supersede' THEN detail::json ->> 'winner' END) COLLATE \"C\""
+# A record's detail as json. PostgreSQL's json functions refuse a \u0000
+# escape anywhere in the object they read (its text type cannot hold NUL),
+# where SQLite's json_extract reads it; the service's encoder writes one for a
+# NUL in free text (a supersede's reason). The fields looked up here are ids,
+# which never hold NUL, so an unescaped \u0000 (one not preceded by an odd
+# run of backslashes) is read as U+FFFD instead; a detail without one is
+# parsed as it is.
+_JSON = (
+    r"(CASE WHEN strpos(detail, '\u0000') = 0 THEN detail "
+    r"ELSE regexp_replace(detail, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') END)::json"
 )
-_RESTORE = "CASE WHEN action = 'archive.restore' THEN detail::json END"
+# Parsed only for the actions that need it (a CASE fixes the order: the other
+# records' detail is never parsed).
+_WINNER = f"(CASE WHEN action = 'memory.supersede' THEN {_JSON} ->> 'winner' END) COLLATE \"C\""
+_RESTORE = f"CASE WHEN action = 'archive.restore' THEN {_JSON} END"
 _RESTORE_KIND = f"(({_RESTORE}) ->> 'kind')"
 _RESTORE_REF = f"(({_RESTORE}) ->> 'ref') COLLATE \"C\""
 
@@ -106,7 +114,7 @@ SQL_MEMORY_RECORDS = (
 )
 # Sessions of (app, user) the log knows, including deleted ones. A full scan.
 _SESSION_RECORD = "entity = 'session' AND action IN ('session.create', 'session.delete')"
-_SESSION_DETAIL = f"(CASE WHEN {_SESSION_RECORD} THEN detail::json END)"
+_SESSION_DETAIL = f"(CASE WHEN {_SESSION_RECORD} THEN {_JSON} END)"
 SQL_USER_SESSIONS = (
     f"SELECT DISTINCT entity_id FROM audit_log WHERE {_SESSION_RECORD} "
     f"AND {_SESSION_DETAIL} ->> 'app' = %(app)s AND {_SESSION_DETAIL} ->> 'user' = %(user)s"
@@ -114,7 +122,7 @@ SQL_USER_SESSIONS = (
 # %(sessions)s is a text[] of session ids. A full scan.
 SQL_SESSION_TASKS = (
     "SELECT DISTINCT entity_id FROM audit_log WHERE action = 'task.create' "
-    "AND (CASE WHEN action = 'task.create' THEN detail::json END) ->> 'session_id' "
+    f"AND (CASE WHEN action = 'task.create' THEN {_JSON} END) ->> 'session_id' "
     "= ANY(%(sessions)s::text[])"
 )
 # %(sessions)s and %(tasks)s are text[] of ids. A full scan.
