@@ -281,3 +281,96 @@ def test_state_upserts_keep_other_keys(pg_conn: Conn) -> None:
         assert store.app_state("nope") == {}
         updated = pg_conn.execute("SELECT key, updated_at FROM app_state ORDER BY key").fetchall()
     assert updated == [("x", 1.0), ("y", 2.0)]
+
+
+# -- PgMetricsStore ------------------------------------------------------------
+
+
+def test_metrics_add_refuses_bad_values_without_breaking_the_transaction(pg_conn: Conn) -> None:
+    from abathur.stores.metrics import MetricRow, MetricWindow
+
+    metrics = PgMetricsStore(pg_conn, PgContext("x", Settings()))
+    good = MetricRow(at=20.0, seconds=60.0, kind="call", name="memory.put", count=3, errors=1,
+                     total_ms=4.5, max_ms=2.0, histogram='{"1":3}')
+    with pg_conn.transaction():
+        assert metrics.has_metrics()
+        metrics.add(MetricRow(at=30.0, seconds=60.0, kind="counter", name="late", count=1))
+        with pytest.raises(OverflowError):
+            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="counter", name="n", count=2**70))
+        with pytest.raises(ValueError):
+            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="counter", name="n\x00", count=1))
+        with pytest.raises(ValueError):
+            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="reads", name="\ud800", count=1))
+        with pytest.raises(TypeError):
+            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="counter", name="n",
+                                  count=[1]))  # type: ignore[arg-type]
+        metrics.add(good)
+        metrics.add(MetricRow(at=5.0, seconds=60.0, kind="counter", name="old", count=1))
+        metrics.prune(10.0)
+        windows = metrics.windows(0.0)
+    # The transaction went on after each refusal; windows in (at, id) order.
+    assert windows == [
+        MetricWindow("call", "memory.put", 3, 1, 4.5, 2.0, '{"1":3}'),
+        MetricWindow("counter", "late", 1, 0, 0.0, 0.0, None),
+    ]
+
+
+# Rows for table_stats on both backends: (table, columns, rows). Days are
+# truncated toward zero as SQLite's CAST does: 1.6 days is day 1, -0.5 is 0.
+_DAY = 86400.0
+_STATS_ROWS: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
+    ("sessions", ("id", "app", "user", "status", "created_at", "updated_at"), [
+        ("s1", "a", "u", "created", 1.6 * _DAY, 1.6 * _DAY),
+        ("s2", "a", "u", "terminated", 1.2 * _DAY, 2 * _DAY),
+        ("s3", "a", "v", "terminated", -0.5 * _DAY, 0.0),
+        ("s4", "b", "v", "active", 3.99 * _DAY, 4 * _DAY),
+    ]),
+    ("events", ("session_id", "seq", "id", "author", "timestamp"), [
+        ("s1", 1, "e1", "u", 1.7 * _DAY), ("s1", 2, "e2", "u", 2.5 * _DAY),
+        ("s1", 3, "e3", "u", 2.6 * _DAY), ("s2", 1, "e1", "u", -0.25 * _DAY),
+    ]),
+    ("memories", ("namespace", "key", "version", "type", "value", "created_at",
+                  "first_created_at", "is_current", "status", "expires_at"), [
+        ("user:a", "k", 1, "semantic", "1", 1.0, 1.5 * _DAY, 0, "live", None),
+        ("user:a", "k", 2, "semantic", "2", 2.0, 1.5 * _DAY, 1, "live", None),
+        ("user:a", "j", 1, "episodic", "1", 1.0, 2.5 * _DAY, 1, "live", None),
+        ("user:b", "k", 1, "semantic", "1", 1.0, 0.5 * _DAY, 1, "deleted", None),
+        ("user:b", "x", 1, "procedural", "1", 1.0, 2.2 * _DAY, 1, "live", 3 * _DAY),
+        ("User:b", "y", 1, "semantic", "1", 1.0, 2.2 * _DAY, 1, "live", 10 * _DAY),
+    ]),
+]
+
+
+def _stats(tx: Any) -> Any:
+    return tx.metrics.table_stats(2.8 * _DAY, growth_since=-1 * _DAY, new_since=2.0 * _DAY)
+
+
+async def test_table_stats_match_sqlite(pg_conn: Conn, tmp_path: Path) -> None:
+    def fill_sqlite(tx: Any) -> None:
+        for table, columns, rows in _STATS_ROWS:
+            marks = ", ".join("?" for _ in columns)
+            for row in rows:
+                tx.conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                row)
+
+    async def on_sqlite(db: Any) -> Any:
+        await db.write(fill_sqlite)
+        return await db.read(_stats)
+
+    expected = await _sqlite(tmp_path, on_sqlite)
+    with pg_conn.transaction():
+        for table, columns, rows in _STATS_ROWS:
+            names = ", ".join('"user"' if c == "user" else c for c in columns)
+            marks = ", ".join("%s" for _ in columns)
+            for row in rows:
+                pg_conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", row)
+        got = _stats(PgTx(pg_conn))
+        sizes = PgTx(pg_conn).metrics.sizes()
+    assert got == expected
+    assert got.session_growth == {1: 2, 0: 1, 3: 1}
+    assert got.event_growth == {1: 1, 2: 2, 0: 1}
+    # Same order as SQLite's GROUP BY, not only the same members.
+    assert got.namespaces == expected.namespaces and [n.namespace for n in got.namespaces] == [
+        "User:b", "user:a", "user:b"]
+    assert sizes.db_bytes > sizes.archive_bytes > 0
+    assert (sizes.wal_bytes, sizes.free_bytes) == (0, 0)

@@ -123,7 +123,7 @@ class PgMetricsStore:
             OverflowError: an integer out of bigint's range.
             ValueError: a value PostgreSQL cannot hold (text with NUL, a lone
                 surrogate) or otherwise refuses as data.
-            TypeError: a value psycopg cannot adapt.
+            TypeError: a value psycopg cannot adapt, or of a type the column refuses.
         """
         params = {
             "at": row.at,
@@ -143,10 +143,12 @@ class PgMetricsStore:
             raise OverflowError(str(exc)) from exc
         except psycopg.DataError as exc:
             raise ValueError(str(exc)) from exc
+        except (errors.DatatypeMismatch, errors.CannotCoerce) as exc:
+            raise TypeError(str(exc)) from exc  # a value of the wrong type (a list, ...)
         except psycopg.ProgrammingError as exc:
-            if exc.sqlstate is not None:  # the server's: not a value we could not send
+            if exc.sqlstate is not None:  # the server's, about the SQL: not the row's fault
                 raise
-            raise TypeError(str(exc)) from exc
+            raise TypeError(str(exc)) from exc  # psycopg could not adapt a value
 
     def windows(self, since: float) -> list[MetricWindow]:
         """The windows flushed at or after ``since``."""
