@@ -186,7 +186,7 @@ class PgAuditStore:
 
     Example:
         >>> from abathur.stores.audit import AuditStore
-        >>> sorted(set(dir(AuditStore)) - set(dir(PgAuditStore)))  # every method is here
+        >>> [m for m in dir(AuditStore) if m[0] != "_" and not hasattr(PgAuditStore, m)]
         []
     """
 

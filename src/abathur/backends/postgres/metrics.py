@@ -95,7 +95,7 @@ class PgMetricsStore:
 
     Example:
         >>> from abathur.stores.metrics import MetricsStore
-        >>> sorted(set(dir(MetricsStore)) - set(dir(PgMetricsStore)))  # every method is here
+        >>> [m for m in dir(MetricsStore) if m[0] != "_" and not hasattr(PgMetricsStore, m)]
         []
     """
 

@@ -160,9 +160,8 @@ class PgSessionStore:
     """:class:`~abathur.stores.sessions.SessionStore` on one psycopg connection, in its transaction.
 
     Example:
-        >>> import inspect
         >>> from abathur.stores.sessions import SessionStore
-        >>> sorted(set(dir(SessionStore)) - set(dir(PgSessionStore)))  # every method is here
+        >>> [m for m in dir(SessionStore) if m[0] != "_" and not hasattr(PgSessionStore, m)]
         []
     """
 

@@ -51,7 +51,7 @@ class PgTaskStore:
 
     Example:
         >>> from abathur.stores.tasks import TaskStore
-        >>> sorted(set(dir(TaskStore)) - set(dir(PgTaskStore)))  # every method is here
+        >>> [m for m in dir(TaskStore) if m[0] != "_" and not hasattr(PgTaskStore, m)]
         []
     """
 
