@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+import abathur.audit
 import abathur.backends.postgres.audit as pg_audit
 from abathur.backends.postgres.audit import PgAuditStore
 from abathur.backends.postgres.context import PgContext
@@ -160,6 +161,12 @@ def test_chain_and_covered_rows_page_on_their_keys(
         whole_events = list(store.covered_rows("events", columns))
         whole_sessions = list(store.covered_rows("sessions", ("id", "app", "user", "created_at")))
         whole_chain = list(store.chain())
+        pg_conn.execute(
+            "INSERT INTO memories (namespace, key, version, type, value, created_at, "
+            "first_created_at, expires_at, audit_seq) "
+            "VALUES ('user:a', 'k', 3, 'semantic', '\"v\"', 2.5, 1.5, NULL, 21)"
+        )
+        (memory,) = store.covered_rows("memories", abathur.audit.COVERED["memories"])
         monkeypatch.setattr(pg_audit, "_PAGE", 2)
         assert list(store.covered_rows("events", columns)) == whole_events
         assert list(store.chain()) == whole_chain
@@ -175,6 +182,9 @@ def test_chain_and_covered_rows_page_on_their_keys(
     second = whole_events[1]
     assert (second.record_seq, second.salt, second.redacted) == (15, bytes([15]) * 16, 0)
     assert second.values == ("s1", 2, "e2", "u", None, "{}", "{}", 1.5)
+    assert (memory.label, memory.record_seq) == ("memory user:a/k v3", 21)
+    assert memory.values == ("user:a", "k", 3, "semantic", '"v"', "{}", "live", None, None, 1.5,
+                             2.5, None)
     # Sessions in insertion order (their rowid), "user" quoted as an identifier.
     assert [(r.label, r.values) for r in whole_sessions] == [
         ("session s2", ("s2", "a", "u", 1.0)), ("session s1", ("s1", "a", "u", 2.0))]
