@@ -256,9 +256,7 @@ _SQL_SEQS_IN_USE = (
 _SQL_TABLE_EXISTS = "SELECT to_regclass(%(name)s) IS NOT NULL"
 _SQL_COUNT_VECTORS = "SELECT count(*) FROM {table} WHERE item_id = ANY(%(ids)s::bigint[])"
 _SQL_DELETE_VECTORS = "DELETE FROM {table} WHERE item_id = ANY(%(ids)s::bigint[])"
-_SQL_COUNT_DEAD = (
-    "UPDATE vector_tables SET dead_rows = dead_rows + %(n)s WHERE name = %(table)s"
-)
+_SQL_COUNT_DEAD = "UPDATE vector_tables SET dead_rows = dead_rows + %(n)s WHERE name = %(table)s"
 
 
 def range_params(prefix: str) -> dict[str, str]:
@@ -432,9 +430,7 @@ class PgMemoryStore:
             yield from self._rows(SQL_CURRENT_LIVE_BY_ID, {"now": now, "ids": list(ids)})
             return
         after = 0
-        while rows := self._rows(
-            SQL_CURRENT_LIVE_PAGE, {"now": now, "after": after, "page": PAGE}
-        ):
+        while rows := self._rows(SQL_CURRENT_LIVE_PAGE, {"now": now, "after": after, "page": PAGE}):
             yield from rows
             after = rows[-1].id
 
@@ -457,8 +453,8 @@ class PgMemoryStore:
         parts: list[sql.Composable] = [sql.SQL(_SQL_PURGE_CACHE_BASE)]
         for table in _VECTOR_TABLES:
             if self._table_exists(table):
-                template = _SQL_CACHE_USED_BY_MEMORY if table == _VEC_TABLE else (
-                    _SQL_CACHE_USED_BY_OTHER
+                template = (
+                    _SQL_CACHE_USED_BY_MEMORY if table == _VEC_TABLE else (_SQL_CACHE_USED_BY_OTHER)
                 )
                 parts.append(sql.SQL(template).format(table=sql.Identifier(table)))
         return sql.Composed(parts)

@@ -328,9 +328,7 @@ def index_text(text: str) -> str:
     """
     decomposed = unicodedata.normalize("NFD", text.lower())
     kept = "".join(
-        " "
-        if not (ch.isalnum() or unicodedata.category(ch) in ("Mn", "Mc"))
-        else ch
+        " " if not (ch.isalnum() or unicodedata.category(ch) in ("Mn", "Mc")) else ch
         for ch in decomposed
         if not 0x300 <= ord(ch) <= 0x36F
     )
@@ -626,7 +624,8 @@ class PgSearchIndex:
             stored = self._int(sql.SQL(_SQL_COUNT_ROWS).format(table=ident), {})
             pending = self._int(_SQL_PENDING_COUNT, {"table": name})
             live = stored - pending
-            stats.append(VectorTableStats(str(name), str(kind), int(dims), live, int(dead), pending))
+            row = VectorTableStats(str(name), str(kind), int(dims), live, int(dead), pending)
+            stats.append(row)
         return stats
 
     def compact_vector_table(self, table: str, kind: str, chunk_size: int) -> int:
