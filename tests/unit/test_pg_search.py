@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from psycopg import sql
 
 from abathur.backends.postgres.context import PgContext
 from abathur.backends.postgres.memories import PgMemoryStore
-from abathur.backends.postgres.search import PgSearchIndex, index_text
+from abathur.backends.postgres.search import PgSearchIndex, index_text, nearest_query
 from abathur.backends.sqlite import Database
 from abathur.config import Settings
 from abathur.errors import SchemaError
@@ -469,30 +470,34 @@ async def test_vector_search_is_exact_cosine_order_with_filters(
 
 
 def test_narrow_filter_still_returns_k_results(pg_conn: Any) -> None:
-    """A tenant whose vectors are all far from the query, among many close ones."""
+    """A tenant (or a type) whose vectors are all far from the query, among many close ones.
+
+    The type filter has no index of its own: with sequential scans off, the
+    planner must walk the HNSW index, whose first ``ef_search`` (40) rows are
+    all filtered out; only the iterative scan finds the 10 wanted.
+    """
     rng = np.random.default_rng(11)
     query = rng.normal(size=DIMS).astype(np.float32)
+    near, far = 1500, 20
 
-    def scenario(tx: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    def scenario(tx: Any) -> tuple[list[Any], ...]:
         tx.search.create_vector_table("memories_vec", "memory", DIMS, 8, now=1.0)
-        for n in range(1, 3001):
-            near = n <= 2980
-            base = query if near else -query
+        for n in range(1, near + far + 1):
+            close = n <= near
+            base = query if close else -query
             vector = (base + 0.3 * rng.normal(size=DIMS)).astype(np.float32)
             put_cache(tx, "m", f"h{n}", vector)
-            scope = "big:tenant" if near else "small:tenant"
-            item = IndexItem(n, "t", scope, 1 if near or n % 2 else 2, math.inf)
+            scope = "big:tenant" if close else "small:tenant"
+            item = IndexItem(n, "t", scope, 1 if close or n % 2 else 2, math.inf)
             tx.search.insert_vector("memories_vec", item, model="m", content_hash=f"h{n}")
         tx.conn.execute("ANALYZE memories_vec")
         search = tx.search.vector_search
+        small = VectorFilter(now=0.0, partition="small:tenant")
+        query_sql, params = nearest_query("memories_vec", query.tolist(), 10, small)
+        plan = "\n".join(row[0] for row in tx.conn.execute(sql.SQL("EXPLAIN ") + query_sql, params))
+        tx.conn.execute("SET LOCAL enable_seqscan = off")
         return (
-            search(
-                "memories_vec",
-                query,
-                n=10,
-                candidates=10,
-                where=VectorFilter(now=0.0, partition="small:tenant"),
-            ),
+            search("memories_vec", query, n=10, candidates=10, where=small),
             search(
                 "memories_vec", query, n=10, candidates=10, where=VectorFilter(now=0.0, type_code=2)
             ),
@@ -501,14 +506,17 @@ def test_narrow_filter_still_returns_k_results(pg_conn: Any) -> None:
                 query,
                 n=10,
                 candidates=10,
-                where=VectorFilter(now=0.0, accept=lambda ids: {i for i in ids if i > 2990}),
+                where=VectorFilter(now=0.0, accept=lambda ids: {i for i in ids if i > near + 10}),
             ),
+            [plan],
         )
 
-    by_partition, by_type, by_accept = on_pg(pg_conn, scenario)
-    assert len(by_partition) == 10 and all(i > 2980 for i, _ in by_partition)
-    assert len(by_type) == 10 and all(i > 2980 and i % 2 == 0 for i, _ in by_type)
-    assert sorted(i for i, _ in by_accept) == list(range(2991, 3001))
+    by_partition, by_type, by_accept, (plan,) = on_pg(pg_conn, scenario)
+    assert len(by_partition) == 10 and all(i > near for i, _ in by_partition)
+    assert len(by_type) == 10 and all(i > near and i % 2 == 0 for i, _ in by_type)
+    assert sorted(i for i, _ in by_accept) == list(range(near + 11, near + far + 1))
+    # The tenant filter is an index range, not a filter over every row.
+    assert "memories_vec_by_scope" in plan, plan
 
 
 async def test_vector_bookkeeping_reads_as_sqlite(pg_conn: Any, tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ __all__ = [
     "SQL_KEYWORD_SEARCH",
     "PgSearchIndex",
     "index_text",
+    "nearest_query",
     "row_length",
 ]
 
@@ -377,6 +378,35 @@ def _ident(table: str) -> sql.Identifier:
 
 def _vector(blob: bytes) -> NDArray[np.float64]:
     return np.frombuffer(blob, dtype="<f4").astype(np.float64)
+
+
+def nearest_query(
+    table: str, query: list[float], limit: int, where: VectorFilter
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The first pass of a vector search and its parameters (``where.accept`` aside).
+
+    So a test can ``EXPLAIN`` the exact query that ships. Each filter adds
+    its condition only when set, so the planner sees the filters that apply
+    (and can pick the ``scope`` btree for a tenant).
+    """
+    conditions = [_WHERE_LIVE]
+    params: dict[str, Any] = {"now": where.now, "table": table, "query": query, "limit": limit}
+    if where.type_code is not None:
+        conditions.append(_WHERE_TYPE)
+        params["type"] = where.type_code
+    if where.partition is not None:
+        conditions.append(_WHERE_PARTITION)
+        params["partition"] = where.partition
+    elif where.partition_prefix is not None:
+        conditions.append(_WHERE_PARTITION_PREFIX)
+        params |= range_params(where.partition_prefix)
+    if where.allowed_ids is not None:
+        conditions.append(_WHERE_ALLOWED)
+        params["allowed"] = list(where.allowed_ids)
+    query_sql = sql.SQL(_SQL_NEAREST).format(
+        table=_ident(table), where=sql.SQL(" AND ").join(map(sql.SQL, conditions))
+    )
+    return query_sql, params
 
 
 class PgSearchIndex:
@@ -654,27 +684,11 @@ class PgSearchIndex:
         self, table: str, query: list[float], limit: int, where: VectorFilter
     ) -> list[tuple[int, int]]:
         """The first pass: up to ``limit`` ``(item_id, cache_id)`` nearest first."""
-        conditions = [_WHERE_LIVE]
-        params: dict[str, Any] = {"now": where.now, "table": table, "query": query, "limit": limit}
-        if where.type_code is not None:
-            conditions.append(_WHERE_TYPE)
-            params["type"] = where.type_code
-        if where.partition is not None:
-            conditions.append(_WHERE_PARTITION)
-            params["partition"] = where.partition
-        elif where.partition_prefix is not None:
-            conditions.append(_WHERE_PARTITION_PREFIX)
-            params |= range_params(where.partition_prefix)
-        if where.allowed_ids is not None:
-            conditions.append(_WHERE_ALLOWED)
-            params["allowed"] = list(where.allowed_ids)
         self._conn.execute(
             _SQL_SEARCH_SETTINGS,
             {"ef": str(min(_EF_SEARCH_MAX, max(_EF_SEARCH_MIN, limit)))},
         )
-        query_sql = sql.SQL(_SQL_NEAREST).format(
-            table=_ident(table), where=sql.SQL(" AND ").join(map(sql.SQL, conditions))
-        )
+        query_sql, params = nearest_query(table, query, limit, where)
         return [(int(i), int(c)) for i, c in self._conn.execute(query_sql, params)]
 
     def vector_search(
