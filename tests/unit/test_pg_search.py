@@ -447,7 +447,16 @@ async def test_vector_search_is_exact_cosine_order_with_filters(
                     "memories_vec", data.query, n=8, candidates=100, where=where
                 )
             )
-        # A first pass of only n rows: PostgreSQL's must still be the exact top n.
+        # A first pass of only n rows, through the HNSW index (the planner
+        # would sort so few rows itself): still the exact top n.
+        if tx.kind == "pg":
+            tx.conn.execute("SET LOCAL enable_seqscan = off")
+            tx.conn.execute("SET LOCAL enable_sort = off")
+            query_sql, params = nearest_query(
+                "memories_vec", data.query.tolist(), 8, VectorFilter(now=0.0)
+            )
+            plan = " ".join(r[0] for r in tx.conn.execute(sql.SQL("EXPLAIN ") + query_sql, params))
+            assert "memories_vec_hnsw" in plan
         out.append(
             tx.search.vector_search(
                 "memories_vec", data.query, n=8, candidates=8, where=VectorFilter(now=0.0)
@@ -472,9 +481,10 @@ async def test_vector_search_is_exact_cosine_order_with_filters(
 def test_narrow_filter_still_returns_k_results(pg_conn: Any) -> None:
     """A tenant (or a type) whose vectors are all far from the query, among many close ones.
 
-    The type filter has no index of its own: with sequential scans off, the
-    planner must walk the HNSW index, whose first ``ef_search`` (40) rows are
-    all filtered out; only the iterative scan finds the 10 wanted.
+    The type filter has no index of its own: with sequential scans and sorts
+    off, the planner must walk the HNSW index, whose first ``ef_search`` (40)
+    rows are all filtered out; only the iterative scan finds the 10 wanted
+    (with ``hnsw.iterative_scan = off`` this finds none).
     """
     rng = np.random.default_rng(11)
     query = rng.normal(size=DIMS).astype(np.float32)
@@ -496,11 +506,15 @@ def test_narrow_filter_still_returns_k_results(pg_conn: Any) -> None:
         query_sql, params = nearest_query("memories_vec", query.tolist(), 10, small)
         plan = "\n".join(row[0] for row in tx.conn.execute(sql.SQL("EXPLAIN ") + query_sql, params))
         tx.conn.execute("SET LOCAL enable_seqscan = off")
+        tx.conn.execute("SET LOCAL enable_sort = off")
+        by_type = VectorFilter(now=0.0, type_code=2)
+        query_sql, params = nearest_query("memories_vec", query.tolist(), 10, by_type)
+        type_plan = "\n".join(
+            row[0] for row in tx.conn.execute(sql.SQL("EXPLAIN ") + query_sql, params)
+        )
         return (
             search("memories_vec", query, n=10, candidates=10, where=small),
-            search(
-                "memories_vec", query, n=10, candidates=10, where=VectorFilter(now=0.0, type_code=2)
-            ),
+            search("memories_vec", query, n=10, candidates=10, where=by_type),
             search(
                 "memories_vec",
                 query,
@@ -508,10 +522,11 @@ def test_narrow_filter_still_returns_k_results(pg_conn: Any) -> None:
                 candidates=10,
                 where=VectorFilter(now=0.0, accept=lambda ids: {i for i in ids if i > near + 10}),
             ),
-            [plan],
+            [plan, type_plan],
         )
 
-    by_partition, by_type, by_accept, (plan,) = on_pg(pg_conn, scenario)
+    by_partition, by_type, by_accept, (plan, type_plan) = on_pg(pg_conn, scenario)
+    assert "memories_vec_hnsw" in type_plan, type_plan
     assert len(by_partition) == 10 and all(i > near for i, _ in by_partition)
     assert len(by_type) == 10 and all(i > near and i % 2 == 0 for i, _ in by_type)
     assert sorted(i for i, _ in by_accept) == list(range(near + 11, near + far + 1))
