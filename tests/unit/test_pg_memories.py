@@ -162,6 +162,7 @@ async def test_metadata_filters_compare_json_types_as_sqlite(pg_conn: Any, tmp_p
         {"n": [1]},
         {"n": {"m": 1}},
         {"s": "O'Brien %_"},
+        {"n": 1, "z": "nul \x00 inside"},
     ]
     filters: list[dict[str, Any]] = [
         {"n": 1},
@@ -176,6 +177,7 @@ async def test_metadata_filters_compare_json_types_as_sqlite(pg_conn: Any, tmp_p
         {"n": 2, "s": "x"},
         {"s": "O'Brien %_"},
         {"missing": None},
+        {"z": "nul \x00 inside"},
     ]
 
     def scenario(tx: Any) -> list[Any]:
@@ -192,8 +194,9 @@ async def test_metadata_filters_compare_json_types_as_sqlite(pg_conn: Any, tmp_p
 
     pg, lite = await both(pg_conn, tmp_path, scenario)
     assert pg == lite
-    assert pg[0][0] == ["k0", "k1"]  # 1 finds 1 and 1.0, never true or "1"
+    assert pg[0][0] == ["k0", "k1", "k11"]  # 1 finds 1 and 1.0, never true or "1"
     assert pg[5][0] == ["k4"]  # None finds JSON null, not a missing key
+    assert pg[-1][0] == ["k11"]  # a NUL (which jsonb refuses) in a document and a filter
 
 
 async def test_versions_listing_limits_and_statuses_match_sqlite(

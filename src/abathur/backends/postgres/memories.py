@@ -277,22 +277,32 @@ def _purge_range(prefix: str | None) -> dict[str, str]:
     return {"prefix": "", "after": _TOP, "below": ""} if prefix is None else range_params(prefix)
 
 
+# JSON's escape of NUL, which jsonb refuses, and what metadata_match reads instead.
+_NUL_ESCAPE = "'\\u0000'"
+_NUL_STANDIN = "'\\ufffd'"
+
+
 def metadata_match(
     metadata: Mapping[str, MetadataValue] | None, column: str = "metadata"
 ) -> tuple[str, dict[str, Any]]:
     """The SQL ANDed to a query for a metadata filter, and its named parameters.
 
-    One group per entry: ``column::jsonb -> key = value::jsonb``. jsonb
+    One group per entry: ``(column::jsonb -> key) = value::jsonb``. jsonb
     equality compares numbers as numbers (``1`` finds ``1`` and ``1.0``),
     never a number with a boolean, and a missing key gives SQL NULL (no
     match) where JSON null is ``'null'::jsonb`` (a match for ``None``).
     ``column`` is our own column name, never user input.
 
+    PostgreSQL's JSON types refuse the escape of NUL (``\\u0000``), which a
+    stored document (or a filter value) may hold: both sides have it
+    replaced by ``\\ufffd`` first, so a NUL matches only a NUL or U+FFFD
+    (SQLite tells those apart).
+
     Example:
         >>> from abathur.backends.postgres.memories import metadata_match
         >>> sql, params = metadata_match({"a.b": True})
-        >>> sql
-        ' AND (metadata::jsonb -> %(m0_key)s::text) = %(m0_value)s::jsonb'
+        >>> sql.endswith("::jsonb -> %(m0_key)s::text) = %(m0_value)s::jsonb")
+        True
         >>> params
         {'m0_key': 'a.b', 'm0_value': 'true'}
     """
@@ -300,9 +310,13 @@ def metadata_match(
     params: dict[str, Any] = {}
     for n, (key, value) in enumerate((metadata or {}).items()):
         name = f"m{n}"
-        parts.append(f" AND ({column}::jsonb -> %({name}_key)s::text) = %({name}_value)s::jsonb")
+        parts.append(
+            f" AND (replace({column}, {_NUL_ESCAPE}, {_NUL_STANDIN})::jsonb"
+            f" -> %({name}_key)s::text)"
+            f" = %({name}_value)s::jsonb"
+        )
         params[f"{name}_key"] = key
-        params[f"{name}_value"] = json.dumps(value)
+        params[f"{name}_value"] = json.dumps(value).replace("\\u0000", "\\ufffd")
     return "".join(parts), params
 
 
