@@ -624,3 +624,23 @@ def test_vector_tables_have_a_scope_btree_and_an_hnsw_index(pg_conn: Any) -> Non
     defs = on_pg(pg_conn, scenario)
     assert any("hnsw (embedding halfvec_cosine_ops)" in d for d in defs)
     assert any("(scope)" in d for d in defs)
+
+
+def test_a_huge_text_of_distinct_words_still_gets_its_keyword_row(pg_conn: Any) -> None:
+    """A 1 MiB value of UUIDs: more distinct tokens than a tsvector (1 MB) can hold."""
+    import random
+    import uuid
+
+    rng = random.Random(5)
+    text = " ".join(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(28_000))
+    assert len(text) > 1_000_000
+
+    def scenario(tx: Any) -> list[int]:
+        item_id = remember(tx, "big:one", "uuids", text)
+        first = text.split("-")[0]
+        ranked = tx.search.memory_keyword_ranking(
+            [first], "big", now=0.0, type=None, metadata={}, limit=5
+        )
+        return [item_id] + [i for i, _ in ranked]
+
+    assert on_pg(pg_conn, scenario) == [1, 1]

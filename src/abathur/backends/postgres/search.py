@@ -35,7 +35,9 @@ its contentless FTS5 table: one row per memory version, with its namespace
   (rows, average length: an index-only scan of ``memories_fts_dl``; rows per
   word: the GIN index) are read per search, as FTS5 reads its own. A
   phrase's frequency in a row is the smallest count of its tokens (FTS5
-  counts the phrase's occurrences; the same for a one-token word).
+  counts the phrase's occurrences; the same for a one-token word). A
+  tsvector holds at most 1 MB: a text of more than ~100k distinct words
+  keeps only its first ones (:func:`bounded_tokens`).
 * *word_coverage* tokenizes with the same function and config, so it
   means what it means on SQLite: the share of the query's tokens a text holds.
 
@@ -123,7 +125,9 @@ __all__ = [
     "SQL_FTS_INSERT",
     "SQL_INDEX_STATE",
     "SQL_KEYWORD_SEARCH",
+    "TSVECTOR_BUDGET",
     "PgSearchIndex",
+    "bounded_tokens",
     "index_text",
     "nearest_query",
     "row_length",
@@ -356,13 +360,52 @@ def row_length(item: MemoryText) -> int:
     )
 
 
+# A tsvector holds at most 1 MB (1048575 bytes). Each token costs at most its
+# UTF-8 bytes plus 9 (a 4-byte entry, alignment, a position count and one
+# position); a text whose tokens would cost more keeps only its first ones.
+TSVECTOR_BUDGET = 1_000_000
+_TOKEN_OVERHEAD = 9
+
+
+def bounded_tokens(*texts: str) -> list[str]:
+    """``texts`` (already :func:`index_text`'ed), cut so their tsvectors fit in one.
+
+    Tokens are kept in order, across the texts, while their worst-case cost
+    stays within :data:`TSVECTOR_BUDGET`; FTS5 has no such limit, so only a
+    text of more than ~100k distinct words (a 1 MiB value of UUIDs) loses
+    its tail here.
+
+    Example:
+        >>> from abathur.backends.postgres.search import bounded_tokens
+        >>> bounded_tokens("key", "a b")
+        ['key', 'a b']
+    """
+    out: list[str] = []
+    spent = 0
+    for text in texts:
+        if spent + len(text.encode("utf-8")) + _TOKEN_OVERHEAD * len(text) <= TSVECTOR_BUDGET:
+            # Cheap common case: even if every character were a token, it fits.
+            spent += len(text.encode("utf-8")) + _TOKEN_OVERHEAD * len(text)
+            out.append(text)
+            continue
+        kept: list[str] = []
+        for token in text.split():
+            spent += len(token.encode("utf-8")) + _TOKEN_OVERHEAD
+            if spent > TSVECTOR_BUDGET:
+                break
+            kept.append(token)
+        out.append(" ".join(kept))
+    return out
+
+
 def _fts_params(item: MemoryText) -> dict[str, Any]:
+    key, text = bounded_tokens(index_text(item.key), index_text(item.text))
     return {
         "id": item.id,
         "namespace": item.namespace,
         "dl": row_length(item),
-        "key": index_text(item.key),
-        "text": index_text(item.text),
+        "key": key,
+        "text": text,
     }
 
 
