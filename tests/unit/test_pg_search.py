@@ -644,3 +644,31 @@ def test_a_huge_text_of_distinct_words_still_gets_its_keyword_row(pg_conn: Any) 
         return [item_id] + [i for i, _ in ranked]
 
     assert on_pg(pg_conn, scenario) == [1, 1]
+
+
+def test_drop_empty_partition_forgets_its_dead_rows_once_empty(pg_conn: Any) -> None:
+    data = VectorData(seed=9)
+
+    def scenario(tx: Any) -> list[tuple[int, int]]:
+        data.load(tx)
+        ab = [item.id for item in data.items if item.scope == "user:ab"]
+        for item_id in ab[:-1]:
+            tx.search.delete_vector("memories_vec", item_id)
+        dead = len(ab) - 1
+        out = [
+            (
+                tx.search.drop_empty_partition("memories_vec", "user:ab", dead=dead),
+                tx.search.vector_table_stats()[0].dead_rows,
+            )
+        ]
+        tx.search.delete_vector("memories_vec", ab[-1])
+        out.append(
+            (
+                tx.search.drop_empty_partition("memories_vec", "user:ab", dead=dead + 1),
+                tx.search.vector_table_stats()[0].dead_rows,
+            )
+        )
+        out.append((tx.search.drop_empty_partition("chunks_vec", "user:ab", dead=3), -1))
+        return out
+
+    assert on_pg(pg_conn, scenario) == [(0, 4), (0, 0), (0, -1)]

@@ -283,6 +283,11 @@ _SQL_COMPACTED = (
     "UPDATE vector_tables SET kind = %(kind)s, chunk_size = %(chunk_size)s, dead_rows = 0, "
     "generation = %(generation)s WHERE name = %(table)s"
 )
+_SQL_PARTITION_ANY = "SELECT 1 FROM {table} WHERE scope = %(partition)s LIMIT 1"
+_SQL_FORGET_DEAD = (
+    "UPDATE vector_tables SET dead_rows = greatest(0, dead_rows - %(dead)s), "
+    "generation = %(generation)s WHERE name = %(table)s"
+)
 _SQL_CACHED_VECTORS = (
     "SELECT content_hash, vector FROM embedding_cache "
     "WHERE model = %(model)s AND content_hash = ANY(%(hashes)s::text[])"
@@ -624,6 +629,29 @@ class PgSearchIndex:
         """
         for (name,) in self._conn.execute(SQL_VECTOR_TABLE_NAMES).fetchall():
             self.drop_vector_table(known_vector_table(name))
+
+    def drop_empty_partition(self, table: str, partition: str, *, dead: int) -> int:
+        """Forget the deletes counted against an emptied ``partition``; return 0.
+
+        (main's newer protocol method, ahead of the merge.) There are no
+        partition chunks to free here: the dead tuples are autovacuum's. Once
+        no vector of ``partition`` is left, ``dead`` comes off ``dead_rows``
+        (as SQLite takes it off when it deletes the chunks); with a vector
+        still there, nothing changes. Always 0: no storage unit was freed.
+        """
+        name = known_vector_table(table)
+        if not self._table_exists(name):
+            return 0
+        left = self._conn.execute(
+            sql.SQL(_SQL_PARTITION_ANY).format(table=sql.Identifier(name)),
+            {"partition": partition},
+        ).fetchone()
+        if left is None and dead > 0:
+            self._conn.execute(
+                _SQL_FORGET_DEAD,
+                {"dead": int(dead), "table": name, "generation": secrets.randbits(62)},
+            )
+        return 0
 
     def insert_vector(self, table: str, item: IndexItem, *, model: str, content_hash: str) -> bool:
         """Add ``item``'s vector from the embedding cache; False if the cache has none yet."""
