@@ -44,8 +44,8 @@ Row = tuple[Any, ...]
 # ---------------------------------------------------------------------------
 # SQL. Each export is a pair: the first page, and the page after a key
 # (``k0``, ``k1``, ... the ORDER BY columns of the last row read). Integer
-# keys are cast to bigint: psycopg may send a Python int as numeric, and
-# ``bigint > numeric`` cannot walk the bigint index.
+# keys are cast to bigint: psycopg types a Python int by its value (int2 ..
+# numeric), and the cast keeps every page's plan the same bigint index walk.
 # ---------------------------------------------------------------------------
 
 _APP_STATE = (
