@@ -25,6 +25,10 @@ What differs, and why:
 * **Ids.** Import inserts no explicit integer id here (as on SQLite):
   :meth:`PgTransferStore.insert_memory` takes its id from the identity and
   returns it (``RETURNING id``), so the sequence never falls behind.
+* **NUL.** PostgreSQL text cannot hold ``\\x00``. Every value this store
+  writes is JSON (which escapes it), a status, or an id or namespace (which the services
+  refuse with control characters), except a task's ``prompt`` and ``error``:
+  one holding ``\\x00`` makes psycopg raise ``DataError`` where SQLite stores it.
 """
 
 from __future__ import annotations
