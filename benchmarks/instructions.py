@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(workload())
         return 0
     results = {src: measure(src) for src in args.trees}
-    print(f"{'case':<20}" + "".join(f"{pathlib.Path(s).parent.name:>16}" for s in args.trees)
+    print(f"{'case':<20}" + "".join(f"{s[-16:]:>16}" for s in args.trees)
           + ("     ratio" if len(args.trees) == 2 else ""))
     for name in CASES:
         row = [results[s][name] for s in args.trees]
