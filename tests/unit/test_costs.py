@@ -4,6 +4,7 @@ memory.context packs memories under a token budget."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,9 @@ from abathur.backends.sqlite.usage import (
     SQL_SPEND_USER,
 )
 from abathur.costs import attribute, period_start
+from abathur.embeddings.queue.usage import UsageBuffer, charge
+from abathur.stores import Transaction
+from abathur.stores.usage import UsageRow
 from abathur.values import parse_duration
 from tests.backends import BackendHandle
 from tests.embedders import WordHashEmbedder
@@ -362,3 +366,25 @@ async def test_ledger_queries_use_their_indexes(
 ) -> None:
     plan = " | ".join(str(row[-1]) for row in await rows(ab, "EXPLAIN QUERY PLAN " + sql, params))
     assert f"INDEX {index}" in plan, plan
+
+
+async def test_buffered_usage_rows_survive_a_write_that_rolls_back(ab: Abathur) -> None:
+    """A write that flushes the buffer, then fails, leaves the rows buffered (a
+    PostgreSQL retry re-runs the write the same way), and the next flush writes
+    each row once."""
+    buffer = UsageBuffer()
+    call = UsageRow(at=time.time(), provider="openai", model="small", operation="embed",
+                    inputs=1, tokens=500, is_estimate=False, chars=2000, duration_ms=3.0)
+    buffer.add(charge(call, ("helpdesk", None), price=0.02))
+
+    def flush_then_fail(tx: Transaction) -> None:
+        buffer.flush(tx)
+        raise RuntimeError("the write fails after the flush")
+
+    with pytest.raises(RuntimeError):
+        await ab.db.write(flush_then_fail)
+    assert [r.app for r in buffer.rows] == ["helpdesk"]
+    await ab.db.write(buffer.flush)
+    assert not buffer.rows
+    report = await ab.costs.report(since="1h", by="app")
+    assert [(g.key, g.texts) for g in report.groups] == [("helpdesk", 1)]

@@ -105,6 +105,17 @@ class Transaction(Protocol):
     @property
     def usage(self) -> UsageLedger: ...
 
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Call ``undo()`` if this write transaction rolls back.
+
+        For the rare ``fn`` that moves state out of memory into the database
+        (a buffer of usage rows): ``undo`` puts it back. A backend that
+        retries a write (PostgreSQL, on a serialization failure) rolls back
+        first, so the retried ``fn`` finds the state where it was. Called on
+        the thread that ran ``fn``; keep it to a few assignments.
+        """
+        ...
+
     def erase_securely(self) -> AbstractContextManager[None]:
         """Inside it, what this transaction deletes or overwrites is erased on disk.
 

@@ -205,7 +205,11 @@ def _write_txn(
             # SQLite may already have rolled back (e.g. on SQLITE_FULL).
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            for undo in reversed(tx.undo):
+                undo()
             raise
+        finally:
+            tx.undo.clear()
     return result
 
 

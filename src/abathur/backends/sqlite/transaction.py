@@ -10,7 +10,7 @@ on the hot path is one attribute lookup.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 
@@ -46,6 +46,11 @@ class SqliteTransaction:
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self.conn = conn
         self.context = context
+        self.undo: list[Callable[[], None]] = []  # on_rollback's, for the write in progress
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Call ``undo()`` if the write in progress rolls back (``Database.write`` does)."""
+        self.undo.append(undo)
 
     @contextmanager
     def erase_securely(self) -> Iterator[None]:

@@ -147,7 +147,12 @@ class UsageBuffer:
         rows.append(row)
 
     def flush(self, tx: Transaction) -> None:
-        """Write the waiting rows in ``tx`` (they are gone from the buffer)."""
+        """Write the waiting rows in ``tx`` (they leave the buffer; back if ``tx`` rolls back)."""
         if self._rows:
             rows, self._rows = self._rows, []
+            tx.on_rollback(lambda: self._restore(rows))
             tx.usage.add(rows)
+
+    def _restore(self, rows: list[UsageRow]) -> None:
+        # Ahead of rows recorded since: the ledger stays in the order of the calls.
+        self._rows[:0] = rows
