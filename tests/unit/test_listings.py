@@ -27,8 +27,8 @@ from abathur.backends.sqlite.memories import (
     SQL_NAMESPACE_COUNTS_ALL,
     SQL_NAMESPACE_COUNTS_PREFIX,
     list_params,
-    range_params,
 )
+from abathur.backends.ranges import range_params
 from tests.helpers import assert_unchanged
 
 

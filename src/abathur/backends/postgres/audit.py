@@ -254,8 +254,8 @@ class PgAuditStore:
         """Blank names, detail and salt of these unredacted format-2 records; return how many.
 
         The old row versions keep the blanked values on disk until VACUUM
-        (see :meth:`PgSessionStore.erase_securely
-        <abathur.backends.postgres.sessions.PgSessionStore.erase_securely>`).
+        (see :meth:`PgTransaction.erase_securely
+        <abathur.backends.postgres.transaction.PgTransaction.erase_securely>`).
         """
         redacted = 0
         for start in range(0, len(seqs), _REDACT_BATCH):

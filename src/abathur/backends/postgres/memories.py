@@ -6,8 +6,7 @@ partial index ``memories_current (namespace, key) WHERE is_current = 1``
 serves every read of current versions. Every text column is ``COLLATE
 "C"``, so a namespace prefix is the same byte range as on SQLite:
 ``[prefix, prefix + ';')`` narrowed to whole segments by ``namespace =
-prefix OR namespace >= prefix + ':'`` (:func:`range_params`, copied from
-the SQLite store so this package never imports apsw).
+prefix OR namespace >= prefix + ':'`` (:func:`abathur.backends.ranges.range_params`).
 
 What differs from SQLite, and why:
 
@@ -21,19 +20,11 @@ What differs from SQLite, and why:
 * **current_live** streams by keyset pages of :data:`PAGE` ids (``id >
   last``), not with a server-side cursor: a generator the caller drops
   half-way leaves nothing open in the transaction.
-* **overwrite_deleted** is a no-op: PostgreSQL has no ``secure_delete``; a
-  deleted tuple stays on its page until VACUUM reuses it (the protocol lets
-  a backend ignore it; the server's storage is the operator's to protect).
 * **Purge of cached vectors** asks the vector tables with ``NOT EXISTS``
   rather than reading every ``cache_id`` into Python (vec0 has no index for
   that; a PostgreSQL anti-join needs none).
 * **Keyword rows** are plain rows of ``memories_fts`` (see
   :mod:`abathur.backends.postgres.search`): a delete needs no FTS5 'optimize'.
-
-Example:
-    >>> from abathur.backends.postgres.memories import range_params
-    >>> range_params("user:al")
-    {'prefix': 'user:al', 'after': 'user:al;', 'below': 'user:al:'}
 """
 
 from __future__ import annotations
@@ -45,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from abathur.backends.ranges import purge_range, range_params
 from abathur.backends.postgres.context import PgContext
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue, PurgeCounts
 
@@ -65,13 +57,8 @@ __all__ = [
     "PgMemoryStore",
     "list_params",
     "metadata_match",
-    "range_params",
 ]
 
-_SEP = ":"
-# The character right after ':' in code-point (and UTF-8 byte) order: every
-# namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
-_AFTER_SEP = chr(ord(_SEP) + 1)
 
 #: Rows per page of :meth:`PgMemoryStore.current_live` when it streams every memory.
 PAGE = 1000
@@ -202,7 +189,7 @@ SQL_IDS_MATCHING = "SELECT id FROM memories WHERE id = ANY(%(ids)s::bigint[])"
 # ---------------------------------------------------------------------------
 # Purge (issue 11): every version under a prefix, and everything naming it.
 # %(prefix)s, %(after)s, %(below)s as everywhere (range_params); purge
-# everything: the range ['', _TOP) with below = '' (every name is >= '').
+# everything: purge_range(None) with below = '' (every name is >= '').
 # ---------------------------------------------------------------------------
 
 _PURGE_RANGE = (
@@ -210,7 +197,6 @@ _PURGE_RANGE = (
 )
 # Beyond every namespace (at most 512 characters): purge everything. U+10FFFF
 # is valid UTF-8 (F4 8F BF BF), above every character under COLLATE "C".
-_TOP = chr(0x10FFFF) * 513
 SQL_PURGE_ROWS = f"SELECT {_COLUMNS} FROM memories WHERE " + _PURGE_RANGE.format(col="namespace")
 _SQL_PURGE_DELETE = "DELETE FROM memories WHERE id = ANY(%(ids)s::bigint[])"
 _SQL_PURGE_ARCHIVE = "FROM archive WHERE kind IN ('memory', 'versions') AND " + _PURGE_RANGE.format(
@@ -257,24 +243,6 @@ _SQL_TABLE_EXISTS = "SELECT to_regclass(%(name)s) IS NOT NULL"
 _SQL_COUNT_VECTORS = "SELECT count(*) FROM {table} WHERE item_id = ANY(%(ids)s::bigint[])"
 _SQL_DELETE_VECTORS = "DELETE FROM {table} WHERE item_id = ANY(%(ids)s::bigint[])"
 _SQL_COUNT_DEAD = "UPDATE vector_tables SET dead_rows = dead_rows + %(n)s WHERE name = %(table)s"
-
-
-def range_params(prefix: str) -> dict[str, str]:
-    """The named parameters of one prefix range: ``prefix``, ``after``, ``below``.
-
-    A copy of :func:`abathur.backends.sqlite.memories.range_params` (importing
-    it would load apsw); the lead moves both to one home when merging.
-
-    Example:
-        >>> from abathur.backends.postgres.memories import range_params
-        >>> range_params("u")
-        {'prefix': 'u', 'after': 'u;', 'below': 'u:'}
-    """
-    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
-
-
-def _purge_range(prefix: str | None) -> dict[str, str]:
-    return {"prefix": "", "after": _TOP, "below": ""} if prefix is None else range_params(prefix)
 
 
 # JSON's escape of NUL, which jsonb refuses, and what metadata_match reads instead.
@@ -456,11 +424,11 @@ class PgMemoryStore:
 
     def versions_under(self, prefix: str | None) -> list[MemoryRow]:
         """Every version (any status, current or not) under ``prefix``; None: all."""
-        return self._rows(SQL_PURGE_ROWS, _purge_range(prefix))
+        return self._rows(SQL_PURGE_ROWS, purge_range(prefix))
 
     def pointing_into(self, prefix: str | None) -> list[MemoryRow]:
         """Versions outside ``prefix`` whose ``superseded_by`` names a memory inside it."""
-        return self._rows(SQL_PURGE_POINTING_IN, _purge_range(prefix))
+        return self._rows(SQL_PURGE_POINTING_IN, purge_range(prefix))
 
     def _cache_query(self) -> sql.Composed:
         """The FROM/WHERE of the cached vectors that no kept vector uses."""
@@ -479,7 +447,7 @@ class PgMemoryStore:
         """What :meth:`erase` would remove besides versions ``ids``."""
         by_id = {"ids": list(ids)}
         cache = {"ids": list(ids), "hashes": sorted(set(text_hashes))}
-        ranges = _purge_range(prefix)
+        ranges = purge_range(prefix)
         vector_ids = 0
         if self._table_exists(_VEC_TABLE):
             count = sql.SQL(_SQL_COUNT_VECTORS).format(table=sql.Identifier(_VEC_TABLE))
@@ -498,7 +466,7 @@ class PgMemoryStore:
         """Remove versions ``ids`` and what :meth:`purge_counts` counts."""
         by_id = {"ids": list(ids)}
         cache = {"ids": list(ids), "hashes": sorted(set(text_hashes))}
-        ranges = _purge_range(prefix)
+        ranges = purge_range(prefix)
         # Which cached vectors no other vector uses is decided before the
         # vectors go (as on SQLite, where the used cache ids are read first).
         doomed = [
@@ -523,9 +491,6 @@ class PgMemoryStore:
                 + _SQL_CACHE_NOT_QUEUED,
                 {"ids": doomed},
             )
-
-    def overwrite_deleted(self, enabled: bool) -> None:
-        """A no-op: PostgreSQL has no ``secure_delete`` (see the module docstring)."""
 
     def unlink(self, item_id: int, *, audit_seq: int) -> None:
         """Clear the ``superseded_by`` of version ``item_id``, now covered by ``audit_seq``."""

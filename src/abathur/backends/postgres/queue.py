@@ -32,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from abathur.backends.ranges import range_params
 from abathur.backends.postgres.context import PgContext
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
@@ -42,7 +43,6 @@ __all__ = [
     "SQL_PENDING_MEMORY_JOBS",
     "SQL_READY_JOBS",
     "PgQueueStore",
-    "range_params",
 ]
 
 _META_NAME = "embedder.name"
@@ -50,21 +50,6 @@ _META_DIMS = "embedder.dims"
 
 # Copied from abathur.backends.sqlite.memories (importing it would load apsw):
 # a namespace prefix range is segment-aware, ':' separates segments.
-_SEP = ":"
-_AFTER_SEP = chr(ord(_SEP) + 1)
-
-
-def range_params(prefix: str) -> dict[str, str]:
-    """The named parameters of one prefix range: ``prefix``, ``after``, ``below``.
-
-    A copy of :func:`abathur.backends.sqlite.memories.range_params` (pure).
-
-    Example:
-        >>> from abathur.backends.postgres.queue import range_params
-        >>> range_params("u")
-        {'prefix': 'u', 'after': 'u;', 'below': 'u:'}
-    """
-    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
 SQL_READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"

@@ -105,7 +105,8 @@ from numpy.typing import NDArray
 from psycopg import sql
 
 from abathur.backends.postgres.context import PgContext
-from abathur.backends.postgres.memories import metadata_match, range_params
+from abathur.backends.postgres.memories import metadata_match
+from abathur.backends.ranges import range_params
 from abathur.stores.memories import MetadataValue
 from abathur.stores.search import (
     VECTOR_TABLE_NAMES,

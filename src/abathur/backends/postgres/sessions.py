@@ -7,7 +7,8 @@ The SQL of :mod:`abathur.backends.sqlite.sessions`, in PostgreSQL's words:
   010 adds (SQLite's implicit rowid: insertion order).
 - A list of ids travels as one ``text[]`` parameter (``= ANY(...)``) where
   SQLite passes a JSON array to ``json_each``.
-- ``erase_securely`` has no equivalent: see :meth:`PgSessionStore.erase_securely`.
+- A purge's ``erase_securely`` has no equivalent on PostgreSQL: see
+  :meth:`PgTransaction.erase_securely <abathur.backends.postgres.transaction.PgTransaction.erase_securely>`.
 """
 
 from __future__ import annotations
@@ -316,20 +317,6 @@ class PgSessionStore:
         for sql in SQL_PURGE:
             self._conn.execute(sql, _purge_params(sql, ids, app, user))
 
-    def erase_securely(self, enabled: bool, /) -> None:
-        """Does nothing: PostgreSQL cannot erase a deleted row's bytes inside a transaction.
-
-        SQLite's ``secure_delete`` zeroes deleted cells as it deletes them. In
-        PostgreSQL a DELETE or UPDATE only marks the old row version dead; its
-        bytes stay in the table's pages until VACUUM reuses the space (and in
-        the WAL, replicas and base backups until they are recycled).
-        Overwriting before deleting would not help: an UPDATE writes a new row
-        version beside the old one. So a purge on PostgreSQL removes the rows
-        from every query at commit, but erasing them on disk is the operator's
-        job (VACUUM, or VACUUM FULL to rewrite the files, and WAL retention),
-        which cannot run inside the purge's transaction.
-        """
-        del enabled
 
 
 def _events(cursor: psycopg.Cursor[tuple[Any, ...]]) -> list[EventRow]:

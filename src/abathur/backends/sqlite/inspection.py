@@ -29,7 +29,8 @@ from abathur.backends.sqlite.documents import (
     SQL_DOCUMENT_BY_PATH,
     SQL_ROOT_BY_PATH,
 )
-from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, range_params
+from abathur.backends.ranges import range_params
+from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX
 from abathur.backends.sqlite.plans import HotQuery, plan_problems
 from abathur.backends.sqlite.queue import SQL_READY_JOBS
 from abathur.backends.sqlite.search import SQL_KEYWORD_SEARCH

@@ -22,6 +22,7 @@ from typing import Any
 
 import apsw
 
+from abathur.backends.ranges import purge_range, range_params
 from abathur.backends.sqlite import vectors
 from abathur.backends.sqlite.connection import scalar_int, table_exists
 from abathur.backends.sqlite.context import SqliteContext
@@ -43,13 +44,8 @@ __all__ = [
     "SqliteMemoryStore",
     "list_params",
     "metadata_match",
-    "range_params",
 ]
 
-_SEP = ":"
-# The character right after ':' in code-point (and UTF-8 byte) order: every
-# namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
-_AFTER_SEP = chr(ord(_SEP) + 1)
 
 # Column order of every SELECT matches MemoryRow.
 _COLUMNS = (
@@ -175,12 +171,10 @@ SQL_IDS_MATCHING = "SELECT id FROM memories WHERE id IN (SELECT value FROM json_
 # ---------------------------------------------------------------------------
 # Purge (issue 11): every version under a prefix, and everything naming it.
 # :prefix, :after, :below as everywhere (range_params); purge everything:
-# the range ['', _TOP) with below = '' (every name is >= '').
+# purge_range(None) with below = '' (every name is >= '').
 # ---------------------------------------------------------------------------
 
 _PURGE_RANGE = "{col} >= :prefix AND {col} < :after AND ({col} = :prefix OR {col} >= :below)"
-# Beyond every namespace (at most 512 characters): purge everything.
-_TOP = chr(0x10FFFF) * 513
 # Every version, through the UNIQUE (namespace, key, version) index.
 SQL_PURGE_ROWS = f"SELECT {_COLUMNS} FROM memories WHERE " + _PURGE_RANGE.format(col="namespace")
 _SQL_PURGE_DELETE = "DELETE FROM memories WHERE id IN (SELECT value FROM json_each(:ids))"
@@ -230,21 +224,6 @@ _SQL_PURGE_CACHE = (
 _SQL_SEQS_IN_USE = (
     "SELECT audit_seq FROM memories WHERE audit_seq IN (SELECT value FROM json_each(:seqs))"
 )
-
-
-def _purge_range(prefix: str | None) -> dict[str, str]:
-    return {"prefix": "", "after": _TOP, "below": ""} if prefix is None else range_params(prefix)
-
-
-def range_params(prefix: str) -> dict[str, str]:
-    """The named parameters of one prefix range: ``prefix``, ``after``, ``below``.
-
-    Example:
-        >>> from abathur.backends.sqlite.memories import range_params
-        >>> range_params("u")
-        {'prefix': 'u', 'after': 'u;', 'below': 'u:'}
-    """
-    return {"prefix": prefix, "after": prefix + _AFTER_SEP, "below": prefix + _SEP}
 
 
 def metadata_match(
@@ -417,11 +396,11 @@ class SqliteMemoryStore:
 
     def versions_under(self, prefix: str | None) -> list[MemoryRow]:
         """Every version (any status, current or not) under ``prefix``; None: all."""
-        return self._rows(SQL_PURGE_ROWS, _purge_range(prefix))
+        return self._rows(SQL_PURGE_ROWS, purge_range(prefix))
 
     def pointing_into(self, prefix: str | None) -> list[MemoryRow]:
         """Versions outside ``prefix`` whose ``superseded_by`` names a memory inside it."""
-        return self._rows(SQL_PURGE_POINTING_IN, _purge_range(prefix))
+        return self._rows(SQL_PURGE_POINTING_IN, purge_range(prefix))
 
     def _cache_in_use(self, purged: set[int]) -> list[int]:
         """Cache rows a vector other than the purged memories' points at."""
@@ -450,7 +429,7 @@ class SqliteMemoryStore:
     ) -> PurgeCounts:
         """What :meth:`erase` would remove besides versions ``ids``."""
         by_id, cache = self._purge_params(ids, text_hashes)
-        ranges = _purge_range(prefix)
+        ranges = purge_range(prefix)
         vector_ids = 0
         if table_exists(self._conn, _VEC_TABLE):
             vector_ids = sum(
@@ -473,7 +452,7 @@ class SqliteMemoryStore:
     def erase(self, prefix: str | None, ids: Sequence[int], text_hashes: Sequence[str]) -> None:
         """Remove versions ``ids`` and what :meth:`purge_counts` counts."""
         by_id, cache = self._purge_params(ids, text_hashes)
-        ranges = _purge_range(prefix)
+        ranges = purge_range(prefix)
         fts_ids = [i for (i,) in self._conn.execute(_SQL_PURGE_FTS_IDS, by_id)]
         for item_id in fts_ids:
             self._conn.execute(_SQL_FTS_DELETE, (item_id,))

@@ -10,7 +10,7 @@ from typing import cast
 import apsw
 
 from abathur.backends.sqlite.context import SqliteContext
-from abathur.backends.sqlite.memories import range_params
+from abathur.backends.ranges import range_params
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [

@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 from abathur.backends.sqlite import vectors
 from abathur.backends.sqlite.connection import table_exists
 from abathur.backends.sqlite.context import SqliteContext
-from abathur.backends.sqlite.memories import metadata_match, range_params
+from abathur.backends.ranges import range_params
+from abathur.backends.sqlite.memories import metadata_match
 from abathur.stores.memories import MetadataValue
 from abathur.stores.search import (
     IndexItem,
