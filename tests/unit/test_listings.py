@@ -21,6 +21,7 @@ from abathur import (
     NamedCount,
     SessionNotFoundError,
 )
+from abathur.backends.ranges import range_params
 from abathur.backends.sqlite.memories import (
     SQL_LIST_PREFIX_ANY_STATUS,
     SQL_MEMORY_VERSION,
@@ -28,7 +29,6 @@ from abathur.backends.sqlite.memories import (
     SQL_NAMESPACE_COUNTS_PREFIX,
     list_params,
 )
-from abathur.backends.ranges import range_params
 from tests.helpers import assert_unchanged
 
 

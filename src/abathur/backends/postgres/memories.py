@@ -36,8 +36,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from abathur.backends.ranges import purge_range, range_params
 from abathur.backends.postgres.context import PgContext
+from abathur.backends.ranges import purge_range, range_params
 from abathur.stores.memories import MemoryRow, MemoryVersion, MetadataValue, PurgeCounts
 
 __all__ = [

@@ -32,8 +32,8 @@ from typing import Any
 
 import psycopg
 
-from abathur.backends.ranges import range_params
 from abathur.backends.postgres.context import PgContext
+from abathur.backends.ranges import range_params
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [

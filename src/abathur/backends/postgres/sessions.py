@@ -7,8 +7,8 @@ The SQL of :mod:`abathur.backends.sqlite.sessions`, in PostgreSQL's words:
   010 adds (SQLite's implicit rowid: insertion order).
 - A list of ids travels as one ``text[]`` parameter (``= ANY(...)``) where
   SQLite passes a JSON array to ``json_each``.
-- A purge's ``erase_securely`` has no equivalent on PostgreSQL: see
-  :meth:`PgTransaction.erase_securely <abathur.backends.postgres.transaction.PgTransaction.erase_securely>`.
+- A purge's ``erase_securely`` has no equivalent on PostgreSQL (see the
+  backend's ``PgTransaction.erase_securely``).
 """
 
 from __future__ import annotations

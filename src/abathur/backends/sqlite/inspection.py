@@ -21,6 +21,7 @@ from typing import Literal
 
 import apsw
 
+from abathur.backends.ranges import range_params
 from abathur.backends.sqlite import migrations, schema
 from abathur.backends.sqlite.connection import scalar_int, table_exists
 from abathur.backends.sqlite.context import SqliteContext
@@ -29,7 +30,6 @@ from abathur.backends.sqlite.documents import (
     SQL_DOCUMENT_BY_PATH,
     SQL_ROOT_BY_PATH,
 )
-from abathur.backends.ranges import range_params
 from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX
 from abathur.backends.sqlite.plans import HotQuery, plan_problems
 from abathur.backends.sqlite.queue import SQL_READY_JOBS

@@ -9,8 +9,8 @@ from typing import cast
 
 import apsw
 
-from abathur.backends.sqlite.context import SqliteContext
 from abathur.backends.ranges import range_params
+from abathur.backends.sqlite.context import SqliteContext
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [

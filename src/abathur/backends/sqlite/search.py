@@ -31,10 +31,10 @@ import apsw
 import numpy as np
 from numpy.typing import NDArray
 
+from abathur.backends.ranges import range_params
 from abathur.backends.sqlite import vectors
 from abathur.backends.sqlite.connection import table_exists
 from abathur.backends.sqlite.context import SqliteContext
-from abathur.backends.ranges import range_params
 from abathur.backends.sqlite.memories import metadata_match
 from abathur.stores.memories import MetadataValue
 from abathur.stores.search import (
