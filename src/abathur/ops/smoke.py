@@ -80,8 +80,8 @@ import structlog
 from pydantic import JsonValue
 
 from abathur import audit, memory, search
-from abathur.api import Abathur
-from abathur.backends.sqlite import migrations, vectors
+from abathur.api import Abathur, sqlite_database
+from abathur.backends.sqlite import Database, migrations, vectors
 from abathur.backends.sqlite.connection import scalar_int
 from abathur.backends.sqlite.documents import (
     SQL_CHUNKS_OF_DOCUMENT,
@@ -163,6 +163,12 @@ CONCURRENT_READS = 50
 _SAMPLES = 20
 _ROUNDS = 3
 
+
+
+def _sqlite(ab: Abathur) -> Database:
+    # Smoke reads SQLite's own machinery (pragmas, plans, vec0): file only for
+    # now; on a PostgreSQL server this raises a clear InvalidInputError (issue 14).
+    return sqlite_database(ab, "abathur smoke")
 
 class _CaseFailed(Exception):
     """Raised by a case: the message is what the table shows."""
@@ -376,7 +382,7 @@ class _Run:
             self.path, settings=self.settings, embedder="none", probe=True, **overrides
         )
         try:
-            recorded = await ab.db.read(_recorded_embedder)
+            recorded = await _sqlite(ab).read(_recorded_embedder)
             if self.settings.embedder == "none":
                 self.no_vectors = "no embedder is configured (ABATHUR_EMBEDDER is 'none')"
             elif recorded is None:
@@ -388,7 +394,7 @@ class _Run:
             else:
                 await ab.close()
                 ab = await Abathur.open(self.path, settings=self.settings, probe=True, **overrides)
-            self.audit_start = await ab.db.read(_audit_head)
+            self.audit_start = await _sqlite(ab).read(_audit_head)
         except BaseException:
             await ab.close()
             raise
@@ -567,7 +573,7 @@ async def _connects(run: _Run) -> str:
         (row,) = tx.conn.execute("SELECT sqlite_version(), vec_version()").fetchall()
         return str(row[0]), str(row[1]), migrations.current_version(tx.conn)
 
-    sqlite, vec, version = await ab.db.read(read)
+    sqlite, vec, version = await _sqlite(ab).read(read)
     embedder = ab.embeddings.embedder.name if ab.embeddings.embedder else "none"
     return f"SQLite {sqlite}, sqlite-vec {vec}, schema v{version}, embedder {embedder}"
 
@@ -596,7 +602,7 @@ def _expected_objects(version: int, kind: str) -> dict[str, schema.SchemaObject]
 @_case("connectivity", "all tables")
 async def _all_tables(run: _Run) -> str:
     ab = await run.ab()
-    version, have, vec_tables = await ab.db.read(_schema_now)
+    version, have, vec_tables = await _sqlite(ab).read(_schema_now)
     want = _expected_objects(version, "table")
     missing = sorted(set(want) - set(have))
     _expect(not missing, f"missing table(s): {', '.join(missing)}")
@@ -612,7 +618,7 @@ async def _all_tables(run: _Run) -> str:
 @_case("connectivity", "all indexes")
 async def _all_indexes(run: _Run) -> str:
     ab = await run.ab()
-    version, have, _ = await ab.db.read(_schema_now)
+    version, have, _ = await _sqlite(ab).read(_schema_now)
     want = _expected_objects(version, "index")
     missing = sorted(set(want) - set(have))
     _expect(not missing, f"missing index(es): {', '.join(missing)}")
@@ -624,7 +630,7 @@ async def _all_indexes(run: _Run) -> str:
 @_case("connectivity", "integrity_check")
 async def _integrity(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(
+    rows = await _sqlite(ab).read(
         lambda tx: [str(r[0]) for r in tx.conn.execute("PRAGMA integrity_check(20)")]
     )
     _expect(rows == ["ok"], f"integrity_check: {'; '.join(rows[:3])}")
@@ -634,7 +640,7 @@ async def _integrity(run: _Run) -> str:
 @_case("connectivity", "foreign_key_check")
 async def _foreign_keys(run: _Run) -> str:
     ab = await run.ab()
-    rows = await ab.db.read(lambda tx: tx.conn.execute("PRAGMA foreign_key_check").fetchall())
+    rows = await _sqlite(ab).read(lambda tx: tx.conn.execute("PRAGMA foreign_key_check").fetchall())
     tables = Counter(row[0] for row in rows)
     _expect(
         not rows,
@@ -944,7 +950,7 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
 @_case("performance", "hot queries use their indexes")
 async def _perf_plans(run: _Run) -> str:
     ab = await run.ab()
-    problems = await ab.db.read(lambda tx: plan_problems(tx.conn, HOT_QUERIES))
+    problems = await _sqlite(ab).read(lambda tx: plan_problems(tx.conn, HOT_QUERIES))
     _expect(not problems, "; ".join(problems))
     return f"{len(HOT_QUERIES)} queries, each on its index"
 
@@ -1239,7 +1245,7 @@ async def _cleanup(run: _Run) -> Cleanup:
         try:
             if run.synced:
                 documents_removed = len((await ab.documents.forget(run.docs_dir)).removed)
-                done, seq = await ab.db.write(
+                done, seq = await _sqlite(ab).write(
                     lambda tx: _purge_root_records(tx, root, documents_removed)
                 )
                 redacted += done
@@ -1268,14 +1274,14 @@ async def _cleanup(run: _Run) -> Cleanup:
         # The run's partition is its own: drop its vec0 chunks and the dead
         # slots the purge just counted, so the table is as it was.
         dead = report.counts.get("vectors", 0)
-        await ab.db.write(lambda tx: _drop_partition(tx, run.partition, dead))
+        await _sqlite(ab).write(lambda tx: _drop_partition(tx, run.partition, dead))
 
     await step("documents", documents)
     await step("sessions", purge_sessions)
     await step("memories", purge_memories)
     live_left: dict[str, int] = {}
     try:
-        live_left = await ab.db.read(lambda tx: _leftovers(tx, run))
+        live_left = await _sqlite(ab).read(lambda tx: _leftovers(tx, run))
     except Exception as exc:
         errors.append(f"counting what is left: {exc}")
     return Cleanup(

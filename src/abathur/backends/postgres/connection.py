@@ -180,5 +180,17 @@ def translate_errors(doing: str, *, secrets: tuple[str, ...] = ()) -> Iterator[N
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for a serialization failure or a deadlock: the write may run again as is."""
-    return isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected)
+    """True for a serialization failure or a deadlock: the write may run again as is.
+
+    Also when a store turned one into an error of its own (it is then the
+    ``__cause__`` or ``__context__``): the transaction is aborted either way,
+    and running it again is what PostgreSQL asks for.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
