@@ -164,6 +164,8 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
 
 def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
+    if not isinstance(db_path, PurePath):  # a PostgresUrl: a server, no file to check
+        return
     # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
     # which `abathur --help` (this module's importer) never needs.
     from abathur.ops.files import check_db_path
@@ -273,18 +275,43 @@ def format_time(at: float | None) -> str:
     return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
+class DbTarget(click.ParamType):
+    """``--db``'s type: a database file (as ``click.Path`` checks it), or a PostgreSQL URL.
+
+    A ``postgresql://`` / ``postgres://`` URL becomes a
+    :class:`~abathur.config.PostgresUrl` untouched: a ``Path`` would collapse
+    its ``//`` (issue 14). Its password is never shown (the PostgresUrl's
+    text is redacted).
+    """
+
+    name = "path"
+    _file = click.Path(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """A ``PostgresUrl`` for a server URL, else a checked ``Path``."""
+        if isinstance(value, str) and value.lower().startswith(("postgresql://", "postgres://")):
+            # Here, not at the top: abathur.config loads pydantic, which
+            # `abathur --help` never needs.
+            from abathur.config import PostgresUrl
+
+            return PostgresUrl(value)
+        if type(value).__name__ == "PostgresUrl":  # already converted (a default, ctx.meta)
+            return value
+        return self._file.convert(value, param, ctx)
+
+
 def db_option(
     *,
     default: Path | None = Path("abathur.db"),
     envvar: str | None = "ABATHUR_DB",
     show_default: bool | str = "$ABATHUR_DB, else ./abathur.db",
-    help: str = "The database file.",
+    help: str = "The database file, or a postgresql:// URL.",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The ``--db`` option, as commands (and, without a default, the group) take it."""
     return click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=DbTarget(),
         envvar=envvar,
         default=default,
         show_default=show_default,

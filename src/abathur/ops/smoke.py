@@ -164,11 +164,11 @@ _SAMPLES = 20
 _ROUNDS = 3
 
 
-
 def _sqlite(ab: Abathur) -> Database:
     # Smoke reads SQLite's own machinery (pragmas, plans, vec0): file only for
     # now; on a PostgreSQL server this raises a clear InvalidInputError (issue 14).
     return sqlite_database(ab, "abathur smoke")
+
 
 class _CaseFailed(Exception):
     """Raised by a case: the message is what the table shows."""
