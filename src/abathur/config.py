@@ -246,8 +246,8 @@ class Settings(BaseSettings):
 
     db: Path | PostgresUrl = Field(
         default=Path("abathur.db"),
-        description="Database file path, or a postgresql:// URL (a PostgreSQL server; "
-        "its password is never shown).",
+        # A URL's password is never shown: see PostgresUrl.
+        description="Database file path, or a postgresql:// URL.",
     )
     synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
@@ -494,7 +494,7 @@ def settings_table() -> str:
     Example:
         >>> from abathur.config import settings_table
         >>> print(settings_table().splitlines()[2])
-        | `ABATHUR_DB` | `abathur.db` | Database file path. |
+        | `ABATHUR_DB` | `abathur.db` | Database file path, or a postgresql:// URL. |
     """
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
