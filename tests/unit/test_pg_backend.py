@@ -233,3 +233,28 @@ def test_abathur_db_env_reaches_settings_intact() -> None:
     assert "p%40ss" not in shown and "db.internal:5432/agents" in shown
     assert backend_name(Settings(db="postgres://h/x")) == "postgres"
     assert backend_name(Settings(db="agent.db")) == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["memory", "get", "user:a", "k"], "db.error"),  # opened: the server is down
+        (["info"], "invalid_input"),  # a file-only command, refused before opening
+        (["backup"], "invalid_input"),
+    ],
+)
+def test_cli_db_takes_a_url_and_never_shows_its_password(args: list[str], code: str) -> None:
+    import json as jsonlib
+
+    from click.testing import CliRunner
+
+    from abathur.cli import main
+
+    secret = "hunter2-s3cret"
+    url = f"postgresql://bob:{secret}@127.0.0.1:1/agents?connect_timeout=1"
+    done = CliRunner().invoke(main, [*args, "--db", url, "--json"])
+    assert done.exit_code == 3, done.output
+    assert secret not in done.output and secret not in (done.stderr or "")
+    error = jsonlib.loads(done.stdout)["error"]
+    assert error["code"] == code and "127.0.0.1:1/agents" in error["message"]
+    assert done.exception is None or isinstance(done.exception, SystemExit)
