@@ -113,8 +113,10 @@ SQLITE = TestBackend(name="sqlite", target=_sqlite_target, snapshot=_sqlite_snap
 
 
 def _plain(value: Any) -> Any:
-    # pgvector's adapters read a vector as a numpy array, whose == is
-    # element-wise: a snapshot holds plain tuples so two compare as values.
+    # pgvector's adapters read a vector as a pgvector.Vector (or a numpy array,
+    # whose == is element-wise): a snapshot holds plain tuples, compared as values.
+    if hasattr(value, "to_list"):
+        return tuple(value.to_list())
     return tuple(value.tolist()) if hasattr(value, "tolist") else value
 
 

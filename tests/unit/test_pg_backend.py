@@ -258,3 +258,29 @@ def test_cli_db_takes_a_url_and_never_shows_its_password(args: list[str], code: 
     error = jsonlib.loads(done.stdout)["error"]
     assert error["code"] == code and "127.0.0.1:1/agents" in error["message"]
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+async def test_the_test_snapshot_sees_every_table_and_compares_vectors(pg_url: str) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tests.backends import POSTGRES
+
+    db = await PgDatabase.open(PostgresUrl(pg_url), _settings(pg_url))
+    try:
+        await db.write(lambda tx: tx.conn.execute("CREATE TABLE vecs (id int, v vector(3))"))
+        await db.write(
+            lambda tx: tx.conn.execute(
+                "INSERT INTO vecs VALUES (1, %(v)s)", {"v": np.array([1, 2, 3], dtype=np.float32)}
+            )
+        )
+        fake = SimpleNamespace(db=db)
+        before = await POSTGRES.snapshot(fake)  # type: ignore[arg-type]
+        assert before["vecs"] == [(1, (1.0, 2.0, 3.0))]
+        assert "schema_migrations" in before and "memories" in before
+        assert await POSTGRES.snapshot(fake) == before  # type: ignore[arg-type]
+        await db.write(lambda tx: tx.conn.execute("UPDATE vecs SET v = '[1,2,4]'"))
+        assert await POSTGRES.snapshot(fake) != before  # type: ignore[arg-type]
+    finally:
+        await db.close()
