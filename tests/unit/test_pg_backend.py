@@ -284,3 +284,38 @@ async def test_the_test_snapshot_sees_every_table_and_compares_vectors(pg_url: s
         assert await POSTGRES.snapshot(fake) != before  # type: ignore[arg-type]
     finally:
         await db.close()
+
+
+async def test_endless_conflicts_stop_at_the_bound(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psycopg import errors as pg_errors
+
+    from abathur.backends.postgres import database
+
+    monkeypatch.setattr(database, "MAX_WRITE_ATTEMPTS", 3)
+    db = await PgDatabase.open(PostgresUrl(pg_url), _settings(pg_url))
+    calls: list[int] = []
+
+    def always_conflicts(tx: object) -> None:
+        calls.append(1)
+        raise pg_errors.SerializationFailure("could not serialize access")
+
+    def deadlock_once(tx: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            # A store may wrap the driver's error: the retry still sees it.
+            try:
+                raise pg_errors.DeadlockDetected("deadlock detected")
+            except psycopg.Error as exc:
+                raise ValueError("wrapped") from exc
+        return "done"
+
+    try:
+        with pytest.raises(DatabaseBusyError, match="3 times") as excinfo:
+            await db.write(always_conflicts)
+        assert len(calls) == 3 and excinfo.value.retryable
+        calls.clear()
+        assert await db.write(deadlock_once) == "done" and len(calls) == 2
+    finally:
+        await db.close()

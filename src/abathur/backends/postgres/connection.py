@@ -166,8 +166,9 @@ def translate_errors(doing: str, *, secrets: tuple[str, ...] = ()) -> Iterator[N
         raise
     except psycopg_pool.PoolTimeout as exc:
         raise PoolExhaustedError(
-            f"no PostgreSQL connection came free while {doing}: every pooled connection stayed "
-            "busy for pg_pool_timeout_s; retry, lower the concurrency, or raise "
+            f"no PostgreSQL connection came free while {doing} within pg_pool_timeout_s: "
+            "every pooled connection stayed busy, or no new one could be made (is the "
+            "server reachable?); retry, lower the concurrency, or raise "
             "ABATHUR_PG_POOL_SIZE / ABATHUR_PG_POOL_TIMEOUT_S"
         ) from exc
     except psycopg.Error as exc:

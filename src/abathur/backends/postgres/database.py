@@ -61,10 +61,10 @@ log = structlog.get_logger(__name__)
 #: How many times one write runs before a serialization failure or deadlock
 #: reaches the caller (as retryable DatabaseBusyError). Bounded because ``fn``
 #: re-runs each time and a hot row under heavy contention could otherwise keep
-#: a call (and its pooled connection) retrying without end; 12 attempts with
-#: the delays below wait about 1.5 s at most in all, well above what two or
-#: three writers on one row need (each conflict lets one of them commit), and
-#: still well under the pool timeout a queued caller waits.
+#: a call (and its pooled connection) retrying without end; 12 attempts sleep
+#: at most 1.25 s in all (11 jittered delays capped at 2, 4, ... 128, 250 ms),
+#: well above what a few writers on one row need (each conflict lets one of
+#: them commit), and below the default 5 s a queued caller waits for a slot.
 MAX_WRITE_ATTEMPTS = 12
 _BACKOFF_BASE_S = 0.002
 _BACKOFF_CAP_S = 0.25
@@ -214,7 +214,8 @@ class PgDatabase:
             raise PoolExhaustedError(
                 f"no PostgreSQL connection came free within {timeout:g} s "
                 f"(pg_pool_size={self.settings.pg_pool_size} calls already running); "
-                "retry, lower the concurrency, or raise ABATHUR_PG_POOL_SIZE"
+                "retry, lower the concurrency, or raise ABATHUR_PG_POOL_SIZE / "
+                "ABATHUR_PG_POOL_TIMEOUT_S"
             )
         try:
             future = self._executor.submit(txn, fn)
