@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test typecheck fuzz test-model export-model lint bench clean lock docs
-.PHONY: test-3.12 test-3.13 test-lowest dist test-dist
+.PHONY: test-3.12 test-3.13 test-lowest dist test-dist test-pg
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
@@ -22,6 +22,12 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The backend-parametrised tests (ids ending in [postgres]) and the PostgreSQL
+# backend's own (tests/unit/test_pg_*.py) on the embedded PostgreSQL 18 +
+# pgvector server (tests/postgres.py, issue 14).
+test-pg: $(STAMP)
+	ABATHUR_TEST_BACKENDS=postgres $(BIN)/python -m pytest -q -k "postgres or test_pg_" tests
 
 # The type checker alone (pyproject.toml [tool.mypy]: strict on abathur.stores
 # and abathur.backends).
@@ -86,9 +92,9 @@ LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
 	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py)
 
 # $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
-ALL_EXTRAS    := dev,adk,langgraph,mcp
+ALL_EXTRAS    := dev,adk,langgraph,mcp,postgres
 # google-adk and mcp need pydantic >= 2.12, above pydantic's floor: no adk or mcp extra there.
-LOWEST_EXTRAS := dev,langgraph
+LOWEST_EXTRAS := dev,langgraph,postgres
 define venv
 $(1)/.installed: pyproject.toml $(3)
 	@command -v $(2) >/dev/null 2>&1 || { echo "need $(2) (set it on the make command line)" >&2; exit 2; }

@@ -15,10 +15,17 @@ a fixed divergence cannot linger), and the reason is printed.
 Tests of one backend's internals (SQLite pragmas, FTS5 query plans, the
 backup file format) do not take ``backend``; they carry
 ``pytest.mark.sqlite_only(reason)`` so a reader knows why they run once.
+
+Which backends run is ``$ABATHUR_TEST_BACKENDS`` (a comma list of names in
+:data:`KNOWN`; default ``sqlite``): ``make test-pg`` runs the
+backend-parametrised tests with ``postgres``. A postgres target is a fresh
+database on the session's embedded server (tests/postgres.py), dropped after
+the test.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +33,22 @@ from types import MappingProxyType
 from typing import Any
 
 import apsw
+import pytest
 
 from abathur import Abathur
 from abathur.api import _Opening
 
-__all__ = ["BACKENDS", "BackendHandle", "TestBackend", "backend_of", "divergence", "handle"]
+__all__ = [
+    "BACKENDS",
+    "KNOWN",
+    "POSTGRES",
+    "SQLITE",
+    "BackendHandle",
+    "TestBackend",
+    "backend_of",
+    "divergence",
+    "handle",
+]
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -43,8 +61,10 @@ class TestBackend:
 
     #: The registry key in :data:`abathur.backends.BACKENDS`.
     name: str
-    #: The database target (file path or URL) for one test, from its tmp_path.
-    target: Callable[[Path], str | Path]
+    #: The database target (file path or URL) for one test, from its tmp_path
+    #: and, for a backend that needs a fixture (postgres: the server), the
+    #: test's request (None: reuse what an earlier call of this session got).
+    target: Callable[[Path, pytest.FixtureRequest | None], str | Path]
     #: Every row of every table, to prove a failed call changed nothing.
     snapshot: Callable[[Abathur], Awaitable[Snapshot]]
     #: test function name -> why this backend behaves differently there.
@@ -85,23 +105,104 @@ async def _sqlite_snapshot(ab: Abathur) -> Snapshot:
     return await ab.db.read(dump)
 
 
-SQLITE = TestBackend(
-    name="sqlite",
-    target=lambda tmp_path: tmp_path / "agent.db",
-    snapshot=_sqlite_snapshot,
-)
+def _sqlite_target(tmp_path: Path, request: pytest.FixtureRequest | None = None) -> Path:
+    return tmp_path / "agent.db"
 
-#: Every backend the suite runs service tests on.
-BACKENDS: list[TestBackend] = [SQLITE]
+
+SQLITE = TestBackend(name="sqlite", target=_sqlite_target, snapshot=_sqlite_snapshot)
+
+
+def _plain(value: Any) -> Any:
+    # pgvector's adapters read a vector as a pgvector.Vector (or a numpy array,
+    # whose == is element-wise): a snapshot holds plain tuples, compared as values.
+    if hasattr(value, "to_list"):
+        return tuple(value.to_list())
+    return tuple(value.tolist()) if hasattr(value, "tolist") else value
+
+
+async def _postgres_snapshot(ab: Abathur) -> Snapshot:
+    from psycopg import sql
+
+    def dump(tx: Any) -> Snapshot:
+        conn = tx.conn
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename"
+            )
+        ]
+        # Identifier quotes the names (from pg_tables, not from a caller).
+        return {
+            t: sorted(
+                (
+                    tuple(_plain(v) for v in row)
+                    for row in conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t)))
+                ),
+                key=repr,
+            )
+            for t in tables
+        }
+
+    return await ab.db.read(dump)
+
+
+# The session server's URL, once a test has asked for it: a second target in
+# the same test (tests/transfer_files.py) reuses it without a request.
+_pg_server: list[str] = []
+
+
+def _postgres_target(tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
+    from tests.postgres import drop_database, fresh_database
+
+    if request is not None:
+        server = request.getfixturevalue("pg_server")
+        if not _pg_server:
+            _pg_server.append(server)
+    elif _pg_server:
+        server = _pg_server[0]
+    else:
+        raise LookupError(
+            "a postgres target needs the pg_server fixture: pass the test's request"
+        )
+    url = fresh_database(server)
+    if request is not None:
+        request.addfinalizer(lambda: drop_database(server, url))
+    # Without a request the database stays until the server stops (end of session).
+    return url
+
+
+POSTGRES = TestBackend(name="postgres", target=_postgres_target, snapshot=_postgres_snapshot)
+
+#: Every backend the tests know, by name (each one abathur.backends.BACKENDS has).
+KNOWN: Mapping[str, TestBackend] = MappingProxyType({"sqlite": SQLITE, "postgres": POSTGRES})
+
+
+def _enabled() -> list[TestBackend]:
+    names = [
+        n.strip() for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite").split(",") if n.strip()
+    ]
+    unknown = [n for n in names if n not in KNOWN]
+    if unknown or not names:
+        raise ValueError(
+            f"ABATHUR_TEST_BACKENDS names {unknown or 'nothing'}; known: {sorted(KNOWN)}"
+        )
+    return [KNOWN[n] for n in dict.fromkeys(names)]
+
+
+#: Every backend the suite runs service tests on ($ABATHUR_TEST_BACKENDS).
+BACKENDS: list[TestBackend] = _enabled()
 
 
 def backend_of(ab: Abathur) -> TestBackend:
-    """The registered backend an open ``Abathur`` runs on."""
+    """The backend an open ``Abathur`` runs on (registered, else known)."""
     name = ab.db.name
     for spec in BACKENDS:
         if spec.name == name:
             return spec
-    raise LookupError(f"backend {name!r} is not in tests/backends.py BACKENDS")
+    if name in KNOWN:
+        return KNOWN[name]
+    raise LookupError(f"backend {name!r} is not in tests/backends.py KNOWN")
 
 
 def divergence(spec: TestBackend, test_name: str) -> str | None:
@@ -112,14 +213,17 @@ def divergence(spec: TestBackend, test_name: str) -> str | None:
     return spec.divergences.get(test_name)
 
 
-def handle(name: str, tmp_path: Path) -> BackendHandle:
+def handle(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest | None = None
+) -> BackendHandle:
     """The registered backend ``name`` with a fresh target under ``tmp_path``.
 
     For fixtures that compare abathur with something else under their own
     parameters (e.g. ADK's in-memory service against each backend), where the
-    ``backend`` fixture cannot be requested.
+    ``backend`` fixture cannot be requested. ``request``: the fixture's own,
+    which a postgres target needs to reach the server.
     """
     for spec in BACKENDS:
         if spec.name == name:
-            return BackendHandle(spec, spec.target(tmp_path))
+            return BackendHandle(spec, spec.target(tmp_path, request))
     raise LookupError(f"backend {name!r} is not in tests/backends.py BACKENDS")

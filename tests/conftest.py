@@ -24,8 +24,12 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS, ids=lambda spec: spec.name)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendHandle:
-    """A registered backend (tests/backends.py) and a fresh database target on it."""
-    return BackendHandle(request.param, request.param.target(tmp_path))
+    """A registered backend (tests/backends.py) and a fresh database target on it.
+
+    The request goes to the target: a postgres one asks for the session's
+    server (``pg_server``) and drops its database after the test.
+    """
+    return BackendHandle(request.param, request.param.target(tmp_path, request))
 
 
 @pytest.fixture

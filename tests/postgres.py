@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["fresh_database", "pg_conn", "pg_server", "pg_url"]
+__all__ = ["drop_database", "fresh_database", "pg_conn", "pg_server", "pg_url"]
 
 _counter = itertools.count()
 
@@ -47,18 +47,23 @@ def fresh_database(server_url: str) -> str:
     return server_url.replace("/postgres?", f"/{name}?", 1)
 
 
+def drop_database(server_url: str, url: str) -> None:
+    """Drop the database ``url`` names (made by :func:`fresh_database`), connections and all."""
+    import psycopg
+
+    name = url.split("/")[-1].split("?")[0]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # our own generated name
+
+
 @pytest.fixture
 def pg_url(pg_server: str) -> Iterator[str]:
     """A fresh, empty database for one test (dropped after it)."""
-    import psycopg
-
     url = fresh_database(pg_server)
     try:
         yield url
     finally:
-        name = url.split("/")[-1].split("?")[0]
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(pg_server, url)
 
 
 @pytest.fixture

@@ -6,15 +6,16 @@ from collections.abc import Generator
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from abathur import audit, memory
 from abathur.analytics import AnalyticsService
 from abathur.archival import ArchivalService
 from abathur.audit import AuditLog
+from abathur.backends import open_backend
 from abathur.backends.sqlite import Database, Versions
 from abathur.backends.sqlite.archive import reclaim_space
-from abathur.config import Settings, load_settings
+from abathur.config import PostgresUrl, Settings, is_postgres_url, load_settings
 from abathur.costs import CostService
 from abathur.documents import CHUNK_KIND, DocumentService
 from abathur.embeddings.base import Embedder
@@ -25,7 +26,13 @@ from abathur.sessions import SessionService
 from abathur.tasks import TaskService
 from abathur.transfer import TransferService
 
-__all__ = ["Abathur"]
+if TYPE_CHECKING:
+    # Only for types: psycopg loads when a PostgreSQL URL is opened (the
+    # postgres extra), never on `import abathur`.
+    from abathur.backends.postgres.connection import PgVersions
+    from abathur.backends.postgres.database import PgDatabase
+
+__all__ = ["Abathur", "sqlite_database"]
 
 
 class Abathur:
@@ -71,7 +78,11 @@ class Abathur:
     """
 
     def __init__(
-        self, db: Database, embedder: Embedder | None = None, *, probe: bool = False
+        self,
+        db: Database | PgDatabase,
+        embedder: Embedder | None = None,
+        *,
+        probe: bool = False,
     ) -> None:
         self.db = db
         self.settings = db.settings
@@ -99,14 +110,20 @@ class Abathur:
         self.tasks = TaskService(db, recorder=calls)
         self.audit = AuditLog(db)
         self.archival = ArchivalService(
-            db, self.embeddings, reclaim_space=partial(reclaim_space, db.path, db.settings)
+            db,
+            self.embeddings,
+            # Giving a file's pages back (VACUUM) is SQLite's; a server reclaims
+            # its own space (autovacuum), so PostgreSQL gets none (issue 14).
+            reclaim_space=(
+                partial(reclaim_space, db.path, db.settings) if isinstance(db, Database) else None
+            ),
         )
         self.transfer = TransferService(db, self.embeddings)
 
     @classmethod
     def open(
         cls,
-        path: str | Path | None = None,
+        path: str | Path | PostgresUrl | None = None,
         *,
         settings: Settings | None = None,
         embedder: Embedder | str | None = None,
@@ -120,7 +137,9 @@ class Abathur:
         (``Settings.embed_worker``); ``ab.embeddings`` drains and reports it.
 
         Args:
-            path: the database file; default ``$ABATHUR_DB`` or ``./abathur.db``.
+            path: the database file, or a ``postgresql://`` URL (a PostgreSQL
+                server, with the ``postgres`` extra); default ``$ABATHUR_DB``
+                or ``./abathur.db``.
             settings: a full :class:`~abathur.config.Settings`; ``overrides``
                 (e.g. ``synchronous="FULL"``) are applied on top of it.
             embedder: an :class:`~abathur.embeddings.Embedder` instance to use,
@@ -163,12 +182,19 @@ class Abathur:
 
     @property
     def path(self) -> Path:
-        """The database file."""
-        return self.db.path
+        """The database file.
+
+        Raises:
+            InvalidInputError: the database is a PostgreSQL server (no file).
+        """
+        return self.settings.require_db_file("Abathur.path")
 
     @property
-    def versions(self) -> Versions:
-        """SQLite, sqlite-vec, apsw and aiosqlite versions in use."""
+    def versions(self) -> Versions | PgVersions:
+        """SQLite, sqlite-vec, apsw and aiosqlite versions in use.
+
+        On PostgreSQL: the server's, pgvector's, psycopg's and psycopg_pool's.
+        """
         return self.db.versions
 
     @property
@@ -198,13 +224,32 @@ class Abathur:
         await self.close()
 
 
+def sqlite_database(ab: Abathur, feature: str) -> Database:
+    """``ab``'s SQLite :class:`Database`, for a ``feature`` that works on a file only.
+
+    The operations kit's file-level tools (``smoke``'s pragma and plan checks,
+    ``info``'s page counts...) read SQLite's own machinery; on a PostgreSQL
+    server (issue 14) they are not available yet.
+
+    Raises:
+        InvalidInputError: ``ab`` is open on a PostgreSQL server; the message
+            names ``feature``.
+    """
+    if isinstance(ab.db, Database):
+        return ab.db
+    raise InvalidInputError(
+        f"{feature} works on a SQLite database file; {ab.settings.db} is a PostgreSQL "
+        "server, where it is not available yet (issue 14)"
+    )
+
+
 class _Opening:
     """What :meth:`Abathur.open` returns: awaitable, and an async context manager."""
 
     def __init__(
         self,
         cls: type[Abathur],
-        path: str | Path | None,
+        path: str | Path | PostgresUrl | None,
         settings: Settings | None,
         overrides: dict[str, Any],
         embedder: Embedder | str | None = None,
@@ -232,14 +277,18 @@ class _Opening:
         settings = _resolve_settings(self._path, self._settings, overrides)
         if embedder is None:
             embedder = _embedder_from(settings)
-        db = await Database.open(settings.db, settings)
+        # open_backend picks the backend from settings.db (a file: SQLite, as
+        # before; a postgresql:// URL: PostgreSQL). Both concrete classes have
+        # what Abathur uses beyond the Backend protocol (versions, schema_version).
+        db = cast("Database | PgDatabase", await open_backend(settings))
         ab = self._cls(db, embedder, probe=self._probe)
         try:
             # A file left unmigrated (auto_migrate=False, e.g. `abathur info`)
             # has no search tables yet: nothing to index or embed.
             if await db.read(audit.needs_upgrade):
                 await db.write(audit.upgrade)
-            if await db.schema_version() >= _SEARCH_SCHEMA:
+            search_schema = _SEARCH_SCHEMA if isinstance(db, Database) else _PG_SEARCH_SCHEMA
+            if await db.schema_version() >= search_schema:
                 await memory.build_keyword_index(db)
                 await ab.embeddings.start(reindex=self._reindex)
         except BaseException:
@@ -266,6 +315,8 @@ class _Opening:
 
 # Migration 003 adds memories_fts, embedding_queue and the rest of issue 3's tables.
 _SEARCH_SCHEMA = 3
+# On PostgreSQL: 020 (memories_fts) and 030 (embedding_queue, documents).
+_PG_SEARCH_SCHEMA = 30
 
 
 def _embedder_from(settings: Settings) -> Embedder | None:
@@ -287,10 +338,13 @@ def _embedder_from(settings: Settings) -> Embedder | None:
 
 
 def _resolve_settings(
-    path: str | Path | None, settings: Settings | None, overrides: dict[str, Any]
+    path: str | Path | PostgresUrl | None, settings: Settings | None, overrides: dict[str, Any]
 ) -> Settings:
     if path is not None:
-        overrides = {**overrides, "db": Path(path)}
+        # A URL stays text (Settings makes it a PostgresUrl): Path() would
+        # collapse its "//".
+        db = path if isinstance(path, PostgresUrl) or is_postgres_url(path) else Path(path)
+        overrides = {**overrides, "db": db}
     if settings is not None and not overrides:
         return settings
     base = settings.model_dump() if settings is not None else {}

@@ -1,8 +1,11 @@
 """Settings: one object, from keyword arguments and ``ABATHUR_*`` environment variables.
 
 Precedence is the usual one: an argument beats the environment, which beats the
-default. ``ABATHUR_DB`` names the database file for the CLI and for
-``Abathur.open()`` when no path is given.
+default. ``ABATHUR_DB`` names the database for the CLI and for
+``Abathur.open()`` when no path is given: a file path (SQLite), or a
+``postgresql://`` / ``postgres://`` URL (PostgreSQL, issue 14), which
+``Settings.db`` holds as a :class:`PostgresUrl`, never as a ``Path`` (a
+``Path`` would collapse the ``//``).
 
 Example:
     >>> from abathur.config import Settings
@@ -16,13 +19,112 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_core import to_jsonable_python
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema, to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from abathur.errors import InvalidInputError
+from abathur.redact import redact_url
 
-__all__ = ["ArchivePolicy", "Budget", "Settings", "load_settings", "settings_table"]
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "ArchivePolicy",
+    "Budget",
+    "PostgresUrl",
+    "Settings",
+    "is_postgres_url",
+    "load_settings",
+    "settings_table",
+]
+
+#: URL schemes that name a PostgreSQL server (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(value: object) -> bool:
+    """True when ``value`` is text (or a :class:`PostgresUrl`) naming a PostgreSQL server.
+
+    Example:
+        >>> is_postgres_url("postgres://db.internal/agents"), is_postgres_url("agent.db")
+        (True, False)
+    """
+    if isinstance(value, PostgresUrl):
+        return True
+    return isinstance(value, str) and value.lower().startswith(POSTGRES_SCHEMES)
+
+
+class PostgresUrl:
+    """A PostgreSQL connection URL, kept whole, shown without its credentials.
+
+    Not a ``str`` and not a ``Path``: ``str()``, ``repr()`` and f-strings give
+    the redacted form (no ``user:password@``, no ``password=`` parameter), so
+    a message or a log line built the usual way never carries the password.
+    Only the backend asks for the real thing, with :meth:`reveal`.
+
+    Example:
+        >>> url = PostgresUrl("postgresql://app:s3cret@db.internal:5432/agents")
+        >>> str(url), "s3cret" in repr(url)
+        ('postgresql://***@db.internal:5432/agents', False)
+        >>> url.reveal()
+        'postgresql://app:s3cret@db.internal:5432/agents'
+    """
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: str | PostgresUrl) -> None:
+        if isinstance(url, PostgresUrl):
+            url = url.reveal()
+        if not isinstance(url, str) or not is_postgres_url(url):
+            raise InvalidInputError(
+                f"a PostgreSQL URL starts with {' or '.join(POSTGRES_SCHEMES)}, "
+                f"got {redact_url(str(url))!r}"
+            )
+        self._url = url
+
+    def reveal(self) -> str:
+        """The URL with its credentials, for the driver only: never print or log it."""
+        return self._url
+
+    def __str__(self) -> str:
+        return redact_url(self._url)
+
+    def __repr__(self) -> str:
+        return f"PostgresUrl({str(self)!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PostgresUrl) and other._url == self._url
+
+    def __hash__(self) -> int:
+        return hash(("PostgresUrl", self._url))
+
+    def __reduce__(self) -> tuple[type[PostgresUrl], tuple[str]]:
+        # Settings cross process boundaries pickled (multiprocessing tests, workers).
+        return (PostgresUrl, (self._url,))
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # Settings.db's own validator builds the instance; here: accept one,
+        # and dump it as the redacted text in JSON (never the password).
+        return core_schema.is_instance_schema(
+            cls,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, when_used="json"
+            ),
+        )
 
 
 class ArchivePolicy(BaseModel):
@@ -142,7 +244,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ABATHUR_", frozen=True, extra="forbid")
 
-    db: Path = Field(default=Path("abathur.db"), description="Database file path.")
+    db: Path | PostgresUrl = Field(
+        default=Path("abathur.db"),
+        # A URL's password is never shown: see PostgresUrl.
+        description="Database file path, or a postgresql:// URL.",
+    )
     synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
         description="NORMAL is durable against a process crash in WAL mode; FULL also "
@@ -305,6 +411,51 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Metrics windows older than this are deleted."
     )
 
+    # PostgreSQL (issue 14; abathur/backends/postgres): used only when db is a URL.
+    pg_pool_size: int = Field(
+        default=10, ge=1, le=1000,
+        description="PostgreSQL: connections in this process's pool (keep the sum over "
+        "processes under the server's max_connections).",
+    )
+    pg_pool_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, allow_inf_nan=False,
+        description="PostgreSQL: how long a call waits for a free pooled connection before "
+        "failing with db.pool_exhausted (retryable).",
+    )
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _db_target(cls, value: object) -> object:
+        # A URL must never become a Path: Path("postgresql://h/db") is
+        # "postgresql:/h/db". Everything else goes on to Path's own validation.
+        if isinstance(value, str) and is_postgres_url(value):
+            return PostgresUrl(value)
+        return value
+
+    @property
+    def db_file(self) -> Path | None:
+        """The SQLite database file, or ``None`` when ``db`` is a PostgreSQL URL.
+
+        Example:
+            >>> Settings(db="agent.db").db_file, Settings(db="postgresql://h/x").db_file
+            (PosixPath('agent.db'), None)
+        """
+        return self.db if isinstance(self.db, Path) else None
+
+    def require_db_file(self, feature: str) -> Path:
+        """The database file, for a ``feature`` that works on files only.
+
+        Raises:
+            InvalidInputError: ``db`` is a PostgreSQL server, which has no file;
+                the message names ``feature``.
+        """
+        if isinstance(self.db, Path):
+            return self.db
+        raise InvalidInputError(
+            f"{feature} works on a SQLite database file; {self.db} is a PostgreSQL server, "
+            "where it is not available (issue 14)"
+        )
+
 
 def load_settings(**values: Any) -> Settings:
     """:class:`Settings` from ``values`` and the environment, or one clear error.
@@ -343,7 +494,7 @@ def settings_table() -> str:
     Example:
         >>> from abathur.config import settings_table
         >>> print(settings_table().splitlines()[2])
-        | `ABATHUR_DB` | `abathur.db` | Database file path. |
+        | `ABATHUR_DB` | `abathur.db` | Database file path, or a postgresql:// URL. |
     """
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
@@ -351,7 +502,7 @@ def settings_table() -> str:
         default = field.get_default(call_default_factory=True, validated_data={})
         if default is None:
             shown = "none"
-        elif isinstance(default, Path | str):
+        elif isinstance(default, Path | str | PostgresUrl):
             shown = f"`{default}`"
         else:
             shown = f"`{json.dumps(to_jsonable_python(default, exclude_none=True))}`"

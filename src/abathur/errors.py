@@ -36,13 +36,14 @@ the class also derives from it, so ``except ValueError`` or
     ├── PermissionDeniedError                     permission_denied
     └── DatabaseError                             db.error
         ├── DatabaseBusyError                     db.busy (retryable)
+        │   └── PoolExhaustedError                db.pool_exhausted (retryable)
         ├── DatabaseInUseError                    db.in_use
         ├── SchemaError                           db.schema
         ├── IncompatibleEnvironmentError          db.incompatible_environment
         └── BackupSpaceError                      backup.no_space
 
-Driver errors (apsw) never reach a caller: ``abathur.backends.sqlite`` translates them into
-:class:`DatabaseError` subclasses.
+Driver errors (apsw, psycopg) never reach a caller: ``abathur.backends.sqlite`` and
+``abathur.backends.postgres`` translate them into :class:`DatabaseError` subclasses.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ __all__ = [
     "MemoryNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PoolExhaustedError",
     "SchemaError",
     "SessionNotFoundError",
     "StaleSessionError",
@@ -332,6 +334,20 @@ class DatabaseBusyError(DatabaseError):
     retryable = True
 
 
+class PoolExhaustedError(DatabaseBusyError):
+    """No pooled server connection came free within ``Settings.pg_pool_timeout_s``.
+
+    PostgreSQL only: every connection of the pool (``Settings.pg_pool_size``)
+    was busy with other calls of this process. Nothing was read or written;
+    retry, lower the concurrency, or raise ``ABATHUR_PG_POOL_SIZE`` (within the
+    server's ``max_connections``). A subclass of :class:`DatabaseBusyError`, so
+    code that retries on ``db.busy`` retries on this too.
+    """
+
+    code = "db.pool_exhausted"
+    retryable = True
+
+
 class DatabaseInUseError(DatabaseError):
     """Another connection has the file open, so it cannot be replaced (restore without --force)."""
 
@@ -345,7 +361,11 @@ class SchemaError(DatabaseError):
 
 
 class IncompatibleEnvironmentError(DatabaseError):
-    """SQLite is older than 3.51.3, or sqlite-vec cannot be loaded."""
+    """SQLite is older than 3.51.3, or sqlite-vec cannot be loaded.
+
+    On PostgreSQL: the server is older than 15, or pgvector is missing or
+    older than 0.8.4, or the driver (the ``postgres`` extra) is not installed.
+    """
 
     code = "db.incompatible_environment"
 

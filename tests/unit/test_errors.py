@@ -47,6 +47,7 @@ def test_retryable_only_where_retrying_can_help() -> None:
         "StaleSessionError",
         "VersionConflictError",
         "DatabaseBusyError",
+        "PoolExhaustedError",
         "EmbedderUnavailableError",
     }
 

@@ -132,6 +132,22 @@ def test_apsw_stays_inside_the_sqlite_backend() -> None:
     )
 
 
+# The PostgreSQL drivers (the postgres extra, issue 14): only its backend
+# loads them, so an installation without the extra imports everything else.
+PG_DRIVERS = ("psycopg", "psycopg_pool", "pgvector")
+
+
+def test_psycopg_stays_inside_the_postgres_backend() -> None:
+    outside = {
+        name
+        for name, (_, every) in IMPORTS.items()
+        if any(m == d or m.startswith(d + ".") for m in every for d in PG_DRIVERS)
+        and not name.startswith("abathur.backends.postgres")
+    }
+    assert outside == set(), "import psycopg and pgvector only in abathur.backends.postgres"
+    assert "psycopg" in IMPORTS["abathur.backends.postgres.database"][0]
+
+
 def test_stores_are_protocols_that_import_no_layer() -> None:
     for name, (_, every) in IMPORTS.items():
         if _layer(name) == "store":

@@ -129,8 +129,9 @@ class ArchivalService:
         started = time.perf_counter()
         settings = self._db.settings
         policies = settings.archive_policies
-        path = settings.db
-        size_before, wal_before = file_sizes(path)
+        # A PostgreSQL server has no file to measure (issue 14): sizes stay 0 there.
+        path = settings.db_file
+        size_before, wal_before = file_sizes(path) if path is not None else (0, 0)
         run_id: int | None = None
         resumed: int | None = None
         if dry_run:
@@ -199,7 +200,7 @@ class ArchivalService:
                 "shrink; 'abathur archive run --vacuum' switches it to incremental once"
             )
         free = await self._db.read(lambda tx: tx.archive.free_bytes())
-        size_after, wal_after = file_sizes(path)
+        size_after, wal_after = file_sizes(path) if path is not None else (0, 0)
         report = ArchiveRunReport(
             run_id=run_id,
             is_dry_run=dry_run,

@@ -12,7 +12,14 @@ import click
 
 from abathur.api import Abathur
 from abathur.archival import ArchivalService
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.options import (
+    Output,
+    database_missing,
+    format_pairs,
+    format_table,
+    is_server,
+    standard_options,
+)
 from abathur.errors import DatabaseError
 from abathur.models import ArchiveEntry
 from abathur.ops.files import plan_migrations
@@ -37,13 +44,14 @@ def _when(at: float) -> str:
 
 def _with_archival(db_path: Path, fn: Callable[[ArchivalService], Awaitable[T]]) -> T:
     """Open the existing file (never create one), run ``fn`` with ``ab.archival``, close."""
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> T:
-        await plan_migrations(db_path)  # refuses a file newer than this abathur
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)  # refuses a file newer than this abathur
         # No embedder: restored memories take their vector from the cache or
         # wait in the queue for the application's worker.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:

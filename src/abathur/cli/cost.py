@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.options import (
+    Output,
+    database_missing,
+    format_pairs,
+    format_table,
+    is_server,
+    standard_options,
+)
 from abathur.errors import DatabaseError
 from abathur.models import CostLine, CostReport
 from abathur.ops.files import plan_migrations
@@ -22,13 +29,14 @@ _GROUPS_SHOWN = 20
 
 
 def _load(db_path: Path, since: str, by: str) -> CostReport:
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> CostReport:
-        await plan_migrations(db_path)
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             return await ab.costs.report(since=since, by=by)  # type: ignore[arg-type]
 

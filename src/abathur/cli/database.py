@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from abathur.api import Abathur
+from abathur.api import Abathur, sqlite_database
 from abathur.cli.options import Output, format_pairs, format_table, standard_options
 from abathur.errors import DatabaseError
 from abathur.ops.files import Migration, MigrationPlan, available_migrations, plan_migrations
@@ -187,7 +187,7 @@ def info(*, db_path: Path, out: Output) -> None:
 
     async def run() -> dict[str, Any]:
         async with Abathur.open(db_path, auto_migrate=False) as ab:
-            found = await ab.db.info()
+            found = await sqlite_database(ab, "abathur info").info()
             return {
                 "path": str(db_path.absolute()),
                 "size_bytes": found.size_bytes,

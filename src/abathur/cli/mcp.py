@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from abathur.cli.options import Output, database_problem, standard_options
+from abathur.cli.options import Output, database_missing, database_problem, standard_options
 from abathur.errors import AbathurError, DatabaseError, InvalidInputError
 
 __all__ = ["mcp"]
@@ -103,7 +103,7 @@ def mcp(
                 "--scope, --read-only and --documents are for stdio; over HTTP each token's "
                 "entry in the tokens file says them"
             )
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )

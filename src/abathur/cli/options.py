@@ -162,8 +162,41 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
                 ) from None
 
 
+# Commands that work on the SQLite file itself (its pages, its copies, its
+# pragmas): not available on a PostgreSQL server yet (issue 14).
+FILE_ONLY_COMMANDS = frozenset(
+    {"backup", "check", "health", "info", "init", "metrics", "migrate", "restore", "smoke"}
+)
+
+
+def is_server(db_path: object) -> bool:
+    """True when ``--db`` named a PostgreSQL server (a ``PostgresUrl``), not a file."""
+    return not isinstance(db_path, PurePath) and type(db_path).__name__ == "PostgresUrl"
+
+
+def database_missing(db_path: Path) -> bool:
+    """True when ``--db`` names a file that does not exist; a server is never "missing"
+    here (opening it says whether it can be reached)."""
+    return not is_server(db_path) and not db_path.is_file()
+
+
+def _check_server_command(db_path: Path) -> None:
+    """Refuse a file-only command on a PostgreSQL server, naming it."""
+    if not is_server(db_path):
+        return
+    ctx = click.get_current_context()
+    root = ctx.command_path.split()[1] if len(ctx.command_path.split()) > 1 else ""
+    if root in FILE_ONLY_COMMANDS:
+        raise InvalidInputError(
+            f"abathur {root} works on a SQLite database file; {db_path} is a PostgreSQL "
+            "server, where it is not available yet (issue 14)"
+        )
+
+
 def _check_db(db_path: Path) -> None:
     """Refuse a ``--db`` where no database file can live, naming the option."""
+    if is_server(db_path):  # a PostgresUrl: a server, no file to check
+        return
     # Here, not at the top: the database layer pulls in sqlite-vec and numpy,
     # which `abathur --help` (this module's importer) never needs.
     from abathur.ops.files import check_db_path
@@ -273,18 +306,43 @@ def format_time(at: float | None) -> str:
     return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
+class DbTarget(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """``--db``'s type: a database file (as ``click.Path`` checks it), or a PostgreSQL URL.
+
+    A ``postgresql://`` / ``postgres://`` URL becomes a
+    :class:`~abathur.config.PostgresUrl` untouched: a ``Path`` would collapse
+    its ``//`` (issue 14). Its password is never shown (the PostgresUrl's
+    text is redacted).
+    """
+
+    name = "path"
+    _file = click.Path(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """A ``PostgresUrl`` for a server URL, else a checked ``Path``."""
+        if isinstance(value, str) and value.lower().startswith(("postgresql://", "postgres://")):
+            # Here, not at the top: abathur.config loads pydantic, which
+            # `abathur --help` never needs.
+            from abathur.config import PostgresUrl
+
+            return PostgresUrl(value)
+        if type(value).__name__ == "PostgresUrl":  # already converted (a default, ctx.meta)
+            return value
+        return self._file.convert(value, param, ctx)
+
+
 def db_option(
     *,
     default: Path | None = Path("abathur.db"),
     envvar: str | None = "ABATHUR_DB",
     show_default: bool | str = "$ABATHUR_DB, else ./abathur.db",
-    help: str = "The database file.",
+    help: str = "The database file, or a postgresql:// URL.",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The ``--db`` option, as commands (and, without a default, the group) take it."""
     return click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=DbTarget(),
         envvar=envvar,
         default=default,
         show_default=show_default,
@@ -339,6 +397,7 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
             # and meet an OSError or UnicodeEncodeError there.
             _check_arguments({"db_path": db_path, **kwargs})
             _check_db(db_path)
+            _check_server_command(db_path)
             _check_paths(kwargs)
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:
@@ -361,15 +420,16 @@ def read_database(db_path: Path, fn: Callable[[Abathur], Awaitable[T]]) -> T:
     from abathur.api import Abathur
     from abathur.ops.files import plan_migrations
 
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {json.dumps(str(db_path), ensure_ascii=False)}: "
             f"create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> T:
-        plan = await plan_migrations(db_path)  # refuses a newer file
-        if plan.pending:
+        # A server: opening with auto_migrate=False refuses a newer schema itself.
+        plan = None if is_server(db_path) else await plan_migrations(db_path)
+        if plan is not None and plan.pending:
             raise SchemaError(
                 f"{json.dumps(str(db_path), ensure_ascii=False)} is at schema version "
                 f"{plan.current} and this abathur reads version {plan.latest}: run "

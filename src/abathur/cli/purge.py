@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_table, standard_options
+from abathur.cli.options import Output, database_missing, format_table, is_server, standard_options
 from abathur.errors import DatabaseError
 from abathur.models import PurgeReport
 from abathur.ops.files import plan_migrations
@@ -25,13 +25,14 @@ def _run(
     user: str | None,
     dry_run: bool,
 ) -> list[PurgeReport]:
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> list[PurgeReport]:
-        await plan_migrations(db_path)  # refuses a file newer than this abathur
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)  # refuses a file newer than this abathur
         reports = []
         # No embedder: a purge deletes vectors, it never computes one.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:

@@ -13,8 +13,10 @@ from abathur import search as search_core
 from abathur.api import Abathur
 from abathur.cli.options import (
     Output,
+    database_missing,
     format_pairs,
     format_table,
+    is_server,
     json_text,
     standard_options,
 )
@@ -36,7 +38,7 @@ def _stderr_is_tty() -> bool:
 
 def _require_file(db_path: Path) -> None:
     # Reading commands must not create an empty database as a side effect.
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
@@ -153,7 +155,8 @@ def sync(
     """
 
     async def run() -> dict[str, Any]:
-        await plan_migrations(db_path)
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)
         show = _stderr_is_tty()
         async with Abathur.open(db_path, embed_worker=False) as ab:
             bar = _Bar("syncing", enabled=show)
@@ -203,7 +206,7 @@ def unsync(*, db_path: Path, out: Output, directory: Path) -> None:
     """
 
     async def run() -> dict[str, Any]:
-        if not (await plan_migrations(db_path)).exists:
+        if not is_server(db_path) and not (await plan_migrations(db_path)).exists:
             # Opening would create it; there is nothing to take out of a new file.
             _require_file(db_path)  # db.error, as every command says it (issue 12)
         async with Abathur.open(db_path, embed_worker=False) as ab:
@@ -333,7 +336,8 @@ def search(
 
     async def run() -> dict[str, Any]:
         _require_file(db_path)
-        await plan_migrations(db_path)
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)
         async with Abathur.open(db_path, embed_worker=False) as ab:
             result: DocumentSearchResult | SearchResult
             if is_docs:
@@ -462,7 +466,8 @@ def reindex(
 
     async def run() -> dict[str, Any]:
         _require_file(db_path)
-        await plan_migrations(db_path)
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)
         before = await inspect()
         data: dict[str, Any] = {
             "path": str(db_path.absolute()),

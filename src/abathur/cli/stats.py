@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.options import (
+    Output,
+    database_missing,
+    format_pairs,
+    format_table,
+    is_server,
+    standard_options,
+)
 from abathur.errors import DatabaseError
 from abathur.models import Stats
 from abathur.ops.files import plan_migrations
@@ -26,13 +33,14 @@ def _size(n: int) -> str:
 
 
 def _load(db_path: Path, since: str, days: int, depth: int, top: int) -> Stats:
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> Stats:
-        await plan_migrations(db_path)
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             return await ab.analytics.stats(since=since, days=days, depth=depth, top=top)
 

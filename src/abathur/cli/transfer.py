@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, format_pairs, standard_options
+from abathur.cli.options import Output, database_missing, format_pairs, is_server, standard_options
 from abathur.errors import DatabaseError, InvalidInputError
 from abathur.models import ExportReport, ImportReport, TransferCounts
 from abathur.ops.files import plan_migrations
@@ -100,13 +100,14 @@ def export(
             "--json prints the summary as one JSON document on stdout, so the data needs a "
             "FILE, not '-'"
         )
-    if not db_path.is_file():
+    if database_missing(db_path):
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create it with `abathur init --db {db_path}`"
         )
 
     async def run() -> ExportReport:
-        await plan_migrations(db_path)  # refuses a file newer than this abathur
+        if not is_server(db_path):  # a server refuses a newer schema on open
+            await plan_migrations(db_path)  # refuses a file newer than this abathur
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
             target = click.open_file("-", "wb") if dest == _STDIO else Path(dest)
             report = await ab.transfer.export_to(target, prefix=prefix, app=app, user=user)
@@ -147,7 +148,7 @@ def import_(*, db_path: Path, out: Output, source: str, dry_run: bool) -> None:
     """
 
     async def run(path: Path) -> ImportReport:
-        if db_path.is_file():
+        if not database_missing(db_path) and not is_server(db_path):
             await plan_migrations(db_path)  # refuses a file newer than this abathur
         # No embedder: imported memories are queued for the application's worker.
         async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:

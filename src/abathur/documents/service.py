@@ -82,9 +82,13 @@ class DocumentService:
         self._embeddings = embeddings
         self._lock = asyncio.Lock()
         self._watches: set[DocumentWatch] = set()
-        path = os.path.realpath(db.settings.db)
-        # The database's own files: never synced, and never a reason to sync.
-        self._own_files = frozenset(path + suffix for suffix in ("", "-wal", "-shm", "-journal"))
+        # The database's own files: never synced, and never a reason to sync. A
+        # PostgreSQL server (issue 14) has none under any synced root.
+        db_file = db.settings.db_file
+        path = os.path.realpath(db_file) if db_file is not None else None
+        self._own_files = frozenset(
+            path + suffix for suffix in ("", "-wal", "-shm", "-journal") if path is not None
+        )
 
     @recorded("documents.sync")
     async def sync(

@@ -54,7 +54,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -109,7 +108,7 @@ def _has_pending_deletes(tx: Transaction) -> bool:
     return tx.queue.has_pending_vector_deletes()
 
 
-def _mismatch(path: Path, recorded: tuple[str, int], name: str, dims: int) -> str:
+def _mismatch(path: object, recorded: tuple[str, int], name: str, dims: int) -> str:
     known = f" ({dims} dims)" if dims else ""
     return (
         f"{str(path)!r} holds vectors from embedder {recorded[0]!r} ({recorded[1]} dims), but "
@@ -207,7 +206,8 @@ class EmbeddingService:
         probe: bool = False,
     ) -> None:
         self._db = db
-        self._path = db.settings.db  # the file: for messages, and the vector mirrors' key
+        # The file or server (a PostgresUrl shows no password): for messages only.
+        self._path = db.settings.db
         self.embedder = embedder
         # A probe (abathur smoke) embeds only its own held jobs, writes no
         # usage rows, is not gated by budgets and leaves others' pending
