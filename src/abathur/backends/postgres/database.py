@@ -254,13 +254,15 @@ class PgDatabase:
     def _write_txn(self, fn: Callable[[PgTransaction], T]) -> T:
         with translate_errors("writing", secrets=self._secrets), self._connection() as conn:
             for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+                tx = PgTransaction(conn, self._context)
                 try:
                     conn.execute(SQL_BEGIN_WRITE)
-                    result = fn(PgTransaction(conn, self._context))
+                    result = fn(tx)
                     conn.execute("COMMIT")
                     return result
                 except BaseException as exc:
                     _rollback(conn)
+                    tx.rolled_back()  # state fn moved into the database comes back
                     if not is_retryable(exc):
                         raise
                     if attempt == MAX_WRITE_ATTEMPTS:

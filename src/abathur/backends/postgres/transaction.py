@@ -2,42 +2,37 @@
 
 :meth:`PgDatabase.write <abathur.backends.postgres.database.PgDatabase.write>`
 and :meth:`~abathur.backends.postgres.database.PgDatabase.read` build one for
-the connection the pool lends them, inside the transaction they began, and
-hand it to the service's ``fn``. Its stores are made on first use, bound to
-that connection, with the same property names as
+the connection the pool lends them, inside the transaction they began (a new
+one for each attempt of a retried write), and hand it to the service's
+``fn``. Its stores are made on first use, bound to that connection, with the
+same property names as
 :class:`~abathur.backends.sqlite.transaction.SqliteTransaction`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
 import psycopg
 
+from abathur.backends.postgres.archive import PgArchiveStore
+from abathur.backends.postgres.audit import PgAuditStore
 from abathur.backends.postgres.context import PgContext
-from abathur.stores import (
-    ArchiveStore,
-    AuditStore,
-    DocumentStore,
-    MemoryStore,
-    MetricsStore,
-    QueueStore,
-    SearchIndex,
-    SessionStore,
-    TaskStore,
-    TransferStore,
-    UsageLedger,
-)
+from abathur.backends.postgres.documents import PgDocumentStore
+from abathur.backends.postgres.inspection import PgCheckStore
+from abathur.backends.postgres.memories import PgMemoryStore
+from abathur.backends.postgres.metrics import PgMetricsStore
+from abathur.backends.postgres.queue import PgQueueStore
+from abathur.backends.postgres.search import PgSearchIndex
+from abathur.backends.postgres.sessions import PgSessionStore
+from abathur.backends.postgres.tasks import PgTaskStore
+from abathur.backends.postgres.transfer import PgTransferStore
+from abathur.backends.postgres.usage import PgUsageLedger
 
 __all__ = ["PgTransaction"]
-
-# Each store class is imported inside its property, not at the top, and typed
-# as its protocol: the store modules are written in parallel on other branches
-# of issue 14 and do not exist on this one yet (hence the ignores, which say
-# "unused-ignore" too so mypy stays clean once they land). Once every store is
-# merged, move the imports to the top of the module as SqliteTransaction has
-# them, return the concrete classes, and drop the ignores.
 
 
 class PgTransaction:
@@ -51,102 +46,78 @@ class PgTransaction:
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext) -> None:
         self.conn = conn
         self.context = context
+        self._undo: list[Callable[[], None]] = []
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Call ``undo()`` if this transaction rolls back, a retry's rollback included."""
+        self._undo.append(undo)
+
+    def rolled_back(self) -> None:
+        """Run the ``on_rollback`` callbacks, newest first (``PgDatabase.write`` calls it)."""
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
+
+    @contextmanager
+    def erase_securely(self) -> Iterator[None]:
+        """Does nothing: PostgreSQL cannot erase a deleted row's bytes inside a transaction.
+
+        SQLite's ``secure_delete`` zeroes deleted cells as it deletes them. In
+        PostgreSQL a DELETE or UPDATE only marks the old row version dead; its
+        bytes stay in the table's pages until VACUUM reuses the space (and in
+        the WAL, replicas and base backups until they are recycled).
+        Overwriting before deleting would not help: an UPDATE writes a new row
+        version beside the old one. So a purge on PostgreSQL removes the rows
+        from every query at commit, but erasing them on disk is the operator's
+        job (VACUUM, or VACUUM FULL to rewrite the files, and WAL retention),
+        which cannot run inside the purge's transaction.
+        """
+        yield
 
     @cached_property
-    def archive(self) -> ArchiveStore:
-        from abathur.backends.postgres.archive import (  # type: ignore[import-not-found, unused-ignore]
-            PgArchiveStore,
-        )
-
-        store: ArchiveStore = PgArchiveStore(self.conn, self.context)
-        return store
+    def archive(self) -> PgArchiveStore:
+        return PgArchiveStore(self.conn, self.context)
 
     @cached_property
-    def audit(self) -> AuditStore:
-        from abathur.backends.postgres.audit import (  # type: ignore[import-not-found, unused-ignore]
-            PgAuditStore,
-        )
-
-        store: AuditStore = PgAuditStore(self.conn, self.context)
-        return store
+    def audit(self) -> PgAuditStore:
+        return PgAuditStore(self.conn, self.context)
 
     @cached_property
-    def documents(self) -> DocumentStore:
-        from abathur.backends.postgres.documents import (  # type: ignore[import-not-found, unused-ignore]
-            PgDocumentStore,
-        )
-
-        store: DocumentStore = PgDocumentStore(self.conn, self.context)
-        return store
+    def checks(self) -> PgCheckStore:
+        return PgCheckStore(self.conn, self.context)
 
     @cached_property
-    def memories(self) -> MemoryStore:
-        from abathur.backends.postgres.memories import (  # type: ignore[import-not-found, unused-ignore]
-            PgMemoryStore,
-        )
-
-        store: MemoryStore = PgMemoryStore(self.conn, self.context)
-        return store
+    def documents(self) -> PgDocumentStore:
+        return PgDocumentStore(self.conn, self.context)
 
     @cached_property
-    def metrics(self) -> MetricsStore:
-        from abathur.backends.postgres.metrics import (  # type: ignore[import-not-found, unused-ignore]
-            PgMetricsStore,
-        )
-
-        store: MetricsStore = PgMetricsStore(self.conn, self.context)
-        return store
+    def memories(self) -> PgMemoryStore:
+        return PgMemoryStore(self.conn, self.context)
 
     @cached_property
-    def queue(self) -> QueueStore:
-        from abathur.backends.postgres.queue import (  # type: ignore[import-not-found, unused-ignore]
-            PgQueueStore,
-        )
-
-        store: QueueStore = PgQueueStore(self.conn, self.context)
-        return store
+    def metrics(self) -> PgMetricsStore:
+        return PgMetricsStore(self.conn, self.context)
 
     @cached_property
-    def search(self) -> SearchIndex:
-        from abathur.backends.postgres.search import (  # type: ignore[import-not-found, unused-ignore]
-            PgSearchIndex,
-        )
-
-        store: SearchIndex = PgSearchIndex(self.conn, self.context)
-        return store
+    def queue(self) -> PgQueueStore:
+        return PgQueueStore(self.conn, self.context)
 
     @cached_property
-    def sessions(self) -> SessionStore:
-        from abathur.backends.postgres.sessions import (  # type: ignore[import-not-found, unused-ignore]
-            PgSessionStore,
-        )
-
-        store: SessionStore = PgSessionStore(self.conn, self.context)
-        return store
+    def search(self) -> PgSearchIndex:
+        return PgSearchIndex(self.conn, self.context)
 
     @cached_property
-    def tasks(self) -> TaskStore:
-        from abathur.backends.postgres.tasks import (  # type: ignore[import-not-found, unused-ignore]
-            PgTaskStore,
-        )
-
-        store: TaskStore = PgTaskStore(self.conn, self.context)
-        return store
+    def sessions(self) -> PgSessionStore:
+        return PgSessionStore(self.conn, self.context)
 
     @cached_property
-    def transfer(self) -> TransferStore:
-        from abathur.backends.postgres.transfer import (  # type: ignore[import-not-found, unused-ignore]
-            PgTransferStore,
-        )
-
-        store: TransferStore = PgTransferStore(self.conn, self.context)
-        return store
+    def tasks(self) -> PgTaskStore:
+        return PgTaskStore(self.conn, self.context)
 
     @cached_property
-    def usage(self) -> UsageLedger:
-        from abathur.backends.postgres.usage import (  # type: ignore[import-not-found, unused-ignore]
-            PgUsageLedger,
-        )
+    def transfer(self) -> PgTransferStore:
+        return PgTransferStore(self.conn, self.context)
 
-        store: UsageLedger = PgUsageLedger(self.conn, self.context)
-        return store
+    @cached_property
+    def usage(self) -> PgUsageLedger:
+        return PgUsageLedger(self.conn, self.context)
