@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-async def populate(path: Path) -> None:
+async def populate(path: str | Path) -> None:
     """Sessions, events, state, a task and two versions of a memory. No embedding
     worker runs, so the file is quiet once this returns: its embedding jobs wait."""
     async with Abathur.open(path, embed_worker=False) as ab:

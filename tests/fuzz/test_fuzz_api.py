@@ -432,6 +432,7 @@ def _check(fuzzed: Fuzzed) -> None:
     assert report.is_ok, bad
 
 
+@pytest.mark.sqlite_only("judged by a fingerprint of the SQLite file through tx.conn")
 @FUZZ
 @given(op=st.sampled_from(sorted(OPS)).flatmap(lambda name: OPS[name]))
 def test_api_calls_raise_only_typed_errors_and_fail_cleanly(
@@ -440,6 +441,7 @@ def test_api_calls_raise_only_typed_errors_and_fail_cleanly(
     _judge(fuzzed, *op)
 
 
+@pytest.mark.sqlite_only("judged by a fingerprint of the SQLite file through tx.conn")
 @fuzz_share(4)  # a sync walks and hashes files
 @given(data=st.data())
 def test_document_sync_and_forget_with_hostile_arguments(fuzzed: Fuzzed, data: Any) -> None:
@@ -468,6 +470,7 @@ def test_document_sync_and_forget_with_hostile_arguments(fuzzed: Fuzzed, data: A
     _judge(fuzzed, "documents.sync", (root, patterns), kwargs)
 
 
+@pytest.mark.sqlite_only("runs abathur check (a SQLite file check) on the fuzzed file")
 def test_the_file_passes_check_after_the_batch(fuzzed: Fuzzed) -> None:
     """Runs after the fuzz tests above (same module, same file): `abathur check` is clean."""
     assert fuzzed.outcomes, "the fuzz tests did not run first"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from abathur import Abathur
 from abathur.ops.health import health
 from abathur.ops.integrity import run_checks
@@ -33,6 +35,7 @@ def _pending_deletes(path: Path) -> int:
         conn.close()
 
 
+@pytest.mark.sqlite_only("counts vec0's deferred deletes in the SQLite file, runs abathur check")
 async def test_a_deferred_vector_delete_is_not_an_orphan(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()

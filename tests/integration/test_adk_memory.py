@@ -25,7 +25,7 @@ from google.genai import types
 
 from abathur import Abathur, errors
 from abathur.integrations.adk import AbathurMemoryService, namespace_for
-from tests.backends import BACKENDS, handle
+from tests.backends import BACKENDS, BackendHandle, handle
 from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -433,11 +433,11 @@ async def test_min_similarity_sets_the_bar(ab: Abathur) -> None:
     assert "e1" in await ids(lax, "weather tomorrow")
 
 
-async def test_a_memory_not_embedded_yet_is_found_by_its_words(tmp_path: Path) -> None:
+async def test_a_memory_not_embedded_yet_is_found_by_its_words(backend: BackendHandle) -> None:
     # The worker is off, so the second session's events have no vectors when
     # searched: a hit outside the vector ranking counts on its keyword match
     # while embeddings are pending.
-    async with Abathur.open(tmp_path / "a.db", embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         memory = AbathurMemoryService(ab)
         await memory.add_session_to_memory(session(talk=TALK))
         await ab.embeddings.drain()
@@ -502,6 +502,7 @@ def test_options_are_checked(ab: Abathur, tmp_path: Path) -> None:
     assert not (tmp_path / "a.db").exists()
 
 
+@pytest.mark.sqlite_only("checks the file's existence to show the service opens lazily")
 async def test_a_memory_service_on_a_path_opens_lazily_and_closes(db_path: Path) -> None:
     memory = AbathurMemoryService(db_path)
     assert not db_path.exists()

@@ -151,6 +151,7 @@ def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.mark.sqlite_only("an abathur:// URI naming a SQLite file path")
 async def test_services_yaml_in_the_agents_dir_works(tmp_path: Path, fresh_registry: None) -> None:
     # ADK's code-free way: the generic factory calls cls(uri=..., agents_dir=...).
     agents = tmp_path / "agents"
@@ -227,6 +228,7 @@ def _wait_for_port(log: Path, server: subprocess.Popen[bytes], deadline: float) 
     pytest.fail(f"adk web did not start in time:\n{log.read_text()}")
 
 
+@pytest.mark.sqlite_only("an abathur:// URI naming a SQLite file path")
 @pytest.mark.slow
 async def test_adk_web_runs_on_an_abathur_uri(tmp_path: Path) -> None:
     agents = tmp_path / "agents"

@@ -39,7 +39,7 @@ from pydantic import BaseModel
 import abathur
 from abathur import Abathur, errors
 from abathur.integrations.adk import EVENT_FORMAT, AbathurSessionService
-from tests.backends import BACKENDS, handle
+from tests.backends import BACKENDS, BackendHandle, handle
 from tests.helpers import assert_unchanged
 
 T0 = 1_742_000_000.0
@@ -326,7 +326,7 @@ async def test_divergence_after_timestamp_filters_out_of_order_events(
 
 
 async def test_an_event_reloads_equal_to_the_original(
-    db_path: Path, service: AbathurSessionService
+    backend: BackendHandle, service: AbathurSessionService
 ) -> None:
     s = await service.create_session(app_name="app", user_id="u", session_id="s1")
     event = rich_event()
@@ -347,7 +347,7 @@ async def test_an_event_reloads_equal_to_the_original(
     assert reloaded.custom_metadata["big"] == 2**53 + 1
     assert reloaded.long_running_tool_ids == {"fc-1", "fc-2"}
     # And through a second service on the same file (a new process, in effect).
-    async with AbathurSessionService(db_path) as fresh:
+    async with AbathurSessionService(backend.target) as fresh:
         cold = await fresh.get_session(app_name="app", user_id="u", session_id="s1")
     assert cold.events == [original]
 
@@ -659,7 +659,7 @@ async def test_divergence_a_different_event_reusing_an_id_is_refused(
 
 
 async def test_divergence_an_event_too_large_is_refused_until_the_limit_is_raised(
-    tmp_path: Path,
+    backend: BackendHandle, tmp_path: Path
 ) -> None:
     # The in-memory service has no size limit; abathur caps every JSON value at
     # max_value_bytes (1 MiB by default), a setting.
@@ -677,14 +677,16 @@ async def test_divergence_an_event_too_large_is_refused_until_the_limit_is_raise
             ],
         ),
     )
-    async with Abathur.open(tmp_path / "small.db", max_value_bytes=16_384) as ab:
+    async with backend.open(max_value_bytes=16_384) as ab:
         service = AbathurSessionService(ab)
         s = await service.create_session(app_name="app", user_id="u", session_id="s1")
         async with assert_unchanged(ab):
             with pytest.raises(errors.ValueTooLargeError) as ei:
                 await service.append_event(s, big)
         assert ei.value.code == "value_too_large"
-    async with AbathurSessionService(tmp_path / "big.db", max_value_bytes=65_536) as service:
+    (tmp_path / "big").mkdir()  # a second fresh database on the same backend
+    big_db = handle(backend.name, tmp_path / "big").target
+    async with AbathurSessionService(big_db, max_value_bytes=65_536) as service:
         s = await service.create_session(app_name="app", user_id="u", session_id="s1")
         await service.append_event(s, big)
         again = await service.get_session(app_name="app", user_id="u", session_id="s1")
@@ -781,6 +783,7 @@ async def test_get_user_state_without_any(both: BaseSessionService) -> None:
 # --- lifecycle ------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("checks the file's existence to show the service opens lazily")
 async def test_a_service_on_a_path_opens_lazily_and_closes(db_path: Path) -> None:
     service = AbathurSessionService(db_path)
     assert not db_path.exists()

@@ -58,6 +58,7 @@ def db(built: Path, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.sqlite_only("reads the SQLite file with apsw mid-run and runs abathur check")
 def test_a_killed_run_loses_nothing_and_a_second_run_finishes_it(db: Path) -> None:
     before = dump(db)
     plan = ok_json(abathur("archive", "run", "--db", str(db), "--dry-run", "--json", cwd=db.parent))

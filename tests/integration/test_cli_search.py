@@ -15,7 +15,7 @@ from urllib.parse import quote
 import apsw
 import pytest
 
-from abathur import Abathur
+from tests.backends import BackendHandle
 from tests.helpers import abathur, ok_json
 from tests.ollama_server import OllamaServer
 
@@ -217,19 +217,21 @@ def test_search_needs_an_existing_database(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-async def test_search_memories_needs_a_prefix_and_finds_them(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "agent.db", embed_worker=False) as ab:
+async def test_search_memories_needs_a_prefix_and_finds_them(
+    backend: BackendHandle, tmp_path: Path
+) -> None:
+    async with backend.open(embed_worker=False) as ab:
         await ab.memory.put("user:alice:preferences", "language", {"value": "French"})
         await ab.memory.put("user:alice:preferences", "drink", "green tea")
         await ab.memory.put("user:bob", "language", "German")
         await ab.embeddings.drain()
-    usage = abathur("search", "--db", "agent.db", "language", "--memories", cwd=tmp_path)
+    usage = abathur("search", "--db", str(backend.target), "language", "--memories", cwd=tmp_path)
     assert usage.returncode == 2 and "--prefix" in usage.stderr
     found = ok_json(
         abathur(
             "search",
             "--db",
-            "agent.db",
+            str(backend.target),
             "which language does she speak",
             "--memories",
             "--prefix",
@@ -247,7 +249,7 @@ async def test_search_memories_needs_a_prefix_and_finds_them(tmp_path: Path) -> 
     human = abathur(
         "search",
         "--db",
-        "agent.db",
+        str(backend.target),
         "tea",
         "--memories",
         "--prefix",
@@ -525,14 +527,14 @@ def test_an_ollama_error_body_echoing_the_credential_never_reaches_output_logs_o
 
 
 async def test_search_fresh_sees_what_was_just_written_and_min_score_drops_the_rest(
-    tmp_path: Path,
+    backend: BackendHandle, tmp_path: Path
 ) -> None:
     # Written with no worker and never drained: only --fresh can make them vector hits.
-    async with Abathur.open(tmp_path / "agent.db", embed_worker=False) as ab:
+    async with backend.open(embed_worker=False) as ab:
         await ab.memory.put("user:alice:preferences", "language", "She speaks French at home")
         await ab.memory.put("user:alice:preferences", "pet", "A grey cat called Miso")
         await ab.memory.put("user:alice:garden", "plants", "Tomatoes and basil on the balcony")
-    common = ["search", "--db", "agent.db", "which language does she speak", "--memories",
+    common = ["search", "--db", str(backend.target), "which language does she speak", "--memories",
               "--prefix", "user:alice", "--mode", "vector", "--json"]  # fmt: skip
     stale = ok_json(abathur(*common, cwd=tmp_path))
     assert stale["pending"] == 3 and stale["is_degraded"]  # nothing embedded: keyword instead

@@ -18,6 +18,12 @@ from abathur import Abathur
 from tests.helpers import abathur, ok_json
 from tests.transfer_files import HEADER, end, fill, memory_line
 
+# Two SQLite files named relative to the command's directory (a.db, b.db): the
+# reports' paths, the files' rows read with apsw, abathur check on them.
+pytestmark = pytest.mark.sqlite_only(
+    "two SQLite files by relative name: their paths, their rows read with apsw"
+)
+
 TABLES = ("memories", "sessions", "events", "tasks", "app_state", "user_state", "audit_log")
 
 

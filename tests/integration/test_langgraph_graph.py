@@ -24,6 +24,7 @@ from langgraph.store.base import BaseStore
 
 from abathur import Abathur, errors
 from abathur.integrations.langgraph import AbathurStore
+from tests.backends import BackendHandle
 from tests.embedders import DIMS, toy_embed
 
 
@@ -211,10 +212,12 @@ def test_the_docs_example_runs_and_prints_what_it_says(tmp_path: Path) -> None:
     assert claimed and printed == claimed, done.stdout
 
 
-def test_a_given_abathur_whose_loop_stopped_raises_instead_of_hanging(tmp_path: Path) -> None:
+def test_a_given_abathur_whose_loop_stopped_raises_instead_of_hanging(
+    backend: BackendHandle,
+) -> None:
     loop = asyncio.new_event_loop()
     try:
-        ab = loop.run_until_complete(Abathur.open(tmp_path / "a.db", embedder="none"))
+        ab = loop.run_until_complete(backend.open(embedder="none"))
 
         async def make() -> AbathurStore:
             return AbathurStore(ab)

@@ -20,6 +20,7 @@ from langgraph.store.memory import InMemoryStore
 
 from abathur import Abathur, errors
 from abathur.integrations.langgraph import AbathurStore, as_embedder, to_namespace
+from tests.backends import BACKENDS, BackendHandle, handle
 from tests.embedders import DIMS, toy_embed
 from tests.helpers import assert_unchanged
 
@@ -34,17 +35,18 @@ INDEX: dict[str, Any] = {"dims": DIMS, "embed": toy_embed, "fields": ["text"]}
 
 
 @pytest.fixture
-async def ours(db_path: Path) -> AsyncIterator[AbathurStore]:
-    async with AbathurStore(db_path, index=INDEX) as store:
+async def ours(backend: BackendHandle) -> AsyncIterator[AbathurStore]:
+    async with AbathurStore(backend.target, index=INDEX) as store:
         yield store
 
 
-@pytest.fixture(params=["in-memory", "abathur"])
-async def both(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[BaseStore]:
+@pytest.fixture(params=["in-memory", *(spec.name for spec in BACKENDS)])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseStore]:
+    """LangGraph's in-memory store, then ours on each backend (tests/backends.py)."""
     if request.param == "in-memory":
         yield InMemoryStore(index=INDEX)
         return
-    async with AbathurStore(db_path, index=INDEX) as store:
+    async with AbathurStore(handle(request.param, tmp_path).target, index=INDEX) as store:
         yield store
 
 
@@ -143,13 +145,14 @@ async def test_an_updated_item_is_found_by_its_new_text(ours: AbathurStore) -> N
     ]
 
 
-@pytest.fixture(params=["in-memory", "abathur"])
-async def both_fields(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[BaseStore]:
+@pytest.fixture(params=["in-memory", *(spec.name for spec in BACKENDS)])
+async def both_fields(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseStore]:
+    """LangGraph's in-memory store, then ours on each backend (tests/backends.py)."""
     index = {**INDEX, "fields": ["title"]}
     if request.param == "in-memory":
         yield InMemoryStore(index=index)
         return
-    async with AbathurStore(db_path, index=index) as store:
+    async with AbathurStore(handle(request.param, tmp_path).target, index=index) as store:
         yield store
 
 
@@ -187,9 +190,9 @@ async def test_search_by_meaning_with_abathurs_own_model(ab: Abathur) -> None:
     assert hit.key == "job"
 
 
-async def test_a_put_waits_for_its_vector_unless_told_not_to(db_path: Path) -> None:
+async def test_a_put_waits_for_its_vector_unless_told_not_to(backend: BackendHandle) -> None:
     embedder = as_embedder(toy_embed, dims=DIMS)
-    async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
+    async with backend.open(embedder=embedder, embed_worker=False) as ab:
         waiting = AbathurStore(ab, index={"fields": ["text"]})
         await waiting.aput(("docs",), "1", {"text": "python tutorial"})
         assert [i.key for i in await waiting.asearch(("docs",), query="python")] == ["1"]
@@ -216,10 +219,10 @@ async def test_what_is_embedded_is_the_memorys_value(ab: Abathur) -> None:
     assert (await ab.memory.get(to_namespace(("n",)), "w")).value == '{"a": "x", "b": 1}'
 
 
-async def test_an_index_config_with_embed_records_that_embedder(db_path: Path) -> None:
-    async with AbathurStore(db_path, index=INDEX) as store:
+async def test_an_index_config_with_embed_records_that_embedder(backend: BackendHandle) -> None:
+    async with AbathurStore(backend.target, index=INDEX) as store:
         await store.aput(("n",), "k", {"text": "hello"})
-    async with Abathur.open(db_path, embedder=as_embedder(toy_embed, dims=DIMS)) as ab:
+    async with backend.open(embedder=as_embedder(toy_embed, dims=DIMS)) as ab:
         status = await ab.embeddings.status()
         assert status.recorded_embedder == (
             "langchain:tests.embedders.toy_embed"  # the function's module and name
@@ -229,7 +232,7 @@ async def test_an_index_config_with_embed_records_that_embedder(db_path: Path) -
     def other(texts: list[str]) -> list[list[float]]:
         return [[1.0] * DIMS for _ in texts]
 
-    async with AbathurStore(db_path, index={**INDEX, "embed": other}) as store:
+    async with AbathurStore(backend.target, index={**INDEX, "embed": other}) as store:
         with pytest.raises(errors.EmbedderMismatchError):
             await store.aget(("n",), "k")
 
@@ -279,14 +282,14 @@ async def test_divergence_items_not_indexed_are_never_found_by_query(both: BaseS
     assert {i.key for i in await both.asearch(("n",), limit=10)} == {"1", "2", "3"}
 
 
-async def test_divergence_an_item_has_one_vector_for_all_its_fields(db_path: Path) -> None:
+async def test_divergence_an_item_has_one_vector_for_all_its_fields(backend: BackendHandle) -> None:
     # The in-memory store embeds each field (and each array element) apart
     # and scores an item by its best one; abathur embeds the fields' texts
     # joined, one vector per item: an item matching on one field of several
     # scores lower, one matching across fields higher.
     index = {**INDEX, "fields": ["title", "body"]}
     reference = InMemoryStore(index=index)
-    async with AbathurStore(db_path, index=index) as ours:
+    async with AbathurStore(backend.target, index=index) as ours:
         for store in (reference, ours):
             await store.aput(("n",), "1", {"title": "python snakes", "body": "gardening tools"})
             await store.aput(("n",), "2", {"title": "python", "body": "snakes"})
@@ -296,11 +299,11 @@ async def test_divergence_an_item_has_one_vector_for_all_its_fields(db_path: Pat
     assert mine == pytest.approx({"1": 0.7071, "2": 1.0}, abs=1e-3)
 
 
-async def test_divergence_the_key_is_embedded_with_the_value(db_path: Path) -> None:
+async def test_divergence_the_key_is_embedded_with_the_value(backend: BackendHandle) -> None:
     # abathur embeds "<key>: <text>" (a key often says what a value is about);
     # LangGraph embeds the text alone. A key made of words moves the score.
     reference = InMemoryStore(index=INDEX)
-    async with AbathurStore(db_path, index=INDEX) as ours:
+    async with AbathurStore(backend.target, index=INDEX) as ours:
         for store in (reference, ours):
             await store.aput(("n",), "python", {"text": "gardening"})
         (theirs,) = await reference.asearch(("n",), query="python")
@@ -309,11 +312,13 @@ async def test_divergence_the_key_is_embedded_with_the_value(db_path: Path) -> N
     assert mine.score == pytest.approx(0.7071, abs=1e-3)
 
 
-async def test_divergence_without_an_embedder_a_query_ranks_by_keyword(db_path: Path) -> None:
+async def test_divergence_without_an_embedder_a_query_ranks_by_keyword(
+    backend: BackendHandle,
+) -> None:
     # A LangGraph store cannot have an index without an embedding model. An
     # abathur file may have none (embedder="none") or it may be down: search
     # then falls back to keyword ranking, and the hits carry no score.
-    async with AbathurStore(db_path, index={"fields": ["text"]}, embedder="none") as store:
+    async with AbathurStore(backend.target, index={"fields": ["text"]}, embedder="none") as store:
         await fill(store)
         found = await store.asearch(("docs",), query="python programming", limit=10)
         assert {i.key for i in found} == {"1", "3", "4"}
@@ -330,14 +335,14 @@ def down(texts: list[str]) -> list[list[float]]:
     raise ConnectionError("embedding service unreachable")
 
 
-async def test_divergence_a_put_succeeds_while_the_embedder_is_down(db_path: Path) -> None:
+async def test_divergence_a_put_succeeds_while_the_embedder_is_down(backend: BackendHandle) -> None:
     # LangGraph's stores embed inside put, so a failing model fails the put.
     # abathur stores the item and queues its embedding (DESIGN.md: writes never
     # wait for an embedder); meanwhile a query ranks by keyword, with no score.
     index = {"dims": DIMS, "embed": down, "fields": ["text"]}
     with pytest.raises(ConnectionError):
         await InMemoryStore(index=index).aput(("n",), "1", {"text": "python tutorial"})
-    async with AbathurStore(db_path, index=index) as store:
+    async with AbathurStore(backend.target, index=index) as store:
         await store.aput(("n",), "1", {"text": "python tutorial"})
         await store.aput(("n",), "2", {"text": "pasta recipe"})
         assert (await store.aget(("n",), "1")).value == {"text": "python tutorial"}

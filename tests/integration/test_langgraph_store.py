@@ -42,6 +42,7 @@ from abathur.integrations.langgraph import (
 )
 from abathur.memory import check_namespace
 from abathur.values import check_id
+from tests.backends import BackendHandle
 from tests.embedders import DIMS, toy_embed
 from tests.helpers import assert_unchanged
 
@@ -661,13 +662,13 @@ async def test_divergence_keys_longer_than_256_characters_are_refused(both: Base
 
 @pytest.mark.slow
 async def test_divergence_list_namespaces_sorts_through_at_most_10000_namespaces(
-    tmp_path,
+    backend: BackendHandle,
 ) -> None:
     # The in-memory and SQL stores list any number of namespaces. abathur's
     # namespace listing returns at most 10,000, and LangGraph's tuple order is
     # not abathur's string order, so past that a listing cannot be paged
     # correctly: it raises and asks for a narrower prefix or a max_depth.
-    async with Abathur.open(tmp_path / "many.db", embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         for i in range(MAX_NAMESPACES):
             await ab.memory.put(f"langgraph:many:{i}", "k", "")
         store = AbathurStore(ab)

@@ -24,6 +24,7 @@ from mcp.client import Client
 from abathur import Abathur
 from abathur.integrations.mcp.scope import Grant
 from abathur.integrations.mcp.server import TOOLS, build_server
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
 SECRET = "zebracode"
@@ -45,10 +46,8 @@ READ_ONLY = {"memory_search", "memory_get", "memory_history", "memory_list", "me
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Abathur]:
-    async with Abathur.open(
-        tmp_path / "agent.db", embedder="none", embed_worker=False, max_value_bytes=2000
-    ) as ab:
+async def db(backend: BackendHandle) -> AsyncIterator[Abathur]:
+    async with backend.open(embedder="none", embed_worker=False, max_value_bytes=2000) as ab:
         yield ab
 
 
@@ -251,7 +250,7 @@ async def test_resources_and_the_prompt(db: Abathur) -> None:
         assert "memory_context" in prompt.messages[0].content.text  # type: ignore[union-attr]
 
 
-def test_building_a_server_leaves_the_hosts_logging_alone(tmp_path: Path) -> None:
+def test_building_a_server_leaves_the_hosts_logging_alone(backend: BackendHandle) -> None:
     # The SDK's MCPServer() calls logging.basicConfig; a library must not. In a
     # fresh process, as pytest's own handlers would hide it here.
     code = (
@@ -260,7 +259,7 @@ def test_building_a_server_leaves_the_hosts_logging_alone(tmp_path: Path) -> Non
         "from abathur.integrations.mcp.scope import Grant\n"
         "from abathur.integrations.mcp.server import build_server\n"
         "async def main():\n"
-        f"    async with Abathur.open({str(tmp_path / 'a.db')!r}, embedder='none') as ab:\n"
+        f"    async with Abathur.open({str(backend.target)!r}, embedder='none') as ab:\n"
         "        build_server(ab, grant=Grant(scope='user:a'))\n"
         "asyncio.run(main())\n"
         "root = logging.getLogger()\n"

@@ -104,6 +104,7 @@ async def test_tenants_never_see_each_other_under_concurrency(ab: Abathur) -> No
         assert len(memories) == 5 and {m.value["owner"] for m in memories} == {user}
 
 
+@pytest.mark.sqlite_only("two processes on one SQLite file; counts rows through tx.conn")
 @pytest.mark.slow
 def test_two_processes_write_for_ten_seconds(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"

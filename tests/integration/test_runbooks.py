@@ -205,6 +205,7 @@ def run_command(command: str, work: Path, backup: str) -> None:
             assert option in done.stdout, f"{program} has no {option}"
 
 
+@pytest.mark.sqlite_only("the runbooks act on a copied SQLite file, its backups, sqlite3")
 @pytest.mark.parametrize("book", runbooks(), ids=lambda p: p.stem)
 def test_every_command_of_the_runbook_runs(book: Path, workdir: Path) -> None:
     ran = 0
@@ -246,6 +247,7 @@ def printed_metrics(work: Path) -> set[str]:
     return set(re.findall(r"^# TYPE (\S+) ", output, flags=re.M))
 
 
+@pytest.mark.sqlite_only("the runbooks act on a copied SQLite file, its backups, sqlite3")
 def test_alert_rules_only_name_metrics_abathur_prints(workdir: Path) -> None:
     printed = printed_metrics(workdir)
     assert {"abathur_up", "abathur_wal_size_bytes", "abathur_embedding_queue_depth"} <= printed

@@ -15,6 +15,7 @@ import pytest
 from abathur import Abathur, InvalidInputError
 from abathur.ops.integrity import run_checks
 from abathur.ops.smoke import CASES, CATEGORIES, SMOKE_APP, SMOKE_ROOT, run_smoke
+from tests.backends import BackendHandle
 from tests.helpers import abathur, execute, populate
 
 # The issue's list, in its order: the table an operator reads must say exactly this.
@@ -77,10 +78,12 @@ ISSUE_CASES = [
 
 
 @pytest.fixture
-async def live_db(db_path: Path) -> Path:
-    """A database as an application leaves it: its own data, the bundled embedder recorded."""
-    await populate(db_path)
-    return db_path
+async def live_db(backend: BackendHandle) -> str | Path:
+    """A database as an application leaves it: its own data, the bundled embedder recorded.
+
+    On each registered backend; the tests of the SQLite file are sqlite_only."""
+    await populate(backend.target)
+    return backend.target
 
 
 def application_rows(path: Path) -> dict[str, list[tuple]]:
@@ -149,6 +152,7 @@ def test_the_cases_are_the_issues_35_in_order() -> None:
     }
 
 
+@pytest.mark.sqlite_only("reads the SQLite file with apsw and runs abathur check on it")
 async def test_all_35_pass_on_a_fresh_database_and_leave_nothing_live(live_db: Path) -> None:
     before = application_rows(live_db)
     report = await run_smoke(live_db)
@@ -192,6 +196,7 @@ async def test_one_category_runs_only_its_cases(live_db: Path) -> None:
     assert ei.value.code == "invalid_input" and "connectivity" in ei.value.message
 
 
+@pytest.mark.sqlite_only("drops SQLite indexes behind abathur's back")
 async def test_a_missing_index_fails_the_cases_that_need_it(live_db: Path) -> None:
     execute(live_db, "DROP INDEX memories_current", "DROP INDEX tasks_by_session")
     report = await run_smoke(live_db)
@@ -225,6 +230,7 @@ async def test_a_missing_file_fails_every_case_and_creates_nothing(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.sqlite_only("reads the SQLite file with apsw")
 async def test_semantic_cases_fail_with_the_reason_when_there_are_no_vectors(
     db_path: Path,
 ) -> None:
@@ -243,6 +249,7 @@ async def test_semantic_cases_fail_with_the_reason_when_there_are_no_vectors(
     conn.close()
 
 
+@pytest.mark.sqlite_only("reads the SQLite file with apsw")
 async def test_two_runs_at_once_do_not_disturb_each_other(live_db: Path) -> None:
     first, second = await asyncio.gather(run_smoke(live_db), run_smoke(live_db))
     assert (failed(first), failed(second)) == ({}, {})
@@ -253,6 +260,7 @@ async def test_two_runs_at_once_do_not_disturb_each_other(live_db: Path) -> None
     )
 
 
+@pytest.mark.sqlite_only("drops SQLite indexes behind abathur's back")
 def test_the_command_prints_the_table_and_exits_0_only_when_all_pass(live_db: Path) -> None:
     done = abathur("smoke", "--db", str(live_db), cwd=live_db.parent)
     assert done.returncode == 0, done.stdout + done.stderr

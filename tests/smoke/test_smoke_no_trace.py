@@ -119,6 +119,7 @@ async def app_db(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.sqlite_only("reads vec0 chunks and rows of the SQLite file with apsw")
 async def test_a_smoke_run_leaves_stats_costs_rows_and_vectors_as_they_were(app_db: Path) -> None:
     before = snapshot(app_db)
     head = audit_head(app_db)

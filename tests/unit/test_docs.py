@@ -19,6 +19,7 @@ import structlog
 
 import abathur
 from abathur import logs
+from tests.backends import BackendHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(
@@ -176,7 +177,7 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
-def test_architecture_names_real_modules_and_settings(tmp_path: Path) -> None:
+def test_architecture_names_real_modules_and_settings(backend: BackendHandle) -> None:
     text = (DOCS / "architecture.md").read_text("utf-8").replace("`abathur.", "`")
     modules = {info.name.removeprefix("abathur.").split(".")[0] for info in
                pkgutil.walk_packages(abathur.__path__, prefix="abathur.")}  # fmt: skip
@@ -192,7 +193,7 @@ def test_architecture_names_real_modules_and_settings(tmp_path: Path) -> None:
     assert len(services) >= 8, services
 
     async def attributes() -> set[str]:
-        async with abathur.Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+        async with backend.open(embedder="none") as ab:
             return set(vars(ab))
 
     assert services <= asyncio.run(attributes())

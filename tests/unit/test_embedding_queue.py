@@ -169,6 +169,7 @@ async def test_first_embedder_on_an_old_file_queues_every_live_memory(
         assert embedder.texts == ["a: one"]
 
 
+@pytest.mark.sqlite_only("builds a schema-2 SQLite file with apsw")
 async def test_memories_from_schema_2_are_indexed_on_open(db_path: Path, embedder) -> None:
     conn = apsw.Connection(str(db_path))
     migrations.apply(conn, [m for m in migrations.available() if m.version <= 2])
@@ -339,6 +340,7 @@ async def test_an_embedder_learning_its_dims_is_recorded_at_its_first_answer(
 # --------------------------------------------------------------------------- recorded embedder
 
 
+@pytest.mark.sqlite_only("checks the SQLite file's bytes are unchanged")
 async def test_opening_with_another_embedder_is_a_clear_error(db_path: Path, embedder) -> None:
     async with Abathur.open(db_path, embedder=embedder, embed_worker=False) as ab:
         await ab.memory.put("user:a", "k", "words")
@@ -378,6 +380,7 @@ async def test_reindex_switches_embedder(backend: BackendHandle, embedder) -> No
         assert (report.embedded, report.cache_hits, report.calls) == (2, 2, 0)
 
 
+@pytest.mark.sqlite_only("checks no SQLite file (or no vector table) was made")
 async def test_open_refuses_a_bad_embedder_before_touching_the_file(db_path: Path) -> None:
     with pytest.raises(InvalidInputError) as ei:
         await Abathur.open(db_path, embedder=object())
@@ -543,6 +546,7 @@ def keys_of(result) -> list[str]:
     return [hit.key for hit in result.hits]
 
 
+@pytest.mark.sqlite_only("reads the queue and vec0 through tx.conn, runs abathur check")
 async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> None:
     # Two workers on one file. The slow one holds job 1 (item X) while the fast
     # one embeds X and deletes job 1; the next job (item Y) then gets id 1 again,

@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 
 from abathur import Abathur, Event, InvalidInputError
 from abathur.values import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, encode
+from tests.backends import BACKENDS, handle
 from tests.helpers import assert_unchanged
 
 LONE = "\ud800"  # a lone high surrogate: no UTF-8 encoding exists
@@ -73,13 +74,18 @@ class World:
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=[spec.name for spec in BACKENDS]
+)
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """One database per registered backend (tests/backends.py), shared by the module."""
     root = tmp_path_factory.mktemp("hostile")
     docs = root / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Restore\n\nhow to restore a backup\n")
-    async with Abathur.open(root / "agent.db", embed_worker=False) as ab:
+    async with handle(request.param, root).open(embed_worker=False) as ab:
         await ab.documents.sync(docs)
         await ab.memory.put("user:alice", "lang", "fr", metadata={"source": "chat"})
         s = await ab.sessions.create(app="a", user="alice")
@@ -409,6 +415,7 @@ async def metric_rows(ab: Abathur, kind: str) -> dict[str, int]:
     return dict(rows)
 
 
+@pytest.mark.sqlite_only("reads the metrics table through tx.conn")
 async def test_a_surrogate_namespace_does_not_lose_the_window_of_metrics(
     db_path: Path,
 ) -> None:
@@ -428,6 +435,7 @@ async def test_a_surrogate_namespace_does_not_lose_the_window_of_metrics(
     assert reads == {"user:alice": 50, "user:\\udcff": 1}
 
 
+@pytest.mark.sqlite_only("reads the metrics table through tx.conn")
 async def test_a_record_that_cannot_be_stored_is_skipped_with_a_warning(db_path: Path) -> None:
     async with Abathur.open(db_path, embedder="none", embed_worker=False) as ab:
         for _ in range(50):
@@ -545,6 +553,7 @@ UNUSABLE_PATHS = {
 }
 
 
+@pytest.mark.sqlite_only("database file paths no file system can hold")
 @pytest.mark.parametrize("case", sorted(UNUSABLE_PATHS))
 async def test_opening_an_unusable_path_is_a_typed_error(tmp_path: Path, case: str) -> None:
     path = UNUSABLE_PATHS[case](tmp_path)

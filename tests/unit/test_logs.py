@@ -9,7 +9,8 @@ import sys
 import structlog
 from structlog.testing import capture_logs
 
-from abathur import Abathur, logs
+from abathur import logs
+from tests.backends import BackendHandle
 
 
 def run_logging(json_flag: str) -> str:
@@ -47,9 +48,9 @@ def test_redaction_processor_keeps_other_keys() -> None:
     }
 
 
-async def test_migration_is_logged_with_fields(db_path) -> None:
+async def test_migration_is_logged_with_fields(backend: BackendHandle) -> None:
     with capture_logs() as captured:
-        async with Abathur.open(db_path):
+        async with backend.open():
             pass
     migrated = [e for e in captured if e["event"] == "db.migrated"]
     assert migrated and migrated[0]["from_version"] == 0 and migrated[0]["to_version"] >= 2

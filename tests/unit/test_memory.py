@@ -24,7 +24,7 @@ from abathur import (
     VersionConflictError,
 )
 from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, list_params
-from tests.backends import BackendHandle
+from tests.backends import BACKENDS, BackendHandle, TestBackend, handle
 from tests.helpers import assert_unchanged
 
 TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
@@ -533,9 +533,14 @@ SEGMENT = st.text(alphabet="ab-0;é", min_size=1, max_size=3)
 NAMESPACE = st.lists(SEGMENT, min_size=1, max_size=3).map(":".join)
 
 
+# Parametrised by the registered backends themselves, not the ``backend``
+# fixture: each Hypothesis example needs a fresh database (handle() below).
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda spec: spec.name)
 @settings(max_examples=30, deadline=None)
 @given(namespaces=st.sets(NAMESPACE, min_size=1, max_size=12), data=st.data())
-def test_list_matches_a_pure_python_segment_filter(namespaces: set[str], data) -> None:
+def test_list_matches_a_pure_python_segment_filter(
+    backend: TestBackend, namespaces: set[str], data
+) -> None:
     # A prefix drawn from the namespaces themselves (cut at any character, so
     # 'a:b' and 'a:' and 'a' all get tried) or from scratch.
     prefix = data.draw(
@@ -550,7 +555,7 @@ def test_list_matches_a_pure_python_segment_filter(namespaces: set[str], data) -
 
     async def run() -> tuple[list[str], list[str]]:
         with tempfile.TemporaryDirectory() as tmp:
-            async with Abathur.open(Path(tmp) / "p.db") as ab:
+            async with handle(backend.name, Path(tmp)).open() as ab:
                 for ns in namespaces:
                     await ab.memory.put(ns, "k", ns)
                 listed = [m.namespace for m in await ab.memory.list(prefix, limit=10_000)]

@@ -26,6 +26,7 @@ from abathur.errors import (
     EmbedderUnavailableError,
     InvalidInputError,
 )
+from tests.backends import BackendHandle
 from tests.ollama_server import OllamaServer
 
 MODEL = "nomic-embed-text"
@@ -463,12 +464,12 @@ def test_a_host_url_that_cannot_be_parsed_is_a_typed_error_that_hides_the_passwo
 
 
 async def test_an_unparsable_host_from_the_settings_fails_open_without_showing_it(
-    tmp_path: Path,
+    backend: BackendHandle,
 ) -> None:
     settings = Settings(embedder="ollama", ollama_host=f"http://alice:{PASSWORD}@127.0.0.1:1")
     assert_hidden(repr(settings), str(settings))
     with pytest.raises(InvalidInputError) as ei:
-        await Abathur.open(tmp_path / "a.db", settings=settings)
+        await backend.open(settings=settings)
     assert_hidden(ei.value.message)
 
 
@@ -523,6 +524,7 @@ async def test_an_error_body_echoing_authorization_is_redacted_cleaned_and_cappe
     assert_hidden(err.message, str(err), err.to_dict(), captured, out, logged)
 
 
+@pytest.mark.sqlite_only("reads the queue through tx.conn and the SQLite file's bytes")
 async def test_the_degraded_reason_and_the_queue_hide_an_echoed_credential(
     server: OllamaServer, tmp_path: Path
 ) -> None:

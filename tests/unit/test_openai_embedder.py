@@ -6,15 +6,14 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from abathur import Abathur
 from abathur.config import Settings
 from abathur.embeddings import Embedder
 from abathur.embeddings.openai_compat import OpenAICompatEmbedder
 from abathur.errors import EmbedderError, EmbedderUnavailableError, InvalidInputError
+from tests.backends import BackendHandle
 from tests.openai_server import Fault, OpenAIServer
 
 MODEL = "text-embedding-3-small"
@@ -203,7 +202,7 @@ def test_texts_must_be_a_list_of_strings(server: OpenAIServer) -> None:
 
 
 def test_selected_by_abathur_embedder_and_priced_in_the_ledger(
-    server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: OpenAIServer, backend: BackendHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ABATHUR_EMBEDDER", "openai")
     monkeypatch.setenv("ABATHUR_OPENAI_BASE_URL", server.url)
@@ -211,7 +210,7 @@ def test_selected_by_abathur_embedder_and_priced_in_the_ledger(
 
     async def run() -> None:
         prices = {f"openai/{MODEL}": 1000.0}
-        async with Abathur.open(tmp_path / "o.db", embed_worker=False, prices=prices) as ab:
+        async with backend.open(embed_worker=False, prices=prices) as ab:
             assert isinstance(ab.embeddings.embedder, OpenAICompatEmbedder)
             await ab.memory.put("user:alice", "lang", "alice speaks French")
             await ab.memory.put("user:alice", "pet", "alice has a cat named Tom")

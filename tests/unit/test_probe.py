@@ -18,6 +18,7 @@ from abathur.backends.sqlite.vectors import drop_empty_partition
 from abathur.embeddings.queue import HELD_NOT_BEFORE
 from abathur.memory import VEC_TABLE
 from abathur.search import partition_of
+from tests.backends import BackendHandle
 
 
 def count(path: Path, sql: str, *params: object) -> int:
@@ -39,6 +40,7 @@ async def use(ab: Abathur, ns: str) -> None:
     await ab.memory.context(ns, "which language", max_tokens=50)
 
 
+@pytest.mark.sqlite_only("counts the SQLite file's rows with apsw")
 @pytest.mark.parametrize("probe", [False, True])
 async def test_a_probe_writes_no_metrics_and_no_usage(tmp_path: Path, probe: bool) -> None:
     path = tmp_path / "p.db"
@@ -55,6 +57,7 @@ async def test_a_probe_writes_no_metrics_and_no_usage(tmp_path: Path, probe: boo
         assert metrics > 0 and usage > 0
 
 
+@pytest.mark.sqlite_only("counts the SQLite file's rows with apsw")
 async def test_a_probes_jobs_are_held_for_its_own_drain(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     async with (
@@ -75,20 +78,20 @@ async def test_a_probes_jobs_are_held_for_its_own_drain(tmp_path: Path) -> None:
     assert count(path, "SELECT count(*) FROM usage_ledger WHERE inputs > 0") == 1
 
 
-async def test_a_probe_is_not_gated_by_budgets(tmp_path: Path) -> None:
-    path = tmp_path / "p.db"
+async def test_a_probe_is_not_gated_by_budgets(backend: BackendHandle) -> None:
     budgets = [{"max_tokens": 0, "action": "block"}]
-    async with Abathur.open(path, embed_worker=False, budgets=budgets) as app:
+    async with backend.open(embed_worker=False, budgets=budgets) as app:
         await app.memory.put("abathur-smoke:run1", "k", "green tea")
         with pytest.raises(BudgetExceededError):
             await app.memory.search("tea", prefix="abathur-smoke:run1", mode="vector")
-    async with Abathur.open(path, embed_worker=False, budgets=budgets, probe=True) as ab:
+    async with backend.open(embed_worker=False, budgets=budgets, probe=True) as ab:
         await ab.memory.put("abathur-smoke:run1", "k2", "black coffee")
         assert (await ab.embeddings.drain()).embedded == 1  # its own, held job only
         found = await ab.memory.search("tea", prefix="abathur-smoke:run1", mode="vector")
         assert found.mode == "vector", found.degraded_reason
 
 
+@pytest.mark.sqlite_only("checks that no file was created at the path")
 async def test_probe_must_be_a_bool(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as ei:
         await Abathur.open(tmp_path / "p.db", probe="yes")  # type: ignore[arg-type]
@@ -96,6 +99,7 @@ async def test_probe_must_be_a_bool(tmp_path: Path) -> None:
     assert not (tmp_path / "p.db").exists()
 
 
+@pytest.mark.sqlite_only("vec0 partitions and dead slots, through tx.conn")
 async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     gone = "abathur-smoke:run1"
@@ -130,6 +134,7 @@ async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: P
         assert [h.key for h in after.hits] == [h.key for h in before.hits] == ["k"]
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite queue")
 async def test_a_probes_batch_query_uses_the_ready_index(tmp_path: Path) -> None:
     async with Abathur.open(tmp_path / "p.db", embed_worker=False) as ab:
         rows = await ab.db.read(
@@ -147,6 +152,7 @@ def vectors(path: Path) -> int:
     return count(path, "SELECT count(*) FROM memories_vec_rowids")
 
 
+@pytest.mark.sqlite_only("counts vec0 rows of the SQLite file with apsw")
 async def test_a_running_worker_leaves_a_probes_job_alone(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     async with (

@@ -22,6 +22,7 @@ from abathur import (
     InvalidNamespaceError,
 )
 from abathur.ops.integrity import run_checks
+from tests.backends import BackendHandle
 from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged, snapshot
 
@@ -31,9 +32,12 @@ ARCHIVE_ALL = [
 ]
 
 
-def opener(path: Path, **kw: Any):
+def opener(target: BackendHandle | Path, **kw: Any):
+    """Open a backend's fresh database, or (for the tests of the SQLite file) a path."""
     kw.setdefault("embedder", WordHashEmbedder())
-    return Abathur.open(path, embed_worker=False, archive_pause_ms=0, **kw)
+    if isinstance(target, BackendHandle):
+        return target.open(embed_worker=False, archive_pause_ms=0, **kw)
+    return Abathur.open(target, embed_worker=False, archive_pause_ms=0, **kw)
 
 
 async def write_everywhere(ab: Abathur, user: str, secret: str) -> None:
@@ -81,6 +85,7 @@ def file_bytes(path: Path) -> bytes:
     return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
 
+@pytest.mark.sqlite_only("reads the SQLite file's bytes and runs abathur check on it")
 async def test_purge_leaves_no_byte_of_the_erased_values(db_path: Path) -> None:
     secret, kept = uuid.uuid4().hex, uuid.uuid4().hex
     await archive_some(db_path, "alice", secret)
@@ -122,8 +127,8 @@ async def test_purge_leaves_no_byte_of_the_erased_values(db_path: Path) -> None:
     assert report.is_ok, [r.findings for r in report.results if r.findings]
 
 
-async def test_the_audit_keeps_that_it_happened_not_what(db_path: Path) -> None:
-    async with opener(db_path) as ab:
+async def test_the_audit_keeps_that_it_happened_not_what(backend: BackendHandle) -> None:
+    async with opener(backend) as ab:
         await write_everywhere(ab, "alice", "s3cret")
         await write_everywhere(ab, "bob", "other")
         before = {r.seq for r in await ab.audit.records(limit=1000)}
@@ -142,8 +147,8 @@ async def test_the_audit_keeps_that_it_happened_not_what(db_path: Path) -> None:
     assert last.detail["redacted"] == 4 and last.detail["memories"] == 4
 
 
-async def test_a_prefix_matches_whole_segments(db_path: Path) -> None:
-    async with opener(db_path, embedder="none") as ab:
+async def test_a_prefix_matches_whole_segments(backend: BackendHandle) -> None:
+    async with opener(backend, embedder="none") as ab:
         for ns in ("user:al", "user:al:x", "user:alice", "user:al-2"):
             await ab.memory.put(ns, "k", ns)
         report = await ab.memory.purge("user:al")
@@ -153,9 +158,9 @@ async def test_a_prefix_matches_whole_segments(db_path: Path) -> None:
 
 
 async def test_a_dry_run_counts_what_the_purge_then_does_and_changes_nothing(
-    db_path: Path,
+    backend: BackendHandle,
 ) -> None:
-    async with opener(db_path) as ab:
+    async with opener(backend) as ab:
         await write_everywhere(ab, "alice", "x1")
         async with assert_unchanged(ab):
             memory = await ab.memory.purge("user:alice", dry_run=True)
@@ -167,8 +172,8 @@ async def test_a_dry_run_counts_what_the_purge_then_does_and_changes_nothing(
     assert (sessions.counts, sessions.redacted) == (real_sessions.counts, real_sessions.redacted)
 
 
-async def test_everything_must_be_asked_for(db_path: Path) -> None:
-    async with opener(db_path, embedder="none") as ab:
+async def test_everything_must_be_asked_for(backend: BackendHandle) -> None:
+    async with opener(backend, embedder="none") as ab:
         await ab.memory.put("a", "k", 1)
         await ab.memory.put("b:c", "k", 2)
         report = await ab.memory.purge(None, everything=True)
@@ -192,9 +197,9 @@ async def test_everything_must_be_asked_for(db_path: Path) -> None:
     ],
 )
 async def test_bad_input_is_a_typed_error_and_changes_nothing(
-    db_path: Path, call: Any, error: type[AbathurError]
+    backend: BackendHandle, call: Any, error: type[AbathurError]
 ) -> None:
-    async with opener(db_path, embedder="none") as ab:
+    async with opener(backend, embedder="none") as ab:
         await ab.memory.put("user:alice", "k", 1)
         await ab.sessions.create(app="helpdesk", user="alice")
         async with assert_unchanged(ab):
@@ -203,6 +208,7 @@ async def test_bad_input_is_a_typed_error_and_changes_nothing(
     assert raised.value.code == error.code
 
 
+@pytest.mark.sqlite_only("runs abathur check (a SQLite file check) on it")
 async def test_a_version_superseded_by_a_purged_memory_loses_only_the_pointer(
     db_path: Path,
 ) -> None:
@@ -222,6 +228,7 @@ async def test_a_version_superseded_by_a_purged_memory_loses_only_the_pointer(
     assert report.is_ok, [r.findings for r in report.results if r.findings]
 
 
+@pytest.mark.sqlite_only("reads the SQLite file's bytes (free pages, WAL)")
 async def test_no_stale_copy_of_a_rewritten_row_survives(db_path: Path) -> None:
     # Rows rewritten before the purge (session state on every append, a task
     # on every update) leave their old bytes in free page space and freed
@@ -243,6 +250,7 @@ async def test_no_stale_copy_of_a_rewritten_row_survives(db_path: Path) -> None:
         assert secret.encode() not in file_bytes(db_path)
 
 
+@pytest.mark.sqlite_only("runs abathur check (a SQLite file check) on it")
 async def test_a_purge_racing_other_writers_leaves_a_clean_file(db_path: Path) -> None:
     async with opener(db_path, embedder="none") as ab:
         s = await ab.sessions.create(app="a", user="bob")
@@ -266,6 +274,7 @@ async def test_a_purge_racing_other_writers_leaves_a_clean_file(db_path: Path) -
     assert found.is_ok, [r.findings for r in found.results if r.findings]
 
 
+@pytest.mark.sqlite_only("reads the SQLite file's bytes (free pages, WAL)")
 async def test_access_counts_not_yet_flushed_do_not_bring_the_names_back(db_path: Path) -> None:
     # stats counts reads and writes per namespace in memory and flushes them
     # once a minute (and on close): a purge drops the pending ones it covers.

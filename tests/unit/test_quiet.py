@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.backends import BackendHandle
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,7 +70,9 @@ def test_the_readme_tour_prints_only_its_own_prints(tmp_path: Path) -> None:
     assert done.stderr == ""
 
 
-def test_a_host_that_configures_logging_sees_abathurs_records(tmp_path: Path) -> None:
+def test_a_host_that_configures_logging_sees_abathurs_records(
+    backend: BackendHandle, tmp_path: Path
+) -> None:
     code = f"""
 import asyncio, logging, sys
 seen = []
@@ -81,7 +85,7 @@ logging.basicConfig(
 logging.getLogger().addHandler(Keep())
 from abathur import Abathur
 async def main():
-    async with Abathur.open({str(tmp_path / "agent.db")!r}, embed_worker=False):
+    async with Abathur.open({str(backend.target)!r}, embed_worker=False):
         pass
 asyncio.run(main())
 import json

@@ -119,6 +119,7 @@ class LeakyEmbedder:
         return EmbedResult(vectors=[[1.0] + [0.0] * 7 for _ in texts], tokens=len(texts))
 
 
+@pytest.mark.sqlite_only("reads the embedding queue through tx.conn")
 async def test_a_custom_embedders_error_is_redacted_and_capped_before_it_reaches_a_caller(
     tmp_path: Path,
 ) -> None:

@@ -5,12 +5,11 @@ reproduction of memory.context against context itself, and its doctests."""
 from __future__ import annotations
 
 import doctest
-from pathlib import Path
 
 from benchmarks import relevance_floor
 from benchmarks.relevance_floor import Prompt, measure, pack
 
-from abathur import Abathur
+from tests.backends import BackendHandle
 
 
 def test_the_harness_doctests_pass() -> None:
@@ -32,8 +31,8 @@ def test_measure_counts_noise_only_on_prompts_with_nothing_in_scope() -> None:
     assert got["noise_rate"] == 0.5 and got["noise_per_prompt"] == 1.0
 
 
-async def test_pack_is_what_context_returns(tmp_path: Path) -> None:
-    async with Abathur.open(tmp_path / "p.db", embedder="none") as ab:
+async def test_pack_is_what_context_returns(backend: BackendHandle) -> None:
+    async with backend.open(embedder="none") as ab:
         for n in range(12):
             await ab.memory.put("user:bob", f"k{n}", f"Bob likes tea number {n} " + "x" * n * 3)
         hits = list(await ab.memory.search("bob tea number", prefix="user:bob", k=50))

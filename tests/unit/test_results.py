@@ -20,11 +20,12 @@ from abathur import (
     MemoryContext,
     SearchResult,
 )
+from tests.backends import BackendHandle
 
 
 @pytest.fixture
-async def keyword_ab(tmp_path: Path):
-    async with Abathur.open(tmp_path / "r.db", embedder="none") as opened:
+async def keyword_ab(backend: BackendHandle):
+    async with backend.open(embedder="none") as opened:
         yield opened
 
 
@@ -79,12 +80,14 @@ async def test_consolidation_report_iterates_over_its_actions(keyword_ab: Abathu
     assert report[0] == report.actions[0]
 
 
-async def test_document_search_result_iterates_over_its_hits(tmp_path: Path) -> None:
+async def test_document_search_result_iterates_over_its_hits(
+    backend: BackendHandle, tmp_path: Path
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "restore.md").write_text("# Restore\n\nVerify the copy, then swap the file.\n")
     (docs / "tea.md").write_text("# Tea\n\nSteep green tea, then swap the cup.\n")
-    async with Abathur.open(tmp_path / "d.db", embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         await ab.documents.sync(docs)
         result = await ab.documents.search("swap", k=5, mode="keyword")
     assert isinstance(result, DocumentSearchResult)

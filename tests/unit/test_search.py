@@ -16,6 +16,7 @@ import json
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from abathur.backends.sqlite.vectors import SQL_CHUNKS_OF_PARTITION, vector_cand
 from abathur.embeddings.bundled import BundledEmbedder
 from abathur.memory import MEMORY_KIND, _Indexing, _write_version
 from abathur.search import VectorFilter, fts_query, partition_of, rrf
-from tests.backends import BackendHandle
+from tests.backends import BACKENDS, BackendHandle, handle
 from tests.embedders import WordHashEmbedder
 from tests.helpers import assert_unchanged
 
@@ -445,13 +446,23 @@ def corpus() -> list[tuple[str, str, str, str, dict]]:
 
 
 @pytest.fixture(scope="module")
-def ten_k(tmp_path_factory) -> Path:
-    """A file with 10k embedded memories, built once for this module."""
-    path = tmp_path_factory.mktemp("tenk") / "tenk.db"
+def ten_k_on(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], BackendHandle]:
+    """A database with 10k embedded memories on a registered backend, by name,
+    built once for this module on each backend asked for."""
+    built: dict[str, BackendHandle] = {}
 
+    def on(name: str) -> BackendHandle:
+        if name not in built:
+            built[name] = build_ten_k(handle(name, tmp_path_factory.mktemp("tenk")))
+        return built[name]
+
+    return on
+
+
+def build_ten_k(backend: BackendHandle) -> BackendHandle:
     async def build() -> None:
-        async with Abathur.open(
-            path, embedder=WordHashEmbedder(), embed_worker=False, embed_batch_size=2048
+        async with backend.open(
+            embedder=WordHashEmbedder(), embed_worker=False, embed_batch_size=2048
         ) as ab:
 
             def write(conn) -> None:
@@ -478,7 +489,13 @@ def ten_k(tmp_path_factory) -> Path:
             assert report.embedded == TENANTS * PER_TENANT
 
     asyncio.run(build())
-    return path
+    return backend
+
+
+@pytest.fixture(scope="module")
+def ten_k(ten_k_on: Callable[[str], BackendHandle]) -> Path:
+    """The 10k memories in a SQLite file, for the tests of its vec0 index."""
+    return Path(ten_k_on("sqlite").target)
 
 
 @pytest.fixture
@@ -487,11 +504,26 @@ async def tab(ten_k: Path):
         yield opened
 
 
+@pytest.fixture(params=[spec.name for spec in BACKENDS])
+def ten_k_backend(
+    request: pytest.FixtureRequest, ten_k_on: Callable[[str], BackendHandle]
+) -> BackendHandle:
+    """The 10k memories on each registered backend (tests/backends.py)."""
+    return ten_k_on(request.param)
+
+
+@pytest.fixture
+async def tab_on(ten_k_backend: BackendHandle):
+    async with ten_k_backend.open(embedder=WordHashEmbedder(), embed_worker=False) as opened:
+        yield opened
+
+
 QUERY = "note river mountain lake"
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_filter_matching_1_percent_of_10k_still_returns_k_hits(tab: Abathur, mode):
+async def test_a_filter_matching_1_percent_of_10k_still_returns_k_hits(tab_on: Abathur, mode):
+    tab = tab_on
     unfiltered = await tab.memory.search(QUERY, prefix="user", mode="vector", k=200)
     assert not any(
         h.type == "procedural" or h.metadata["tag"] == "rare" for h in unfiltered.hits
@@ -514,6 +546,7 @@ async def test_a_filter_matching_1_percent_of_10k_still_returns_k_hits(tab: Abat
     assert [h.key for h in both.hits] == ["k03737"]
 
 
+@pytest.mark.sqlite_only("reads memories_vec and the embedding cache through tx.conn")
 async def test_vector_results_equal_exact_search_when_every_candidate_is_rescored(
     ten_k: Path,
 ) -> None:
@@ -538,6 +571,7 @@ async def test_vector_results_equal_exact_search_when_every_candidate_is_rescore
             assert [h.score for h in found.hits] == pytest.approx(exact[order].tolist(), abs=1e-6)
 
 
+@pytest.mark.sqlite_only("vec0 candidates of the SQLite backend, through tx.conn")
 @pytest.mark.parametrize("every", [1, 2, 10, 100, 10_001])
 async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
     tab: Abathur, every: int
@@ -580,6 +614,7 @@ async def test_an_accept_predicate_walks_to_the_same_answer_as_its_allowed_set(
         await tab.db.read(lambda tx, q=query: compare(tx.conn, q))
 
 
+@pytest.mark.sqlite_only("vec0 candidates of the SQLite backend, through tx.conn")
 async def test_the_numpy_first_pass_returns_what_vec0_knn_returns(tab: Abathur) -> None:
     embedder = WordHashEmbedder()
 
@@ -614,6 +649,7 @@ async def test_the_numpy_first_pass_returns_what_vec0_knn_returns(tab: Abathur) 
             await tab.db.read(lambda tx, q=query, p=partition: compare(tx.conn, q, p))
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of the SQLite backend's vec0 chunks")
 async def test_scoped_chunk_reads_use_the_partition_index(tab: Abathur) -> None:
     sql = "EXPLAIN QUERY PLAN " + SQL_CHUNKS_OF_PARTITION.format(table="memories_vec")
     plan = await tab.db.read(lambda c: [r[-1] for r in c.conn.execute(sql, ("user:u001",))])

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from abathur import Abathur, InvalidInputError
+from tests.backends import BackendHandle
 from tests.helpers import assert_unchanged
 
 
@@ -49,14 +50,14 @@ async def test_the_largest_timedelta_fits(ab: Abathur) -> None:
     assert (await ab.memory.get("user:alice", "note")) is not None
 
 
-async def test_the_adk_service_takes_a_timedelta_ttl(tmp_path) -> None:
+async def test_the_adk_service_takes_a_timedelta_ttl(backend: BackendHandle) -> None:
     pytest.importorskip("google.adk")
     from google.adk.events import Event
     from google.genai import types
 
     from abathur.integrations.adk import AbathurMemoryService, namespace_for
 
-    async with Abathur.open(tmp_path / "a.db", embedder="none") as ab:
+    async with backend.open(embedder="none") as ab:
         memory = AbathurMemoryService(ab)
         said = types.Content(role="user", parts=[types.Part(text="call me back")])
         await memory.add_events_to_memory(
