@@ -165,11 +165,19 @@ def _postgres_target(tmp_path: Path, request: pytest.FixtureRequest | None = Non
         raise LookupError(
             "a postgres target needs the pg_server fixture: pass the test's request"
         )
-    url = fresh_database(server)
+    # One database per place, as a file per path on SQLite: a test that opens
+    # tmp_path / "a" twice (close, then reopen) finds what it wrote.
+    key = str(tmp_path)
+    if key in _pg_targets:
+        return _pg_targets[key]
+    url = _pg_targets[key] = fresh_database(server)
     if request is not None:
-        request.addfinalizer(lambda: drop_database(server, url))
+        request.addfinalizer(lambda: drop_database(server, _pg_targets.pop(key)))
     # Without a request the database stays until the server stops (end of session).
     return url
+
+
+_pg_targets: dict[str, str] = {}
 
 
 POSTGRES = TestBackend(name="postgres", target=_postgres_target, snapshot=_postgres_snapshot)

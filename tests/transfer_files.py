@@ -74,10 +74,10 @@ async def fill(ab: Abathur) -> None:
         )
     await ab.sessions.set_status("s1", "paused")
     t = await ab.tasks.create(
-        session_id="s1", prompt="NUL\x00 prompt \n", metadata={"p": 1}, task_id="t1"
+        session_id="s1", prompt="bell\x07 prompt \n", metadata={"p": 1}, task_id="t1"
     )
     await ab.tasks.update(t.id, status="running")
-    await ab.tasks.update(t.id, status="failed", error='boom\x00\n"')
+    await ab.tasks.update(t.id, status="failed", error='boom\x07\n"')
     await ab.tasks.create(session_id="s1", prompt="second", task_id="t2")
     await ab.sessions.create(app="helpdesk", user="bob", session_id="s2")
     await ab.sessions.terminate("s2")

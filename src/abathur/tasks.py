@@ -38,7 +38,7 @@ from abathur.errors import (
 from abathur.models import Task, TaskStatus
 from abathur.stores import Backend, Transaction
 from abathur.stores.tasks import TaskRow
-from abathur.values import INT64_MAX, check_id, check_int, decode, encode
+from abathur.values import INT64_MAX, check_id, check_int, check_no_nul, decode, encode
 
 __all__ = ["STATUSES", "TRANSITIONS", "TaskService"]
 
@@ -138,6 +138,7 @@ class TaskService:
             raise InvalidInputError(f"prompt must be a string, got {type(prompt).__name__}")
         if not prompt.strip():
             raise InvalidInputError("prompt must not be blank")
+        check_no_nul(prompt, "prompt")
         encode(prompt, what="prompt", limit=limit)
         if metadata is None:
             metadata = {}
@@ -245,6 +246,7 @@ class TaskService:
                 raise InvalidInputError(
                     f"task error must be a string or None, got {type(error).__name__}"
                 )
+            check_no_nul(error, "task error")
             encode(error, what="task error", limit=limit)
 
         def write(tx: Transaction) -> Task:

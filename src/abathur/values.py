@@ -35,6 +35,7 @@ __all__ = [
     "check_duration",
     "check_id",
     "check_int",
+    "check_no_nul",
     "check_since",
     "check_text",
     "decode",
@@ -82,6 +83,31 @@ def check_text(value: str, what: str, *, error: type[InvalidInputError] = Invali
             f"{what} {_shown(value)} is not valid Unicode text: it holds the lone surrogate "
             f"{value[exc.start]!r} at position {exc.start} (bytes that were not UTF-8?)"
         ) from None
+    return value
+
+
+def check_no_nul(value: str, what: str) -> str:
+    """Return ``value`` if it holds no NUL character, else raise :class:`InvalidInputError`.
+
+    Free text stored as is (a task's prompt and error) must hold no NUL:
+    PostgreSQL's text cannot, so neither backend takes one. (Values, state
+    and metadata are JSON, where a NUL travels escaped.)
+
+    Example:
+        >>> from abathur.values import check_no_nul
+        >>> check_no_nul("fine", "prompt")
+        'fine'
+        >>> check_no_nul("a\x00b", "prompt")
+        Traceback (most recent call last):
+        ...
+        abathur.errors.InvalidInputError: prompt holds a NUL character (\x00) at position 1: ...
+    """
+    at = value.find("\x00")
+    if at >= 0:
+        raise InvalidInputError(
+            f"{what} holds a NUL character (\\x00) at position {at}: text is stored as is, "
+            "and PostgreSQL text cannot hold NUL; remove it or send the text as a JSON value"
+        )
     return value
 
 

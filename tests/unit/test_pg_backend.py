@@ -104,7 +104,8 @@ async def test_concurrent_read_modify_write_loses_no_update(pg_url: str) -> None
             lambda tx: tx.conn.execute("SELECT v FROM scratch WHERE k = 'n'").fetchone()
         )
         assert final == ("100",)
-        assert runs["calls"] > 100, "the writers never conflicted: the retry was not exercised"
+        # Writers wait their turn on the write lock: none was aborted and re-run.
+        assert runs["calls"] == 100
     finally:
         await db.close()
 
@@ -317,5 +318,27 @@ async def test_endless_conflicts_stop_at_the_bound(
         assert len(calls) == 3 and excinfo.value.retryable
         calls.clear()
         assert await db.write(deadlock_once) == "done" and len(calls) == 2
+    finally:
+        await db.close()
+
+
+async def test_a_writer_waits_busy_timeout_for_the_write_lock_then_gets_busy(pg_url: str) -> None:
+    """Writers go one at a time (an advisory lock); one that cannot get its turn
+    within busy_timeout_ms fails with the retryable DatabaseBusyError, as on SQLite."""
+    import psycopg
+
+    from abathur.backends.postgres.database import WRITE_LOCK_KEY
+
+    db = await PgDatabase.open(PostgresUrl(pg_url), _settings(pg_url, busy_timeout_ms=200))
+    try:
+        with psycopg.connect(pg_url) as holder:  # another host, mid-write
+            holder.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": WRITE_LOCK_KEY})
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusyError) as excinfo:
+                await db.write(lambda tx: tx.conn.execute("SELECT 1"))
+            waited = time.monotonic() - started
+            holder.rollback()
+        assert excinfo.value.retryable and 0.15 < waited < 5
+        assert await db.write(lambda tx: tx.conn.execute("SELECT 1").fetchone()) == (1,)
     finally:
         await db.close()

@@ -98,7 +98,7 @@ async def test_create_duplicate_id(ab, sid):
     assert "t1" in str(err)
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", "\n", None, 5, ["p"]])
+@pytest.mark.parametrize("prompt", ["", "   ", "\n", None, 5, ["p"], "a NUL \x00 inside"])
 async def test_create_rejects_bad_prompt(ab, sid, prompt):
     await expect_error(ab, InvalidInputError, "invalid_input",
                        lambda: ab.tasks.create(session_id=sid, prompt=prompt))
@@ -198,6 +198,10 @@ async def test_update_rejects_bad_result_and_error(ab, sid):
                        lambda: ab.tasks.update(t.id, status="succeeded", result=math.inf))
     await expect_error(ab, InvalidInputError, "invalid_input",
                        lambda: ab.tasks.update(t.id, status="failed", error=RuntimeError("x")))
+    # Stored as is, so no NUL (PostgreSQL text cannot hold one): refused on every backend.
+    err = await expect_error(ab, InvalidInputError, "invalid_input",
+                             lambda: ab.tasks.update(t.id, status="failed", error="boom\x00"))
+    assert "NUL" in str(err)
 
 
 # --- list ---------------------------------------------------------------------------

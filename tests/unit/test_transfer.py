@@ -66,7 +66,7 @@ async def test_round_trip_is_exact(
     assert session.status == "paused" and len(session.events) == len(HOSTILE)
     assert [e.content["text"] for e in session.events] == HOSTILE
     assert session.state["app:tier"] == "gold" and "temp:x" not in session.state
-    assert tasks[0].prompt == "NUL\x00 prompt \n" and tasks[0].error == 'boom\x00\n"'
+    assert tasks[0].prompt == "bell\x07 prompt \n" and tasks[0].error == 'boom\x07\n"'
     assert report.imported.sessions == 3 and report.imported.events == len(HOSTILE)
     assert report.imported.tasks == 2 and report.skipped.memories == 0
     lines = data.decode("utf-8").split("\n")

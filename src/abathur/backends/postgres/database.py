@@ -6,13 +6,23 @@ The PostgreSQL counterpart of :class:`abathur.backends.sqlite.Database`
 thread (psycopg's sync API: the stores are sync functions) with a connection
 borrowed from a :class:`psycopg_pool.ConnectionPool`, inside one transaction:
 
-* writes: ``SERIALIZABLE``. Where SQLite serialises writers with one write
-  lock, PostgreSQL lets them run at once and aborts one of two that would
-  not serialise (``40001``), or breaks a deadlock (``40P01``). The backend
-  rolls back and runs ``fn`` again, a bounded number of times with jittered
-  backoff, so a store's read-then-write (``max(seq) + 1``) is as safe as on
-  SQLite. ``fn`` may therefore run more than once: it must have no effect
-  outside the database.
+* writes: one at a time, as on SQLite. Each write transaction first takes
+  a transaction-scoped advisory lock (:data:`WRITE_LOCK_KEY`), waiting at
+  most ``Settings.busy_timeout_ms`` (then :class:`~abathur.errors.DatabaseBusyError`,
+  as SQLite's busy timeout), then runs ``fn`` at ``READ COMMITTED``: with
+  every writer of every host in line behind one lock, each statement sees
+  every earlier write, so a store's read-then-write (``max(seq) + 1``, the
+  audit chain's head) is as safe as on SQLite, and no writer is ever aborted
+  for serialization. Why not ``SERIALIZABLE`` alone: every audited write
+  reads and moves the one audit head, so concurrent writers conflicted on it
+  and, past a bounded number of retries, the conflict reached the caller
+  (tests/integration/test_races.py). Per-tenant audit chains, which would let
+  tenants write in parallel, are issue 14's next step. A serialization
+  failure (``40001``) or deadlock (``40P01``) that still happens (a writer
+  outside abathur) is retried: rolled back and ``fn`` run again, a bounded
+  number of times with jittered backoff. ``fn`` may therefore run more than
+  once: it must have no effect outside the database (``tx.on_rollback``
+  undoes what must be).
 * reads: ``REPEATABLE READ READ ONLY``: one consistent snapshot, never
   aborted for serialization.
 
@@ -69,7 +79,12 @@ MAX_WRITE_ATTEMPTS = 12
 _BACKOFF_BASE_S = 0.002
 _BACKOFF_CAP_S = 0.25
 
-SQL_BEGIN_WRITE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+SQL_BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
+#: The advisory lock every write transaction holds: writers go one at a time.
+WRITE_LOCK_KEY = 0x616261746877  # "abathw"
+SQL_WRITE_LOCK = (
+    "SELECT set_config('lock_timeout', %(timeout)s, true), pg_advisory_xact_lock(%(key)s)"
+)
 SQL_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 
@@ -130,6 +145,12 @@ class PgDatabase:
         self._context = PgContext(str(url), settings)
         self._pool = pool
         self._secrets = _secrets_of(url)
+        # lock_timeout 0 means "wait forever" in PostgreSQL: a zero busy
+        # timeout waits 1 ms instead, so a write never hangs.
+        self._write_lock = {
+            "timeout": f"{max(1, settings.busy_timeout_ms)}ms",
+            "key": WRITE_LOCK_KEY,
+        }
         size = settings.pg_pool_size
         # Our own threads, as many as the pool has connections: a call on a
         # thread always finds a connection (the slots below admit no more
@@ -257,6 +278,7 @@ class PgDatabase:
                 tx = PgTransaction(conn, self._context)
                 try:
                     conn.execute(SQL_BEGIN_WRITE)
+                    conn.execute(SQL_WRITE_LOCK, self._write_lock)
                     result = fn(tx)
                     conn.execute("COMMIT")
                     return result
