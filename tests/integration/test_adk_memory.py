@@ -47,7 +47,7 @@ async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "in-memory":
         yield InMemoryMemoryService()
         return
-    async with handle(request.param, tmp_path).open(embed_worker=False) as ab:
+    async with handle(request.param, tmp_path, request).open(embed_worker=False) as ab:
         yield AbathurMemoryService(ab)
 
 

@@ -46,7 +46,7 @@ async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "in-memory":
         yield InMemoryStore(index=INDEX)
         return
-    async with AbathurStore(handle(request.param, tmp_path).target, index=INDEX) as store:
+    async with AbathurStore(handle(request.param, tmp_path, request).target, index=INDEX) as store:
         yield store
 
 
@@ -152,7 +152,7 @@ async def both_fields(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     if request.param == "in-memory":
         yield InMemoryStore(index=index)
         return
-    async with AbathurStore(handle(request.param, tmp_path).target, index=index) as store:
+    async with AbathurStore(handle(request.param, tmp_path, request).target, index=index) as store:
         yield store
 
 

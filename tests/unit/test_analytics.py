@@ -221,6 +221,7 @@ async def test_stats_refuses_bad_arguments(ab: Abathur, kwargs: dict, message: s
     assert ei.value.code == "invalid_input" and message in ei.value.message
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of SQLite's SQL (PostgreSQL: test_pg_inspection)")
 async def test_metrics_query_uses_its_index(ab: Abathur) -> None:
     plan = await rows(ab, "EXPLAIN QUERY PLAN " + SQL_METRICS_SINCE, (0.0,))
     assert "USING INDEX metrics_by_time (at>?)" in " ".join(str(r[-1]) for r in plan)

@@ -85,7 +85,7 @@ async def world(
     docs = root / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Restore\n\nhow to restore a backup\n")
-    async with handle(request.param, root).open(embed_worker=False) as ab:
+    async with handle(request.param, root, request).open(embed_worker=False) as ab:
         await ab.documents.sync(docs)
         await ab.memory.put("user:alice", "lang", "fr", metadata={"source": "chat"})
         s = await ab.sessions.create(app="a", user="alice")

@@ -89,6 +89,7 @@ async def test_namespace_counts_rejects_bad_input(
             await ab.memory.namespace_counts(*args, **kwargs)
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of SQLite's SQL (PostgreSQL: test_pg_inspection)")
 async def test_namespace_counts_walk_the_current_index_without_sorting(ab: Abathur) -> None:
     async def plan(sql: str, params: tuple[Any, ...] | dict[str, Any]) -> str:
         rows = await ab.db.read(

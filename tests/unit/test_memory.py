@@ -753,6 +753,7 @@ async def test_every_write_leaves_an_audit_record(ab: Abathur) -> None:
 # --------------------------------------------------------------------------- query plans
 
 
+@pytest.mark.sqlite_only("EXPLAIN QUERY PLAN of SQLite's SQL (PostgreSQL: test_pg_inspection)")
 async def test_hot_queries_use_memories_current(ab: Abathur) -> None:
     def plan(sql: str, params: tuple | dict) -> str:
         async def run() -> str:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import ValidationError
 
 from abathur.api import Abathur
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings, is_postgres_url
 from abathur.errors import ClosedError, InvalidInputError
 from abathur.redact import redact, redact_url
 
@@ -88,7 +88,7 @@ def parse_uri(uri: str) -> tuple[Path, dict[str, str]]:
     return Path(path), overrides
 
 
-def _settings(path: Path, overrides: dict[str, Any]) -> Settings:
+def _settings(path: Path | PostgresUrl, overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**{**overrides, "db": path})
     except ValidationError as exc:
@@ -139,6 +139,7 @@ class Store:
             self._given = db
             self.settings = db.settings
             return
+        path: Path | PostgresUrl
         if uri is not None:
             path, from_uri = parse_uri(uri)
             self.options = {k: from_uri.pop(k) for k in options if k in from_uri}
@@ -147,7 +148,8 @@ class Store:
                 raise InvalidInputError(f"{clash} set both in the URI {uri!r} and as arguments")
             overrides = {**from_uri, **overrides}
         elif isinstance(db, str | os.PathLike):
-            path = Path(db)
+            # A postgresql:// URL stays a URL (a Path would fold its '//').
+            path = PostgresUrl(db) if isinstance(db, str) and is_postgres_url(db) else Path(db)
         else:
             raise InvalidInputError(f"db must be an Abathur or a path, got {type(db).__name__}")
         self.settings = _settings(path, overrides)

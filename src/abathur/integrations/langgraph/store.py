@@ -76,7 +76,7 @@ from langgraph.store.base import (
 from pydantic import ValidationError
 
 from abathur.api import Abathur
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings, is_postgres_url
 from abathur.errors import (
     ClosedError,
     EmbedderError,
@@ -209,7 +209,7 @@ def _check_ttl_config(ttl: object) -> TTLConfig | None:
     return TTLConfig(**ttl)  # type: ignore[typeddict-item]
 
 
-def _settings(path: Path, overrides: dict[str, Any]) -> Settings:
+def _settings(path: Path | PostgresUrl, overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**{**overrides, "db": path})
     except ValidationError as exc:
@@ -352,7 +352,9 @@ class AbathurStore(BaseStore):
             if "embedder" in settings:
                 raise InvalidInputError("give either index 'embed' or the 'embedder' setting")
             self._embedder = as_embedder(embed, dims=self.index_config["dims"])  # type: ignore[index]
-        self.settings = _settings(Path(db), settings)
+        # A postgresql:// URL stays a URL (a Path would fold its '//').
+        target = PostgresUrl(db) if isinstance(db, str) and is_postgres_url(db) else Path(db)
+        self.settings = _settings(target, settings)
         self._ab = None
         self._loop = None
         self._owns = True
