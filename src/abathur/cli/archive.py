@@ -18,6 +18,7 @@ from abathur.cli.options import (
     format_pairs,
     format_table,
     is_server,
+    shown_db,
     standard_options,
 )
 from abathur.errors import DatabaseError
@@ -93,7 +94,7 @@ def _list(
         lambda a: a.list(kind=kind, ref=ref, limit=limit, before=before),  # type: ignore[arg-type]
     )
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "entries": [e.model_dump(mode="json") for e in entries],
     }
     human = _entries_table(entries) if entries else "the archive is empty (or nothing matched)"
@@ -206,7 +207,7 @@ def run(*, db_path: Path, out: Output, dry_run: bool, vacuum: bool) -> None:
       abathur archive run --db ./agent.db --vacuum
     """
     report = _with_archival(db_path, lambda a: a.run(dry_run=dry_run, vacuum=vacuum))
-    data = {"path": str(db_path.absolute()), **report.model_dump(mode="json")}
+    data = {"path": shown_db(db_path), **report.model_dump(mode="json")}
     verb = "would move" if dry_run else "moved"
     table = format_table(
         ("policy", "items", "rows", "raw", "stored"),
@@ -216,7 +217,7 @@ def run(*, db_path: Path, out: Output, dry_run: bool, vacuum: bool) -> None:
         ),
     )
     lines: list[tuple[str, object]] = [
-        ("database", db_path.absolute()),
+        ("database", shown_db(db_path)),
         ("run", "dry run: nothing written" if dry_run else report.run_id),
     ]
     if report.resumed_after is not None:
@@ -252,7 +253,7 @@ def show(*, db_path: Path, out: Output, entry_id: int) -> None:
       abathur archive show --db ./agent.db 42 --json | jq '.tables.events | length'
     """
     item = _with_archival(db_path, lambda a: a.show(entry_id))
-    data = {"path": str(db_path.absolute()), **item.model_dump(mode="json")}
+    data = {"path": shown_db(db_path), **item.model_dump(mode="json")}
     parts = [_entries_table([item.entry])]
     for name, rows in item.tables.items():
         if not rows:
@@ -290,7 +291,7 @@ def restore(*, db_path: Path, out: Output, entry_id: int) -> None:
       abathur archive restore --db ./agent.db 42 --json
     """
     report = _with_archival(db_path, lambda a: a.restore(entry_id))
-    data = {"path": str(db_path.absolute()), **report.model_dump(mode="json")}
+    data = {"path": shown_db(db_path), **report.model_dump(mode="json")}
     lines = [
         ("restored", f"{report.kind} {report.ref} (archive entry {report.id})"),
         ("rows", report.rows),

@@ -15,6 +15,7 @@ from abathur.cli.options import (
     Output,
     format_pairs,
     format_table,
+    shown_db,
     standard_options,
 )
 from abathur.config import Settings, load_settings
@@ -197,7 +198,7 @@ def backup(
         pin = True
     directory = dest if dest is not None else backup_dir_for(db_path)
     data: dict[str, Any] = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "dest": str(directory.absolute()),
         "dry_run": dry_run,
     }
@@ -303,7 +304,7 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
     directory = dest if dest is not None else backup_dir_for(db_path)
     found = list_backups(directory, database=db_path.name)
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "dest": str(directory.absolute()),
         "backups": [b.to_dict() for b in found],
     }
@@ -317,7 +318,7 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
 
 
 def _pin_result(out: Output, db_path: Path, made: Backup) -> None:
-    data = {"path": str(db_path.absolute()), "backup": made.to_dict()}
+    data = {"path": shown_db(db_path), "backup": made.to_dict()}
     lines = [("backup", made.data_path), ("pinned", _pin_text(made) or "no")]
     out.result(data, format_pairs(lines))
 
@@ -379,7 +380,7 @@ def verify(*, db_path: Path, out: Output, file: Path, allow_unauthenticated: boo
     except CorruptBackupError as exc:
         out.error(exc)
         raise click.exceptions.Exit(EXIT_FINDINGS) from None
-    data = {"path": str(db_path.absolute()), **verified.to_dict()}
+    data = {"path": shown_db(db_path), **verified.to_dict()}
     lines = [
         ("backup", file),
         ("result", "ok"),
@@ -410,7 +411,7 @@ def keygen(*, db_path: Path, out: Output, key_file: Path) -> None:
     """
     key = generate_key_file(key_file)
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "key_file": str(key_file.absolute()),
         "key_id": key.key_id,
     }

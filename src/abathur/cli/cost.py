@@ -16,6 +16,7 @@ from abathur.cli.options import (
     format_pairs,
     format_table,
     is_server,
+    shown_db,
     standard_options,
 )
 from abathur.errors import DatabaseError
@@ -148,7 +149,7 @@ def _options(fn: Any) -> Any:
 
 def _report(db_path: Path, out: Output, since: str, by: str) -> None:
     report = _load(db_path, since, by)
-    data = {"path": str(db_path.absolute()), **report.model_dump(mode="json")}
+    data = {"path": shown_db(db_path), **report.model_dump(mode="json")}
     out.result(data, format_report(report))
 
 

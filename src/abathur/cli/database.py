@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from abathur.api import Abathur, sqlite_database
-from abathur.cli.options import Output, format_pairs, format_table, standard_options
+from abathur.cli.options import Output, format_pairs, format_table, shown_db, standard_options
 from abathur.errors import DatabaseError
 from abathur.ops.files import Migration, MigrationPlan, available_migrations, plan_migrations
 
@@ -47,7 +47,7 @@ def init(*, db_path: Path, out: Output) -> None:
         await plan_migrations(db_path)
         async with Abathur.open(db_path) as ab:
             return {
-                "path": str(db_path.absolute()),
+                "path": shown_db(db_path),
                 "created": not existed,
                 "schema_version": await ab.db.schema_version(),
                 "migrated_from": ab.db.migrated_from,
@@ -189,7 +189,7 @@ def info(*, db_path: Path, out: Output) -> None:
         async with Abathur.open(db_path, auto_migrate=False) as ab:
             found = await sqlite_database(ab, "abathur info").info()
             return {
-                "path": str(db_path.absolute()),
+                "path": shown_db(db_path),
                 "size_bytes": found.size_bytes,
                 "wal_bytes": found.wal_bytes,
                 "page_size": found.page_size,

@@ -13,6 +13,7 @@ from abathur.cli.options import (
     Output,
     database_problem,
     format_table,
+    shown_db,
     standard_options,
 )
 from abathur.ops.backup import backup_dir_for
@@ -109,7 +110,7 @@ def metrics(*, db_path: Path, out: Output, textfile: Path | None, dest: Path | N
     problem = database_problem(db_path)
     found = collect(db_path, backup_dir=dest if dest is not None else backup_dir_for(db_path))
     text = render(found)
-    data = {"path": str(db_path.absolute()), "metrics": [m.to_dict() for m in found]}
+    data = {"path": shown_db(db_path), "metrics": [m.to_dict() for m in found]}
     if textfile is not None:
         written = write_textfile(textfile, text)
         data["textfile"] = str(written.absolute())

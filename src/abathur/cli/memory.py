@@ -23,6 +23,7 @@ from abathur.cli.options import (
     json_text,
     read_database,
     shorten,
+    shown_db,
     standard_options,
 )
 from abathur.errors import MemoryNotFoundError
@@ -67,7 +68,7 @@ def _namespaces(db_path: Path, out: Output, *, prefix: str | None, limit: int) -
     counts = read_database(db_path, fetch)
     shown, has_more = counts[:limit], len(counts) > limit
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "prefix": prefix,
         "namespaces": [c.model_dump(mode="json", exclude={"new_7d"}) for c in shown],
         "has_more": has_more,
@@ -202,7 +203,7 @@ def list_(
     found = read_database(db_path, fetch)
     shown, has_more = found[:limit], len(found) > limit
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "prefix": prefix,
         "type": type_,
         "offset": offset,
@@ -278,7 +279,7 @@ def get(*, db_path: Path, out: Output, namespace: str, key: str, version: int | 
             )
         raise MemoryNotFoundError(f"memory {_name(namespace, key)} has no version {version}")
     out.result(
-        {"path": str(db_path.absolute()), "memory": found.model_dump(mode="json")},
+        {"path": shown_db(db_path), "memory": found.model_dump(mode="json")},
         _memory_pairs(found),
     )
 
@@ -308,7 +309,7 @@ def history(*, db_path: Path, out: Output, namespace: str, key: str) -> None:
             f"memory {_name(namespace, key)} has no versions (never written, or expired)"
         )
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "namespace": namespace,
         "key": key,
         "versions": [m.model_dump(mode="json") for m in versions],

@@ -59,6 +59,7 @@ __all__ = [
     "json_text",
     "read_database",
     "shorten",
+    "shown_db",
     "standard_options",
 ]
 
@@ -165,13 +166,19 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
 # Commands that work on the SQLite file itself (its pages, its copies, its
 # pragmas): not available on a PostgreSQL server yet (issue 14).
 FILE_ONLY_COMMANDS = frozenset(
-    {"backup", "check", "health", "info", "init", "metrics", "migrate", "restore", "smoke"}
+    {"backup", "check", "health", "info", "init", "metrics", "migrate", "restore"}
 )
 
 
 def is_server(db_path: object) -> bool:
     """True when ``--db`` named a PostgreSQL server (a ``PostgresUrl``), not a file."""
     return not isinstance(db_path, PurePath) and type(db_path).__name__ == "PostgresUrl"
+
+
+def shown_db(db_path: Path) -> str:
+    """The database as messages and ``--json`` name it: a file's absolute path,
+    or a server's URL without its password."""
+    return str(db_path) if is_server(db_path) else str(db_path.absolute())
 
 
 def database_missing(db_path: Path) -> bool:

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, database_missing, format_table, is_server, standard_options
+from abathur.cli.options import (
+    Output,
+    database_missing,
+    format_table,
+    is_server,
+    shown_db,
+    standard_options,
+)
 from abathur.errors import DatabaseError
 from abathur.models import PurgeReport
 from abathur.ops.files import plan_migrations
@@ -113,7 +120,7 @@ def purge(
         db_path, prefix=prefix, everything=everything, app=app, user=user, dry_run=dry_run
     )
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "dry_run": dry_run,
         "reports": [r.model_dump(mode="json") for r in reports],
     }

@@ -18,6 +18,7 @@ from abathur.cli.options import (
     format_table,
     is_server,
     json_text,
+    shown_db,
     standard_options,
 )
 from abathur.config import Settings, load_settings
@@ -179,7 +180,7 @@ def sync(
                     out.progress(f"abathur: warning [{exc.code}]: {exc.message}")
                     embeddings = {"error": exc.to_dict()}
             return {
-                "path": str(db_path.absolute()),
+                "path": shown_db(db_path),
                 **report.model_dump(mode="json"),
                 "embeddings": embeddings,
             }
@@ -211,7 +212,7 @@ def unsync(*, db_path: Path, out: Output, directory: Path) -> None:
             _require_file(db_path)  # db.error, as every command says it (issue 12)
         async with Abathur.open(db_path, embed_worker=False) as ab:
             report = await ab.documents.forget(directory)
-        return {"path": str(db_path.absolute()), **report.model_dump(mode="json")}
+        return {"path": shown_db(db_path), **report.model_dump(mode="json")}
 
     data = asyncio.run(run())
     out.result(
@@ -350,7 +351,7 @@ def search(
                     query, prefix=prefix, k=k, mode=mode, min_score=min_score, fresh=fresh
                 )
         return {
-            "path": str(db_path.absolute()),
+            "path": shown_db(db_path),
             "kind": "documents" if is_docs else "memories",
             **result.model_dump(mode="json"),
         }
@@ -470,7 +471,7 @@ def reindex(
             await plan_migrations(db_path)
         before = await inspect()
         data: dict[str, Any] = {
-            "path": str(db_path.absolute()),
+            "path": shown_db(db_path),
             "action": "compact" if compact else "reindex",
             "is_dry_run": dry_run,
             **before,

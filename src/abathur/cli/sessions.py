@@ -21,6 +21,7 @@ from abathur.cli.options import (
     json_text,
     read_database,
     shorten,
+    shown_db,
     standard_options,
 )
 from abathur.models import Session
@@ -49,7 +50,7 @@ def _list(
     found = read_database(db_path, fetch)
     shown, has_more = found[:limit], len(found) > limit
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "app": app,
         "user": user,
         "status": status,
@@ -185,7 +186,7 @@ def show(*, db_path: Path, out: Output, session_id: str, last: int) -> None:
     dump = found.model_dump(mode="json")
     dump["events"] = dump["events"][-last:] if last else []
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "session": dump,
         "last": last,
         "has_more_events": has_more,

@@ -56,7 +56,7 @@ def format_report(report: SmokeReport) -> str:
     scope = f"category {report.category}" if report.category else "all cases"
     return "\n".join(
         [
-            f"abathur smoke {report.path.absolute()} ({scope}, run {report.run_id})",
+            f"abathur smoke {report.to_dict()['path']} ({scope}, run {report.run_id})",
             "",
             table,
             "",

@@ -14,6 +14,7 @@ from abathur.cli.options import (
     format_pairs,
     format_table,
     is_server,
+    shown_db,
     standard_options,
 )
 from abathur.errors import DatabaseError
@@ -170,5 +171,5 @@ def stats(*, db_path: Path, out: Output, since: str, days: int, depth: int, top:
       abathur stats --db ./agent.db --json | jq '.calls[] | select(.name == "memory.put")'
     """
     found = _load(db_path, since, days, depth, top)
-    data = {"path": str(db_path.absolute()), **found.model_dump(mode="json")}
+    data = {"path": shown_db(db_path), **found.model_dump(mode="json")}
     out.result(data, format_stats(found))

@@ -19,6 +19,7 @@ from abathur.cli.options import (
     json_text,
     read_database,
     shorten,
+    shown_db,
     standard_options,
 )
 from abathur.models import Task
@@ -51,7 +52,7 @@ def _list(
     found = read_database(db_path, fetch)
     shown, has_more = found[:limit], len(found) > limit
     data = {
-        "path": str(db_path.absolute()),
+        "path": shown_db(db_path),
         "session_id": session_id,
         "status": status,
         "tasks": [t.model_dump(mode="json") for t in shown],

@@ -14,7 +14,14 @@ from pathlib import Path
 import click
 
 from abathur.api import Abathur
-from abathur.cli.options import Output, database_missing, format_pairs, is_server, standard_options
+from abathur.cli.options import (
+    Output,
+    database_missing,
+    format_pairs,
+    is_server,
+    shown_db,
+    standard_options,
+)
 from abathur.errors import DatabaseError, InvalidInputError
 from abathur.models import ExportReport, ImportReport, TransferCounts
 from abathur.ops.files import plan_migrations
@@ -116,7 +123,7 @@ def export(
             return report
 
     report = asyncio.run(run())
-    data = {**report.model_dump(mode="json"), "path": str(db_path.absolute()), "file": dest}
+    data = {**report.model_dump(mode="json"), "path": shown_db(db_path), "file": dest}
     if dest == _STDIO:
         out.progress(_export_human(report, "stdout"))
     else:
@@ -166,10 +173,10 @@ def import_(*, db_path: Path, out: Output, source: str, dry_run: bool) -> None:
             report = asyncio.run(run(spooled))
     else:
         report = asyncio.run(run(Path(source)))
-    data = {**report.model_dump(mode="json"), "path": str(db_path.absolute()), "file": source}
+    data = {**report.model_dump(mode="json"), "path": shown_db(db_path), "file": source}
     verb = "would import" if dry_run else "imported"
     lines: list[tuple[str, object]] = [
-        ("database", db_path.absolute()),
+        ("database", shown_db(db_path)),
         (verb, _counts(report.imported)),
         ("skipped", _skipped(report.skipped)),
         ("lines", report.lines),

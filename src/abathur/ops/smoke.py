@@ -82,7 +82,7 @@ from pydantic import JsonValue
 
 from abathur import audit, memory, search
 from abathur.api import Abathur
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings, is_postgres_url
 from abathur.embeddings.queue import recorded_embedder
 from abathur.errors import (
     AbathurError,
@@ -228,7 +228,7 @@ class Cleanup:
 class SmokeReport:
     """Every case's result, the run's identity, its duration and its cleanup."""
 
-    path: Path
+    path: Path | PostgresUrl
     run_id: str
     category: str | None
     results: tuple[CaseResult, ...]
@@ -258,7 +258,7 @@ class SmokeReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as ``abathur smoke --json`` prints it."""
         return {
-            "path": str(self.path.absolute()),
+            "path": _shown(self.path),
             "run_id": self.run_id,
             "namespace": f"{SMOKE_ROOT}:{self.run_id}",
             "category": self.category,
@@ -306,7 +306,7 @@ _DOC_STEADY = "smoke-unchanged.md"
 class _Run:
     """One smoke run: the open database, its identity, and what its cases made."""
 
-    def __init__(self, path: Path, settings: Settings, run_id: str) -> None:
+    def __init__(self, path: Path | PostgresUrl, settings: Settings, run_id: str) -> None:
         self.path = path
         self.settings = settings
         self.run_id = run_id
@@ -339,7 +339,7 @@ class _Run:
         return self._ab
 
     async def _open(self) -> Abathur:
-        if not self.path.is_file():
+        if isinstance(self.path, Path) and not self.path.is_file():
             raise DatabaseError(
                 f"no database at {str(self.path)!r} (the smoke run never creates one)"
             )
@@ -1221,12 +1221,17 @@ def _leftovers(tx: Transaction, run: _Run) -> dict[str, int]:
 # -- running --------------------------------------------------------------------------
 
 
+def _shown(target: Path | PostgresUrl) -> str:
+    """A file's absolute path, or a server's URL without its password."""
+    return str(target.absolute()) if isinstance(target, Path) else str(target)
+
+
 def _new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 async def run_smoke(
-    path: str | Path,
+    path: str | Path | PostgresUrl,
     *,
     category: str | None = None,
     settings: Settings | None = None,
@@ -1239,7 +1244,8 @@ async def run_smoke(
     cleaned up (see the module docstring for what stays by design).
 
     Args:
-        path: an existing database file; it is never created or migrated.
+        path: an existing database file, or a PostgreSQL URL; it is never
+            created or migrated.
         category: one of :data:`CATEGORIES`, or ``None`` for all.
         settings: pragmas and the embedder; default :class:`~abathur.config.Settings`
             (``ABATHUR_*`` variables, as the application reads them).
@@ -1275,8 +1281,14 @@ async def run_smoke(
         raise InvalidInputError(f"run_id {run_id!r} must be letters, digits, '-', '_' or '.'")
     if not isinstance(case_timeout_s, int | float) or not case_timeout_s > 0:
         raise InvalidInputError(f"case_timeout_s must be a positive number, got {case_timeout_s!r}")
-    path = Path(path)
-    run = _Run(path, settings or Settings(), run_id)
+    target: Path | PostgresUrl
+    if isinstance(path, PostgresUrl):
+        target = path
+    elif isinstance(path, str) and is_postgres_url(path):
+        target = PostgresUrl(path)
+    else:
+        target = Path(path)
+    run = _Run(target, settings or Settings(), run_id)
     selected = [c for c in CASES if category is None or c.category == category]
     started = time.perf_counter()
     results: list[CaseResult] = []
@@ -1287,11 +1299,11 @@ async def run_smoke(
     finally:
         await run.close()
     report = SmokeReport(
-        path, run_id, category, tuple(results), time.perf_counter() - started, cleanup
+        target, run_id, category, tuple(results), time.perf_counter() - started, cleanup
     )
     log.info(
         "smoke.finished",
-        path=str(path),
+        path=_shown(target),
         run_id=run_id,
         passed=report.passed,
         failed=report.failed,

@@ -211,7 +211,13 @@ class PgDatabase:
         db.migrated = applied
         db.migrated_from = before if applied else None
         if applied:
-            log.info("db.migrated", url=str(url), applied=applied)
+            log.info(
+                "db.migrated",
+                url=str(url),
+                from_version=before,
+                to_version=applied[-1],
+                applied=applied,
+            )
         return db
 
     # -- transactions ------------------------------------------------------
