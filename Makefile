@@ -85,11 +85,15 @@ PYTHON313  ?= $(lastword python3.13 $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin
 # operator tooling's end-to-end files: each of their tests starts several
 # `abathur` processes (half the suite's time), over library code the unit tests
 # cover, while tests/integration/test_cli.py still runs every command once.
-LIGHT := HYPOTHESIS_PROFILE=dev
+# PostgreSQL runs once too, in `make test` (both backends): the lighter runs
+# test the sqlite backend only and leave out the PostgreSQL backend's own
+# tests (tests/unit/test_pg_*.py), which check the server, not the Python.
+LIGHT := HYPOTHESIS_PROFILE=dev ABATHUR_TEST_BACKENDS=sqlite
 LIGHT_SKIP := test_cli_ops test_cli_search test_cli_archive_cost_stats test_cli_purge \
 	test_cli_transfer
 LIGHT_ARGS := -q -p no:cacheprovider -m "not slow" \
-	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py)
+	$(foreach f,$(LIGHT_SKIP),--ignore=tests/integration/$(f).py) \
+	--ignore-glob='tests/unit/test_pg_*.py'
 
 # $(call venv,DIR,PYTHON,CONSTRAINTS,EXTRAS): DIR/.installed builds DIR.
 ALL_EXTRAS    := dev,adk,langgraph,mcp,postgres

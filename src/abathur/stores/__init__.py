@@ -2,7 +2,7 @@
 
 Services (``abathur.sessions``, ``abathur.memory``, ...) hold the rules:
 validation, revisions and versions, consolidation, budgets, TTL. A backend
-(``abathur.backends.sqlite``, one day ``abathur.backends.postgres``) holds
+(``abathur.backends.sqlite``, ``abathur.backends.postgres``) holds
 the SQL. They meet here, in protocols only: a service never imports a
 backend, and a backend never imports a service.
 
