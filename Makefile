@@ -111,11 +111,14 @@ $(eval $(call venv,.venv-3.12,$(PYTHON312),constraints.txt,$(ALL_EXTRAS)))
 $(eval $(call venv,.venv-3.13,$(PYTHON313),constraints.txt,$(ALL_EXTRAS)))
 $(eval $(call venv,.venv-lowest,$(PYTHON),constraints-lowest.txt,$(LOWEST_EXTRAS)))
 
+# LIGHT_BASETEMP: a pytest basetemp of the run's own (.ci/run runs 3.12 and
+# 3.13 side by side).
+LIGHT_BASETEMP ?=
 test-3.12: .venv-3.12/.installed
-	$(LIGHT) .venv-3.12/bin/python -m pytest $(LIGHT_ARGS)
+	$(LIGHT) .venv-3.12/bin/python -m pytest $(LIGHT_ARGS) $(if $(LIGHT_BASETEMP),--basetemp=$(LIGHT_BASETEMP))
 
 test-3.13: .venv-3.13/.installed
-	$(LIGHT) .venv-3.13/bin/python -m pytest $(LIGHT_ARGS)
+	$(LIGHT) .venv-3.13/bin/python -m pytest $(LIGHT_ARGS) $(if $(LIGHT_BASETEMP),--basetemp=$(LIGHT_BASETEMP))
 
 # Every runtime dependency at its lower bound (constraints-lowest.txt), on 3.11.
 test-lowest: .venv-lowest/.installed
