@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test typecheck fuzz test-model export-model lint bench clean lock docs
-.PHONY: test-3.12 test-3.13 test-lowest dist test-dist test-pg
+.PHONY: test-3.12 test-3.13 test-lowest dist test-dist test-pg run-pg
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 2; }
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/abathur demo --db ./abathur.db
+
+# The same demo (and its smoke run) on an embedded PostgreSQL 18 + pgvector,
+# started in a temporary directory and stopped after (scripts/run_pg.py).
+run-pg: $(STAMP)
+	$(BIN)/python scripts/run_pg.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts

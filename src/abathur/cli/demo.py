@@ -19,7 +19,9 @@ from abathur.cli.options import (
     Output,
     format_pairs,
     format_table,
+    is_server,
     json_text,
+    shown_db,
     standard_options,
 )
 from abathur.cli.smoke import format_report as format_smoke
@@ -49,8 +51,10 @@ CONVERSATION: list[tuple[str, str, dict[str, Any]]] = [
 
 
 async def _run(path: Path) -> dict[str, Any]:
-    # Refuse a file newer than this abathur before opening (and so touching) it.
-    await plan_migrations(path)
+    # Refuse a file newer than this abathur before opening (and so touching) it;
+    # a PostgreSQL server refuses a newer schema itself when it opens.
+    if not is_server(path):
+        await plan_migrations(path)
     async with Abathur.open(path) as ab:
         # A fresh session each run: sessions are conversations, not settings.
         s = await ab.sessions.create(
@@ -104,7 +108,7 @@ async def _run(path: Path) -> dict[str, Any]:
         language = await ab.memory.get(PREFERENCES, "language")
         assert language is not None  # written above
         return {
-            "path": str(path.absolute()),
+            "path": shown_db(path),
             "session": session.model_dump(mode="json"),
             "user_state": await ab.sessions.get_user_state(app=APP, user=USER),
             "task": task.model_dump(mode="json"),
