@@ -90,9 +90,9 @@ PYTHON313  ?= $(lastword python3.13 $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin
 # operator tooling's end-to-end files: each of their tests starts several
 # `abathur` processes (half the suite's time), over library code the unit tests
 # cover, while tests/integration/test_cli.py still runs every command once.
-# PostgreSQL runs once too, in `make test` (both backends): the lighter runs
-# test the sqlite backend only and leave out the PostgreSQL backend's own
-# tests (tests/unit/test_pg_*.py), which check the server, not the Python.
+# The lighter runs test the sqlite backend only and leave out the PostgreSQL
+# backend's own tests (tests/unit/test_pg_*.py): those check the server, not
+# the Python, and run once, in `make test`.
 LIGHT := HYPOTHESIS_PROFILE=dev ABATHUR_TEST_BACKENDS=sqlite
 LIGHT_SKIP := test_cli_ops test_cli_search test_cli_archive_cost_stats test_cli_purge \
 	test_cli_transfer

@@ -17,9 +17,10 @@ backup file format) do not take ``backend``; they carry
 ``pytest.mark.sqlite_only(reason)`` so a reader knows why they run once.
 
 Which backends run is ``$ABATHUR_TEST_BACKENDS`` (a comma list of names in
-:data:`KNOWN`; default both, ``sqlite,postgres``: ``make test`` runs every
-backend-parametrised test on each). The lighter runs of other Pythons set
-``sqlite``; ``make test-pg`` runs the postgres half alone. A postgres target is a fresh
+:data:`KNOWN`; default ``sqlite``). ``make test-pg`` runs every
+backend-parametrised test on ``postgres``; ``make test`` runs the PostgreSQL
+backend's own tests (tests/unit/test_pg_*.py) but, until the postgres half
+fits CI's time (issue 14), not the service tests on it. A postgres target is a fresh
 database on the session's embedded server (tests/postgres.py), dropped after
 the test.
 """
@@ -204,7 +205,7 @@ KNOWN: Mapping[str, TestBackend] = MappingProxyType({"sqlite": SQLITE, "postgres
 def _enabled() -> list[TestBackend]:
     names = [
         n.strip()
-        for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite,postgres").split(",")
+        for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite").split(",")
         if n.strip()
     ]
     unknown = [n for n in names if n not in KNOWN]
