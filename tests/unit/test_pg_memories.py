@@ -345,7 +345,6 @@ async def test_purge_everything_reaches_the_top_of_the_range(pg_conn: Any) -> No
         put_all(tx, [version(ns, "k") for ns in ["a", "\U0010ffff", "z:\uffff"]])
         under = [r.namespace for r in tx.memories.versions_under(None)]
         tx.memories.erase(None, [r.id for r in tx.memories.versions_under(None)], [])
-        tx.memories.overwrite_deleted(True)  # a no-op here, but callable
         return under, [r.namespace for r in tx.memories.versions_under(None)]
 
     under, left = on_pg(pg_conn, scenario)

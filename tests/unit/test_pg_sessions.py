@@ -22,11 +22,11 @@ import pytest
 
 import abathur.audit
 from abathur import Event
-from abathur.backends.postgres.audit import PgAuditStore
 from abathur.backends.postgres.context import PgContext
 from abathur.backends.postgres.metrics import PgMetricsStore
 from abathur.backends.postgres.sessions import PgSessionStore
 from abathur.backends.postgres.tasks import PgTaskStore
+from abathur.backends.postgres.transaction import PgTransaction
 from abathur.backends.sqlite import Database
 from abathur.config import Settings
 from abathur.sessions import SessionService
@@ -37,15 +37,11 @@ from abathur.tasks import TaskService
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class PgTx:
-    """The four stores of this lane on one connection (what the backend's tx will hold)."""
+class PgTx(PgTransaction):
+    """The backend's transaction on one connection, outside the backend."""
 
     def __init__(self, conn: Conn) -> None:
-        context = PgContext("postgresql://test", Settings())
-        self.sessions = PgSessionStore(conn, context)
-        self.tasks = PgTaskStore(conn, context)
-        self.audit = PgAuditStore(conn, context)
-        self.metrics = PgMetricsStore(conn, context)
+        super().__init__(conn, PgContext("postgresql://test", Settings()))
 
 
 class PgMini:
@@ -256,9 +252,7 @@ def test_purge_removes_only_the_users_rows_and_counts_them(pg_conn: Conn) -> Non
         assert store.task_ids(ids) == {"ts1", "ts2"}
         assert store.task_ids([]) == set()
         assert store.purge_counts(ids, "a", "al_") == PurgeCounts(2, 2, 2, 0)
-        store.erase_securely(True)
         store.purge(ids, "a", "al_")
-        store.erase_securely(False)
         assert store.user_session_ids("a", "al_") == []
         assert sorted(store.user_session_ids("a", "alx") + store.user_session_ids("a", "al%")) == [
             "s3", "s4"]
