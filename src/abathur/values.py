@@ -97,10 +97,10 @@ def check_no_nul(value: str, what: str) -> str:
         >>> from abathur.values import check_no_nul
         >>> check_no_nul("fine", "prompt")
         'fine'
-        >>> check_no_nul("a\x00b", "prompt")
+        >>> check_no_nul("a\\x00b", "prompt")
         Traceback (most recent call last):
         ...
-        abathur.errors.InvalidInputError: prompt holds a NUL character (\x00) at position 1: ...
+        abathur.errors.InvalidInputError: prompt holds a NUL character (\\x00) at position 1: ...
     """
     at = value.find("\x00")
     if at >= 0:
