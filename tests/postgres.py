@@ -13,14 +13,17 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import pytest
 
 __all__ = ["drop_database", "fresh_database", "pg_conn", "pg_server", "pg_url"]
 
 _counter = itertools.count()
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +99,47 @@ def pg_conn(pg_url: str) -> Iterator[object]:
         migrate(conn)
         register_vector(conn)
         yield conn
+
+
+# Store-level parity tests (tests/unit/test_pg_memories.py, test_pg_search.py).
+
+
+def pg_tx(conn: Any) -> SimpleNamespace:
+    """What a PostgreSQL transaction hands a service: the stores on one connection."""
+    from abathur.backends.postgres.context import PgContext
+    from abathur.backends.postgres.memories import PgMemoryStore
+    from abathur.backends.postgres.search import PgSearchIndex
+    from abathur.config import Settings
+
+    context = PgContext("postgresql://test", Settings())
+    return SimpleNamespace(
+        memories=PgMemoryStore(conn, context),
+        search=PgSearchIndex(conn, context),
+        conn=conn,
+        kind="pg",
+    )
+
+
+def on_pg(conn: Any, fn: Callable[[Any], T]) -> T:
+    with conn.transaction():
+        return fn(pg_tx(conn))
+
+
+async def on_sqlite(path: Path, fn: Callable[[Any], T]) -> T:
+    from abathur.backends.sqlite import Database
+
+    db = await Database.open(path)
+    try:
+
+        def run(tx: Any) -> T:
+            tx.kind = "sqlite"
+            return fn(tx)
+
+        return await db.write(run)
+    finally:
+        await db.close()
+
+
+async def both(pg_conn: Any, tmp_path: Path, fn: Callable[[Any], T]) -> tuple[T, T]:
+    """``fn(tx)`` on PostgreSQL and on SQLite: (postgres answer, sqlite answer)."""
+    return on_pg(pg_conn, fn), await on_sqlite(tmp_path / "ref.db", fn)

@@ -10,58 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from abathur.backends.postgres import memories as pg_memories
-from abathur.backends.postgres.context import PgContext
-from abathur.backends.postgres.memories import PgMemoryStore
-from abathur.backends.postgres.search import PgSearchIndex
-from abathur.backends.sqlite import Database
-from abathur.config import Settings
 from abathur.stores.memories import MemoryRow, MemoryVersion
 from abathur.stores.search import IndexItem, MemoryText
-
-T = TypeVar("T")
-
-
-def pg_tx(conn: Any) -> SimpleNamespace:
-    """What a PostgreSQL transaction hands a service: the stores on one connection."""
-    context = PgContext("postgresql://test", Settings())
-    return SimpleNamespace(
-        memories=PgMemoryStore(conn, context),
-        search=PgSearchIndex(conn, context),
-        conn=conn,
-        kind="pg",
-    )
-
-
-def on_pg(conn: Any, fn: Callable[[Any], T]) -> T:
-    with conn.transaction():
-        return fn(pg_tx(conn))
-
-
-async def on_sqlite(path: Path, fn: Callable[[Any], T]) -> T:
-    db = await Database.open(path)
-    try:
-
-        def run(tx: Any) -> T:
-            tx.kind = "sqlite"
-            return fn(tx)
-
-        return await db.write(run)
-    finally:
-        await db.close()
-
-
-async def both(pg_conn: Any, tmp_path: Path, fn: Callable[[Any], T]) -> tuple[T, T]:
-    """``fn(tx)`` on PostgreSQL and on SQLite: (postgres answer, sqlite answer)."""
-    return on_pg(pg_conn, fn), await on_sqlite(tmp_path / "ref.db", fn)
+from tests.postgres import both, on_pg
 
 
 def version(
