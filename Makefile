@@ -23,16 +23,20 @@ run: $(STAMP)
 run-pg: $(STAMP)
 	$(BIN)/python scripts/run_pg.py $(ARGS)
 
+# The whole suite on every backend (tests/backends.py: sqlite and postgres, the
+# latter on an embedded PostgreSQL 18 + pgvector), spread over the machine's
+# cores by pytest-xdist: each worker has its own PostgreSQL server and temp dir.
+TEST_WORKERS ?= logical
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks model_tests scripts
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
-# The backend-parametrised tests (ids ending in [postgres]) and the PostgreSQL
-# backend's own (tests/unit/test_pg_*.py) on the embedded PostgreSQL 18 +
-# pgvector server (tests/postgres.py, issue 14).
+# The PostgreSQL half of `make test` alone: the backend-parametrised tests (ids
+# ending in [postgres]) and the PostgreSQL backend's own (tests/unit/test_pg_*.py).
 test-pg: $(STAMP)
-	ABATHUR_TEST_BACKENDS=postgres $(BIN)/python -m pytest -q -k "postgres or test_pg_" tests
+	ABATHUR_TEST_BACKENDS=postgres $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+		--dist worksteal -k "postgres or test_pg_" tests
 
 # The type checker alone (pyproject.toml [tool.mypy]: strict on abathur.stores
 # and abathur.backends).
@@ -116,8 +120,8 @@ $(eval $(call venv,.venv-3.12,$(PYTHON312),constraints.txt,$(ALL_EXTRAS)))
 $(eval $(call venv,.venv-3.13,$(PYTHON313),constraints.txt,$(ALL_EXTRAS)))
 $(eval $(call venv,.venv-lowest,$(PYTHON),constraints-lowest.txt,$(LOWEST_EXTRAS)))
 
-# LIGHT_BASETEMP: a pytest basetemp of the run's own (.ci/run runs 3.12 and
-# 3.13 side by side).
+# LIGHT_BASETEMP: a pytest basetemp of the run's own (.ci/run runs two of
+# these, or one beside test-dist, at a time).
 LIGHT_BASETEMP ?=
 test-3.12: .venv-3.12/.installed
 	$(LIGHT) .venv-3.12/bin/python -m pytest $(LIGHT_ARGS) $(if $(LIGHT_BASETEMP),--basetemp=$(LIGHT_BASETEMP))
@@ -127,7 +131,7 @@ test-3.13: .venv-3.13/.installed
 
 # Every runtime dependency at its lower bound (constraints-lowest.txt), on 3.11.
 test-lowest: .venv-lowest/.installed
-	$(LIGHT) .venv-lowest/bin/python -m pytest $(LIGHT_ARGS)
+	$(LIGHT) .venv-lowest/bin/python -m pytest $(LIGHT_ARGS) $(if $(LIGHT_BASETEMP),--basetemp=$(LIGHT_BASETEMP))
 
 # The wheel and the sdist in dist/, checked by twine. build and twine live in
 # their own venv (.venv-tools), pinned in constraints.txt like everything else.

@@ -17,12 +17,13 @@ backup file format) do not take ``backend``; they carry
 ``pytest.mark.sqlite_only(reason)`` so a reader knows why they run once.
 
 Which backends run is ``$ABATHUR_TEST_BACKENDS`` (a comma list of names in
-:data:`KNOWN`; default ``sqlite``). ``make test-pg`` runs every
-backend-parametrised test on ``postgres``; ``make test`` runs the PostgreSQL
-backend's own tests (tests/unit/test_pg_*.py) but, until the postgres half
-fits CI's time (issue 14), not the service tests on it. A postgres target is a fresh
+:data:`KNOWN`; default ``sqlite,postgres``: every one). ``make test`` runs
+both; ``make test-pg`` runs the postgres half alone, and the lighter runs
+(other Pythons, lowest bounds) ``sqlite``. A postgres target is a fresh
 database on the session's embedded server (tests/postgres.py), dropped after
-the test.
+the test: a copy of a migrated template, or an empty database for a test
+marked ``unmigrated`` (it watches the first open migrate, as a new SQLite
+file does).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ _pg_server: list[str] = []
 
 
 def _postgres_target(tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
-    from tests.postgres import drop_database, fresh_database
+    from tests.postgres import drop_database, fresh_database, migrated_database
 
     if request is not None:
         server = request.getfixturevalue("pg_server")
@@ -164,15 +165,16 @@ def _postgres_target(tmp_path: Path, request: pytest.FixtureRequest | None = Non
     elif _pg_server:
         server = _pg_server[0]
     else:
-        raise LookupError(
-            "a postgres target needs the pg_server fixture: pass the test's request"
-        )
+        raise LookupError("a postgres target needs the pg_server fixture: pass the test's request")
     # One database per place, as a file per path on SQLite: a test that opens
     # tmp_path / "a" twice (close, then reopen) finds what it wrote.
     key = str(tmp_path)
     if key in _pg_targets:
         return _pg_targets[key]
-    url = _pg_targets[key] = fresh_database(server)
+    # Migrated already (a copy of a template, tests/postgres.py), unless the
+    # test watches the first migration happen: an empty file on SQLite.
+    empty = request is not None and request.node.get_closest_marker("unmigrated") is not None
+    url = _pg_targets[key] = fresh_database(server) if empty else migrated_database(server)
     if request is not None:
         request.addfinalizer(lambda: drop_database(server, _pg_targets.pop(key)))
     # Without a request the database stays until the server stops (end of session).
@@ -203,11 +205,8 @@ KNOWN: Mapping[str, TestBackend] = MappingProxyType({"sqlite": SQLITE, "postgres
 
 
 def _enabled() -> list[TestBackend]:
-    names = [
-        n.strip()
-        for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite").split(",")
-        if n.strip()
-    ]
+    chosen = os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite,postgres")
+    names = [n.strip() for n in chosen.split(",") if n.strip()]
     unknown = [n for n in names if n not in KNOWN]
     if unknown or not names:
         raise ValueError(

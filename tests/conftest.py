@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from abathur import Abathur
 from tests.backends import BACKENDS, BackendHandle, divergence
+
+if TYPE_CHECKING:
+    from tests.helpers import MemoryClock
 
 # Before any test module imports it: the helpers' asserts (assert_unchanged)
 # show pytest's diff, as they did when they lived in this file.
@@ -43,10 +47,24 @@ async def ab(backend: BackendHandle) -> AsyncIterator[Abathur]:
         yield opened
 
 
+@pytest.fixture
+def memory_clock(monkeypatch: pytest.MonkeyPatch) -> MemoryClock:
+    """The memory service's clock, for TTL tests: ``memory_clock.advance(s)`` ages memories."""
+    from tests.helpers import MemoryClock
+
+    clock = MemoryClock()
+    monkeypatch.setattr("abathur.memory.time", clock)
+    return clock
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sqlite_only(reason): tests SQLite internals, so it runs on the sqlite backend only",
+    )
+    config.addinivalue_line(
+        "markers",
+        "unmigrated: the test watches the first open migrate; its postgres target starts empty",
     )
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from abathur import Abathur, Event
 from tests.backends import backend_of
 
 __all__ = [
+    "MemoryClock",
     "abathur",
     "assert_unchanged",
     "digest",
@@ -119,3 +121,26 @@ def ok_json(done: subprocess.CompletedProcess[str]) -> Any:
     """The one JSON document a successful ``--json`` command printed."""
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # exactly one document, or this raises
+
+
+class MemoryClock:
+    """The clock :mod:`abathur.memory` reads, moved on by :meth:`advance` instead of a sleep.
+
+    A TTL test that slept past a 50 ms TTL also needed the put and the first
+    read to fit inside it, which a loaded machine, or a PostgreSQL round trip,
+    did not always allow. Real time plus an offset, so durations still flow.
+    The stores are handed ``now`` by the service, so a store that read the
+    time itself would fail these tests.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def perf_counter(self) -> float:
+        return time.perf_counter()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds

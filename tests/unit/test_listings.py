@@ -29,7 +29,7 @@ from abathur.backends.sqlite.memories import (
     SQL_NAMESPACE_COUNTS_PREFIX,
     list_params,
 )
-from tests.helpers import assert_unchanged
+from tests.helpers import MemoryClock, assert_unchanged
 
 
 def counts(found: list[NamedCount]) -> list[tuple[str, int]]:
@@ -168,10 +168,12 @@ async def test_get_version_returns_any_version_as_written(ab: Abathur) -> None:
     assert await ab.memory.get_version("user:alice", "nope", 1) is None
 
 
-async def test_get_version_of_an_expired_memory_is_none(ab: Abathur) -> None:
+async def test_get_version_of_an_expired_memory_is_none(
+    ab: Abathur, memory_clock: MemoryClock
+) -> None:
     await ab.memory.put("user:alice", "otp", "1234", ttl=0.05)
     assert await ab.memory.get_version("user:alice", "otp", 1) is not None
-    await asyncio.sleep(0.1)
+    memory_clock.advance(0.1)
     # As history: once the current version expires, the memory has no versions.
     assert await ab.memory.get_version("user:alice", "otp", 1) is None
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -48,6 +49,7 @@ def test_redaction_processor_keeps_other_keys() -> None:
     }
 
 
+@pytest.mark.unmigrated
 async def test_migration_is_logged_with_fields(backend: BackendHandle) -> None:
     with capture_logs() as captured:
         async with backend.open():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,21 @@ from abathur import (
 )
 from abathur.backends.sqlite.memories import SQL_CURRENT_MEMORY, SQL_LIST_PREFIX, list_params
 from tests.backends import BACKENDS, BackendHandle, TestBackend, handle
-from tests.helpers import assert_unchanged
+from tests.helpers import MemoryClock, assert_unchanged
 
-TTL = 0.05  # seconds; tests sleep a little longer than this to see a memory expire
+TTL = 0.05  # seconds; expire() moves the memory service's clock past it
+_clock: list[MemoryClock] = []
+
+
+@pytest.fixture(autouse=True)
+def _use_memory_clock(memory_clock: MemoryClock) -> Iterator[None]:
+    _clock.append(memory_clock)
+    yield
+    _clock.clear()
 
 
 async def expire() -> None:
-    await asyncio.sleep(TTL * 2)
+    _clock[0].advance(TTL * 2)
 
 
 async def audit_actions(ab: Abathur) -> list[tuple[str, str, int]]:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.backends import BackendHandle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +72,7 @@ def test_the_readme_tour_prints_only_its_own_prints(tmp_path: Path) -> None:
     assert done.stderr == ""
 
 
+@pytest.mark.unmigrated
 def test_a_host_that_configures_logging_sees_abathurs_records(
     backend: BackendHandle, tmp_path: Path
 ) -> None:
