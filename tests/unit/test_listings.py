@@ -39,7 +39,9 @@ def counts(found: list[NamedCount]) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------- namespace_counts
 
 
-async def test_namespace_counts_count_live_memories_per_exact_namespace(ab: Abathur) -> None:
+async def test_namespace_counts_count_live_memories_per_exact_namespace(
+    ab: Abathur, memory_clock: MemoryClock
+) -> None:
     for key in ("a", "b", "c"):
         await ab.memory.put("user:alice", key, key)
     await ab.memory.put("user:alice:prefs", "lang", "fr")
@@ -49,7 +51,7 @@ async def test_namespace_counts_count_live_memories_per_exact_namespace(ab: Abat
     await ab.memory.put("user:alice", "b", "b2")  # a second version is one memory
     await ab.memory.put("user:gone", "x", 1, ttl=0.05)
     await ab.memory.delete("team", "x")  # a namespace left with nothing live is not listed
-    await asyncio.sleep(0.1)  # user:gone has expired
+    memory_clock.advance(0.1)  # user:gone has expired
 
     assert counts(await ab.memory.namespace_counts()) == [
         ("user:alice", 2),
@@ -114,7 +116,9 @@ async def test_namespace_counts_walk_the_current_index_without_sorting(ab: Abath
 # --------------------------------------------------------------------------- list(include_deleted)
 
 
-async def test_list_include_deleted_adds_tombstones_and_superseded(ab: Abathur) -> None:
+async def test_list_include_deleted_adds_tombstones_and_superseded(
+    ab: Abathur, memory_clock: MemoryClock
+) -> None:
     await ab.memory.put("user:alice", "a", "kept", metadata={"source": "chat"})
     await ab.memory.put("user:alice", "b", "gone", metadata={"source": "chat"})
     await ab.memory.delete("user:alice", "b")
@@ -123,7 +127,7 @@ async def test_list_include_deleted_adds_tombstones_and_superseded(ab: Abathur) 
     await ab.memory.consolidate("user:alice")
     await ab.memory.put("user:alice", "e", "brief", ttl=0.05)
     await ab.memory.delete("user:alice", "e")
-    await asyncio.sleep(0.1)  # e has expired: never listed, deleted or not
+    memory_clock.advance(0.1)  # e has expired: never listed, deleted or not
 
     live = await ab.memory.list("user:alice")
     assert [(m.key, m.status) for m in live] == [("a", "live"), ("d", "live")]
