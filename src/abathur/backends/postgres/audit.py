@@ -209,13 +209,14 @@ class PgAuditStore:
 
     #: Seqs come from a sequence that a rollback skips.
     gapless = False
+    #: The chain this transaction's records go to (``""``: the global one).
+    chain_key: str = ""
 
     def __init__(
         self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext, *, chain: str = ""
     ) -> None:
         self._conn = conn
         self._context = context
-        #: The chain this transaction's records go to (``""``: the global one).
         self.chain_key = chain
         self._reserved: int | None = None
 
