@@ -6,23 +6,67 @@ The PostgreSQL counterpart of :class:`abathur.backends.sqlite.Database`
 thread (psycopg's sync API: the stores are sync functions) with a connection
 borrowed from a :class:`psycopg_pool.ConnectionPool`, inside one transaction:
 
-* writes: one at a time, as on SQLite. Each write transaction first takes
-  a transaction-scoped advisory lock (:data:`WRITE_LOCK_KEY`), waiting at
-  most ``Settings.busy_timeout_ms`` (then :class:`~abathur.errors.DatabaseBusyError`,
-  as SQLite's busy timeout), then runs ``fn`` at ``READ COMMITTED``: with
-  every writer of every host in line behind one lock, each statement sees
-  every earlier write, so a store's read-then-write (``max(seq) + 1``, the
-  audit chain's head) is as safe as on SQLite, and no writer is ever aborted
-  for serialization. Why not ``SERIALIZABLE`` alone: every audited write
-  reads and moves the one audit head, so concurrent writers conflicted on it
-  and, past a bounded number of retries, the conflict reached the caller
-  (tests/integration/test_races.py). Per-tenant audit chains, which would let
-  tenants write in parallel, are issue 14's next step. A serialization
-  failure (``40001``) or deadlock (``40P01``) that still happens (a writer
-  outside abathur) is retried: rolled back and ``fn`` run again, a bounded
-  number of times with jittered backoff. ``fn`` may therefore run more than
-  once: it must have no effect outside the database (``tx.on_rollback``
-  undoes what must be).
+* writes: at ``READ COMMITTED``, each under transaction-scoped advisory
+  locks taken before ``fn`` reads anything, each wait bounded by
+  ``Settings.busy_timeout_ms`` (then :class:`~abathur.errors.DatabaseBusyError`,
+  as SQLite's busy timeout):
+
+  - a write that declares no tenant takes the global lock
+    (:data:`WRITE_LOCK_KEY`) *exclusive*: it runs alone, as every write did
+    before per-tenant locks, and its audit records go to the global chain;
+  - a write that declares its tenant (``write(fn, tenant=key)``) takes the
+    global lock *shared* and the tenant's lock *exclusive*
+    (``hashtextextended(key, 0)``, the key a parameter): writes of other
+    tenants run beside it, writes of its tenant wait, and every undeclared
+    write waits for it (and it for them). Its audit records go to the
+    tenant's chain (:mod:`abathur.backends.postgres.audit`), so tenants do
+    not queue on one head row. ``tenant`` may be a function reading the key
+    inside the transaction (a session's owner, from its id): it runs under
+    the shared global lock, then the tenant's lock is taken and the key read
+    again (an owner that changed meanwhile runs the write again); a function
+    that finds no key (no such row) makes the write an undeclared one.
+
+  Why this and not the alternatives. ``SERIALIZABLE`` alone: every audited
+  write moved the one audit head, so writers aborted each other past any
+  retry bound (tests/integration/test_races.py). One global lock (the step
+  before this one): safe but every write of every tenant on every host in
+  one line. Batched chaining (a writer appends unchained records, one
+  chainer links them later) keeps one line for the chainer and leaves
+  records unverifiable until it runs. Per-tenant chains under per-tenant
+  locks keep every record chained at commit and order exactly what must be
+  ordered: one tenant's revisions and versions.
+
+  What a tenant's write may touch, and why it is safe beside another
+  tenant's (a write not sure of this declares nothing):
+
+  - its own rows: the session, its events (``max(seq) + 1`` under the
+    tenant's lock), ``user:`` state; the memory's versions (``namespace,
+    key``), its search text, embedding job and vector (by the version's id);
+  - ``app:`` state, shared by the users of an app: an upsert per key
+    (``ON CONFLICT DO UPDATE``, which waits on the row at ``READ
+    COMMITTED``; two writers upserting keys in opposite orders deadlock,
+    and the deadlock is retried below);
+  - unique keys another tenant may take meanwhile (a session id given by
+    the caller): the unique violation runs the write once more, when ``fn``
+    sees the row and raises its own typed error (``AlreadyExistsError``);
+  - ids: identity columns and the audit seq (``audit_log_seq``) are
+    sequences, which never block and never repeat;
+  - deferred vector deletes: an insert that ignores a duplicate; the rare
+    batch apply deletes by id and counts ``dead_rows`` by the rows it did
+    delete (an atomic increment);
+  - read only: the embedding cache, the vector index state (only undeclared
+    writes change them).
+
+  Everything that reads or writes across tenants declares nothing: tasks,
+  consolidation, purges, archival and restores, transfer imports, the
+  embedding worker, index rebuilds, metrics flushes.
+
+  A serialization failure (``40001``) or deadlock (``40P01``) is retried:
+  rolled back and ``fn`` run again, a bounded number of times with jittered
+  backoff. ``fn`` may therefore run more than once: it must have no effect
+  outside the database (``tx.on_rollback`` undoes what must be).
+  :attr:`PgDatabase.tenant_writes` False makes every write undeclared (the
+  single-lock baseline of benchmarks/tenant_writes.py).
 * reads: ``REPEATABLE READ READ ONLY``: one consistent snapshot, never
   aborted for serialization.
 
