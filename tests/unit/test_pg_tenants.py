@@ -457,3 +457,22 @@ async def test_a_database_made_before_chains_verifies_and_takes_tenant_chains(
         if kind == "postgres":
             expected |= {tenant_key("session", "old", "alice"), tenant_key("memory", "user:alice")}
         assert await ab.db.read(chains) == expected
+
+
+async def test_sqlite_accepts_a_tenant_and_ignores_it(tmp_path: Path) -> None:
+    """One writer: a declared tenant changes nothing, a resolver is never called."""
+    from abathur.backends import open_backend
+
+    db = await open_backend(Settings(db=tmp_path / "t.db", embedder="none"))
+    try:
+
+        def resolver(tx: Any) -> str:
+            raise AssertionError("SQLite must not resolve a tenant")
+
+        def chain(tx: Any) -> str:
+            return str(tx.audit.chain_key)
+
+        assert await db.write(chain, tenant=resolver) == ""
+        assert await db.write(chain, tenant="memory:x") == ""
+    finally:
+        await db.close()
