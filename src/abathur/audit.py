@@ -8,6 +8,19 @@ cannot detect someone who rewrites the whole chain and the head together:
 anchoring the head outside the file (backups' manifests) is the answer to
 that, not more hashing.
 
+**Chains** (issue 14). The log is one or more chains: each record links to
+the previous record *of its chain*, and each chain has its own head. A write
+that declares a tenant (:meth:`abathur.stores.Backend.write`,
+:func:`tenant_key`) files its records in that tenant's chain, so on
+PostgreSQL writers of different tenants never wait on one head row; every
+other write (and everything on SQLite) uses the global chain ``""``, which
+holds every record written before chains existed. ``seq`` stays unique over
+the whole log and is what rows and purges name; where writers run
+concurrently it comes from a sequence and has gaps (``tx.audit.gapless``).
+:func:`verify_chain` checks every chain's links and head. Removing a whole
+chain together with its head is the same attack as rewriting the one chain
+and its head: anchoring heads outside the database is the answer.
+
 **Record format 2** (migration 007). The digest is
 ``sha256(prev_hash + canonical([2, seq, repr(at), action, entity, body_hash,
 content_hash]))`` where
@@ -90,6 +103,7 @@ __all__ = [
     "redact",
     "session_records",
     "session_tasks",
+    "tenant_key",
     "upgrade",
     "user_sessions",
     "verify",
@@ -197,13 +211,29 @@ def content_hash(salt: bytes, table: str, values: Sequence[Any]) -> str:
     return hashlib.sha256(salt + _canonical([table, *values])).hexdigest()
 
 
+def tenant_key(kind: str, *parts: str) -> str:
+    """The key a tenant-local write declares (:meth:`abathur.stores.Backend.write`).
+
+    Also the name of the tenant's audit chain, so it names no one: ``kind``,
+    then a digest of the parts (who the tenant is stays out of the log, as
+    a purge requires; whoever knows the parts can recompute it).
+
+    Example:
+        >>> from abathur.audit import tenant_key
+        >>> key = tenant_key("session", "helpdesk", "alice")
+        >>> key.startswith("session:"), len(key), key == tenant_key("session", "helpdesk", "bob")
+        (True, 40, False)
+    """
+    digest = hashlib.sha256(_canonical([kind, *parts])).hexdigest()[:32]
+    return f"{kind}:{digest}"
+
+
 def next_seq(tx: Transaction) -> int:
     """The seq the next :func:`append` in ``tx`` will get.
 
     A writer stores it in the row's ``audit_seq`` before appending the record.
     """
-    head = tx.audit.head()
-    return (0 if head is None else head.seq) + 1
+    return tx.audit.next_seq()
 
 
 def append(
@@ -218,6 +248,8 @@ def append(
 ) -> int:
     """Append one record inside the caller's write transaction; return its seq.
 
+    The record goes to the transaction's chain (``tx.audit.chain_key``: its
+    tenant's, or the global one) and links to that chain's head.
     ``content`` is ``(table, values)`` of the covered row this write left
     (values in :data:`COVERED` order); that row's ``audit_seq`` must be the
     returned seq (take it from :func:`next_seq` first).
@@ -225,15 +257,28 @@ def append(
     at = time.time() if at is None else at
     store = tx.audit
     head = store.head()
-    prev_seq, prev_hash = (0, GENESIS) if head is None else head
-    seq = prev_seq + 1
+    prev_hash = GENESIS if head is None else head.hash
+    seq = store.next_seq()
     text = _DETAIL.encode(detail or {})
     salt = os.urandom(16)
     body = _body_hash(salt, entity_id, text)
     covered = None if content is None else content_hash(salt, content[0], content[1])
     digest = _digest_v2(prev_hash, seq, at, action, entity, body, covered)
     store.insert(
-        AuditRow(seq, at, action, entity, entity_id, text, prev_hash, digest, salt, body, covered)
+        AuditRow(
+            seq,
+            at,
+            action,
+            entity,
+            entity_id,
+            text,
+            prev_hash,
+            digest,
+            salt,
+            body,
+            covered,
+            store.chain_key,
+        )
     )
     store.set_head(AuditHead(seq, digest))
     return seq
@@ -317,13 +362,18 @@ class _Walk:
     legacy_rows: dict[str, int] | None = None  # from the audit.upgraded record
     redacted: int = 0
     purged: int = 0  # records the purge records say they redacted
+    chains: int = 0  # chains with at least one record
 
 
 def _walk(tx: Transaction) -> _Walk:
     walk = _Walk()
     problems = walk.problems
-    expected_prev, expected_seq = GENESIS, 1
-    for row in tx.audit.chain():
+    store = tx.audit
+    gapless = store.gapless
+    expected_seq = 1
+    # Each chain's newest record so far: (seq, hash). One entry per chain.
+    tips: dict[str, tuple[int, str]] = {}
+    for row in store.chain():
         (
             seq,
             at,
@@ -338,12 +388,13 @@ def _walk(tx: Transaction) -> _Walk:
             body,
             covered,
             redacted,
+            chain,
         ) = row
         walk.records += 1
-        if seq != expected_seq:
+        if gapless and seq != expected_seq:
             problems.append(f"records {expected_seq}..{seq - 1} are missing")
-        if prev_hash != expected_prev:
-            problems.append(f"record {seq} does not link to the record before it")
+        if prev_hash != tips.get(chain, (0, GENESIS))[1]:
+            problems.append(f"record {seq} does not link to the record before it{_of(chain)}")
         if fmt == 1:
             walk.format1 += 1
             ok = _digest_v1(prev_hash, seq, at, action, entity, entity_id, detail) == digest
@@ -359,20 +410,30 @@ def _walk(tx: Transaction) -> _Walk:
             problems.append(f"record {seq} was altered (its hash does not match its content)")
         elif not redacted:
             _note(walk, seq, action, entity, detail)
-        expected_prev, expected_seq = digest, seq + 1
-    head = tx.audit.head()
-    head_seq, head_hash = (0, GENESIS) if head is None else head
-    if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
-        problems.append(
-            f"the chain ends at record {expected_seq - 1} but the head says {head_seq}: "
-            "the newest records were removed or the head was altered"
-        )
+        tips[chain] = (seq, digest)
+        expected_seq = seq + 1
+    heads = store.heads()
+    for chain in sorted(tips.keys() | heads.keys() | {""}):
+        tip_seq, tip_hash = tips.get(chain, (0, GENESIS))
+        head = heads.get(chain)
+        head_seq, head_hash = (0, GENESIS) if head is None else head
+        if (head_seq, head_hash) != (tip_seq, tip_hash):
+            problems.append(
+                f"the chain{_of(chain)} ends at record {tip_seq} but the head says {head_seq}: "
+                "the newest records were removed or the head was altered"
+            )
+    walk.chains = len(tips)
     if walk.redacted != walk.purged:
         problems.append(
             f"{walk.redacted} record(s) are redacted but the purge records account for "
             f"{walk.purged}: records were blanked outside a purge"
         )
     return walk
+
+
+def _of(chain: str) -> str:
+    """How a finding names a tenant's chain (nothing for the global one)."""
+    return f" in chain {chain!r}" if chain else ""
 
 
 def _note(walk: _Walk, seq: int, action: str, entity: str, detail: str) -> None:

@@ -352,6 +352,21 @@ class _Indexing:
         self.enqueued += 1
 
 
+def _tenant(namespace: str) -> str:
+    """The tenant of a write to one memory of ``namespace`` (:meth:`abathur.stores.Backend.write`).
+
+    A namespace: put, delete and restore touch only (namespace, key)'s
+    versions, its search rows (by the version's id, from an identity), its
+    embedding job (unique per id) and vector, and the tenant's audit chain.
+    What they share with other namespaces is safe beside them: the
+    embedding cache is only read, pending vector deletes are an insert
+    that ignores a duplicate (a rare batch apply that meets another is a
+    deadlock PostgreSQL breaks and the backend retries). Writes across
+    namespaces (consolidate, purge, archival, import) declare no tenant.
+    """
+    return audit.tenant_key("memory", namespace)
+
+
 def _check_expected(
     namespace: str, key: str, expected: int | None, current: MemoryRow | None, now: float
 ) -> None:
@@ -759,7 +774,7 @@ class MemoryService:
             )
             return memory, index
 
-        memory, index = await self._db.write(write)
+        memory, index = await self._db.write(write, tenant=_tenant(namespace))
         self._wrote(index)
         return memory
 
@@ -974,7 +989,7 @@ class MemoryService:
             )
             return tombstone
 
-        return await self._db.write(write)
+        return await self._db.write(write, tenant=_tenant(namespace))
 
     @recorded("memory.restore", access="write")
     async def restore(self, namespace: str, key: str) -> Memory:
@@ -1033,7 +1048,7 @@ class MemoryService:
             )
             return restored, index
 
-        restored, index = await self._db.write(write)
+        restored, index = await self._db.write(write, tenant=_tenant(namespace))
         if index is not None:
             self._wrote(index)
         return restored

@@ -40,6 +40,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -164,6 +165,28 @@ def _write_scoped(tx: Transaction, app: str, user: str, scoped: _Scoped, now: fl
         tx.sessions.put_app_state(app, scoped.app, at=now)
     if scoped.user:
         tx.sessions.put_user_state(app, user, scoped.user, at=now)
+
+
+def _tenant(app: str, user: str) -> str:
+    """The tenant of (app, user)'s session writes (:meth:`abathur.stores.Backend.write`).
+
+    A session write touches its own session, events and ``user:`` state
+    (the tenant's), ``app:`` state (shared by the app's users: an upsert per
+    key, safe beside another user's), the audit log (the tenant's chain, a
+    seq from a sequence) and a session id (unique key: a clash with another
+    tenant's create is run again, and raised as AlreadyExistsError).
+    """
+    return audit.tenant_key("session", app, user)
+
+
+def _owner(session_id: str) -> Callable[[Transaction], str | None]:
+    """Read the tenant of a write to ``session_id`` in its transaction (None: no such session)."""
+
+    def resolve(tx: Transaction) -> str | None:
+        row = tx.sessions.session_row(session_id)
+        return None if row is None else _tenant(row.app, row.user)
+
+    return resolve
 
 
 def _session_row(tx: Transaction, session_id: str) -> SessionRow:
@@ -326,7 +349,7 @@ class SessionService:
             row = SessionRow(session_id, app, user, "created", session_json, 0, now, now)
             return _session(row, _scoped_state(tx, app, user), [], _temp_view(scoped.temp))
 
-        return await self._db.write(write)
+        return await self._db.write(write, tenant=_tenant(app, user))
 
     @recorded("sessions.get")
     async def get(self, session_id: str, *, last_n: int | None = None,
@@ -575,7 +598,7 @@ class SessionService:
             return _session(new_row, _scoped_state(tx, app, user), [stored],
                             _temp_view(scoped.temp))
 
-        return await self._db.write(write)
+        return await self._db.write(write, tenant=_owner(session_id))
 
     @recorded("sessions.get_user_state")
     async def get_user_state(self, *, app: str, user: str) -> dict[str, Any]:
@@ -696,7 +719,7 @@ class SessionService:
             new_row = SessionRow(session_id, app, user, new, state, revision + 1, created_at, now)
             return _session(new_row, _scoped_state(tx, app, user), [])
 
-        return await self._db.write(write)
+        return await self._db.write(write, tenant=_owner(session_id))
 
     @recorded("sessions.terminate")
     async def terminate(self, session_id: str, *,
@@ -769,7 +792,7 @@ class SessionService:
                          {"app": app, "user": user, "status": status, "revision": revision,
                           "events": events})
 
-        await self._db.write(write)
+        await self._db.write(write, tenant=_owner(session_id))
 
     @recorded("sessions.purge")
     async def purge(self, *, app: str, user: str, dry_run: bool = False) -> PurgeReport:

@@ -58,7 +58,8 @@ class PgMini:
         self.settings = Settings()
         self.is_closed = False
 
-    async def write(self, fn: Callable[[Any], Any]) -> Any:
+    async def write(self, fn: Callable[[Any], Any], *, tenant: object = None) -> Any:
+        del tenant  # one connection: every write is alone, in the global chain
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             return fn(PgTx(self.conn))

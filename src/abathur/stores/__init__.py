@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from abathur.config import Settings
 from abathur.stores.archive import ArchiveStore
@@ -64,6 +64,7 @@ __all__ = [
     "SearchIndex",
     "SessionStore",
     "TaskStore",
+    "Tenant",
     "Transaction",
     "TransferStore",
     "UsageLedger",
@@ -126,6 +127,13 @@ class Transaction(Protocol):
         ...
 
 
+#: What a write declares of its tenant (:meth:`Backend.write`): the tenant's
+#: key (:func:`abathur.audit.tenant_key`), a function reading the key inside
+#: the write's transaction (for a write known by a row id, a session's owner),
+#: or None: not tenant-local.
+Tenant: TypeAlias = "str | Callable[[Transaction], str | None] | None"
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An open storage backend: transactions, and closing.
@@ -137,8 +145,18 @@ class Backend(Protocol):
     name: str
     settings: Settings
 
-    async def write(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn(tx)`` in one write transaction; on error roll back and re-raise."""
+    async def write(self, fn: Callable[[Transaction], T], *, tenant: Tenant = None) -> T:
+        """Run ``fn(tx)`` in one write transaction; on error roll back and re-raise.
+
+        ``tenant`` declares that ``fn`` writes only that tenant's rows (plus
+        cross-tenant rows it writes safely under concurrency: upserts,
+        sequences, unique keys): a backend may then run it beside writes of
+        other tenants, and files its audit records in that tenant's chain
+        (:mod:`abathur.audit`). Either the tenant key, or a function that
+        reads it in the transaction (``None``: it cannot tell, so the write
+        runs as an undeclared one). Undeclared writes (the default) exclude
+        every other write. SQLite has one writer anyway and ignores it.
+        """
         ...
 
     async def read(self, fn: Callable[[Transaction], T]) -> T:

@@ -5,6 +5,14 @@ The protocol every backend implements; reach it inside a transaction as
 rules (digests, salts, what a record covers, redaction, verification and the
 format-1 upgrade) are :mod:`abathur.audit`'s.
 
+The log holds one or more chains (issue 14). ``seq`` is unique over the
+whole log (rows name their record by it); each record also names its chain,
+and links to the previous record *of that chain*. A write transaction files
+its records in one chain, the store's: ``""`` (the global chain) for a write
+that declared no tenant, the tenant's key for one that did
+(:meth:`abathur.stores.Backend.write`). SQLite runs one writer at a time and
+keeps every record in ``""``.
+
 Example:
     >>> import asyncio, tempfile, pathlib
     >>> from abathur.backends import open_backend
@@ -58,6 +66,7 @@ class AuditRow(NamedTuple):
     salt: bytes
     body_hash: str
     content_hash: str | None
+    chain: str = ""
 
 
 class ChainRow(NamedTuple):
@@ -76,6 +85,7 @@ class ChainRow(NamedTuple):
     body_hash: str | None
     content_hash: str | None
     redacted: int
+    chain: str = ""
 
 
 class RecordRow(NamedTuple):
@@ -130,20 +140,42 @@ class AuditStore(Protocol):
 
     # -- the chain -------------------------------------------------------------
 
+    #: True when seqs are handed out one after the other with no gap (one
+    #: writer at a time): a missing seq is then a removed record. False where
+    #: concurrent writers draw seqs from a sequence, which a rollback skips.
+    gapless: bool
+
+    @property
+    def chain_key(self) -> str:
+        """The chain this transaction's records go to (``""``: the global one)."""
+        ...
+
     def head(self) -> AuditHead | None:
-        """The newest record's (seq, hash); None before the first record."""
+        """The newest record's (seq, hash) of this transaction's chain; None before its first."""
+        ...
+
+    def heads(self) -> dict[str, AuditHead]:
+        """Every chain's head, by chain key."""
         ...
 
     def set_head(self, head: AuditHead, /) -> None:
-        """Make ``head`` the newest record's (seq, hash)."""
+        """Make ``head`` the newest record's (seq, hash) of this transaction's chain."""
+        ...
+
+    def next_seq(self) -> int:
+        """The seq the next :meth:`insert` of this transaction will use.
+
+        The same value until that insert: a writer stores it in a row's
+        ``audit_seq`` before the record is written.
+        """
         ...
 
     def insert(self, record: AuditRow, /) -> None:
-        """Add one format-2 record."""
+        """Add one format-2 record (in ``record.chain``)."""
         ...
 
     def chain(self) -> Iterator[ChainRow]:
-        """Every record, oldest first (streamed: a long log is never held whole)."""
+        """Every record of every chain, by seq (streamed: a long log is never held whole)."""
         ...
 
     def records(

@@ -7,10 +7,16 @@ bytes, seqs ints), so the digests are byte-identical on both backends.
 
 What differs from SQLite, and why:
 
-- One chain, one head row (``audit_head``), as on SQLite. Every audited write
-  updates that row, so audited writes are serialized by its row lock; see
-  :meth:`PgAuditStore.insert` for how a concurrent writer gets a retryable
-  serialization failure rather than a duplicate-key error.
+- One chain per tenant (migration 045). A write that declared a tenant
+  (:meth:`PgDatabase.write <abathur.backends.postgres.database.PgDatabase.write>`)
+  holds that tenant's lock and files its records in the tenant's chain
+  (``audit_log.chain``, head in ``audit_chains``); an undeclared write holds
+  the global lock exclusively and files them in the global chain ``""``,
+  whose head is ``audit_head``'s one row, as on SQLite. So tenants never wait
+  on each other's head row. ``seq`` stays unique over the log, drawn from the
+  sequence ``audit_log_seq`` (never a lock); a rolled-back write skips a
+  value, so seqs have gaps (``gapless`` False) and a chain is verified by its
+  links and its head.
 - ``json_extract(detail, '$.x')`` is ``detail::json ->> 'x'`` (with a
   ``\\u0000`` escape neutralised first: see ``_JSON``). The extracted text
   gets ``COLLATE "C"`` where it is compared by range, as every column is.
@@ -43,21 +49,32 @@ from abathur.stores.audit import (
 
 __all__ = ["PgAuditStore"]
 
-# The head's one row, by its primary key.
+# The global chain's head: the one row, by its primary key.
 SQL_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+# A tenant chain's head, by its primary key.
+SQL_CHAIN_HEAD = "SELECT seq, hash FROM audit_chains WHERE chain = %(chain)s"
+SQL_HEADS = (
+    "SELECT '' AS chain, seq, hash FROM audit_head WHERE id = 1 "
+    "UNION ALL SELECT chain, seq, hash FROM audit_chains"
+)
+SQL_NEXT_SEQ = "SELECT nextval('audit_log_seq')"
 SQL_INSERT = (
     "INSERT INTO audit_log (seq, at, action, entity, entity_id, detail, prev_hash, hash, "
-    "format, salt, body_hash, content_hash) VALUES (%(seq)s, %(at)s, %(action)s, %(entity)s, "
-    "%(entity_id)s, %(detail)s, %(prev_hash)s, %(hash)s, 2, %(salt)s, %(body_hash)s, "
-    "%(content_hash)s) ON CONFLICT (seq) DO NOTHING"
+    "format, salt, body_hash, content_hash, chain) VALUES (%(seq)s, %(at)s, %(action)s, "
+    "%(entity)s, %(entity_id)s, %(detail)s, %(prev_hash)s, %(hash)s, 2, %(salt)s, "
+    "%(body_hash)s, %(content_hash)s, %(chain)s) ON CONFLICT (seq) DO NOTHING"
 )
 SQL_SET_HEAD = (
     "INSERT INTO audit_head (id, seq, hash) VALUES (1, %(seq)s, %(hash)s) "
     "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
 )
+SQL_SET_CHAIN_HEAD = (
+    "INSERT INTO audit_chains (chain, seq, hash) VALUES (%(chain)s, %(seq)s, %(hash)s) "
+    "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
 _CHAIN_COLUMNS = (
     "seq, at, action, entity, entity_id, detail, prev_hash, hash, format, salt, "
-    "body_hash, content_hash, redacted"
+    "body_hash, content_hash, redacted, chain"
 )
 # A page of the log after a seq, by the primary key: the chain walk and the
 # format-1 upgrade.
@@ -190,37 +207,64 @@ class PgAuditStore:
         []
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext) -> None:
+    #: Seqs come from a sequence that a rollback skips.
+    gapless = False
+    #: The chain this transaction's records go to (``""``: the global one).
+    chain_key: str = ""
+
+    def __init__(
+        self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext, *, chain: str = ""
+    ) -> None:
         self._conn = conn
         self._context = context
+        self.chain_key = chain
+        self._reserved: int | None = None
 
     # -- the chain -------------------------------------------------------------
 
     def head(self) -> AuditHead | None:
-        """The newest record's (seq, hash); None before the first record."""
-        row = self._conn.execute(SQL_HEAD).fetchone()
+        """The newest record's (seq, hash) of this transaction's chain; None before its first."""
+        if self.chain_key:
+            row = self._conn.execute(SQL_CHAIN_HEAD, {"chain": self.chain_key}).fetchone()
+        else:
+            row = self._conn.execute(SQL_HEAD).fetchone()
         return None if row is None else AuditHead(int(row[0]), str(row[1]))
 
+    def heads(self) -> dict[str, AuditHead]:
+        """Every chain's head, by chain key."""
+        return {
+            str(chain): AuditHead(int(seq), str(digest))
+            for chain, seq, digest in self._conn.execute(SQL_HEADS)
+        }
+
     def set_head(self, head: AuditHead, /) -> None:
-        """Make ``head`` the newest record's (seq, hash)."""
-        self._conn.execute(SQL_SET_HEAD, head._asdict())
+        """Make ``head`` the newest record's (seq, hash) of this transaction's chain."""
+        if self.chain_key:
+            self._conn.execute(SQL_SET_CHAIN_HEAD, {"chain": self.chain_key, **head._asdict()})
+        else:
+            self._conn.execute(SQL_SET_HEAD, head._asdict())
+
+    def next_seq(self) -> int:
+        """The seq the next :meth:`insert` uses: drawn from ``audit_log_seq`` once, kept."""
+        if self._reserved is None:
+            row = self._conn.execute(SQL_NEXT_SEQ).fetchone()
+            assert row is not None  # nextval returns one row
+            self._reserved = int(row[0])
+        return self._reserved
 
     def insert(self, record: AuditRow, /) -> None:
         """Add one format-2 record.
 
-        ``ON CONFLICT (seq) DO NOTHING`` is for concurrency, not to ignore a
-        duplicate. Two writers that read the same head insert the same seq;
-        the second waits for the first's uncommitted key. With a plain INSERT
-        it would then fail with a unique violation, which the backend does not
-        retry; with DO NOTHING, SERIALIZABLE reports the conflict with a row
-        its snapshot cannot see as a serialization failure, which the backend
-        retries (tests/unit/test_pg_audit.py shows both). A duplicate the
-        snapshot does see (a head behind the log) inserts nothing: that is
-        raised as the unique violation SQLite would raise.
+        The seq is unique over the log (:meth:`next_seq` draws it from a
+        sequence), so two writers never race for one. A seq the log already
+        has (a sequence set back by hand) inserts nothing and is raised as
+        the unique violation SQLite would raise.
 
         Raises:
             psycopg.errors.UniqueViolation: the log already has this seq.
         """
+        if record.seq == self._reserved:
+            self._reserved = None
         with self._conn.cursor() as cur:
             cur.execute(SQL_INSERT, record._asdict())
             if cur.rowcount != 1:

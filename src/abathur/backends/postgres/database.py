@@ -6,23 +6,67 @@ The PostgreSQL counterpart of :class:`abathur.backends.sqlite.Database`
 thread (psycopg's sync API: the stores are sync functions) with a connection
 borrowed from a :class:`psycopg_pool.ConnectionPool`, inside one transaction:
 
-* writes: one at a time, as on SQLite. Each write transaction first takes
-  a transaction-scoped advisory lock (:data:`WRITE_LOCK_KEY`), waiting at
-  most ``Settings.busy_timeout_ms`` (then :class:`~abathur.errors.DatabaseBusyError`,
-  as SQLite's busy timeout), then runs ``fn`` at ``READ COMMITTED``: with
-  every writer of every host in line behind one lock, each statement sees
-  every earlier write, so a store's read-then-write (``max(seq) + 1``, the
-  audit chain's head) is as safe as on SQLite, and no writer is ever aborted
-  for serialization. Why not ``SERIALIZABLE`` alone: every audited write
-  reads and moves the one audit head, so concurrent writers conflicted on it
-  and, past a bounded number of retries, the conflict reached the caller
-  (tests/integration/test_races.py). Per-tenant audit chains, which would let
-  tenants write in parallel, are issue 14's next step. A serialization
-  failure (``40001``) or deadlock (``40P01``) that still happens (a writer
-  outside abathur) is retried: rolled back and ``fn`` run again, a bounded
-  number of times with jittered backoff. ``fn`` may therefore run more than
-  once: it must have no effect outside the database (``tx.on_rollback``
-  undoes what must be).
+* writes: at ``READ COMMITTED``, each under transaction-scoped advisory
+  locks taken before ``fn`` reads anything, each wait bounded by
+  ``Settings.busy_timeout_ms`` (then :class:`~abathur.errors.DatabaseBusyError`,
+  as SQLite's busy timeout):
+
+  - a write that declares no tenant takes the global lock
+    (:data:`WRITE_LOCK_KEY`) *exclusive*: it runs alone, as every write did
+    before per-tenant locks, and its audit records go to the global chain;
+  - a write that declares its tenant (``write(fn, tenant=key)``) takes the
+    global lock *shared* and the tenant's lock *exclusive*
+    (``hashtextextended(key, 0)``, the key a parameter): writes of other
+    tenants run beside it, writes of its tenant wait, and every undeclared
+    write waits for it (and it for them). Its audit records go to the
+    tenant's chain (:mod:`abathur.backends.postgres.audit`), so tenants do
+    not queue on one head row. ``tenant`` may be a function reading the key
+    inside the transaction (a session's owner, from its id): it runs under
+    the shared global lock, then the tenant's lock is taken and the key read
+    again (an owner that changed meanwhile runs the write again); a function
+    that finds no key (no such row) makes the write an undeclared one.
+
+  Why this and not the alternatives. ``SERIALIZABLE`` alone: every audited
+  write moved the one audit head, so writers aborted each other past any
+  retry bound (tests/integration/test_races.py). One global lock (the step
+  before this one): safe but every write of every tenant on every host in
+  one line. Batched chaining (a writer appends unchained records, one
+  chainer links them later) keeps one line for the chainer and leaves
+  records unverifiable until it runs. Per-tenant chains under per-tenant
+  locks keep every record chained at commit and order exactly what must be
+  ordered: one tenant's revisions and versions.
+
+  What a tenant's write may touch, and why it is safe beside another
+  tenant's (a write not sure of this declares nothing):
+
+  - its own rows: the session, its events (``max(seq) + 1`` under the
+    tenant's lock), ``user:`` state; the memory's versions (``namespace,
+    key``), its search text, embedding job and vector (by the version's id);
+  - ``app:`` state, shared by the users of an app: an upsert per key
+    (``ON CONFLICT DO UPDATE``, which waits on the row at ``READ
+    COMMITTED``; two writers upserting keys in opposite orders deadlock,
+    and the deadlock is retried below);
+  - unique keys another tenant may take meanwhile (a session id given by
+    the caller): the unique violation runs the write once more, when ``fn``
+    sees the row and raises its own typed error (``AlreadyExistsError``);
+  - ids: identity columns and the audit seq (``audit_log_seq``) are
+    sequences, which never block and never repeat;
+  - deferred vector deletes: an insert that ignores a duplicate; the rare
+    batch apply deletes by id and counts ``dead_rows`` by the rows it did
+    delete (an atomic increment);
+  - read only: the embedding cache, the vector index state (only undeclared
+    writes change them).
+
+  Everything that reads or writes across tenants declares nothing: tasks,
+  consolidation, purges, archival and restores, transfer imports, the
+  embedding worker, index rebuilds, metrics flushes.
+
+  A serialization failure (``40001``) or deadlock (``40P01``) is retried:
+  rolled back and ``fn`` run again, a bounded number of times with jittered
+  backoff. ``fn`` may therefore run more than once: it must have no effect
+  outside the database (``tx.on_rollback`` undoes what must be).
+  :attr:`PgDatabase.tenant_writes` False makes every write undeclared (the
+  single-lock baseline of benchmarks/tenant_writes.py).
 * reads: ``REPEATABLE READ READ ONLY``: one consistent snapshot, never
   aborted for serialization.
 
@@ -80,12 +124,31 @@ _BACKOFF_BASE_S = 0.002
 _BACKOFF_CAP_S = 0.25
 
 SQL_BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
-#: The advisory lock every write transaction holds: writers go one at a time.
+#: The global advisory lock: every write transaction holds it, exclusive if
+#: it declared no tenant (it runs alone), shared if it did.
 WRITE_LOCK_KEY = 0x616261746877  # "abathw"
 SQL_WRITE_LOCK = (
     "SELECT set_config('lock_timeout', %(timeout)s, true), pg_advisory_xact_lock(%(key)s)"
 )
+SQL_SHARED_LOCK = (
+    "SELECT set_config('lock_timeout', %(timeout)s, true), pg_advisory_xact_lock_shared(%(key)s)"
+)
+# A tenant's lock: its key hashed to 64 bits by the server (a parameter, never
+# SQL text). Two tenants whose keys collide share a lock: they then take turns,
+# which is safe. The select list runs left to right: the global lock first.
+SQL_TENANT_ONLY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(tenant)s, 0))"
+SQL_TENANT_LOCK = (
+    "SELECT set_config('lock_timeout', %(timeout)s, true), "
+    "pg_advisory_xact_lock_shared(%(key)s), pg_advisory_xact_lock(hashtextextended(%(tenant)s, 0))"
+)
 SQL_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+_Tenant = str | Callable[[PgTransaction], str | None] | None
+
+
+class _Relock(Exception):
+    """A resolved tenant changed once its lock was held: roll back, run again."""
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -129,6 +192,11 @@ class PgDatabase:
 
     #: The registry key of this backend (:mod:`abathur.backends`).
     name = "postgres"
+    #: False: every write takes the global lock exclusive and files its
+    #: records in the global chain, whatever it declares (the single-writer
+    #: behaviour before per-tenant locks; benchmarks/tenant_writes.py's
+    #: baseline). Set it on an instance, before its first write.
+    tenant_writes = True
 
     def __init__(
         self,
@@ -222,18 +290,31 @@ class PgDatabase:
 
     # -- transactions ------------------------------------------------------
 
-    async def write(self, fn: Callable[[PgTransaction], T]) -> T:
-        """Run ``fn(tx)`` in one SERIALIZABLE transaction; retried on conflict, else re-raise."""
-        return await self._run(self._write_txn, fn)
+    async def write(
+        self,
+        fn: Callable[[PgTransaction], T],
+        *,
+        tenant: str | Callable[[PgTransaction], str | None] | None = None,
+    ) -> T:
+        """Run ``fn(tx)`` in one READ COMMITTED write transaction under the write locks.
+
+        ``tenant`` None: the global lock, exclusive (this write runs alone).
+        A key: the global lock shared and the tenant's lock exclusive (writes
+        of other tenants run beside it); a function: the same with the key it
+        reads in the transaction (None: as undeclared). Retried on a
+        serialization failure or deadlock, else re-raised.
+        """
+        return await self._run(self._write_txn, fn, tenant)
 
     async def read(self, fn: Callable[[PgTransaction], T]) -> T:
         """Run ``fn(tx)`` in one REPEATABLE READ READ ONLY transaction (one snapshot)."""
-        return await self._run(self._read_txn, fn)
+        return await self._run(self._read_txn, fn, None)
 
     async def _run(
         self,
-        txn: Callable[[Callable[[PgTransaction], T]], T],
+        txn: Callable[[Callable[[PgTransaction], T], _Tenant], T],
         fn: Callable[[PgTransaction], T],
+        tenant: _Tenant,
     ) -> T:
         self._check_open()
         timeout = self.settings.pg_pool_timeout_s
@@ -245,7 +326,7 @@ class PgDatabase:
                 "ABATHUR_PG_POOL_TIMEOUT_S"
             )
         try:
-            future = self._executor.submit(txn, fn)
+            future = self._executor.submit(txn, fn, tenant)
         except RuntimeError:  # the executor was shut down: close() ran meanwhile
             self._slots.release()
             raise ClosedError(f"database {self.url} is closed") from None
@@ -278,20 +359,34 @@ class PgDatabase:
     def _connection(self) -> Any:
         return self._pool.connection(timeout=self.settings.pg_pool_timeout_s)
 
-    def _write_txn(self, fn: Callable[[PgTransaction], T]) -> T:
+    def _write_txn(self, fn: Callable[[PgTransaction], T], tenant: _Tenant) -> T:
+        if not self.tenant_writes:
+            tenant = None
+        unique_retried = False
         with translate_errors("writing", secrets=self._secrets), self._connection() as conn:
             for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
                 tx = PgTransaction(conn, self._context)
                 try:
                     conn.execute(SQL_BEGIN_WRITE)
-                    conn.execute(SQL_WRITE_LOCK, self._write_lock)
+                    chain = self._lock(conn, tenant)
+                    if chain is None:  # a resolver changed its mind: run again
+                        raise _Relock
+                    tx = PgTransaction(conn, self._context, chain=chain)
                     result = fn(tx)
                     conn.execute("COMMIT")
                     return result
                 except BaseException as exc:
                     _rollback(conn)
                     tx.rolled_back()  # state fn moved into the database comes back
-                    if not is_retryable(exc):
+                    if isinstance(exc, _Relock):
+                        continue
+                    # A tenant's write can meet a unique key another tenant's
+                    # write took meanwhile (a session id, in the window
+                    # between fn's check and its insert): run it once more,
+                    # when fn sees that row and says so in its own words.
+                    retry_unique = tenant is not None and not unique_retried and _unique(exc)
+                    unique_retried = unique_retried or retry_unique
+                    if not (retry_unique or is_retryable(exc)):
                         raise
                     if attempt == MAX_WRITE_ATTEMPTS:
                         raise DatabaseBusyError(
@@ -300,9 +395,41 @@ class PgDatabase:
                         ) from exc
                     log.debug("db.write_retry", attempt=attempt, sqlstate=_sqlstate(exc))
                     time.sleep(backoff_delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise DatabaseBusyError(  # pragma: no cover - a tenant's owner changed 12 times running
+            "a write's tenant kept changing under it; retry the call"
+        )
 
-    def _read_txn(self, fn: Callable[[PgTransaction], T]) -> T:
+    def _lock(self, conn: psycopg.Connection[tuple[Any, ...]], tenant: _Tenant) -> str | None:
+        """Take the write locks of ``tenant``; return the audit chain the write files in.
+
+        None: a resolver read another tenant once that tenant's lock was held
+        (the row's owner changed in between); the caller rolls back and runs again.
+        """
+        if tenant is None:
+            conn.execute(SQL_WRITE_LOCK, self._write_lock)
+            return ""
+        if isinstance(tenant, str):
+            conn.execute(SQL_TENANT_LOCK, {**self._write_lock, "tenant": tenant})
+            return tenant
+        conn.execute(SQL_SHARED_LOCK, self._write_lock)
+        key = tenant(PgTransaction(conn, self._context))
+        if key is None:
+            # Not tenant-local after all (the row is not there): this attempt
+            # runs as an undeclared write. Waiting for the exclusive global
+            # lock while holding it shared would deadlock with a writer doing
+            # the same, so let go of it first.
+            conn.execute("ROLLBACK")
+            conn.execute(SQL_BEGIN_WRITE)
+            conn.execute(SQL_WRITE_LOCK, self._write_lock)
+            return ""
+        conn.execute(SQL_TENANT_ONLY_LOCK, {"tenant": key})
+        # Once the tenant's lock is held its rows' owner cannot change (a
+        # write changing it holds the same lock): read it again to be sure
+        # nothing changed between the first read and the lock.
+        return key if tenant(PgTransaction(conn, self._context)) == key else None
+
+    def _read_txn(self, fn: Callable[[PgTransaction], T], tenant: _Tenant) -> T:
+        del tenant  # reads take no lock
         with translate_errors("reading", secrets=self._secrets), self._connection() as conn:
             conn.execute(SQL_BEGIN_READ)
             try:
@@ -373,6 +500,18 @@ def _rollback(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
         with contextlib.suppress(psycopg.Error):
             conn.execute("ROLLBACK")
+
+
+def _unique(exc: BaseException) -> bool:
+    """True when ``exc`` is (or was raised from) a unique violation."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, psycopg.errors.UniqueViolation):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _sqlstate(exc: BaseException) -> str | None:

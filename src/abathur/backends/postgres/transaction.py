@@ -43,9 +43,14 @@ class PgTransaction:
     was handed to: the connection goes back to the pool afterwards.
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[tuple[Any, ...]], context: PgContext, *, chain: str = ""
+    ) -> None:
         self.conn = conn
         self.context = context
+        #: The audit chain this transaction's records go to: the tenant whose
+        #: lock it holds, ``""`` for an undeclared write (and for reads).
+        self.chain = chain
         self._undo: list[Callable[[], None]] = []
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
@@ -80,7 +85,7 @@ class PgTransaction:
 
     @cached_property
     def audit(self) -> PgAuditStore:
-        return PgAuditStore(self.conn, self.context)
+        return PgAuditStore(self.conn, self.context, chain=self.chain)
 
     @cached_property
     def checks(self) -> PgCheckStore:

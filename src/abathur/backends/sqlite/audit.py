@@ -3,6 +3,11 @@
 The log is ``audit_log`` (primary key ``seq``) and its head the one row of
 ``audit_head``. The purge lookups scan the log: a purge is rare, an index on
 every record would cost every write.
+
+One chain: SQLite runs one writer at a time, so every record is in the
+global chain ``""`` and seqs run 1, 2, 3... with no gap (``gapless``). A
+write's declared tenant (:meth:`abathur.stores.Backend.write`) is ignored;
+the file needs no chain column (issue 14 gave PostgreSQL per-tenant chains).
 """
 
 from __future__ import annotations
@@ -146,6 +151,11 @@ class SqliteAuditStore:
         (0, None)
     """
 
+    #: One writer at a time: seqs have no gap.
+    gapless = True
+    #: Every record is in the global chain.
+    chain_key = ""
+
     def __init__(self, conn: apsw.Connection, context: SqliteContext) -> None:
         self._conn = conn
         self._context = context
@@ -158,17 +168,29 @@ class SqliteAuditStore:
             return AuditHead(seq, digest)
         return None
 
+    def heads(self) -> dict[str, AuditHead]:
+        """The one chain's head, under ``""`` (empty before the first record)."""
+        head = self.head()
+        return {} if head is None else {"": head}
+
     def set_head(self, head: AuditHead, /) -> None:
         """Make ``head`` the newest record's (seq, hash)."""
         self._conn.execute(SQL_SET_HEAD, head)
 
+    def next_seq(self) -> int:
+        """The head's seq + 1: the one writer's next record."""
+        head = self.head()
+        return (0 if head is None else head.seq) + 1
+
     def insert(self, record: AuditRow, /) -> None:
-        """Add one format-2 record."""
-        self._conn.execute(SQL_INSERT, record)
+        """Add one format-2 record (every record is in the chain ``""``)."""
+        if record.chain:
+            raise ValueError(f"a SQLite file has one audit chain, not {record.chain!r}")
+        self._conn.execute(SQL_INSERT, record[:11])
 
     def chain(self) -> Iterator[ChainRow]:
         """Every record, oldest first (streamed: a long log is never held whole)."""
-        return map(ChainRow._make, self._conn.execute(SQL_WALK))
+        return (ChainRow(*row) for row in self._conn.execute(SQL_WALK))
 
     def records(
         self, *, entity: str | None, entity_id: str | None, after_seq: int, limit: int
@@ -274,7 +296,7 @@ class SqliteAuditStore:
 
     def records_after(self, seq: int, limit: int, /) -> list[ChainRow]:
         """Up to ``limit`` records after ``seq``, oldest first."""
-        return list(map(ChainRow._make, self._conn.execute(SQL_PAGE, (seq, limit))))
+        return [ChainRow(*row) for row in self._conn.execute(SQL_PAGE, (seq, limit))]
 
     def rehash(self, updates: Sequence[Rehash], /) -> None:
         """Make these records format 2 with their new salt and hashes."""

@@ -316,8 +316,18 @@ class Database:
             raise ClosedError(f"database {str(self.path)!r} is closed")
         return self._writer
 
-    async def write(self, fn: Callable[[SqliteTransaction], T]) -> T:
-        """Run ``fn(tx)`` in ``BEGIN IMMEDIATE`` on the writer; on error roll back, re-raise."""
+    async def write(
+        self,
+        fn: Callable[[SqliteTransaction], T],
+        *,
+        tenant: str | Callable[[SqliteTransaction], str | None] | None = None,
+    ) -> T:
+        """Run ``fn(tx)`` in ``BEGIN IMMEDIATE`` on the writer; on error roll back, re-raise.
+
+        ``tenant`` (:meth:`abathur.stores.Backend.write`) is ignored: the one
+        writer runs every write alone, and every audit record goes to the one chain.
+        """
+        del tenant
         return await self._writer_or_raise().transact(_write_txn, fn)
 
     async def read(self, fn: Callable[[SqliteTransaction], T]) -> T:
@@ -414,9 +424,7 @@ class Database:
                 and not name.startswith("sqlite_")
                 and _PLAIN_IDENTIFIER.fullmatch(name)
             )
-            counts = {
-                t: scalar_int(conn, f'SELECT count(*) FROM "{t}"') for t in tables
-            }
+            counts = {t: scalar_int(conn, f'SELECT count(*) FROM "{t}"') for t in tables}
             return version, page_size, page_count, freelist, counts
 
         version, page_size, page_count, freelist, counts = await self.read(gather)
