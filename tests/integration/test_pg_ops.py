@@ -346,3 +346,84 @@ def test_mcp_health_resource_works_on_postgres(db: str) -> None:
             return report.items[0].status
 
     assert asyncio.run(open_and_check()) == "ok"
+
+
+def test_an_authenticated_backup_verifies_and_an_edited_one_is_refused(
+    db: str, tmp_path: Path
+) -> None:
+    from abathur.config import Settings
+    from abathur.ops.backup_key import generate_key_file
+
+    key_file = tmp_path / "keys" / "backup.key"
+    key_file.parent.mkdir()
+    generate_key_file(key_file)
+    settings = Settings(backup_key_file=key_file)
+    made = create_backup(PostgresUrl(db), dest=tmp_path / "b", settings=settings)
+    assert made.manifest is not None and made.manifest.format == "abathur-backup/2"
+    verified = verify_backup(made.data_path, settings=settings, server=PostgresUrl(db))
+    assert verified.authenticated and verified.checks[0].startswith("HMAC-SHA256")
+    _tamper(made.manifest_path, database="another")  # the HMAC covers every field
+    with pytest.raises(CorruptBackupError) as edited:
+        verify_backup(made.data_path, settings=settings, server=PostgresUrl(db))
+    assert edited.value.reason == "authentication"
+
+
+def test_restore_with_force_ends_the_connections_and_replaces(
+    db: str, pg_server: str, tmp_path: Path
+) -> None:
+    made = create_backup(PostgresUrl(db), dest=tmp_path)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DELETE FROM memories_fts")  # a change the backup does not have
+    holder = psycopg.connect(db)  # a hung application
+    replaced = None
+    try:
+        result = restore_backup(made.data_path, target=PostgresUrl(db), force=True)
+        replaced = result.replaced
+        assert result.forced and result.check.is_ok and isinstance(replaced, str)
+        assert holder.closed or holder.broken or _dead(holder)
+    finally:
+        holder.close()
+        if replaced is not None:
+            with psycopg.connect(pg_server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{replaced}" WITH (FORCE)')  # ours
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM memories_fts").fetchone() == (1,)
+
+
+def _dead(conn: psycopg.Connection[Any]) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def test_wal_held_by_a_replication_slot_shows_in_health_and_metrics(
+    db: str, tmp_path: Path
+) -> None:
+    name = f"ops_slot_{abs(hash(db)) % 10**6}"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS wal_filler AS SELECT generate_series(1, 20000) AS x"
+        )
+        conn.execute("DROP TABLE wal_filler")
+    try:
+        health = json.loads(abathur("health", "--db", db, "--json", cwd=tmp_path).stdout)
+        wal = next(i for i in health["items"] if i["name"] == "wal")
+        assert name in wal["detail"] and wal["value"] > 0 and wal["status"] == "ok"
+        families = parse_exposition(abathur("metrics", "--db", db, cwd=tmp_path).stdout)
+        assert values(families, "abathur_replication_slot_retained_bytes", "slot")[name] > 0
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+async def test_a_sqlite_manifest_keeps_its_keys(tmp_path: Path) -> None:
+    """SQLite backups' manifests are what they were before PostgreSQL (no backend key)."""
+    path = tmp_path / "agent.db"
+    await populate(path)
+    made = create_backup(path)
+    fields = json.loads(made.manifest_path.read_text())
+    assert "backend" not in fields and "postgres_version" not in fields
+    assert {"sqlite_version", "sqlite_vec_version", "page_size"} <= set(fields)
