@@ -167,6 +167,10 @@ def test_backup_restore_into_a_fresh_database_holds_the_same_data(
     assert manifest["row_counts"]["memories"] == 2 and manifest["audit_head_seq"] > 0
     assert "sqlite_version" not in manifest or manifest["sqlite_version"] is None
     file = made["backup"]["file"]
+    listed = ok_json(
+        abathur("backup", "list", "--db", db, "--dest", str(tmp_path), "--json", cwd=tmp_path)
+    )
+    assert [b["file"] for b in listed["backups"]] == [file]
     # health now sees the backup recorded in the database
     health = json.loads(abathur("health", "--db", db, "--json", cwd=tmp_path).stdout)
     backup_item = next(i for i in health["items"] if i["name"] == "backup")
@@ -427,3 +431,33 @@ async def test_a_sqlite_manifest_keeps_its_keys(tmp_path: Path) -> None:
     fields = json.loads(made.manifest_path.read_text())
     assert "backend" not in fields and "postgres_version" not in fields
     assert {"sqlite_version", "sqlite_vec_version", "page_size"} <= set(fields)
+
+
+def test_a_backup_taken_while_writers_commit_matches_its_manifest(db: str, tmp_path: Path) -> None:
+    """The dump and the manifest's counts read one exported snapshot, whatever commits."""
+    import threading
+
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        with psycopg.connect(db, autocommit=True) as conn:
+            while not stop.is_set():
+                written[0] += 1
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (%s, 'x')", (f"race.{written[0]}",)
+                )
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        made = [create_backup(PostgresUrl(db), dest=tmp_path) for _ in range(2)]
+    finally:
+        stop.set()
+        thread.join()
+    assert written[0] > 10  # the writer really ran during the backups
+    counts = []
+    for backup in made:
+        verified = verify_backup(backup.data_path, server=PostgresUrl(db))
+        counts.append(verified.manifest.row_counts["meta"])
+    assert counts[0] < counts[1] <= written[0] + 10
