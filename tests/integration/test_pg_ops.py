@@ -461,3 +461,21 @@ def test_a_backup_taken_while_writers_commit_matches_its_manifest(db: str, tmp_p
         verified = verify_backup(backup.data_path, server=PostgresUrl(db))
         counts.append(verified.manifest.row_counts["meta"])
     assert counts[0] < counts[1] <= written[0] + 10
+
+
+def test_every_probe_statement_runs_on_a_primary(pg_conn: Any) -> None:
+    """The statements only a standby or a privileged role reaches still parse and run here."""
+    from abathur.backends.postgres import ops
+
+    statements = {
+        name: value
+        for name, value in vars(ops).items()
+        if name.startswith("SQL_") and isinstance(value, str) and "%(" not in value
+    }
+    assert {"SQL_STANDBY_LAG", "SQL_REPLICATION", "SQL_SLOTS", "SQL_WAL_BYTES"} <= set(statements)
+    skip = {"SQL_BEGIN_SNAPSHOT", "SQL_VERIFY_HEAP", "SQL_BT_CHECK"}
+    for name, statement in statements.items():
+        if name not in skip:
+            pg_conn.execute(statement).fetchall()
+    (lag,) = pg_conn.execute(ops.SQL_STANDBY_LAG).fetchone()
+    assert lag == 0.0  # a primary replays nothing
