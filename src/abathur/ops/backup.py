@@ -1257,10 +1257,23 @@ def verified_server_copy(
         checks.append("table of contents: only what abathur's migrations make")
         scratch: str | None = None
         if server is None:
-            checks.append("not restored: no server given (--db postgresql://...)")
+            checks.append(
+                "not restored, schema not compared with the migrations: no server given "
+                "(--db postgresql://...)"
+            )
             yield Backup(manifest_path, data_path, manifest), manifest, checks, None
             return
         try:
+            checks.append(
+                pg.check_schema_matches(
+                    out_path,
+                    server,
+                    settings,
+                    version=manifest.user_version,
+                    what=f"backup {name}",
+                    tag=tag,
+                )
+            )
             scratch = pg.restore_scratch(out_path, server, settings, tag=tag)
             checks.append(f"restored into scratch database {scratch}")
             contents = pg.inspect_database(server, settings, dbname=scratch)

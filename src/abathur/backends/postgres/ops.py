@@ -44,7 +44,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,7 @@ __all__ = [
     "ArchiveEntry",
     "PgOpsKit",
     "check_archive",
+    "check_schema_matches",
     "database_name",
     "drop_database",
     "dump",
@@ -796,6 +797,295 @@ def check_archive(entries: list[ArchiveEntry]) -> list[str]:
     return problems
 
 
+# -- the schema a dump must have --------------------------------------------------------
+
+#: pg_restore's options for a restore, and for the text the schema comparison reads: with
+#: the same options, that text is what the restore would run, statement for statement.
+RESTORE_OPTIONS = ("--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error")
+
+# Lines of the rendered script that differ between two honest dumps, masked whole (the
+# full line must match): psql's per-run \restrict key (text output only, never sent to the
+# server), the two version comments, and the numbers of a sequence's setval (the name stays).
+_MASKS: tuple[tuple[re.Pattern[bytes], bytes], ...] = (
+    (re.compile(rb"\\(un)?restrict [A-Za-z0-9]+"), rb"\\\1restrict <key>"),
+    (
+        re.compile(rb"-- Dumped (from database|by pg_dump) version [0-9A-Za-z. ()_-]+"),
+        rb"-- Dumped \1 version <version>",
+    ),
+    (
+        re.compile(rb"SELECT pg_catalog\.setval\('([a-z0-9_.]+)', [0-9]+, (true|false)\);"),
+        rb"SELECT pg_catalog.setval('\1', <n>, <called>);",
+    ),
+)
+_COPY = re.compile(rb"COPY [^\n]+ FROM stdin;")
+_HEADER = re.compile(rb"-- Name: (.*); Type: (.*); Schema: (.*); Owner: .*")
+_VECTOR_DIMS = re.compile(rb"    embedding public\.halfvec\(([0-9]{1,5})\) NOT NULL,?")
+
+
+@dataclass(frozen=True)
+class ScriptLine:
+    """One line of an archive rendered as SQL (data rows left out), and its object."""
+
+    text: bytes
+    obj: str  # "TYPE name" from the last "-- Name:" header, "" before the first
+
+
+def _script(lines: Iterable[bytes]) -> Iterator[ScriptLine]:
+    """Normalise pg_restore's text: masks applied, each COPY's rows dropped (its ``\\.`` kept).
+
+    The rows of a COPY go to the server as COPY data, never as SQL, so only
+    the COPY statement itself is compared. Everything else is kept: comments,
+    SET lines, blank lines (a function body may hold any of them).
+    """
+    obj = ""
+    rows = False
+    for raw in lines:
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if rows:
+            if line == b"\\.":
+                rows = False
+                yield ScriptLine(line, obj)
+            continue
+        for pattern, replacement in _MASKS:
+            if pattern.fullmatch(line):
+                line = pattern.sub(replacement, line)
+                break
+        header = _HEADER.fullmatch(line)
+        if header:
+            obj = f"{header[2].decode(errors='replace')} {header[1].decode(errors='replace')}"
+        if _COPY.fullmatch(line):
+            rows = True
+        yield ScriptLine(line, obj)
+    if rows:
+        yield ScriptLine(b"<the data of a COPY never ends>", obj)
+
+
+def render_archive(archive: Path, *, what: str) -> list[ScriptLine]:
+    """``pg_restore`` of ``archive`` as SQL text, with the restore's own options, normalised.
+
+    Nothing runs: pg_restore writes the script to its standard output (``-f -``).
+
+    Raises:
+        CorruptBackupError: pg_restore cannot read it (``reason="integrity"``).
+        IncompatibleEnvironmentError: no pg_restore.
+    """
+    tool = find_tool("pg_restore")
+    with subprocess.Popen(
+        [str(tool), *RESTORE_OPTIONS, "--file=-", str(archive)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None  # PIPE
+        script = list(_script(proc.stdout))
+        error = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise CorruptBackupError(
+            f"{what} cannot be read by pg_restore: {error.strip()[-500:]}", reason="integrity"
+        )
+    return script
+
+
+def vector_tables_in(script: list[ScriptLine]) -> dict[str, int]:
+    """The run-time vector tables a rendered dump creates, with their dims (read, then remade).
+
+    Only the names abathur gives them (:data:`VECTOR_TABLES`) are looked for;
+    the reference then makes them with the search store's own SQL, so
+    whatever else the dump's table holds is a difference.
+    """
+    found: dict[str, int] = {}
+    current: str | None = None
+    for line in script:
+        if line.text.startswith(b"CREATE TABLE public."):
+            name = (
+                line.text[len(b"CREATE TABLE public.") :]
+                .removesuffix(b" (")
+                .decode("ascii", "replace")
+            )
+            current = name if name in VECTOR_TABLES.values() else None
+        elif current is not None:
+            match = _VECTOR_DIMS.fullmatch(line.text)
+            if match and 0 < int(match[1]) <= 16000:
+                found[current] = int(match[1])
+                current = None
+            elif line.text == b");":
+                current = None
+    return found
+
+
+def first_difference(candidate: list[ScriptLine], reference: list[ScriptLine]) -> str | None:
+    """Where ``candidate`` first differs from ``reference``, said for a message; None if equal."""
+    for n in range(max(len(candidate), len(reference))):
+        ours = reference[n] if n < len(reference) else None
+        theirs = candidate[n] if n < len(candidate) else None
+        if ours is not None and theirs is not None and ours.text == theirs.text:
+            continue
+        at = theirs if theirs is not None else ours
+        where = at.obj if at is not None else ""
+        has = repr(theirs.text.decode(errors="replace")[:200]) if theirs else "nothing more"
+        want = repr(ours.text.decode(errors="replace")[:200]) if ours else "nothing more"
+        return (
+            f"first at {where or 'the script header'} (line {n + 1}): it has {has} "
+            f"where the migrations make {want}"
+        )
+    return None
+
+
+def _migrate_to(conn: Conn, version: int) -> None:
+    """Apply this abathur's migrations up to ``version`` (a scratch database's, ours)."""
+    with conn.transaction():
+        conn.execute(migrations.SQL_CREATE_VERSIONS)
+        for m in migrations.available():
+            if m.version > version:
+                break
+            conn.execute(m.sql.encode("utf-8"))
+            conn.execute(
+                migrations.SQL_RECORD, {"version": m.version, "name": m.name, "at": time.time()}
+            )
+
+
+_REFERENCES: dict[tuple[Any, ...], list[ScriptLine]] = {}
+
+
+def reference_script(
+    server: PostgresUrl,
+    settings: Settings,
+    *,
+    version: int,
+    vectors: Mapping[str, int],
+    tag: str,
+    work_dir: Path,
+) -> list[ScriptLine]:
+    """The rendered dump of the schema this abathur's migrations make at ``version``.
+
+    Made once per process for each (abathur version, schema version, vector
+    tables, server and pgvector version, pg_dump): a scratch database on
+    ``server`` is migrated to ``version``, given the vector tables
+    (:func:`vector_tables_in`) by the search store's own SQL, dumped, rendered
+    by :func:`render_archive` and dropped.
+
+    Raises:
+        CorruptBackupError: ``version`` is not one this abathur ships (``reason="schema"``).
+        DatabaseError: the scratch database cannot be made (privileges).
+    """
+    from abathur import __version__
+
+    shipped = {m.version for m in migrations.available()}
+    if version not in shipped:
+        newer = version > migrations.latest_version()
+        raise CorruptBackupError(
+            f"the backup says schema version {version}, which "
+            + (
+                "a newer abathur made: restore it with that abathur"
+                if newer
+                else "no abathur migration makes"
+            )
+            + f" (this abathur ships {min(shipped)} to {max(shipped)})",
+            reason="schema",
+        )
+    secrets = _secrets(server)
+    with (
+        _connect(server, settings, dbname=MAINTENANCE_DB, doing="reading the server") as conn,
+        translate_errors(f"reading {server}", secrets=secrets),
+    ):
+        major, bindir = _server_tools(conn)
+        number, pgvector = _rows(
+            conn,
+            "SELECT current_setting('server_version_num'), "
+            "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector')",
+        )[0]
+    dump_tool = find_tool("pg_dump", major, bindir=bindir)
+    key = (
+        __version__,
+        version,
+        tuple(sorted(vectors.items())),
+        str(number),
+        str(pgvector),
+        str(dump_tool),
+    )
+    cached = _REFERENCES.get(key)
+    if cached is not None:
+        return cached
+    name = _scratch_name(database_name(server), f"{tag}_ref")
+    raw = work_dir / f".{name}.reference.dump"
+    with (
+        _connect(
+            server, settings, dbname=MAINTENANCE_DB, doing="creating a scratch database"
+        ) as conn,
+        translate_errors(f"creating database {name} on {server}", secrets=secrets),
+    ):
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        with (
+            _connect(server, settings, dbname=name, doing="migrating a scratch database") as conn,
+            translate_errors(f"migrating scratch database {name}", secrets=secrets),
+        ):
+            _migrate_to(conn, version)
+            search = PgTransaction(conn, PgContext(str(server), settings)).search
+            with conn.transaction():
+                for table, dims in sorted(vectors.items()):
+                    kind = next(k for k, t in VECTOR_TABLES.items() if t == table)
+                    search.create_vector_table(table, kind, dims, 0, now=0.0)
+        dbarg, env = _libpq_args(server, name)
+        _run(
+            dump_tool,
+            [
+                f"--dbname={dbarg}",
+                "--format=custom",
+                "--compress=0",
+                "--no-password",
+                f"--file={raw}",
+            ],
+            env,
+            secrets=secrets,
+            doing=f"dumping scratch database {name}",
+        )
+        script = render_archive(raw, what=f"the dump of scratch database {name}")
+    finally:
+        raw.unlink(missing_ok=True)
+        drop_database(server, settings, name)
+    _REFERENCES[key] = script
+    return script
+
+
+def check_schema_matches(
+    archive: Path,
+    server: PostgresUrl,
+    settings: Settings,
+    *,
+    version: int,
+    what: str,
+    tag: str,
+) -> str:
+    """Refuse ``archive`` unless its script is the one our migrations make at ``version``.
+
+    Compared line by line (data rows left out, see :func:`render_archive`):
+    every statement the restore would run, function bodies, defaults,
+    triggers, the SET lines and the search path included. Nothing of the
+    archive runs here. Returns a summary for the checks list.
+
+    Raises:
+        CorruptBackupError: ``reason="schema"``, naming the first differing object.
+    """
+    candidate = render_archive(archive, what=what)
+    vectors = vector_tables_in(candidate)
+    reference = reference_script(
+        server, settings, version=version, vectors=vectors, tag=tag, work_dir=archive.parent
+    )
+    difference = first_difference(candidate, reference)
+    if difference is not None:
+        raise CorruptBackupError(
+            f"{what} is not the schema abathur's migrations make at version {version}, so none "
+            f"of it was run: {difference}",
+            reason="schema",
+        )
+    return (
+        f"schema: every statement matches what the migrations make at version {version} "
+        f"({len(reference)} lines compared"
+        + (f"; vector tables {', '.join(sorted(vectors))}" if vectors else "")
+        + ")"
+    )
+
+
 def _scratch_name(base: str, tag: str) -> str:
     """A database name of at most 63 bytes: ``base`` cut to fit, then ``_tag``."""
     room = 63 - len(tag) - 1
@@ -830,15 +1120,7 @@ def restore_scratch(archive: Path, server: PostgresUrl, settings: Settings, *, t
         try:
             _run(
                 tool,
-                [
-                    f"--dbname={dbarg}",
-                    "--no-owner",
-                    "--no-privileges",
-                    "--single-transaction",
-                    "--exit-on-error",
-                    "--no-password",
-                    str(archive),
-                ],
+                [f"--dbname={dbarg}", *RESTORE_OPTIONS, "--no-password", str(archive)],
                 env,
                 secrets=secrets,
                 doing=f"restoring into scratch database {name}",
