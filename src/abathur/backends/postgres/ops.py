@@ -43,6 +43,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -953,7 +954,6 @@ def reference_script(
     version: int,
     vectors: Mapping[str, int],
     tag: str,
-    work_dir: Path,
 ) -> list[ScriptLine]:
     """The rendered dump of the schema this abathur's migrations make at ``version``.
 
@@ -1006,7 +1006,8 @@ def reference_script(
     if cached is not None:
         return cached
     name = _scratch_name(database_name(server), f"{tag}_ref")
-    raw = work_dir / f".{name}.reference.dump"
+    work = tempfile.TemporaryDirectory(prefix="abathur-reference-")
+    raw = Path(work.name) / "reference.dump"
     with (
         _connect(
             server, settings, dbname=MAINTENANCE_DB, doing="creating a scratch database"
@@ -1041,7 +1042,7 @@ def reference_script(
         )
         script = render_archive(raw, what=f"the dump of scratch database {name}")
     finally:
-        raw.unlink(missing_ok=True)
+        work.cleanup()
         drop_database(server, settings, name)
     _REFERENCES[key] = script
     return script
@@ -1068,9 +1069,7 @@ def check_schema_matches(
     """
     candidate = render_archive(archive, what=what)
     vectors = vector_tables_in(candidate)
-    reference = reference_script(
-        server, settings, version=version, vectors=vectors, tag=tag, work_dir=archive.parent
-    )
+    reference = reference_script(server, settings, version=version, vectors=vectors, tag=tag)
     difference = first_difference(candidate, reference)
     if difference is not None:
         raise CorruptBackupError(
