@@ -188,16 +188,8 @@ POSTGRES = TestBackend(
     name="postgres",
     target=_postgres_target,
     snapshot=_postgres_snapshot,
-    divergences=MappingProxyType(
-        {
-            # docs/backends/postgres.md lists these for users.
-            "test_resources_and_the_prompt": (
-                "the MCP abathur://health resource runs the ops kit's file probes "
-                "(abathur health); on PostgreSQL it raises InvalidInputError until the "
-                "PostgreSQL ops kit exists (issue 14)"
-            ),
-        }
-    ),
+    # docs/backends/postgres.md lists any divergence for users; none is left.
+    divergences=MappingProxyType({}),
 )
 
 #: Every backend the tests know, by name (each one abathur.backends.BACKENDS has).

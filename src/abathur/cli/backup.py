@@ -12,19 +12,22 @@ import click
 from abathur.cli.options import (
     EXIT_FINDINGS,
     EXIT_OK,
+    DbTarget,
     Output,
     format_pairs,
     format_table,
+    is_server,
     shown_db,
     standard_options,
 )
-from abathur.config import Settings, load_settings
+from abathur.config import PostgresUrl, Settings, load_settings
 from abathur.errors import CorruptBackupError, InvalidInputError
 from abathur.ops.backup import (
     Backup,
     Retention,
     RetentionPlan,
     backup_dir_for,
+    backup_label,
     check_backup_label,
     create_backup,
     list_backups,
@@ -172,9 +175,16 @@ def backup(
     two, any younger than --min-age-days (default 1) or a pinned one
     (--keep / --label; 'backup unpin FILE' releases a pin).
 
+    On PostgreSQL (--db postgresql://...) the copy is pg_dump --format=custom
+    of one snapshot (pg_dump as new as the server: PATH or $ABATHUR_PG_BIN),
+    its table of contents checked, then compressed and described the same
+    way; the backup's time is recorded in the database for 'abathur health'.
+    'backup verify --db postgresql://...' restores it into a scratch database.
+
     \b
     Examples:
       abathur backup --db ./agent.db
+      abathur backup --db postgresql://abathur@db/agents --dest /var/backups/abathur
       abathur backup --db ./agent.db --dest /var/backups/abathur --keep-daily 14
       abathur backup --db ./agent.db --dry-run
       abathur backup --db ./agent.db --keep --label "before the v2 migration"
@@ -206,7 +216,7 @@ def backup(
         plan = prune_backups(
             directory,
             keep,
-            database=db_path.name,
+            database=backup_label(db_path),
             dry_run=True,
             assume_new_at=datetime.now(UTC),
         )
@@ -226,7 +236,7 @@ def backup(
     pruned: RetentionPlan | None = None
     if not no_prune:
         pruned = prune_backups(
-            directory, keep, database=db_path.name, protect=[made.manifest_path]
+            directory, keep, database=backup_label(db_path), protect=[made.manifest_path]
         )
     m = made.manifest
     assert m is not None  # a backup just made always has its manifest
@@ -302,7 +312,7 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
       abathur backup list --db ./agent.db --dest /var/backups/abathur --json
     """
     directory = dest if dest is not None else backup_dir_for(db_path)
-    found = list_backups(directory, database=db_path.name)
+    found = list_backups(directory, database=backup_label(db_path))
     data = {
         "path": shown_db(db_path),
         "dest": str(directory.absolute()),
@@ -312,7 +322,7 @@ def list_(*, db_path: Path, out: Output, dest: Path | None) -> None:
         ("name", "created", "compressed", "raw", "memories", "pin", "status"),
         (_list_row(b) for b in found),
     )
-    out.result(data, table if found else f"no backups of {db_path.name} in {directory}")
+    out.result(data, table if found else f"no backups of {backup_label(db_path)} in {directory}")
     if any(b.problem for b in found):
         raise click.exceptions.Exit(EXIT_FINDINGS)
 
@@ -370,13 +380,22 @@ def verify(*, db_path: Path, out: Output, file: Path, allow_unauthenticated: boo
     backup.corrupt with its reason), 3 for a key problem (backup.key: none
     configured for an authenticated backup, or another key).
 
+    A PostgreSQL backup's table of contents is checked first (anything
+    abathur's migrations do not make is refused before it runs); with
+    --db postgresql://... it is then restored into a scratch database on
+    that server, checked against its manifest, and dropped.
+
     \b
     Examples:
       abathur backup verify --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
       abathur backup verify --json backups/agent-20260315T020000.000000Z.manifest.json
     """
     try:
-        verified = verify_backup(file, settings=_settings(allow_unauthenticated))
+        verified = verify_backup(
+            file,
+            settings=_settings(allow_unauthenticated),
+            server=db_path if isinstance(db_path, PostgresUrl) else None,
+        )
     except CorruptBackupError as exc:
         out.error(exc)
         raise click.exceptions.Exit(EXIT_FINDINGS) from None
@@ -428,9 +447,9 @@ def keygen(*, db_path: Path, out: Output, key_file: Path) -> None:
 @click.option(
     "--to",
     "to",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=DbTarget(),
     default=None,
-    help="Restore to this file instead of --db.",
+    help="Restore to this file (or postgresql:// URL) instead of --db.",
 )
 @click.option(
     "--force",
@@ -446,7 +465,7 @@ def restore(
     db_path: Path,
     out: Output,
     file: Path,
-    to: Path | None,
+    to: Path | PostgresUrl | None,
     force: bool,
     allow_unauthenticated: bool,
 ) -> None:
@@ -462,24 +481,34 @@ def restore(
     1 when it has findings. Temporary files of killed restores beside the
     target are removed first.
 
+    On PostgreSQL the backup is restored into a new database on the server
+    (verified there), then renamed to the target's name; the old database
+    is renamed aside (NAME_replaced_TIME), never dropped. Refused while
+    anything is connected to the target, unless --force (which ends those
+    connections). Needs the CREATEDB privilege and pg_restore.
+
     \b
     Examples:
       abathur restore --db ./agent.db backups/agent-20260315T020000.000000Z.db.zst
       abathur restore --db ./agent.db --to ./copy.db backups/agent-20260315T020000.000000Z.db.zst
       abathur restore --db ./agent.db --json --force backups/agent-20260315T020000.000000Z.db.zst
+      abathur restore --db postgresql://abathur@db/agents backups/agents-20260315T0200Z.db.zst
     """
     target = to if to is not None else db_path
-    if target.absolute() == file.absolute():
+    if isinstance(target, Path) and target.absolute() == file.absolute():
         raise InvalidInputError("the backup file and the restore target are the same file")
     result = restore_backup(
         file, target=target, force=force, settings=_settings(allow_unauthenticated)
     )
-    data = {"path": str(target.absolute()), **result.to_dict()}
+    data = {"path": shown_db(target), **result.to_dict()}
     lines: list[tuple[str, object]] = [
-        ("restored", result.target.absolute()),
+        ("restored", shown_db(target)),
         ("from", result.backup.data_path),
         ("taken at", _when(result.manifest.created_at)),
-        ("old file kept as", result.replaced or "(there was none)"),
+        (
+            "old database kept as" if is_server(target) else "old file kept as",
+            result.replaced or "(there was none)",
+        ),
         *_removed_line(result.removed_temps),
     ]
     if result.forced:

@@ -13,9 +13,11 @@ from abathur.cli.options import (
     EXIT_OK,
     Output,
     format_table,
+    is_server,
+    shown_db,
     standard_options,
 )
-from abathur.errors import AbathurError
+from abathur.errors import AbathurError, InvalidInputError
 from abathur.memory import rebuild_keyword_index
 from abathur.ops.backup import create_backup
 from abathur.ops.integrity import (
@@ -36,7 +38,7 @@ def _human(report: CheckReport, fixed: list[str] | None) -> str:
         rows.extend(("", "", f"- {finding}") for finding in r.findings)
     mode = "quick_check" if report.quick else "integrity_check"
     lines = [
-        f"abathur check {report.path.absolute()} ({mode})",
+        f"abathur check {shown_db(report.path)} ({mode})",
         "",
         format_table(("status", "check", "result"), rows),
     ]
@@ -101,6 +103,16 @@ def check(
                         decompresses within its recorded size (--quick: checksums only)
     A check that does not apply says "skipped" and why; it never passes silently.
 
+    \b
+    On PostgreSQL (--db postgresql://...), by the same names, on one snapshot:
+      integrity      every table read end to end, plus pg_amcheck (--heapallindexed
+                     unless --quick) when the database has the amcheck extension
+                     (else its SQL functions; without it, says so)
+      foreign_keys   enforced by PostgreSQL; NOT VALID ones and orphans looked for
+      schema         tables, columns, indexes, functions against the migrations
+      fts_index      memories_fts agrees with the live memories
+    and the audit chain, JSON columns, vectors and archive payloads as on SQLite.
+
     It never repairs, deletes or truncates. --fix only rebuilds derived
     indexes (FTS), after a verified backup, and only when their check has
     findings; the report is then the one taken after the rebuild.
@@ -112,6 +124,17 @@ def check(
       abathur check --db ./agent.db --only audit_chain
       abathur check --db ./agent.db --fix
     """
+    if fix and is_server(db_path):
+        # Only SQLite's FTS5 index is rebuilt by --fix; PostgreSQL's keyword
+        # index is rows the memory service writes, not a derived structure.
+        out.error(
+            InvalidInputError(
+                "--fix rebuilds SQLite's FTS5 indexes; on PostgreSQL the keyword index "
+                "(memories_fts) is rows the memory service writes: run 'abathur check' "
+                "for its findings (runbooks/05-corruption.md, On PostgreSQL)"
+            )
+        )
+        raise click.exceptions.Exit(EXIT_ERROR)
     try:
         report = run_checks(db_path, quick=quick, only=only or None)
         fixed: list[str] | None = None

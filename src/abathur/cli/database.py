@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from abathur.api import Abathur, sqlite_database
-from abathur.cli.options import Output, format_pairs, format_table, shown_db, standard_options
+from abathur.cli.options import (
+    Output,
+    format_pairs,
+    format_table,
+    is_server,
+    shown_db,
+    standard_options,
+)
 from abathur.errors import DatabaseError
 from abathur.ops.files import Migration, MigrationPlan, available_migrations, plan_migrations
 
@@ -39,7 +46,7 @@ def init(*, db_path: Path, out: Output) -> None:
       abathur init --db ./agent.db
       ABATHUR_DB=/var/lib/abathur/agent.db abathur init --json
     """
-    existed = db_path.exists()
+    existed = (await_plan(db_path).exists) if is_server(db_path) else db_path.exists()
 
     async def run() -> dict[str, Any]:
         # Refuse a file newer than this abathur before opening it: opening
@@ -50,8 +57,9 @@ def init(*, db_path: Path, out: Output) -> None:
                 "path": shown_db(db_path),
                 "created": not existed,
                 "schema_version": await ab.db.schema_version(),
-                "migrated_from": ab.db.migrated_from,
-                "backup": ab.db.premigration_backup,
+                "migrated_from": ab.db.migrated_from if existed else None,
+                # A server is not copied aside: take 'abathur backup' first.
+                "backup": getattr(ab.db, "premigration_backup", None),
                 "versions": dataclasses.asdict(ab.versions),
             }
 
@@ -76,9 +84,14 @@ def init(*, db_path: Path, out: Output) -> None:
     )
 
 
+def await_plan(db_path: Path) -> MigrationPlan:
+    """The migration plan of ``db_path`` (a file or a server), read without changing it."""
+    return asyncio.run(plan_migrations(db_path))
+
+
 def _plan_data(plan: MigrationPlan) -> dict[str, Any]:
     return {
-        "path": str(plan.path.absolute()),
+        "path": shown_db(plan.path),
         "exists": plan.exists,
         "current_version": plan.current,
         "target_version": plan.latest,
@@ -99,6 +112,10 @@ def migrate(*, db_path: Path, out: Output, dry_run: bool) -> None:
     existing file is copied aside with SQLite's online backup API before it
     is migrated; each migration commits together with its version bump, so a
     failure leaves the file at the last version that succeeded.
+
+    On PostgreSQL (--db postgresql://...) the plan reads schema_migrations;
+    the database is not copied aside (take 'abathur backup' first); each
+    migration runs in its own transaction under an advisory lock.
 
     \b
     Examples:
@@ -122,7 +139,7 @@ def migrate(*, db_path: Path, out: Output, dry_run: bool) -> None:
             async with Abathur.open(db_path) as ab:
                 return (
                     ab.db.migrated_from,
-                    ab.db.premigration_backup,
+                    getattr(ab.db, "premigration_backup", None),
                     await ab.db.schema_version(),
                 )
 
@@ -180,6 +197,9 @@ def info(*, db_path: Path, out: Output) -> None:
       abathur info --db ./agent.db
       abathur info --db ./agent.db --json | jq '.row_counts.memories'
     """
+    if is_server(db_path):
+        _server_info(db_path, out)
+        return
     if not db_path.exists():
         raise DatabaseError(
             f"no database at {str(db_path)!r}: create one with 'abathur init --db {db_path}'"
@@ -222,3 +242,36 @@ def info(*, db_path: Path, out: Output) -> None:
     )
     table = format_table(("table", "rows"), sorted(data["row_counts"].items()))
     out.result(data, f"{summary}\n\n{table}")
+
+
+def _server_info(db_path: Path, out: Output) -> None:
+    """``abathur info`` on a PostgreSQL database: sizes from the server, exact row counts."""
+    from abathur.config import Settings
+    from abathur.ops.files import server_kit
+
+    async def run() -> dict[str, Any]:
+        async with Abathur.open(db_path, auto_migrate=False, embedder="none", probe=True) as ab:
+            found = await asyncio.to_thread(server_kit().info, db_path, Settings())  # type: ignore[arg-type]
+            return {
+                "path": shown_db(db_path),
+                **found,
+                "versions": dataclasses.asdict(ab.versions),
+            }
+
+    data = asyncio.run(run())
+    behind = data["latest_schema_version"] - data["schema_version"]
+    schema = f"{data['schema_version']}"
+    if behind > 0:
+        schema += f" ({behind} migration(s) pending: run 'abathur migrate')"
+    summary = format_pairs(
+        [
+            ("database", data["path"]),
+            ("size", _size(data["size_bytes"])),
+            ("schema version", schema),
+            ("versions", _versions_line(data["versions"])),
+        ]
+    )
+    rows = [
+        (t, n, _size(data["table_bytes"].get(t, 0))) for t, n in sorted(data["row_counts"].items())
+    ]
+    out.result(data, f"{summary}\n\n{format_table(('table', 'rows', 'size'), rows)}")

@@ -49,6 +49,14 @@ def health(*, db_path: Path, out: Output, dest: Path | None) -> None:
     and prints the versions of abathur, SQLite, sqlite-vec, apsw and aiosqlite.
 
     \b
+    On PostgreSQL (--db postgresql://...), instead of wal and disk:
+      connections  client connections over max_connections (warn 80 %, fail 95 %)
+      replication  the slowest standby's replay lag, where there is one
+                   (warn 60 s, fail 10 min)
+      wal          WAL held back by replication slots (warn 1 GiB, fail 10 GiB)
+    and backup also reads the time the last backup recorded in the database.
+
+    \b
     Examples:
       abathur health --db ./agent.db
       abathur health --db ./agent.db --json | jq -r .status
@@ -61,7 +69,7 @@ def health(*, db_path: Path, out: Output, dest: Path | None) -> None:
     )
     versions = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in report.versions.items())
     human = (
-        f"abathur health {report.path.absolute()}: {report.status.upper()}\n\n{table}\n\n"
+        f"abathur health {shown_db(db_path)}: {report.status.upper()}\n\n{table}\n\n"
         f"versions: {versions}"
     )
     out.result(report.to_dict(), human)
@@ -90,13 +98,19 @@ def metrics(*, db_path: Path, out: Output, textfile: Path | None, dest: Path | N
     """Print metrics in Prometheus text exposition format (or --json).
 
     \b
-    Families (every sample is labelled database="<absolute path>"):
+    Families (every sample is labelled database="<absolute path>", or the
+    server URL without its password):
       abathur_up, abathur_info, abathur_schema_version,
       abathur_database_size_bytes, abathur_wal_size_bytes,
       abathur_table_rows{table}, abathur_sessions{status}, abathur_memories{type},
       abathur_audit_records, abathur_embedding_queue_depth,
       abathur_embedding_queue_oldest_age_seconds,
       abathur_last_backup_timestamp_seconds, abathur_backups
+    On PostgreSQL also abathur_table_size_bytes{table},
+    abathur_index_size_bytes{index,table}, abathur_connections{state},
+    abathur_server_connections, abathur_max_connections,
+    abathur_replication_lag_seconds{standby} (where there is a standby),
+    abathur_replication_slot_retained_bytes{slot}; table rows are estimates.
     A database that cannot be read (none at --db, a file that is not one) still
     yields abathur_up 0, printed or written to --textfile so a scrape sees it,
     and the command exits 3, as every command does.

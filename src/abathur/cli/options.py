@@ -40,6 +40,7 @@ from abathur.errors import AbathurError, DatabaseError, InvalidInputError, Schem
 
 if TYPE_CHECKING:
     from abathur.api import Abathur
+    from abathur.config import PostgresUrl
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -50,12 +51,14 @@ __all__ = [
     "GLOBAL_DB",
     "GLOBAL_JSON",
     "LOG_LEVELS",
+    "DbTarget",
     "Output",
     "database_problem",
     "db_option",
     "format_pairs",
     "format_table",
     "format_time",
+    "is_server",
     "json_text",
     "read_database",
     "shorten",
@@ -163,41 +166,21 @@ def _check_arguments(arguments: Mapping[str, Any]) -> None:
                 ) from None
 
 
-# Commands that work on the SQLite file itself (its pages, its copies, its
-# pragmas): not available on a PostgreSQL server yet (issue 14).
-FILE_ONLY_COMMANDS = frozenset(
-    {"backup", "check", "health", "info", "init", "metrics", "migrate", "restore"}
-)
-
-
 def is_server(db_path: object) -> bool:
     """True when ``--db`` named a PostgreSQL server (a ``PostgresUrl``), not a file."""
     return not isinstance(db_path, PurePath) and type(db_path).__name__ == "PostgresUrl"
 
 
-def shown_db(db_path: Path) -> str:
+def shown_db(db_path: Path | PostgresUrl) -> str:
     """The database as messages and ``--json`` name it: a file's absolute path,
     or a server's URL without its password."""
-    return str(db_path) if is_server(db_path) else str(db_path.absolute())
+    return str(db_path.absolute()) if isinstance(db_path, PurePath) else str(db_path)
 
 
 def database_missing(db_path: Path) -> bool:
     """True when ``--db`` names a file that does not exist; a server is never "missing"
     here (opening it says whether it can be reached)."""
     return not is_server(db_path) and not db_path.is_file()
-
-
-def _check_server_command(db_path: Path) -> None:
-    """Refuse a file-only command on a PostgreSQL server, naming it."""
-    if not is_server(db_path):
-        return
-    ctx = click.get_current_context()
-    root = ctx.command_path.split()[1] if len(ctx.command_path.split()) > 1 else ""
-    if root in FILE_ONLY_COMMANDS:
-        raise InvalidInputError(
-            f"abathur {root} works on a SQLite database file; {db_path} is a PostgreSQL "
-            "server, where it is not available yet (issue 14)"
-        )
 
 
 def _check_db(db_path: Path) -> None:
@@ -404,7 +387,6 @@ def standard_options(fn: Callable[..., None]) -> Callable[..., None]:
             # and meet an OSError or UnicodeEncodeError there.
             _check_arguments({"db_path": db_path, **kwargs})
             _check_db(db_path)
-            _check_server_command(db_path)
             _check_paths(kwargs)
             fn(db_path=db_path, out=out, **kwargs)
         except AbathurError as exc:

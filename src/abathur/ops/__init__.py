@@ -20,7 +20,13 @@ manifests, HMAC, temporary files, formats. What they ask of the storage
 restore, the SQL of the checks) is the backend's: the protocol is
 :class:`abathur.stores.ops.OpsKit`, and the SQLite machinery lives in
 :mod:`abathur.backends.sqlite` (``probes``, ``backup``, ``checks``, ``schema``,
-``untrusted``, ``files``).
+``untrusted``, ``files``). On a PostgreSQL server (``--db postgresql://...``,
+issue 14) every module here takes the :class:`~abathur.config.PostgresUrl`
+where it takes a path, and asks :mod:`abathur.backends.postgres.ops` (loaded
+on use: psycopg is an optional extra): snapshot probes with the server's own
+numbers (:class:`~abathur.stores.ops.ServerStats`), the same checks by name,
+``pg_dump``/``pg_restore`` backups with the same manifest, and restores that
+verify in a scratch database and rename it over the target.
 
 Everything here works on its own isolated connections, never on the pool of
 an open :class:`~abathur.api.Abathur`, so it can run beside a live

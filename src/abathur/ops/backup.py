@@ -53,6 +53,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -68,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from abathur import __version__
 from abathur.backends.sqlite.connection import check_environment
 from abathur.backends.sqlite.files import wal_path
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings
 from abathur.errors import (
     BackupKeyError,
     BackupSpaceError,
@@ -93,6 +94,7 @@ __all__ = [
     "RetentionPlan",
     "VerifiedBackup",
     "backup_dir_for",
+    "backup_label",
     "check_backup_label",
     "create_backup",
     "fsync_dir",
@@ -104,6 +106,7 @@ __all__ = [
     "remove_stale_temps",
     "unpin_backup",
     "verified_copy",
+    "verified_server_copy",
     "verify_backup",
 ]
 
@@ -138,12 +141,23 @@ class Manifest(BaseModel):
     raw_bytes: int = Field(ge=0)
     raw_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the database itself.")
     created_at: datetime
-    source: str = Field(description="Absolute path of the database that was backed up.")
+    source: str = Field(
+        description="Absolute path of the database that was backed up (PostgreSQL: its URL, "
+        "without the password)."
+    )
     abathur_version: str
-    sqlite_version: str
-    sqlite_vec_version: str
-    user_version: int
-    page_size: int
+    # A SQLite backup's manifest never has the keys below whose value is None,
+    # nor "backend": it is byte for byte what it was before PostgreSQL (issue 14).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_version: str | None = None
+    sqlite_vec_version: str | None = None
+    postgres_version: str | None = None
+    pgvector_version: str | None = None
+    database: str | None = Field(
+        default=None, description="PostgreSQL: the name of the database that was dumped."
+    )
+    user_version: int = Field(description="The schema version (PostgreSQL: schema_migrations).")
+    page_size: int | None = None
     row_counts: dict[str, int]
     audit_head_seq: int
     audit_head_hash: str
@@ -158,6 +172,22 @@ class Manifest(BaseModel):
         pattern=r"^[0-9a-f]{64}$",
         description="abathur-backup/2: HMAC-SHA256 of every other field, as canonical JSON.",
     )
+
+    @model_validator(mode="after")
+    def _fields_of_its_backend(self) -> Manifest:
+        sqlite = (self.sqlite_version, self.sqlite_vec_version, self.page_size)
+        postgres = (self.postgres_version, self.pgvector_version, self.database)
+        if self.backend == "sqlite" and (None in sqlite or postgres != (None, None, None)):
+            raise ValueError(
+                "a SQLite backup's manifest has sqlite_version, sqlite_vec_version and "
+                "page_size, and no PostgreSQL fields"
+            )
+        if self.backend == "postgres" and (None in postgres or sqlite != (None, None, None)):
+            raise ValueError(
+                "a PostgreSQL backup's manifest has postgres_version, pgvector_version and "
+                "database, and no SQLite fields"
+            )
+        return self
 
     @model_validator(mode="after")
     def _authenticated_exactly_when_v2(self) -> Manifest:
@@ -216,10 +246,30 @@ class Backup:
         return self.manifest_path.with_name(self.name + PIN_SUFFIX)
 
 
-def backup_dir_for(db_path: Path, settings: Settings | None = None) -> Path:
-    """The default backup directory: ``Settings.backup_dir``, else ``backups/`` beside the file."""
+def backup_dir_for(db_path: Path | PostgresUrl, settings: Settings | None = None) -> Path:
+    """The default backup directory: ``Settings.backup_dir``, else ``backups/`` beside the file
+    (a PostgreSQL database: ``backups/`` in the current directory)."""
     configured = (settings or Settings()).backup_dir
-    return configured if configured is not None else db_path.absolute().parent / "backups"
+    if configured is not None:
+        return configured
+    if isinstance(db_path, PostgresUrl):
+        return Path.cwd() / "backups"
+    return db_path.absolute().parent / "backups"
+
+
+def backup_label(db: Path | PostgresUrl) -> str:
+    """What :func:`list_backups`'s ``database`` matches: a file's name, a server database's name."""
+    if isinstance(db, PostgresUrl):
+        from abathur.backends.postgres.ops import database_name
+
+        return database_name(db)
+    return db.name
+
+
+def _label_of(manifest: Manifest) -> str:
+    if manifest.backend == "postgres" and manifest.database is not None:
+        return manifest.database
+    return Path(manifest.source).name
 
 
 def fsync_dir(directory: Path) -> None:
@@ -318,12 +368,22 @@ def _require_space(directory: Path, needed: int, what: str) -> None:
 
 
 def create_backup(
-    db_path: str | Path, *, dest: str | Path | None = None, settings: Settings | None = None
+    db_path: str | Path | PostgresUrl,
+    *,
+    dest: str | Path | None = None,
+    settings: Settings | None = None,
 ) -> Backup:
     """Take a verified, compressed backup of a (possibly live) database.
 
+    On PostgreSQL (``db_path`` a :class:`~abathur.config.PostgresUrl`) the
+    copy is ``pg_dump --format=custom`` of one exported snapshot, whose table
+    of contents is checked, compressed and described by the same manifest
+    (``"backend": "postgres"``, the server's versions and the database's
+    name instead of SQLite's); the time of the backup is recorded in the
+    database's ``meta`` table for ``abathur health``.
+
     Args:
-        db_path: the database file; other processes may be writing to it.
+        db_path: the database file, or a PostgreSQL URL; others may be writing to it.
         dest: the backup directory (created if missing); default
             :func:`backup_dir_for`.
         settings: pragmas for the isolated connections.
@@ -351,6 +411,8 @@ def create_backup(
         True
     """
     settings = settings or Settings()
+    if isinstance(db_path, PostgresUrl):
+        return _create_server_backup(db_path, dest, settings)
     db_path = Path(db_path)
     if not db_path.is_file():
         raise DatabaseError(f"no database at {str(db_path)!r}: nothing to back up")
@@ -466,6 +528,102 @@ def create_backup(
     return Backup(manifest_path, data_path, manifest, removed_temps=removed)
 
 
+def _file_label(label: str) -> str:
+    """A database name as a file name: any character but ``[A-Za-z0-9._-]`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", label)[:100] or "database"
+
+
+def _create_server_backup(url: PostgresUrl, dest: str | Path | None, settings: Settings) -> Backup:
+    """:func:`create_backup` of a PostgreSQL database (see there)."""
+    from abathur.backends.postgres import ops as pg
+
+    key = load_backup_key(settings)
+    directory = Path(dest) if dest is not None else backup_dir_for(url, settings)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
+    if key is not None and settings.backup_key_file is not None:
+        _warn_if_key_beside_backups(settings.backup_key_file, directory)
+    removed = tuple(remove_stale_temps(directory))
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    label = backup_label(url)
+    name = f"{_file_label(label)}-{_stamp(now)}"
+    data_path = directory / (name + DATA_SUFFIX)
+    manifest_path = directory / (name + MANIFEST_SUFFIX)
+    if data_path.exists() or manifest_path.exists():
+        raise DatabaseError(f"backup {name!r} already exists in {str(directory)!r}")
+    try:
+        with (
+            owned_temp(directory / f".{name}.db.tmp") as raw,
+            owned_temp(directory / f".{name}{DATA_SUFFIX}.tmp") as data_tmp,
+        ):
+            dumped = pg.dump(url, raw, settings)
+            problems = pg.check_archive(pg.read_archive(raw, what=f"the dump of {url}"))
+            if problems:
+                raise DatabaseError(
+                    f"the dump of {url} holds objects abathur's migrations do not make, so it "
+                    "would not verify (run 'abathur check'): " + "; ".join(problems[:10])
+                )
+            raw_sha, raw_size, sha, size = _compress(raw, data_tmp)
+            os.replace(data_tmp, data_path)
+        fsync_dir(directory)
+        contents = dumped.contents
+        manifest = _sign(
+            Manifest(
+                file=data_path.name,
+                sha256=sha,
+                compressed_bytes=size,
+                raw_bytes=raw_size,
+                raw_sha256=raw_sha,
+                created_at=now,
+                source=str(url),
+                abathur_version=__version__,
+                backend="postgres",
+                postgres_version=dumped.server_version,
+                pgvector_version=dumped.pgvector_version,
+                database=label,
+                user_version=contents.user_version,
+                row_counts=contents.row_counts,
+                audit_head_seq=contents.audit_head[0],
+                audit_head_hash=contents.audit_head[1],
+            ),
+            key,
+        )
+        _write_atomically(manifest_path, _manifest_bytes(manifest))
+    except OSError as exc:
+        _remove(data_path)
+        if _is_no_space(exc):
+            free = _free_bytes(directory) or 0
+            raise BackupSpaceError(
+                f"the disk holding {str(directory)!r} filled up during the backup of {url}: "
+                f"a backup needs room for the dump and its compressed file at once; "
+                f"{_mib(free)} ({free} bytes) are free now that they are removed. Free some "
+                "space or use another --dest",
+                directory=str(directory),
+                needed=free + 1,
+                free=free,
+            ) from None
+        raise DatabaseError(f"backup of {url} to {directory} failed: {exc}") from exc
+    except BaseException:
+        _remove(data_path)
+        raise
+    recorded = pg.record_backup(url, settings, now.timestamp())
+    log.info(
+        "backup.created",
+        path=str(url),
+        backup=str(data_path),
+        raw_bytes=raw_size,
+        compressed_bytes=size,
+        authenticated=manifest.is_authenticated,
+        key_id=manifest.key_id,
+        recorded_in_database=recorded,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return Backup(manifest_path, data_path, manifest, removed_temps=removed)
+
+
 def _warn_if_key_beside_backups(key_file: Path, directory: Path) -> None:
     """A key stored with the backups authenticates nothing: whoever edits one can re-sign it."""
     try:
@@ -510,12 +668,27 @@ def _compress(raw: Path, out_path: Path) -> tuple[str, int, str, int]:
     return raw_sha.hexdigest(), raw_size, hashing.sha.hexdigest(), hashing.size
 
 
+_OPTIONAL_FIELDS = (
+    "key_id",
+    "hmac",
+    "sqlite_version",
+    "sqlite_vec_version",
+    "page_size",
+    "postgres_version",
+    "pgvector_version",
+    "database",
+)
+
+
 def _manifest_fields(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as JSON fields; a /1 manifest has no ``key_id``/``hmac`` keys at all."""
+    """The manifest as JSON fields; a /1 manifest has no ``key_id``/``hmac`` keys at all,
+    and a SQLite one no ``backend`` nor PostgreSQL keys (nor the reverse)."""
     fields = manifest.model_dump(mode="json")
-    for name in ("key_id", "hmac"):
+    for name in _OPTIONAL_FIELDS:
         if fields[name] is None:
             del fields[name]
+    if fields["backend"] == "sqlite":
+        del fields["backend"]
     return fields
 
 
@@ -571,7 +744,8 @@ def list_backups(dest: str | Path, *, database: str | None = None) -> list[Backu
 
     Args:
         dest: the backup directory (missing: no backups).
-        database: only backups of a database file with this name (e.g. ``agent.db``).
+        database: only backups of a database file with this name (e.g. ``agent.db``), or
+            of a PostgreSQL database of this name (see :func:`backup_label`).
 
     Example:
         >>> import tempfile
@@ -593,7 +767,7 @@ def list_backups(dest: str | Path, *, database: str | None = None) -> list[Backu
         except CorruptBackupError as exc:
             manifest, problem = None, exc.message
         if manifest is not None:
-            if database is not None and Path(manifest.source).name != database:
+            if database is not None and _label_of(manifest) != database:
                 continue
             if not data_path.is_file():
                 problem = f"data file {data_path.name} is missing"
@@ -935,22 +1109,13 @@ def _authenticate(
 
 
 @contextlib.contextmanager
-def verified_copy(
+def _decompressed(
     file: Path, out_path: Path, settings: Settings
-) -> Iterator[tuple[Backup, Manifest, list[str]]]:
-    """Verify ``file`` by decompressing it to ``out_path``, then yield what was verified.
+) -> Iterator[tuple[Path, Path, Manifest, list[str]]]:
+    """Authenticate the manifest, check the compressed file and decompress it to ``out_path``.
 
-    The manifest is authenticated first (see :func:`_authenticate`), before a
-    byte of the backup is read. ``out_path`` is created and ``flock``-ed here,
-    so a concurrent :func:`remove_stale_temps` never takes it for a dead
-    run's; it is removed afterwards unless the caller has moved it away, as
-    :func:`abathur.ops.restore.restore_backup` does.
-
-    Raises:
-        CorruptBackupError: a test failed (see :func:`verify_backup`).
-        BackupKeyError: the backup key is unusable or not this backup's.
-        BackupSpaceError: ``out_path``'s disk has no room for the database.
-        DatabaseError: the copy could not be written (directory, permissions).
+    Yields (manifest path, data path, manifest, checks passed); ``out_path``
+    is held and removed afterwards unless the caller moved it away.
     """
     manifest_path, data_path = _paths_for(file)
     # Environment problems first, so they are never mistaken for a damaged backup.
@@ -988,6 +1153,54 @@ def verified_copy(
                 f"cannot verify backup {data_path.name} (decompressing into "
                 f"{out_path.parent}): {exc}"
             ) from exc
+        yield manifest_path, data_path, manifest, checks
+
+
+def _check_copy(contents: CopyReport, manifest: Manifest, name: str, checks: list[str]) -> None:
+    """The checks of a restored or decompressed copy against its manifest."""
+    if contents.integrity != ["ok"]:
+        raise CorruptBackupError(
+            f"backup {name} fails integrity_check: {'; '.join(contents.integrity)}",
+            reason="integrity",
+        )
+    checks.append("integrity_check")
+    if contents.schema_problems:
+        raise CorruptBackupError(
+            f"backup {name} holds a schema abathur's migrations do not make, so "
+            f"nothing else in it was read: {'; '.join(contents.schema_problems)}",
+            reason="schema",
+        )
+    checks.append("schema matches the migrations")
+    _check_contents(contents, manifest, name)
+    checks.append("user_version, row counts and audit head match the manifest")
+
+
+@contextlib.contextmanager
+def verified_copy(
+    file: Path, out_path: Path, settings: Settings
+) -> Iterator[tuple[Backup, Manifest, list[str]]]:
+    """Verify ``file`` by decompressing it to ``out_path``, then yield what was verified.
+
+    The manifest is authenticated first (see :func:`_authenticate`), before a
+    byte of the backup is read. ``out_path`` is created and ``flock``-ed here,
+    so a concurrent :func:`remove_stale_temps` never takes it for a dead
+    run's; it is removed afterwards unless the caller has moved it away, as
+    :func:`abathur.ops.restore.restore_backup` does.
+
+    Raises:
+        CorruptBackupError: a test failed (see :func:`verify_backup`).
+        BackupKeyError: the backup key is unusable or not this backup's.
+        BackupSpaceError: ``out_path``'s disk has no room for the database.
+        DatabaseError: the copy could not be written (directory, permissions).
+        InvalidInputError: the backup is of a PostgreSQL database (see
+            :func:`verified_server_copy`).
+    """
+    with _decompressed(file, out_path, settings) as (manifest_path, data_path, manifest, checks):
+        if manifest.backend != "sqlite":
+            raise InvalidInputError(
+                f"backup {data_path.name} is of a PostgreSQL database: restore it to a "
+                "postgresql:// URL, not a file"
+            )
         try:
             contents = ops_kit(out_path).inspect_copy(out_path, what=f"backup {data_path.name}")
         except DatabaseError as exc:
@@ -995,26 +1208,88 @@ def verified_copy(
                 f"backup {data_path.name} cannot be read as a database: {exc.message}",
                 reason="integrity",
             ) from None
-        if contents.integrity != ["ok"]:
-            raise CorruptBackupError(
-                f"backup {data_path.name} fails integrity_check: {'; '.join(contents.integrity)}",
-                reason="integrity",
-            )
-        checks.append("integrity_check")
-        if contents.schema_problems:
-            raise CorruptBackupError(
-                f"backup {data_path.name} holds a schema abathur's migrations do not make, so "
-                f"nothing else in it was read: {'; '.join(contents.schema_problems)}",
-                reason="schema",
-            )
-        checks.append("schema matches the migrations")
-        _check_contents(contents, manifest, data_path.name)
-        checks.append("user_version, row counts and audit head match the manifest")
+        _check_copy(contents, manifest, data_path.name, checks)
         yield Backup(manifest_path, data_path, manifest), manifest, checks
 
 
+@contextlib.contextmanager
+def verified_server_copy(
+    file: Path, out_path: Path, settings: Settings, server: PostgresUrl | None, *, tag: str
+) -> Iterator[tuple[Backup, Manifest, list[str], str | None]]:
+    """Verify a PostgreSQL backup; yield it with the scratch database it was restored into.
+
+    After the checks of the file (:func:`verified_copy`'s), the archive's
+    table of contents is read and anything abathur's migrations do not make
+    is refused before any of it runs. With a ``server``, the archive is then
+    restored into a new scratch database there (named after the server URL's
+    database and ``tag``), which is checked as a copy (every table read,
+    schema, schema version, row counts and audit head against the manifest)
+    and dropped afterwards unless the caller renamed it (a restore does).
+    Without one, the scratch restore is left out and the checks say so.
+
+    Raises:
+        CorruptBackupError: a test failed; nothing was restored anywhere.
+        InvalidInputError: the backup is of a SQLite file.
+        DatabaseError: the scratch database could not be created (privileges).
+    """
+    from abathur.backends.postgres import ops as pg
+
+    with _decompressed(file, out_path, settings) as (manifest_path, data_path, manifest, checks):
+        name = data_path.name
+        if manifest.backend != "postgres":
+            raise InvalidInputError(
+                f"backup {name} is of a SQLite file: restore it to a file, not a server"
+            )
+        try:
+            entries = pg.read_archive(out_path, what=f"backup {name}")
+        except DatabaseError as exc:
+            raise CorruptBackupError(
+                f"backup {name} cannot be read as a pg_dump archive: {exc.message}",
+                reason="integrity",
+            ) from None
+        problems = pg.check_archive(entries)
+        if problems:
+            raise CorruptBackupError(
+                f"backup {name} holds objects abathur's migrations do not make, so none of it "
+                f"was run: {'; '.join(problems[:10])}",
+                reason="schema",
+            )
+        checks.append("table of contents: only what abathur's migrations make")
+        scratch: str | None = None
+        if server is None:
+            checks.append(
+                "not restored, schema not compared with the migrations: no server given "
+                "(--db postgresql://...)"
+            )
+            yield Backup(manifest_path, data_path, manifest), manifest, checks, None
+            return
+        try:
+            checks.append(
+                pg.check_schema_matches(
+                    out_path,
+                    server,
+                    settings,
+                    version=manifest.user_version,
+                    what=f"backup {name}",
+                    tag=tag,
+                )
+            )
+            scratch = pg.restore_scratch(out_path, server, settings, tag=tag)
+            checks.append(f"restored into scratch database {scratch}")
+            contents = pg.inspect_database(server, settings, dbname=scratch)
+            _check_copy(contents, manifest, name, checks)
+            yield Backup(manifest_path, data_path, manifest), manifest, checks, scratch
+        finally:
+            if scratch is not None:
+                pg.drop_database(server, settings, scratch)  # gone already if renamed
+
+
 def verify_backup(
-    file: str | Path, *, settings: Settings | None = None, work_dir: str | Path | None = None
+    file: str | Path,
+    *,
+    settings: Settings | None = None,
+    work_dir: str | Path | None = None,
+    server: PostgresUrl | None = None,
 ) -> VerifiedBackup:
     """Check a backup as a restore would: checksum, decompress, integrity, contents.
 
@@ -1023,6 +1298,10 @@ def verify_backup(
         settings: pragmas for the connection that checks the copy.
         work_dir: where the database is decompressed while it is checked
             (then removed); default the backup's own directory.
+        server: for a PostgreSQL backup, the server (a URL whose database
+            names the scratch databases) to restore it into a scratch
+            database there, check it and drop it; without one a PostgreSQL
+            backup gets every check but that restore.
 
     Returns:
         A :class:`VerifiedBackup`.
@@ -1054,7 +1333,16 @@ def verify_backup(
     removed = tuple(remove_stale_temps(directory))
     out_path = directory / f".{file.name}.verify-{os.getpid()}-{time.monotonic_ns()}.tmp"
     try:
-        with verified_copy(file, out_path, settings) as (backup, manifest, checks):
+        with contextlib.ExitStack() as stack:
+            if _read_backend(file) == "postgres":
+                tag = f"verify_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+                backup, manifest, checks, _ = stack.enter_context(
+                    verified_server_copy(file, out_path, settings, server, tag=tag)
+                )
+            else:
+                backup, manifest, checks = stack.enter_context(
+                    verified_copy(file, out_path, settings)
+                )
             # Passed inside verified_copy already; asked again for the words to report.
             authenticated, how = _authenticate(
                 manifest, _read_manifest_document(backup.manifest_path)[1], settings, file.name
@@ -1079,6 +1367,16 @@ def verify_backup(
         seconds=round(result.seconds, 3),
     )
     return result
+
+
+def _read_backend(file: Path) -> str:
+    """Which backend a backup is of, as its manifest says ("sqlite" when it cannot be read:
+    then the verification itself reports why)."""
+    try:
+        manifest_path, _ = _paths_for(file)
+        return _read_manifest(manifest_path).backend
+    except (CorruptBackupError, InvalidInputError):
+        return "sqlite"
 
 
 # -- retention ------------------------------------------------------------------------

@@ -32,10 +32,11 @@ from typing import Any, Literal
 from abathur import __version__
 from abathur.backends.sqlite.connection import check_environment
 from abathur.backends.sqlite.files import wal_path
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings
 from abathur.errors import AbathurError
-from abathur.ops.backup import backup_dir_for, list_backups
-from abathur.ops.files import ops_kit
+from abathur.ops.backup import backup_dir_for, backup_label, list_backups
+from abathur.ops.files import Target, ops_kit, server_kit
+from abathur.stores.ops import HealthProbe, ServerStats
 
 __all__ = ["HealthItem", "HealthReport", "Status", "Thresholds", "health"]
 
@@ -64,6 +65,17 @@ class Thresholds:
     # Fraction of the filesystem free; also fail when a copy of the file no longer fits.
     disk_warn_free_ratio: float = 0.10
     disk_fail_free_ratio: float = 0.03
+    # PostgreSQL: client connections over max_connections (a pool that cannot
+    # grow waits, then fails with PoolExhaustedError).
+    connections_warn_ratio: float = 0.80
+    connections_fail_ratio: float = 0.95
+    # PostgreSQL: how far the slowest standby's replay is behind.
+    replication_warn_lag_s: float = 60.0
+    replication_fail_lag_s: float = 600.0
+    # PostgreSQL: WAL a replication slot holds back (pg_wal grows until its
+    # consumer catches up or the slot is dropped).
+    slot_warn_bytes: int = 1024 * _MIB
+    slot_fail_bytes: int = 10 * 1024 * _MIB
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,7 @@ class HealthItem:
 class HealthReport:
     """Every item, the worst status, and the versions in use."""
 
-    path: Path
+    path: Target
     status: Status
     items: tuple[HealthItem, ...]
     versions: dict[str, str]
@@ -97,11 +109,16 @@ class HealthReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as ``abathur health --json`` prints it."""
         return {
-            "path": str(self.path.absolute()),
+            "path": _shown(self.path),
             "status": self.status,
             "items": [i.to_dict() for i in self.items],
             "versions": self.versions,
         }
+
+
+def _shown(db: Target) -> str:
+    """A file's absolute path, or a server URL without its password."""
+    return str(db) if isinstance(db, PostgresUrl) else str(db.absolute())
 
 
 def _grade(value: float, warn: float, fail: float) -> Status:
@@ -119,12 +136,15 @@ def _age(seconds: float) -> str:
 
 
 def _database_items(
-    path: Path, settings: Settings, t: Thresholds, now: float
-) -> tuple[list[HealthItem], float | None]:
-    """The items that need the file open; also when data was first written (audit seq 1)."""
+    path: Target, settings: Settings, t: Thresholds, now: float
+) -> tuple[list[HealthItem], HealthProbe | None]:
+    """The items that need the database open; also the probe (first write, server numbers)."""
     started = time.perf_counter()
     try:
-        probe = ops_kit(path).health_probe(path, settings, now)
+        if isinstance(path, PostgresUrl):
+            probe = server_kit().health_probe(path, settings, now)
+        else:
+            probe = ops_kit(path).health_probe(path, settings, now)
     except AbathurError as exc:
         return [HealthItem("database", "fail", None, exc.message)], None
     ms = (time.perf_counter() - started) * 1000
@@ -156,7 +176,7 @@ def _database_items(
         )
         detail = f"{depth} job(s) waiting" + (f", oldest {_age(age)} old" if depth else "")
         items.append(HealthItem("queue", status, depth, detail))
-    return items, probe.first_write
+    return items, probe
 
 
 def _wal_item(path: Path, t: Thresholds) -> HealthItem:
@@ -168,12 +188,29 @@ def _wal_item(path: Path, t: Thresholds) -> HealthItem:
 
 
 def _backup_item(
-    path: Path, backup_dir: Path, t: Thresholds, now: float, first_write: float | None
+    path: Target,
+    backup_dir: Path,
+    t: Thresholds,
+    now: float,
+    first_write: float | None,
+    recorded: float | None = None,
 ) -> HealthItem:
-    found = list_backups(backup_dir, database=path.name)
+    found = list_backups(backup_dir, database=backup_label(path))
     broken = [b.name for b in found if b.problem is not None]
     newest = next((b for b in found if b.problem is None), None)
     note = f"; {len(broken)} unreadable backup(s) in {backup_dir}" if broken else ""
+    if recorded is not None and (newest is None or newest.created_at.timestamp() < recorded):
+        # A server records its last backup itself: whichever host took it.
+        age = max(0.0, now - recorded)
+        status = _grade(age, t.backup_warn_age_s, t.backup_fail_age_s)
+        if broken and status == "ok":
+            status = "warn"
+        return HealthItem(
+            "backup",
+            status,
+            round(age, 3),
+            f"last backup {_age(age)} ago (recorded in the database){note}",
+        )
     if newest is None:
         if first_write is None:
             return HealthItem(
@@ -226,7 +263,7 @@ def _disk_item(path: Path, t: Thresholds) -> HealthItem:
 
 
 def health(
-    path: str | Path,
+    path: str | Path | PostgresUrl,
     *,
     settings: Settings | None = None,
     backup_dir: str | Path | None = None,
@@ -236,7 +273,8 @@ def health(
     """Look at the database, its WAL, its newest backup, its queue and its disk.
 
     Args:
-        path: the database file.
+        path: the database file, or a PostgreSQL URL (then: connections,
+            replication and WAL held by slots instead of the WAL file and the disk).
         settings: pragmas and ``backup_dir``.
         backup_dir: where backups are; default :func:`~abathur.ops.backup.backup_dir_for`.
         thresholds: where ok turns to warn and fail.
@@ -254,11 +292,14 @@ def health(
         ('fail', "no database at '...missing.db'")
     """
     settings = settings or Settings()
-    path = Path(path)
     t = thresholds or Thresholds()
     now = clock()
+    if isinstance(path, PostgresUrl):
+        return _server_health(path, settings, backup_dir, t, now)
+    path = Path(path)
     directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(path, settings)
-    db_items, first_write = _database_items(path, settings, t, now)
+    db_items, probe = _database_items(path, settings, t, now)
+    first_write = probe.first_write if probe is not None else None
     items = [
         db_items[0],
         _wal_item(path, t),
@@ -276,3 +317,87 @@ def health(
     }
     worst = max((i.status for i in items), key=_RANK.__getitem__)
     return HealthReport(path, worst, tuple(items), versions)
+
+
+def _server_items(stats: ServerStats, t: Thresholds) -> list[HealthItem]:
+    """What only a server has: connections, replication lag, WAL held back by slots."""
+    used = stats.server_connections
+    ratio = used / stats.max_connections if stats.max_connections else 0.0
+    here = ", ".join(f"{n} {state}" for state, n in sorted(stats.connections.items())) or "none"
+    items = [
+        HealthItem(
+            "connections",
+            _grade(ratio, t.connections_warn_ratio, t.connections_fail_ratio),
+            used,
+            f"{used} of max_connections {stats.max_connections} in use ({ratio:.0%}); "
+            f"this database: {here}",
+        )
+    ]
+    if stats.replication_lag_s is not None:
+        worst = max(stats.replication_lag_s.values(), default=0.0)
+        who = ", ".join(f"{n} {s:.1f} s" for n, s in sorted(stats.replication_lag_s.items()))
+        what = "this standby replays" if stats.in_recovery else "standby replay lag"
+        items.append(
+            HealthItem(
+                "replication",
+                _grade(worst, t.replication_warn_lag_s, t.replication_fail_lag_s),
+                round(worst, 3),
+                f"{what}: {who}",
+            )
+        )
+    held = max(stats.slot_retained_bytes.values(), default=0)
+    wal = (
+        f"pg_wal {stats.wal_bytes / _MIB:.1f} MiB"
+        if stats.wal_bytes is not None
+        else "pg_wal size not readable by this role (pg_monitor can)"
+    )
+    slots = (
+        ", ".join(
+            f"{n} holds {b / _MIB:.1f} MiB" for n, b in sorted(stats.slot_retained_bytes.items())
+        )
+        or "no replication slot holds WAL back"
+    )
+    items.append(
+        HealthItem(
+            "wal", _grade(held, t.slot_warn_bytes, t.slot_fail_bytes), held, f"{wal}; {slots}"
+        )
+    )
+    return items
+
+
+def _server_health(
+    url: PostgresUrl,
+    settings: Settings,
+    backup_dir: str | Path | None,
+    t: Thresholds,
+    now: float,
+) -> HealthReport:
+    """:func:`health` of a PostgreSQL database: no file, WAL file or disk of ours to look at."""
+    directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(url, settings)
+    db_items, probe = _database_items(url, settings, t, now)
+    stats = probe.server if probe is not None else None
+    items = [db_items[0]]
+    if stats is not None:
+        items += _server_items(stats, t)
+    items.append(
+        _backup_item(
+            url,
+            directory,
+            t,
+            now,
+            probe.first_write if probe is not None else None,
+            stats.last_backup_at if stats is not None else None,
+        )
+    )
+    items += db_items[1:]
+    versions = {"abathur": __version__}
+    if stats is not None:
+        versions |= {"postgres": stats.server_version, "pgvector": stats.pgvector_version}
+    try:
+        from abathur.backends.postgres.connection import driver_versions
+
+        versions["psycopg"], versions["psycopg_pool"] = driver_versions()
+    except ImportError:  # the postgres extra is missing: the database item said so
+        pass
+    worst = max((i.status for i in items), key=_RANK.__getitem__)
+    return HealthReport(url, worst, tuple(items), versions)

@@ -45,7 +45,7 @@ from abathur.backends.sqlite.checks import Rebuilder
 from abathur.backends.sqlite.connection import table_exists, translate_errors
 from abathur.backends.sqlite.context import SqliteContext
 from abathur.backends.sqlite.transaction import SqliteTransaction
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings
 from abathur.errors import InvalidInputError
 from abathur.ops.backup import backup_dir_for
 from abathur.ops.schema import VECTOR_TABLES
@@ -67,6 +67,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 CheckStatus = Literal["ok", "findings", "skipped", "error"]
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -93,7 +94,7 @@ class CheckResult:
 class CheckReport:
     """Every check's result for one file."""
 
-    path: Path
+    path: Path | PostgresUrl
     quick: bool
     results: tuple[CheckResult, ...]
     removed_temps: tuple[Path, ...] = ()
@@ -111,7 +112,9 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as ``abathur check --json`` prints it."""
         return {
-            "path": str(self.path.absolute()),
+            "path": str(self.path)
+            if isinstance(self.path, PostgresUrl)
+            else str(self.path.absolute()),
             "quick": self.quick,
             "is_ok": self.is_ok,
             "finding_count": self.finding_count,
@@ -138,11 +141,16 @@ class Check:
 def _audit_chain(conn: checks.Connection, quick: bool) -> tuple[list[str], str]:
     if not table_exists(conn, "audit_log"):
         raise CheckSkipped("skipped: no audit log in this file")
+    # This check runs on its own read-only connection: seen as a transaction.
+    return _verify_audit(SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings())))
+
+
+def _verify_audit(tx: Any) -> tuple[list[str], str]:
+    """The audit chain's verification, on any backend's transaction (one call, so the
+    chain's rules, e.g. per-tenant chains, stay :mod:`abathur.audit`'s alone)."""
     # abathur.audit owns the chain's rules and which rows it covers; we only
     # run its verification: the records, then each covered row against the
     # record that wrote it (an edited memory, event, task or session is found).
-    # This check runs on its own read-only connection: seen as a transaction.
-    tx = SqliteTransaction(conn, SqliteContext(Path(conn.filename), Settings()))
     report = verify_audit(tx)
     summary = f"{report.records} record(s) verified; {report.rows_verified} row(s) match them"
     if report.rows_uncovered:
@@ -221,7 +229,7 @@ def _run_one(check: Check, conn: checks.Connection, quick: bool) -> CheckResult:
 
 
 def run_checks(
-    path: str | Path,
+    path: str | Path | PostgresUrl,
     *,
     quick: bool = False,
     settings: Settings | None = None,
@@ -252,6 +260,8 @@ def run_checks(
         ...
         abathur.errors.DatabaseError: no database at '...missing.db'
     """
+    if isinstance(path, PostgresUrl):
+        return _run_server_checks(path, quick, settings or Settings(), _select(only))
     path = Path(path)
     selected = _select(only)
     removed = _sweep_temps(path, settings)
@@ -261,6 +271,70 @@ def run_checks(
     log.info(
         "check.finished",
         path=str(path),
+        is_ok=report.is_ok,
+        findings=report.finding_count,
+        statuses={r.name: r.status for r in results},
+    )
+    return report
+
+
+def _run_server_checks(
+    url: PostgresUrl, quick: bool, settings: Settings, selected: tuple[Check, ...]
+) -> CheckReport:
+    """:func:`run_checks` on a PostgreSQL database: the same checks by name, its own SQL.
+
+    All on one ``REPEATABLE READ READ ONLY`` snapshot (each check in a
+    savepoint, so one that fails does not stop the others); ``integrity``
+    runs pg_amcheck beside it when the database has the amcheck extension.
+    """
+    from abathur.backends.postgres import ops as pg
+    from abathur.backends.postgres.connection import translate_errors as pg_errors
+
+    def runner(name: str, tx: Any) -> Callable[[], tuple[list[str], str]]:
+        if name == "integrity":
+            return lambda: pg.check_integrity(tx, quick, url, settings)
+        if name == "audit_chain":
+            return lambda: _verify_audit(tx)
+        if name == "archive_payloads":
+            return lambda: verify_archive(tx, quick=quick)
+        return lambda: pg.PG_CHECKS[name](tx, quick)
+
+    results = []
+    with pg.read_snapshot(url, settings) as tx:
+        for check in selected:
+            started = time.perf_counter()
+            try:
+                with tx.conn.transaction(), pg_errors(f"running check {check.name}"):
+                    findings, summary = runner(check.name, tx)()
+            except CheckSkipped as skipped:
+                results.append(
+                    CheckResult(
+                        check.name, "skipped", str(skipped), (), time.perf_counter() - started
+                    )
+                )
+                continue
+            except Exception as exc:
+                message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                results.append(
+                    CheckResult(
+                        check.name,
+                        "error",
+                        "could not complete",
+                        (message,),
+                        time.perf_counter() - started,
+                    )
+                )
+                continue
+            status: CheckStatus = "findings" if findings else "ok"
+            results.append(
+                CheckResult(
+                    check.name, status, summary, tuple(findings), time.perf_counter() - started
+                )
+            )
+    report = CheckReport(url, quick, tuple(results))
+    log.info(
+        "check.finished",
+        path=str(url),
         is_ok=report.is_ok,
         findings=report.finding_count,
         statuses={r.name: r.status for r in results},
@@ -292,8 +366,6 @@ def _select(only: Sequence[str] | None) -> tuple[Check, ...]:
             + ", ".join(c.name for c in CHECKS)
         )
     return tuple(c for c in CHECKS if c.name in set(only))
-
-
 
 
 def rebuild_derived_indexes(

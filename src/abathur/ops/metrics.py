@@ -28,7 +28,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -36,11 +36,11 @@ from typing import Any, Literal, get_args
 from abathur import __version__
 from abathur.backends.sqlite.connection import check_environment
 from abathur.backends.sqlite.files import wal_path
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings
 from abathur.errors import AbathurError, InvalidInputError
 from abathur.models import MemoryType, SessionStatus
-from abathur.ops.backup import backup_dir_for, fsync_dir, list_backups
-from abathur.ops.files import ops_kit
+from abathur.ops.backup import backup_dir_for, backup_label, fsync_dir, list_backups
+from abathur.ops.files import ops_kit, server_kit
 
 __all__ = ["Metric", "Sample", "collect", "render", "write_textfile"]
 
@@ -129,7 +129,7 @@ def render(metrics: Iterable[Metric]) -> str:
 
 
 def collect(
-    path: str | Path,
+    path: str | Path | PostgresUrl,
     *,
     settings: Settings | None = None,
     backup_dir: str | Path | None = None,
@@ -140,8 +140,18 @@ def collect(
     A file that cannot be opened still yields ``abathur_up 0`` and its sizes,
     so an alert can fire on it; nothing is raised for that.
 
+    On PostgreSQL (``path`` a :class:`~abathur.config.PostgresUrl`; the
+    ``database`` label is the URL without its password) the sizes are the
+    database's, tables' and indexes' (``abathur_table_size_bytes``,
+    ``abathur_index_size_bytes``), ``abathur_table_rows`` are the statistics'
+    estimates (``pg_stat_user_tables.n_live_tup``), and it adds
+    ``abathur_connections{state}``, ``abathur_server_connections``,
+    ``abathur_max_connections``, ``abathur_replication_lag_seconds{standby}``
+    (only where there is a standby), ``abathur_replication_slot_retained_bytes{slot}``
+    and ``abathur_wal_size_bytes`` (pg_wal, when the role may list it).
+
     Args:
-        path: the database file.
+        path: the database file, or a PostgreSQL URL.
         settings: pragmas and ``backup_dir``.
         backup_dir: where backups are; default :func:`~abathur.ops.backup.backup_dir_for`.
         clock: the current time (tests pass a fixed one).
@@ -154,6 +164,8 @@ def collect(
         [('abathur_up', 0)]
     """
     settings = settings or Settings()
+    if isinstance(path, PostgresUrl):
+        return _collect_server(path, settings, backup_dir, clock())
     path = Path(path)
     db = {"database": str(path.absolute())}
     now = clock()
@@ -237,6 +249,136 @@ def collect(
             "abathur_last_backup_timestamp_seconds",
             "Unix time of the newest readable backup (0: none).",
             backups[0].created_at.timestamp() if backups else 0,
+        ),
+        one("abathur_backups", "Readable backups in the backup directory.", len(backups)),
+    ]
+    return metrics
+
+
+def _collect_server(
+    url: PostgresUrl, settings: Settings, backup_dir: str | Path | None, now: float
+) -> list[Metric]:
+    """:func:`collect` of a PostgreSQL database (see there)."""
+    db = {"database": str(url)}
+
+    def one(name: str, help_: str, value: float) -> Metric:
+        return Metric(name, help_, "gauge", [Sample(value, dict(db))])
+
+    def by(name: str, help_: str, label: str, values: Mapping[str, float]) -> Metric:
+        return Metric(
+            name, help_, "gauge", [Sample(v, {**db, label: k}) for k, v in sorted(values.items())]
+        )
+
+    try:
+        probe = server_kit().metrics_probe(url, settings, now)
+    except AbathurError:
+        return [one("abathur_up", "1 if the database could be opened and read.", 0)]
+    stats = probe.server
+    assert stats is not None  # a server probe always has them
+    sessions = dict.fromkeys(get_args(SessionStatus), 0) | dict(probe.sessions)
+    memories = dict.fromkeys(get_args(MemoryType), 0) | dict(probe.memories)
+    tables = [r for r in stats.relations if r.kind == "table"]
+    indexes = [r for r in stats.relations if r.kind == "index"]
+    metrics = [
+        one("abathur_up", "1 if the database could be opened and read.", 1),
+        Metric(
+            "abathur_info",
+            "Versions in use; the value is always 1.",
+            "gauge",
+            [
+                Sample(
+                    1,
+                    {
+                        **db,
+                        "version": __version__,
+                        "postgres_version": stats.server_version,
+                        "pgvector_version": stats.pgvector_version,
+                    },
+                )
+            ],
+        ),
+        one(
+            "abathur_schema_version",
+            "The database's schema version (schema_migrations).",
+            probe.schema_version,
+        ),
+        one("abathur_database_size_bytes", "Size of the database.", stats.database_bytes),
+        by(
+            "abathur_table_rows",
+            "Rows in each table (PostgreSQL: the statistics' estimate).",
+            "table",
+            dict(probe.rows),
+        ),
+        by(
+            "abathur_table_size_bytes",
+            "Size of each table with its TOAST, without indexes.",
+            "table",
+            {r.name: r.bytes for r in tables},
+        ),
+        Metric(
+            "abathur_index_size_bytes",
+            "Size of each index.",
+            "gauge",
+            [Sample(r.bytes, {**db, "index": r.name, "table": r.table}) for r in indexes],
+        ),
+        by(
+            "abathur_connections",
+            "Client connections to this database by state (pg_stat_activity).",
+            "state",
+            dict(stats.connections),
+        ),
+        one(
+            "abathur_server_connections",
+            "Client connections to the whole server.",
+            stats.server_connections,
+        ),
+        one("abathur_max_connections", "The server's max_connections.", stats.max_connections),
+        by("abathur_sessions", "Sessions by status.", "status", sessions),
+        by("abathur_memories", "Live, unexpired current memories by type.", "type", memories),
+        one(
+            "abathur_audit_records",
+            "Records in the audit log (PostgreSQL: the statistics' estimate).",
+            probe.rows.get("audit_log", 0),
+        ),
+    ]
+    if stats.replication_lag_s is not None:
+        metrics.append(
+            by(
+                "abathur_replication_lag_seconds",
+                "Replay lag of each standby (on a standby: its own, as 'self').",
+                "standby",
+                dict(stats.replication_lag_s),
+            )
+        )
+    if stats.slot_retained_bytes:
+        metrics.append(
+            by(
+                "abathur_replication_slot_retained_bytes",
+                "WAL each replication slot holds back.",
+                "slot",
+                dict(stats.slot_retained_bytes),
+            )
+        )
+    if stats.wal_bytes is not None:
+        metrics.append(one("abathur_wal_size_bytes", "Size of pg_wal.", stats.wal_bytes))
+    if probe.queue is not None:
+        metrics += [
+            one("abathur_embedding_queue_depth", "Embedding jobs waiting.", probe.queue.depth),
+            one(
+                "abathur_embedding_queue_oldest_age_seconds",
+                "Age of the oldest waiting embedding job (0 when none).",
+                probe.queue.oldest_age_s,
+            ),
+        ]
+    directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(url, settings)
+    backups = [b for b in list_backups(directory, database=backup_label(url)) if b.problem is None]
+    newest = max(backups[0].created_at.timestamp() if backups else 0.0, stats.last_backup_at or 0.0)
+    metrics += [
+        one(
+            "abathur_last_backup_timestamp_seconds",
+            "Unix time of the newest backup (PostgreSQL: also as recorded in the database; "
+            "0: none).",
+            newest,
         ),
         one("abathur_backups", "Readable backups in the backup directory.", len(backups)),
     ]

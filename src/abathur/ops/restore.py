@@ -57,9 +57,15 @@ from typing import Any
 import structlog
 
 from abathur.backends.sqlite.files import wal_path
-from abathur.config import Settings
+from abathur.config import PostgresUrl, Settings
 from abathur.errors import DatabaseError, DatabaseInUseError, InvalidInputError
-from abathur.ops.backup import Backup, Manifest, fsync_dir, verified_copy
+from abathur.ops.backup import (
+    Backup,
+    Manifest,
+    fsync_dir,
+    verified_copy,
+    verified_server_copy,
+)
 from abathur.ops.files import ops_kit
 from abathur.ops.integrity import CheckReport, run_checks
 from abathur.ops.tempfiles import remove_stale_temps
@@ -79,10 +85,10 @@ LOCK_TIMEOUT_MS = 1000
 class RestoreResult:
     """What a restore did."""
 
-    target: Path
+    target: Path | PostgresUrl
     backup: Backup
     manifest: Manifest
-    replaced: Path | None
+    replaced: Path | str | None  # the old file, or (PostgreSQL) the old database's new name
     forced: bool
     check: CheckReport
     seconds: float
@@ -91,7 +97,9 @@ class RestoreResult:
     def to_dict(self) -> dict[str, Any]:
         """The result as ``abathur restore --json`` prints it."""
         return {
-            "target": str(self.target.absolute()),
+            "target": str(self.target)
+            if isinstance(self.target, PostgresUrl)
+            else str(self.target.absolute()),
             "backup": str(self.backup.data_path.absolute()),
             "replaced": None if self.replaced is None else str(self.replaced),
             "forced": self.forced,
@@ -164,7 +172,7 @@ def _move_sidecars(target: Path, replaced: Path) -> None:
 def restore_backup(
     file: str | Path,
     *,
-    target: str | Path,
+    target: str | Path | PostgresUrl,
     settings: Settings | None = None,
     force: bool = False,
     lock_timeout_ms: int = LOCK_TIMEOUT_MS,
@@ -173,7 +181,11 @@ def restore_backup(
 
     Args:
         file: the backup's ``.db.zst`` (or ``.manifest.json``) file.
-        target: the database file to create or replace.
+        target: the database file to create or replace, or a PostgreSQL URL: then
+            the backup (of a PostgreSQL database) is restored into a new database
+            on that server, checked, and renamed to the URL's database, the old
+            one renamed aside (``<name>_replaced_<time>``); nothing connected to
+            it may stay connected unless ``force``, which ends those connections.
         settings: pragmas for the connections that check the files.
         force: replace ``target`` even when another connection has it open (its
             ``-wal`` is moved aside with it), or when it is not a database.
@@ -200,6 +212,8 @@ def restore_backup(
         abathur.errors.InvalidInputError: 'nightly.txt' is not a backup: ...
     """
     settings = settings or Settings()
+    if isinstance(target, PostgresUrl):
+        return _restore_server(Path(file), target, settings, force)
     file, target = Path(file), _real_target(Path(target))
     started = time.perf_counter()
     if target.is_dir():
@@ -259,6 +273,56 @@ def restore_backup(
         target=str(target),
         replaced=str(replaced) if replaced else None,
         forced=forced,
+        check_ok=report.is_ok,
+        seconds=round(result.seconds, 3),
+    )
+    return result
+
+
+def _restore_server(file: Path, url: PostgresUrl, settings: Settings, force: bool) -> RestoreResult:
+    """:func:`restore_backup` to a PostgreSQL database (see there)."""
+    from abathur.backends.postgres import ops as pg
+
+    started = time.perf_counter()
+    target = pg.database_name(url)
+    # In use: refused before anything is decompressed or created, as for a file.
+    others = pg.other_connections(url, settings, target)
+    if others and not force:
+        raise DatabaseInUseError(
+            f"database {target!r} has {others} other connection(s): stop the application "
+            "first, or pass --force to end them and replace it anyway"
+        )
+    directory = file.absolute().parent
+    removed = tuple(remove_stale_temps(directory))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_path = directory / f".{file.name}.verify-{os.getpid()}-{time.monotonic_ns()}.tmp"
+    with verified_server_copy(file, out_path, settings, url, tag=f"restore_{stamp}") as (
+        backup,
+        manifest,
+        _checks,
+        scratch,
+    ):
+        assert scratch is not None  # a server was given
+        replaced = pg.swap_databases(
+            url, settings, new=scratch, target=target, tag=f"replaced_{stamp}", force=force
+        )
+    report = run_checks(url, quick=True, settings=settings)
+    result = RestoreResult(
+        url,
+        backup,
+        manifest,
+        replaced,
+        bool(others),
+        report,
+        time.perf_counter() - started,
+        removed,
+    )
+    log.info(
+        "backup.restored",
+        backup=str(backup.data_path),
+        target=str(url),
+        replaced=replaced,
+        forced=bool(others),
         check_ok=report.is_ok,
         seconds=round(result.seconds, 3),
     )

@@ -28,6 +28,8 @@ __all__ = [
     "MetricsProbe",
     "OpsKit",
     "QueueStats",
+    "RelationStats",
+    "ServerStats",
     "StorageFullError",
     "StorageLock",
 ]
@@ -50,6 +52,39 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class RelationStats:
+    """One table or index of a server database: its size and (tables) estimated rows."""
+
+    name: str
+    kind: str  # "table" or "index"
+    table: str  # the table itself, or the table an index belongs to
+    bytes: int
+    rows_estimate: int | None = None  # tables only: the statistics' live row estimate
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """What only a database server has (PostgreSQL): versions, size, connections, replication.
+
+    ``replication_lag_s`` is ``None`` where there is no standby (and this is
+    not one); ``wal_bytes`` is ``None`` when the role may not list ``pg_wal``.
+    """
+
+    server_version: str
+    pgvector_version: str
+    database_bytes: int
+    connections: Mapping[str, int]  # this database's client connections, by state
+    server_connections: int  # client connections to the whole server
+    max_connections: int
+    in_recovery: bool
+    replication_lag_s: Mapping[str, float] | None
+    slot_retained_bytes: Mapping[str, int]  # WAL each replication slot holds back
+    wal_bytes: int | None
+    last_backup_at: float | None  # Unix time recorded in the database by the last backup
+    relations: tuple[RelationStats, ...] = ()
+
+
+@dataclass(frozen=True)
 class HealthProbe:
     """What ``abathur health`` reads from the storage, in one snapshot."""
 
@@ -57,6 +92,7 @@ class HealthProbe:
     latest_schema_version: int
     first_write: float | None  # Unix time of the first audit record; None before any
     queue: QueueStats | None  # None when the storage has no embedding queue
+    server: ServerStats | None = None  # a database server's own numbers (None: a file)
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,7 @@ class MetricsProbe:
     sessions: Mapping[str, int]  # sessions per status (statuses with none are absent)
     memories: Mapping[str, int]  # live, unexpired current memories per type (likewise)
     queue: QueueStats | None
+    server: ServerStats | None = None  # a server's numbers; then ``rows`` are estimates
 
 
 @dataclass(frozen=True)

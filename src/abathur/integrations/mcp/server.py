@@ -463,7 +463,8 @@ def build_server(
         from abathur.ops.health import health as check_health
 
         srv.grant(None)
-        path = srv.ab.path
+        # A file's path, or a PostgreSQL URL (the ops kit reads either).
+        path = srv.ab.settings.db if srv.ab.settings.db is not None else srv.ab.path
         report = await anyio.to_thread.run_sync(
             lambda: check_health(path, backup_dir=backup_dir_for(path))
         )
