@@ -553,7 +553,11 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
     # since job ids are rowids. Finishing "job 1" by id alone used to delete Y's
     # job and insert X's vector a second time: a UNIQUE error (seen in the smoke
     # suite's two-runs-at-once test) and Y never embedded.
+    # Since claims (issue 14) the fast one passes over job 1 while the slow
+    # one's lease runs; the slow embedder states a short timeout (a lease of
+    # about 2 s), and the fast one takes job 1 once that has run out.
     gated = GatedEmbedder()
+    gated.timeout_s = 0.05  # type: ignore[attr-defined]
     async with (
         Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as fast,
         Abathur.open(db_path, embedder=gated, embed_worker=False) as slow,
@@ -561,7 +565,13 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
         await fast.memory.put("user:alice", "x", {"text": "green tea"})
         held = asyncio.create_task(slow.embeddings.drain())
         await gated.started.wait()
-        assert (await fast.embeddings.drain()).embedded == 1
+        first = await fast.embeddings.drain()
+        assert (first.embedded, first.remaining) == (0, 1), "claimed by the slow one"
+
+        async def lease_ran_out() -> bool:
+            return (await fast.embeddings.drain()).embedded == 1
+
+        await wait_for(lease_ran_out, timeout=10)
         await fast.memory.put("user:alice", "y", {"text": "black coffee"})
         jobs = await rows(fast, "SELECT id, ref_id FROM embedding_queue")
         ids = dict(await rows(fast, "SELECT key, id FROM memories WHERE is_current = 1"))
