@@ -107,7 +107,7 @@ _SQL_CLAIMABLE = (
 )
 SQL_CLAIMABLE_JOBS = _SQL_CLAIMABLE.format(due="not_before <= %(due)s")
 SQL_CLAIMABLE_HELD_JOBS = _SQL_CLAIMABLE.format(due="not_before >= %(due)s")
-SQL_CLAIM = (
+SQL_SET_CLAIM = (
     "UPDATE embedding_queue SET claim_token = %(token)s, claimed_until = %(until)s "
     "WHERE id = ANY(%(ids)s::bigint[])"
 )
@@ -297,7 +297,7 @@ class PgQueueStore:
         jobs = _jobs(self._conn.execute(sql, params).fetchall())
         if jobs:
             ids = [job.id for job in jobs]
-            self._conn.execute(SQL_CLAIM, {"token": token, "until": until, "ids": ids})
+            self._conn.execute(SQL_SET_CLAIM, {"token": token, "until": until, "ids": ids})
         return jobs
 
     def release(self, jobs: Sequence[JobRef], *, token: str) -> int:

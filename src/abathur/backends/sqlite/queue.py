@@ -63,7 +63,7 @@ _SQL_CLAIMABLE = (
 )
 SQL_CLAIMABLE_JOBS = _SQL_CLAIMABLE.format(due="not_before <= :due")
 SQL_CLAIMABLE_HELD_JOBS = _SQL_CLAIMABLE.format(due="not_before >= :due")
-SQL_CLAIM = (
+SQL_SET_CLAIM = (
     "UPDATE embedding_queue SET claim_token = :token, claimed_until = :until "
     "WHERE id IN (SELECT value FROM json_each(:ids))"
 )
@@ -252,7 +252,7 @@ class SqliteQueueStore:
         jobs = _jobs(self._conn.execute(sql, params).fetchall())
         if jobs:
             ids = json.dumps([job.id for job in jobs])
-            self._conn.execute(SQL_CLAIM, {"token": token, "until": until, "ids": ids})
+            self._conn.execute(SQL_SET_CLAIM, {"token": token, "until": until, "ids": ids})
         return jobs
 
     def release(self, jobs: Sequence[JobRef], *, token: str) -> int:
