@@ -489,6 +489,9 @@ async def test_close_with_a_busy_worker_is_clean(backend: BackendHandle, embedde
     assert pending == []
     async with backend.open(embedder=embedder, embed_worker=False) as again:
         assert (await again.embeddings.status()).queue_depth == 1, "the job is still queued"
+        # close() gave the abandoned batch's claim up (issue 14): no lease to wait out.
+        embedder.delay_s = 0.0
+        assert (await again.embeddings.drain()).embedded == 1
 
 
 async def test_drain_after_close_is_a_typed_error(backend: BackendHandle, embedder) -> None:
