@@ -14,6 +14,8 @@ Modes:
   ``{"embedded": N, "calls": N, "drains": N}``.
 * ``die``: claim one batch, print ``claimed``, and hang in the embedder for
   good (the test kills the process: a worker that dies mid-batch).
+* ``fill``: queue ``--jobs`` memories of distinct texts and embed nothing
+  (a benchmark's setup, run by the abathur under test); print ``{"queued": N}``.
 
 Options: ``--go FILE`` (once open, print ``ready`` and wait for FILE to
 exist, so every process starts at once), ``--delay S`` (seconds each embed call takes, as a remote
@@ -74,6 +76,10 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
     async with Abathur.open(
         args.target, embedder=embedder, embed_worker=False, embed_batch_size=args.batch
     ) as ab:
+        if args.mode == "fill":
+            for i in range(args.jobs):
+                await ab.memory.put("user:q", f"k{i}", f"fact {i} about topic{i} and thing{i * 7}")
+            return {"queued": (await ab.embeddings.status()).queue_depth}
         if args.go:
             print("ready", flush=True)
             while not Path(args.go).exists():
@@ -93,7 +99,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target")
     parser.add_argument("calls")
-    parser.add_argument("mode", choices=["drain", "die"])
+    parser.add_argument("mode", choices=["drain", "die", "fill"])
+    parser.add_argument("--jobs", type=int, default=0)
     parser.add_argument("--go", default=None)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--batch", type=int, default=8)
