@@ -590,3 +590,39 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
         vectors = await rows(fast, "SELECT item_id FROM memories_vec ORDER BY item_id")
         assert vectors == sorted([(x_id,), (y_id,)])
     assert run_checks(db_path).is_ok
+
+
+# --------------------------------------------------------------------------- claims (issue 14)
+
+
+def test_the_lease_follows_the_embedders_timeout_settings() -> None:
+    from abathur.embeddings.ollama import OllamaEmbedder
+    from abathur.embeddings.openai_compat import OpenAICompatEmbedder
+    from abathur.embeddings.queue.worker import LEASE_DEFAULT_S, lease_seconds
+
+    ollama = OllamaEmbedder("m", host="http://127.0.0.1:9")
+    # 64 texts: 2 requests of 32, 2 at once: one round; 4 attempts of 30 s, 3 waits of 8 s.
+    assert lease_seconds(ollama, 64) == 2 * (4 * 30 + 3 * 8) + 2
+    slow = OllamaEmbedder("m", host="http://127.0.0.1:9", timeout_s=120, retries=0)
+    assert lease_seconds(slow, 64) == 2 * 120 + 2, "raise the timeout and the lease follows"
+    assert lease_seconds(slow, 256) == 4 * (2 * 120) + 2, "four rounds of two requests"
+    openai = OpenAICompatEmbedder("m", base_url="http://127.0.0.1:9/v1", retries=1)
+    assert lease_seconds(openai, 64) == 2 * (2 * 30 + 8) + 2
+    # No stated timeout (the bundled model, the test doubles): the default.
+    assert lease_seconds(WordHashEmbedder(), 64) == LEASE_DEFAULT_S == 300
+
+
+async def test_an_unavailable_embedder_gives_the_claim_up_with_a_backoff(
+    backend: BackendHandle, embedder
+) -> None:
+    # The batch's jobs get an attempt and a backoff, and no claim is left:
+    # another worker (a drain here) takes them at once, not after the lease.
+    async with (
+        backend.open(embedder=embedder, embed_worker=False) as ab,
+        backend.open(embedder=WordHashEmbedder(), embed_worker=False) as other,
+    ):
+        await ab.memory.put("user:a", "k", "words")
+        embedder.available = False
+        with pytest.raises(EmbedderUnavailableError):
+            await ab.embeddings.drain()
+        assert (await other.embeddings.drain()).embedded == 1
