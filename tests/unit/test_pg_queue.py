@@ -273,8 +273,6 @@ def test_two_workers_as_today_write_each_vector_once(pg_conn: Any, pg_url: str) 
     assert set(embedded) == {job for job, _ in rows}
 
 
-
-
 # --------------------------------------------------------------------------- claims (leases)
 
 
@@ -360,9 +358,7 @@ async def test_claims_answer_as_on_sqlite(pg_conn: Any, tmp_path: Path) -> None:
     assert set(expected[4].values()) == {0}, "a lapsed claimer's retry and fail did nothing"
 
 
-def _claim(
-    conn: psycopg.Connection[tuple[Any, ...]], token: str, limit: int
-) -> list[int]:
+def _claim(conn: psycopg.Connection[tuple[Any, ...]], token: str, limit: int) -> list[int]:
     jobs = pg_queue(conn).claim_ready(
         ready_before=100.0,
         max_id=math.inf,
