@@ -626,3 +626,17 @@ async def test_an_unavailable_embedder_gives_the_claim_up_with_a_backoff(
         with pytest.raises(EmbedderUnavailableError):
             await ab.embeddings.drain()
         assert (await other.embeddings.drain()).embedded == 1
+
+
+@pytest.mark.sqlite_only("reads SQLite's query plan")
+async def test_a_claim_reads_the_ready_index(eab: Abathur) -> None:
+    from abathur.backends.sqlite.queue import SQL_CLAIMABLE_HELD_JOBS, SQL_CLAIMABLE_JOBS
+
+    params = {"due": 1.0, "max_id": 10, "kinds": '["memory"]', "now": 1.0, "limit": 8}
+    for sql in (SQL_CLAIMABLE_JOBS, SQL_CLAIMABLE_HELD_JOBS):
+        plan = await eab.db.read(
+            lambda c, sql=sql: " | ".join(
+                str(r[-1]) for r in c.conn.execute("EXPLAIN QUERY PLAN " + sql, params)
+            )
+        )
+        assert "USING INDEX embedding_queue_ready (not_before" in plan, plan

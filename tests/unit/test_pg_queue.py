@@ -395,3 +395,18 @@ def test_concurrent_claims_skip_locked_jobs(pg_conn: Any, pg_url: str) -> None:
         "SELECT ref_id, claim_token, claimed_until FROM embedding_queue ORDER BY ref_id"
     ).fetchall()
     assert rows == [(r, "A" if r <= 3 else "B" if r <= 6 else "D", 1000.0) for r in range(1, 9)]
+
+
+def test_a_claim_reads_the_ready_index(pg_conn: Any) -> None:
+    from abathur.backends.postgres.queue import SQL_CLAIMABLE_JOBS
+
+    with pg_conn.transaction():
+        queue = pg_queue(pg_conn)
+        for ref in range(1, 5001):
+            queue.enqueue("memory", ref, f"h{ref}", now=1.0, not_before=float(ref))
+    pg_conn.execute("ANALYZE embedding_queue")
+    params = {"due": 100.0, "max_id": math.inf, "kinds": ["memory"], "now": 1.0, "limit": 64}
+    plan = "\n".join(
+        str(row[0]) for row in pg_conn.execute("EXPLAIN " + SQL_CLAIMABLE_JOBS, params)
+    )
+    assert "embedding_queue_ready" in plan, plan

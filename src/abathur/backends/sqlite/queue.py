@@ -57,7 +57,9 @@ SQL_HELD_JOBS = (
 _SQL_CLAIMABLE = (
     "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
     "WHERE failed_at IS NULL AND {due} AND id <= :max_id "
-    "AND kind IN (SELECT value FROM json_each(:kinds)) "
+    # Unary + keeps the kinds a filter: the (kind, ref_id) key would read every
+    # job of a kind and sort them, where the ready index reads the first few.
+    "AND +kind IN (SELECT value FROM json_each(:kinds)) "
     "AND (claimed_until IS NULL OR claimed_until <= :now) "
     "ORDER BY not_before, id LIMIT :limit"
 )
