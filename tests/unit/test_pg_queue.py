@@ -237,10 +237,11 @@ def _run_workers(
 
 
 @pytest.mark.slow
-def test_two_workers_as_today_write_each_vector_once(pg_conn: Any, pg_url: str) -> None:
-    # The worker of abathur.embeddings.queue.worker: read a batch (READ ONLY),
-    # embed outside any transaction, then in one write finish each job and
-    # insert its vector only if the finish removed it.
+def test_two_unclaimed_readers_write_each_vector_once(pg_conn: Any, pg_url: str) -> None:
+    # What fresh=True searches do (the worker claims instead, issue 14): read a
+    # batch (READ ONLY), embed outside any transaction, then in one write
+    # finish each job without a token and insert its vector only if the finish
+    # removed it. Both may embed a job; its vector is written once.
     jobs_total = 200
     _enqueue(pg_conn, jobs_total)
     pg_conn.execute("CREATE TABLE test_vectors (job bigint NOT NULL, worker int NOT NULL)")
