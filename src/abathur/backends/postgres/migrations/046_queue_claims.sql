@@ -8,6 +8,7 @@
 -- worker that dies leaves its jobs to be claimed again once claimed_until has
 -- passed (abathur.embeddings.queue.worker says how long a claim lasts).
 -- NULL, NULL: not claimed.
-ALTER TABLE embedding_queue
-    ADD COLUMN claim_token   text COLLATE "C",
-    ADD COLUMN claimed_until double precision;
+-- One ALTER per column: `abathur check` reads the expected columns from
+-- these lines (abathur.backends.postgres.inspection).
+ALTER TABLE embedding_queue ADD COLUMN claim_token text COLLATE "C";
+ALTER TABLE embedding_queue ADD COLUMN claimed_until double precision;
