@@ -489,6 +489,9 @@ async def test_close_with_a_busy_worker_is_clean(backend: BackendHandle, embedde
     assert pending == []
     async with backend.open(embedder=embedder, embed_worker=False) as again:
         assert (await again.embeddings.status()).queue_depth == 1, "the job is still queued"
+        # close() gave the abandoned batch's claim up (issue 14): no lease to wait out.
+        embedder.delay_s = 0.0
+        assert (await again.embeddings.drain()).embedded == 1
 
 
 async def test_drain_after_close_is_a_typed_error(backend: BackendHandle, embedder) -> None:
@@ -553,7 +556,11 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
     # since job ids are rowids. Finishing "job 1" by id alone used to delete Y's
     # job and insert X's vector a second time: a UNIQUE error (seen in the smoke
     # suite's two-runs-at-once test) and Y never embedded.
+    # Since claims (issue 14) the fast one passes over job 1 while the slow
+    # one's lease runs; the slow embedder states a short timeout (a lease of
+    # about 2 s), and the fast one takes job 1 once that has run out.
     gated = GatedEmbedder()
+    gated.timeout_s = 0.05  # type: ignore[attr-defined]
     async with (
         Abathur.open(db_path, embedder=WordHashEmbedder(), embed_worker=False) as fast,
         Abathur.open(db_path, embedder=gated, embed_worker=False) as slow,
@@ -561,7 +568,13 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
         await fast.memory.put("user:alice", "x", {"text": "green tea"})
         held = asyncio.create_task(slow.embeddings.drain())
         await gated.started.wait()
-        assert (await fast.embeddings.drain()).embedded == 1
+        first = await fast.embeddings.drain()
+        assert (first.embedded, first.remaining) == (0, 1), "claimed by the slow one"
+
+        async def lease_ran_out() -> bool:
+            return (await fast.embeddings.drain()).embedded == 1
+
+        await wait_for(lease_ran_out, timeout=10)
         await fast.memory.put("user:alice", "y", {"text": "black coffee"})
         jobs = await rows(fast, "SELECT id, ref_id FROM embedding_queue")
         ids = dict(await rows(fast, "SELECT key, id FROM memories WHERE is_current = 1"))
@@ -577,3 +590,53 @@ async def test_a_stale_batch_never_finishes_a_reused_job_id(db_path: Path) -> No
         vectors = await rows(fast, "SELECT item_id FROM memories_vec ORDER BY item_id")
         assert vectors == sorted([(x_id,), (y_id,)])
     assert run_checks(db_path).is_ok
+
+
+# --------------------------------------------------------------------------- claims (issue 14)
+
+
+def test_the_lease_follows_the_embedders_timeout_settings() -> None:
+    from abathur.embeddings.ollama import OllamaEmbedder
+    from abathur.embeddings.openai_compat import OpenAICompatEmbedder
+    from abathur.embeddings.queue.worker import LEASE_DEFAULT_S, lease_seconds
+
+    ollama = OllamaEmbedder("m", host="http://127.0.0.1:9")
+    # 64 texts: 2 requests of 32, 2 at once: one round; 4 attempts of 30 s, 3 waits of 8 s.
+    assert lease_seconds(ollama, 64) == 2 * (4 * 30 + 3 * 8) + 2
+    slow = OllamaEmbedder("m", host="http://127.0.0.1:9", timeout_s=120, retries=0)
+    assert lease_seconds(slow, 64) == 2 * 120 + 2, "raise the timeout and the lease follows"
+    assert lease_seconds(slow, 256) == 4 * (2 * 120) + 2, "four rounds of two requests"
+    openai = OpenAICompatEmbedder("m", base_url="http://127.0.0.1:9/v1", retries=1)
+    assert lease_seconds(openai, 64) == 2 * (2 * 30 + 8) + 2
+    # No stated timeout (the bundled model, the test doubles): the default.
+    assert lease_seconds(WordHashEmbedder(), 64) == LEASE_DEFAULT_S == 300
+
+
+async def test_an_unavailable_embedder_gives_the_claim_up_with_a_backoff(
+    backend: BackendHandle, embedder
+) -> None:
+    # The batch's jobs get an attempt and a backoff, and no claim is left:
+    # another worker (a drain here) takes them at once, not after the lease.
+    async with (
+        backend.open(embedder=embedder, embed_worker=False) as ab,
+        backend.open(embedder=WordHashEmbedder(), embed_worker=False) as other,
+    ):
+        await ab.memory.put("user:a", "k", "words")
+        embedder.available = False
+        with pytest.raises(EmbedderUnavailableError):
+            await ab.embeddings.drain()
+        assert (await other.embeddings.drain()).embedded == 1
+
+
+@pytest.mark.sqlite_only("reads SQLite's query plan")
+async def test_a_claim_reads_the_ready_index(eab: Abathur) -> None:
+    from abathur.backends.sqlite.queue import SQL_CLAIMABLE_HELD_JOBS, SQL_CLAIMABLE_JOBS
+
+    params = {"due": 1.0, "max_id": 10, "kinds": '["memory"]', "now": 1.0, "limit": 8}
+    for sql in (SQL_CLAIMABLE_JOBS, SQL_CLAIMABLE_HELD_JOBS):
+        plan = await eab.db.read(
+            lambda c, sql=sql: " | ".join(
+                str(r[-1]) for r in c.conn.execute("EXPLAIN QUERY PLAN " + sql, params)
+            )
+        )
+        assert "USING INDEX embedding_queue_ready (not_before" in plan, plan

@@ -237,10 +237,11 @@ def _run_workers(
 
 
 @pytest.mark.slow
-def test_two_workers_as_today_write_each_vector_once(pg_conn: Any, pg_url: str) -> None:
-    # The worker of abathur.embeddings.queue.worker: read a batch (READ ONLY),
-    # embed outside any transaction, then in one write finish each job and
-    # insert its vector only if the finish removed it.
+def test_two_unclaimed_readers_write_each_vector_once(pg_conn: Any, pg_url: str) -> None:
+    # What fresh=True searches do (the worker claims instead, issue 14): read a
+    # batch (READ ONLY), embed outside any transaction, then in one write
+    # finish each job without a token and insert its vector only if the finish
+    # removed it. Both may embed a job; its vector is written once.
     jobs_total = 200
     _enqueue(pg_conn, jobs_total)
     pg_conn.execute("CREATE TABLE test_vectors (job bigint NOT NULL, worker int NOT NULL)")
@@ -273,3 +274,140 @@ def test_two_workers_as_today_write_each_vector_once(pg_conn: Any, pg_url: str) 
     assert set(embedded) == {job for job, _ in rows}
 
 
+# --------------------------------------------------------------------------- claims (leases)
+
+
+def claims_scenario(queue: QueueStore) -> list[Any]:
+    """Claims, leases and tokens, with what each call returned (both stores)."""
+    for ref in range(1, 9):
+        queue.enqueue("memory", ref, f"h{ref}", now=1.0, not_before=float(ref))
+    queue.enqueue("chunk", 1, "c1", now=1.0, not_before=0.5)
+    queue.enqueue("memory", 99, "held", now=1.0, not_before=HELD_NOT_BEFORE)
+    queue.enqueue("other", 1, "o1", now=1.0, not_before=0.1)  # a kind nobody claims
+
+    def claim(token: str, now: float, until: float, limit: int, *kinds: str) -> list[Any]:
+        return queue.claim_ready(
+            ready_before=HELD_NOT_BEFORE / 2,
+            max_id=math.inf,
+            limit=limit,
+            kinds=list(kinds),
+            token=token,
+            now=now,
+            until=until,
+        )
+
+    a = claim("A", 10.0, 20.0, 3, "memory")
+    b = claim("B", 10.0, 30.0, 3, "memory")  # passes over A's
+    c = claim("C", 25.0, 40.0, 10, "memory", "chunk")  # A's lease ran out: C takes them
+    out: list[Any] = [a, b, c]
+    # A's late calls act on nothing: C claims those jobs now.
+    out.append(queue.finish(a[0].ref, token="A"))
+    queue.retry(a[1].ref, error="late", not_before=500.0, token="A")
+    queue.fail(a[2].ref, error="late", failed_at=500.0, token="A")
+    queue.postpone(a[1].ref, not_before=600.0, token="A")
+    out.append(queue.attempts([j.id for j in a]))
+    # B's own calls act, and give the claim up: claimable again at once.
+    out.append(queue.finish(b[0].ref, token="B"))
+    queue.retry(b[1].ref, error="down", not_before=9.0, token="B")
+    queue.postpone(b[2].ref, not_before=9.5, token="B")
+    out.append(claim("D", 11.0, 50.0, 10, "memory"))  # b[1] and b[2], nothing of C's
+    # A fresh search's token-less finish takes a job whoever claims it.
+    out.append(queue.finish(c[-1].ref))
+    out.append(queue.release([j.ref for j in c], token="wrong"))
+    out.append(queue.release([j.ref for j in c], token="C"))
+    out.append(queue.release([j.ref for j in c], token="C"))  # given up already
+    out.append(claim("E", 26.0, 60.0, 10, "memory", "chunk"))
+    # A failed job is never claimed; a probe's held job only by claim_held.
+    queue.fail(c[0].ref, error="bad", failed_at=27.0, token="E")
+    out.append(
+        queue.claim_held(
+            held_from=HELD_NOT_BEFORE,
+            max_id=math.inf,
+            limit=5,
+            kinds=["memory"],
+            token="P",
+            now=27.0,
+            until=70.0,
+        )
+    )
+    out.append(claim("F", 1000.0, 2000.0, 100, "memory", "chunk"))
+    out += [queue.stats(), queue.attempts([j.id for j in a + b + c])]
+    return out
+
+
+async def test_claims_answer_as_on_sqlite(pg_conn: Any, tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    db = await Database.open(path, Settings(db=path))
+    try:
+        expected = await db.write(lambda tx: claims_scenario(tx.queue))
+    finally:
+        await db.close()
+    with pg_conn.transaction():
+        got = claims_scenario(pg_queue(pg_conn))
+    assert got == expected
+    a, b, c = expected[:3]
+    assert [j.ref_id for j in a] == [1, 2, 3] and [j.ref_id for j in b] == [4, 5, 6]
+    assert [(j.kind, j.ref_id) for j in c] == [
+        ("chunk", 1),
+        ("memory", 1),
+        ("memory", 2),
+        ("memory", 3),
+        ("memory", 7),
+        ("memory", 8),
+    ]
+    assert expected[3] is False, "a lapsed claimer's finish is refused"
+    assert set(expected[4].values()) == {0}, "a lapsed claimer's retry and fail did nothing"
+
+
+def _claim(conn: psycopg.Connection[tuple[Any, ...]], token: str, limit: int) -> list[int]:
+    jobs = pg_queue(conn).claim_ready(
+        ready_before=100.0,
+        max_id=math.inf,
+        limit=limit,
+        kinds=["memory"],
+        token=token,
+        now=1.0,
+        until=1000.0,
+    )
+    return [job.ref_id for job in jobs]
+
+
+def test_concurrent_claims_skip_locked_jobs(pg_conn: Any, pg_url: str) -> None:
+    # The first claim's transaction is held open (not committed): its rows are
+    # locked but still look unclaimed. The second claim passes over them
+    # (SKIP LOCKED) instead of waiting or taking them.
+    _enqueue(pg_conn, 8)
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        with pg_conn.transaction():
+            _begin(pg_conn, "READ COMMITTED")
+            mine = _claim(pg_conn, "A", 3)
+            with other.transaction():
+                _begin(other, "READ COMMITTED")
+                other.execute("SET LOCAL lock_timeout = '3s'")  # a wait fails the test
+                theirs = _claim(other, "B", 3)
+        # A claim that rolls back claimed nothing: its jobs are free again.
+        with pytest.raises(RuntimeError), other.transaction():
+            _begin(other, "READ COMMITTED")
+            assert _claim(other, "C", 2) == [7, 8]
+            raise RuntimeError("roll back")
+        again = _claim(other, "D", 5)
+    assert (mine, theirs, again) == ([1, 2, 3], [4, 5, 6], [7, 8])
+    rows = pg_conn.execute(
+        "SELECT ref_id, claim_token, claimed_until FROM embedding_queue ORDER BY ref_id"
+    ).fetchall()
+    assert rows == [(r, "A" if r <= 3 else "B" if r <= 6 else "D", 1000.0) for r in range(1, 9)]
+
+
+def test_a_claim_reads_the_ready_index(pg_conn: Any) -> None:
+    from abathur.backends.postgres.queue import SQL_CLAIMABLE_JOBS
+
+    with pg_conn.transaction():
+        queue = pg_queue(pg_conn)
+        for ref in range(1, 5001):
+            queue.enqueue("memory", ref, f"h{ref}", now=1.0, not_before=float(ref))
+    pg_conn.execute("ANALYZE embedding_queue")
+    params = {"due": 100.0, "max_id": math.inf, "kinds": ["memory"], "now": 1.0, "limit": 64}
+    plan = "\n".join(
+        str(row[0]) for row in pg_conn.execute("EXPLAIN " + SQL_CLAIMABLE_JOBS, params)
+    )
+    assert "embedding_queue_ready" in plan, plan

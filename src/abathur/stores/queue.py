@@ -5,6 +5,17 @@ The protocol every backend implements; reach it inside a transaction as
 :class:`QueuedJob`; a job is finished, retried, failed or postponed by its
 :class:`JobRef` (id, kind and item), never by id alone.
 
+Claims (issue 14): a worker takes a batch with :meth:`QueueStore.claim_ready`
+(or ``claim_held``, a probe's), which marks each job claimed by the batch's
+``token`` until a lease runs out; other workers pass over a job whose claim
+has not run out, so each job is embedded once across processes. The worker
+then finishes, retries, fails or postpones its jobs with that ``token``:
+a call with a token acts only on a job the token still claims (a job whose
+lease ran out and that another worker claimed is left to that worker), and
+gives the claim up. A call without a token (``fresh=True`` searches, which
+embed their scope inline whatever the claims) acts on the job whoever claims
+it, and leaves the claim alone.
+
 Example:
     >>> from abathur.stores.queue import JobRef, QueuedJob
     >>> job = QueuedJob(id=7, kind="memory", ref_id=3, content_hash="ab12")
@@ -114,20 +125,73 @@ class QueueStore(Protocol):
         """Attempts made so far of each job of ``job_ids`` still queued."""
         ...
 
-    def finish(self, job: JobRef) -> bool:
-        """Remove a done job; False if it was gone (cancelled, or done by another worker)."""
+    def claim_ready(
+        self,
+        *,
+        ready_before: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """Claim up to ``limit`` jobs for ``token`` until ``until``; the claimed jobs, due first.
+
+        A job is taken when its kind is one of ``kinds``, it is not failed, due
+        by ``ready_before``, id <= ``max_id``, and not claimed, or claimed by a
+        lease that ran out by ``now``. Runs in a write transaction; a job
+        another transaction is claiming at the same moment is passed over
+        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the single writer).
+        """
         ...
 
-    def retry(self, job: JobRef, *, error: str, not_before: float) -> None:
-        """Count a failed attempt; try again at ``not_before``."""
+    def claim_held(
+        self,
+        *,
+        held_from: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """As :meth:`claim_ready`, for jobs due at or after ``held_from`` (a probe's)."""
         ...
 
-    def fail(self, job: JobRef, *, error: str, failed_at: float) -> None:
-        """Count a failed attempt and mark the job failed (left until re-queued)."""
+    def release(self, jobs: Sequence[JobRef], *, token: str) -> int:
+        """Give up ``token``'s claim on ``jobs`` (a worker closing mid-batch); how many."""
         ...
 
-    def postpone(self, job: JobRef, *, not_before: float) -> None:
-        """Try the job again at ``not_before`` (no attempt counted)."""
+    def finish(self, job: JobRef, *, token: str | None = None) -> bool:
+        """Remove a done job; False if it was gone (cancelled, or done by another worker).
+
+        With ``token``: only while ``token`` claims it (False otherwise).
+        """
+        ...
+
+    def retry(
+        self, job: JobRef, *, error: str, not_before: float, token: str | None = None
+    ) -> None:
+        """Count a failed attempt; try again at ``not_before``.
+
+        With ``token``: only while ``token`` claims it, and the claim is given up.
+        """
+        ...
+
+    def fail(self, job: JobRef, *, error: str, failed_at: float, token: str | None = None) -> None:
+        """Count a failed attempt and mark the job failed (left until re-queued).
+
+        With ``token``: only while ``token`` claims it, and the claim is given up.
+        """
+        ...
+
+    def postpone(self, job: JobRef, *, not_before: float, token: str | None = None) -> None:
+        """Try the job again at ``not_before`` (no attempt counted).
+
+        With ``token``: only while ``token`` claims it, and the claim is given up.
+        """
         ...
 
     def requeue_failed(self, now: float) -> int:

@@ -3,19 +3,19 @@
 
 Mirrors :mod:`abathur.backends.sqlite.queue`. What differs, and why:
 
-* Claiming. Several processes' workers read one queue. The statements that
-  pick jobs for embedding (:meth:`PgQueueStore.ready_jobs`, ``held_jobs``,
-  ``memory_jobs``, ``chunk_jobs``) end in ``FOR UPDATE [OF q] SKIP LOCKED``
-  when they run in a write transaction: a job another transaction has
-  claimed is passed over (the LIMIT counts the jobs taken). PostgreSQL
-  refuses row locks in a READ ONLY transaction, and today's worker reads
-  its batch in one (``Backend.read``), so there the same statement runs
-  without the lock clause, and two workers may both read (and embed) the
-  same batch, as two processes may on SQLite. Either way a job's vector is
-  written once: the worker's write finishes each job by deleting it
-  (:meth:`PgQueueStore.finish`) and inserts the vector only if that delete
-  removed it; two writes deleting the same job conflict, and the
-  SERIALIZABLE retry finds it gone.
+* Claiming (the same lease protocol as SQLite, issue 14). A worker claims a
+  batch with :meth:`PgQueueStore.claim_ready` in a short write transaction:
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` picks the ready jobs no live lease
+  holds, passing over rows another transaction is claiming at that moment,
+  and an ``UPDATE`` marks them with the batch's token and lease. Once that
+  commits, other workers pass over them until the lease runs out; the worker
+  embeds outside any transaction and finishes only the jobs its token still
+  claims. (The backend's writers also queue on one advisory lock today, so
+  two claims do not overlap; SKIP LOCKED keeps claims disjoint without it.)
+  The statements a ``fresh=True`` search uses (``memory_jobs``,
+  ``chunk_jobs``) and ``ready_jobs``/``held_jobs`` still end in
+  ``FOR UPDATE [OF q] SKIP LOCKED`` when run in a write transaction, and run
+  without it in a READ ONLY one (PostgreSQL refuses row locks there).
 * Job ids are identity values, never reused (SQLite reuses a finished job's
   rowid). :class:`~abathur.stores.queue.JobRef` still names a job by
   (id, kind, ref_id), as on SQLite.
@@ -37,6 +37,8 @@ from abathur.backends.ranges import range_params
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [
+    "SQL_CLAIMABLE_HELD_JOBS",
+    "SQL_CLAIMABLE_JOBS",
     "SQL_HELD_JOBS",
     "SQL_PENDING_CHUNKS",
     "SQL_PENDING_CHUNK_JOBS",
@@ -93,6 +95,22 @@ SQL_HELD_JOBS = (
     "WHERE failed_at IS NULL AND not_before >= %(held_from)s AND id <= %(max_id)s "
     "ORDER BY not_before, id LIMIT %(limit)s"
 )
+# A worker's claim (issue 14): the ready (or held) jobs of the kinds it knows
+# that no live lease holds, due first (index embedding_queue_ready); rows
+# another transaction has locked (is claiming) are passed over.
+_SQL_CLAIMABLE = (
+    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
+    "WHERE failed_at IS NULL AND {due} AND id <= %(max_id)s "
+    "AND kind = ANY(%(kinds)s::text[]) "
+    "AND (claimed_until IS NULL OR claimed_until <= %(now)s) "
+    "ORDER BY not_before, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+SQL_CLAIMABLE_JOBS = _SQL_CLAIMABLE.format(due="not_before <= %(due)s")
+SQL_CLAIMABLE_HELD_JOBS = _SQL_CLAIMABLE.format(due="not_before >= %(due)s")
+SQL_SET_CLAIM = (
+    "UPDATE embedding_queue SET claim_token = %(token)s, claimed_until = %(until)s "
+    "WHERE id = ANY(%(ids)s::bigint[])"
+)
 # memory.search(fresh=True): the jobs of the current versions under a prefix
 # (segment-aware byte range, as SQLite: every text column is COLLATE "C").
 SQL_PENDING_MEMORY_JOBS = (
@@ -133,16 +151,31 @@ SQL_CACHED_DIMS = "SELECT dims FROM embedding_cache WHERE model = %(model)s LIMI
 # A batch names its jobs by (id, kind, ref_id), never by id alone (SQLite
 # reuses job ids; identity ids here are not reused, the rule is kept).
 _SQL_THE_JOB = "id = %(id)s AND kind = %(kind)s AND ref_id = %(ref_id)s"
+# With a token (a claimer's call): only while the token claims the job, and the
+# claim is given up. Without (fresh=True): whoever claims it, claim untouched.
+_SQL_OURS = " AND claim_token = %(token)s"
+_SQL_RELEASE = ", claim_token = NULL, claimed_until = NULL"
+_SQL_RETRY = "attempts = attempts + 1, last_error = %(error)s, not_before = %(not_before)s"
+_SQL_FAILED = "attempts = attempts + 1, last_error = %(error)s, failed_at = %(failed_at)s"
+_SQL_WAIT = "not_before = %(not_before)s"
 SQL_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}"
-SQL_JOB_RETRY = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = %(error)s, "
-    f"not_before = %(not_before)s WHERE {_SQL_THE_JOB}"
+SQL_JOB_RETRY = f"UPDATE embedding_queue SET {_SQL_RETRY} WHERE {_SQL_THE_JOB}"
+SQL_JOB_FAILED = f"UPDATE embedding_queue SET {_SQL_FAILED} WHERE {_SQL_THE_JOB}"
+SQL_JOB_WAIT = f"UPDATE embedding_queue SET {_SQL_WAIT} WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+SQL_CLAIMED_JOB_RETRY = (
+    f"UPDATE embedding_queue SET {_SQL_RETRY}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
 )
-SQL_JOB_FAILED = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = %(error)s, "
-    f"failed_at = %(failed_at)s WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_FAILED = (
+    f"UPDATE embedding_queue SET {_SQL_FAILED}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
 )
-SQL_JOB_WAIT = f"UPDATE embedding_queue SET not_before = %(not_before)s WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_WAIT = (
+    f"UPDATE embedding_queue SET {_SQL_WAIT}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+)
+SQL_RELEASE = (
+    "UPDATE embedding_queue SET claim_token = NULL, claimed_until = NULL "
+    f"WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+)
 SQL_QUEUE_STATS = (
     "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
 )
@@ -211,6 +244,68 @@ class PgQueueStore:
         params = {"held_from": float(held_from), "max_id": float(max_id), "limit": limit}
         return self._claiming(SQL_HELD_JOBS, params, SQL_CLAIM)
 
+    def claim_ready(
+        self,
+        *,
+        ready_before: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """Claim up to ``limit`` ready jobs of ``kinds`` no live lease holds; due first."""
+        return self._claim(
+            SQL_CLAIMABLE_JOBS, ready_before, max_id, limit, kinds, token, now, until
+        )
+
+    def claim_held(
+        self,
+        *,
+        held_from: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """Claim up to ``limit`` held jobs (a probe's) of ``kinds`` no live lease holds."""
+        return self._claim(
+            SQL_CLAIMABLE_HELD_JOBS, held_from, max_id, limit, kinds, token, now, until
+        )
+
+    def _claim(
+        self,
+        sql: str,
+        due: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        params = {
+            "due": float(due),
+            "max_id": float(max_id),
+            "kinds": list(kinds),
+            "now": now,
+            "limit": limit,
+        }
+        jobs = _jobs(self._conn.execute(sql, params).fetchall())
+        if jobs:
+            ids = [job.id for job in jobs]
+            self._conn.execute(SQL_SET_CLAIM, {"token": token, "until": until, "ids": ids})
+        return jobs
+
+    def release(self, jobs: Sequence[JobRef], *, token: str) -> int:
+        """Give up ``token``'s claim on ``jobs``; how many it still claimed."""
+        return sum(
+            self._conn.execute(SQL_RELEASE, {**_key(job), "token": token}).rowcount for job in jobs
+        )
+
     def memory_jobs(self, kind: str, prefix: str, limit: int) -> list[QueuedJob]:
         """Up to ``limit`` jobs of ``kind`` not failed, of live current memories in ``prefix``."""
         params = {"kind": kind, **range_params(prefix), "limit": limit}
@@ -243,21 +338,38 @@ class PgQueueStore:
         rows = self._conn.execute(SQL_ATTEMPTS, {"ids": list(job_ids)})
         return {int(job_id): int(n) for job_id, n in rows}
 
-    def finish(self, job: JobRef) -> bool:
-        """Remove a done job; False if it was gone (cancelled, or done by another worker)."""
-        return self._conn.execute(SQL_JOB_DONE, _key(job)).rowcount > 0
+    def finish(self, job: JobRef, *, token: str | None = None) -> bool:
+        """Remove a done job; False if it was gone (or, with ``token``, claimed by another)."""
+        if token is None:
+            return self._conn.execute(SQL_JOB_DONE, _key(job)).rowcount > 0
+        params = {**_key(job), "token": token}
+        return self._conn.execute(SQL_CLAIMED_JOB_DONE, params).rowcount > 0
 
-    def retry(self, job: JobRef, *, error: str, not_before: float) -> None:
+    def retry(
+        self, job: JobRef, *, error: str, not_before: float, token: str | None = None
+    ) -> None:
         """Count a failed attempt; try again at ``not_before``."""
-        self._conn.execute(SQL_JOB_RETRY, {**_key(job), "error": error, "not_before": not_before})
+        params = {**_key(job), "error": error, "not_before": not_before}
+        if token is None:
+            self._conn.execute(SQL_JOB_RETRY, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_RETRY, {**params, "token": token})
 
-    def fail(self, job: JobRef, *, error: str, failed_at: float) -> None:
+    def fail(self, job: JobRef, *, error: str, failed_at: float, token: str | None = None) -> None:
         """Count a failed attempt and mark the job failed (left until re-queued)."""
-        self._conn.execute(SQL_JOB_FAILED, {**_key(job), "error": error, "failed_at": failed_at})
+        params = {**_key(job), "error": error, "failed_at": failed_at}
+        if token is None:
+            self._conn.execute(SQL_JOB_FAILED, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_FAILED, {**params, "token": token})
 
-    def postpone(self, job: JobRef, *, not_before: float) -> None:
+    def postpone(self, job: JobRef, *, not_before: float, token: str | None = None) -> None:
         """Try the job again at ``not_before`` (no attempt counted)."""
-        self._conn.execute(SQL_JOB_WAIT, {**_key(job), "not_before": not_before})
+        params = {**_key(job), "not_before": not_before}
+        if token is None:
+            self._conn.execute(SQL_JOB_WAIT, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_WAIT, {**params, "token": token})
 
     def requeue_failed(self, now: float) -> int:
         """Make every failed job due at ``now`` again; how many there were."""

@@ -14,6 +14,8 @@ from abathur.backends.sqlite.context import SqliteContext
 from abathur.stores.queue import JobRef, QueuedJob, QueueStats, RecordedEmbedder
 
 __all__ = [
+    "SQL_CLAIMABLE_HELD_JOBS",
+    "SQL_CLAIMABLE_JOBS",
     "SQL_HELD_JOBS",
     "SQL_PENDING_CHUNKS",
     "SQL_PENDING_CHUNK_JOBS",
@@ -47,6 +49,25 @@ SQL_READY_JOBS = (
 SQL_HELD_JOBS = (
     "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
     "WHERE failed_at IS NULL AND not_before >= ? AND id <= ? ORDER BY not_before, id LIMIT ?"
+)
+# A worker's claim (issue 14): the ready (or held) jobs of the kinds it knows
+# that no live lease holds, due first (index embedding_queue_ready). The single
+# writer makes this select and the update after it one atomic claim.
+# Params: ready_before / held_from, max_id, kinds (JSON array), now, limit.
+_SQL_CLAIMABLE = (
+    "SELECT id, kind, ref_id, content_hash FROM embedding_queue "
+    "WHERE failed_at IS NULL AND {due} AND id <= :max_id "
+    # Unary + keeps the kinds a filter: the (kind, ref_id) key would read every
+    # job of a kind and sort them, where the ready index reads the first few.
+    "AND +kind IN (SELECT value FROM json_each(:kinds)) "
+    "AND (claimed_until IS NULL OR claimed_until <= :now) "
+    "ORDER BY not_before, id LIMIT :limit"
+)
+SQL_CLAIMABLE_JOBS = _SQL_CLAIMABLE.format(due="not_before <= :due")
+SQL_CLAIMABLE_HELD_JOBS = _SQL_CLAIMABLE.format(due="not_before >= :due")
+SQL_SET_CLAIM = (
+    "UPDATE embedding_queue SET claim_token = :token, claimed_until = :until "
+    "WHERE id IN (SELECT value FROM json_each(:ids))"
 )
 # memory.search(fresh=True): the jobs of the current versions under a prefix.
 # The queue is read through its (kind, ref_id) key, each memory by its id (see
@@ -89,16 +110,31 @@ SQL_CACHED_DIMS = "SELECT dims FROM embedding_cache WHERE model = ? LIMIT 1"
 # rowids, so once another worker has finished a job its id may be reused by the
 # next job queued, and a batch that embedded the old one must not touch it.
 _SQL_THE_JOB = "id = :id AND kind = :kind AND ref_id = :ref_id"
+# With a token (a claimer's call): only while the token claims the job, and the
+# claim is given up. Without (fresh=True): whoever claims it, claim untouched.
+_SQL_OURS = " AND claim_token = :token"
+_SQL_RELEASE = ", claim_token = NULL, claimed_until = NULL"
+_SQL_RETRY = "attempts = attempts + 1, last_error = :error, not_before = :not_before"
+_SQL_FAILED = "attempts = attempts + 1, last_error = :error, failed_at = :failed_at"
+_SQL_WAIT = "not_before = :not_before"
 SQL_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}"
-SQL_JOB_RETRY = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
-    f"not_before = :not_before WHERE {_SQL_THE_JOB}"
+SQL_JOB_RETRY = f"UPDATE embedding_queue SET {_SQL_RETRY} WHERE {_SQL_THE_JOB}"
+SQL_JOB_FAILED = f"UPDATE embedding_queue SET {_SQL_FAILED} WHERE {_SQL_THE_JOB}"
+SQL_JOB_WAIT = f"UPDATE embedding_queue SET {_SQL_WAIT} WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_DONE = f"DELETE FROM embedding_queue WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+SQL_CLAIMED_JOB_RETRY = (
+    f"UPDATE embedding_queue SET {_SQL_RETRY}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
 )
-SQL_JOB_FAILED = (
-    "UPDATE embedding_queue SET attempts = attempts + 1, last_error = :error, "
-    f"failed_at = :failed_at WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_FAILED = (
+    f"UPDATE embedding_queue SET {_SQL_FAILED}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
 )
-SQL_JOB_WAIT = f"UPDATE embedding_queue SET not_before = :not_before WHERE {_SQL_THE_JOB}"
+SQL_CLAIMED_JOB_WAIT = (
+    f"UPDATE embedding_queue SET {_SQL_WAIT}{_SQL_RELEASE} WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+)
+SQL_RELEASE = (
+    "UPDATE embedding_queue SET claim_token = NULL, claimed_until = NULL "
+    f"WHERE {_SQL_THE_JOB}{_SQL_OURS}"
+)
 SQL_QUEUE_STATS = (
     "SELECT count(*), count(failed_at), min(enqueued_at), max(id) FROM embedding_queue"
 )
@@ -165,6 +201,70 @@ class SqliteQueueStore:
         """Up to ``limit`` jobs not failed, due at or after ``held_from`` (a probe's)."""
         return _jobs(self._conn.execute(SQL_HELD_JOBS, (held_from, max_id, limit)))
 
+    def claim_ready(
+        self,
+        *,
+        ready_before: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """Claim up to ``limit`` ready jobs of ``kinds`` no live lease holds; due first."""
+        return self._claim(
+            SQL_CLAIMABLE_JOBS, ready_before, max_id, limit, kinds, token, now, until
+        )
+
+    def claim_held(
+        self,
+        *,
+        held_from: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        """Claim up to ``limit`` held jobs (a probe's) of ``kinds`` no live lease holds."""
+        return self._claim(
+            SQL_CLAIMABLE_HELD_JOBS, held_from, max_id, limit, kinds, token, now, until
+        )
+
+    def _claim(
+        self,
+        sql: str,
+        due: float,
+        max_id: float,
+        limit: int,
+        kinds: Sequence[str],
+        token: str,
+        now: float,
+        until: float,
+    ) -> list[QueuedJob]:
+        params = {
+            "due": due,
+            "max_id": max_id,
+            "kinds": json.dumps(list(kinds)),
+            "now": now,
+            "limit": limit,
+        }
+        jobs = _jobs(self._conn.execute(sql, params).fetchall())
+        if jobs:
+            ids = json.dumps([job.id for job in jobs])
+            self._conn.execute(SQL_SET_CLAIM, {"token": token, "until": until, "ids": ids})
+        return jobs
+
+    def release(self, jobs: Sequence[JobRef], *, token: str) -> int:
+        """Give up ``token``'s claim on ``jobs``; how many it still claimed."""
+        released = 0
+        for job in jobs:
+            self._conn.execute(SQL_RELEASE, {**_key(job), "token": token})
+            released += self._conn.changes()
+        return released
+
     def memory_jobs(self, kind: str, prefix: str, limit: int) -> list[QueuedJob]:
         """Up to ``limit`` jobs of ``kind`` not failed, of live current memories in ``prefix``."""
         params = {"kind": kind, **range_params(prefix), "limit": limit}
@@ -190,22 +290,39 @@ class SqliteQueueStore:
         rows = self._conn.execute(SQL_ATTEMPTS, (json.dumps(list(job_ids)),))
         return {cast(int, job_id): cast(int, n) for job_id, n in rows}
 
-    def finish(self, job: JobRef) -> bool:
-        """Remove a done job; False if it was gone (cancelled, or done by another worker)."""
-        self._conn.execute(SQL_JOB_DONE, _key(job))
+    def finish(self, job: JobRef, *, token: str | None = None) -> bool:
+        """Remove a done job; False if it was gone (or, with ``token``, claimed by another)."""
+        if token is None:
+            self._conn.execute(SQL_JOB_DONE, _key(job))
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_DONE, {**_key(job), "token": token})
         return self._conn.changes() > 0
 
-    def retry(self, job: JobRef, *, error: str, not_before: float) -> None:
+    def retry(
+        self, job: JobRef, *, error: str, not_before: float, token: str | None = None
+    ) -> None:
         """Count a failed attempt; try again at ``not_before``."""
-        self._conn.execute(SQL_JOB_RETRY, {**_key(job), "error": error, "not_before": not_before})
+        params = {**_key(job), "error": error, "not_before": not_before}
+        if token is None:
+            self._conn.execute(SQL_JOB_RETRY, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_RETRY, {**params, "token": token})
 
-    def fail(self, job: JobRef, *, error: str, failed_at: float) -> None:
+    def fail(self, job: JobRef, *, error: str, failed_at: float, token: str | None = None) -> None:
         """Count a failed attempt and mark the job failed (left until re-queued)."""
-        self._conn.execute(SQL_JOB_FAILED, {**_key(job), "error": error, "failed_at": failed_at})
+        params = {**_key(job), "error": error, "failed_at": failed_at}
+        if token is None:
+            self._conn.execute(SQL_JOB_FAILED, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_FAILED, {**params, "token": token})
 
-    def postpone(self, job: JobRef, *, not_before: float) -> None:
+    def postpone(self, job: JobRef, *, not_before: float, token: str | None = None) -> None:
         """Try the job again at ``not_before`` (no attempt counted)."""
-        self._conn.execute(SQL_JOB_WAIT, {**_key(job), "not_before": not_before})
+        params = {**_key(job), "not_before": not_before}
+        if token is None:
+            self._conn.execute(SQL_JOB_WAIT, params)
+        else:
+            self._conn.execute(SQL_CLAIMED_JOB_WAIT, {**params, "token": token})
 
     def requeue_failed(self, now: float) -> int:
         """Make every failed job due at ``now`` again; how many there were."""

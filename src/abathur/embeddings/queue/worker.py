@@ -6,14 +6,37 @@ item calls :func:`~abathur.embeddings.queue.jobs.enqueue` (and
 inside its own write transaction; :class:`EmbeddingService` drains the queue
 through the stores (``tx.queue``, ``tx.usage``):
 
-1. read a batch of ready jobs (``Settings.embed_batch_size``) and the live
-   items they point at (:class:`~abathur.search.IndexKind` ``load``);
+1. claim a batch of ready jobs (``Settings.embed_batch_size``) in one short
+   write transaction (``tx.queue.claim_ready``: a random token per batch and a
+   lease, see below) and read the live items they point at
+   (:class:`~abathur.search.IndexKind` ``load``);
 2. look each text up in ``embedding_cache`` by (embedder name, sha256 of the
    text): a text is embedded once, ever;
 3. embed the misses in one ``embed_with_usage`` call, outside any transaction;
 4. in one short write transaction: add the vectors to the cache, the items to
-   their vec0 table, delete the jobs and write one ``usage_ledger`` row per
-   embedder call (cache hits counted on it).
+   their vec0 table, delete the jobs the batch's token still claims and write
+   one ``usage_ledger`` row per embedder call (cache hits counted on it).
+
+Claims and leases (issue 14). Workers of several processes (hosts, on
+PostgreSQL) share one queue. A claimed job is passed over by every other
+worker until its lease runs out, so each job is embedded once; only the
+claimer's token finishes, retries, fails or postpones it, and that gives the
+claim up. A worker that dies (or is killed) mid-batch leaves its jobs
+claimed: they are claimed again once the lease has run out. The lease
+(:func:`lease_seconds`) is twice the slowest the embedder can take to answer
+one batch, from its own timeout settings (``timeout_s``, ``retries``,
+``max_backoff_s``, ``batch_size``, ``concurrency``: the Ollama and
+OpenAI-compatible providers have them, set by ``ABATHUR_OLLAMA_TIMEOUT_S``,
+``ABATHUR_OPENAI_TIMEOUT_S`` and friends) plus a few seconds; an embedder
+without a ``timeout_s`` (the bundled model, a custom one) gets
+:data:`LEASE_DEFAULT_S`. A batch that still outlasts its lease (a permanent
+error retried text by text, a stalled process) may be claimed and embedded
+by another worker too, but its vectors are never applied twice: the late
+claimer's token no longer claims the jobs, so it writes its vectors to the
+cache only. A ``fresh=True`` search embeds its scope inline whatever the
+claims (its caller waits for those vectors) and finishes the jobs without a
+token; the vector is still inserted once. :meth:`EmbeddingService.close`
+gives up the claim of a batch it abandons.
 
 A job whose item changed meanwhile was cancelled by that write, so its vector
 goes to the cache only. When the embedder is unreachable
@@ -80,10 +103,10 @@ from abathur.models import CompactReport, DrainReport, EmbeddingStatus
 from abathur.redact import echoed
 from abathur.search import IndexItem, IndexKind
 from abathur.stores import Backend, Transaction
-from abathur.stores.queue import JobRef, JobSelect
+from abathur.stores.queue import JobRef, JobSelect, QueuedJob
 from abathur.stores.usage import Scope, UsageRow
 
-__all__ = ["EmbeddingService"]
+__all__ = ["LEASE_DEFAULT_S", "EmbeddingService", "lease_seconds"]
 
 # The name the worker logged under before the package split (log filters keep working).
 log = structlog.get_logger("abathur.embeddings.queue")
@@ -102,6 +125,50 @@ _BUDGET_RECHECK_S = 60.0
 _INLINE_MAX_BATCHES = 1000
 # What drain() takes: every job, also those in backoff, but not a probe's (jobs).
 _ANY_BUT_HELD = HELD_NOT_BEFORE / 2
+
+#: The lease of a claimed batch when the embedder states no timeout (the
+#: bundled model embeds a batch of 64 in about a second on one core).
+LEASE_DEFAULT_S = 300.0
+# A lease is _LEASE_FACTOR times the slowest answer, plus _LEASE_SLACK_S for
+# the writes around the call (claim, apply) and a loaded host.
+_LEASE_FACTOR = 2.0
+_LEASE_SLACK_S = 2.0
+
+
+def _setting(embedder: object, name: str, default: float) -> float:
+    value = getattr(embedder, name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return default
+    return float(value)
+
+
+def lease_seconds(embedder: object, batch: int) -> float:
+    """How long a claim on a batch of ``batch`` texts lasts: well above the slowest answer.
+
+    The slowest answer of an HTTP embedder is every round of requests
+    (``ceil(batch / batch_size / concurrency)``) taking every attempt
+    (``retries + 1``) up to ``timeout_s``, with ``max_backoff_s`` between
+    attempts. The lease is twice that, plus 2 s; :data:`LEASE_DEFAULT_S` for
+    an embedder that states no ``timeout_s``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> ollama = SimpleNamespace(timeout_s=30.0, retries=3, max_backoff_s=8.0,
+        ...                          batch_size=32, concurrency=2)
+        >>> lease_seconds(ollama, 64)  # 2 x (4 x 30 s + 3 x 8 s) + 2 s
+        290.0
+        >>> lease_seconds(object(), 64)
+        300.0
+    """
+    timeout = _setting(embedder, "timeout_s", 0.0)
+    if not timeout:
+        return LEASE_DEFAULT_S
+    retries = int(_setting(embedder, "retries", 0.0))
+    per_request = (retries + 1) * timeout + retries * _setting(embedder, "max_backoff_s", 0.0)
+    size = max(1, int(_setting(embedder, "batch_size", batch) or batch))
+    concurrency = max(1, int(_setting(embedder, "concurrency", 1.0) or 1))
+    rounds = math.ceil(math.ceil(max(1, batch) / size) / concurrency)
+    return _LEASE_FACTOR * rounds * per_request + _LEASE_SLACK_S
 
 
 def _has_pending_deletes(tx: Transaction) -> bool:
@@ -218,6 +285,8 @@ class EmbeddingService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # The batch claimed and not yet written: (token, jobs), given up by close().
+        self._claimed: tuple[str, list[JobRef]] | None = None
         self._last_error: str | None = None
         self._paused_until = 0.0  # after an unavailable error: no calls before this
         # Usage rows made outside a batch (queries, cache hits), written with
@@ -494,21 +563,47 @@ class EmbeddingService:
     # -- one batch -----------------------------------------------------------
 
     def _read_batch(
+        self, tx: Transaction, *, limit: int, select: JobSelect
+    ) -> tuple[list[_Job], set[str]]:
+        """A ``fresh=True`` search's jobs (``select``), whatever their claims, unclaimed."""
+        return self._load_jobs(tx, select(tx.queue, limit))
+
+    def _claim_batch(
         self,
         tx: Transaction,
         *,
         ready_before: float,
         max_id: float,
         limit: int,
-        select: JobSelect | None = None,
+        token: str,
+        until: float,
     ) -> tuple[list[_Job], set[str]]:
-        queue = tx.queue
-        if select is not None:  # fresh=True: the jobs of one search's scope
-            rows = select(queue, limit)
-        elif self.is_probe:
-            rows = queue.held_jobs(held_from=HELD_NOT_BEFORE, max_id=max_id, limit=limit)
+        """Claim up to ``limit`` ready jobs (a probe: held ones) for ``token`` until ``until``."""
+        kinds, now = sorted(self._kinds), time.time()
+        if self.is_probe:
+            rows = tx.queue.claim_held(
+                held_from=HELD_NOT_BEFORE,
+                max_id=max_id,
+                limit=limit,
+                kinds=kinds,
+                token=token,
+                now=now,
+                until=until,
+            )
         else:
-            rows = queue.ready_jobs(ready_before=ready_before, max_id=max_id, limit=limit)
+            rows = tx.queue.claim_ready(
+                ready_before=ready_before,
+                max_id=max_id,
+                limit=limit,
+                kinds=kinds,
+                token=token,
+                now=now,
+                until=until,
+            )
+        return self._load_jobs(tx, rows)
+
+    def _load_jobs(self, tx: Transaction, rows: list[QueuedJob]) -> tuple[list[_Job], set[str]]:
+        """The jobs with the live items they point at, and which texts the cache holds."""
         now = time.time()
         by_kind: dict[str, list[tuple[int, int, str]]] = {}
         for row in rows:
@@ -533,13 +628,17 @@ class EmbeddingService:
         cached: set[str] = set()
         hashes = sorted({job.text_hash for job in jobs if job.item is not None})
         if hashes and self.embedder is not None:
-            cached = queue.cached(self.embedder.name, hashes)
+            cached = tx.queue.cached(self.embedder.name, hashes)
         return jobs, cached
 
     async def _step(
         self, *, ready_before: float, max_id: float, select: JobSelect | None = None
     ) -> _Totals | None:
         """Embed one batch of ready jobs (or those ``select`` names); None when there was none.
+
+        A worker's batch is claimed first (a token and a lease, see the module
+        docstring) and finished with that token; a ``select`` batch (a fresh
+        search's) is read, not claimed, and finished whoever claims it.
 
         Raises:
             EmbedderUnavailableError: the embedder is down (the batch's jobs
@@ -548,32 +647,43 @@ class EmbeddingService:
         """
         embedder = self.embedder
         assert embedder is not None
+        limit = self._db.settings.embed_batch_size
         async with self._lock:
-            jobs, cached = await self._db.read(
-                lambda tx: self._read_batch(
-                    tx,
-                    ready_before=ready_before,
-                    max_id=max_id,
-                    limit=self._db.settings.embed_batch_size,
-                    select=select,
+            token: str | None = None
+            until = math.inf
+            if select is not None:
+                jobs, cached = await self._db.read(
+                    lambda tx: self._read_batch(tx, limit=limit, select=select)
                 )
-            )
+            else:
+                token = mine = secrets.token_hex(8)
+                until = time.time() + lease_seconds(embedder, limit)
+                jobs, cached = await self._db.write(
+                    lambda tx: self._claim_batch(
+                        tx,
+                        ready_before=ready_before,
+                        max_id=max_id,
+                        limit=limit,
+                        token=mine,
+                        until=until,
+                    )
+                )
+                # What close() gives up if it cancels this batch mid-embed.
+                self._claimed = (mine, [job.ref for job in jobs])
             if not jobs:
+                self._claimed = None
                 return None
-            misses = {
-                job.text_hash: job.item.text[:MAX_EMBED_CHARS]
-                for job in jobs
-                if job.item is not None and job.text_hash not in cached
-            }
             try:
-                embedded = await self._embed_by_scope(jobs, misses)
-            except EmbedderUnavailableError as exc:
-                message = self._last_error = exc.message
-                await self._db.write(lambda tx: self._postpone(tx, jobs, message))
+                totals, embedded = await self._embed_batch(embedder, jobs, cached, token, until)
+            except EmbedderUnavailableError:
+                raise  # the jobs were postponed (and released) already
+            except Exception:
+                # Give the claim up now: the next try should not wait out the lease
+                # (if this fails too, the lease runs out as a dead worker's does).
+                with contextlib.suppress(AbathurError):
+                    await self._release()
                 raise
-            totals = await self._db.write(
-                lambda tx: self._apply(tx, embedder, jobs, cached, embedded)
-            )
+            self._claimed = None
         if embedded.failures:
             self._last_error = next(iter(embedded.failures.values()))
         if totals.blocked is not None:
@@ -581,6 +691,44 @@ class EmbeddingService:
                 "embeddings.budget_blocked", error=totals.blocked.message, waiting=totals.waiting
             )
         return totals
+
+    async def _embed_batch(
+        self,
+        embedder: Embedder,
+        jobs: list[_Job],
+        cached: set[str],
+        token: str | None,
+        until: float,
+    ) -> tuple[_Totals, _Embedded]:
+        """Embed the batch's cache misses, then apply the vectors in one write."""
+        misses = {
+            job.text_hash: job.item.text[:MAX_EMBED_CHARS]
+            for job in jobs
+            if job.item is not None and job.text_hash not in cached
+        }
+        try:
+            embedded = await self._embed_by_scope(jobs, misses)
+        except EmbedderUnavailableError as exc:
+            message = self._last_error = exc.message
+            await self._db.write(lambda tx: self._postpone(tx, jobs, message, token))
+            self._claimed = None
+            raise
+        if time.time() > until:
+            # Another worker may have claimed (and embedded) these jobs meanwhile;
+            # only the jobs this token still claims are applied below.
+            log.warning("embeddings.lease_overrun", jobs=len(jobs))
+        totals = await self._db.write(
+            lambda tx: self._apply(tx, embedder, jobs, cached, embedded, token)
+        )
+        return totals, embedded
+
+    async def _release(self) -> None:
+        """Give up the claim of the batch in hand, if any (its jobs are claimable at once)."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is None or self._db.is_closed:
+            return
+        token, refs = claimed
+        await self._db.write(lambda tx: tx.queue.release(refs, token=token))
 
     async def _embed_by_scope(self, jobs: list[_Job], misses: dict[str, str]) -> _Embedded:
         """Embed the misses in one call, leaving out those a used-up budget holds back.
@@ -654,14 +802,14 @@ class EmbeddingService:
             rows.append(self._ledger(part, scope, call_id=call_id))
         return rows
 
-    def _postpone(self, tx: Transaction, jobs: list[_Job], error: str) -> None:
+    def _postpone(self, tx: Transaction, jobs: list[_Job], error: str, token: str | None) -> None:
         now = time.time()
         attempts = tx.queue.attempts([job.id for job in jobs])
         for job in jobs:
             delay = min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** attempts.get(job.id, 0))
             # A probe's job stays held, or another process's worker would take it.
             not_before = HELD_NOT_BEFORE if self.is_probe else now + delay
-            tx.queue.retry(job.ref, error=error, not_before=not_before)
+            tx.queue.retry(job.ref, error=error, not_before=not_before, token=token)
 
     def _apply(
         self,
@@ -670,7 +818,12 @@ class EmbeddingService:
         jobs: list[_Job],
         cached: set[str],
         embedded: _Embedded,
+        token: str | None,
     ) -> _Totals:
+        """Write the batch: cache the vectors, insert those of the jobs ``token`` still claims.
+
+        ``token`` None (a fresh search's batch): of the jobs still queued.
+        """
         now = time.time()
         name = embedder.name
         recorded = recorded_embedder(tx)
@@ -693,19 +846,21 @@ class EmbeddingService:
         hits: dict[Scope, int] = {}
         for job in jobs:
             if job.item is None:
-                queue.finish(job.ref)
+                queue.finish(job.ref, token=token)
                 continue
             if job.text_hash in embedded.waiting:
-                queue.postpone(job.ref, not_before=now + _BUDGET_RECHECK_S)
+                queue.postpone(job.ref, not_before=now + _BUDGET_RECHECK_S, token=token)
                 totals.waiting += 1
                 continue
             failure = embedded.failures.get(job.text_hash)
             if failure is not None:
-                queue.fail(job.ref, error=failure, failed_at=now)
+                queue.fail(job.ref, error=failure, failed_at=now, token=token)
                 totals.failed += 1
                 continue
-            if not queue.finish(job.ref):
-                continue  # cancelled by a newer write, or done by another worker
+            if not queue.finish(job.ref, token=token):
+                # Cancelled by a newer write, done by a fresh search, or (the lease ran
+                # out) claimed by another worker: its vector went to the cache only.
+                continue
             if tx.search.insert_vector(
                 job.kind.vec_table, job.item, model=name, content_hash=job.text_hash
             ):
@@ -756,10 +911,12 @@ class EmbeddingService:
         items of one search's scope. Jobs in backoff are tried
         at once; failed ones are left.
 
-        Safe beside a worker (of this or another process) embedding the same
-        jobs: :meth:`_apply` finishes each job by ``(id, kind, ref_id)`` and
-        only the batch whose delete removed the job inserts its vector, so a
-        vector is never inserted twice (tests/unit/test_fresh.py races them).
+        The jobs are taken whatever their claims (the caller waits for these
+        vectors), and not claimed. Safe beside a worker (of this or another
+        process) embedding the same jobs: :meth:`_apply` finishes each job by
+        ``(id, kind, ref_id)`` and only the batch whose delete removed the job
+        inserts its vector, so a vector is never inserted twice
+        (tests/unit/test_fresh.py races them); the text may be embedded by both.
 
         Returns:
             Vectors written (0 when there was nothing to do, or the embedder is
@@ -838,6 +995,8 @@ class EmbeddingService:
     async def close(self) -> None:
         """Stop the worker (an embed call in flight is abandoned) and write pending usage.
 
+        The abandoned batch's claim is given up, so its jobs are claimable at once.
+
         Idempotent; :meth:`Abathur.close` calls it before closing the database.
 
         Example:
@@ -861,6 +1020,8 @@ class EmbeddingService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if not self._db.is_closed:
+            await self._release()  # an abandoned batch's jobs: claimable at once
         if self._usage and not self._db.is_closed:
             await self._db.write(self._usage.flush)
 
@@ -913,7 +1074,10 @@ class EmbeddingService:
         """Embed every job queued now, in batches, and wait until it is done.
 
         Jobs in backoff are tried at once; jobs marked failed are left (see
-        :meth:`retry_failed`). Jobs queued while it runs are left to the worker.
+        :meth:`retry_failed`). Jobs queued while it runs are left to the worker,
+        and so are jobs another worker (of this or another process) has
+        claimed: they count in ``remaining``. Several processes draining one
+        queue at once each embed their own jobs: a job is embedded once.
         Jobs held by a probe (``Abathur.open(probe=True)``, ``abathur smoke``)
         are left to it; a probe's drain embeds only those.
         Jobs charged to a used-up ``block`` or ``degrade`` budget
