@@ -128,19 +128,21 @@ class MemoryClock:
 
     A TTL test that slept past a 50 ms TTL also needed the put and the first
     read to fit inside it, which a loaded machine, or a PostgreSQL round trip,
-    did not always allow. Real time plus an offset, so durations still flow.
-    The stores are handed ``now`` by the service, so a store that read the
-    time itself would fail these tests.
+    did not always allow. This clock starts at the real time and moves only
+    by :meth:`advance`, and by a microsecond per reading so that successive
+    writes still get increasing times. The stores are handed ``now`` by the
+    service, so a store that read the time itself would fail these tests.
     """
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.now = time.time()
 
     def time(self) -> float:
-        return time.time() + self.offset
+        self.now += 1e-6
+        return self.now
 
     def perf_counter(self) -> float:
         return time.perf_counter()
 
     def advance(self, seconds: float) -> None:
-        self.offset += seconds
+        self.now += seconds

@@ -7,7 +7,6 @@ that change nothing.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
