@@ -876,14 +876,20 @@ def render_archive(archive: Path, *, what: str) -> list[ScriptLine]:
         IncompatibleEnvironmentError: no pg_restore.
     """
     tool = find_tool("pg_restore")
-    with subprocess.Popen(
-        [str(tool), *RESTORE_OPTIONS, "--file=-", str(archive)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None  # PIPE
+    # stderr to a file: a pipe read only after stdout would hang on many warnings.
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [str(tool), *RESTORE_OPTIONS, "--file=-", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        ) as proc,
+    ):
+        assert proc.stdout is not None  # PIPE
         script = list(_script(proc.stdout))
-        error = proc.stderr.read().decode(errors="replace")
+        proc.wait()
+        errors.seek(0)
+        error = errors.read()[-4000:].decode(errors="replace")
     if proc.returncode != 0:
         raise CorruptBackupError(
             f"{what} cannot be read by pg_restore: {error.strip()[-500:]}", reason="integrity"
