@@ -970,10 +970,9 @@ def reference_script(
 
     Made once per process for each (this abathur's migrations up to
     ``version``, vector tables, server and pgvector version, pg_dump): a
-    scratch database on
-    ``server`` is migrated to ``version``, given the vector tables
-    (:func:`vector_tables_in`) by the search store's own SQL, dumped, rendered
-    by :func:`render_archive` and dropped.
+    scratch database on ``server`` is migrated to ``version``, given the
+    vector tables (:func:`vector_tables_in`) by the search store's own SQL,
+    dumped, rendered by :func:`render_archive` and dropped.
 
     Raises:
         CorruptBackupError: ``version`` is not one this abathur ships (``reason="schema"``).
@@ -1020,8 +1019,6 @@ def reference_script(
     if cached is not None:
         return cached
     name = _scratch_name(database_name(server), f"{tag}_ref")
-    work = tempfile.TemporaryDirectory(prefix="abathur-reference-")
-    raw = Path(work.name) / "reference.dump"
     with (
         _connect(
             server, settings, dbname=MAINTENANCE_DB, doing="creating a scratch database"
@@ -1029,6 +1026,8 @@ def reference_script(
         translate_errors(f"creating database {name} on {server}", secrets=secrets),
     ):
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    work = tempfile.TemporaryDirectory(prefix="abathur-reference-")
+    raw = Path(work.name) / "reference.dump"
     try:
         with (
             _connect(server, settings, dbname=name, doing="migrating a scratch database") as conn,
