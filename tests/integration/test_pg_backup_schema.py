@@ -31,6 +31,7 @@ from abathur.errors import CorruptBackupError
 from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.backup_key import generate_key_file
 from abathur.ops.restore import restore_backup
+from tests.helpers import abathur
 from tests.postgres import drop_database, fresh_database
 
 ROLE = f"abathur_pwned_{os.getpid()}"
@@ -158,6 +159,13 @@ def test_an_altered_column_default_is_refused(
     made = create_backup(PostgresUrl(source), dest=tmp_path)
     for message in refused(made.data_path, server, target, Settings()):
         assert "TABLE meta" in message and "DEFAULT" in message
+    # The same through the real command: a typed error, nothing restored.
+    done = abathur("restore", "--db", target, str(made.data_path), "--json", cwd=tmp_path)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert (error["code"], error["reason"]) == ("backup.corrupt", "schema")
+    assert "TABLE meta" in error["message"]
+    assert precious(target) == [(42,)] and scratch_databases(server) == []
 
 
 def _pack(raw: Path, honest_manifest: Path, directory: Path) -> Path:
