@@ -31,6 +31,7 @@ from abathur.errors import CorruptBackupError
 from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.backup_key import generate_key_file
 from abathur.ops.restore import restore_backup
+from tests.helpers import abathur
 from tests.postgres import drop_database, fresh_database
 
 ROLE = f"abathur_pwned_{os.getpid()}"
@@ -158,6 +159,13 @@ def test_an_altered_column_default_is_refused(
     made = create_backup(PostgresUrl(source), dest=tmp_path)
     for message in refused(made.data_path, server, target, Settings()):
         assert "TABLE meta" in message and "DEFAULT" in message
+    # The same through the real command: a typed error, nothing restored.
+    done = abathur("restore", "--db", target, str(made.data_path), "--json", cwd=tmp_path)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert (error["code"], error["reason"]) == ("backup.corrupt", "schema")
+    assert "TABLE meta" in error["message"]
+    assert precious(target) == [(42,)] and scratch_databases(server) == []
 
 
 def _pack(raw: Path, honest_manifest: Path, directory: Path) -> Path:
@@ -262,3 +270,47 @@ def test_an_honest_backup_with_vector_tables_verifies_and_restores(
             ).fetchall():
                 conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # names from the catalog
     assert scratch_databases(server) == []
+
+
+def test_sql_written_into_an_honest_archive_is_refused_and_never_runs(
+    server: str, source: str, target: str, tmp_path: Path
+) -> None:
+    """The search path pg_restore sets first, replaced in the file (same length, so the
+    archive stays well formed): its table of contents, all --list shows, is unchanged."""
+    honest = create_backup(PostgresUrl(source), dest=tmp_path / "honest")
+    raw = tmp_path / "honest.dump"
+    dbarg, env = pg._libpq_args(PostgresUrl(source))
+    subprocess.run(
+        [str(pg.find_tool("pg_dump", 18)), f"--dbname={dbarg}", "-Fc", "-Z0", f"--file={raw}"],
+        env=env,
+        check=True,
+    )
+    search_path = b"SELECT pg_catalog.set_config('search_path', '', false);"
+    payload = f"CREATE ROLE {ROLE};".encode().ljust(len(search_path))
+    archive = raw.read_bytes()
+    assert archive.count(search_path) == 1
+    crafted = tmp_path / "crafted.dump"
+    crafted.write_bytes(archive.replace(search_path, payload))
+    listing = pg.read_archive(crafted, what="the crafted dump")
+    assert [e.line for e in listing] == [e.line for e in pg.read_archive(raw, what="the dump")]
+    assert pg.check_archive(listing) == []  # the table of contents alone would let it through
+
+    # The archive is potent: a plain pg_restore runs it before anything else.
+    bare = fresh_database(server)
+    try:
+        dbarg, env = pg._libpq_args(PostgresUrl(bare))
+        subprocess.run(
+            [str(pg.find_tool("pg_restore")), f"--dbname={dbarg}", "--no-owner", str(crafted)],
+            env=env,
+            check=False,
+            capture_output=True,
+        )
+        assert role_exists(server)
+    finally:
+        drop_database(server, bare)
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {ROLE}")  # our own constant name
+
+    data_path = _pack(crafted, honest.manifest_path, tmp_path / "honest")
+    for message in refused(data_path, server, target, Settings()):
+        assert f"CREATE ROLE {ROLE}" in message and "the script header" in message

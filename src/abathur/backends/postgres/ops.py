@@ -21,8 +21,12 @@ retention); this module is what it asks of a PostgreSQL server:
   version, exact row counts, audit head), so both describe the same instant;
 - **restores**: :func:`check_archive` reads an archive's table of contents
   (``pg_restore --list``) and refuses an entry abathur's migrations do not
-  make *before* anything of it runs; :func:`restore_scratch` restores into a
-  new database, :func:`inspect_database` reads it as a manifest would, and
+  make *before* anything of it runs, then :func:`check_schema_matches`
+  compares the SQL a restore would run (``pg_restore -f -``, COPY rows left
+  out) line by line with a dump of a scratch database this abathur migrated
+  to the manifest's schema version: function bodies, defaults, triggers
+  included; :func:`restore_scratch` restores into a new database,
+  :func:`inspect_database` reads it as a manifest would, and
   :func:`swap_databases` renames it over the target (the old one kept aside).
 
 The client programs (``pg_dump``, ``pg_restore``, ``pg_amcheck``) are looked
@@ -38,6 +42,7 @@ nor a message.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -871,14 +876,20 @@ def render_archive(archive: Path, *, what: str) -> list[ScriptLine]:
         IncompatibleEnvironmentError: no pg_restore.
     """
     tool = find_tool("pg_restore")
-    with subprocess.Popen(
-        [str(tool), *RESTORE_OPTIONS, "--file=-", str(archive)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None  # PIPE
+    # stderr to a file: a pipe read only after stdout would hang on many warnings.
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [str(tool), *RESTORE_OPTIONS, "--file=-", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        ) as proc,
+    ):
+        assert proc.stdout is not None  # PIPE
         script = list(_script(proc.stdout))
-        error = proc.stderr.read().decode(errors="replace")
+        proc.wait()
+        errors.seek(0)
+        error = errors.read()[-4000:].decode(errors="replace")
     if proc.returncode != 0:
         raise CorruptBackupError(
             f"{what} cannot be read by pg_restore: {error.strip()[-500:]}", reason="integrity"
@@ -957,18 +968,16 @@ def reference_script(
 ) -> list[ScriptLine]:
     """The rendered dump of the schema this abathur's migrations make at ``version``.
 
-    Made once per process for each (abathur version, schema version, vector
-    tables, server and pgvector version, pg_dump): a scratch database on
-    ``server`` is migrated to ``version``, given the vector tables
-    (:func:`vector_tables_in`) by the search store's own SQL, dumped, rendered
-    by :func:`render_archive` and dropped.
+    Made once per process for each (this abathur's migrations up to
+    ``version``, vector tables, server and pgvector version, pg_dump): a
+    scratch database on ``server`` is migrated to ``version``, given the
+    vector tables (:func:`vector_tables_in`) by the search store's own SQL,
+    dumped, rendered by :func:`render_archive` and dropped.
 
     Raises:
         CorruptBackupError: ``version`` is not one this abathur ships (``reason="schema"``).
         DatabaseError: the scratch database cannot be made (privileges).
     """
-    from abathur import __version__
-
     shipped = {m.version for m in migrations.available()}
     if version not in shipped:
         newer = version > migrations.latest_version()
@@ -994,8 +1003,12 @@ def reference_script(
             "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector')",
         )[0]
     dump_tool = find_tool("pg_dump", major, bindir=bindir)
+    # The migrations' text stands for the abathur version (a process has one of each).
+    shipped_sql = hashlib.sha256(
+        "\0".join(m.sql for m in migrations.available() if m.version <= version).encode()
+    ).hexdigest()
     key = (
-        __version__,
+        shipped_sql,
         version,
         tuple(sorted(vectors.items())),
         str(number),
@@ -1006,8 +1019,6 @@ def reference_script(
     if cached is not None:
         return cached
     name = _scratch_name(database_name(server), f"{tag}_ref")
-    work = tempfile.TemporaryDirectory(prefix="abathur-reference-")
-    raw = Path(work.name) / "reference.dump"
     with (
         _connect(
             server, settings, dbname=MAINTENANCE_DB, doing="creating a scratch database"
@@ -1015,6 +1026,8 @@ def reference_script(
         translate_errors(f"creating database {name} on {server}", secrets=secrets),
     ):
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    work = tempfile.TemporaryDirectory(prefix="abathur-reference-")
+    raw = Path(work.name) / "reference.dump"
     try:
         with (
             _connect(server, settings, dbname=name, doing="migrating a scratch database") as conn,
@@ -1095,9 +1108,10 @@ def _scratch_name(base: str, tag: str) -> str:
 def restore_scratch(archive: Path, server: PostgresUrl, settings: Settings, *, tag: str) -> str:
     """Create a new database on ``server`` and restore ``archive`` into it; return its name.
 
-    The archive's table of contents must pass :func:`check_archive` first
-    (the caller's job). pg_restore runs in one transaction, stops at the first
-    error, and gives no ownership or privileges (``--no-owner --no-privileges``).
+    The archive must pass :func:`check_archive` and
+    :func:`check_schema_matches` first (the caller's job). pg_restore runs
+    in one transaction, stops at the first error, and gives no ownership or
+    privileges (:data:`RESTORE_OPTIONS`).
     On failure the new database is dropped.
 
     Raises:
