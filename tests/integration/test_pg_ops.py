@@ -556,3 +556,26 @@ def test_replication_lag_where_there_is_a_standby(db: str, standby: str, tmp_pat
     items = {i["name"]: i for i in seen["items"]}
     assert items["database"]["status"] == "ok", items["database"]["detail"]
     assert "this standby replays" in items["replication"]["detail"]
+
+
+def test_the_manifest_anchors_every_tenant_chain(db: str, tmp_path: Path) -> None:
+    # A tenant chain that lost its newest record, its head rewound to match:
+    # the manifest's anchor covers every chain's head, not only the global one.
+    first = ok_json(
+        abathur("backup", "--db", db, "--dest", str(tmp_path / "a"), "--json", cwd=tmp_path)
+    )
+    with psycopg.connect(db, autocommit=True) as conn, conn.transaction():
+        chain, seq = conn.execute(
+            "SELECT chain, seq FROM audit_chains ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        conn.execute("DELETE FROM audit_log WHERE seq = %s", (seq,))
+        prev = conn.execute(
+            "SELECT seq, hash FROM audit_log WHERE chain = %s ORDER BY seq DESC LIMIT 1", (chain,)
+        ).fetchone()
+        assert prev is not None, "the newest tenant chain has one record: populate() changed"
+        conn.execute("UPDATE audit_chains SET seq = %s, hash = %s WHERE chain = %s", (*prev, chain))
+    second = ok_json(
+        abathur("backup", "--db", db, "--dest", str(tmp_path / "b"), "--json", cwd=tmp_path)
+    )
+    before, after = first["backup"]["manifest"], second["backup"]["manifest"]
+    assert before["audit_head_hash"] != after["audit_head_hash"]

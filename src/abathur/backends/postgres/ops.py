@@ -173,6 +173,12 @@ SQL_ROUTINES_HERE = (
     "AND d.objid = p.oid AND d.deptype = 'e') ORDER BY 1"
 )
 SQL_AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+# Every tenant chain's head (migration 045), NULL before that migration.
+SQL_CHAIN_HEADS = (
+    "SELECT CASE WHEN to_regclass('audit_chains') IS NOT NULL THEN "
+    "(SELECT coalesce(json_agg(json_build_array(chain, seq, hash) ORDER BY chain), '[]') "
+    "FROM audit_chains) END"
+)
 SQL_AMCHECK = "SELECT extversion FROM pg_extension WHERE extname = 'amcheck'"
 SQL_AMCHECK_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'"
 SQL_BTREE_INDEXES = (
@@ -549,9 +555,24 @@ def row_counts(conn: Conn) -> dict[str, int]:
 
 
 def _audit_head(conn: Conn) -> tuple[int, str]:
-    """The audit chain's head, as a manifest records it ((0, zeros) before any record)."""
+    """The audit chains' head, as a manifest records it ((0, zeros) before any record).
+
+    The global chain's head while no tenant has a chain of its own (as
+    before migration 045, and as on SQLite). Once tenants have chains
+    (``audit_chains``), every head must be anchored, or a backup whose tenant
+    chain lost its newest records *and* had its head rewound would verify:
+    the seq is then the highest of all heads, and the hash the SHA-256 of
+    each chain's ``name<TAB>seq<TAB>hash`` line, the global chain (``""``)
+    first, then the tenants' by name.
+    """
     rows = _rows(conn, SQL_AUDIT_HEAD)
-    return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "0" * 64)
+    head = (int(rows[0][0]), str(rows[0][1])) if rows else (0, "0" * 64)
+    chains = _rows(conn, SQL_CHAIN_HEADS)[0][0]
+    if not chains:
+        return head
+    heads = [("", *head)] + [(str(c), int(q), str(h)) for c, q, h in chains]
+    digest = hashlib.sha256("".join(f"{c}\t{q}\t{h}\n" for c, q, h in heads).encode())
+    return max(q for _, q, _ in heads), digest.hexdigest()
 
 
 _CREATED = re.compile(
