@@ -19,7 +19,12 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from abathur.backends.postgres.search import index_text, nearest_query
+from abathur.backends.postgres.search import (
+    SQL_CHUNK_FTS_INSERT,
+    chunk_fts_params,
+    index_text,
+    nearest_query,
+)
 from abathur.errors import SchemaError
 from abathur.stores.memories import MemoryVersion
 from abathur.stores.search import IndexItem, MemoryText, VectorFilter
@@ -272,13 +277,15 @@ def add_chunk(conn: Any, root: int, path: str, heading: str, text: str) -> int:
         "ON CONFLICT (root_id, path) DO UPDATE SET size = 1 RETURNING id",
         (root, path),
     ).fetchone()[0]
-    return int(
+    chunk = int(
         conn.execute(
             "INSERT INTO chunks (document_id, ordinal, heading, text, content_hash, tokens) "
             "VALUES (%s, 0, %s, %s, 'c', 1) RETURNING id",
             (doc, heading, text),
         ).fetchone()[0]
     )
+    conn.execute(SQL_CHUNK_FTS_INSERT, chunk_fts_params(chunk, heading, text))
+    return chunk
 
 
 def test_chunk_keyword_ranking_weights_heading_and_filters_paths(pg_conn: Any) -> None:

@@ -121,6 +121,7 @@ from abathur.stores.search import (
 __all__ = [
     "HNSW_MAX_DIMS",
     "PENDING_DELETES_MAX",
+    "SQL_CHUNK_FTS_INSERT",
     "SQL_CHUNK_KEYWORD_SEARCH",
     "SQL_FTS_DELETE",
     "SQL_FTS_INSERT",
@@ -129,6 +130,7 @@ __all__ = [
     "TSVECTOR_BUDGET",
     "PgSearchIndex",
     "bounded_tokens",
+    "chunk_fts_params",
     "index_text",
     "nearest_query",
     "row_length",
@@ -162,57 +164,88 @@ _SQL_FTS_MARK_BUILT = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 
-# memory.search, keyword ranking: BM25 as FTS5 computes it (module docstring).
-# terms: one phrase query per word (duplicates kept: FTS5 scores each phrase
-# of its query); stats: the corpus, as FTS5's averages record; idf per term.
-# Candidates: the GIN index finds the words, the namespace btree the prefix;
-# the join keeps live, unexpired current versions of the type. A metadata
-# filter adds one metadata_match group per entry before the GROUP BY.
-_SQL_KEYWORD_WHERE = (
-    "WITH terms AS ("
+# BM25 as FTS5's bm25() computes it (module docstring), from the tables
+# migration 050 keeps: {stats} (N, total length) and {terms} (the inverted
+# index: lexeme -> rows with tf and dl). words: one phrase per query word
+# (duplicates kept: FTS5 scores each phrase of its query); idf per word, its
+# document frequency the count of its lexeme's range of {terms} (a word of
+# several tokens, "e-mail": the rows its phrase matches, by GIN); hits: each
+# word's rows in {range}, tf the smallest of its tokens' (a phrase's rows
+# rechecked with @@ below). Both rankings add their joins and filters.
+_SQL_BM25_WITH = (
+    "WITH words AS ("
     " SELECT w.ord, phraseto_tsquery('abathur_words', w.word) AS query,"
     " tsvector_to_array(to_tsvector('abathur_words', w.word)) AS lexemes"
     " FROM unnest(%(words)s::text[]) WITH ORDINALITY AS w(word, ord)),"
-    " stats AS (SELECT count(*)::float8 AS n_rows, coalesce(avg(dl), 0)::float8 AS avgdl"
-    " FROM memories_fts),"
-    " idf AS (SELECT t.ord, t.query, t.lexemes,"
+    " stats AS (SELECT n_rows::float8 AS n_rows,"
+    " CASE WHEN n_rows > 0 THEN total_dl::float8 / n_rows ELSE 0 END AS avgdl FROM {stats}),"
+    " idf AS (SELECT w.ord, w.query, w.lexemes, cardinality(w.lexemes) AS ntok,"
     " CASE WHEN ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) <= 0 THEN 1e-6"
     " ELSE ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) END AS idf"
-    " FROM terms AS t CROSS JOIN stats AS s"
-    " CROSS JOIN LATERAL (SELECT count(*)::float8 AS n_hit FROM memories_fts AS f"
-    " WHERE f.tsv @@ t.query) AS h"
-    " WHERE numnode(t.query) > 0) "
-    "SELECT f.memory_id, sum(i.idf * (tf.n * 2.2) / (tf.n + 1.2 * (0.25 + 0.75 * f.dl / s.avgdl)))"
+    " FROM words AS w CROSS JOIN stats AS s"
+    " CROSS JOIN LATERAL (SELECT CASE WHEN cardinality(w.lexemes) = 1"
+    " THEN (SELECT count(*) FROM {terms} AS t WHERE t.lexeme = w.lexemes[1])"
+    " ELSE (SELECT count(*) FROM {fts} AS f WHERE f.tsv @@ w.query) END::float8 AS n_hit) AS h"
+    " WHERE cardinality(w.lexemes) > 0),"
+    " hits AS (SELECT i.ord, t.{id} AS id, min(t.tf)::float8 AS tf, min(t.dl)::float8 AS dl"
+    " FROM idf AS i CROSS JOIN LATERAL unnest(i.lexemes) AS l(lexeme)"
+    " JOIN {terms} AS t ON t.lexeme = l.lexeme{range}"
+    " GROUP BY i.ord, t.{id} HAVING count(*) = min(i.ntok)) "
+    "SELECT h.id, sum(i.idf * (h.tf * 2.2) / (h.tf + 1.2 * (0.25 + 0.75 * h.dl / s.avgdl)))"
     " AS score "
-    "FROM memories_fts AS f JOIN memories AS m ON m.id = f.memory_id"
-    " CROSS JOIN stats AS s CROSS JOIN idf AS i"
-    " CROSS JOIN LATERAL (SELECT CASE WHEN f.tsv @@ i.query THEN"
-    " (SELECT coalesce(min(coalesce(array_length(u.positions, 1), 0)), 0)"
-    " FROM unnest(i.lexemes) AS l(lexeme) LEFT JOIN unnest(f.tsv) AS u ON u.lexeme = l.lexeme)"
-    " ELSE 0 END::float8 AS n) AS tf "
-    "WHERE f.tsv @@ (SELECT abathur_tsquery_or(query) FROM idf)"
-    " AND f.namespace >= %(prefix)s AND f.namespace < %(after)s"
-    " AND (f.namespace = %(prefix)s OR f.namespace >= %(below)s)"
-    " AND m.is_current = 1 AND m.status = 'live'"
+    "FROM hits AS h JOIN idf AS i ON i.ord = h.ord CROSS JOIN stats AS s "
+)
+_PHRASE_RECHECK = (
+    " AND (i.ntok = 1 OR EXISTS (SELECT 1 FROM {fts} AS f"
+    " WHERE f.{id} = h.id AND f.tsv @@ i.query))"
+)
+
+# memory.search, keyword ranking. The tenant prefix is a range of
+# memories_fts_terms' primary key (lexeme, namespace, ...); the join keeps
+# live, unexpired current versions of the type. A metadata filter adds one
+# metadata_match group per entry before the GROUP BY.
+_SQL_KEYWORD_WHERE = (
+    _SQL_BM25_WITH.format(
+        stats="memories_fts_stats",
+        terms="memories_fts_terms",
+        fts="memories_fts",
+        id="memory_id",
+        range=(
+            " AND t.namespace >= %(prefix)s AND t.namespace < %(after)s"
+            " AND (t.namespace = %(prefix)s OR t.namespace >= %(below)s)"
+        ),
+    )
+    + "JOIN memories AS m ON m.id = h.id "
+    "WHERE m.is_current = 1 AND m.status = 'live'"
     " AND (m.expires_at IS NULL OR m.expires_at > %(now)s)"
     " AND (%(type)s::text IS NULL OR m.type = %(type)s::text)"
+    + _PHRASE_RECHECK.format(fts="memories_fts", id="memory_id")
 )
-_SQL_KEYWORD_END = " GROUP BY f.memory_id ORDER BY score DESC, f.memory_id LIMIT %(limit)s"
+_SQL_KEYWORD_END = " GROUP BY h.id ORDER BY score DESC, h.id LIMIT %(limit)s"
 SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
 
-# documents.search, keyword ranking over the generated chunks.tsv ('english',
-# heading A, text B; migration 030). Weights are {D, C, B, A}. ':upper' is the
+# documents.search, keyword ranking: the same BM25 over chunks_fts (migration
+# 050; FTS5's bm25(chunks_fts, 2.0, 1.0): a heading token counts twice in
+# tf), the joins apply the root and path-prefix filters. ':upper' is the
 # prefix + '0' ('0' is the character after '/').
 SQL_CHUNK_KEYWORD_SEARCH = (
-    "WITH q AS (SELECT abathur_tsquery_or(t.query) AS query FROM"
-    " (SELECT phraseto_tsquery('english', w.word) AS query"
-    " FROM unnest(%(words)s::text[]) AS w(word)) AS t WHERE numnode(t.query) > 0) "
-    "SELECT c.id, ts_rank_cd('{0.1, 0.2, 0.5, 1.0}'::float4[], c.tsv, q.query, 1)::float8 AS score "
-    "FROM q CROSS JOIN chunks AS c JOIN documents AS d ON d.id = c.document_id "
-    "WHERE c.tsv @@ q.query AND (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
+    _SQL_BM25_WITH.format(
+        stats="chunks_fts_stats", terms="chunks_fts_terms", fts="chunks_fts", id="chunk_id", range=""
+    )
+    + "JOIN chunks AS c ON c.id = h.id JOIN documents AS d ON d.id = c.document_id "
+    "WHERE (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
     "AND (%(prefix)s::text IS NULL OR d.path = %(prefix)s::text "
-    "OR (d.path >= %(lower)s::text AND d.path < %(upper)s::text)) "
-    "ORDER BY score DESC, c.id LIMIT %(limit)s"
+    "OR (d.path >= %(lower)s::text AND d.path < %(upper)s::text))"
+    + _PHRASE_RECHECK.format(fts="chunks_fts", id="chunk_id")
+    + " GROUP BY h.id ORDER BY score DESC, h.id LIMIT %(limit)s"
+)
+
+# A chunk's keyword row (documents.py writes it with the chunk): the heading's
+# tokens weighted 'A' (tf 2 each), the text's 'D'.
+SQL_CHUNK_FTS_INSERT = (
+    "INSERT INTO chunks_fts (chunk_id, dl, tsv) VALUES (%(id)s, %(dl)s, "
+    "setweight(to_tsvector('abathur_words', %(heading)s), 'A') "
+    "|| to_tsvector('abathur_words', %(text)s))"
 )
 
 # Every text word_coverage compares, as the index's lexemes.
@@ -415,9 +448,25 @@ def _fts_params(item: MemoryText) -> dict[str, Any]:
     }
 
 
-def _clean(text: str) -> str:
-    """``text`` without what PostgreSQL text cannot hold (NUL, lone surrogates)."""
-    return "".join(" " if ch == "\x00" or 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+def chunk_fts_params(chunk_id: int, heading: str, text: str) -> dict[str, Any]:
+    """The parameters of :data:`SQL_CHUNK_FTS_INSERT` for one chunk.
+
+    Tokenized as memories are (:func:`index_text`); ``dl`` counts the
+    heading's and the text's tokens, as FTS5 counts every column of a row.
+
+    Example:
+        >>> from abathur.backends.postgres.search import chunk_fts_params
+        >>> chunk_fts_params(7, "Backups", "Restoring databases")["dl"]
+        3
+    """
+    folded_heading, folded_text = index_text(heading), index_text(text)
+    kept_heading, kept_text = bounded_tokens(folded_heading, folded_text)
+    return {
+        "id": chunk_id,
+        "dl": len(folded_heading.split()) + len(folded_text.split()),
+        "heading": kept_heading,
+        "text": kept_text,
+    }
 
 
 def _ident(table: str) -> sql.Identifier:
@@ -537,7 +586,7 @@ class PgSearchIndex:
         if not words:
             return []
         params: dict[str, Any] = {
-            "words": [_clean(word) for word in words],
+            "words": [index_text(word) for word in words],
             "root_id": root_id,
             "prefix": path_prefix,
             "lower": None if path_prefix is None else path_prefix + "/",
