@@ -230,7 +230,11 @@ SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
 # prefix + '0' ('0' is the character after '/').
 SQL_CHUNK_KEYWORD_SEARCH = (
     _SQL_BM25_WITH.format(
-        stats="chunks_fts_stats", terms="chunks_fts_terms", fts="chunks_fts", id="chunk_id", range=""
+        stats="chunks_fts_stats",
+        terms="chunks_fts_terms",
+        fts="chunks_fts",
+        id="chunk_id",
+        range="",
     )
     + "JOIN chunks AS c ON c.id = h.id JOIN documents AS d ON d.id = c.document_id "
     "WHERE (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
