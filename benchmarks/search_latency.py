@@ -72,7 +72,7 @@ async def fill(ab: Abathur, texts: Sequence[str], tenants: int) -> dict[str, flo
 
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(
@@ -116,10 +116,10 @@ def report(times: dict[tuple[str, str, str], list[float]], header: str) -> str:
         for mode in MODES:
             lite = times[("sqlite", scope, mode)]
             pg = times[("postgres", scope, mode)]
-            ratio = statistics.median(pg) / statistics.median(lite)
+            lite_p50, pg_p50 = statistics.median(lite), statistics.median(pg)
             lines.append(
-                f"| {scope} | {mode} | {statistics.median(lite):.2f} | {percentile(lite, 0.95):.2f} "
-                f"| {statistics.median(pg):.2f} | {percentile(pg, 0.95):.2f} | {ratio:.1f}x |"
+                f"| {scope} | {mode} | {lite_p50:.2f} | {percentile(lite, 0.95):.2f} "
+                f"| {pg_p50:.2f} | {percentile(pg, 0.95):.2f} | {pg_p50 / lite_p50:.1f}x |"
             )
     return "\n".join(lines) + "\n"
 
