@@ -166,44 +166,57 @@ _SQL_FTS_MARK_BUILT = (
 
 # BM25 as FTS5's bm25() computes it (module docstring), from the tables
 # migration 050 keeps: {stats} (N, total length) and {terms} (the inverted
-# index: lexeme -> rows with tf and dl). words: one phrase per query word
-# (duplicates kept: FTS5 scores each phrase of its query); idf per word, its
-# document frequency the count of its lexeme's range of {terms} (a word of
-# several tokens, "e-mail": the rows its phrase matches, by GIN); hits: each
-# word's rows in {range}, tf the smallest of its tokens' (a phrase's rows
-# rechecked with @@ below). Both rankings add their joins and filters.
+# index: lexeme -> rows with tf and dl).
+# * words: one phrase per query word (duplicates kept: FTS5 scores each
+#   phrase of its query);
+# * df: each word's document frequency, the count of its lexeme's range of
+#   {terms} (an index-only scan); a word of several tokens ("e-mail"): the
+#   rows its phrase matches, by the GIN index of {fts};
+# * hits: each word's rows in the scope ({range}, a range of {terms}' key),
+#   with tf and dl; a phrase's rows hold all its tokens (tf: the smallest)
+#   and match the phrase (@@);
+# * scored: each row's BM25, summed over the words it holds.
+# Each ranking then joins its filters to the scored rows, best first, so a
+# filtered-out row costs a lookup only when it would have been in the top.
 _SQL_BM25_WITH = (
-    "WITH words AS ("
+    "WITH words AS MATERIALIZED ("
     " SELECT w.ord, phraseto_tsquery('abathur_words', w.word) AS query,"
     " tsvector_to_array(to_tsvector('abathur_words', w.word)) AS lexemes"
     " FROM unnest(%(words)s::text[]) WITH ORDINALITY AS w(word, ord)),"
-    " stats AS (SELECT n_rows::float8 AS n_rows,"
-    " CASE WHEN n_rows > 0 THEN total_dl::float8 / n_rows ELSE 0 END AS avgdl FROM {stats}),"
-    " idf AS (SELECT w.ord, w.query, w.lexemes, cardinality(w.lexemes) AS ntok,"
-    " CASE WHEN ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) <= 0 THEN 1e-6"
-    " ELSE ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) END AS idf"
-    " FROM words AS w CROSS JOIN stats AS s"
-    " CROSS JOIN LATERAL (SELECT CASE WHEN cardinality(w.lexemes) = 1"
+    " stats AS MATERIALIZED (SELECT n_rows::float8 AS n_rows,"
+    " CASE WHEN n_rows > 0 THEN total_dl::float8 / n_rows ELSE 0 END AS avgdl"
+    " FROM {stats} WHERE id = 1),"
+    " df AS MATERIALIZED (SELECT w.ord, w.query, w.lexemes, cardinality(w.lexemes) AS ntok,"
+    " CASE WHEN cardinality(w.lexemes) = 1"
     " THEN (SELECT count(*) FROM {terms} AS t WHERE t.lexeme = w.lexemes[1])"
-    " ELSE (SELECT count(*) FROM {fts} AS f WHERE f.tsv @@ w.query) END::float8 AS n_hit) AS h"
-    " WHERE cardinality(w.lexemes) > 0),"
-    " hits AS (SELECT i.ord, t.{id} AS id, min(t.tf)::float8 AS tf, min(t.dl)::float8 AS dl"
+    " ELSE (SELECT count(*) FROM {fts} AS f WHERE f.tsv @@ w.query) END::float8 AS n_hit"
+    " FROM words AS w WHERE cardinality(w.lexemes) > 0),"
+    " idf AS MATERIALIZED (SELECT d.ord, d.query, d.lexemes, d.ntok,"
+    " CASE WHEN ln((s.n_rows - d.n_hit + 0.5) / (d.n_hit + 0.5)) <= 0 THEN 1e-6"
+    " ELSE ln((s.n_rows - d.n_hit + 0.5) / (d.n_hit + 0.5)) END AS idf"
+    " FROM df AS d CROSS JOIN stats AS s),"
+    " hits AS ("
+    "SELECT i.ord, i.idf, t.{id} AS id, t.tf::float8 AS tf, t.dl::float8 AS dl"
+    " FROM idf AS i JOIN {terms} AS t ON t.lexeme = i.lexemes[1]{range} WHERE i.ntok = 1"
+    " UNION ALL "
+    "SELECT i.ord, i.idf, t.{id}, min(t.tf)::float8, min(t.dl)::float8"
     " FROM idf AS i CROSS JOIN LATERAL unnest(i.lexemes) AS l(lexeme)"
-    " JOIN {terms} AS t ON t.lexeme = l.lexeme{range}"
-    " GROUP BY i.ord, t.{id} HAVING count(*) = min(i.ntok)) "
-    "SELECT h.id, sum(i.idf * (h.tf * 2.2) / (h.tf + 1.2 * (0.25 + 0.75 * h.dl / s.avgdl)))"
-    " AS score "
-    "FROM hits AS h JOIN idf AS i ON i.ord = h.ord CROSS JOIN stats AS s "
-)
-_PHRASE_RECHECK = (
-    " AND (i.ntok = 1 OR EXISTS (SELECT 1 FROM {fts} AS f"
-    " WHERE f.{id} = h.id AND f.tsv @@ i.query))"
+    " JOIN {terms} AS t ON t.lexeme = l.lexeme{range} WHERE i.ntok > 1"
+    " GROUP BY i.ord, i.idf, t.{id}, i.query HAVING count(*) = min(i.ntok)"
+    " AND EXISTS (SELECT 1 FROM {fts} AS f WHERE f.{id} = t.{id} AND f.tsv @@ i.query)),"
+    " scored AS MATERIALIZED (SELECT h.id,"
+    " sum(h.idf * (h.tf * 2.2) / (h.tf + 1.2 * (0.25 + 0.75 * h.dl / s.avgdl))) AS score"
+    " FROM hits AS h CROSS JOIN stats AS s GROUP BY h.id) "
+    # Best first, then the filters row by row (OFFSET 0: the order is
+    # settled before the join, so LIMIT stops the lookups early).
+    "SELECT sc.id, sc.score FROM"
+    " (SELECT id, score FROM scored ORDER BY score DESC, id OFFSET 0) AS sc "
 )
 
 # memory.search, keyword ranking. The tenant prefix is a range of
 # memories_fts_terms' primary key (lexeme, namespace, ...); the join keeps
 # live, unexpired current versions of the type. A metadata filter adds one
-# metadata_match group per entry before the GROUP BY.
+# metadata_match group per entry before the ORDER BY.
 _SQL_KEYWORD_WHERE = (
     _SQL_BM25_WITH.format(
         stats="memories_fts_stats",
@@ -215,13 +228,12 @@ _SQL_KEYWORD_WHERE = (
             " AND (t.namespace = %(prefix)s OR t.namespace >= %(below)s)"
         ),
     )
-    + "JOIN memories AS m ON m.id = h.id "
+    + "JOIN memories AS m ON m.id = sc.id "
     "WHERE m.is_current = 1 AND m.status = 'live'"
     " AND (m.expires_at IS NULL OR m.expires_at > %(now)s)"
     " AND (%(type)s::text IS NULL OR m.type = %(type)s::text)"
-    + _PHRASE_RECHECK.format(fts="memories_fts", id="memory_id")
 )
-_SQL_KEYWORD_END = " GROUP BY h.id ORDER BY score DESC, h.id LIMIT %(limit)s"
+_SQL_KEYWORD_END = " ORDER BY sc.score DESC, sc.id LIMIT %(limit)s"
 SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
 
 # documents.search, keyword ranking: the same BM25 over chunks_fts (migration
@@ -236,12 +248,11 @@ SQL_CHUNK_KEYWORD_SEARCH = (
         id="chunk_id",
         range="",
     )
-    + "JOIN chunks AS c ON c.id = h.id JOIN documents AS d ON d.id = c.document_id "
+    + "JOIN chunks AS c ON c.id = sc.id JOIN documents AS d ON d.id = c.document_id "
     "WHERE (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
     "AND (%(prefix)s::text IS NULL OR d.path = %(prefix)s::text "
-    "OR (d.path >= %(lower)s::text AND d.path < %(upper)s::text))"
-    + _PHRASE_RECHECK.format(fts="chunks_fts", id="chunk_id")
-    + " GROUP BY h.id ORDER BY score DESC, h.id LIMIT %(limit)s"
+    "OR (d.path >= %(lower)s::text AND d.path < %(upper)s::text)) "
+    "ORDER BY sc.score DESC, sc.id LIMIT %(limit)s"
 )
 
 # A chunk's keyword row (documents.py writes it with the chunk): the heading's
