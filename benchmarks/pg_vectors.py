@@ -87,7 +87,7 @@ def load(conn: Any, vectors: NDArray[np.float32]) -> dict[str, float]:
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute(
         f"CREATE TABLE vec_half (id bigint PRIMARY KEY, embedding halfvec({dims}), exact bytea)"
-    )  # noqa: E501 our own int
+    )
     conn.execute(f"CREATE TABLE vec_bit (id bigint PRIMARY KEY, code bit({dims}), exact bytea)")
     with conn.cursor() as cur, cur.copy("COPY vec_half (id, embedding, exact) FROM STDIN") as copy:
         for i, v in enumerate(vectors):
@@ -101,7 +101,7 @@ def load(conn: Any, vectors: NDArray[np.float32]) -> dict[str, float]:
         (
             "halfvec",
             "CREATE INDEX vec_half_hnsw ON vec_half USING hnsw (embedding halfvec_cosine_ops)",
-        ),  # noqa: E501
+        ),
         ("binary", "CREATE INDEX vec_bit_hnsw ON vec_bit USING hnsw (code bit_hamming_ops)"),
     ):
         started = time.perf_counter()
