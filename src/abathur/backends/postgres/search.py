@@ -31,25 +31,43 @@ its contentless FTS5 table: one row per memory version, with its namespace
   a row's length counts one token per namespace segment, FTS5's scope
   column), not ``ts_rank_cd``: ``ts_rank_cd`` has no IDF, so a word common
   to every memory would weigh as much as a rare one and rankings would
-  differ from SQLite's on the same data. The price: the corpus statistics
-  (rows, average length: an index-only scan of ``memories_fts_dl``; rows per
-  word: the GIN index) are read per search, as FTS5 reads its own. A
-  phrase's frequency in a row is the smallest count of its tokens (FTS5
-  counts the phrase's occurrences; the same for a one-token word). A
-  tsvector holds at most 1 MB: a text of more than ~100k distinct words
-  keeps only its first ones (:func:`bounded_tokens`).
+  differ from SQLite's on the same data.
+* *From an index, not a scan* (migration 050). Triggers on ``memories_fts``
+  keep ``memories_fts_stats`` (N and the summed length: one row, read by
+  primary key) and ``memories_fts_terms``, an inverted index: one row per
+  (lexeme, namespace, memory) with the lexeme's count in the row (tf) and
+  the row's length (dl), its primary key ``(lexeme, namespace, memory_id)
+  INCLUDE (tf, dl)``. A search reads, per query word, the count of the
+  lexeme's range (its document frequency, over the whole index as FTS5's)
+  and the rows of the lexeme in the tenant's namespace range (both
+  index-only scans); scores those rows from tf and dl alone; and only then
+  joins ``memories`` (live, current, unexpired, type, metadata) in score
+  order, so the LIMIT stops the lookups after the best rows. A word that
+  is several tokens (``"e-mail"``) is a phrase, as FTS5 reads a quoted
+  term: its rows hold every token and match ``phraseto_tsquery`` (the GIN
+  index of ``memories_fts``), its frequency the smallest of its tokens'
+  counts (FTS5 counts the phrase's occurrences; the same for a one-token
+  word). Previously each candidate's whole tsvector was unnested per word
+  and the statistics scanned per search: 40-100 ms at 30k memories.
+* *Limits.* A tsvector holds at most 1 MB: a text of more than ~100k
+  distinct words keeps only its first ones (:func:`bounded_tokens`); it
+  records at most 256 positions of a lexeme, so a word repeated more than
+  256 times in one memory counts 256 times in its tf (FTS5 counts all).
 * *word_coverage* tokenizes with the same function and config, so it
   means what it means on SQLite: the share of the query's tokens a text holds.
 
-**Keyword index of chunks.** ``chunks.tsv`` is a generated column of
-migration 030 (the documents lane's: ``'english'`` config, heading weight A,
-text weight B). :meth:`~PgSearchIndex.chunk_keyword_ranking` queries it with
-the same ``'english'`` config (it must, to find the column's lexemes) and
-scores with ``ts_rank_cd`` with weights A = 1.0, B = 0.5 (the heading counts
-twice, as FTS5's ``bm25(chunks_fts, 2.0, 1.0)``), normalization 1 (divided
-by 1 + log of the length): there is no length column to compute BM25's
-statistics from without reading every chunk. So chunk rankings can differ
-from SQLite's, and a query of only stop words finds no chunk.
+**Keyword index of chunks.** The same BM25 as memories and as SQLite's
+``bm25(chunks_fts, 2.0, 1.0)`` (migration 050). ``chunks_fts`` holds a
+chunk's keyword row, written by the document store with the chunk
+(:func:`chunk_fts_params`: the same tokenizer as memories, ``dl`` the
+heading's and text's tokens), its heading's tokens weighted ``'A'``;
+deleting the chunk cascades to it. Triggers keep ``chunks_fts_stats`` and
+``chunks_fts_terms``, whose tf counts a heading token twice and a text
+token once (FTS5's column weights: tf is the weighted sum, the length is
+not weighted). :meth:`~PgSearchIndex.chunk_keyword_ranking` scores as
+memories are scored, then applies the root and path filters in score
+order. (Migration 030's ``chunks.tsv``, ``'english'`` + ``ts_rank_cd``,
+dropped stop words and had no IDF: rankings differed from SQLite's.)
 
 **Vectors.** One table per kind (``memories_vec``, ``chunks_vec``, listed in
 ``vector_tables``), made by :meth:`~PgSearchIndex.create_vector_table`:
