@@ -49,6 +49,17 @@ its contentless FTS5 table: one row per memory version, with its namespace
   counts (FTS5 counts the phrase's occurrences; the same for a one-token
   word). Previously each candidate's whole tsvector was unnested per word
   and the statistics scanned per search: 40-100 ms at 30k memories.
+* *Stemmer: close, not identical.* Snowball's ``porter`` is Porter's 1980
+  algorithm; FTS5's is Porter's later C version, which leaves tokens of one
+  or two characters alone (``is``, ``as``, ``us``, ``vs``; snowball makes
+  them ``i``, ``a``, ``u``, ``v``) and has its departures (``-logi`` ->
+  ``-log``, ``-bli`` -> ``-ble``: FTS5 ``technolog``, ``possibl``; snowball
+  ``technologi``, ``possibli``). Measured on SciFact's 5,183 abstracts,
+  4,638 hold at least one token stemmed differently, nearly all ``is`` /
+  ``as`` (stop words: a query keeps them only when it has nothing else);
+  nDCG@10 differs by 0.0008 (benchmarks/results/scifact_postgres.md). Exact
+  parity needs FTS5's stemmer in Python (then PostgreSQL's ``simple``
+  config over pre-stemmed tokens, and a rebuild of the keyword rows).
 * *Limits.* A tsvector holds at most 1 MB: a text of more than ~100k
   distinct words keeps only its first ones (:func:`bounded_tokens`); it
   records at most 256 positions of a lexeme, so a word repeated more than
