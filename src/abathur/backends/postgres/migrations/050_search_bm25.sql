@@ -146,4 +146,5 @@ SELECT c.id,
        || to_tsvector('abathur_words', c.text)
 FROM chunks AS c;
 
+DROP INDEX chunks_tsv;
 ALTER TABLE chunks DROP COLUMN tsv;
