@@ -156,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     with pg_server(args.pg_url) as server:
         url = fresh_pg_database(server, "search_latency")
         built["postgres"] = asyncio.run(build(url))
+        # What autovacuum does some time after a bulk load: without it the
+        # planner reads a root prefix as selective (pg_search_latency.md).
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
         print(f"built: {built}", file=sys.stderr)
         times = asyncio.run(measure({"sqlite": sqlite_path, "postgres": url}, queries, args.rounds))
         command = "python -m benchmarks.search_latency " + " ".join(
