@@ -39,22 +39,9 @@ def one_pass(src: Path, cases: list[str], extra_env: dict[str, str]) -> dict[str
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
         env = {**os.environ, **extra_env, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
         subprocess.run(
-            [
-                *pin,
-                sys.executable,
-                "-m",
-                "pytest",
-                *cases,
-                "--benchmark-only",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--benchmark-json={out}",
-            ],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            [*pin, sys.executable, "-m", "pytest", *cases, "--benchmark-only", "-q",
+             "-p", "no:cacheprovider", f"--benchmark-json={out}"],
+            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
         )
         data = json.loads(out.read_text())
     return {b["name"]: b["stats"]["median"] for b in data["benchmarks"]}
@@ -68,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", default=["benchmarks/test_core.py"])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "compare.json")
     parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
+        "--env", action="append", default=[], metavar="NAME=VALUE",
         help="set for both trees, e.g. ABATHUR_EMBEDDER=none (no background embedding "
         "competing with the timed calls)",
     )
@@ -87,36 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         before = statistics.median(r[name] for r in runs["before"])
         after = statistics.median(r[name] for r in runs["after"])
-        rows.append(
-            {
-                "case": name,
-                "before_us": before * 1e6,
-                "after_us": after * 1e6,
-                "ratio": after / before,
-                "within_10pct": after / before < LIMIT,
-            }
-        )
+        rows.append({"case": name, "before_us": before * 1e6, "after_us": after * 1e6,
+                     "ratio": after / before, "within_10pct": after / before < LIMIT})
     print(f"{'case':45} {'before':>10} {'after':>10} {'ratio':>7}")
     for row in rows:
         flag = "" if row["within_10pct"] else "  <-- over 10%"
-        print(
-            f"{row['case']:45} {row['before_us']:9.1f}µ {row['after_us']:9.1f}µ "
-            f"{row['ratio']:7.3f}{flag}"
-        )
-    args.out.write_text(
-        json.dumps(
-            {
-                "before": str(args.before),
-                "after": str(args.after),
-                "passes": args.passes,
-                "env": extra_env,
-                "cases": rows,
-                "raw": runs,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+        print(f"{row['case']:45} {row['before_us']:9.1f}µ {row['after_us']:9.1f}µ "
+              f"{row['ratio']:7.3f}{flag}")
+    args.out.write_text(json.dumps(
+        {"before": str(args.before), "after": str(args.after), "passes": args.passes,
+         "env": extra_env,
+         "cases": rows, "raw": runs}, indent=2) + "\n")
     return 0 if all(row["within_10pct"] for row in rows) else 1
 
 

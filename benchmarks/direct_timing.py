@@ -42,23 +42,13 @@ async def main() -> None:
         s = await ab.sessions.create(app="bench", user="reader")
         for i in range(50):
             s = await ab.sessions.append_event(
-                s.id,
-                Event(
-                    author="user", content={"text": f"message {i} " * 8}, state_delta={"turn": i}
-                ),
-            )
+                s.id, Event(author="user", content={"text": f"message {i} " * 8},
+                            state_delta={"turn": i}))
         for n in range(40):
-            await asyncio.gather(
-                *(
-                    ab.memory.put(
-                        f"bench:ns{n:03d}",
-                        f"key{k:03d}",
-                        {"text": f"fact {n}/{k}"},
-                        metadata={"source": "bench"},
-                    )
-                    for k in range(50)
-                )
-            )
+            await asyncio.gather(*(
+                ab.memory.put(f"bench:ns{n:03d}", f"key{k:03d}", {"text": f"fact {n}/{k}"},
+                              metadata={"source": "bench"})
+                for k in range(50)))
         counter = itertools.count()
         cases = {
             "session_get_50": lambda: ab.sessions.get(s.id, last_n=50),
@@ -66,8 +56,7 @@ async def main() -> None:
             "memory_put": lambda: ab.memory.put("scratch:put", f"key{next(counter)}", {"t": 1}),
             "memory_list_50": lambda: ab.memory.list("bench:ns023", limit=50),
             "keyword_search": lambda: ab.memory.search(
-                "fact 23", prefix="bench:ns023", k=10, mode="keyword"
-            ),
+                "fact 23", prefix="bench:ns023", k=10, mode="keyword"),
         }
         results = {name: await _time(call) for name, call in cases.items()}
     print(os.environ.get("PYTHONPATH", "installed abathur"), results)

@@ -26,14 +26,8 @@ import subprocess
 import sys
 import tempfile
 
-CASES = (
-    "append_event",
-    "session_get_50",
-    "memory_get",
-    "memory_put",
-    "memory_list_50",
-    "keyword_search",
-)
+CASES = ("append_event", "session_get_50", "memory_get", "memory_put", "memory_list_50",
+         "keyword_search")
 BATCH = 200
 WARMUP = 50
 
@@ -46,26 +40,18 @@ async def workload() -> None:
         s = await ab.sessions.create(app="bench", user="reader")
         for i in range(50):
             s = await ab.sessions.append_event(
-                s.id,
-                Event(
-                    author="user", content={"text": f"message {i} " * 8}, state_delta={"turn": i}
-                ),
-            )
+                s.id, Event(author="user", content={"text": f"message {i} " * 8},
+                            state_delta={"turn": i}))
         for n in range(40):
             for k in range(50):
-                await ab.memory.put(
-                    f"bench:ns{n:03d}",
-                    f"key{k:03d}",
-                    {"text": f"fact {n}/{k}"},
-                    metadata={"source": "bench"},
-                )
+                await ab.memory.put(f"bench:ns{n:03d}", f"key{k:03d}",
+                                    {"text": f"fact {n}/{k}"}, metadata={"source": "bench"})
         counter = itertools.count()
         appender = await ab.sessions.create(app="bench", user="writer")
 
         async def append() -> None:
             await ab.sessions.append_event(
-                appender.id, Event(author="user", content={"text": "hello " * 8})
-            )
+                appender.id, Event(author="user", content={"text": "hello " * 8}))
 
         cases = {
             "append_event": append,
@@ -74,8 +60,7 @@ async def workload() -> None:
             "memory_put": lambda: ab.memory.put("scratch:put", f"key{next(counter)}", {"t": 1}),
             "memory_list_50": lambda: ab.memory.list("bench:ns023", limit=50),
             "keyword_search": lambda: ab.memory.search(
-                "fact 23", prefix="bench:ns023", k=10, mode="keyword"
-            ),
+                "fact 23", prefix="bench:ns023", k=10, mode="keyword"),
         }
         for name in CASES:
             call = cases[name]
@@ -101,26 +86,13 @@ def _batches(out_dir: pathlib.Path) -> list[int]:
 def measure(src: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp)
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{src}{os.pathsep}{pathlib.Path.cwd()}",
-            "ABATHUR_EMBEDDER": "none",
-        }
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{pathlib.Path.cwd()}",
+               "ABATHUR_EMBEDDER": "none"}
         subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--dump-before=getppid",
-                f"--callgrind-out-file={out}/cg.out",
-                sys.executable,
-                "-m",
-                "benchmarks.instructions",
-                "--run",
-            ],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["valgrind", "--tool=callgrind", "--dump-before=getppid",
+             f"--callgrind-out-file={out}/cg.out", sys.executable, "-m",
+             "benchmarks.instructions", "--run"],
+            env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         counts = _batches(out)
     return {name: n / BATCH for name, n in zip(CASES, counts, strict=True)}
@@ -135,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(workload())
         return 0
     results = {src: measure(src) for src in args.trees}
-    print(
-        f"{'case':<20}"
-        + "".join(f"{s[-16:]:>16}" for s in args.trees)
-        + ("     ratio" if len(args.trees) == 2 else "")
-    )
+    print(f"{'case':<20}" + "".join(f"{s[-16:]:>16}" for s in args.trees)
+          + ("     ratio" if len(args.trees) == 2 else ""))
     for name in CASES:
         row = [results[s][name] for s in args.trees]
         line = f"{name:<20}" + "".join(f"{v:>16,.0f}" for v in row)

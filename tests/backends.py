@@ -164,7 +164,9 @@ def _postgres_target(tmp_path: Path, request: pytest.FixtureRequest | None = Non
     elif _pg_server:
         server = _pg_server[0]
     else:
-        raise LookupError("a postgres target needs the pg_server fixture: pass the test's request")
+        raise LookupError(
+            "a postgres target needs the pg_server fixture: pass the test's request"
+        )
     # One database per place, as a file per path on SQLite: a test that opens
     # tmp_path / "a" twice (close, then reopen) finds what it wrote.
     key = str(tmp_path)
@@ -202,7 +204,9 @@ KNOWN: Mapping[str, TestBackend] = MappingProxyType({"sqlite": SQLITE, "postgres
 
 def _enabled() -> list[TestBackend]:
     names = [
-        n.strip() for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite").split(",") if n.strip()
+        n.strip()
+        for n in os.environ.get("ABATHUR_TEST_BACKENDS", "sqlite").split(",")
+        if n.strip()
     ]
     unknown = [n for n in names if n not in KNOWN]
     if unknown or not names:

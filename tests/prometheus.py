@@ -21,10 +21,8 @@ _SAMPLE = re.compile(
 
 _PAIR = re.compile(rf"({_LABEL_NAME})=({_LABEL_VALUE})")
 
-
 def _unescape(quoted: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m[1], m[1]), quoted[1:-1])
-
 
 def parse_exposition(text: str) -> dict[str, dict]:
     """Parse and validate: every family has HELP and TYPE before its samples, names and
@@ -56,10 +54,8 @@ def parse_exposition(text: str) -> dict[str, dict]:
             families[name]["samples"].append((labels, float(value)))
     return families
 
-
 def values(families: dict, name: str, label: str) -> dict[str, float]:
     return {labels[label]: v for labels, v in families[name]["samples"]}
-
 
 def value(families: dict, name: str) -> float:
     ((_, v),) = families[name]["samples"]

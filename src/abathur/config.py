@@ -121,7 +121,9 @@ class PostgresUrl:
         # and dump it as the redacted text in JSON (never the password).
         return core_schema.is_instance_schema(
             cls,
-            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, when_used="json"
+            ),
         )
 
 
@@ -156,9 +158,7 @@ class ArchivePolicy(BaseModel):
 
     kind: Literal["sessions", "memories", "tombstones", "versions", "chunks"]
     scope: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=512,
+        default=None, min_length=1, max_length=512,
         description="sessions: an app; memory kinds: a namespace prefix; None: everything.",
     )
     type: Literal["semantic", "episodic", "procedural"] | None = None
@@ -203,9 +203,7 @@ class Budget(BaseModel):
 
     scope: Literal["app", "user", "all"] = "all"
     name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=256,
+        default=None, min_length=1, max_length=256,
         description="The app or user; None: every app (or user), each on its own.",
     )
     period: Literal["day", "month"] = "day"
@@ -283,9 +281,7 @@ class Settings(BaseSettings):
         "None: a 'backups' directory beside the database file.",
     )
     backup_min_age_days: float = Field(
-        default=1.0,
-        ge=0,
-        allow_inf_nan=False,
+        default=1.0, ge=0, allow_inf_nan=False,
         description="'abathur backup' retention never deletes a backup younger than this "
         "(nor the newest two, nor a pinned one: 'backup --keep').",
     )
@@ -368,9 +364,7 @@ class Settings(BaseSettings):
 
     # Search (issue 3; see abathur/search.py for how these are used).
     search_oversample: int = Field(
-        default=20,
-        ge=1,
-        le=1000,
+        default=20, ge=1, le=1000,
         description="Vector search ranks k x this many candidates by their binary codes, "
         "then rescores them exactly; more is slower and closer to exact search.",
     )
@@ -381,15 +375,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Reciprocal rank fusion constant of hybrid search."
     )
     vector_chunk_size: int = Field(
-        default=256,
-        ge=8,
-        le=4096,
-        multiple_of=8,
+        default=256, ge=8, le=4096, multiple_of=8,
         description="Vectors per vec0 chunk; every tenant partition takes at least one chunk.",
     )
     vector_compact_ratio: float = Field(
-        default=0.25,
-        ge=0,
+        default=0.25, ge=0,
         description="The worker rebuilds a vector table when its dead rows pass this share of "
         "its live rows (and 1,000); 0: only on request.",
     )
@@ -400,15 +390,11 @@ class Settings(BaseSettings):
         description="What 'abathur archive run' moves; ABATHUR_ARCHIVE_POLICIES takes JSON.",
     )
     archive_batch_size: int = Field(
-        default=200,
-        ge=1,
-        le=100_000,
+        default=200, ge=1, le=100_000,
         description="Items moved per transaction: writers wait for one batch at most.",
     )
     archive_pause_ms: float = Field(
-        default=5.0,
-        ge=0,
-        le=60_000,
+        default=5.0, ge=0, le=60_000,
         description="Pause between batches, so writers in other processes get the lock.",
     )
     prices: dict[str, float] = Field(
@@ -427,17 +413,12 @@ class Settings(BaseSettings):
 
     # PostgreSQL (issue 14; abathur/backends/postgres): used only when db is a URL.
     pg_pool_size: int = Field(
-        default=10,
-        ge=1,
-        le=1000,
+        default=10, ge=1, le=1000,
         description="PostgreSQL: connections in this process's pool (keep the sum over "
         "processes under the server's max_connections).",
     )
     pg_pool_timeout_s: float = Field(
-        default=5.0,
-        gt=0,
-        le=600,
-        allow_inf_nan=False,
+        default=5.0, gt=0, le=600, allow_inf_nan=False,
         description="PostgreSQL: how long a call waits for a free pooled connection before "
         "failing with db.pool_exhausted (retryable).",
     )

@@ -148,24 +148,11 @@ _SEP = ":"
 # namespace under 'p:' sorts in ['p:', 'p;'), so one index range finds them all.
 _AFTER_SEP = chr(ord(_SEP) + 1)
 
-
 def _memory(row: MemoryRow | MemoryVersion) -> Memory:
     # Rows come from our own schema (CHECK constraints, JSON we encoded), so
     # skipping validation is safe, and it is most of a get's cost otherwise.
-    (
-        namespace,
-        key,
-        version,
-        type_,
-        value,
-        metadata,
-        status,
-        by_ns,
-        by_key,
-        first_created_at,
-        created_at,
-        expires_at,
-    ) = row[:12]
+    (namespace, key, version, type_, value, metadata, status, by_ns, by_key,
+     first_created_at, created_at, expires_at) = row[:12]
     return Memory.model_construct(
         namespace=namespace,
         key=key,
@@ -211,30 +198,15 @@ def _write_version(
     if current is not None:
         tx.memories.retire_current(namespace, key)
     row = MemoryVersion(
-        namespace,
-        key,
-        version,
-        type_,
-        value,
-        metadata,
-        status,
+        namespace, key, version, type_, value, metadata, status,
         None if superseded_by is None else superseded_by.namespace,
         None if superseded_by is None else superseded_by.key,
-        first_created_at,
-        now,
-        expires_at,
+        first_created_at, now, expires_at,
     )
     seq = audit.next_seq(tx)
     new_id = tx.memories.insert_current(row, audit_seq=seq)
-    audit.append(
-        tx,
-        action,
-        "memory",
-        _entity(namespace, key),
-        {"version": version, **(detail or {})},
-        at=now,
-        content=("memories", tuple(row)),
-    )
+    audit.append(tx, action, "memory", _entity(namespace, key),
+                 {"version": version, **(detail or {})}, at=now, content=("memories", tuple(row)))
     # The indexes hold exactly the current live versions (expired ones until swept).
     if current is not None and current.status == "live":
         index.remove(tx, current.id)
@@ -329,13 +301,7 @@ def index(tx: Transaction, item_id: int) -> bool:
         return False
     indexing = _Indexing(tx, configured=False)
     indexing.add(
-        tx,
-        item_id,
-        row.namespace,
-        row.key,
-        row.type,
-        decode(row.value),
-        row.expires_at,
+        tx, item_id, row.namespace, row.key, row.type, decode(row.value), row.expires_at,
         time.time(),
     )
     return indexing.enqueued > 0
@@ -367,15 +333,8 @@ class _Indexing:
             tx.search.defer_vector_delete(VEC_TABLE, item_id)
 
     def add(
-        self,
-        tx: Transaction,
-        item_id: int,
-        namespace: str,
-        key: str,
-        type_: str,
-        value: Any,
-        expires_at: float | None,
-        now: float,
+        self, tx: Transaction, item_id: int, namespace: str, key: str, type_: str,
+        value: Any, expires_at: float | None, now: float,
     ) -> None:
         text = memory_text(value)
         tx.search.add_memory_text(MemoryText(item_id, namespace, key, text))
@@ -422,7 +381,6 @@ def rebuild_keyword_index(tx: Transaction) -> int:
         MemoryText(row.id, row.namespace, row.key, memory_text(decode(row.value)))
         for row in tx.memories.current_live()
     )
-
 
 def _entity(namespace: str, key: str) -> str:
     return f"{namespace}/{key}"
@@ -610,7 +568,8 @@ def _check_filter(filter_: object) -> dict[str, MetadataValue]:
         check_text(key, "filter key")
         if '"' in key:
             raise InvalidInputError(
-                f"filter key {key!r} contains a double quote, which a metadata filter cannot name"
+                f"filter key {key!r} contains a double quote, which a metadata filter cannot "
+                "name"
             )
         if value is None or isinstance(value, bool):
             pass
@@ -794,18 +753,9 @@ class MemoryService:
             _check_expected(namespace, key, expected_version, current, now)
             index = self._indexing(tx)
             memory = _write_version(
-                tx,
-                current,
-                index,
-                namespace=namespace,
-                key=key,
-                type_=type_,
-                value=value_json,
-                metadata=metadata_json,
-                status="live",
-                now=now,
-                expires_at=None if ttl_s is None else now + ttl_s,
-                action="memory.put",
+                tx, current, index, namespace=namespace, key=key, type_=type_,
+                value=value_json, metadata=metadata_json, status="live", now=now,
+                expires_at=None if ttl_s is None else now + ttl_s, action="memory.put",
             )
             return memory, index
 
@@ -955,19 +905,14 @@ class MemoryService:
         check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
         check_int(offset, "offset", minimum=0)
         if not isinstance(include_deleted, bool):
-            raise InvalidInputError(f"include_deleted must be a bool, got {_kind(include_deleted)}")
-        now = time.time()
-        rows = await self._db.read(
-            lambda tx: tx.memories.list_current(
-                prefix,
-                now=now,
-                type=type_,
-                metadata=metadata,
-                limit=limit,
-                offset=offset,
-                include_deleted=include_deleted,
+            raise InvalidInputError(
+                f"include_deleted must be a bool, got {_kind(include_deleted)}"
             )
-        )
+        now = time.time()
+        rows = await self._db.read(lambda tx: tx.memories.list_current(
+            prefix, now=now, type=type_, metadata=metadata, limit=limit, offset=offset,
+            include_deleted=include_deleted,
+        ))
         return [_memory(row) for row in rows]
 
     @recorded("memory.delete", access="write")
@@ -1023,18 +968,9 @@ class MemoryService:
                     "superseded or expired)"
                 )
             tombstone = _write_version(
-                tx,
-                current,
-                self._indexing(tx),
-                namespace=namespace,
-                key=key,
-                type_=current.type,
-                value=current.value,
-                metadata=current.metadata,
-                status="deleted",
-                now=now,
-                expires_at=current.expires_at,
-                action="memory.delete",
+                tx, current, self._indexing(tx), namespace=namespace, key=key,
+                type_=current.type, value=current.value, metadata=current.metadata,
+                status="deleted", now=now, expires_at=current.expires_at, action="memory.delete",
             )
             return tombstone
 
@@ -1090,18 +1026,9 @@ class MemoryService:
                 return _memory(current), None
             index = self._indexing(tx)
             restored = _write_version(
-                tx,
-                current,
-                index,
-                namespace=namespace,
-                key=key,
-                type_=current.type,
-                value=current.value,
-                metadata=current.metadata,
-                status="live",
-                now=now,
-                expires_at=current.expires_at,
-                action="memory.restore",
+                tx, current, index, namespace=namespace, key=key, type_=current.type,
+                value=current.value, metadata=current.metadata, status="live", now=now,
+                expires_at=current.expires_at, action="memory.restore",
                 detail={"from": current.status},
             )
             return restored, index
@@ -1334,18 +1261,10 @@ class MemoryService:
             for reason, loser, winner in plan.actions:
                 winner_ref = MemoryRef.model_construct(namespace=winner.namespace, key=winner.key)
                 superseded = _write_version(
-                    tx,
-                    loser,
-                    index,
-                    namespace=loser.namespace,
-                    key=loser.key,
+                    tx, loser, index, namespace=loser.namespace, key=loser.key,
                     type_=loser.type,
-                    value=loser.value,
-                    metadata=loser.metadata,
-                    status="superseded",
-                    now=now,
-                    expires_at=loser.expires_at,
-                    superseded_by=winner_ref,
+                    value=loser.value, metadata=loser.metadata, status="superseded", now=now,
+                    expires_at=loser.expires_at, superseded_by=winner_ref,
                     action="memory.supersede",
                     detail={"reason": reason, "winner": _entity(winner.namespace, winner.key)},
                 )
@@ -1561,22 +1480,13 @@ class MemoryService:
             now = time.time()
             used, why = resolve_mode(tx, VEC_TABLE, args.mode, vector, reason)
             ranked, cosine = rank(
-                tx,
-                used,
-                k=k,
-                vector=vector,
-                vec_table=VEC_TABLE,
+                tx, used, k=k, vector=vector, vec_table=VEC_TABLE,
                 keyword=lambda depth: tx.search.memory_keyword_ranking(
-                    query_words(query),
-                    prefix,
-                    now=now,
-                    type=type_,
-                    metadata=metadata,
+                    query_words(query), prefix, now=now, type=type_, metadata=metadata,
                     limit=depth,
                 ),
                 where=lambda: _vector_filter(tx, prefix, type_, metadata, now),
-                oversample=settings.search_oversample,
-                rrf_k=settings.search_rrf_k,
+                oversample=settings.search_oversample, rrf_k=settings.search_rrf_k,
             )
             by_id = {row.id: row for row in tx.memories.rows_by_id([item for item, _ in ranked])}
             # The indexes hold only current live versions; this keeps it so
@@ -1713,10 +1623,7 @@ class MemoryService:
         text = "\n".join(lines)
         if self._costs is not None:
             self._costs.note_context(
-                prefix,
-                memories=len(taken),
-                tokens=used,
-                chars=len(text),
+                prefix, memories=len(taken), tokens=used, chars=len(text),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         return MemoryContext.model_construct(
@@ -1734,6 +1641,8 @@ class MemoryService:
         )
 
 
+
+
 async def build_keyword_index(db: Backend) -> None:
     """Index the memories of a file written before migration 003 (once per file).
 
@@ -1749,7 +1658,6 @@ async def build_keyword_index(db: Backend) -> None:
             rebuild_keyword_index(tx)
 
     await db.write(write)
-
 
 def _relevance(
     tx: Transaction,
@@ -1771,11 +1679,7 @@ def _relevance(
         return content_hash(_item(rows[i]).text)
 
     return relevance(
-        tx,
-        used,
-        query,
-        vector,
-        model,
+        tx, used, query, vector, model,
         texts=[f"{row.key} {memory_text(decode(row.value))}" for row in rows],
         cosines=[cosine.get(row.id) for row in rows],
         embedded_hash=embedded_hash,

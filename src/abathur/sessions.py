@@ -111,7 +111,7 @@ def _split_state(state: object, what: str, limit: int) -> _Scoped:
         if prefix is None:
             scoped.session[key] = value
             continue
-        name = check_id(key[len(prefix) :], f"{what} key {key!r} after the {prefix!r} prefix")
+        name = check_id(key[len(prefix):], f"{what} key {key!r} after the {prefix!r} prefix")
         if prefix == "app:":
             scoped.app[name] = encode(value, what=f"{what}[{key!r}]", limit=limit)
         elif prefix == "user:":
@@ -123,7 +123,9 @@ def _split_state(state: object, what: str, limit: int) -> _Scoped:
 
 def _check_status(status: object) -> str:
     if not isinstance(status, str) or status not in STATUSES:
-        raise InvalidInputError(f"session status {status!r} is not one of {', '.join(STATUSES)}")
+        raise InvalidInputError(
+            f"session status {status!r} is not one of {', '.join(STATUSES)}"
+        )
     return status
 
 
@@ -183,45 +185,30 @@ def _events(rows: list[EventRow]) -> list[Event]:
     # Every JSON column was written by values.encode, so the texts can be
     # spliced into one array and parsed in a single json.loads: a third of the
     # cost of three loads per event on a 50-event get.
-    parsed = json.loads("[" + ",".join(f"[{r[3] or 'null'},{r[4]},{r[5]}]" for r in rows) + "]")
+    parsed = json.loads(
+        "[" + ",".join(f"[{r[3] or 'null'},{r[4]},{r[5]}]" for r in rows) + "]"
+    )
     # Rows we wrote are already valid: model_construct skips re-validation.
     return [
         Event.model_construct(
-            id=event_id,
-            author=author,
-            content=content,
-            state_delta=delta,
-            metadata=metadata,
-            timestamp=timestamp,
-            seq=seq,
+            id=event_id, author=author, content=content, state_delta=delta,
+            metadata=metadata, timestamp=timestamp, seq=seq,
         )
-        for (seq, event_id, author, _, _, _, timestamp), (content, delta, metadata) in zip(
-            rows, parsed, strict=True
-        )
+        for (seq, event_id, author, _, _, _, timestamp), (content, delta, metadata)
+        in zip(rows, parsed, strict=True)
     ]
 
 
-def _session(
-    row: SessionRow,
-    scoped: dict[str, Any],
-    events: list[Event],
-    extra: dict[str, Any] | None = None,
-) -> Session:
+def _session(row: SessionRow, scoped: dict[str, Any], events: list[Event],
+             extra: dict[str, Any] | None = None) -> Session:
     session_id, app, user, status, state, revision, created_at, updated_at = row
     merged = dict(scoped)
     merged.update(json.loads(state))
     if extra:
         merged.update(extra)
     return Session.model_construct(
-        id=session_id,
-        app=app,
-        user=user,
-        status=status,
-        state=merged,
-        revision=revision,
-        created_at=created_at,
-        updated_at=updated_at,
-        events=events,
+        id=session_id, app=app, user=user, status=status, state=merged, revision=revision,
+        created_at=created_at, updated_at=updated_at, events=events,
     )
 
 
@@ -280,14 +267,8 @@ class SessionService:
         return self._db.settings.max_value_bytes
 
     @recorded("sessions.create")
-    async def create(
-        self,
-        *,
-        app: str,
-        user: str,
-        state: dict[str, Any] | None = None,
-        session_id: str | None = None,
-    ) -> Session:
+    async def create(self, *, app: str, user: str, state: dict[str, Any] | None = None,
+                     session_id: str | None = None) -> Session:
         """Create a session of ``user`` in ``app``, status ``created``, revision 0.
 
         Args:
@@ -336,28 +317,20 @@ class SessionService:
                 raise AlreadyExistsError(f"a session with id {session_id!r} already exists")
             now = time.time()
             seq = audit.next_seq(tx)
-            tx.sessions.insert_session(
-                session_id, app=app, user=user, state=session_json, at=now, audit_seq=seq
-            )
+            tx.sessions.insert_session(session_id, app=app, user=user, state=session_json,
+                                       at=now, audit_seq=seq)
             _write_scoped(tx, app, user, scoped, now)
-            audit.append(
-                tx,
-                "session.create",
-                "session",
-                session_id,
-                {"app": app, "user": user},
-                at=now,
-                content=("sessions", (session_id, app, user, now)),
-            )
+            audit.append(tx, "session.create", "session", session_id,
+                         {"app": app, "user": user}, at=now,
+                         content=("sessions", (session_id, app, user, now)))
             row = SessionRow(session_id, app, user, "created", session_json, 0, now, now)
             return _session(row, _scoped_state(tx, app, user), [], _temp_view(scoped.temp))
 
         return await self._db.write(write)
 
     @recorded("sessions.get")
-    async def get(
-        self, session_id: str, *, last_n: int | None = None, after: float | None = None
-    ) -> Session:
+    async def get(self, session_id: str, *, last_n: int | None = None,
+                  after: float | None = None) -> Session:
         """Read a session with its merged state and (a page of) its events.
 
         Args:
@@ -391,13 +364,15 @@ class SessionService:
         """
         check_id(session_id, "session id")
         if last_n is not None and (
-            isinstance(last_n, bool) or not isinstance(last_n, int) or not 0 <= last_n <= INT64_MAX
+            isinstance(last_n, bool) or not isinstance(last_n, int)
+            or not 0 <= last_n <= INT64_MAX
         ):
             raise InvalidInputError(
                 f"last_n must be an int from 0 to {INT64_MAX} or None, got {show_number(last_n)}"
             )
         if after is not None and (
-            isinstance(after, bool) or not isinstance(after, int | float) or not _is_finite(after)
+            isinstance(after, bool) or not isinstance(after, int | float)
+            or not _is_finite(after)
         ):
             raise InvalidInputError(
                 f"after must be a finite number of epoch seconds or None, got {show_number(after)}"
@@ -422,14 +397,8 @@ class SessionService:
         return await self._db.read(read)
 
     @recorded("sessions.list")
-    async def list(
-        self,
-        *,
-        app: str | None = None,
-        user: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[Session]:
+    async def list(self, *, app: str | None = None, user: str | None = None,
+                   status: str | None = None, limit: int = 100) -> list[Session]:
         """Sessions of an app (or of every app), of one user or all, newest ``updated_at`` first.
 
         Args:
@@ -479,7 +448,8 @@ class SessionService:
                 owner_app, owner = row.app, row.user
                 if owner_app not in by_app:
                     by_app[owner_app] = {
-                        f"app:{k}": decode(v) for k, v in tx.sessions.app_state(owner_app).items()
+                        f"app:{k}": decode(v)
+                        for k, v in tx.sessions.app_state(owner_app).items()
                     }
                 if (owner_app, owner) not in by_user:
                     by_user[owner_app, owner] = by_app[owner_app] | {
@@ -492,9 +462,8 @@ class SessionService:
         return await self._db.read(read)
 
     @recorded("sessions.append_event")
-    async def append_event(
-        self, session_id: str, event: Event, *, expected_revision: int | None = None
-    ) -> Session:
+    async def append_event(self, session_id: str, event: Event, *,
+                           expected_revision: int | None = None) -> Session:
         """Append ``event`` to the session's log and apply its ``state_delta``, atomically.
 
         The event gets the next ``seq`` and, unless it has one, the current
@@ -540,15 +509,16 @@ class SessionService:
         """
         check_id(session_id, "session id")
         if not isinstance(event, Event):
-            raise InvalidInputError(f"event must be an abathur Event, got {type(event).__name__}")
+            raise InvalidInputError(
+                f"event must be an abathur Event, got {type(event).__name__}"
+            )
         expected = _check_revision(expected_revision)
         limit = self._limit
         event_id = check_id(event.id, "event id")
         author = check_id(event.author, "event author")
         stamp = event.timestamp
         if stamp is not None and (
-            isinstance(stamp, bool)
-            or not isinstance(stamp, int | float)
+            isinstance(stamp, bool) or not isinstance(stamp, int | float)
             or not math.isfinite(stamp)
         ):
             raise InvalidInputError(f"event timestamp must be finite epoch seconds, got {stamp!r}")
@@ -581,48 +551,29 @@ class SessionService:
                 )
             seq = tx.sessions.last_seq(session_id) + 1
             at = time.time() if stamp is None else float(stamp)
-            event_row: EventRow = (
-                seq,
-                event_id,
-                author,
-                content_json,
-                delta_json,
-                metadata_json,
-                at,
-            )
+            event_row: EventRow = (seq, event_id, author, content_json, delta_json,
+                                   metadata_json, at)
             audit_seq = audit.next_seq(tx)
             tx.sessions.insert_event(session_id, event_row, audit_seq=audit_seq)
-            audit.append(
-                tx,
-                "event.append",
-                "event",
-                session_id,
-                {"seq": seq},
-                content=("events", (session_id, *event_row)),
-            )
+            audit.append(tx, "event.append", "event", session_id, {"seq": seq},
+                         content=("events", (session_id, *event_row)))
             if scoped.session:
                 session_state = json.loads(state)
                 session_state.update(scoped.session)
-                state = encode(session_state, what=f"state of session {session_id!r}", limit=limit)
+                state = encode(session_state, what=f"state of session {session_id!r}",
+                               limit=limit)
             _write_scoped(tx, app, user, scoped, at)
-            tx.sessions.update_session(
-                session_id, status="active", state=state, revision=revision + 1, at=at
-            )
+            tx.sessions.update_session(session_id, status="active", state=state,
+                                       revision=revision + 1, at=at)
             stored = Event.model_construct(
-                id=event_id,
-                author=author,
-                content=json.loads(content_json),
-                state_delta=json.loads(delta_json),
-                metadata=json.loads(metadata_json),
-                timestamp=at,
-                seq=seq,
+                id=event_id, author=author, content=json.loads(content_json),
+                state_delta=json.loads(delta_json), metadata=json.loads(metadata_json),
+                timestamp=at, seq=seq,
             )
-            new_row = SessionRow(
-                session_id, app, user, "active", state, revision + 1, created_at, at
-            )
-            return _session(
-                new_row, _scoped_state(tx, app, user), [stored], _temp_view(scoped.temp)
-            )
+            new_row = SessionRow(session_id, app, user, "active", state, revision + 1,
+                                 created_at, at)
+            return _session(new_row, _scoped_state(tx, app, user), [stored],
+                            _temp_view(scoped.temp))
 
         return await self._db.write(write)
 
@@ -689,9 +640,8 @@ class SessionService:
         return await self._db.read(read)
 
     @recorded("sessions.set_status")
-    async def set_status(
-        self, session_id: str, status: str, *, expected_revision: int | None = None
-    ) -> Session:
+    async def set_status(self, session_id: str, status: str, *,
+                         expected_revision: int | None = None) -> Session:
         """Move the session along its lifecycle; bumps the revision.
 
         Legal moves: created -> active | terminated, active -> paused |
@@ -741,21 +691,16 @@ class SessionService:
                 )
             now = time.time()
             tx.sessions.set_status(session_id, status=new, revision=revision + 1, at=now)
-            audit.append(
-                tx,
-                "session.status",
-                "session",
-                session_id,
-                {"from": old, "to": new, "revision": revision + 1},
-                at=now,
-            )
+            audit.append(tx, "session.status", "session", session_id,
+                         {"from": old, "to": new, "revision": revision + 1}, at=now)
             new_row = SessionRow(session_id, app, user, new, state, revision + 1, created_at, now)
             return _session(new_row, _scoped_state(tx, app, user), [])
 
         return await self._db.write(write)
 
     @recorded("sessions.terminate")
-    async def terminate(self, session_id: str, *, expected_revision: int | None = None) -> Session:
+    async def terminate(self, session_id: str, *,
+                        expected_revision: int | None = None) -> Session:
         """End the session: :meth:`set_status` to ``terminated``.
 
         Args:
@@ -782,7 +727,8 @@ class SessionService:
             >>> asyncio.run(demo())
             'terminated'
         """
-        return await self.set_status(session_id, "terminated", expected_revision=expected_revision)
+        return await self.set_status(session_id, "terminated",
+                                     expected_revision=expected_revision)
 
     @recorded("sessions.delete")
     async def delete(self, session_id: str) -> None:
@@ -819,19 +765,9 @@ class SessionService:
             events = tx.sessions.count_events(session_id)
             # Its events and tasks go with it.
             tx.sessions.delete_session(session_id)
-            audit.append(
-                tx,
-                "session.delete",
-                "session",
-                session_id,
-                {
-                    "app": app,
-                    "user": user,
-                    "status": status,
-                    "revision": revision,
-                    "events": events,
-                },
-            )
+            audit.append(tx, "session.delete", "session", session_id,
+                         {"app": app, "user": user, "status": status, "revision": revision,
+                          "events": events})
 
         await self._db.write(write)
 

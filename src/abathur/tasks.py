@@ -63,15 +63,8 @@ def _check_status(status: object) -> str:
 def _task(row: TaskRow) -> Task:
     task_id, session_id, prompt, status, result, error, metadata, created_at, updated_at = row
     return Task.model_construct(
-        id=task_id,
-        session_id=session_id,
-        prompt=prompt,
-        status=status,
-        result=decode(result),
-        error=error,
-        metadata=json.loads(metadata),
-        created_at=created_at,
-        updated_at=updated_at,
+        id=task_id, session_id=session_id, prompt=prompt, status=status, result=decode(result),
+        error=error, metadata=json.loads(metadata), created_at=created_at, updated_at=updated_at,
     )
 
 
@@ -102,14 +95,9 @@ class TaskService:
         self.recorder = recorder  # times each public call (analytics.recorded)
 
     @recorded("tasks.create")
-    async def create(
-        self,
-        *,
-        session_id: str,
-        prompt: str,
-        metadata: dict[str, Any] | None = None,
-        task_id: str | None = None,
-    ) -> Task:
+    async def create(self, *, session_id: str, prompt: str,
+                     metadata: dict[str, Any] | None = None,
+                     task_id: str | None = None) -> Task:
         """Create a ``pending`` task for a session.
 
         Args:
@@ -155,7 +143,9 @@ class TaskService:
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
-            raise InvalidInputError(f"task metadata must be a dict, got {type(metadata).__name__}")
+            raise InvalidInputError(
+                f"task metadata must be a dict, got {type(metadata).__name__}"
+            )
         metadata_json = encode(metadata, what="task metadata", limit=limit)
 
         def write(tx: Transaction) -> Task:
@@ -164,19 +154,11 @@ class TaskService:
                 raise AlreadyExistsError(f"a task with id {task_id!r} already exists")
             now = time.time()
             seq = audit.next_seq(tx)
-            row = TaskRow(
-                task_id, session_id, prompt, "pending", None, None, metadata_json, now, now
-            )
+            row = TaskRow(task_id, session_id, prompt, "pending", None, None, metadata_json,
+                          now, now)
             tx.tasks.insert(row, audit_seq=seq)
-            audit.append(
-                tx,
-                "task.create",
-                "task",
-                task_id,
-                {"session_id": session_id},
-                at=now,
-                content=("tasks", row),
-            )
+            audit.append(tx, "task.create", "task", task_id, {"session_id": session_id},
+                         at=now, content=("tasks", row))
             return _task(row)
 
         return await self._db.write(write)
@@ -217,9 +199,8 @@ class TaskService:
         return await self._db.read(read)
 
     @recorded("tasks.update")
-    async def update(
-        self, task_id: str, *, status: str, result: Any = None, error: str | None = None
-    ) -> Task:
+    async def update(self, task_id: str, *, status: str, result: Any = None,
+                     error: str | None = None) -> Task:
         """Move a task along its lifecycle, recording its result or error.
 
         Legal moves: pending -> running | cancelled, running -> succeeded |
@@ -284,29 +265,20 @@ class TaskService:
             # The update names the record it replaces, so a row rolled back to
             # that earlier state is found by `abathur check` (abathur.audit).
             replaces = tx.tasks.audit_seq(task_id)
-            tx.tasks.update(
-                task_id, status=new, result=result_json, error=error, at=now, audit_seq=seq
-            )
-            row = TaskRow(
-                task_id, session_id, prompt, new, result_json, error, metadata, created_at, now
-            )
-            audit.append(
-                tx,
-                "task.update",
-                "task",
-                task_id,
-                {"from": old, "to": new, "replaces": replaces},
-                at=now,
-                content=("tasks", row),
-            )
+            tx.tasks.update(task_id, status=new, result=result_json, error=error, at=now,
+                            audit_seq=seq)
+            row = TaskRow(task_id, session_id, prompt, new, result_json, error, metadata,
+                          created_at, now)
+            audit.append(tx, "task.update", "task", task_id,
+                         {"from": old, "to": new, "replaces": replaces}, at=now,
+                         content=("tasks", row))
             return _task(row)
 
         return await self._db.write(write)
 
     @recorded("tasks.list")
-    async def list(
-        self, *, session_id: str | None = None, status: str | None = None, limit: int | None = None
-    ) -> list[Task]:
+    async def list(self, *, session_id: str | None = None, status: str | None = None,
+                   limit: int | None = None) -> list[Task]:
         """A session's tasks in creation order, or every session's tasks, newest first.
 
         Args:

@@ -90,8 +90,7 @@ def test_every_command_is_in_the_readme_tour(command: str) -> None:
 # covered by their own tests; so is the server, which prints no document
 # (mcp: tests/integration/test_mcp_stdio.py).
 NO_ARGUMENT_COMMANDS = [
-    name
-    for name in COMMANDS
+    name for name in COMMANDS
     if not any(p.required for p in COMMAND[name].params if isinstance(p, click.Argument))
     and name not in ("purge", "mcp")
 ]

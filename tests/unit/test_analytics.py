@@ -136,12 +136,8 @@ async def test_the_wrapper_costs_microseconds(ab: Abathur) -> None:
 
 @pytest.mark.parametrize(
     ("service", "prefix"),
-    [
-        (SessionService, "sessions"),
-        (TaskService, "tasks"),
-        (MemoryService, "memory"),
-        (DocumentService, "documents"),
-    ],
+    [(SessionService, "sessions"), (TaskService, "tasks"), (MemoryService, "memory"),
+     (DocumentService, "documents")],
 )
 def test_every_public_call_is_recorded_under_its_name(service: type, prefix: str) -> None:
     """A public coroutine method added without @recorded would be missing from stats."""

@@ -31,8 +31,7 @@ async def test_backend_fixture_opens_its_backend(backend: BackendHandle) -> None
 
 def _run(tmp_path: Path, divergences: str) -> subprocess.CompletedProcess[str]:
     """Run a two-test file under the real conftest, with ``divergences`` recorded."""
-    (tmp_path / "conftest.py").write_text(
-        textwrap.dedent(f"""
+    (tmp_path / "conftest.py").write_text(textwrap.dedent(f"""
         import dataclasses
         import tests.backends as registry
         registry.BACKENDS[:] = [
@@ -40,34 +39,18 @@ def _run(tmp_path: Path, divergences: str) -> subprocess.CompletedProcess[str]:
             for spec in registry.BACKENDS
         ]
         from tests.conftest import backend, pytest_collection_modifyitems, pytest_configure
-    """)
-    )
-    (tmp_path / "test_probe.py").write_text(
-        textwrap.dedent("""
+    """))
+    (tmp_path / "test_probe.py").write_text(textwrap.dedent("""
         def test_passes(backend):
             assert backend.name
 
         def test_fails(backend):
             assert backend.name == "no such backend"
-    """)
-    )
+    """))
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-rfxX",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfxX",
+         "--rootdir", str(tmp_path), str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, check=False,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
 

@@ -373,17 +373,8 @@ async def test_buffered_usage_rows_survive_a_write_that_rolls_back(ab: Abathur) 
     PostgreSQL retry re-runs the write the same way), and the next flush writes
     each row once."""
     buffer = UsageBuffer()
-    call = UsageRow(
-        at=time.time(),
-        provider="openai",
-        model="small",
-        operation="embed",
-        inputs=1,
-        tokens=500,
-        is_estimate=False,
-        chars=2000,
-        duration_ms=3.0,
-    )
+    call = UsageRow(at=time.time(), provider="openai", model="small", operation="embed",
+                    inputs=1, tokens=500, is_estimate=False, chars=2000, duration_ms=3.0)
     buffer.add(charge(call, ("helpdesk", None), price=0.02))
 
     def flush_then_fail(tx: Transaction) -> None:

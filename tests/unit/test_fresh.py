@@ -186,7 +186,9 @@ async def test_documents_search_fresh_finds_chunks_synced_a_moment_ago(
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "tea.md").write_text("# Tea\n\nSteep green tea for two minutes.\n")
-    async with backend.open(embedder=WordHashEmbedder(), embed_worker=False) as ab:
+    async with backend.open(
+        embedder=WordHashEmbedder(), embed_worker=False
+    ) as ab:
         await ab.documents.sync(docs)
         await ab.embeddings.drain()
         (docs / "zebra.md").write_text("# Zebra\n\nThe zebra Zed sleeps standing up.\n")

@@ -147,8 +147,7 @@ async def test_metrics_are_valid_exposition_with_the_expected_numbers(populated:
     rows = values(families, "abathur_table_rows", "table")
     assert rows.pop("metrics") >= info.row_counts["metrics"]
     assert rows == {
-        t: n
-        for t, n in info.row_counts.items()
+        t: n for t, n in info.row_counts.items()
         if not t.startswith("memories_vec_") and t != "metrics"
     }
     assert value(families, "abathur_embedding_queue_depth") == 3  # lang v2, howto, old

@@ -81,9 +81,8 @@ def _imports(module: str, path: Path) -> tuple[set[str], set[str]]:
             elif isinstance(node, ast.If | ast.Try | ast.With):
                 for body in ("body", "orelse", "finalbody", "handlers"):
                     for child in getattr(node, body, []):
-                        walk(
-                            child.body if isinstance(child, ast.ExceptHandler) else [child], at_top
-                        )
+                        walk(child.body if isinstance(child, ast.ExceptHandler) else [child],
+                             at_top)
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 walk(node.body, False)
 

@@ -48,18 +48,11 @@ def refs(memories: list) -> list[tuple[str, str]]:
 
 async def test_put_then_get_returns_the_version_written(ab: Abathur) -> None:
     m = await ab.memory.put(
-        "user:alice:preferences",
-        "language",
-        {"value": "French"},
-        type="procedural",
-        metadata={"source": "chat"},
+        "user:alice:preferences", "language", {"value": "French"},
+        type="procedural", metadata={"source": "chat"},
     )
     assert (m.namespace, m.key, m.version, m.status) == (
-        "user:alice:preferences",
-        "language",
-        1,
-        "live",
-    )
+        "user:alice:preferences", "language", 1, "live")
     assert (m.value, m.type, m.metadata) == ({"value": "French"}, "procedural", {"source": "chat"})
     assert m.created_at == m.updated_at and m.expires_at is None and m.superseded_by is None
     assert await ab.memory.get("user:alice:preferences", "language") == m
@@ -129,11 +122,7 @@ async def test_stale_expected_version_conflicts_and_changes_nothing(ab: Abathur)
             await ab.memory.put("ns", "k", "c", expected_version=1)
     err = ei.value
     assert (err.code, err.retryable, err.expected, err.actual) == (
-        "memory.version_conflict",
-        True,
-        1,
-        2,
-    )
+        "memory.version_conflict", True, 1, 2)
     assert "'ns'/'k'" in str(err) and "version 2" in str(err)
 
 
@@ -142,7 +131,8 @@ async def test_expected_version_zero_is_create_only(ab: Abathur) -> None:
     async with assert_unchanged(ab):
         with pytest.raises(VersionConflictError) as ei:
             await ab.memory.put("ns", "k", "second", expected_version=0)
-    assert (ei.value.code, ei.value.expected, ei.value.actual) == ("memory.version_conflict", 0, 1)
+    assert (ei.value.code, ei.value.expected, ei.value.actual) == (
+        "memory.version_conflict", 0, 1)
     assert (await ab.memory.get("ns", "k")).value == "first"
 
 
@@ -354,11 +344,7 @@ async def test_history_is_every_version_oldest_first(ab: Abathur) -> None:
     await ab.memory.restore("ns", "k")
     history = await ab.memory.history("ns", "k")
     assert [(m.version, m.value, m.status) for m in history] == [
-        (1, "a", "live"),
-        (2, "b", "live"),
-        (3, "b", "deleted"),
-        (4, "b", "live"),
-    ]
+        (1, "a", "live"), (2, "b", "live"), (3, "b", "deleted"), (4, "b", "live")]
     assert len({m.created_at for m in history}) == 1
     assert [m.updated_at for m in history] == sorted(m.updated_at for m in history)
 
@@ -377,9 +363,7 @@ async def test_ttl_is_enforced_on_every_read_path(ab: Abathur) -> None:
     # Before expiry: visible everywhere.
     assert (await ab.memory.get("user:alice:notes", "short")).value == "soon gone"
     assert refs(await ab.memory.list("user:alice")) == [
-        ("user:alice", "long"),
-        ("user:alice:notes", "short"),
-    ]
+        ("user:alice", "long"), ("user:alice:notes", "short")]
     assert len(await ab.memory.history("user:alice:notes", "short")) == 1
     assert await ab.memory.namespaces("user") == ["user:alice", "user:alice:notes"]
     await expire()
@@ -398,11 +382,8 @@ async def test_expired_memories_cannot_be_deleted_or_restored(ab: Abathur) -> No
     await ab.memory.put("ns", "tomb", 1, ttl=TTL)
     await ab.memory.delete("ns", "tomb")
     await expire()
-    for call in (
-        ab.memory.delete("ns", "live"),
-        ab.memory.restore("ns", "live"),
-        ab.memory.restore("ns", "tomb"),
-    ):
+    for call in (ab.memory.delete("ns", "live"), ab.memory.restore("ns", "live"),
+                 ab.memory.restore("ns", "tomb")):
         async with assert_unchanged(ab):
             with pytest.raises(MemoryNotFoundError) as ei:
                 await call
@@ -436,10 +417,7 @@ async def test_delete_and_restore_round_trip(ab: Abathur) -> None:
     assert restored.expires_at == tombstone.expires_at is not None
     assert await ab.memory.get("ns", "k") == restored
     assert await audit_actions(ab) == [
-        ("memory.put", "ns/k", 1),
-        ("memory.delete", "ns/k", 2),
-        ("memory.restore", "ns/k", 3),
-    ]
+        ("memory.put", "ns/k", 1), ("memory.delete", "ns/k", 2), ("memory.restore", "ns/k", 3)]
 
 
 async def test_delete_of_an_absent_memory_is_not_found(ab: Abathur) -> None:
@@ -489,25 +467,12 @@ async def test_put_after_delete_makes_it_live_again(ab: Abathur) -> None:
 
 
 async def test_prefix_matches_whole_segments_only(ab: Abathur) -> None:
-    for namespace in (
-        "user:al",
-        "user:al:x",
-        "user:alice",
-        "user:alice:preferences",
-        "acme",
-        "acme:team",
-        "acme-corp",
-        "acme0",
-        "acme;",
-        "acmeZ",
-        "ac",
-    ):
+    for namespace in ("user:al", "user:al:x", "user:alice", "user:alice:preferences",
+                      "acme", "acme:team", "acme-corp", "acme0", "acme;", "acmeZ", "ac"):
         await ab.memory.put(namespace, "k", namespace)
     assert [m.namespace for m in await ab.memory.list("user:al")] == ["user:al", "user:al:x"]
     assert [m.namespace for m in await ab.memory.list("user:alice")] == [
-        "user:alice",
-        "user:alice:preferences",
-    ]
+        "user:alice", "user:alice:preferences"]
     assert [m.namespace for m in await ab.memory.list("acme")] == ["acme", "acme:team"]
     assert await ab.memory.list("user:a") == []
     assert await ab.memory.namespaces("acme") == ["acme", "acme:team"]
@@ -581,9 +546,9 @@ def test_list_matches_a_pure_python_segment_filter(
     prefix = data.draw(
         st.one_of(
             NAMESPACE,
-            st.sampled_from(sorted(namespaces))
-            .flatmap(lambda ns: st.integers(1, len(ns)).map(lambda n: ns[:n]))
-            .filter(lambda p: not p.endswith(":") and "::" not in p),
+            st.sampled_from(sorted(namespaces)).flatmap(
+                lambda ns: st.integers(1, len(ns)).map(lambda n: ns[:n])
+            ).filter(lambda p: not p.endswith(":") and "::" not in p),
         )
     )
     expected = sorted(ns for ns in namespaces if ns == prefix or ns.startswith(prefix + ":"))
@@ -605,34 +570,18 @@ def test_list_matches_a_pure_python_segment_filter(
 
 
 async def test_namespaces_are_sorted_distinct_and_truncated(ab: Abathur) -> None:
-    for namespace, key in [
-        ("user:bob", "a"),
-        ("user:alice:prefs", "a"),
-        ("user:alice:prefs", "b"),
-        ("user:alice", "a"),
-        ("org:acme", "a"),
-        ("user:b!x", "a"),
-        ("user:b:c", "a"),
-    ]:
+    for namespace, key in [("user:bob", "a"), ("user:alice:prefs", "a"), ("user:alice:prefs", "b"),
+                           ("user:alice", "a"), ("org:acme", "a"), ("user:b!x", "a"),
+                           ("user:b:c", "a")]:
         await ab.memory.put(namespace, key, 1)
     await ab.memory.put("user:carol", "a", 1)
     await ab.memory.delete("user:carol", "a")
     assert await ab.memory.namespaces() == [
-        "org:acme",
-        "user:alice",
-        "user:alice:prefs",
-        "user:b!x",
-        "user:b:c",
-        "user:bob",
-    ]
+        "org:acme", "user:alice", "user:alice:prefs", "user:b!x", "user:b:c", "user:bob"]
     assert await ab.memory.namespaces("user:alice") == ["user:alice", "user:alice:prefs"]
     assert await ab.memory.namespaces(max_depth=1) == ["org", "user"]
     assert await ab.memory.namespaces("user", max_depth=2) == [
-        "user:alice",
-        "user:b",
-        "user:b!x",
-        "user:bob",
-    ]
+        "user:alice", "user:b", "user:b!x", "user:bob"]
     assert await ab.memory.namespaces("user", max_depth=2, limit=2) == ["user:alice", "user:b"]
     assert await ab.memory.namespaces(limit=2) == ["org:acme", "user:alice"]
     assert await ab.memory.namespaces("nobody") == []
@@ -687,18 +636,16 @@ async def test_consolidation_supersedes_duplicates_and_conflicts(ab: Abathur) ->
         assert superseded.superseded_by == MemoryRef(namespace=winner_ns, key=winner_key)
         assert (await ab.memory.get(winner_ns, winner_key)).version == 1
     assert refs(await ab.memory.list("user:alice")) == [
-        ("user:alice:b", "city"),
-        ("user:alice:b", "y"),
-        ("user:alice:c", "city"),
-        ("user:alice:c", "w"),
-    ]
+        ("user:alice:b", "city"), ("user:alice:b", "y"), ("user:alice:c", "city"),
+        ("user:alice:c", "w")]
     assert len(await ab.memory.list("user:alicia")) == 2
     records = await ab.audit.records(entity="memory", limit=1000)
     supersedes = [(r.entity_id, r.detail) for r in records if r.action == "memory.supersede"]
     assert supersedes == [
         ("user:alice/z", {"version": 2, "reason": "duplicate", "winner": "user:alice:b/y"}),
         ("user:alice:a/x", {"version": 2, "reason": "duplicate", "winner": "user:alice:b/y"}),
-        ("user:alice:a/city", {"version": 2, "reason": "conflict", "winner": "user:alice:b/city"}),
+        ("user:alice:a/city", {"version": 2, "reason": "conflict",
+                               "winner": "user:alice:b/city"}),
     ]
     assert (await ab.audit.verify()).is_ok
     # Consolidating again finds nothing left to do.

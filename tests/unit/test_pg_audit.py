@@ -33,9 +33,8 @@ def _store(conn: Conn) -> PgAuditStore:
 
 
 def _rec(seq: int, action: str, entity: str, entity_id: str, detail: str) -> AuditRow:
-    return AuditRow(
-        seq, seq + 0.5, action, entity, entity_id, detail, "p", "h", bytes([seq]) * 16, "b", None
-    )
+    return AuditRow(seq, seq + 0.5, action, entity, entity_id, detail, "p", "h",
+                    bytes([seq]) * 16, "b", None)
 
 
 # Names chosen to sit on the edges of the byte ranges: 'p/' .. 'p0' is the
@@ -53,7 +52,8 @@ RECORDS = [
     _rec(9, "archive.restore", "archive", "2", '{"kind":"session","ref":"s1"}'),
     _rec(10, "archive.restore", "archive", "3", '{"kind":"memory","ref":"q/k"}'),
     # A NUL escaped in a detail: jsonb would refuse to parse it, json reads it.
-    _rec(11, "session.create", "session", "s1", '{"app":"a","state":"\\u0000","user":"al_"}'),
+    _rec(11, "session.create", "session", "s1",
+         '{"app":"a","state":"\\u0000","user":"al_"}'),
     _rec(12, "session.create", "session", "s2", '{"app":"a","user":"alx"}'),
     _rec(13, "session.delete", "session", "s3", '{"app":"a","user":"al_"}'),
     _rec(14, "session.update", "session", "s4", '{"app":"a","user":"al_"}'),
@@ -67,7 +67,8 @@ RECORDS = [
     # A NUL in a supersede's free-text reason (as the service's encoder writes it).
     _rec(22, "memory.supersede", "memory", "q/l2", '{"reason":"a\\u0000b","winner":"p:n/w"}'),
     # An id holding a backslash and 'u0000' as text: not a NUL, must still match.
-    _rec(23, "session.create", "session", "s5", '{"app":"a","user":"al_\\\\u0000","x":"\\u0000"}'),
+    _rec(23, "session.create", "session", "s5",
+         '{"app":"a","user":"al_\\\\u0000","x":"\\u0000"}'),
     _rec(24, "task.create", "task", "t5", '{"session_id":"s1","note":"\\\\\\u0000"}'),
 ]
 
@@ -145,31 +146,18 @@ def test_chain_and_covered_rows_page_on_their_keys(
         for record in RECORDS:
             store.insert(record)
         pg_conn.execute(
-            'INSERT INTO sessions (id, app, "user", status, created_at, updated_at, audit_seq) '
+            "INSERT INTO sessions (id, app, \"user\", status, created_at, updated_at, audit_seq) "
             "VALUES ('s2', 'a', 'u', 'created', 1, 1, 12), ('s1', 'a', 'u', 'created', 2, 2, NULL)"
         )
-        for sid, seq, audit_seq in (
-            ("s2", 1, 15),
-            ("s1", 1, 99),
-            ("s1", 2, 15),
-            ("s2", 2, 15),
-            ("s1", 3, 15),
-        ):
+        for sid, seq, audit_seq in (("s2", 1, 15), ("s1", 1, 99), ("s1", 2, 15), ("s2", 2, 15),
+                                    ("s1", 3, 15)):
             pg_conn.execute(
                 "INSERT INTO events (session_id, seq, id, author, timestamp, audit_seq) "
                 "VALUES (%(s)s, %(q)s, %(i)s, 'u', 1.5, %(a)s)",
                 {"s": sid, "q": seq, "i": f"e{seq}", "a": audit_seq},
             )
-        columns = (
-            "session_id",
-            "seq",
-            "id",
-            "author",
-            "content",
-            "state_delta",
-            "metadata",
-            "timestamp",
-        )
+        columns = ("session_id", "seq", "id", "author", "content", "state_delta", "metadata",
+                   "timestamp")
         whole_events = list(store.covered_rows("events", columns))
         whole_sessions = list(store.covered_rows("sessions", ("id", "app", "user", "created_at")))
         whole_chain = list(store.chain())
@@ -188,37 +176,18 @@ def test_chain_and_covered_rows_page_on_their_keys(
     assert [r.seq for r in whole_chain] == list(range(1, 25))
     # The events' primary key order, as SQLite's WITHOUT ROWID table gives them.
     assert [r.label for r in whole_events] == [
-        "event s1 #1",
-        "event s1 #2",
-        "event s1 #3",
-        "event s2 #1",
-        "event s2 #2",
-    ]
+        "event s1 #1", "event s1 #2", "event s1 #3", "event s2 #1", "event s2 #2"]
     first = whole_events[0]
     assert (first.audit_seq, first.record_seq, first.salt) == (99, None, None)
     second = whole_events[1]
     assert (second.record_seq, second.salt, second.redacted) == (15, bytes([15]) * 16, 0)
     assert second.values == ("s1", 2, "e2", "u", None, "{}", "{}", 1.5)
     assert (memory.label, memory.record_seq) == ("memory user:a/k v3", 21)
-    assert memory.values == (
-        "user:a",
-        "k",
-        3,
-        "semantic",
-        '"v"',
-        "{}",
-        "live",
-        None,
-        None,
-        1.5,
-        2.5,
-        None,
-    )
+    assert memory.values == ("user:a", "k", 3, "semantic", '"v"', "{}", "live", None, None, 1.5,
+                             2.5, None)
     # Sessions in insertion order (their rowid), "user" quoted as an identifier.
     assert [(r.label, r.values) for r in whole_sessions] == [
-        ("session s2", ("s2", "a", "u", 1.0)),
-        ("session s1", ("s1", "a", "u", 2.0)),
-    ]
+        ("session s2", ("s2", "a", "u", 1.0)), ("session s1", ("s1", "a", "u", 2.0))]
 
 
 def test_columns_rows_without_record_and_rehash(pg_conn: Conn) -> None:
@@ -231,7 +200,7 @@ def test_columns_rows_without_record_and_rehash(pg_conn: Conn) -> None:
         assert store.first_format() is None and store.head() is None
         assert not store.has_rows_without_record(["sessions", "tasks", "events", "memories"])
         pg_conn.execute(
-            'INSERT INTO sessions (id, app, "user", status, created_at, updated_at) '
+            "INSERT INTO sessions (id, app, \"user\", status, created_at, updated_at) "
             "VALUES ('s', 'a', 'u', 'created', 1, 1)"
         )
         assert store.has_rows_without_record(["tasks", "sessions"])
@@ -241,9 +210,7 @@ def test_columns_rows_without_record_and_rehash(pg_conn: Conn) -> None:
         store.rehash([Rehash(1, None, None, "p1", "h1"), Rehash(2, b"\x00" * 16, "b2", "p2", "h2")])
         rows = store.records_after(0, -1)
         assert [(r.salt, r.body_hash, r.prev_hash, r.hash, r.format) for r in rows] == [
-            (None, None, "p1", "h1", 2),
-            (b"\x00" * 16, "b2", "p2", "h2", 2),
-        ]
+            (None, None, "p1", "h1", 2), (b"\x00" * 16, "b2", "p2", "h2", 2)]
         assert store.records_after(1, 1) == rows[1:]
         assert store.archived_rows() == ({}, 0)
 
@@ -252,10 +219,8 @@ def test_memories_not_at_newest_matches_sqlite_order(pg_conn: Conn) -> None:
     store = _store(pg_conn)
     rows = [
         # (namespace, key, version, is_current)
-        ("b", "k", 1, 1),
-        ("b", "k", 2, 0),  # current is not the newest
-        ("a", "k", 1, 0),
-        ("a", "k", 2, 0),  # none current
+        ("b", "k", 1, 1), ("b", "k", 2, 0),  # current is not the newest
+        ("a", "k", 1, 0), ("a", "k", 2, 0),  # none current
         ("a", "j", 1, 1),  # fine
         ("c", "k", 1, 0),  # none current
     ]

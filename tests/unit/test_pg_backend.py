@@ -49,7 +49,9 @@ async def test_open_write_read_close(pg_url: str) -> None:
     assert await db.schema_version() == available()[-1].version
     await db.write(lambda tx: tx.conn.execute(SQL_SCRATCH))
     await db.write(lambda tx: tx.conn.execute("INSERT INTO scratch VALUES ('k', 'v')"))
-    assert await db.read(lambda tx: tx.conn.execute("SELECT v FROM scratch").fetchall()) == [("v",)]
+    assert await db.read(lambda tx: tx.conn.execute("SELECT v FROM scratch").fetchall()) == [
+        ("v",)
+    ]
 
     def fails(tx: object) -> None:
         db_conn = tx.conn  # type: ignore[attr-defined]
@@ -89,7 +91,9 @@ async def test_concurrent_read_modify_write_loses_no_update(pg_url: str) -> None
             conn = tx.conn  # type: ignore[attr-defined]
             (value,) = conn.execute("SELECT v FROM scratch WHERE k = 'n'").fetchone()
             time.sleep(0.001)  # widen the window between the read and the write
-            conn.execute("UPDATE scratch SET v = %(v)s WHERE k = 'n'", {"v": str(int(value) + 1)})
+            conn.execute(
+                "UPDATE scratch SET v = %(v)s WHERE k = 'n'", {"v": str(int(value) + 1)}
+            )
 
         async def writer() -> None:
             for _ in range(50):
@@ -151,9 +155,8 @@ def test_old_versions_are_refused(server: int, pgvector: str | None, problem: st
         check_versions(server, pgvector)
 
 
-@pytest.mark.parametrize(
-    ("server", "pgvector"), [(150000, "0.8.4"), (180001, "0.9.0"), (150002, "1.0.0-dev")]
-)
+@pytest.mark.parametrize(("server", "pgvector"), [(150000, "0.8.4"), (180001, "0.9.0"),
+                                                  (150002, "1.0.0-dev")])
 def test_current_versions_pass(server: int, pgvector: str) -> None:
     check_versions(server, pgvector)
 

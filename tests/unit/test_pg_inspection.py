@@ -70,12 +70,8 @@ def test_a_missing_index_is_a_plan_problem(pg_conn: Any) -> None:
 @pytest.mark.parametrize("root", [None, "/tmp/docs"])
 def test_leftovers_of_an_empty_database(pg_conn: Any, root: str | None) -> None:
     left = store(pg_conn).run_leftovers(
-        app="abathur-smoke",
-        user="u",
-        namespace="abathur-smoke:run",
-        audit_after=0,
-        root=root,
-        partition="abathur-smoke:run",
+        app="abathur-smoke", user="u", namespace="abathur-smoke:run", audit_after=0,
+        root=root, partition="abathur-smoke:run",
     )
     assert (left.sessions, left.memories, left.documents, left.document_roots) == (0, 0, 0, 0)
     assert left.vector_chunks == 0 and left.audit_entities == ()

@@ -271,3 +271,5 @@ def test_two_workers_as_today_write_each_vector_once(pg_conn: Any, pg_url: str) 
     assert len(rows) == jobs_total and all(n == 1 for _, n in rows)
     assert pg_queue(pg_conn).stats().depth == 0
     assert set(embedded) == {job for job, _ in rows}
+
+

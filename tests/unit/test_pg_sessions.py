@@ -104,44 +104,25 @@ async def scenario(db: Any, clock: Clock) -> list[Any]:
     clock.now = 1_000_000.5
     # s1 and s3 are created at the same instant: the listing breaks the tie
     # by insertion order, newest first (SQLite's rowid).
-    out.append(
-        await sessions.create(
-            app="a",
-            user="alice",
-            session_id="s1",
-            state={"k": 1, "user:lang": "fr", "app:theme": "dark", "temp:t": 0},
-        )
-    )
+    out.append(await sessions.create(
+        app="a", user="alice", session_id="s1",
+        state={"k": 1, "user:lang": "fr", "app:theme": "dark", "temp:t": 0},
+    ))
     out.append(await sessions.create(app="a", user="bob", session_id="s2"))
     out.append(await sessions.create(app="a", user="alice", session_id="s3"))
     out.append(await sessions.create(app="b", user="alice", session_id="s4"))
     # Events: two at one timestamp, one with no content, unicode and a NUL escaped in JSON.
     for i, (at, content) in enumerate(
-        [
-            (1_000_010.0, "hi"),
-            (1_000_010.0, None),
-            (1_000_020.25, {"x": "é\u0000☃"}),
-            (1_000_030.0, [1, 2.5, None]),
-        ]
+        [(1_000_010.0, "hi"), (1_000_010.0, None), (1_000_020.25, {"x": "é\u0000☃"}),
+         (1_000_030.0, [1, 2.5, None])]
     ):
         clock.now = at
-        out.append(
-            await sessions.append_event(
-                "s1",
-                Event(
-                    id=f"e{i}",
-                    author="user",
-                    content=content,
-                    state_delta={"k": i, "user:lang": f"l{i}", "temp:z": 1},
-                    metadata={"i": i},
-                ),
-            )
-        )
-    out.append(
-        await sessions.append_event(
-            "s3", Event(id="e0", author="agent", content="x", timestamp=5.0)
-        )
-    )
+        out.append(await sessions.append_event("s1", Event(
+            id=f"e{i}", author="user", content=content,
+            state_delta={"k": i, "user:lang": f"l{i}", "temp:z": 1}, metadata={"i": i},
+        )))
+    out.append(await sessions.append_event("s3", Event(id="e0", author="agent", content="x",
+                                                       timestamp=5.0)))
     out.append(await sessions.get("s1"))
     out.append(await sessions.get("s1", last_n=2))
     out.append(await sessions.get("s1", after=1_000_010.0))
@@ -161,11 +142,8 @@ async def scenario(db: Any, clock: Clock) -> list[Any]:
     # Tasks: two created at one instant (ties in creation order), then moved along.
     clock.now = 1_000_050.0
     for tid in ("t2", "t1", "t3"):
-        out.append(
-            await tasks.create(
-                session_id="s1", prompt=f"do {tid}", task_id=tid, metadata={"n": tid}
-            )
-        )
+        out.append(await tasks.create(session_id="s1", prompt=f"do {tid}", task_id=tid,
+                                      metadata={"n": tid}))
     out.append(await tasks.create(session_id="s2", prompt="other", task_id="t4"))
     clock.now = 1_000_060.0
     out.append(await tasks.update("t1", status="running"))
@@ -183,11 +161,8 @@ async def scenario(db: Any, clock: Clock) -> list[Any]:
     out.append(await sessions.list())
     out.append(await tasks.list())
     out.append(await db.read(abathur.audit.verify))
-    out.append(
-        await db.read(
-            lambda tx: tx.audit.records(entity=None, entity_id=None, after_seq=0, limit=-1)
-        )
-    )
+    out.append(await db.read(lambda tx: tx.audit.records(
+        entity=None, entity_id=None, after_seq=0, limit=-1)))
     out.append(await db.read(lambda tx: list(tx.audit.chain())))
     return out
 
@@ -226,15 +201,14 @@ def test_listings_break_ties_by_insertion_order_and_take_limit_minus_one(pg_conn
         for sid in ("z", "m", "a"):
             store.insert_session(sid, app="p", user="u", state="{}", at=5.0, audit_seq=1)
         for tid in ("tz", "tm", "ta"):
-            tasks.insert(TaskRow(tid, "z", "p", "pending", None, None, "{}", 7.0, 7.0), audit_seq=2)
+            tasks.insert(TaskRow(tid, "z", "p", "pending", None, None, "{}", 7.0, 7.0),
+                         audit_seq=2)
         for seq in (1, 2, 3):
             store.insert_event("z", (seq, f"e{seq}", "u", None, "{}", "{}", 9.0), audit_seq=3)
         listed = [r.id for r in store.list_sessions(app=None, user=None, status=None, limit=-1)]
         assert listed == ["a", "m", "z"]
         assert [r.id for r in store.list_sessions(app="p", user="u", status=None, limit=2)] == [
-            "a",
-            "m",
-        ]
+            "a", "m"]
         assert [r.id for r in tasks.tasks_of_session("z")] == ["tz", "tm", "ta"]
         assert [r.id for r in tasks.all_tasks(status=None, limit=-1)] == ["ta", "tm", "tz"]
         assert [r.id for r in tasks.all_tasks(status="pending", limit=1)] == ["ta"]
@@ -245,10 +219,7 @@ def test_listings_break_ties_by_insertion_order_and_take_limit_minus_one(pg_conn
         # An update moves a session to the front; among equal updated_at, rowid decides.
         store.set_status("z", status="active", revision=1, at=6.0)
         assert [r.id for r in store.list_sessions(app="p", user=None, status=None, limit=-1)] == [
-            "z",
-            "a",
-            "m",
-        ]
+            "z", "a", "m"]
 
 
 def test_event_rows_are_typed_tuples(pg_conn: Conn) -> None:
@@ -272,9 +243,8 @@ def test_purge_removes_only_the_users_rows_and_counts_them(pg_conn: Conn) -> Non
         for sid, user in (("s1", "al_"), ("s2", "al_"), ("s3", "alx"), ("s4", "al%")):
             store.insert_session(sid, app="a", user=user, state="{}", at=1.0, audit_seq=1)
             store.insert_event(sid, (1, "e", "u", None, "{}", "{}", 1.0), audit_seq=1)
-            tasks.insert(
-                TaskRow("t" + sid, sid, "p", "pending", None, None, "{}", 1.0, 1.0), audit_seq=1
-            )
+            tasks.insert(TaskRow("t" + sid, sid, "p", "pending", None, None, "{}", 1.0, 1.0),
+                         audit_seq=1)
             store.put_user_state("a", user, {"k": "1", "j": "2"}, at=1.0)
         store.put_user_state("b", "al_", {"k": "1"}, at=1.0)
         ids = store.user_session_ids("a", "al_")
@@ -285,9 +255,7 @@ def test_purge_removes_only_the_users_rows_and_counts_them(pg_conn: Conn) -> Non
         store.purge(ids, "a", "al_")
         assert store.user_session_ids("a", "al_") == []
         assert sorted(store.user_session_ids("a", "alx") + store.user_session_ids("a", "al%")) == [
-            "s3",
-            "s4",
-        ]
+            "s3", "s4"]
         assert store.user_state("a", "al_") == {}
         assert store.user_state("b", "al_") == {"k": "1"}
         assert store.user_state("a", "al%") == {"k": "1", "j": "2"}
@@ -316,17 +284,8 @@ def test_metrics_add_refuses_bad_values_without_breaking_the_transaction(pg_conn
     from abathur.stores.metrics import MetricRow, MetricWindow
 
     metrics = PgMetricsStore(pg_conn, PgContext("x", Settings()))
-    good = MetricRow(
-        at=20.0,
-        seconds=60.0,
-        kind="call",
-        name="memory.put",
-        count=3,
-        errors=1,
-        total_ms=4.5,
-        max_ms=2.0,
-        histogram='{"1":3}',
-    )
+    good = MetricRow(at=20.0, seconds=60.0, kind="call", name="memory.put", count=3, errors=1,
+                     total_ms=4.5, max_ms=2.0, histogram='{"1":3}')
     with pg_conn.transaction():
         assert metrics.has_metrics()
         metrics.add(MetricRow(at=30.0, seconds=60.0, kind="counter", name="late", count=1))
@@ -337,7 +296,8 @@ def test_metrics_add_refuses_bad_values_without_breaking_the_transaction(pg_conn
         with pytest.raises(ValueError):
             metrics.add(MetricRow(at=10.0, seconds=60.0, kind="reads", name="\ud800", count=1))
         with pytest.raises(TypeError):
-            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="counter", name="n", count=[1]))  # type: ignore[arg-type]
+            metrics.add(MetricRow(at=10.0, seconds=60.0, kind="counter", name="n",
+                                  count=[1]))  # type: ignore[arg-type]
         metrics.add(good)
         metrics.add(MetricRow(at=5.0, seconds=60.0, kind="counter", name="old", count=1))
         metrics.prune(10.0)
@@ -353,49 +313,25 @@ def test_metrics_add_refuses_bad_values_without_breaking_the_transaction(pg_conn
 # truncated toward zero as SQLite's CAST does: 1.6 days is day 1, -0.5 is 0.
 _DAY = 86400.0
 _STATS_ROWS: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
-    (
-        "sessions",
-        ("id", "app", "user", "status", "created_at", "updated_at"),
-        [
-            ("s1", "a", "u", "created", 1.6 * _DAY, 1.6 * _DAY),
-            ("s2", "a", "u", "terminated", 1.2 * _DAY, 2 * _DAY),
-            ("s3", "a", "v", "terminated", -0.5 * _DAY, 0.0),
-            ("s4", "b", "v", "active", 3.99 * _DAY, 4 * _DAY),
-        ],
-    ),
-    (
-        "events",
-        ("session_id", "seq", "id", "author", "timestamp"),
-        [
-            ("s1", 1, "e1", "u", 1.7 * _DAY),
-            ("s1", 2, "e2", "u", 2.5 * _DAY),
-            ("s1", 3, "e3", "u", 2.6 * _DAY),
-            ("s2", 1, "e1", "u", -0.25 * _DAY),
-        ],
-    ),
-    (
-        "memories",
-        (
-            "namespace",
-            "key",
-            "version",
-            "type",
-            "value",
-            "created_at",
-            "first_created_at",
-            "is_current",
-            "status",
-            "expires_at",
-        ),
-        [
-            ("user:a", "k", 1, "semantic", "1", 1.0, 1.5 * _DAY, 0, "live", None),
-            ("user:a", "k", 2, "semantic", "2", 2.0, 1.5 * _DAY, 1, "live", None),
-            ("user:a", "j", 1, "episodic", "1", 1.0, 2.5 * _DAY, 1, "live", None),
-            ("user:b", "k", 1, "semantic", "1", 1.0, 0.5 * _DAY, 1, "deleted", None),
-            ("user:b", "x", 1, "procedural", "1", 1.0, 2.2 * _DAY, 1, "live", 3 * _DAY),
-            ("User:b", "y", 1, "semantic", "1", 1.0, 2.2 * _DAY, 1, "live", 10 * _DAY),
-        ],
-    ),
+    ("sessions", ("id", "app", "user", "status", "created_at", "updated_at"), [
+        ("s1", "a", "u", "created", 1.6 * _DAY, 1.6 * _DAY),
+        ("s2", "a", "u", "terminated", 1.2 * _DAY, 2 * _DAY),
+        ("s3", "a", "v", "terminated", -0.5 * _DAY, 0.0),
+        ("s4", "b", "v", "active", 3.99 * _DAY, 4 * _DAY),
+    ]),
+    ("events", ("session_id", "seq", "id", "author", "timestamp"), [
+        ("s1", 1, "e1", "u", 1.7 * _DAY), ("s1", 2, "e2", "u", 2.5 * _DAY),
+        ("s1", 3, "e3", "u", 2.6 * _DAY), ("s2", 1, "e1", "u", -0.25 * _DAY),
+    ]),
+    ("memories", ("namespace", "key", "version", "type", "value", "created_at",
+                  "first_created_at", "is_current", "status", "expires_at"), [
+        ("user:a", "k", 1, "semantic", "1", 1.0, 1.5 * _DAY, 0, "live", None),
+        ("user:a", "k", 2, "semantic", "2", 2.0, 1.5 * _DAY, 1, "live", None),
+        ("user:a", "j", 1, "episodic", "1", 1.0, 2.5 * _DAY, 1, "live", None),
+        ("user:b", "k", 1, "semantic", "1", 1.0, 0.5 * _DAY, 1, "deleted", None),
+        ("user:b", "x", 1, "procedural", "1", 1.0, 2.2 * _DAY, 1, "live", 3 * _DAY),
+        ("User:b", "y", 1, "semantic", "1", 1.0, 2.2 * _DAY, 1, "live", 10 * _DAY),
+    ]),
 ]
 
 
@@ -408,7 +344,8 @@ async def test_table_stats_match_sqlite(pg_conn: Conn, tmp_path: Path) -> None:
         for table, columns, rows in _STATS_ROWS:
             marks = ", ".join("?" for _ in columns)
             for row in rows:
-                tx.conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", row)
+                tx.conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                row)
 
     async def on_sqlite(db: Any) -> Any:
         await db.write(fill_sqlite)
@@ -428,9 +365,6 @@ async def test_table_stats_match_sqlite(pg_conn: Conn, tmp_path: Path) -> None:
     assert got.event_growth == {1: 1, 2: 2, 0: 1}
     # Same order as SQLite's GROUP BY, not only the same members.
     assert got.namespaces == expected.namespaces and [n.namespace for n in got.namespaces] == [
-        "User:b",
-        "user:a",
-        "user:b",
-    ]
+        "User:b", "user:a", "user:b"]
     assert sizes.db_bytes > sizes.archive_bytes > 0
     assert (sizes.wal_bytes, sizes.free_bytes) == (0, 0)

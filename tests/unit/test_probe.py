@@ -118,7 +118,9 @@ async def test_dropping_an_emptied_partition_reclaims_its_dead_slots(tmp_path: P
         dead0, gen0 = await ab.db.read(lambda tx: state(tx.conn))
         # A vector still in the partition: nothing changes.
         part = partition_of(gone)
-        dropped = await ab.db.write(lambda c: drop_empty_partition(c.conn, VEC_TABLE, part, dead=3))
+        dropped = await ab.db.write(
+            lambda c: drop_empty_partition(c.conn, VEC_TABLE, part, dead=3)
+        )
         assert dropped == 0
         assert await ab.db.read(lambda tx: state(tx.conn)) == (dead0, gen0)
         report = await ab.memory.purge(gone)

@@ -44,13 +44,7 @@ async def test_search_result_iterates_over_its_hits(keyword_ab: Abathur) -> None
     # The JSON dump is the same object as before: the fields, not a list.
     dumped = json.loads(result.model_dump_json())
     assert set(dumped) == {
-        "query",
-        "mode",
-        "requested_mode",
-        "is_degraded",
-        "degraded_reason",
-        "pending",
-        "hits",
+        "query", "mode", "requested_mode", "is_degraded", "degraded_reason", "pending", "hits",
     }
     assert [h["key"] for h in dumped["hits"]] == [h.key for h in result]
 

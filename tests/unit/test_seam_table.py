@@ -28,7 +28,8 @@ def protocol_methods() -> dict[str, int]:
 def test_the_table_counts_every_store_method() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text("utf-8")
     table = {
-        name: int(n) for name, n in re.findall(r"^\| `\w+` \| `(\w+)` \| (\d+) \|", text, re.M)
+        name: int(n)
+        for name, n in re.findall(r"^\| `\w+` \| `(\w+)` \| (\d+) \|", text, re.M)
     }
     counts = protocol_methods()
     stores = {k: v for k, v in counts.items() if k not in ("Backend", "Transaction")}

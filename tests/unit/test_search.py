@@ -700,9 +700,8 @@ async def test_updates_that_reuse_a_vec0_slot_are_seen_by_vector_search(sab: Aba
     # chunk's validity bitmap unchanged; the per-process mirror must still
     # notice (regression: it used to return the old version).
     await put_all(sab, {"a": "gardening tomatoes in spring", "b": "python snakes in the zoo"})
-    first = await sab.memory.search(
-        "python snakes in the zoo", prefix="user:alice", k=1, mode="vector"
-    )
+    first = await sab.memory.search("python snakes in the zoo", prefix="user:alice", k=1,
+                                    mode="vector")
     assert keys(first) == ["b"]  # the mirror now holds both chunks' slots
     for round_no in range(3):  # each round deletes a vector and inserts one
         text = f"python snakes in the zoo, round {round_no}"

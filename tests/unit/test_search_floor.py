@@ -110,7 +110,9 @@ async def test_a_bad_floor_is_refused(ab: Abathur, min_score: object, message: s
                 await call
 
 
-async def test_documents_search_takes_a_floor(tmp_path: Path, backend: BackendHandle) -> None:
+async def test_documents_search_takes_a_floor(
+    tmp_path: Path, backend: BackendHandle
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "restore.md").write_text("# Restore\n\nVerify the backup copy, then swap the file.\n")

@@ -27,9 +27,8 @@ from abathur.backends.sqlite import sessions as sqlite_sessions
 from tests.helpers import assert_unchanged
 
 
-async def expect_error(
-    ab: Abathur, cls: type[AbathurError], code: str, call: Callable[[], Awaitable[Any]]
-) -> AbathurError:
+async def expect_error(ab: Abathur, cls: type[AbathurError], code: str,
+                       call: Callable[[], Awaitable[Any]]) -> AbathurError:
     """The call raises ``cls`` with ``code`` and leaves the file untouched."""
     async with assert_unchanged(ab):
         with pytest.raises(cls) as ei:
@@ -55,12 +54,8 @@ PATH_TO = {
     "archived": ["terminated", "archived"],
 }
 LEGAL = [
-    ("created", "active"),
-    ("created", "terminated"),
-    ("active", "paused"),
-    ("paused", "active"),
-    ("active", "terminated"),
-    ("paused", "terminated"),
+    ("created", "active"), ("created", "terminated"), ("active", "paused"),
+    ("paused", "active"), ("active", "terminated"), ("paused", "terminated"),
     ("terminated", "archived"),
 ]
 ALL_STATUSES = list(PATH_TO)
@@ -81,13 +76,7 @@ async def session_in(ab: Abathur, status: str, **kwargs: Any) -> Session:
 async def test_create_defaults(ab):
     s = await ab.sessions.create(app="helpdesk", user="alice")
     assert (s.app, s.user, s.status, s.revision, s.state, s.events) == (
-        "helpdesk",
-        "alice",
-        "created",
-        0,
-        {},
-        [],
-    )
+        "helpdesk", "alice", "created", 0, {}, [])
     assert len(s.id) == 32 and int(s.id, 16) >= 0
     assert s.created_at == s.updated_at
     assert await ab.sessions.get(s.id) == s
@@ -96,31 +85,25 @@ async def test_create_defaults(ab):
 @pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_with_id_and_scoped_state(ab):
     s = await ab.sessions.create(
-        app="a",
-        user="u",
-        session_id="s1",
-        state={"app:tier": "gold", "user:lang": "fr", "temp:draft": [1], "topic": "billing"},
-    )
+        app="a", user="u", session_id="s1",
+        state={"app:tier": "gold", "user:lang": "fr", "temp:draft": [1], "topic": "billing"})
     assert s.id == "s1"
-    assert s.state == {"app:tier": "gold", "user:lang": "fr", "topic": "billing", "temp:draft": [1]}
+    assert s.state == {"app:tier": "gold", "user:lang": "fr", "topic": "billing",
+                       "temp:draft": [1]}
     assert await rows(ab, "SELECT key, value FROM app_state WHERE app = 'a'") == [
-        ("tier", '"gold"')
-    ]
+        ("tier", '"gold"')]
     assert await rows(ab, "SELECT key, value FROM user_state WHERE app = 'a' AND user = 'u'") == [
-        ("lang", '"fr"')
-    ]
+        ("lang", '"fr"')]
     assert await rows(ab, "SELECT state FROM sessions WHERE id = 's1'") == [
-        ('{"topic":"billing"}',)
-    ]
+        ('{"topic":"billing"}',)]
     got = await ab.sessions.get("s1")
     assert got.state == {"app:tier": "gold", "user:lang": "fr", "topic": "billing"}
 
 
 @pytest.mark.sqlite_only("reads the SQLite tables to check what is stored")
 async def test_create_stores_none_as_json_null(ab):
-    s = await ab.sessions.create(
-        app="a", user="u", state={"app:x": None, "user:y": None, "z": None}
-    )
+    s = await ab.sessions.create(app="a", user="u",
+                                 state={"app:x": None, "user:y": None, "z": None})
     assert s.state == {"app:x": None, "user:y": None, "z": None}
     assert await rows(ab, "SELECT value FROM app_state") == [("null",)]
     assert await rows(ab, "SELECT value FROM user_state") == [("null",)]
@@ -142,12 +125,9 @@ async def test_create_state_is_a_copy(ab):
 
 async def test_create_duplicate_id(ab):
     await ab.sessions.create(app="a", user="u", session_id="s1")
-    err = await expect_error(
-        ab,
-        AlreadyExistsError,
-        "already_exists",
-        lambda: ab.sessions.create(app="b", user="v", session_id="s1", state={"app:x": 1}),
-    )
+    err = await expect_error(ab, AlreadyExistsError, "already_exists",
+                             lambda: ab.sessions.create(app="b", user="v", session_id="s1",
+                                                        state={"app:x": 1}))
     assert "s1" in str(err)
     assert await ab.sessions.get_app_state(app="b") == {}
 
@@ -158,56 +138,36 @@ async def test_create_is_audited(ab):
     assert (record.action, record.detail) == ("session.create", {"app": "a", "user": "u"})
 
 
-@pytest.mark.parametrize(
-    "key", ["app:", "user:", "temp:", "", " k", "k ", "user: k", "a\tb", "x" * 257]
-)
+@pytest.mark.parametrize("key", ["app:", "user:", "temp:", "", " k", "k ", "user: k", "a\tb",
+                                 "x" * 257])
 async def test_create_rejects_bad_state_keys(ab, key):
-    await expect_error(
-        ab,
-        InvalidIdError,
-        "invalid_id",
-        lambda: ab.sessions.create(app="a", user="u", state={key: 1}),
-    )
+    await expect_error(ab, InvalidIdError, "invalid_id",
+                       lambda: ab.sessions.create(app="a", user="u", state={key: 1}))
 
 
 async def test_create_rejects_non_string_state_key(ab):
-    await expect_error(
-        ab,
-        InvalidIdError,
-        "invalid_id",
-        lambda: ab.sessions.create(app="a", user="u", state={1: "x"}),
-    )
+    await expect_error(ab, InvalidIdError, "invalid_id",
+                       lambda: ab.sessions.create(app="a", user="u", state={1: "x"}))
 
 
 @pytest.mark.parametrize("state", [[("k", 1)], "k=1", 5])
 async def test_create_rejects_non_dict_state(ab, state):
-    err = await expect_error(
-        ab,
-        InvalidInputError,
-        "invalid_input",
-        lambda: ab.sessions.create(app="a", user="u", state=state),
-    )
+    err = await expect_error(ab, InvalidInputError, "invalid_input",
+                             lambda: ab.sessions.create(app="a", user="u", state=state))
     assert "dict" in str(err)
 
 
 @pytest.mark.parametrize("value", [{1, 2}, b"x", math.nan, object(), {"n": {2: "x"}}])
 async def test_create_rejects_non_json_values(ab, value):
-    await expect_error(
-        ab,
-        ValueNotSerializableError,
-        "invalid_json",
-        lambda: ab.sessions.create(app="a", user="u", state={"app:k": value}),
-    )
+    await expect_error(ab, ValueNotSerializableError, "invalid_json",
+                       lambda: ab.sessions.create(app="a", user="u", state={"app:k": value}))
 
 
 async def test_create_rejects_state_over_the_size_limit(backend):
     async with backend.open(max_value_bytes=64) as ab:
-        await expect_error(
-            ab,
-            ValueTooLargeError,
-            "value_too_large",
-            lambda: ab.sessions.create(app="a", user="u", state={"user:k": "x" * 100}),
-        )
+        await expect_error(ab, ValueTooLargeError, "value_too_large",
+                           lambda: ab.sessions.create(app="a", user="u",
+                                                      state={"user:k": "x" * 100}))
 
 
 # --- scoping ------------------------------------------------------------------
@@ -251,8 +211,7 @@ async def test_temp_state_is_never_persisted(backend):
         s = await ab.sessions.create(app="a", user="u", state={"temp:scratch": marker, "k": 1})
         assert s.state == {"k": 1, "temp:scratch": marker}
         s = await ab.sessions.append_event(
-            s.id, ev("hi", state_delta={"temp:scratch": marker, "temp:other": 2, "k": 2})
-        )
+            s.id, ev("hi", state_delta={"temp:scratch": marker, "temp:other": 2, "k": 2}))
         assert s.state == {"k": 2, "temp:scratch": marker, "temp:other": 2}
         assert s.events[0].state_delta == {"k": 2}
         got = await ab.sessions.get(s.id)
@@ -267,12 +226,10 @@ async def test_temp_state_is_never_persisted(backend):
 
 
 async def test_state_delta_replaces_whole_values(ab):
-    s = await ab.sessions.create(
-        app="a", user="u", state={"prefs": {"a": 1, "b": 2}, "user:p": {"x": 1}}
-    )
+    s = await ab.sessions.create(app="a", user="u",
+                                 state={"prefs": {"a": 1, "b": 2}, "user:p": {"x": 1}})
     s = await ab.sessions.append_event(
-        s.id, ev(state_delta={"prefs": {"c": 3}, "user:p": {"y": 2}})
-    )
+        s.id, ev(state_delta={"prefs": {"c": 3}, "user:p": {"y": 2}}))
     assert s.state == {"prefs": {"c": 3}, "user:p": {"y": 2}}
     assert (await ab.sessions.get(s.id)).state == {"prefs": {"c": 3}, "user:p": {"y": 2}}
 
@@ -290,9 +247,8 @@ async def test_state_delta_stores_none_and_keeps_other_keys(ab):
 
 
 async def test_get_unknown_session(ab):
-    err = await expect_error(
-        ab, SessionNotFoundError, "session.not_found", lambda: ab.sessions.get("nope")
-    )
+    err = await expect_error(ab, SessionNotFoundError, "session.not_found",
+                             lambda: ab.sessions.get("nope"))
     assert "nope" in str(err)
     assert isinstance(err, LookupError)
 
@@ -309,22 +265,14 @@ async def test_get_returns_events_in_order(ab):
     s = await fill(ab, 5)
     got = await ab.sessions.get(s.id)
     assert [(e.seq, e.content, e.timestamp) for e in got.events] == [
-        (i, i, 999.0 + i) for i in range(1, 6)
-    ]
+        (i, i, 999.0 + i) for i in range(1, 6)]
     assert all(e.author == "user" for e in got.events)
 
 
-@pytest.mark.parametrize(
-    ("last_n", "expected"),
-    [
-        (None, [1, 2, 3, 4, 5]),
-        (0, []),
-        (1, [5]),
-        (3, [3, 4, 5]),
-        (5, [1, 2, 3, 4, 5]),
-        (50, [1, 2, 3, 4, 5]),
-    ],
-)
+@pytest.mark.parametrize(("last_n", "expected"), [
+    (None, [1, 2, 3, 4, 5]), (0, []), (1, [5]), (3, [3, 4, 5]), (5, [1, 2, 3, 4, 5]),
+    (50, [1, 2, 3, 4, 5]),
+])
 async def test_get_last_n(ab, last_n, expected):
     s = await fill(ab, 5)
     got = await ab.sessions.get(s.id, last_n=last_n)
@@ -332,18 +280,15 @@ async def test_get_last_n(ab, last_n, expected):
     assert got.revision == 5
 
 
-@pytest.mark.parametrize(
-    ("after", "last_n", "expected"),
-    [
-        (1001.0, None, [3, 4, 5]),  # timestamps 1000..1004: strictly after 1001
-        (1001.5, None, [3, 4, 5]),
-        (999, None, [1, 2, 3, 4, 5]),
-        (1004.0, None, []),
-        (1000.0, 2, [4, 5]),  # the newest 2 of those after
-        (1002.0, 5, [4, 5]),
-        (1000.0, 0, []),
-    ],
-)
+@pytest.mark.parametrize(("after", "last_n", "expected"), [
+    (1001.0, None, [3, 4, 5]),          # timestamps 1000..1004: strictly after 1001
+    (1001.5, None, [3, 4, 5]),
+    (999, None, [1, 2, 3, 4, 5]),
+    (1004.0, None, []),
+    (1000.0, 2, [4, 5]),                # the newest 2 of those after
+    (1002.0, 5, [4, 5]),
+    (1000.0, 0, []),
+])
 async def test_get_after(ab, after, last_n, expected):
     s = await fill(ab, 5)
     got = await ab.sessions.get(s.id, after=after, last_n=last_n)
@@ -361,17 +306,15 @@ async def test_get_after_orders_by_seq_not_timestamp(ab):
 @pytest.mark.parametrize("last_n", [-1, 1.5, "3", True])
 async def test_get_rejects_bad_last_n(ab, last_n):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab, InvalidInputError, "invalid_input", lambda: ab.sessions.get(s.id, last_n=last_n)
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.get(s.id, last_n=last_n))
 
 
 @pytest.mark.parametrize("after", [math.nan, math.inf, "1", True])
 async def test_get_rejects_bad_after(ab, after):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab, InvalidInputError, "invalid_input", lambda: ab.sessions.get(s.id, after=after)
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.get(s.id, after=after))
 
 
 # --- append_event ------------------------------------------------------------------
@@ -379,15 +322,15 @@ async def test_get_rejects_bad_after(ab, after):
 
 async def test_append_event_sets_seq_timestamp_revision_and_status(ab):
     s = await ab.sessions.create(app="a", user="u")
-    first = await ab.sessions.append_event(
-        s.id, ev({"text": "hi"}, metadata={"m": 1}), expected_revision=0
-    )
+    first = await ab.sessions.append_event(s.id, ev({"text": "hi"}, metadata={"m": 1}),
+                                           expected_revision=0)
     assert (first.status, first.revision) == ("active", 1)
     (stored,) = first.events
     assert stored.seq == 1 and stored.content == {"text": "hi"} and stored.metadata == {"m": 1}
     assert stored.timestamp is not None and stored.timestamp >= s.created_at
     assert first.updated_at == stored.timestamp
-    second = await ab.sessions.append_event(s.id, ev("again", timestamp=5.0), expected_revision=1)
+    second = await ab.sessions.append_event(s.id, ev("again", timestamp=5.0),
+                                            expected_revision=1)
     assert (second.revision, second.events[0].seq, second.events[0].timestamp) == (2, 2, 5.0)
     assert second.updated_at == 5.0
     got = await ab.sessions.get(s.id)
@@ -406,36 +349,25 @@ async def test_append_event_stale_revision_writes_nothing(ab):
     s = await ab.sessions.create(app="a", user="u")
     await ab.sessions.append_event(s.id, ev(), expected_revision=0)
     err = await expect_error(
-        ab,
-        StaleSessionError,
-        "session.stale",
+        ab, StaleSessionError, "session.stale",
         lambda: ab.sessions.append_event(
-            s.id, ev(state_delta={"app:x": 1, "user:y": 2, "z": 3}), expected_revision=0
-        ),
-    )
+            s.id, ev(state_delta={"app:x": 1, "user:y": 2, "z": 3}), expected_revision=0))
     assert (err.session_id, err.expected, err.actual) == (s.id, 0, 1)
     assert err.retryable
     assert "0" in str(err) and "1" in str(err)
 
 
 async def test_append_event_unknown_session(ab):
-    await expect_error(
-        ab,
-        SessionNotFoundError,
-        "session.not_found",
-        lambda: ab.sessions.append_event("nope", ev()),
-    )
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.append_event("nope", ev()))
 
 
 async def test_append_event_duplicate_event_id(ab):
     s = await ab.sessions.create(app="a", user="u")
     await ab.sessions.append_event(s.id, Event(id="e1", author="user"))
-    await expect_error(
-        ab,
-        AlreadyExistsError,
-        "already_exists",
-        lambda: ab.sessions.append_event(s.id, Event(id="e1", author="user", state_delta={"k": 1})),
-    )
+    await expect_error(ab, AlreadyExistsError, "already_exists",
+                       lambda: ab.sessions.append_event(
+                           s.id, Event(id="e1", author="user", state_delta={"k": 1})))
     # The same id in another session is fine.
     other = await ab.sessions.create(app="a", user="u")
     await ab.sessions.append_event(other.id, Event(id="e1", author="user"))
@@ -444,116 +376,72 @@ async def test_append_event_duplicate_event_id(ab):
 @pytest.mark.parametrize("event", [{"author": "user"}, "hello", None])
 async def test_append_event_requires_an_event(ab, event):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab, InvalidInputError, "invalid_input", lambda: ab.sessions.append_event(s.id, event)
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.append_event(s.id, event))
 
 
 @pytest.mark.parametrize("expected_revision", [-1, "0", 0.0, True])
 async def test_append_event_rejects_bad_expected_revision(ab, expected_revision):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        InvalidInputError,
-        "invalid_input",
-        lambda: ab.sessions.append_event(s.id, ev(), expected_revision=expected_revision),
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.append_event(
+                           s.id, ev(), expected_revision=expected_revision))
 
 
 @pytest.mark.parametrize("timestamp", [math.nan, math.inf, -math.inf])
 async def test_append_event_rejects_non_finite_timestamp(ab, timestamp):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        InvalidInputError,
-        "invalid_input",
-        lambda: ab.sessions.append_event(s.id, ev(timestamp=timestamp)),
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.append_event(s.id, ev(timestamp=timestamp)))
 
 
 @pytest.mark.parametrize("bad", [" e1", "e1 ", "e\n1"])
 async def test_append_event_rejects_padded_event_id(ab, bad):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        InvalidIdError,
-        "invalid_id",
-        lambda: ab.sessions.append_event(s.id, Event(id=bad, author="user")),
-    )
+    await expect_error(ab, InvalidIdError, "invalid_id",
+                       lambda: ab.sessions.append_event(s.id, Event(id=bad, author="user")))
 
 
 @pytest.mark.parametrize("author", [" user", "user ", "us\ter"])
 async def test_append_event_rejects_padded_author(ab, author):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        InvalidIdError,
-        "invalid_id",
-        lambda: ab.sessions.append_event(s.id, Event(author=author)),
-    )
+    await expect_error(ab, InvalidIdError, "invalid_id",
+                       lambda: ab.sessions.append_event(s.id, Event(author=author)))
 
 
 @pytest.mark.parametrize("delta", [{"app:": 1}, {"temp:": 1}, {" k": 1}, {"user: k": 1}])
 async def test_append_event_rejects_bad_delta_keys(ab, delta):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        InvalidIdError,
-        "invalid_id",
-        lambda: ab.sessions.append_event(s.id, ev(state_delta=delta)),
-    )
+    await expect_error(ab, InvalidIdError, "invalid_id",
+                       lambda: ab.sessions.append_event(s.id, ev(state_delta=delta)))
 
 
 async def test_append_event_rejects_non_json_content(ab):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab,
-        ValueNotSerializableError,
-        "invalid_json",
-        lambda: ab.sessions.append_event(s.id, ev(content=math.nan)),
-    )
+    await expect_error(ab, ValueNotSerializableError, "invalid_json",
+                       lambda: ab.sessions.append_event(s.id, ev(content=math.nan)))
 
 
 async def test_append_event_size_limits(backend):
     async with backend.open(max_value_bytes=64) as ab:
         s = await ab.sessions.create(app="a", user="u")
-        for event in (
-            ev("x" * 100),
-            ev(metadata={"m": "x" * 100}),
-            ev(state_delta={"k": "x" * 100}),
-        ):
-            await expect_error(
-                ab,
-                ValueTooLargeError,
-                "value_too_large",
-                lambda event=event: ab.sessions.append_event(s.id, event),
-            )
+        for event in (ev("x" * 100), ev(metadata={"m": "x" * 100}),
+                      ev(state_delta={"k": "x" * 100})):
+            await expect_error(ab, ValueTooLargeError, "value_too_large",
+                               lambda event=event: ab.sessions.append_event(s.id, event))
         # Each delta fits, but the session state they add up to does not.
         await ab.sessions.append_event(s.id, ev(state_delta={"a": "x" * 30}))
-        await expect_error(
-            ab,
-            ValueTooLargeError,
-            "value_too_large",
-            lambda: ab.sessions.append_event(s.id, ev(state_delta={"b": "y" * 30})),
-        )
+        await expect_error(ab, ValueTooLargeError, "value_too_large",
+                           lambda: ab.sessions.append_event(s.id, ev(state_delta={"b": "y" * 30})))
 
 
-@pytest.mark.parametrize(
-    ("status", "words"),
-    [
-        ("paused", "resume"),
-        ("terminated", "terminated"),
-        ("archived", "archived"),
-    ],
-)
+@pytest.mark.parametrize(("status", "words"), [
+    ("paused", "resume"), ("terminated", "terminated"), ("archived", "archived"),
+])
 async def test_append_event_refused_unless_created_or_active(ab, status, words):
     s = await session_in(ab, status)
-    err = await expect_error(
-        ab,
-        InvalidTransitionError,
-        "invalid_transition",
-        lambda: ab.sessions.append_event(s.id, ev()),
-    )
+    err = await expect_error(ab, InvalidTransitionError, "invalid_transition",
+                             lambda: ab.sessions.append_event(s.id, ev()))
     assert words in str(err)
 
 
@@ -571,7 +459,7 @@ async def test_append_event_is_audited(ab):
     before = await ab.audit.records()
     for _ in range(3):
         await ab.sessions.append_event(s.id, ev(state_delta={"app:x": 1}))
-    new = (await ab.audit.records())[len(before) :]
+    new = (await ab.audit.records())[len(before):]
     assert [(r.action, r.entity, r.entity_id, r.detail) for r in new] == [
         ("event.append", "event", s.id, {"seq": n}) for n in (1, 2, 3)
     ]
@@ -588,11 +476,8 @@ async def test_list_newest_update_first_with_state_and_no_events(ab):
     await ab.sessions.append_event(s1.id, ev("bump"))
     listed = await ab.sessions.list(app="a")
     assert [s.id for s in listed] == [s1.id, s3.id, s2.id]
-    assert [s.state for s in listed] == [
-        {"app:x": 1, "k": 1},
-        {"app:x": 1},
-        {"app:x": 1, "user:y": 2},
-    ]
+    assert [s.state for s in listed] == [{"app:x": 1, "k": 1}, {"app:x": 1},
+                                         {"app:x": 1, "user:y": 2}]
     assert all(s.events == [] for s in listed)
     assert listed[0] == (await ab.sessions.get(s1.id, last_n=0))
 
@@ -606,21 +491,18 @@ async def test_list_filters_by_user_status_and_limit(ab):
     assert [s.id for s in await ab.sessions.list(app="a", user="bob")] == [s3.id]
     assert await ab.sessions.list(app="a", user="carol") == []
     assert [s.id for s in await ab.sessions.list(app="a", status="created")] == [s3.id, s1.id]
-    assert [s.id for s in await ab.sessions.list(app="a", user="alice", status="terminated")] == [
-        s2.id
-    ]
+    assert [s.id for s in await ab.sessions.list(app="a", user="alice",
+                                                 status="terminated")] == [s2.id]
     assert [s.id for s in await ab.sessions.list(app="a", limit=2)] == [s2.id, s3.id]
     assert await ab.sessions.list(app="a", limit=0) == []
     assert await ab.sessions.list(app="nobody") == []
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"status": "done"}, {"status": 1}, {"limit": -1}, {"limit": "10"}, {"limit": True}]
-)
+@pytest.mark.parametrize("kwargs", [{"status": "done"}, {"status": 1}, {"limit": -1},
+                                    {"limit": "10"}, {"limit": True}])
 async def test_list_rejects_bad_options(ab, kwargs):
-    await expect_error(
-        ab, InvalidInputError, "invalid_input", lambda: ab.sessions.list(app="a", **kwargs)
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.list(app="a", **kwargs))
 
 
 # --- lifecycle --------------------------------------------------------------------
@@ -635,20 +517,14 @@ async def test_legal_transitions(ab, old, new):
     assert (await ab.sessions.get(s.id)).status == new
     records = await ab.audit.records(entity="session", entity_id=s.id)
     assert (records[-1].action, records[-1].detail) == (
-        "session.status",
-        {"from": old, "to": new, "revision": s.revision + 1},
-    )
+        "session.status", {"from": old, "to": new, "revision": s.revision + 1})
 
 
 async def test_illegal_transitions(ab):
     for old, new in ILLEGAL:
         s = await session_in(ab, old)
-        err = await expect_error(
-            ab,
-            InvalidTransitionError,
-            "invalid_transition",
-            lambda s=s, new=new: ab.sessions.set_status(s.id, new),
-        )
+        err = await expect_error(ab, InvalidTransitionError, "invalid_transition",
+                                 lambda s=s, new=new: ab.sessions.set_status(s.id, new))
         assert repr(old) in str(err) and repr(new) in str(err)
     assert ("active", "active") in ILLEGAL and ("terminated", "active") in ILLEGAL
     assert ("archived", "terminated") in ILLEGAL
@@ -663,39 +539,25 @@ async def test_set_status_keeps_state(ab):
 @pytest.mark.parametrize("status", ["ACTIVE", "done", "", None, 1])
 async def test_set_status_rejects_unknown_status(ab, status):
     s = await ab.sessions.create(app="a", user="u")
-    await expect_error(
-        ab, InvalidInputError, "invalid_input", lambda: ab.sessions.set_status(s.id, status)
-    )
+    await expect_error(ab, InvalidInputError, "invalid_input",
+                       lambda: ab.sessions.set_status(s.id, status))
 
 
 async def test_set_status_stale_revision(ab):
     s = await ab.sessions.create(app="a", user="u")
     await ab.sessions.append_event(s.id, ev())
-    err = await expect_error(
-        ab,
-        StaleSessionError,
-        "session.stale",
-        lambda: ab.sessions.set_status(s.id, "paused", expected_revision=0),
-    )
+    err = await expect_error(ab, StaleSessionError, "session.stale",
+                             lambda: ab.sessions.set_status(s.id, "paused", expected_revision=0))
     assert (err.expected, err.actual) == (0, 1)
-    await expect_error(
-        ab,
-        StaleSessionError,
-        "session.stale",
-        lambda: ab.sessions.terminate(s.id, expected_revision=5),
-    )
+    await expect_error(ab, StaleSessionError, "session.stale",
+                       lambda: ab.sessions.terminate(s.id, expected_revision=5))
 
 
 async def test_set_status_unknown_session(ab):
-    await expect_error(
-        ab,
-        SessionNotFoundError,
-        "session.not_found",
-        lambda: ab.sessions.set_status("nope", "active"),
-    )
-    await expect_error(
-        ab, SessionNotFoundError, "session.not_found", lambda: ab.sessions.terminate("nope")
-    )
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.set_status("nope", "active"))
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.terminate("nope"))
 
 
 async def test_terminate(ab):
@@ -703,9 +565,8 @@ async def test_terminate(ab):
     s = await ab.sessions.append_event(s.id, ev())
     s = await ab.sessions.terminate(s.id, expected_revision=1)
     assert (s.status, s.revision) == ("terminated", 2)
-    await expect_error(
-        ab, InvalidTransitionError, "invalid_transition", lambda: ab.sessions.terminate(s.id)
-    )
+    await expect_error(ab, InvalidTransitionError, "invalid_transition",
+                       lambda: ab.sessions.terminate(s.id))
 
 
 def test_transition_table_matches_the_design():
@@ -727,7 +588,8 @@ async def test_delete_cascades_events_and_tasks_but_keeps_shared_state(ab):
     await ab.tasks.create(session_id=s.id, prompt="p")
     kept_task = await ab.tasks.create(session_id=keep.id, prompt="q")
     await ab.sessions.delete(s.id)
-    await expect_error(ab, SessionNotFoundError, "session.not_found", lambda: ab.sessions.get(s.id))
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.get(s.id))
     assert await rows(ab, "SELECT count(*) FROM events WHERE session_id = ?", (s.id,)) == [(0,)]
     assert await rows(ab, "SELECT count(*) FROM tasks WHERE session_id = ?", (s.id,)) == [(0,)]
     assert len((await ab.sessions.get(keep.id)).events) == 1
@@ -741,14 +603,12 @@ async def test_delete_cascades_events_and_tasks_but_keeps_shared_state(ab):
 
 
 async def test_delete_unknown_session(ab):
-    await expect_error(
-        ab, SessionNotFoundError, "session.not_found", lambda: ab.sessions.delete("nope")
-    )
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.delete("nope"))
     s = await ab.sessions.create(app="a", user="u")
     await ab.sessions.delete(s.id)
-    await expect_error(
-        ab, SessionNotFoundError, "session.not_found", lambda: ab.sessions.delete(s.id)
-    )
+    await expect_error(ab, SessionNotFoundError, "session.not_found",
+                       lambda: ab.sessions.delete(s.id))
 
 
 # --- ids ----------------------------------------------------------------------------
@@ -792,9 +652,8 @@ async def test_reopened_database_returns_the_same_data(backend):
     async with backend.open() as ab:
         s = await ab.sessions.create(app="a", user="u", state={"app:x": 1, "user:y": [2], "z": 3})
         for i in range(3):
-            await ab.sessions.append_event(
-                s.id, ev({"i": i}, state_delta={"z": i}, metadata={"n": i})
-            )
+            await ab.sessions.append_event(s.id, ev({"i": i}, state_delta={"z": i},
+                                                    metadata={"n": i}))
         await ab.sessions.set_status(s.id, "paused")
         before = await ab.sessions.get(s.id)
         listed = await ab.sessions.list(app="a")
@@ -810,16 +669,10 @@ PLANS = [
     (sqlite_sessions.SQL_LAST_EVENTS, ("s", 5), "USING PRIMARY KEY"),
     (sqlite_sessions.SQL_EVENTS_AFTER, ("s", 1.0), "USING INDEX events_by_time"),
     (sqlite_sessions.SQL_LAST_EVENTS_AFTER, ("s", 1.0, 5), "USING INDEX events_by_time"),
-    (
-        sqlite_sessions.SQL_LIST_SESSIONS,
-        {"app": "a", "user": "u", "status": None, "limit": 10},
-        "sessions_by_app_user",
-    ),
-    (
-        sqlite_sessions.SQL_LIST_APP_SESSIONS,
-        {"app": "a", "status": None, "limit": 10},
-        "sessions_by_app_user",
-    ),
+    (sqlite_sessions.SQL_LIST_SESSIONS, {"app": "a", "user": "u", "status": None, "limit": 10},
+     "sessions_by_app_user"),
+    (sqlite_sessions.SQL_LIST_APP_SESSIONS, {"app": "a", "status": None, "limit": 10},
+     "sessions_by_app_user"),
 ]
 
 

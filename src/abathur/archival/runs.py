@@ -139,7 +139,9 @@ def start_run(tx: Transaction) -> tuple[int, int | None]:
     """Start a run (marking one still running as interrupted): (its id, the interrupted one)."""
     now = time.time()
     run_id, interrupted = tx.archive.start_run(now)
-    audit.append(tx, "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now)
+    audit.append(
+        tx, "archive.start", "archive_run", str(run_id), {"resumes": interrupted}, at=now
+    )
     return run_id, interrupted
 
 

@@ -225,7 +225,9 @@ def backup(
     seconds = time.perf_counter() - started
     pruned: RetentionPlan | None = None
     if not no_prune:
-        pruned = prune_backups(directory, keep, database=db_path.name, protect=[made.manifest_path])
+        pruned = prune_backups(
+            directory, keep, database=db_path.name, protect=[made.manifest_path]
+        )
     m = made.manifest
     assert m is not None  # a backup just made always has its manifest
     data.update(

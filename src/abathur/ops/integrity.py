@@ -68,7 +68,6 @@ log = structlog.get_logger(__name__)
 
 CheckStatus = Literal["ok", "findings", "skipped", "error"]
 
-
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one check."""
@@ -293,6 +292,8 @@ def _select(only: Sequence[str] | None) -> tuple[Check, ...]:
             + ", ".join(c.name for c in CHECKS)
         )
     return tuple(c for c in CHECKS if c.name in set(only))
+
+
 
 
 def rebuild_derived_indexes(

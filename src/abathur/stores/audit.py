@@ -171,7 +171,9 @@ class AuditStore(Protocol):
         """Ids of tasks the log says were created in one of ``sessions``."""
         ...
 
-    def session_record_seqs(self, sessions: Collection[str], tasks: Collection[str], /) -> set[int]:
+    def session_record_seqs(
+        self, sessions: Collection[str], tasks: Collection[str], /
+    ) -> set[int]:
         """Seqs of unredacted records of these sessions, their events, these tasks,
         and archive restores of these sessions."""
         ...

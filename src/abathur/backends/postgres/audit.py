@@ -172,7 +172,8 @@ SQL_CURRENT_NOT_NEWEST = (
 )
 # SQLite's total() is a float sum, 0.0 over no rows.
 SQL_ARCHIVED_ROWS = (
-    "SELECT kind, coalesce(sum(rows), 0)::double precision FROM archive GROUP BY kind ORDER BY kind"
+    "SELECT kind, coalesce(sum(rows), 0)::double precision FROM archive GROUP BY kind "
+    "ORDER BY kind"
 )
 SQL_ARCHIVED_SESSIONS = "SELECT count(*) FROM archive WHERE kind = 'session'"
 
@@ -279,7 +280,9 @@ class PgAuditStore:
         rows = self._conn.execute(SQL_SESSION_TASKS, {"sessions": sorted(sessions)})
         return {str(tid) for (tid,) in rows}
 
-    def session_record_seqs(self, sessions: Collection[str], tasks: Collection[str], /) -> set[int]:
+    def session_record_seqs(
+        self, sessions: Collection[str], tasks: Collection[str], /
+    ) -> set[int]:
         """Seqs of unredacted records of these sessions, their events and these tasks."""
         params = {"sessions": sorted(sessions), "tasks": sorted(tasks)}
         return {int(seq) for (seq,) in self._conn.execute(SQL_SESSION_RECORDS, params)}
@@ -313,14 +316,10 @@ class PgAuditStore:
         )
         tail = sql.SQL(" ORDER BY {keys} LIMIT {page}").format(keys=key_sql, page=_PAGE)
         first = head + tail
-        after = (
-            head
-            + sql.SQL("WHERE ({keys}) > ({values})").format(
-                keys=key_sql,
-                values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(keys))),
-            )
-            + tail
-        )
+        after = head + sql.SQL("WHERE ({keys}) > ({values})").format(
+            keys=key_sql,
+            values=sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(keys))),
+        ) + tail
         n, last = len(columns), None
         while True:
             if last is None:

@@ -43,7 +43,9 @@ SQL_METRICS_SINCE = (
     "SELECT kind, name, count, errors, total_ms, max_ms, histogram FROM metrics "
     "WHERE at >= %(since)s ORDER BY at, id"
 )
-_LIVE = "is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > %(now)s)"
+_LIVE = (
+    "is_current = 1 AND status = 'live' AND (expires_at IS NULL OR expires_at > %(now)s)"
+)
 SQL_MEMORIES_BY_TYPE = (
     f"SELECT type, count(*) FROM memories WHERE {_LIVE} GROUP BY type ORDER BY type"
 )

@@ -97,7 +97,9 @@ SQL_INSERT_SESSION = (
     "audit_seq) VALUES (%(id)s, %(app)s, %(user)s, 'created', %(state)s, 0, %(at)s, %(at)s, "
     "%(audit_seq)s)"
 )
-SQL_LAST_SEQ = "SELECT seq FROM events WHERE session_id = %(session_id)s ORDER BY seq DESC LIMIT 1"
+SQL_LAST_SEQ = (
+    "SELECT seq FROM events WHERE session_id = %(session_id)s ORDER BY seq DESC LIMIT 1"
+)
 SQL_EVENT_ID_TAKEN = "SELECT 1 FROM events WHERE session_id = %(session_id)s AND id = %(id)s"
 SQL_INSERT_EVENT = (
     "INSERT INTO events (session_id, seq, id, author, content, state_delta, metadata, timestamp, "
@@ -194,14 +196,8 @@ class PgSessionStore:
         """Add a ``created`` session at revision 0, written by audit record ``audit_seq``."""
         self._conn.execute(
             SQL_INSERT_SESSION,
-            {
-                "id": session_id,
-                "app": app,
-                "user": user,
-                "state": state,
-                "at": at,
-                "audit_seq": audit_seq,
-            },
+            {"id": session_id, "app": app, "user": user, "state": state, "at": at,
+             "audit_seq": audit_seq},
         )
 
     def update_session(
@@ -255,17 +251,9 @@ class PgSessionStore:
         seq, event_id, author, content, state_delta, metadata, timestamp = event
         self._conn.execute(
             SQL_INSERT_EVENT,
-            {
-                "session_id": session_id,
-                "seq": seq,
-                "id": event_id,
-                "author": author,
-                "content": content,
-                "state_delta": state_delta,
-                "metadata": metadata,
-                "timestamp": timestamp,
-                "audit_seq": audit_seq,
-            },
+            {"session_id": session_id, "seq": seq, "id": event_id, "author": author,
+             "content": content, "state_delta": state_delta, "metadata": metadata,
+             "timestamp": timestamp, "audit_seq": audit_seq},
         )
 
     def count_events(self, session_id: str, /) -> int:
@@ -318,7 +306,8 @@ class PgSessionStore:
         """What :meth:`purge` would remove (sessions counted by the caller)."""
         ids = list(session_ids)
         return PurgeCounts._make(
-            _count(self._conn, sql, _purge_params(sql, ids, app, user)) for sql in SQL_PURGE_COUNTS
+            _count(self._conn, sql, _purge_params(sql, ids, app, user))
+            for sql in SQL_PURGE_COUNTS
         )
 
     def purge(self, session_ids: Collection[str], app: str, user: str, /) -> None:
@@ -327,6 +316,7 @@ class PgSessionStore:
         ids = list(session_ids)
         for sql in SQL_PURGE:
             self._conn.execute(sql, _purge_params(sql, ids, app, user))
+
 
 
 def _events(cursor: psycopg.Cursor[tuple[Any, ...]]) -> list[EventRow]:

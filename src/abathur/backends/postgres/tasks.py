@@ -91,14 +91,8 @@ class PgTaskStore:
         """Set the task's status, result, error and ``updated_at``; written by ``audit_seq``."""
         self._conn.execute(
             SQL_UPDATE_TASK,
-            {
-                "status": status,
-                "result": result,
-                "error": error,
-                "at": at,
-                "audit_seq": audit_seq,
-                "id": task_id,
-            },
+            {"status": status, "result": result, "error": error, "at": at,
+             "audit_seq": audit_seq, "id": task_id},
         )
 
     def tasks_of_session(self, session_id: str, /) -> list[TaskRow]:

@@ -174,7 +174,8 @@ class SqliteAuditStore:
         self, *, entity: str | None, entity_id: str | None, after_seq: int, limit: int
     ) -> list[RecordRow]:
         """Records after ``after_seq`` in order; ``None`` for entity or entity_id means any."""
-        params = {"after_seq": after_seq, "entity": entity, "entity_id": entity_id, "limit": limit}
+        params = {"after_seq": after_seq, "entity": entity, "entity_id": entity_id,
+                  "limit": limit}
         return list(map(RecordRow._make, self._conn.execute(SQL_RECORDS, params)))
 
     # -- purges --------------------------------------------------------------
@@ -202,7 +203,9 @@ class SqliteAuditStore:
         params = {"sessions": json.dumps(sorted(sessions))}
         return {tid for (tid,) in self._conn.execute(SQL_SESSION_TASKS, params)}
 
-    def session_record_seqs(self, sessions: Collection[str], tasks: Collection[str], /) -> set[int]:
+    def session_record_seqs(
+        self, sessions: Collection[str], tasks: Collection[str], /
+    ) -> set[int]:
         """Seqs of unredacted records of these sessions, their events and these tasks."""
         params = {"sessions": json.dumps(sorted(sessions)), "tasks": json.dumps(sorted(tasks))}
         return {seq for (seq,) in self._conn.execute(SQL_SESSION_RECORDS, params)}
@@ -216,7 +219,9 @@ class SqliteAuditStore:
     def has_column(self, table: str, column: str, /) -> bool:
         """True when ``table`` has ``column`` (files before a migration lack some)."""
         # PRAGMA takes no placeholder; the table name is one of our constants.
-        return any(r[1] == column for r in self._conn.execute(f'PRAGMA main.table_info("{table}")'))
+        return any(
+            r[1] == column for r in self._conn.execute(f'PRAGMA main.table_info("{table}")')
+        )
 
     def covered_rows(self, table: str, columns: Sequence[str], /) -> Iterator[CoveredRow]:
         """Each row of ``table`` with ``columns`` and the record its ``audit_seq`` names."""

@@ -165,7 +165,9 @@ def translate_errors(doing: str) -> Iterator[None]:
         raise DatabaseError(f"SQLite error while {doing}: {type(exc).__name__}: {exc}") from exc
 
 
-def scalar_int(conn: apsw.Connection, sql: str, params: apsw.Bindings | None = None) -> int:
+def scalar_int(
+    conn: apsw.Connection, sql: str, params: apsw.Bindings | None = None
+) -> int:
     """The one integer ``sql`` returns (a count, a pragma): the first column of its first row.
 
     Example:

@@ -414,7 +414,9 @@ class Database:
                 and not name.startswith("sqlite_")
                 and _PLAIN_IDENTIFIER.fullmatch(name)
             )
-            counts = {t: scalar_int(conn, f'SELECT count(*) FROM "{t}"') for t in tables}
+            counts = {
+                t: scalar_int(conn, f'SELECT count(*) FROM "{t}"') for t in tables
+            }
             return version, page_size, page_count, freelist, counts
 
         version, page_size, page_count, freelist, counts = await self.read(gather)

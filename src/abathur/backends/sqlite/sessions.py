@@ -132,6 +132,7 @@ SQL_PURGE = tuple(
 )
 
 
+
 def _purge_params(sql: str, ids: str, app: str, user: str) -> dict[str, str]:
     # Each purge statement names either the sessions (:ids) or the owner.
     return {"ids": ids} if ":ids" in sql else {"app": app, "user": user}

@@ -33,7 +33,8 @@ SQL_INSERT_TASK = (
     "updated_at, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_UPDATE_TASK = (
-    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? WHERE id = ?"
+    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ?, audit_seq = ? "
+    "WHERE id = ?"
 )
 SQL_TASK_AUDIT_SEQ = "SELECT audit_seq FROM tasks WHERE id = ?"
 
