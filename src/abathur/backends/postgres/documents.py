@@ -3,9 +3,11 @@
 Mirrors :mod:`abathur.backends.sqlite.documents` statement by statement. What
 differs, and why:
 
-* a chunk's keyword row is the generated ``chunks.tsv`` column (migration
-  030), so inserting, moving or deleting a chunk needs no second statement,
-  as the FTS5 triggers need none on SQLite;
+* a chunk's keyword row (``chunks_fts``, migration 050) is written by
+  :meth:`PgDocumentStore.insert_chunk`, a second statement, with the memory
+  index's tokenizer (:func:`abathur.backends.postgres.search.chunk_fts_params`:
+  unicode61's folding is Python's); deleting a chunk cascades to it, and
+  triggers keep BM25's statistics, as the FTS5 triggers do on SQLite;
 * id lists are bound as one ``bigint[]`` (``= ANY(...)``) where SQLite reads
   a JSON array through ``json_each``;
 * the listings SQLite returns in index order without saying so get an
@@ -22,6 +24,7 @@ from typing import Any
 import psycopg
 
 from abathur.backends.postgres.context import PgContext
+from abathur.backends.postgres.search import SQL_CHUNK_FTS_INSERT, chunk_fts_params
 from abathur.stores.documents import (
     ChunkEntry,
     ChunkHit,
@@ -77,7 +80,7 @@ SQL_CHUNKS_OF_DOCUMENT = (
     "SELECT id, content_hash, ordinal FROM chunks WHERE document_id = %(document_id)s "
     "ORDER BY ordinal"
 )
-# chunks.tsv is generated from heading and text: the keyword row follows.
+# The keyword row follows in a second statement (SQL_CHUNK_FTS_INSERT).
 SQL_CHUNK_INSERT = (
     "INSERT INTO chunks (document_id, ordinal, heading, text, content_hash, tokens) "
     "VALUES (%(document_id)s, %(ordinal)s, %(heading)s, %(text)s, %(content_hash)s, "
@@ -200,7 +203,7 @@ class PgDocumentStore:
         content_hash: str,
         tokens: int,
     ) -> int:
-        """Store one chunk (its generated ``tsv`` column is the keyword row); returns its id."""
+        """Store one chunk and its keyword row (``chunks_fts``, migration 050); returns its id."""
         params = {
             "document_id": document_id,
             "ordinal": ordinal,
@@ -209,7 +212,9 @@ class PgDocumentStore:
             "content_hash": content_hash,
             "tokens": tokens,
         }
-        return self._id(SQL_CHUNK_INSERT, params)
+        chunk_id = self._id(SQL_CHUNK_INSERT, params)
+        self._conn.execute(SQL_CHUNK_FTS_INSERT, chunk_fts_params(chunk_id, heading, text))
+        return chunk_id
 
     def set_chunk_ordinal(self, chunk_id: int, ordinal: int) -> None:
         """Move a kept chunk to its new place in the document."""

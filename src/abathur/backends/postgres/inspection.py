@@ -147,11 +147,17 @@ def _expected_tables() -> dict[str, list[str]]:
             tables[name] = columns
         for table, column in re.findall(r"^ALTER TABLE (\w+) ADD COLUMN (\w+)", m.sql, re.M):
             tables[table].append(column)
+        for table, column in re.findall(r"^ALTER TABLE (\w+) DROP COLUMN (\w+)", m.sql, re.M):
+            tables[table].remove(column)
     return tables
 
 
 def _expected_indexes() -> set[str]:
-    return {name for m in migrations.available() for name in _CREATE_INDEX.findall(m.sql)}
+    names: set[str] = set()
+    for m in migrations.available():
+        names |= set(_CREATE_INDEX.findall(m.sql))
+        names -= set(re.findall(r"^DROP INDEX (\w+)", m.sql, re.M))
+    return names
 
 
 def generic_sql(query: str) -> str:

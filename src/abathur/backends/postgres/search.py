@@ -31,25 +31,54 @@ its contentless FTS5 table: one row per memory version, with its namespace
   a row's length counts one token per namespace segment, FTS5's scope
   column), not ``ts_rank_cd``: ``ts_rank_cd`` has no IDF, so a word common
   to every memory would weigh as much as a rare one and rankings would
-  differ from SQLite's on the same data. The price: the corpus statistics
-  (rows, average length: an index-only scan of ``memories_fts_dl``; rows per
-  word: the GIN index) are read per search, as FTS5 reads its own. A
-  phrase's frequency in a row is the smallest count of its tokens (FTS5
-  counts the phrase's occurrences; the same for a one-token word). A
-  tsvector holds at most 1 MB: a text of more than ~100k distinct words
-  keeps only its first ones (:func:`bounded_tokens`).
+  differ from SQLite's on the same data.
+* *From an index, not a scan* (migration 050). Triggers on ``memories_fts``
+  keep ``memories_fts_stats`` (N and the summed length: one row, read by
+  primary key) and ``memories_fts_terms``, an inverted index: one row per
+  (lexeme, namespace, memory) with the lexeme's count in the row (tf) and
+  the row's length (dl), its primary key ``(lexeme, namespace, memory_id)
+  INCLUDE (tf, dl)``. A search reads, per query word, the count of the
+  lexeme's range (its document frequency, over the whole index as FTS5's)
+  and the rows of the lexeme in the tenant's namespace range (both
+  index-only scans); scores those rows from tf and dl alone; and only then
+  joins ``memories`` (live, current, unexpired, type, metadata) in score
+  order, so the LIMIT stops the lookups after the best rows. A word that
+  is several tokens (``"e-mail"``) is a phrase, as FTS5 reads a quoted
+  term: its rows hold every token and match ``phraseto_tsquery`` (the GIN
+  index of ``memories_fts``), its frequency the smallest of its tokens'
+  counts (FTS5 counts the phrase's occurrences; the same for a one-token
+  word). Previously each candidate's whole tsvector was unnested per word
+  and the statistics scanned per search: 40-100 ms at 30k memories.
+* *Stemmer: close, not identical.* Snowball's ``porter`` is Porter's 1980
+  algorithm; FTS5's is Porter's later C version, which leaves tokens of one
+  or two characters alone (``is``, ``as``, ``us``, ``vs``; snowball makes
+  them ``i``, ``a``, ``u``, ``v``) and has its departures (``-logi`` ->
+  ``-log``, ``-bli`` -> ``-ble``: FTS5 ``technolog``, ``possibl``; snowball
+  ``technologi``, ``possibli``). Measured on SciFact's 5,183 abstracts,
+  4,638 hold at least one token stemmed differently, nearly all ``is`` /
+  ``as`` (stop words: a query keeps them only when it has nothing else);
+  nDCG@10 differs by 0.0008 (benchmarks/results/scifact_postgres.md). Exact
+  parity needs FTS5's stemmer in Python (then PostgreSQL's ``simple``
+  config over pre-stemmed tokens, and a rebuild of the keyword rows).
+* *Limits.* A tsvector holds at most 1 MB: a text of more than ~100k
+  distinct words keeps only its first ones (:func:`bounded_tokens`); it
+  records at most 256 positions of a lexeme, so a word repeated more than
+  256 times in one memory counts 256 times in its tf (FTS5 counts all).
 * *word_coverage* tokenizes with the same function and config, so it
   means what it means on SQLite: the share of the query's tokens a text holds.
 
-**Keyword index of chunks.** ``chunks.tsv`` is a generated column of
-migration 030 (the documents lane's: ``'english'`` config, heading weight A,
-text weight B). :meth:`~PgSearchIndex.chunk_keyword_ranking` queries it with
-the same ``'english'`` config (it must, to find the column's lexemes) and
-scores with ``ts_rank_cd`` with weights A = 1.0, B = 0.5 (the heading counts
-twice, as FTS5's ``bm25(chunks_fts, 2.0, 1.0)``), normalization 1 (divided
-by 1 + log of the length): there is no length column to compute BM25's
-statistics from without reading every chunk. So chunk rankings can differ
-from SQLite's, and a query of only stop words finds no chunk.
+**Keyword index of chunks.** The same BM25 as memories and as SQLite's
+``bm25(chunks_fts, 2.0, 1.0)`` (migration 050). ``chunks_fts`` holds a
+chunk's keyword row, written by the document store with the chunk
+(:func:`chunk_fts_params`: the same tokenizer as memories, ``dl`` the
+heading's and text's tokens), its heading's tokens weighted ``'A'``;
+deleting the chunk cascades to it. Triggers keep ``chunks_fts_stats`` and
+``chunks_fts_terms``, whose tf counts a heading token twice and a text
+token once (FTS5's column weights: tf is the weighted sum, the length is
+not weighted). :meth:`~PgSearchIndex.chunk_keyword_ranking` scores as
+memories are scored, then applies the root and path filters in score
+order. (Migration 030's ``chunks.tsv``, ``'english'`` + ``ts_rank_cd``,
+dropped stop words and had no IDF: rankings differed from SQLite's.)
 
 **Vectors.** One table per kind (``memories_vec``, ``chunks_vec``, listed in
 ``vector_tables``), made by :meth:`~PgSearchIndex.create_vector_table`:
@@ -121,6 +150,7 @@ from abathur.stores.search import (
 __all__ = [
     "HNSW_MAX_DIMS",
     "PENDING_DELETES_MAX",
+    "SQL_CHUNK_FTS_INSERT",
     "SQL_CHUNK_KEYWORD_SEARCH",
     "SQL_FTS_DELETE",
     "SQL_FTS_INSERT",
@@ -129,6 +159,7 @@ __all__ = [
     "TSVECTOR_BUDGET",
     "PgSearchIndex",
     "bounded_tokens",
+    "chunk_fts_params",
     "index_text",
     "nearest_query",
     "row_length",
@@ -162,57 +193,103 @@ _SQL_FTS_MARK_BUILT = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 
-# memory.search, keyword ranking: BM25 as FTS5 computes it (module docstring).
-# terms: one phrase query per word (duplicates kept: FTS5 scores each phrase
-# of its query); stats: the corpus, as FTS5's averages record; idf per term.
-# Candidates: the GIN index finds the words, the namespace btree the prefix;
-# the join keeps live, unexpired current versions of the type. A metadata
-# filter adds one metadata_match group per entry before the GROUP BY.
-_SQL_KEYWORD_WHERE = (
-    "WITH terms AS ("
+# BM25 as FTS5's bm25() computes it (module docstring), from the tables
+# migration 050 keeps: {stats} (N, total length) and {terms} (the inverted
+# index: lexeme -> rows with tf and dl).
+# * words: one phrase per query word (duplicates kept: FTS5 scores each
+#   phrase of its query);
+# * df: each word's document frequency, the count of its lexeme's range of
+#   {terms} (an index-only scan); a word of several tokens ("e-mail"): the
+#   rows its phrase matches, by the GIN index of {fts};
+# * hits: each word's rows in the scope ({range}, a range of {terms}' key),
+#   with tf and dl; a phrase's rows hold all its tokens (tf: the smallest)
+#   and match the phrase (@@);
+# * scored: each row's BM25, summed over the words it holds.
+# Each ranking then joins its filters to the scored rows, best first, so a
+# filtered-out row costs a lookup only when it would have been in the top.
+_SQL_BM25_WITH = (
+    "WITH words AS MATERIALIZED ("
     " SELECT w.ord, phraseto_tsquery('abathur_words', w.word) AS query,"
     " tsvector_to_array(to_tsvector('abathur_words', w.word)) AS lexemes"
     " FROM unnest(%(words)s::text[]) WITH ORDINALITY AS w(word, ord)),"
-    " stats AS (SELECT count(*)::float8 AS n_rows, coalesce(avg(dl), 0)::float8 AS avgdl"
-    " FROM memories_fts),"
-    " idf AS (SELECT t.ord, t.query, t.lexemes,"
-    " CASE WHEN ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) <= 0 THEN 1e-6"
-    " ELSE ln((s.n_rows - h.n_hit + 0.5) / (h.n_hit + 0.5)) END AS idf"
-    " FROM terms AS t CROSS JOIN stats AS s"
-    " CROSS JOIN LATERAL (SELECT count(*)::float8 AS n_hit FROM memories_fts AS f"
-    " WHERE f.tsv @@ t.query) AS h"
-    " WHERE numnode(t.query) > 0) "
-    "SELECT f.memory_id, sum(i.idf * (tf.n * 2.2) / (tf.n + 1.2 * (0.25 + 0.75 * f.dl / s.avgdl)))"
-    " AS score "
-    "FROM memories_fts AS f JOIN memories AS m ON m.id = f.memory_id"
-    " CROSS JOIN stats AS s CROSS JOIN idf AS i"
-    " CROSS JOIN LATERAL (SELECT CASE WHEN f.tsv @@ i.query THEN"
-    " (SELECT coalesce(min(coalesce(array_length(u.positions, 1), 0)), 0)"
-    " FROM unnest(i.lexemes) AS l(lexeme) LEFT JOIN unnest(f.tsv) AS u ON u.lexeme = l.lexeme)"
-    " ELSE 0 END::float8 AS n) AS tf "
-    "WHERE f.tsv @@ (SELECT abathur_tsquery_or(query) FROM idf)"
-    " AND f.namespace >= %(prefix)s AND f.namespace < %(after)s"
-    " AND (f.namespace = %(prefix)s OR f.namespace >= %(below)s)"
-    " AND m.is_current = 1 AND m.status = 'live'"
+    " stats AS MATERIALIZED (SELECT n_rows::float8 AS n_rows,"
+    " CASE WHEN n_rows > 0 THEN total_dl::float8 / n_rows ELSE 0 END AS avgdl"
+    " FROM {stats} WHERE id = 1),"
+    " df AS MATERIALIZED (SELECT w.ord, w.query, w.lexemes, cardinality(w.lexemes) AS ntok,"
+    " CASE WHEN cardinality(w.lexemes) = 1"
+    " THEN (SELECT count(*) FROM {terms} AS t WHERE t.lexeme = w.lexemes[1])"
+    " ELSE (SELECT count(*) FROM {fts} AS f WHERE f.tsv @@ w.query) END::float8 AS n_hit"
+    " FROM words AS w WHERE cardinality(w.lexemes) > 0),"
+    " idf AS MATERIALIZED (SELECT d.ord, d.query, d.lexemes, d.ntok,"
+    " CASE WHEN ln((s.n_rows - d.n_hit + 0.5) / (d.n_hit + 0.5)) <= 0 THEN 1e-6"
+    " ELSE ln((s.n_rows - d.n_hit + 0.5) / (d.n_hit + 0.5)) END AS idf"
+    " FROM df AS d CROSS JOIN stats AS s),"
+    " hits AS ("
+    "SELECT i.ord, i.idf, t.{id} AS id, t.tf::float8 AS tf, t.dl::float8 AS dl"
+    " FROM idf AS i JOIN {terms} AS t ON t.lexeme = i.lexemes[1]{range} WHERE i.ntok = 1"
+    " UNION ALL "
+    "SELECT i.ord, i.idf, t.{id}, min(t.tf)::float8, min(t.dl)::float8"
+    " FROM idf AS i CROSS JOIN LATERAL unnest(i.lexemes) AS l(lexeme)"
+    " JOIN {terms} AS t ON t.lexeme = l.lexeme{range} WHERE i.ntok > 1"
+    " GROUP BY i.ord, i.idf, t.{id}, i.query HAVING count(*) = min(i.ntok)"
+    " AND EXISTS (SELECT 1 FROM {fts} AS f WHERE f.{id} = t.{id} AND f.tsv @@ i.query)),"
+    " scored AS MATERIALIZED (SELECT h.id,"
+    " sum(h.idf * (h.tf * 2.2) / (h.tf + 1.2 * (0.25 + 0.75 * h.dl / s.avgdl))) AS score"
+    " FROM hits AS h CROSS JOIN stats AS s GROUP BY h.id) "
+    # Best first, then the filters row by row (OFFSET 0: the order is
+    # settled before the join, so LIMIT stops the lookups early).
+    "SELECT sc.id, sc.score FROM"
+    " (SELECT id, score FROM scored ORDER BY score DESC, id OFFSET 0) AS sc "
+)
+
+# memory.search, keyword ranking. The tenant prefix is a range of
+# memories_fts_terms' primary key (lexeme, namespace, ...); the join keeps
+# live, unexpired current versions of the type. A metadata filter adds one
+# metadata_match group per entry before the ORDER BY.
+_SQL_KEYWORD_WHERE = (
+    _SQL_BM25_WITH.format(
+        stats="memories_fts_stats",
+        terms="memories_fts_terms",
+        fts="memories_fts",
+        id="memory_id",
+        range=(
+            " AND t.namespace >= %(prefix)s AND t.namespace < %(after)s"
+            " AND (t.namespace = %(prefix)s OR t.namespace >= %(below)s)"
+        ),
+    )
+    + "JOIN memories AS m ON m.id = sc.id "
+    "WHERE m.is_current = 1 AND m.status = 'live'"
     " AND (m.expires_at IS NULL OR m.expires_at > %(now)s)"
     " AND (%(type)s::text IS NULL OR m.type = %(type)s::text)"
 )
-_SQL_KEYWORD_END = " GROUP BY f.memory_id ORDER BY score DESC, f.memory_id LIMIT %(limit)s"
+_SQL_KEYWORD_END = " ORDER BY sc.score DESC, sc.id LIMIT %(limit)s"
 SQL_KEYWORD_SEARCH = _SQL_KEYWORD_WHERE + _SQL_KEYWORD_END
 
-# documents.search, keyword ranking over the generated chunks.tsv ('english',
-# heading A, text B; migration 030). Weights are {D, C, B, A}. ':upper' is the
+# documents.search, keyword ranking: the same BM25 over chunks_fts (migration
+# 050; FTS5's bm25(chunks_fts, 2.0, 1.0): a heading token counts twice in
+# tf), the joins apply the root and path-prefix filters. ':upper' is the
 # prefix + '0' ('0' is the character after '/').
 SQL_CHUNK_KEYWORD_SEARCH = (
-    "WITH q AS (SELECT abathur_tsquery_or(t.query) AS query FROM"
-    " (SELECT phraseto_tsquery('english', w.word) AS query"
-    " FROM unnest(%(words)s::text[]) AS w(word)) AS t WHERE numnode(t.query) > 0) "
-    "SELECT c.id, ts_rank_cd('{0.1, 0.2, 0.5, 1.0}'::float4[], c.tsv, q.query, 1)::float8 AS score "
-    "FROM q CROSS JOIN chunks AS c JOIN documents AS d ON d.id = c.document_id "
-    "WHERE c.tsv @@ q.query AND (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
+    _SQL_BM25_WITH.format(
+        stats="chunks_fts_stats",
+        terms="chunks_fts_terms",
+        fts="chunks_fts",
+        id="chunk_id",
+        range="",
+    )
+    + "JOIN chunks AS c ON c.id = sc.id JOIN documents AS d ON d.id = c.document_id "
+    "WHERE (%(root_id)s::bigint IS NULL OR d.root_id = %(root_id)s::bigint) "
     "AND (%(prefix)s::text IS NULL OR d.path = %(prefix)s::text "
     "OR (d.path >= %(lower)s::text AND d.path < %(upper)s::text)) "
-    "ORDER BY score DESC, c.id LIMIT %(limit)s"
+    "ORDER BY sc.score DESC, sc.id LIMIT %(limit)s"
+)
+
+# A chunk's keyword row (documents.py writes it with the chunk): the heading's
+# tokens weighted 'A' (tf 2 each), the text's 'D'.
+SQL_CHUNK_FTS_INSERT = (
+    "INSERT INTO chunks_fts (chunk_id, dl, tsv) VALUES (%(id)s, %(dl)s, "
+    "setweight(to_tsvector('abathur_words', %(heading)s), 'A') "
+    "|| to_tsvector('abathur_words', %(text)s))"
 )
 
 # Every text word_coverage compares, as the index's lexemes.
@@ -415,9 +492,25 @@ def _fts_params(item: MemoryText) -> dict[str, Any]:
     }
 
 
-def _clean(text: str) -> str:
-    """``text`` without what PostgreSQL text cannot hold (NUL, lone surrogates)."""
-    return "".join(" " if ch == "\x00" or 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+def chunk_fts_params(chunk_id: int, heading: str, text: str) -> dict[str, Any]:
+    """The parameters of :data:`SQL_CHUNK_FTS_INSERT` for one chunk.
+
+    Tokenized as memories are (:func:`index_text`); ``dl`` counts the
+    heading's and the text's tokens, as FTS5 counts every column of a row.
+
+    Example:
+        >>> from abathur.backends.postgres.search import chunk_fts_params
+        >>> chunk_fts_params(7, "Backups", "Restoring databases")["dl"]
+        3
+    """
+    folded_heading, folded_text = index_text(heading), index_text(text)
+    kept_heading, kept_text = bounded_tokens(folded_heading, folded_text)
+    return {
+        "id": chunk_id,
+        "dl": len(folded_heading.split()) + len(folded_text.split()),
+        "heading": kept_heading,
+        "text": kept_text,
+    }
 
 
 def _ident(table: str) -> sql.Identifier:
@@ -537,7 +630,7 @@ class PgSearchIndex:
         if not words:
             return []
         params: dict[str, Any] = {
-            "words": [_clean(word) for word in words],
+            "words": [index_text(word) for word in words],
             "root_id": root_id,
             "prefix": path_prefix,
             "lower": None if path_prefix is None else path_prefix + "/",
