@@ -582,6 +582,13 @@ _CREATED = re.compile(
 )
 
 
+# A trigger as pg_restore's table of contents names it: "<table> <trigger>".
+_TRIGGER = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+([a-z_][a-z0-9_]*)\s.*?\sON\s+([a-z_][a-z0-9_]*)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def migrations_objects() -> dict[str, frozenset[str]]:
     """What the shipped migration files create, by kind (read from the files, ours)."""
     found: dict[str, set[str]] = {}
@@ -589,7 +596,10 @@ def migrations_objects() -> dict[str, frozenset[str]]:
         text = re.sub(r"--[^\n]*", "", migration.sql)
         for kind, name in _CREATED.findall(text):
             found.setdefault(kind.upper(), set()).add(name)
+        for trigger, table in _TRIGGER.findall(text):
+            found.setdefault("TRIGGER", set()).add(f"{table} {trigger}")
     return {
+        "trigger": frozenset(found.get("TRIGGER", ())),
         "table": frozenset(found.get("TABLE", ())),
         "index": frozenset(found.get("INDEX", ())),
         "routine": frozenset(found.get("FUNCTION", set()) | found.get("AGGREGATE", set())),
@@ -753,6 +763,7 @@ _KINDS = (
     "AGGREGATE",
     "FUNCTION",
     "SEQUENCE",
+    "TRIGGER",
     "COMMENT",
     "DEFAULT",
     "SCHEMA",
@@ -796,13 +807,16 @@ def check_archive(entries: list[ArchiveEntry]) -> list[str]:
     """What in an archive's table of contents abathur's migrations do not make.
 
     Checked before a single entry runs: a kind of object the schema never has
-    (a trigger, a rule, an event trigger, a policy, a procedure...) or a
-    function, extension or text search object of another name is refused.
+    (a rule, an event trigger, a policy, a procedure...) or a function,
+    trigger, extension or text search object of another name is refused.
+    (What a trigger or function of ours does is the schema comparison's to
+    judge: :func:`check_schema_matches`.)
     Tables and indexes of other names are left to the schema check of the
     restored scratch database, which refuses them too.
     """
     objects = migrations_objects()
     allowed_names = {
+        "TRIGGER": objects["trigger"],
         "FUNCTION": objects["routine"],
         "AGGREGATE": objects["routine"],
         "TEXT SEARCH CONFIGURATION": objects["text search"],
