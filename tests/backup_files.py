@@ -20,6 +20,7 @@ from abathur.ops.backup import Backup
 __all__ = [
     "files_in",
     "held_open",
+    "pack_as_backup",
     "read_manifest",
     "sha",
     "tamper_with_a_memory",
@@ -103,3 +104,23 @@ def tamper_with_a_memory(b: Backup, tmp_path: Path) -> None:
         },
     )
     assert "mallory" not in before
+
+
+def pack_as_backup(raw: Path, honest_manifest: Path, directory: Path, name: str) -> Path:
+    """``raw`` (a pg_dump archive) packed as backup ``name`` in ``directory``, under an
+    honest backup's manifest re-checksummed to match: what an attacker who can write
+    the backup directory (but holds no backup key) can make."""
+    payload = raw.read_bytes()
+    packed = zstandard.ZstdCompressor(write_checksum=True).compress(payload)
+    data_path = directory / f"{name}.db.zst"
+    data_path.write_bytes(packed)
+    manifest = json.loads(honest_manifest.read_text())
+    manifest.update(
+        file=data_path.name,
+        sha256=hashlib.sha256(packed).hexdigest(),
+        compressed_bytes=len(packed),
+        raw_bytes=len(payload),
+        raw_sha256=hashlib.sha256(payload).hexdigest(),
+    )
+    (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
+    return data_path

@@ -11,7 +11,6 @@ A real embedded PostgreSQL 18 server and the real pg_dump/pg_restore.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import zstandard
 
 from abathur.backends.postgres import migrations
 from abathur.backends.postgres import ops as pg
@@ -31,6 +29,7 @@ from abathur.errors import CorruptBackupError
 from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.backup_key import generate_key_file
 from abathur.ops.restore import restore_backup
+from tests.backup_files import pack_as_backup
 from tests.helpers import abathur
 from tests.postgres import drop_database, fresh_database
 
@@ -170,21 +169,7 @@ def test_an_altered_column_default_is_refused(
 
 def _pack(raw: Path, honest_manifest: Path, directory: Path) -> Path:
     """``raw`` (a pg_dump archive) as a backup, with the manifest of an honest one."""
-    payload = raw.read_bytes()
-    packed = zstandard.ZstdCompressor(write_checksum=True).compress(payload)
-    name = "crafted-20260101T000000.000000Z"
-    data_path = directory / f"{name}.db.zst"
-    data_path.write_bytes(packed)
-    manifest = json.loads(honest_manifest.read_text())
-    manifest.update(
-        file=data_path.name,
-        sha256=hashlib.sha256(packed).hexdigest(),
-        compressed_bytes=len(packed),
-        raw_bytes=len(payload),
-        raw_sha256=hashlib.sha256(payload).hexdigest(),
-    )
-    (directory / f"{name}.manifest.json").write_text(json.dumps(manifest))
-    return data_path
+    return pack_as_backup(raw, honest_manifest, directory, "crafted-20260101T000000.000000Z")
 
 
 def test_an_extra_trigger_is_refused_and_never_runs(

@@ -19,6 +19,7 @@ from abathur.config import PostgresUrl
 from abathur.errors import CorruptBackupError, DatabaseInUseError
 from abathur.ops.backup import create_backup, verify_backup
 from abathur.ops.restore import restore_backup
+from tests.backup_files import pack_as_backup
 from tests.helpers import abathur, ok_json, populate
 from tests.postgres import drop_database, fresh_database
 from tests.prometheus import parse_exposition, value, values
@@ -270,10 +271,7 @@ def test_hostile_backups_are_refused_and_the_target_untouched(
 
 def _hostile_backup(server: str, tmp_path: Path, manifest_path: Path) -> Path:
     """A pg_dump of another database (a trigger function of its own), packed as ours."""
-    import hashlib
     import subprocess
-
-    import zstandard
 
     from abathur.backends.postgres.ops import _libpq_args, find_tool
 
@@ -294,21 +292,7 @@ def _hostile_backup(server: str, tmp_path: Path, manifest_path: Path) -> Path:
         )
     finally:
         drop_database(server, other)
-    payload = raw.read_bytes()
-    packed = zstandard.ZstdCompressor(write_checksum=True).compress(payload)
-    name = "hostile-20260101T000000.000000Z"
-    data_path = tmp_path / f"{name}.db.zst"
-    data_path.write_bytes(packed)
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(
-        file=data_path.name,
-        sha256=hashlib.sha256(packed).hexdigest(),
-        compressed_bytes=len(packed),
-        raw_bytes=len(payload),
-        raw_sha256=hashlib.sha256(payload).hexdigest(),
-    )
-    (tmp_path / f"{name}.manifest.json").write_text(json.dumps(manifest))
-    return data_path
+    return pack_as_backup(raw, manifest_path, tmp_path, "hostile-20260101T000000.000000Z")
 
 
 def test_the_password_never_reaches_output_or_a_command_line(
