@@ -145,6 +145,22 @@ async def test_busy_writer_elsewhere_is_a_typed_retryable_error(db_path: Path) -
         await ab.db.write(lambda c: c.conn.execute("INSERT INTO meta VALUES ('x', 'y')"))
 
 
+async def test_an_open_waits_out_a_lock_held_for_a_moment(db_path: Path) -> None:
+    # A connection in exclusive locking mode holds the file, as one switching
+    # it to WAL or recovering its WAL does for a moment. Opening must wait
+    # (busy_timeout_ms), not fail on its very first read of the header: two
+    # `abathur smoke` runs opening one file together did.
+    async with Abathur.open(db_path, embed_worker=False):
+        pass
+    other = apsw.Connection(str(db_path))
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, lambda: (other.execute("COMMIT"), other.close()))
+    async with Abathur.open(db_path, embed_worker=False, busy_timeout_ms=5000) as ab:
+        assert await ab.db.schema_version() > 0
+
+
 def make_v1_file(path: Path) -> None:
     """A database as migration 1 alone made it, holding one session."""
     conn = apsw.Connection(str(path))

@@ -129,6 +129,11 @@ def connect(path: Path, settings: Settings, *, readonly: bool) -> apsw.Connectio
     with translate_errors(f"opening {path}"):
         conn = apsw.Connection(str(path), flags=flags)
         try:
+            # Before the first read: another connection switching the file to
+            # WAL, or recovering its WAL, holds a lock for a moment, and without
+            # a busy timeout the read below failed at once (two `abathur smoke`
+            # runs opening one file together did).
+            conn.set_busy_timeout(settings.busy_timeout_ms)
             # Read the header first, so a file that is not a database is reported
             # as such (NotADBError) rather than as sqlite-vec failing to load.
             conn.execute("PRAGMA schema_version").fetchall()
