@@ -417,15 +417,7 @@ def create_backup(
     if not db_path.is_file():
         raise DatabaseError(f"no database at {str(db_path)!r}: nothing to back up")
     versions = check_environment()
-    # A bad key fails the backup before anything is written, never after.
-    key = load_backup_key(settings)
-    directory = Path(dest) if dest is not None else backup_dir_for(db_path, settings)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
-    if key is not None and settings.backup_key_file is not None:
-        _warn_if_key_beside_backups(settings.backup_key_file, directory)
+    key, directory = _key_and_directory(db_path, dest, settings)
     # The backup directory holds temps of killed backups and verifies; the
     # database's own, those of killed restores.
     removed = tuple(remove_stale_temps(directory))
@@ -533,18 +525,29 @@ def _file_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", label)[:100] or "database"
 
 
-def _create_server_backup(url: PostgresUrl, dest: str | Path | None, settings: Settings) -> Backup:
-    """:func:`create_backup` of a PostgreSQL database (see there)."""
-    from abathur.backends.postgres import ops as pg
+def _key_and_directory(
+    target: Path | PostgresUrl, dest: str | Path | None, settings: Settings
+) -> tuple[BackupKey | None, Path]:
+    """The backup key and the backup directory (made if missing), for either backend.
 
+    A bad key fails the backup before anything is written, never after.
+    """
     key = load_backup_key(settings)
-    directory = Path(dest) if dest is not None else backup_dir_for(url, settings)
+    directory = Path(dest) if dest is not None else backup_dir_for(target, settings)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(f"cannot create backup directory {str(directory)!r}: {exc}") from exc
     if key is not None and settings.backup_key_file is not None:
         _warn_if_key_beside_backups(settings.backup_key_file, directory)
+    return key, directory
+
+
+def _create_server_backup(url: PostgresUrl, dest: str | Path | None, settings: Settings) -> Backup:
+    """:func:`create_backup` of a PostgreSQL database (see there)."""
+    from abathur.backends.postgres import ops as pg
+
+    key, directory = _key_and_directory(url, dest, settings)
     removed = tuple(remove_stale_temps(directory))
     started = time.perf_counter()
     now = datetime.now(UTC)
